@@ -1,0 +1,56 @@
+"""The few exception classes of aislecast; each carries data and a hint for the user."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AislecastError",
+    "BrokerError",
+    "BundleError",
+    "ConfigError",
+    "PublishDenied",
+]
+
+
+class AislecastError(Exception):
+    """Base class: ``hint`` tells the user what to do about it."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message} ({self.hint})"
+
+
+class BrokerError(AislecastError):
+    """The MQTT broker could not be started, reached or used."""
+
+
+class ConfigError(AislecastError):
+    """A configuration value is wrong: ``field`` names it, ``hint`` says the fix."""
+
+    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{field}: {message}", hint=hint)
+        self.field = field
+
+
+class BundleError(AislecastError):
+    """A bundle or delta was refused: ``reason`` is one of forged, stale, expired, malformed."""
+
+    def __init__(self, reason: str, message: str, *, version: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.version = version
+
+
+class PublishDenied(AislecastError):
+    """The broker refused a publish (PUBACK reason code >= 0x80, e.g. 0x87 not authorized)."""
+
+    def __init__(self, topic: str, reason_code: int, reason: str) -> None:
+        super().__init__(
+            f"broker refused publish to {topic}: {reason} (0x{reason_code:02x})",
+            hint="check this client's credentials and the broker ACL",
+        )
+        self.topic = topic
+        self.reason_code = reason_code

@@ -1,0 +1,3 @@
+"""firmware_config package."""
+
+__all__: list[str] = []

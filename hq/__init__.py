@@ -1,0 +1,3 @@
+"""hq package."""
+
+__all__: list[str] = []
