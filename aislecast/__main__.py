@@ -1,0 +1,7 @@
+"""``python -m aislecast``."""
+
+import sys
+
+from aislecast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""``aislecast bench``: run benchmarks and print a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import textwrap
+
+__all__ = ["register"]
+
+_HELP = textwrap.dedent(
+    """\
+    Run benchmarks side by side with the peers named in the issues.
+
+    examples:
+      aislecast bench                 # every benchmark, as a table
+      aislecast bench e2e --json      # one benchmark, as one JSON object
+      aislecast bench decode --quick  # smoke-sized run
+    """
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench", help="run benchmarks", description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="smoke-sized run")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from benchmarks import BenchOptions, run_benchmarks  # noqa: PLC0415
+
+    return asyncio.run(
+        run_benchmarks(list(args.names), as_json=args.json, opts=BenchOptions(quick=args.quick))
+    )

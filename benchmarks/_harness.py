@@ -1,0 +1,125 @@
+"""Registry, runner and reporting for benchmarks (table on stdout, or one JSON object)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import TextIO
+
+__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "run_benchmarks"]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """``quick`` shrinks every benchmark to a smoke-sized run (used by the test suite)."""
+
+    quick: bool = False
+
+
+@dataclass(slots=True)
+class Measurement:
+    """One number: ``subject`` is ours (``aislecast``) or a peer's name."""
+
+    benchmark: str
+    subject: str
+    metric: str
+    value: float
+    unit: str
+    better: str = "higher"  # or "lower"
+    extra: dict[str, float | int | str] = field(default_factory=dict)
+
+
+BenchFn = Callable[[BenchOptions], Awaitable[list[Measurement]]]
+REGISTRY: dict[str, BenchFn] = {}
+
+# Modules holding benchmarks; importing one registers its functions.
+_MODULES = (
+    "benchmarks.bench_e2e",
+    "benchmarks.bench_decode",
+    "benchmarks.bench_nfc",
+    "benchmarks.bench_decide",
+)
+
+
+def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:
+    def wrap(fn: BenchFn) -> BenchFn:
+        REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def _load() -> None:
+    for mod in _MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def _ratios(rows: list[Measurement]) -> list[tuple[Measurement, float | None]]:
+    """Pair each row with ours/peer on the same (benchmark, metric); None for our own."""
+    ours = {(r.benchmark, r.metric): r.value for r in rows if r.subject == "aislecast"}
+    out: list[tuple[Measurement, float | None]] = []
+    for r in rows:
+        base = ours.get((r.benchmark, r.metric))
+        if r.subject == "aislecast" or base is None or r.value == 0 or base == 0:
+            out.append((r, None))
+        elif r.better == "higher":
+            out.append((r, base / r.value))
+        else:
+            out.append((r, r.value / base))
+    return out
+
+
+def _print_table(rows: list[Measurement], out: TextIO) -> None:
+    from rich.console import Console  # noqa: PLC0415 - only for the table
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="aislecast benchmarks (ratio = how many times better aislecast is)")
+    for col in ("benchmark", "subject", "metric", "value", "unit", "ratio"):
+        table.add_column(col, justify="right" if col in {"value", "ratio"} else "left")
+    for r, ratio in _ratios(rows):
+        table.add_row(
+            r.benchmark,
+            r.subject,
+            r.metric,
+            f"{r.value:,.3f}" if abs(r.value) < 100 else f"{r.value:,.0f}",
+            r.unit,
+            "" if ratio is None else f"{ratio:,.1f}x",
+        )
+    Console(file=out, width=140).print(table)
+
+
+async def run_benchmarks(
+    names: list[str], *, as_json: bool, opts: BenchOptions, out: TextIO = sys.stdout
+) -> int:
+    """Run the named benchmarks (all when empty); return a process exit code."""
+    _load()
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(sorted(REGISTRY))}",
+              file=sys.stderr)
+        return 2
+    rows: list[Measurement] = []
+    for name in names or sorted(REGISTRY):
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        rows += await REGISTRY[name](opts)
+        print(f"[bench] {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    if as_json:
+        payload = {
+            "results": [
+                asdict(r) | ({"ratio": ratio} if ratio is not None else {})
+                for r, ratio in _ratios(rows)
+            ]
+        }
+        out.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        _print_table(rows, out)
+    return 0
