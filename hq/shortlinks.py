@@ -1,0 +1,201 @@
+"""HQ's short links: ``GET /s/{code}`` counts a QR scan or NFC tap and redirects.
+
+A shelf label's QR code and its NFC tag carry the same short link,
+``https://HQ/s/CODE``, told apart only by ``?src=qr`` / ``?src=nfc``, so both calls to
+action are counted by one endpoint in one way. The router is built around an injected
+:class:`ShortLinkStore` (the lead wires the real database store; tests use an
+in-memory one), so nothing here is global.
+
+Example::
+
+    app = FastAPI()
+    app.include_router(make_shortlink_router(store))
+    code = await mint_code(store)          # a fresh base62 code, not yet in the store
+    short_url("https://hq.example", code, source="qr")
+    # -> 'https://hq.example/s/<code>?src=qr'
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from aislecast.errors import AislecastError
+
+__all__ = [
+    "CODE_ALPHABET",
+    "CODE_MAX_LEN",
+    "CODE_MIN_LEN",
+    "DEFAULT_CODE_LEN",
+    "ShortLink",
+    "ShortLinkStore",
+    "Source",
+    "is_valid_code",
+    "make_shortlink_router",
+    "mint_code",
+    "short_url",
+]
+
+_LOG = logging.getLogger(__name__)
+
+# base62: digits and both letter cases survive every QR mode, NFC URI record and URL
+# without escaping, and need no case folding (unlike base32) for a link nobody types.
+CODE_ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# 7 characters: 62**7 ~ 3.5e12 codes, so at a chain's ~1e6 shelf links a random code
+# collides with probability ~3e-7 per draw and the collision check almost never loops.
+# It keeps the URL short enough for a QR version 3 at error correction M.
+DEFAULT_CODE_LEN: Final = 7
+# Accepted lengths: 4 leaves room for hand-picked vanity codes; 16 is far above anything
+# minted and bounds what an attacker can make the store look up.
+CODE_MIN_LEN: Final = 4
+CODE_MAX_LEN: Final = 16
+# Draws before giving up: with the numbers above, eight collisions in a row means the
+# store is broken (e.g. resolve() answers every code), not that the space is full.
+_MINT_ATTEMPTS: Final = 8
+_CODE_RE: Final = re.compile(rf"[0-9A-Za-z]{{{CODE_MIN_LEN},{CODE_MAX_LEN}}}")
+
+Source = Literal["qr", "nfc", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShortLink:
+    """One short link: its code, where it lands, and what printed/written it."""
+
+    code: str
+    url: str
+    tag_id: str | None = None
+    store_id: str | None = None
+    campaign_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not is_valid_code(self.code):
+            raise AislecastError(
+                f"short link code {self.code!r} is not {CODE_MIN_LEN}-{CODE_MAX_LEN} "
+                "base62 characters",
+                hint="mint codes with hq.shortlinks.mint_code()",
+            )
+        parts = urlsplit(self.url)
+        # Only web pages: a stored javascript: or data: URL would turn the redirect into
+        # an attack on every shopper who scans the label.
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise AislecastError(
+                f"short link {self.code}: landing URL {self.url!r} is not an http(s) URL",
+                hint="store an absolute https:// landing page URL",
+            )
+
+
+class ShortLinkStore(Protocol):
+    """Where short links live and clicks are counted (the real one is HQ's database)."""
+
+    async def resolve(self, code: str) -> ShortLink | None:
+        """The link for ``code``, or None when there is none."""
+        ...
+
+    async def record_click(
+        self, link: ShortLink, *, ts: float, user_agent: str | None, source: str
+    ) -> None:
+        """Count one scan or tap of ``link`` (``source`` is "qr", "nfc" or "other")."""
+        ...
+
+
+def is_valid_code(code: str) -> bool:
+    """True when ``code`` has an accepted length and only base62 characters."""
+    return _CODE_RE.fullmatch(code) is not None
+
+
+def short_url(base_url: str, code: str, *, source: Source | None = None) -> str:
+    """The short link for ``code`` under ``base_url`` (the HQ origin), with ``?src=``."""
+    if not is_valid_code(code):
+        raise AislecastError(f"short link code {code!r} is not valid base62")
+    url = f"{base_url.rstrip('/')}/s/{code}"
+    return url if source is None else f"{url}?src={source}"
+
+
+async def mint_code(
+    store: ShortLinkStore,
+    *,
+    length: int = DEFAULT_CODE_LEN,
+    choice: Callable[[str], str] = secrets.choice,
+) -> str:
+    """A random base62 code that ``store`` does not know yet.
+
+    The check is advisory: two HQ workers can mint the same code between the check and
+    the insert, so the real store must also hold a unique index on the code and the
+    caller retry on a conflict. ``choice`` is injectable for deterministic tests.
+    """
+    if not CODE_MIN_LEN <= length <= CODE_MAX_LEN:
+        raise AislecastError(
+            f"short code length {length} is outside {CODE_MIN_LEN}..{CODE_MAX_LEN}",
+            hint=f"use the default of {DEFAULT_CODE_LEN}",
+        )
+    for _ in range(_MINT_ATTEMPTS):
+        code = "".join(choice(CODE_ALPHABET) for _ in range(length))
+        if await store.resolve(code) is None:
+            return code
+    raise AislecastError(
+        f"no free short code after {_MINT_ATTEMPTS} draws of length {length}",
+        hint="check that the short link store's resolve() answers None for unknown codes",
+    )
+
+
+def _page(title: str, body: str, status_code: int) -> HTMLResponse:
+    text = (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{html.escape(title, quote=False)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;"
+        "padding:0 1rem;line-height:1.5;color:#222}</style></head>"
+        f"<body><h1>{html.escape(title, quote=False)}</h1>"
+        f"<p>{html.escape(body, quote=False)}</p></body></html>\n"
+    )
+    return HTMLResponse(text, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+def make_shortlink_router(
+    store: ShortLinkStore, *, clock: Callable[[], float] = time.time
+) -> APIRouter:
+    """A router serving ``GET /s/{code}`` from ``store``; ``clock`` stamps the clicks."""
+    router = APIRouter()
+
+    @router.get("/s/{code}", response_class=Response, include_in_schema=True)
+    async def follow_short_link(code: str, request: Request, src: str | None = None) -> Response:
+        if not is_valid_code(code):
+            return _page(
+                "That link doesn't look right",
+                "The code in this link is malformed. Please scan the label or tap the "
+                "tag again.",
+                400,
+            )
+        link = await store.resolve(code)
+        if link is None:
+            return _page(
+                "This offer isn't available",
+                "The link may have expired or the label may be out of date. Ask a member "
+                "of staff, or look for the offer in the store's app.",
+                404,
+            )
+        # A hand-typed or shared link carries no (or a bogus) src: still redirect, and
+        # count it apart so QR and NFC numbers stay clean.
+        source: Source = "qr" if src == "qr" else "nfc" if src == "nfc" else "other"
+        try:
+            await store.record_click(
+                link, ts=clock(), user_agent=request.headers.get("user-agent"), source=source
+            )
+        except Exception:  # noqa: BLE001 - a counting failure must not strand the shopper
+            _LOG.exception("recording a click on short link %s failed", code)
+        # 302, not 301: browsers cache 301s, and every scan must reach us to be counted.
+        return RedirectResponse(
+            link.url, status_code=302, headers={"Cache-Control": "no-store"}
+        )
+
+    return router
