@@ -136,9 +136,10 @@ def parse_ad(raw: bytes) -> AdData:
             break
         end = i + 1 + length
         if end > n:
+            left = n - i - 1
             out.error = (
-                f"truncated AD structure at offset {i}: length {length} "
-                f"but only {n - i - 1} bytes follow"
+                f"truncated AD structure at offset {i}: length {length}, "
+                f"{left} byte{'' if left == 1 else 's'} left"
             )
             break
         problem = _apply(out, raw[i + 1], raw[i + 2:end])
