@@ -176,8 +176,9 @@ def _judge(
         if got.zone != nearest.zone and strongest.rssi - at_nearest >= WRONG_ZONE_MARGIN_DB:
             status.issues.append("wrong_zone")
             status.detail.append(
-                f"heard strongest by {got.id} in {got.zone}, expected {nearest.id} in "
-                f"{nearest.zone}: is it stuck up in the right zone?"
+                f"heard strongest by {got.id} ({got.zone}) at {strongest.rssi:g} dBm, but "
+                f"{nearest.id} ({nearest.zone}) is nearest its planned spot in {b.zone}: "
+                "is it stuck up in the right place?"
             )
     return status
 
