@@ -54,7 +54,7 @@ class _Adapter(ServiceInterface):
 
     @dbus_method()
     def SetDiscoveryFilter(self, properties: DBusDict) -> None:  # noqa: N802
-        self._fake.discovery_filter = {k: v.value for k, v in properties.items()}
+        self._fake.discovery_filters.append({k: v.value for k, v in properties.items()})
 
     @dbus_method()
     def GetDiscoveryFilters(self) -> DBusStrList:  # noqa: N802
@@ -200,7 +200,7 @@ class FakeBlueZ:
         self._present = False
         self._fail_start: list[str] = []
         self._mute: MuteUntil | None = None
-        self.discovery_filter: dict[str, Any] = {}
+        self.discovery_filters: list[dict[str, Any]] = []  # every SetDiscoveryFilter body
         self.stats = FakeStats()
 
     # lifecycle --------------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""BlueZScanner on bleak's real BlueZ backend against the fake BlueZ (DESIGN §11)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from fakebluez import FakeBlueZ
+from fakebluez.fixtures import beacons, fake_bluez, private_system_bus  # noqa: F401
+
+from edge.advert import Advertisement
+from edge.bluez import BlueZScanner, WatchdogSettings
+from edge.scanner import Scanner
+
+pytestmark = pytest.mark.timeout(60)
+
+IBEACON = bytes.fromhex("0215" + "f7826da64fa24e988024bc5b71e0893e" + "0001" + "0002" + "c5")
+EDDYSTONE_UID = bytes.fromhex("00e8" + "edd1ebeac04e5defa017" + "0123456789ab" + "0000")
+FEAA = "0000feaa-0000-1000-8000-00805f9b34fb"
+
+
+async def wait_for(cond: object, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("mode", ["auto", "active", "passive"])
+async def test_adverts_reach_on_advert_with_right_bytes(fake_bluez: FakeBlueZ, mode: str) -> None:
+    got: list[Advertisement] = []
+    async with BlueZScanner(got.append, mode=mode) as scanner:  # type: ignore[arg-type]
+        assert isinstance(scanner, Scanner)
+        expected_mode = "active" if mode == "active" else "passive"
+        assert scanner.stats()["mode"] == expected_mode
+        t0 = time.monotonic()
+        fake_bluez.advertise("C0:FF:EE:00:00:01", rssi=-61, manufacturer_data={0x004C: IBEACON})
+        fake_bluez.advertise("C0:FF:EE:00:00:02", rssi=-72, service_data={FEAA: EDDYSTONE_UID})
+        fake_bluez.advertise("C0:FF:EE:00:00:01", rssi=-59, manufacturer_data={0x004C: IBEACON})
+        await wait_for(lambda: len(got) >= 3)
+    ib = [a for a in got if a.address == "C0:FF:EE:00:00:01"]
+    ed = [a for a in got if a.address == "C0:FF:EE:00:00:02"]
+    assert [a.rssi for a in ib] == [-61, -59]
+    assert ib[0].manufacturer_data == {0x004C: IBEACON}
+    assert ed[0].service_data == {FEAA: EDDYSTONE_UID}
+    assert ed[0].rssi == -72
+    assert all(a.receiver == "hci0" and a.ts >= t0 for a in got)
+    if mode == "active":
+        assert fake_bluez.discovery_filters[0]["DuplicateData"] is False
+    stats = scanner.stats()
+    assert stats["adverts"] == 3
+    assert stats["state"] == "stopped"
+
+
+async def test_auto_scans_actively_without_advertisement_monitor(
+    private_system_bus: str,  # noqa: F811
+) -> None:
+    fake = FakeBlueZ(passive=False)
+    await fake.start()
+    try:
+        got: list[Advertisement] = []
+        async with BlueZScanner(got.append) as scanner:
+            assert scanner.stats()["mode"] == "active"
+            assert fake.discovering
+            fake.advertise("C0:FF:EE:00:00:01", rssi=-50, manufacturer_data={0x004C: IBEACON})
+            await wait_for(lambda: len(got) == 1)
+        assert not fake.discovering  # left cleanly
+    finally:
+        await fake.stop()
+
+
+async def test_duplicates_are_kept(fake_bluez: FakeBlueZ) -> None:
+    got: list[Advertisement] = []
+    async with BlueZScanner(got.append, mode="active"):
+        for i in range(50):
+            fake_bluez.advertise("C0:FF:EE:00:00:01", rssi=-60 - i % 3,
+                                 manufacturer_data={0x004C: IBEACON})
+        await wait_for(lambda: len(got) == 50)
+
+
+async def test_not_reentrant_and_callback_errors_do_not_stop_scanning(
+    fake_bluez: FakeBlueZ,
+) -> None:
+    seen: list[Advertisement] = []
+
+    def flaky(adv: Advertisement) -> None:
+        seen.append(adv)
+        if len(seen) == 1:
+            raise ValueError("boom")
+
+    scanner = BlueZScanner(flaky)
+    async with scanner:
+        with pytest.raises(RuntimeError, match="re-entrant"):
+            await scanner.__aenter__()
+        for _ in range(3):
+            fake_bluez.advertise("C0:FF:EE:00:00:01", rssi=-60, manufacturer_data={76: IBEACON})
+        await wait_for(lambda: len(seen) == 3)
+        assert scanner.stats()["callback_errors"] == 1
+
+
+async def test_quiet_store_with_beacons_needs_no_recovery(beacons: FakeBlueZ) -> None:  # noqa: F811
+    got: list[Advertisement] = []
+    fast = WatchdogSettings(tick_s=0.1, silence_restart_s=0.5)
+    async with BlueZScanner(got.append, watchdog=fast) as scanner:
+        await asyncio.sleep(1.5)
+        stats = scanner.stats()
+    assert stats["restarts"] == 0
+    assert stats["recovery_failures"] == 0
+    assert len(got) > 10
+
+
+@pytest.mark.parametrize("mode", ["active", "passive"])
+async def test_measure_adverts_per_second(fake_bluez: FakeBlueZ, mode: str) -> None:
+    """Throughput of fake -> dbus-daemon -> bleak -> BlueZScanner -> on_advert (reported)."""
+    got: list[Advertisement] = []
+    n = 5000
+    async with BlueZScanner(got.append, mode=mode) as scanner:  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        for i in range(n):
+            fake_bluez.advertise(f"C0:FF:EE:00:{i // 256 % 256:02X}:{i % 256:02X}",
+                                 rssi=-60, manufacturer_data={0x004C: IBEACON})
+            if i % 200 == 0:
+                await asyncio.sleep(0)
+        await wait_for(lambda: len(got) >= n, timeout=30)
+        elapsed = time.perf_counter() - t0
+        assert scanner.stats()["adverts"] == n
+    print(f"\nbluez scanner {mode}: {n / elapsed:,.0f} adverts/s through the fake "
+          f"({n} adverts in {elapsed:.2f} s, fake and scanner on one event loop)")
