@@ -1,0 +1,78 @@
+"""``aislecast demo``: the simulated store end to end (see aislecast.demo)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import textwrap
+from typing import Any
+
+from aislecast.logs import setup_logging
+
+__all__ = ["register"]
+
+_HELP = textwrap.dedent(
+    """\
+    Run HQ, one simulated store gateway and simulated phones on a private Mosquitto
+    broker and SQLite in a temp dir. Shows a live view until Ctrl-C, or runs headless.
+
+    examples:
+      aislecast demo                            # live view until Ctrl-C
+      aislecast demo --seconds 20 --json        # headless, one JSON summary at the end
+      aislecast demo --shoppers 20 --seconds 60
+      aislecast demo --scenario flash --json    # one real-time marketing scenario
+    """
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from aislecast.scenarios import SCENARIOS  # noqa: PLC0415
+
+    p = sub.add_parser("demo", help="run the simulated store end to end", description=_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop after N seconds (default: until Ctrl-C; 20 with --json)")
+    p.add_argument("--shoppers", type=int, default=6, help="simulated shoppers (default 6)")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="location")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", action="store_true", help="headless; print one JSON object")
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=_run)
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    from aislecast.demo import DemoOptions, DemoState, run_demo  # noqa: PLC0415
+
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    seconds = args.seconds if args.seconds is not None else (20.0 if args.json else None)
+    opts = DemoOptions(seconds=seconds, shoppers=args.shoppers, scenario=args.scenario,
+                       seed=args.seed)
+    view = None
+    if not args.json and sys.stdout.isatty():
+        from aislecast.live import live_view  # noqa: PLC0415
+
+        view = live_view
+    return await run_demo(opts, state=DemoState(), view=view)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.shoppers < 1:
+        print("aislecast demo: --shoppers must be at least 1", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level)
+    try:
+        result = asyncio.run(_main(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("demo stopped", file=sys.stderr)
+        return 0
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>22}: {v}")
+    return 0

@@ -1,0 +1,124 @@
+"""``aislecast tags read|write``: staff tools for shelf NFC tags (DESIGN §10)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+import msgspec
+
+__all__ = ["register"]
+
+_HELP = textwrap.dedent(
+    """\
+    Read and write the store's shelf NFC tags. DEV is an nfcpy device path:
+    usb (first USB reader), usb:VID:PID (e.g. usb:054c:06c3), tty:USB0:pn532, or
+    udp:127.0.0.1:PORT for an emulated tag.
+
+    examples:
+      aislecast tags read --device usb
+      aislecast tags read --device usb --json
+      aislecast tags write --device usb --tag-id T-0417 \\
+          --url https://hq.example/s/Ab3x --title "Fresh milk offers" \\
+          --zone dairy --product milk-1l
+    """
+)
+_READ_HELP = textwrap.dedent(
+    """\
+    Wait for a tag on the reader and print its type, uid, NDEF capacity and records
+    (URI, Smart Poster, Text and our aislecast.io:tag record).
+
+    examples:
+      $ aislecast tags read --device usb
+      Type2Tag uid=04a2245a8c5c80 capacity=137 used=79 writeable=yes
+        smartposter uri=https://hq.example/s/Ab3x?src=nfc&t=T-0417 title=Fresh milk offers
+        aislecast tag_id=T-0417 zone=dairy product=milk-1l
+      $ aislecast tags read --device udp:127.0.0.1:24680 --json
+    """
+)
+_WRITE_HELP = textwrap.dedent(
+    """\
+    Write a shelf tag: the HQ short link with src=nfc and the tag id added
+    (https://HQ/s/CODE?src=nfc&t=ID), as a Smart Poster when --title is given, plus the
+    aislecast.io:tag record (id, zone, product). The tag is read back and verified.
+    A read-only tag, or one too small for the message, is refused before writing, and
+    the message says how many bytes are needed.
+
+    examples:
+      $ aislecast tags write --device usb --tag-id T-0417 --url https://hq.example/s/Ab3x
+      wrote Type2Tag 04a2245a8c5c80: 52 of 137 bytes, verified in 41 ms
+      $ aislecast tags write --device usb --tag-id T-0417 --url https://hq.example/s/Ab3x \\
+            --title "Fresh milk offers" --zone dairy --product milk-1l --timeout 30
+    """
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("tags", help="read and write shelf NFC tags", description=_HELP,
+                       formatter_class=fmt)
+    tags = p.add_subparsers(dest="tags_command", metavar="ACTION", required=True)
+
+    r = tags.add_parser("read", help="print a tag's type, uid and NDEF records",
+                        description=_READ_HELP, formatter_class=fmt)
+    r.add_argument("--device", required=True, metavar="DEV", help="nfcpy device path")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for a tag (default: 10)")
+    r.set_defaults(func=_read)
+
+    w = tags.add_parser("write", help="write and verify a shelf tag", description=_WRITE_HELP,
+                        formatter_class=fmt)
+    w.add_argument("--device", required=True, metavar="DEV", help="nfcpy device path")
+    w.add_argument("--tag-id", required=True, metavar="ID", help="the tag's id in HQ")
+    w.add_argument("--url", required=True, help="HQ short link, e.g. https://hq.example/s/CODE")
+    w.add_argument("--title", help="Smart Poster title shown by phones")
+    w.add_argument("--zone", help="zone id the tag sits in")
+    w.add_argument("--product", help="product id (SKU) on that shelf")
+    w.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for a tag (default: 10)")
+    w.add_argument("--json", action="store_true", help="print one JSON object")
+    w.set_defaults(func=_write)
+
+
+def _records_text(records: list[dict[str, str | int]]) -> list[str]:
+    lines = []
+    for rec in records:
+        fields = " ".join(f"{k}={v}" for k, v in rec.items() if k != "type")
+        lines.append(f"  {rec['type']} {fields}".rstrip())
+    return lines
+
+
+def _read(args: argparse.Namespace) -> int:
+    from firmware_config.tags import read_tag  # noqa: PLC0415 - nfcpy loads only when used
+
+    report = read_tag(args.device, timeout=args.timeout)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        return 0
+    print(f"{report.tag_type} uid={report.uid} capacity={report.capacity} "
+          f"used={report.length} writeable={'yes' if report.writeable else 'no'}")
+    for line in _records_text(report.records):
+        print(line)
+    return 0
+
+
+def _write(args: argparse.Namespace) -> int:
+    from firmware_config.tags import build_message, write_tag  # noqa: PLC0415
+
+    try:
+        message = build_message(tag_id=args.tag_id, url=args.url, title=args.title,
+                                zone=args.zone, product=args.product)
+    except ValueError as exc:
+        print(f"aislecast: error: {exc}", file=sys.stderr)
+        return 2
+    report = write_tag(args.device, message, timeout=args.timeout)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        return 0
+    print(f"wrote {report.tag_type} {report.uid}: {report.length} of {report.capacity} bytes, "
+          f"verified in {report.elapsed_ms:.0f} ms")
+    for line in _records_text(report.records):
+        print(line)
+    return 0

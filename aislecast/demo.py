@@ -1,0 +1,171 @@
+"""``aislecast demo``: HQ, one simulated store gateway and simulated phones, end to end.
+
+Everything real but the radio: a private Mosquitto started here, HQ with its HTTP API
+and SQLite, the gateway daemon with its SQLite outbox, phones on persistent MQTT
+sessions. Shoppers walk the simulated store; their phones advertise rotating tokens
+that the gateway hears through the same scanner interface a real adapter uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import statistics
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.mqtt import MqttSettings
+from aislecast.phone import Phone
+from aislecast.scenarios import SCENARIOS, Scenario
+from aislecast.signing import public_key_pem
+from edge.sim_scanner import SimScanner
+from edge.simstore import STORE_UUID, SimShopper, SimStore, default_zones
+from gateway.app import Gateway
+from gateway.config import load_config
+from hq.server import HqServer
+
+__all__ = ["DemoOptions", "DemoState", "run_demo"]
+
+log = logging.getLogger("aislecast.demo")
+
+STORE = "store-1"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    seconds: float | None = 20.0  # None: until interrupted
+    shoppers: int = 6
+    scenario: str = "location"
+    seed: int = 7
+    workdir: Path | None = None
+
+
+@dataclass(slots=True)
+class DemoState:
+    """What the live view shows: shared by the demo's components."""
+
+    started: float = field(default_factory=time.monotonic)
+    zone_of: dict[str, str] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)
+    opened: dict[str, int] = field(default_factory=dict)
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=12))
+    gateway: Gateway | None = None
+    hq: HqServer | None = None
+    phones: list[Phone] = field(default_factory=list)
+
+
+def _walk(rng: random.Random, zones: list[str]) -> list[tuple[str, float]]:
+    aisles = [z for z in zones if z not in {"entrance", "checkout"}]
+    picks = rng.sample(aisles, k=rng.randint(1, 3))
+    return ([("entrance", rng.uniform(2, 4))] + [(z, rng.uniform(5, 12)) for z in picks]
+            + [("checkout", rng.uniform(3, 6))])
+
+
+async def _population(store: SimStore, phones: list[Phone], rng: random.Random,
+                      zones: list[str]) -> None:
+    """Each phone's shopper walks a visit, pauses outside, and comes back."""
+
+    async def one(i: int, phone: Phone) -> None:
+        await asyncio.sleep(i * 0.6)
+        while True:
+            s = SimShopper(name=phone.inbox, token_for=phone.token, path=_walk(rng, zones),
+                           start=time.monotonic(), speed_mps=2.0)
+            store.add_shopper(s)
+            await asyncio.sleep(s.end - time.monotonic() + rng.uniform(4, 10))
+
+    async with asyncio.TaskGroup() as tg:
+        for i, p in enumerate(phones):
+            tg.create_task(one(i, p), name=f"sim-shopper-{i}")
+
+
+def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
+    gw, hq = state.gateway, state.hq
+    assert gw is not None and hq is not None
+    lat = sorted(x for p in state.phones for x in p.stats.latencies_s)
+    return {
+        "scenario": scenario,
+        "seconds": round(seconds, 1),
+        "shoppers": len(state.phones),
+        "adverts_decoded": gw.counters.adverts_decoded,
+        "presence_events": gw.counters.presence_events,
+        "decisions": gw.counters.decisions,
+        "offers_published": gw.publisher.stats.offers_published,
+        "offers_received": sum(p.stats.offers_received for p in state.phones),
+        "offers_opened": sum(p.stats.opened for p in state.phones),
+        "offers_late_dropped": sum(p.stats.offers_late for p in state.phones),
+        "events_ingested": hq.ingest.stats.events_ingested,
+        "bad_payloads": sum(gw.counters.bad_payloads.values())
+        + sum(hq.ingest.stats.bad_payloads.values()),
+        "offer_latency_ms_p50": round(statistics.median(lat) * 1000, 2) if lat else None,
+        "offer_latency_ms_max": round(lat[-1] * 1000, 2) if lat else None,
+    }
+
+
+async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
+                   view: Any = None) -> dict[str, Any]:  # noqa: ANN401
+    """Run the demo; returns the summary (DESIGN §10)."""
+    scenario: Scenario = SCENARIOS[opts.scenario]
+    state = state or DemoState()
+    rng = random.Random(opts.seed)
+    with contextlib.ExitStack() as stack:
+        work = opts.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aislecast-")))
+        broker = MosquittoProcess(BrokerConfig(directory=work / "mosquitto", port=free_port()))
+        async with broker:
+            mqtt = MqttSettings(port=broker.port)
+            hq = HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq-signing.pem",
+                          mqtt=mqtt, http_port=free_port(), rotation_k=scenario.rotation_k)
+            state.hq = hq
+            async with asyncio.TaskGroup() as tg:
+                hq_task = tg.create_task(hq.run(), name="hq")
+                await hq.started.wait()
+                zones = default_zones()
+                await scenario.setup(hq.service, STORE, zones, STORE_UUID)
+                enrolled = [hq.service.enroll(["offers"]) for _ in range(opts.shoppers)]
+                await hq.service.publish_bundle(STORE)
+                sim = SimStore(zones, seed=opts.seed)
+                cfg = load_config({
+                    "gateway": "gw-1", "store": STORE, "data_dir": str(work / "gateway"),
+                    "hq_public_key": public_key_pem(hq.service.signer.public_key),
+                    "broker": {"port": broker.port},
+                    "scanner": {"backend": "sim", "receivers": sim.receivers},
+                    "health_every_s": 2.0,
+                })
+                gw = Gateway(cfg, lambda cb: SimScanner(sim, cb))
+                state.gateway = gw
+                gw_task = tg.create_task(gw.run(), name="gateway")
+                await gw.ready.wait()
+                async with contextlib.AsyncExitStack() as phones:
+                    for e in enrolled:
+                        p = Phone(mqtt, inbox=e.inbox, identity_key=bytes.fromhex(e.identity_key),
+                                  rotation_k=e.rotation_k, rng=random.Random(rng.random()))
+                        state.phones.append(await phones.enter_async_context(p))
+                    await asyncio.gather(*(p.link.wait_connected(10) for p in state.phones))
+                    t0 = time.monotonic()
+                    pop = tg.create_task(_population(sim, state.phones, rng, [z.id for z in zones]),
+                                         name="sim-population")
+                    extra = tg.create_task(scenario.during(hq.service, STORE, state), name="scenario")
+                    view_task = tg.create_task(view(state), name="live-view") if view else None
+                    try:
+                        if opts.seconds is None:
+                            await asyncio.Event().wait()
+                        else:
+                            await asyncio.sleep(opts.seconds)
+                    finally:
+                        pop.cancel()
+                        extra.cancel()
+                        if view_task is not None:
+                            view_task.cancel()
+                    # let in-flight offers, feedback and event batches drain
+                    await asyncio.sleep(2.0)
+                    elapsed = time.monotonic() - t0
+                result = summary(state, elapsed, opts.scenario)
+                gw_task.cancel()
+                hq_task.cancel()
+    return result

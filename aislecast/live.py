@@ -1,0 +1,61 @@
+"""The demo's live terminal view (rich): shoppers, zones, offers and the event tail."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from aislecast.demo import DemoState
+
+__all__ = ["live_view"]
+
+
+def _render(state: DemoState) -> Group:
+    gw, hq = state.gateway, state.hq
+    head = Table.grid(padding=(0, 3))
+    if gw is not None and hq is not None:
+        m = gw.metrics()
+        head.add_row(
+            f"[b]{time.monotonic() - state.started:5.0f} s[/b]",
+            f"adverts {int(m['adverts']):,}",
+            f"presence {int(m['presence_events'])}",
+            f"decisions {int(m['decisions'])}",
+            f"offers {int(m['offers_published'])}",
+            f"ingested {hq.ingest.stats.events_ingested}",
+            f"outbox {int(m['outbox_rows'])}",
+        )
+    shoppers = Table(title="shoppers (pseudonymous inboxes)", expand=True)
+    for col in ("inbox", "zone", "offers", "opened"):
+        shoppers.add_column(col)
+    present = gw.presence.present() if gw is not None else {}
+    for p in state.phones:
+        shoppers.add_row(p.inbox[:10], present.get(p.inbox, "[dim]-[/dim]"),
+                         str(p.stats.offers_received), str(p.stats.opened))
+    tail = "\n".join(state.log) or "[dim]waiting for shoppers...[/dim]"
+    return Group(Panel(head, title="aislecast demo: Ctrl-C to stop"), shoppers,
+                 Panel(tail, title="events"))
+
+
+async def live_view(state: DemoState) -> None:
+    """Refresh the view four times a second until cancelled."""
+    while state.gateway is None:
+        await asyncio.sleep(0.1)
+
+    def note(kind: str, data: dict[str, object]) -> None:
+        t = time.strftime("%H:%M:%S")
+        inbox = str(data.get("inbox", ""))[:10]
+        if kind in {"enter", "exit"}:
+            state.log.append(f"{t} {inbox} {kind} {data.get('zone')} -> {data.get('reason')}")
+        elif kind == "offer_published":
+            state.log.append(f"{t} {inbox} [green]offer {data.get('campaign')}[/green]")
+
+    state.gateway.listeners.append(note)
+    with Live(_render(state), refresh_per_second=4, transient=False) as live:
+        while True:
+            await asyncio.sleep(0.25)
+            live.update(_render(state))

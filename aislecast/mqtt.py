@@ -1,0 +1,269 @@
+"""One supervised MQTT v5 connection per component, on aiomqtt.
+
+:class:`MqttLink` keeps a connection alive (full-jitter exponential backoff, capped
+near a minute), re-subscribes after every reconnect (aiomqtt does not expose
+session-present), hands each message to a handler that may not raise into the loop, and
+offers :meth:`MqttLink.publish`, which waits for a connection and raises
+:class:`~aislecast.errors.PublishDenied` when the broker refuses a QoS 1 publish (PUBACK
+reason >= 0x80), something aiomqtt's own ``publish`` silently accepts (DESIGN §11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from aislecast.const import (
+    MQTT_BACKOFF_BASE,
+    MQTT_BACKOFF_CAP_S,
+    MQTT_KEEPALIVE_S,
+    MQTT_SESSION_EXPIRY_S,
+)
+from aislecast.errors import PublishDenied
+
+__all__ = ["CheckedClient", "MqttLink", "MqttSettings", "MessageHandler", "backoff_delay"]
+
+log = logging.getLogger("aislecast.mqtt")
+
+MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = MQTT_KEEPALIVE_S
+    session_expiry_s: int = MQTT_SESSION_EXPIRY_S
+    max_inflight: int = 256
+
+
+def backoff_delay(attempt: int) -> float:
+    """aiomqtt's reconnect idiom: full jitter over ``1.5 ** min(attempt, 10)`` seconds."""
+    return random.uniform(0, min(MQTT_BACKOFF_CAP_S, MQTT_BACKOFF_BASE ** min(attempt, 10)))
+
+
+class CheckedClient(aiomqtt.Client):
+    """aiomqtt client whose :meth:`publish_checked` surfaces the PUBACK reason code.
+
+    Relies on aiomqtt's private ``_client``, ``_on_publish`` and ``_disconnected``;
+    ``tests/test_mqtt_conformance.py`` fails when a new aiomqtt drops them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(*args, **kwargs)
+        self._reason_futs: dict[int, asyncio.Future[ReasonCode]] = {}
+
+    def _on_publish(
+        self,
+        client: Any,  # noqa: ANN401
+        userdata: Any,  # noqa: ANN401
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        fut = self._reason_futs.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(reason_code)
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish_checked(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: float | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        props: Properties | None = None
+        if expiry_s is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = max(1, int(expiry_s))
+        fut: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
+        info = self._client.publish(topic, payload, qos, retain, props)
+        if info.rc != 0:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if qos == 0:
+            return
+        self._reason_futs[info.mid] = fut
+        try:
+            done, _ = await asyncio.wait(
+                (fut, self._disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            self._reason_futs.pop(info.mid, None)
+        if fut not in done:
+            fut.cancel()
+            raise aiomqtt.MqttError("publish not acknowledged (timeout or disconnect)")
+        rc = fut.result()
+        if rc.is_failure:
+            raise PublishDenied(topic, int(rc.value), str(rc))
+
+
+@dataclass(slots=True)
+class _LinkStats:
+    connects: int = 0
+    disconnects: int = 0
+    messages_in: int = 0
+    handler_errors: int = 0
+    publishes: int = 0
+    denied: int = 0
+    last_error: str = ""
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class MqttLink:
+    """A reconnecting MQTT v5 connection: ``async with MqttLink(...) as link``."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str,
+        subscriptions: list[tuple[str, int]] | None = None,
+        handler: MessageHandler | None = None,
+        will: aiomqtt.Will | None = None,
+        on_connect: Callable[[CheckedClient], Awaitable[None]] | None = None,
+        clean_start: bool = False,
+        max_queued_incoming: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._subs = list(subscriptions or [])
+        self._handler = handler
+        self._will = will
+        self._on_connect = on_connect
+        self._clean_start = clean_start
+        self._max_queued_incoming = max_queued_incoming
+        self._client: CheckedClient | None = None
+        self.connected = asyncio.Event()
+        self.stats = _LinkStats()
+        self._task: asyncio.Task[None] | None = None
+        self._entered = False
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("MqttLink is not reentrant")
+        self._entered = True
+        self._task = asyncio.create_task(self._run(), name=f"mqtt:{self.client_id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self.connected.wait()
+
+    def _make_client(self) -> CheckedClient:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        s = self.settings
+        return CheckedClient(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=self._clean_start,
+            properties=props,
+            keepalive=s.keepalive,
+            will=self._will,
+            max_inflight_messages=s.max_inflight,
+            max_queued_incoming_messages=self._max_queued_incoming,
+            timeout=10,
+        )
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with self._make_client() as client:
+                    for topic, qos in self._subs:
+                        await client.subscribe(topic, qos)
+                    if self._on_connect is not None:
+                        await self._on_connect(client)
+                    self._client = client
+                    self.stats.connects += 1
+                    attempt = 0
+                    self.connected.set()
+                    log.info("mqtt connected client=%s port=%s", self.client_id, self.settings.port)
+                    async for message in client.messages:
+                        self.stats.messages_in += 1
+                        if self._handler is not None:
+                            await self._dispatch(message)
+            except aiomqtt.MqttError as exc:
+                self.stats.last_error = str(exc)
+                log.warning(
+                    "mqtt link down client=%s attempt=%d error=%s", self.client_id, attempt, exc
+                )
+            finally:
+                if self._client is not None:
+                    self.stats.disconnects += 1
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(backoff_delay(attempt))
+            attempt += 1
+
+    async def _dispatch(self, message: aiomqtt.Message) -> None:
+        assert self._handler is not None
+        try:
+            await self._handler(message)
+        except Exception:  # a handler bug must not kill the connection
+            self.stats.handler_errors += 1
+            log.exception("mqtt handler failed client=%s topic=%s", self.client_id, message.topic)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: float | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Publish once connected; raises aiomqtt.MqttError on loss, PublishDenied on refusal."""
+        client = self._client
+        if client is None:
+            await self.wait_connected(timeout)
+            client = self._client
+            if client is None:
+                raise aiomqtt.MqttError("not connected")
+        try:
+            await client.publish_checked(
+                topic, payload, qos=qos, retain=retain, expiry_s=expiry_s, timeout=timeout
+            )
+        except PublishDenied:
+            self.stats.denied += 1
+            raise
+        self.stats.publishes += 1
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Add a subscription now (if connected) and on every reconnect."""
+        self._subs.append((topic, qos))
+        if self._client is not None:
+            await self._client.subscribe(topic, qos)

@@ -1,0 +1,137 @@
+"""The reference shopper client: holds an enrollment, receives offers, reports feedback.
+
+It connects with a persistent session (clean start off, session expiry), so offers
+published while the phone was away arrive when it reconnects, unless their MQTT message
+expiry (= offer validity) has passed; an offer that arrives past ``expires_at`` anyway
+is dropped and counted, never shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+import msgspec
+
+from aislecast import topics
+from aislecast.mqtt import MqttLink, MqttSettings
+from aislecast.schema import SCHEMA_VERSION, Feedback, FeedbackKind, Offer, decode, encode
+from aislecast.tokens import eid_for
+
+__all__ = ["Phone", "PhoneBehaviour", "PhoneStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneBehaviour:
+    open_p: float = 0.6
+    click_p: float = 0.5  # of opened
+    redeem_p: float = 0.3  # of clicked
+    react_s: tuple[float, float] = (0.2, 1.5)
+
+
+@dataclass(slots=True)
+class PhoneStats:
+    offers_received: int = 0
+    offers_late: int = 0
+    duplicates: int = 0
+    bad_payloads: int = 0
+    opened: int = 0
+    clicked: int = 0
+    redeemed: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+class Phone:
+    def __init__(
+        self,
+        mqtt: MqttSettings,
+        *,
+        inbox: str,
+        identity_key: bytes,
+        rotation_k: int,
+        behaviour: PhoneBehaviour | None = None,
+        rng: random.Random | None = None,
+        on_offer: Callable[[Offer], None] | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.identity_key = identity_key
+        self.rotation_k = rotation_k
+        self.behaviour = behaviour or PhoneBehaviour()
+        self.rng = rng or random.Random()
+        self.stats = PhoneStats()
+        self.offers: dict[str, Offer] = {}
+        self._on_offer = on_offer
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.link = MqttLink(mqtt, client_id=f"phone-{inbox}",
+                             subscriptions=[(topics.offers(inbox), 1)], handler=self._handle)
+
+    def token(self, unix_now: float | None = None) -> bytes:
+        return eid_for(self.identity_key, time.time() if unix_now is None else unix_now,
+                       self.rotation_k)
+
+    async def __aenter__(self) -> Self:
+        await self.link.__aenter__()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.link.__aexit__(et, e, tb)
+
+    async def _handle(self, msg: aiomqtt.Message) -> None:
+        now = time.time()
+        try:
+            offer = decode(msg.payload if isinstance(msg.payload, bytes) else b"", Offer)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self.stats.bad_payloads += 1
+            return
+        if offer.inbox != self.inbox:
+            self.stats.bad_payloads += 1
+            return
+        if offer.id in self.offers:
+            self.stats.duplicates += 1  # QoS 1 redelivery: shown once
+            return
+        if offer.expires_at <= now:
+            self.stats.offers_late += 1
+            return
+        self.offers[offer.id] = offer
+        self.stats.offers_received += 1
+        self.stats.latencies_s.append(now - offer.issued_at)
+        if self._on_offer is not None:
+            self._on_offer(offer)
+        task = asyncio.create_task(self._react(offer), name=f"phone-react-{offer.id[:8]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def feedback(self, offer: Offer, kind: FeedbackKind) -> None:
+        fb = Feedback(v=SCHEMA_VERSION, id=uuid.uuid4().hex, offer=offer.id, campaign=offer.campaign,
+                      store=offer.store, inbox=self.inbox, kind=kind, ts=time.time())
+        await self.link.publish(topics.feedback(self.inbox), encode(fb), qos=1)
+
+    async def _react(self, offer: Offer) -> None:
+        b = self.behaviour
+        try:
+            await self.feedback(offer, "delivered")
+            if self.rng.random() >= b.open_p:
+                return
+            await asyncio.sleep(self.rng.uniform(*b.react_s))
+            self.stats.opened += 1
+            await self.feedback(offer, "opened")
+            if self.rng.random() >= b.click_p:
+                return
+            self.stats.clicked += 1
+            await self.feedback(offer, "clicked")
+            if self.rng.random() < b.redeem_p:
+                self.stats.redeemed += 1
+                await self.feedback(offer, "redeemed")
+        except aiomqtt.MqttError:
+            return

@@ -1,0 +1,271 @@
+"""Every MQTT payload and bundle body, versioned, in one module shared by all sides.
+
+Payloads are JSON with a ``v`` field (DESIGN §4). Decoding untrusted bytes goes through
+:func:`decode`, which raises only :class:`msgspec.ValidationError` /
+:class:`msgspec.DecodeError`; callers count and drop.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+import msgspec
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Beacon",
+    "Bundle",
+    "BundleDelta",
+    "Campaign",
+    "Caps",
+    "Creative",
+    "Event",
+    "EventBatch",
+    "EventKind",
+    "Feedback",
+    "FeedbackKind",
+    "GatewayState",
+    "Offer",
+    "PhoneSighting",
+    "Schedule",
+    "SignedEnvelope",
+    "Store",
+    "TokenTable",
+    "Trigger",
+    "TriggerKind",
+    "Zone",
+    "decode",
+    "encode",
+]
+
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+EventKind = Literal[
+    "sighting_summary",
+    "zone_enter",
+    "zone_dwell",
+    "zone_exit",
+    "tap",
+    "decision",
+    "offer_published",
+    "offer_delivered",
+    "offer_opened",
+    "offer_clicked",
+    "offer_redeemed",
+    "offer_dismissed",
+    "beacon_health",
+    "gateway_health",
+]
+FeedbackKind = Literal["delivered", "opened", "clicked", "redeemed", "dismissed"]
+TriggerKind = Literal["enter", "dwell", "exit", "tap", "scan", "schedule", "flash"]
+
+
+class Zone(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    id: str
+    name: str
+    kind: str = "aisle"  # entrance, aisle, checkout, ...
+    max_radius_m: float = 6.0
+    x: float = 0.0
+    y: float = 0.0
+
+
+class Beacon(msgspec.Struct, frozen=True):
+    """A fixed beacon: identified on air by iBeacon (uuid, major, minor) or Eddystone UID."""
+
+    id: str
+    zone: str
+    uuid: str | None = None
+    major: int | None = None
+    minor: int | None = None
+    namespace: str | None = None
+    instance: str | None = None
+    tx_power_1m: int = -59
+    interval_ms: int = 350
+
+
+class Store(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    tz: str = "UTC"
+
+
+class Schedule(msgspec.Struct, frozen=True):
+    """Absolute UTC start/end (epoch seconds); ``None`` is open-ended."""
+
+    start: float | None = None
+    end: float | None = None
+
+
+class Trigger(msgspec.Struct, frozen=True):
+    kind: TriggerKind = "enter"
+    zones: list[str] = msgspec.field(default_factory=list)  # empty: any zone
+    min_dwell_s: float = 0.0
+
+
+class Creative(msgspec.Struct, frozen=True):
+    id: str
+    title: str
+    body: str = ""
+    format: Literal["banner", "button", "landing", "coupon"] = "banner"
+    cta: str = "Open"
+    url: str | None = None
+    image_url: str | None = None
+    coupon_code: str | None = None
+
+
+class Caps(msgspec.Struct, frozen=True):
+    per_shopper: int = 1  # offers of this campaign per shopper per visit
+
+
+class Campaign(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    stores: list[str]
+    creatives: list[Creative]
+    trigger: Trigger = msgspec.field(default_factory=Trigger)
+    schedule: Schedule = msgspec.field(default_factory=Schedule)
+    scenario: str = "location"
+    status: Literal["draft", "scheduled", "live", "paused", "ended"] = "live"
+    validity_s: float = 900.0
+    caps: Caps = msgspec.field(default_factory=Caps)
+    priority: int = 0
+    holdout_pct: float = 0.0
+    purpose: str = "offers"  # consent purpose required
+
+
+class TokenTable(msgspec.Struct, frozen=True):
+    """``token hex -> inbox`` for one rotation epoch (epoch = unix_time >> k)."""
+
+    epoch: int
+    tokens: dict[str, str]
+
+
+class Bundle(msgspec.Struct, frozen=True):
+    v: int
+    version: int
+    store: Store
+    issued_at: float
+    expires_at: float
+    zones: list[Zone]
+    beacons: list[Beacon]
+    campaigns: list[Campaign]
+    rotation_k: int
+    token_tables: list[TokenTable]
+    opt_outs: list[str] = msgspec.field(default_factory=list)
+
+
+class BundleDelta(msgspec.Struct, frozen=True):
+    """Urgent changes between bundles: applied on top of bundle ``base_version``."""
+
+    v: int
+    seq: int  # strictly increasing per store
+    store: str
+    issued_at: float
+    expires_at: float
+    opt_outs: list[str] = msgspec.field(default_factory=list)
+    paused: list[str] = msgspec.field(default_factory=list)
+    campaigns: list[Campaign] = msgspec.field(default_factory=list)  # flash / edits
+
+
+class SignedEnvelope(msgspec.Struct, frozen=True):
+    """``body`` is canonical JSON (base64); ``sig`` its Ed25519 signature (base64)."""
+
+    v: int
+    kind: Literal["bundle", "delta"]
+    kid: str
+    body: str
+    sig: str
+
+
+class Event(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str
+    kind: EventKind
+    ts: float
+    store: str
+    gateway: str | None = None
+    inbox: str | None = None
+    zone: str | None = None
+    campaign: str | None = None
+    variant: str | None = None
+    offer: str | None = None
+    reason: str | None = None
+    dwell_s: float | None = None
+    holdout: bool | None = None
+    detail: dict[str, float | int | str] | None = None
+
+
+class EventBatch(msgspec.Struct, frozen=True):
+    v: int
+    store: str
+    gateway: str
+    events: list[Event]
+
+
+class Offer(msgspec.Struct, frozen=True, omit_defaults=True):
+    v: int
+    id: str
+    campaign: str
+    variant: str
+    store: str
+    inbox: str
+    issued_at: float
+    expires_at: float
+    title: str
+    body: str = ""
+    format: str = "banner"
+    cta: str = "Open"
+    url: str | None = None
+    image_url: str | None = None
+    coupon_code: str | None = None
+    zone: str | None = None
+
+
+class Feedback(msgspec.Struct, frozen=True):
+    v: int
+    id: str  # feedback id (idempotency)
+    offer: str
+    campaign: str
+    store: str
+    inbox: str
+    kind: FeedbackKind
+    ts: float
+
+
+class PhoneSighting(msgspec.Struct, frozen=True):
+    """Phone-observed sighting of a fixed beacon (DESIGN §2 mode 1)."""
+
+    v: int
+    token: str
+    beacon: str
+    rssi: int
+    ts: float
+
+
+class GatewayState(msgspec.Struct, frozen=True):
+    v: int
+    gateway: str
+    store: str
+    status: Literal["online", "offline"]
+    version: str
+    bundle_version: int = 0
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODERS: dict[type[object], msgspec.json.Decoder[object]] = {}
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    return _ENCODER.encode(obj)
+
+
+def decode(data: bytes | str, cls: type[T]) -> T:
+    """Decode untrusted JSON into ``cls``; raises msgspec errors, never anything else."""
+    dec = _DECODERS.get(cls)
+    if dec is None:
+        dec = msgspec.json.Decoder(cls)
+        _DECODERS[cls] = dec
+    result: T = dec.decode(data)  # type: ignore[assignment]
+    return result

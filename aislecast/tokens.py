@@ -1,0 +1,56 @@
+"""Rotating shopper tokens, Eddystone-EID style (DESIGN §6).
+
+Every ``2**k`` seconds a phone derives a new 8-byte token from its 16-byte identity key
+with the AES-128 construction of the Eddystone-EID specification:
+
+* temporary key = AES(identity_key, 0x00*11 || 0xFF || 0x00 0x00 || ts[31:16])
+* EID = AES(temporary key, 0x00*11 || k || ts with its low k bits cleared)[:8]
+
+HQ precomputes ``token -> inbox`` per epoch for opted-in shoppers; gateways only ever
+see the tables, never an identity key.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+__all__ = ["eid_for", "epoch_of", "epoch_start", "new_identity_key", "new_inbox"]
+
+
+def _aes_block(key: bytes, block: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 - one block, per spec
+    return enc.update(block) + enc.finalize()
+
+
+def epoch_of(unix_ts: float, k: int) -> int:
+    return int(unix_ts) >> k
+
+
+def epoch_start(epoch: int, k: int) -> int:
+    return epoch << k
+
+
+def eid_for(identity_key: bytes, unix_ts: float, k: int) -> bytes:
+    """The 8-byte EID for ``identity_key`` at ``unix_ts`` with rotation exponent ``k``."""
+    if len(identity_key) != 16:
+        raise ValueError("an identity key is 16 bytes")
+    if not 0 <= k <= 15:
+        raise ValueError("rotation exponent k must be within 0..15")
+    ts = int(unix_ts) & 0xFFFFFFFF
+    temp_in = b"\x00" * 11 + b"\xff" + b"\x00\x00" + struct.pack(">H", (ts >> 16) & 0xFFFF)
+    temp_key = _aes_block(identity_key, temp_in)
+    quantised = (ts >> k) << k
+    eid_in = b"\x00" * 11 + bytes([k]) + struct.pack(">I", quantised)
+    return _aes_block(temp_key, eid_in)[:8]
+
+
+def new_identity_key() -> bytes:
+    return secrets.token_bytes(16)
+
+
+def new_inbox() -> str:
+    """A pseudonymous inbox id: 16 random hex digits, never derived from personal data."""
+    return secrets.token_hex(8)

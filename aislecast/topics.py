@@ -1,0 +1,57 @@
+"""The MQTT topic contract of DESIGN §4 (prefix ``px/v1``), built and parsed in one place."""
+
+from __future__ import annotations
+
+__all__ = [
+    "HQ_EVENTS_SHARED",
+    "HQ_FEEDBACK_SHARED",
+    "PREFIX",
+    "bundle",
+    "bundle_delta",
+    "feedback",
+    "gateway_events",
+    "gateway_state",
+    "offers",
+    "parse_inbox",
+    "sightings",
+]
+
+PREFIX = "px/v1"
+HQ_EVENTS_SHARED = f"$share/hq/{PREFIX}/stores/+/gateways/+/events"
+HQ_FEEDBACK_SHARED = f"$share/hq/{PREFIX}/shoppers/+/feedback"
+
+
+def bundle(store: str) -> str:
+    return f"{PREFIX}/stores/{store}/bundle"
+
+
+def bundle_delta(store: str) -> str:
+    return f"{PREFIX}/stores/{store}/bundle/delta"
+
+
+def gateway_state(store: str, gateway: str) -> str:
+    return f"{PREFIX}/stores/{store}/gateways/{gateway}/state"
+
+
+def gateway_events(store: str, gateway: str) -> str:
+    return f"{PREFIX}/stores/{store}/gateways/{gateway}/events"
+
+
+def sightings(store: str) -> str:
+    return f"{PREFIX}/stores/{store}/sightings"
+
+
+def offers(inbox: str) -> str:
+    return f"{PREFIX}/shoppers/{inbox}/offers"
+
+
+def feedback(inbox: str) -> str:
+    return f"{PREFIX}/shoppers/{inbox}/feedback"
+
+
+def parse_inbox(topic: str) -> str | None:
+    """The ``{inbox}`` of a shopper topic, or ``None`` when the topic is not one."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[0] == "px" and parts[1] == "v1" and parts[2] == "shoppers":
+        return parts[3]
+    return None

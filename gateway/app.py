@@ -1,0 +1,325 @@
+"""The store gateway daemon: scanner -> identity -> presence -> decisions -> outbox -> MQTT.
+
+One :class:`Gateway` per process, run with :meth:`Gateway.run` inside one TaskGroup of
+named tasks. The scanner runs whether or not the broker is up (events queue in the
+SQLite outbox); bundles arrive retained and signed over MQTT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import msgspec
+
+from aislecast import __version__, topics
+from aislecast.mqtt import MqttLink, MqttSettings
+from aislecast.schema import (
+    SCHEMA_VERSION,
+    Bundle,
+    BundleDelta,
+    Event,
+    GatewayState,
+    PhoneSighting,
+    decode,
+    encode,
+)
+from aislecast.signing import Verifier, public_key_from_pem
+from edge.advert import Advertisement
+from edge.frames import APPLE_COMPANY_ID, EDDYSTONE_UUID
+from edge.scanner import AdvertCallback, Scanner
+from gateway.bundles import BundleStore
+from gateway.config import GatewayConfig
+from gateway.decide import Decision, DecisionEngine, TriggerEvent
+from gateway.identity import IdentityResolver
+from gateway.outbox import Outbox, OutboxRow, open_db
+from gateway.presence import PresenceEngine, PresenceEvent, PresenceParams
+from gateway.publisher import OutboxPublisher
+
+__all__ = ["Gateway", "GatewayCounters", "ScannerFactory"]
+
+log = logging.getLogger("aislecast.gateway")
+
+ScannerFactory = Callable[[AdvertCallback], Scanner]
+_TICK_S = 0.5
+
+
+@dataclass(slots=True)
+class GatewayCounters:
+    adverts: int = 0
+    adverts_decoded: int = 0
+    adverts_ignored: int = 0
+    tokens_unknown: int = 0
+    sightings_in: int = 0
+    bad_payloads: dict[str, int] = field(default_factory=dict)
+    presence_events: int = 0
+    decisions: int = 0
+    offers: int = 0
+
+
+@dataclass(slots=True)
+class _BeaconSeen:
+    rssi: int
+    last_seen: float
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, scanner_factory: ScannerFactory) -> None:
+        self.cfg = cfg
+        self.store = cfg.store
+        data = Path(cfg.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        self.db = open_db(data / f"gateway-{cfg.gateway}.sqlite")
+        self.outbox = Outbox(self.db)
+        self.identity = IdentityResolver()
+        self.decider = DecisionEngine(self.db, cfg.store)
+        p = cfg.presence
+        self.presence = PresenceEngine(
+            {}, PresenceParams(path_loss_exponent=p.path_loss_exponent, hysteresis=p.hysteresis,
+                               absence_s=p.absence_s, dwell_every_s=p.dwell_every_s)
+        )
+        self.bundles = BundleStore(
+            self.db, Verifier(public_key_from_pem(cfg.public_key_pem())), cfg.store,
+            on_bundle=self._apply_bundle, on_delta=self._apply_delta,
+        )
+        self.counters = GatewayCounters()
+        self._receiver_zone = dict(cfg.scanner.receivers)
+        self._beacon_zone: dict[tuple[str, int, int], tuple[str, str, int]] = {}
+        self._beacon_by_id: dict[str, tuple[str, int]] = {}
+        self.beacons_seen: dict[str, _BeaconSeen] = {}
+        self._visits: dict[str, str] = {}
+        b = cfg.broker
+        self.link = MqttLink(
+            MqttSettings(host=b.host, port=b.port, username=b.username, password=b.password),
+            client_id=f"gw-{cfg.store}-{cfg.gateway}",
+            subscriptions=[(topics.bundle(cfg.store), 1), (topics.bundle_delta(cfg.store), 1),
+                           (topics.sightings(cfg.store), 0)],
+            handler=self._on_message,
+            will=aiomqtt.Will(topics.gateway_state(cfg.store, cfg.gateway),
+                              self._state_payload("offline"), qos=1, retain=True),
+            on_connect=self._on_connect,
+        )
+        header = (b'{"v":%d,"store":%s,"gateway":%s,"events":['
+                  % (SCHEMA_VERSION, msgspec.json.encode(cfg.store), msgspec.json.encode(cfg.gateway)))
+        self._events_topic = topics.gateway_events(cfg.store, cfg.gateway)
+        self.publisher = OutboxPublisher(self.outbox, self.link, events_topic=self._events_topic,
+                                         batch_header=header, on_offer_acked=self._offer_acked)
+        self.scanner = scanner_factory(self.on_advert)
+        self.bundles.load_persisted()
+        self.ready = asyncio.Event()
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    # ---- bundle ---------------------------------------------------------------------
+    def _apply_bundle(self, b: Bundle) -> None:
+        self.presence.max_radius = {z.id: z.max_radius_m for z in b.zones}
+        self.identity.load(b.rotation_k, b.token_tables, b.opt_outs)
+        self.decider.load(b.campaigns, b.opt_outs)
+        self._beacon_zone = {
+            (bc.uuid, bc.major, bc.minor): (bc.id, bc.zone, bc.tx_power_1m)
+            for bc in b.beacons if bc.uuid is not None and bc.major is not None and bc.minor is not None
+        }
+        self._beacon_by_id = {bc.id: (bc.zone, bc.tx_power_1m) for bc in b.beacons}
+        self.ready.set()
+
+    def _apply_delta(self, d: BundleDelta) -> None:
+        self.identity.opt_out(d.opt_outs)
+        self.decider.opt_out(d.opt_outs)
+        self.decider.pause(d.paused)
+        if d.campaigns:
+            self.decider.upsert(d.campaigns)
+            if any(c.trigger.kind == "flash" for c in d.campaigns):
+                self._flash()
+
+    def _flash(self) -> None:
+        """HQ flash: decide right now for every shopper present in this store."""
+        now = time.time()
+        rows: list[tuple[str, str, bytes]] = []
+        offers: list[tuple[str, str, bytes, float]] = []
+        for inbox, zone in self.presence.present().items():
+            visit = self._visits.setdefault(inbox, uuid.uuid4().hex[:12])
+            d = self.decider.decide(TriggerEvent("flash", inbox, zone, now, 0.0, visit))
+            self._record_decision(d, rows, offers)
+        self._commit(offers, rows)
+
+    # ---- hot path ---------------------------------------------------------------------
+    def on_advert(self, adv: Advertisement) -> None:
+        """Scanner callback: prefilter by cheap key checks, then decode only what matters."""
+        self.counters.adverts += 1
+        svc = adv.service_data.get(EDDYSTONE_UUID) if adv.service_data else None
+        if svc is not None and len(svc) == 10 and svc[0] == 0x30:
+            self.counters.adverts_decoded += 1
+            zone = self._receiver_zone.get(adv.receiver)
+            inbox = self.identity.resolve(svc[2:10].hex(), time.time())
+            if inbox is None or zone is None:
+                self.counters.tokens_unknown += inbox is None
+                return
+            self._observe(inbox, zone, adv.rssi, self.cfg.scanner.receiver_tx_power_1m, adv.ts)
+            return
+        mfr = adv.manufacturer_data.get(APPLE_COMPANY_ID) if adv.manufacturer_data else None
+        if mfr is not None and len(mfr) == 23 and mfr[0] == 0x02 and mfr[1] == 0x15:
+            self.counters.adverts_decoded += 1
+            key = (str(uuid.UUID(bytes=mfr[2:18])), int.from_bytes(mfr[18:20], "big"),
+                   int.from_bytes(mfr[20:22], "big"))
+            known = self._beacon_zone.get(key)
+            if known is not None:
+                self.beacons_seen[known[0]] = _BeaconSeen(adv.rssi, time.time())
+            return
+        self.counters.adverts_ignored += 1
+
+    def _observe(self, inbox: str, zone: str, rssi: int, tx: int, ts: float) -> None:
+        if not -110 <= rssi <= 10:  # absurd RSSI: a driver glitch, not a shopper
+            self.counters.bad_payloads["rssi"] = self.counters.bad_payloads.get("rssi", 0) + 1
+            return
+        self._handle_presence(self.presence.observe(inbox, zone, rssi, tx, ts))
+
+    def _handle_presence(self, events: list[PresenceEvent]) -> None:
+        if not events:
+            return
+        now = time.time()
+        rows: list[tuple[str, str, bytes]] = []
+        offers: list[tuple[str, str, bytes, float]] = []
+        for pe in events:
+            self.counters.presence_events += 1
+            visit = self._visits.setdefault(pe.shopper, uuid.uuid4().hex[:12])
+            rows.append(self._event(f"zone_{pe.kind}", inbox=pe.shopper, zone=pe.zone,
+                                    dwell_s=round(pe.dwell_s, 1) if pe.kind != "enter" else None))
+            d = self.decider.decide(TriggerEvent(pe.kind, pe.shopper, pe.zone, now, pe.dwell_s, visit))
+            self._record_decision(d, rows, offers)
+            if pe.kind == "exit" and self.presence.zone_of(pe.shopper) is None:
+                self._visits.pop(pe.shopper, None)
+            self._notify(pe.kind, {"inbox": pe.shopper, "zone": pe.zone, "reason": d.reason})
+        self._commit(offers, rows)
+
+    def _record_decision(self, d: Decision, rows: list[tuple[str, str, bytes]],
+                         offers: list[tuple[str, str, bytes, float]]) -> None:
+        self.counters.decisions += 1
+        t = d.trigger
+        rows.append(self._event("decision", inbox=t.inbox, zone=t.zone, campaign=d.campaign,
+                                variant=d.variant, offer=d.offer.id if d.offer else None,
+                                reason=d.reason, holdout=True if d.holdout else None))
+        if d.offer is not None:
+            self.counters.offers += 1
+            offers.append((d.offer.id, topics.offers(t.inbox), encode(d.offer), d.offer.expires_at))
+
+    def _commit(self, offers: list[tuple[str, str, bytes, float]], rows: list[tuple[str, str, bytes]]) -> None:
+        seqs = self.outbox.add(offers=offers, events=rows)
+        for (oid, topic, payload, exp), seq in zip(offers, seqs, strict=True):
+            self.publisher.submit(seq, OutboxRow(seq, oid, "offer", topic, payload, exp, 0))
+        self.publisher.events_added()
+
+    def _event(self, kind: str, **fields: Any) -> tuple[str, str, bytes]:  # noqa: ANN401
+        eid = uuid.uuid4().hex
+        ev = Event(id=eid, kind=kind, ts=time.time(), store=self.store,  # type: ignore[arg-type]
+                   gateway=self.cfg.gateway, **{k: v for k, v in fields.items() if v is not None})
+        return eid, self._events_topic, encode(ev)
+
+    def _offer_acked(self, row: OutboxRow) -> list[tuple[str, str, bytes]]:
+        offer = msgspec.json.decode(row.payload)
+        self._notify("offer_published", {"inbox": offer.get("inbox"), "campaign": offer.get("campaign")})
+        return [self._event("offer_published", inbox=offer.get("inbox"), campaign=offer.get("campaign"),
+                            variant=offer.get("variant"), offer=row.id, zone=offer.get("zone"))]
+
+    def _notify(self, kind: str, data: dict[str, Any]) -> None:
+        for fn in self.listeners:
+            fn(kind, data)
+
+    # ---- MQTT -----------------------------------------------------------------------
+    def _bad(self, what: str) -> None:
+        self.counters.bad_payloads[what] = self.counters.bad_payloads.get(what, 0) + 1
+
+    async def _on_message(self, msg: aiomqtt.Message) -> None:
+        topic = msg.topic.value
+        payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+        if topic == topics.bundle(self.store):
+            if not self.bundles.offer_bundle(payload):
+                self._bad("bundle")
+        elif topic == topics.bundle_delta(self.store):
+            if not self.bundles.offer_delta(payload):
+                self._bad("delta")
+        elif topic == topics.sightings(self.store):
+            self._on_sighting(payload)
+
+    def _on_sighting(self, payload: bytes) -> None:
+        try:
+            s = decode(payload, PhoneSighting)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self._bad("sighting")
+            return
+        self.counters.sightings_in += 1
+        beacon = self._beacon_by_id.get(s.beacon)
+        inbox = self.identity.resolve(s.token, time.time())
+        if beacon is None or inbox is None:
+            self._bad("sighting_unresolved")
+            return
+        self._observe(inbox, beacon[0], s.rssi, beacon[1], time.monotonic())
+
+    def _state_payload(self, status: str) -> bytes:
+        return encode(GatewayState(
+            v=SCHEMA_VERSION, gateway=self.cfg.gateway, store=self.store,
+            status=status, version=__version__,  # type: ignore[arg-type]
+            bundle_version=self.bundles.version if hasattr(self, "bundles") else 0,
+            metrics=self.metrics() if hasattr(self, "publisher") else {},
+        ))
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        await client.publish(topics.gateway_state(self.store, self.cfg.gateway),
+                             self._state_payload("online"), qos=1, retain=True)
+
+    def metrics(self) -> dict[str, float]:
+        c, p = self.counters, self.publisher.stats
+        return {
+            "adverts": c.adverts, "adverts_decoded": c.adverts_decoded,
+            "adverts_ignored": c.adverts_ignored, "tokens_unknown": c.tokens_unknown,
+            "sightings_in": c.sightings_in, "bad_payloads": sum(c.bad_payloads.values()),
+            "presence_events": c.presence_events, "decisions": c.decisions, "offers": c.offers,
+            "offers_published": p.offers_published, "offers_expired": p.offers_expired,
+            "events_published": p.events_published, "publish_denied": p.denied,
+            "publish_failures": p.failures, "outbox_rows": len(self.outbox),
+            "outbox_dropped_full": self.outbox.dropped_full,
+            "bundle_version": self.bundles.version,
+            "bundles_rejected": sum(self.bundles.rejected.values()),
+            "mqtt_connects": self.link.stats.connects,
+            "shoppers_present": len(self.presence.present()),
+        }
+
+    # ---- tasks ----------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK_S)
+            self._handle_presence(self.presence.tick(time.monotonic()))
+
+    async def _health(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.health_every_s)
+            if self.link.connected.is_set():
+                try:
+                    await self.link.publish(topics.gateway_state(self.store, self.cfg.gateway),
+                                            self._state_payload("online"), retain=True)
+                except aiomqtt.MqttError as exc:
+                    log.debug("health publish failed: %s", exc)
+
+    async def run(self) -> None:
+        """Run until cancelled; on cancel, publish ``offline`` and close everything."""
+        async with self.link, self.scanner:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self.publisher.run(), name="gw-publisher")
+                    tg.create_task(self._ticker(), name="gw-presence-tick")
+                    tg.create_task(self._health(), name="gw-health")
+            finally:
+                if self.link.connected.is_set():
+                    try:
+                        async with asyncio.timeout(2):
+                            await self.link.publish(
+                                topics.gateway_state(self.store, self.cfg.gateway),
+                                self._state_payload("offline"), retain=True)
+                    except (aiomqtt.MqttError, TimeoutError):
+                        pass
+                self.db.conn.close()

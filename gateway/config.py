@@ -1,0 +1,125 @@
+"""Typed gateway configuration, loaded from TOML; every error names the field and the fix.
+
+Example (``aislecast gateway run --config gateway.toml``)::
+
+    gateway = "gw-1"
+    store = "store-1"
+    data_dir = "/var/lib/aislecast"
+    hq_public_key = "/etc/aislecast/hq.pub.pem"
+
+    [broker]
+    host = "127.0.0.1"
+    port = 1883
+
+    [scanner]
+    backend = "bluez"      # or "sim"
+    adapter = "hci0"
+    [scanner.receivers]    # receiver (adapter or simulated antenna) -> zone it sits in
+    hci0 = "entrance"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from aislecast.errors import ConfigError
+
+__all__ = ["BrokerSection", "GatewayConfig", "PresenceSection", "ScannerSection", "load_config"]
+
+
+class BrokerSection(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+
+
+class ScannerSection(msgspec.Struct, forbid_unknown_fields=True):
+    backend: Literal["sim", "bluez"] = "sim"
+    adapter: str = "hci0"
+    mode: Literal["auto", "active", "passive"] = "auto"
+    receivers: dict[str, str] = msgspec.field(default_factory=dict)
+    receiver_tx_power_1m: int = -59  # phones' measured power at 1 m, calibrated per model
+    sim_shoppers: int = 5
+    sim_seed: int = 1
+    sim_speed: float = 1.0  # simulated seconds per real second
+
+
+class PresenceSection(msgspec.Struct, forbid_unknown_fields=True):
+    path_loss_exponent: float = 2.5
+    hysteresis: float = 0.2
+    absence_s: float = 6.0
+    dwell_every_s: float = 5.0
+
+
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
+    gateway: str
+    store: str
+    hq_public_key: str  # PEM text or a path to a PEM file
+    data_dir: str = "/var/lib/aislecast"
+    broker: BrokerSection = msgspec.field(default_factory=BrokerSection)
+    scanner: ScannerSection = msgspec.field(default_factory=ScannerSection)
+    presence: PresenceSection = msgspec.field(default_factory=PresenceSection)
+    health_every_s: float = 10.0
+
+    def public_key_pem(self) -> str:
+        if self.hq_public_key.lstrip().startswith("-----BEGIN"):
+            return self.hq_public_key
+        path = Path(self.hq_public_key)
+        if not path.exists():
+            raise ConfigError(
+                "hq_public_key", f"file {path} not found",
+                hint="copy HQ's public key (GET /api/keys/bundle on HQ) to this path",
+            )
+        return path.read_text()
+
+
+_HINTS = {
+    "gateway": "set gateway = \"gw-1\" (this gateway's id, as registered at HQ)",
+    "store": "set store = \"store-1\" (the store id this gateway serves)",
+    "hq_public_key": "set hq_public_key to the path of HQ's bundle-signing public key (PEM)",
+}
+
+
+def _validate(cfg: GatewayConfig) -> GatewayConfig:
+    if not 1 <= cfg.broker.port <= 65535:
+        raise ConfigError("broker.port", f"{cfg.broker.port} is not a TCP port", hint="use 1..65535")
+    if not 1.5 <= cfg.presence.path_loss_exponent <= 5.0:
+        raise ConfigError("presence.path_loss_exponent", "out of range",
+                          hint="indoors 2.0-3.5; 2.5 is a good start")
+    if not 0 <= cfg.presence.hysteresis < 1:
+        raise ConfigError("presence.hysteresis", "must be within 0..1", hint="0.15-0.3 works well")
+    for name in ("gateway", "store"):
+        value = getattr(cfg, name)
+        if not value or "/" in value or "+" in value or "#" in value:
+            raise ConfigError(name, f"{value!r} cannot be used in an MQTT topic",
+                              hint="use letters, digits, '-' and '_'")
+    return cfg
+
+
+def load_config(source: Path | str | dict[str, object]) -> GatewayConfig:
+    """Load and validate a config from a TOML file path or a dict."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError("--config", f"{path} does not exist",
+                              hint="pass the path of the gateway's TOML file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    try:
+        cfg = msgspec.convert(data, GatewayConfig)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        field = text.rsplit("at `$.", 1)[-1].rstrip("`") if "at `$." in text else ""
+        if not field and "required field" in text:
+            field = text.split("`")[1] if "`" in text else "config"
+        raise ConfigError(field or "config", text, hint=_HINTS.get(field.split(".")[0])) from exc
+    return _validate(cfg)

@@ -1,0 +1,178 @@
+"""The gateway's durable outbox: SQLite (WAL) via sqlite-utils, one writer.
+
+An offer or event is committed here before it is published, and removed only after the
+broker's PUBACK (DESIGN §9). WAL with ``synchronous=NORMAL`` makes a commit an append to
+the log without an fsync, so a commit costs tens of microseconds and runs on the event
+loop; a power cut may lose the last commits but never corrupts the file.
+
+The outbox is bounded (``max_rows``): when full, the oldest *event* rows are dropped
+first and counted (offers expire within minutes anyway; analytics tolerate a gap better
+than a shopper tolerates a missing coupon). Expired offers are dropped, counted, and
+never published.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from aislecast.const import OUTBOX_MAX_ROWS
+
+__all__ = ["Outbox", "OutboxRow", "open_db"]
+
+
+def open_db(path: Path | str) -> sqlite_utils.Database:
+    """Open the gateway's SQLite file in WAL mode with the pragmas the outbox relies on."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    id: str
+    kind: str  # "offer" or "event"
+    topic: str
+    payload: bytes
+    expires_at: float | None
+    attempts: int
+
+
+class Outbox:
+    def __init__(self, db: sqlite_utils.Database, *, max_rows: int = OUTBOX_MAX_ROWS) -> None:
+        self.db = db
+        self.max_rows = max_rows
+        self.dropped_full = 0
+        self.dropped_expired = 0
+        self._conn: sqlite3.Connection = db.conn
+        if "outbox" not in db.table_names():
+            db["outbox"].create(
+                {
+                    "seq": int,
+                    "id": str,
+                    "kind": str,
+                    "topic": str,
+                    "payload": bytes,
+                    "expires_at": float,
+                    "created_at": float,
+                    "attempts": int,
+                },
+                pk="seq",
+                not_null={"id", "kind", "topic", "payload", "created_at", "attempts"},
+            )
+            db["outbox"].create_index(["id"], unique=True)
+            db["outbox"].create_index(["kind", "seq"])
+        self._count = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def __len__(self) -> int:
+        return int(self._count)
+
+    def add(
+        self,
+        *,
+        offers: Iterable[tuple[str, str, bytes, float]] = (),
+        events: Iterable[tuple[str, str, bytes]] = (),
+        remove: Sequence[int] = (),
+    ) -> list[int]:
+        """Commit offers ``(id, topic, payload, expires_at)`` and events ``(id, topic, payload)``
+        in one transaction (optionally removing acknowledged rows in the same one).
+
+        Returns the ``seq`` of each offer, in order. Re-adding an id is a no-op.
+        """
+        now = time.time()
+        seqs: list[int] = []
+        cur = self._conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            if remove:
+                self._delete(cur, remove)
+            for oid, topic, payload, expires_at in offers:
+                cur.execute(
+                    "INSERT OR IGNORE INTO outbox(id, kind, topic, payload, expires_at,"
+                    " created_at, attempts) VALUES (?, 'offer', ?, ?, ?, ?, 0)",
+                    (oid, topic, payload, expires_at, now),
+                )
+                if cur.rowcount:
+                    self._count += 1
+                seqs.append(int(cur.lastrowid or 0))
+            ev = [(eid, topic, payload, now) for eid, topic, payload in events]
+            if ev:
+                before = self._conn.total_changes
+                cur.executemany(
+                    "INSERT OR IGNORE INTO outbox(id, kind, topic, payload, created_at, attempts)"
+                    " VALUES (?, 'event', ?, ?, ?, 0)",
+                    ev,
+                )
+                self._count += self._conn.total_changes - before
+            if self._count > self.max_rows:
+                self._evict(cur, self._count - self.max_rows)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return seqs
+
+    def _delete(self, cur: sqlite3.Cursor, seqs: Sequence[int]) -> None:
+        before = self._conn.total_changes
+        cur.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        self._count -= self._conn.total_changes - before
+
+    def _evict(self, cur: sqlite3.Cursor, n: int) -> None:
+        before = self._conn.total_changes
+        cur.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind = 'event'"
+            " ORDER BY seq LIMIT ?)",
+            (n,),
+        )
+        dropped = self._conn.total_changes - before
+        self._count -= dropped
+        self.dropped_full += dropped
+
+    def remove(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        cur = self._conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            self._delete(cur, seqs)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def pending(self, kind: str, *, limit: int, exclude: set[int] | None = None) -> list[OutboxRow]:
+        """Oldest rows of ``kind`` first, skipping seqs in ``exclude`` (in flight)."""
+        rows = self._conn.execute(
+            "SELECT seq, id, kind, topic, payload, expires_at, attempts FROM outbox"
+            " WHERE kind = ? ORDER BY seq LIMIT ?",
+            (kind, limit + len(exclude or ())),
+        ).fetchall()
+        out = [OutboxRow(*r) for r in rows if not exclude or r[0] not in exclude]
+        return out[:limit]
+
+    def bump_attempts(self, seqs: Sequence[int]) -> None:
+        self._conn.executemany(
+            "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs]
+        )
+
+    def drop_expired(self, now: float | None = None) -> int:
+        """Delete offers whose validity has passed; they must never reach a phone."""
+        now = time.time() if now is None else now
+        before = self._conn.total_changes
+        self._conn.execute(
+            "DELETE FROM outbox WHERE kind = 'offer' AND expires_at IS NOT NULL AND expires_at <= ?",
+            (now,),
+        )
+        n = self._conn.total_changes - before
+        self._count -= n
+        self.dropped_expired += n
+        return n

@@ -1,0 +1,183 @@
+"""Drains the outbox to the broker: offers one by one (many in flight), events in batches.
+
+A row leaves the outbox only after its PUBACK, and the acknowledgement is committed in
+the same transaction as the ``offer_published`` event it produces. Rows that fail (link
+down, timeout, denied by the ACL) stay and are retried with jittered backoff; a denial
+is an alarm, logged and counted, since retrying cannot fix wrong credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from aislecast.const import EVENT_BATCH_INTERVAL_S, EVENT_BATCH_MAX, OUTBOX_INFLIGHT
+from aislecast.errors import PublishDenied
+from aislecast.mqtt import MqttLink
+from gateway.outbox import Outbox, OutboxRow
+
+__all__ = ["OutboxPublisher", "PublisherStats"]
+
+log = logging.getLogger("aislecast.gateway.publisher")
+
+# A row that failed waits this long (full jitter up to the cap) before it is tried again.
+_RETRY_BASE_S = 0.5
+_RETRY_CAP_S = 30.0
+_REPLAY_EVERY_S = 0.5
+_FLUSH_EVERY_S = 0.02
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    offers_published: int = 0
+    offers_expired: int = 0
+    event_batches: int = 0
+    events_published: int = 0
+    failures: int = 0
+    denied: int = 0
+
+
+AckHook = Callable[[OutboxRow], list[tuple[str, str, bytes]]]
+
+
+class OutboxPublisher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        link: MqttLink,
+        *,
+        events_topic: str,
+        batch_header: bytes,
+        on_offer_acked: AckHook | None = None,
+        inflight: int = OUTBOX_INFLIGHT,
+    ) -> None:
+        self.outbox = outbox
+        self.link = link
+        self.events_topic = events_topic
+        self._batch_header = batch_header  # b'{"v":1,"store":...,"gateway":...,"events":['
+        self._on_offer_acked = on_offer_acked
+        self._inflight = inflight
+        self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
+        self._tracked: set[int] = set()  # queued, in flight, or acked but not yet deleted
+        self._acked: list[int] = []
+        self._ack_events: list[tuple[str, str, bytes]] = []
+        self._retry_at: dict[int, float] = {}
+        self._attempts: dict[int, int] = {}
+        self._events_wakeup = asyncio.Event()
+        self.stats = PublisherStats()
+
+    def submit(self, row_seq: int, row: OutboxRow) -> None:
+        """Fast path: publish a just-committed offer now instead of at the next replay."""
+        if row_seq in self._tracked:
+            return
+        self._tracked.add(row_seq)
+        self._queue.put_nowait(row)
+
+    def events_added(self) -> None:
+        self._events_wakeup.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for i in range(self._inflight):
+                tg.create_task(self._worker(), name=f"outbox-worker-{i}")
+            tg.create_task(self._replayer(), name="outbox-replayer")
+            tg.create_task(self._flusher(), name="outbox-flusher")
+            tg.create_task(self._event_batcher(), name="outbox-events")
+
+    def _failed(self, seq: int) -> None:
+        n = self._attempts.get(seq, 0) + 1
+        self._attempts[seq] = n
+        self._retry_at[seq] = time.monotonic() + random.uniform(
+            0, min(_RETRY_CAP_S, _RETRY_BASE_S * 2**n)
+        )
+        self._tracked.discard(seq)
+        self.stats.failures += 1
+
+    async def _publish(self, row: OutboxRow, payload: bytes, topic: str, expiry: float | None) -> bool:
+        try:
+            await self.link.publish(topic, payload, qos=1, expiry_s=expiry)
+        except PublishDenied as exc:
+            self.stats.denied += 1
+            log.error("outbox publish denied topic=%s reason=0x%02x seq=%d: alarm, check credentials/ACL",
+                      exc.topic, exc.reason_code, row.seq)
+            return False
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.debug("outbox publish failed seq=%d error=%s", row.seq, exc)
+            return False
+        return True
+
+    async def _worker(self) -> None:
+        while True:
+            row = await self._queue.get()
+            remaining = None if row.expires_at is None else row.expires_at - time.time()
+            if remaining is not None and remaining <= 0:
+                self.stats.offers_expired += 1
+                self._acked.append(row.seq)  # drop: an expired offer is never published
+                continue
+            if await self._publish(row, row.payload, row.topic, remaining):
+                self.stats.offers_published += 1
+                self._acked.append(row.seq)
+                self._retry_at.pop(row.seq, None)
+                self._attempts.pop(row.seq, None)
+                if self._on_offer_acked is not None:
+                    self._ack_events += self._on_offer_acked(row)
+            else:
+                self._failed(row.seq)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_EVERY_S)
+            if not self._acked and not self._ack_events:
+                continue
+            acked, self._acked = self._acked, []
+            events, self._ack_events = self._ack_events, []
+            self.outbox.add(events=events, remove=acked)
+            self._tracked.difference_update(acked)
+            if events:
+                self._events_wakeup.set()
+
+    async def _replayer(self) -> None:
+        while True:
+            await asyncio.sleep(_REPLAY_EVERY_S)
+            if not self.link.connected.is_set():
+                continue
+            self.stats.offers_expired += self.outbox.drop_expired()
+            now = time.monotonic()
+            for row in self.outbox.pending("offer", limit=1000, exclude=self._tracked):
+                if self._retry_at.get(row.seq, 0.0) > now:
+                    continue
+                self._tracked.add(row.seq)
+                self._queue.put_nowait(row)
+
+    async def _event_batcher(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(EVENT_BATCH_INTERVAL_S):
+                    await self._events_wakeup.wait()
+            except TimeoutError:
+                pass
+            self._events_wakeup.clear()
+            await asyncio.sleep(EVENT_BATCH_INTERVAL_S / 5)  # let a burst accumulate
+            while self.link.connected.is_set():
+                rows = self.outbox.pending("event", limit=EVENT_BATCH_MAX, exclude=self._tracked)
+                rows = [r for r in rows if self._retry_at.get(r.seq, 0.0) <= time.monotonic()]
+                if not rows:
+                    break
+                payload = self._batch_header + b",".join(r.payload for r in rows) + b"]}"
+                if not await self._publish(rows[0], payload, self.events_topic, None):
+                    for r in rows:
+                        self._failed(r.seq)
+                    break
+                seqs = [r.seq for r in rows]
+                self._tracked.update(seqs)
+                self._acked += seqs
+                self.stats.event_batches += 1
+                self.stats.events_published += len(rows)
+                if len(rows) < EVENT_BATCH_MAX:
+                    break

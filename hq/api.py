@@ -1,0 +1,121 @@
+"""HQ's HTTP API (FastAPI). Bodies are decoded with the shared msgspec schema, so HTTP
+and MQTT accept exactly the same shapes; a bad body gets 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from fastapi import FastAPI, HTTPException, Request, Response
+
+from aislecast import __version__
+from aislecast.schema import Beacon, Campaign, Store, Zone
+from aislecast.signing import public_key_pem
+from hq.analytics import campaign_stats
+from hq.ingest import Ingest
+from hq.service import HqService, NotFound
+
+__all__ = ["create_app"]
+
+T = TypeVar("T")
+
+
+class EnrollRequest(msgspec.Struct):
+    consents: list[str] = msgspec.field(default_factory=lambda: ["offers"])
+
+
+def _json(obj: Any, status: int = 200) -> Response:  # noqa: ANN401
+    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+
+
+async def _body(request: Request, cls: type[T]) -> T:
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw, type=cls)
+    except msgspec.ValidationError as exc:
+        raise HTTPException(422, detail=f"invalid {cls.__name__}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise HTTPException(400, detail=f"body is not valid JSON: {exc}") from exc
+
+
+def create_app(service: HqService, ingest: Ingest) -> FastAPI:
+    app = FastAPI(title="aislecast HQ", version=__version__)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> Response:
+        return _json({"detail": str(exc)}, 404)
+
+    @app.get("/health")
+    async def health() -> Response:
+        link = service.link
+        ok = link is not None and link.connected.is_set()
+        return _json({"status": "ok" if ok else "degraded", "mqtt": ok, "version": __version__},
+                     200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        s = ingest.stats
+        return _json({
+            "events_ingested": s.events_ingested, "duplicates": s.duplicates,
+            "batches": s.batches, "feedback": s.feedback, "bad_payloads": s.bad_payloads,
+            "by_kind": s.by_kind, "bundles_published": service.bundles_published,
+            "deltas_published": service.deltas_published,
+        })
+
+    @app.get("/api/keys/bundle")
+    async def bundle_key() -> Response:
+        return Response(public_key_pem(service.signer.public_key), media_type="application/x-pem-file")
+
+    @app.post("/api/stores", status_code=201)
+    async def put_store(request: Request) -> Response:
+        store = await _body(request, Store)
+        service.upsert_store(store)
+        return _json(store, 201)
+
+    @app.post("/api/stores/{store_id}/zones", status_code=201)
+    async def put_zone(store_id: str, request: Request) -> Response:
+        zone = await _body(request, Zone)
+        service.upsert_zone(store_id, zone)
+        return _json(zone, 201)
+
+    @app.post("/api/stores/{store_id}/beacons", status_code=201)
+    async def put_beacon(store_id: str, request: Request) -> Response:
+        beacon = await _body(request, Beacon)
+        service.upsert_beacon(store_id, beacon)
+        return _json(beacon, 201)
+
+    @app.post("/api/stores/{store_id}/publish")
+    async def publish(store_id: str) -> Response:
+        b = await service.publish_bundle(store_id)
+        return _json({"store": store_id, "version": b.version})
+
+    @app.post("/api/campaigns", status_code=201)
+    async def put_campaign(request: Request) -> Response:
+        c = await _body(request, Campaign)
+        service.upsert_campaign(c)
+        return _json(c, 201)
+
+    @app.get("/api/campaigns")
+    async def list_campaigns() -> Response:
+        return _json(service.campaigns())
+
+    @app.post("/api/campaigns/{cid}/pause")
+    async def pause(cid: str) -> Response:
+        return _json(await service.pause_campaign(cid))
+
+    @app.post("/api/shoppers", status_code=201)
+    async def enroll(request: Request) -> Response:
+        req = await _body(request, EnrollRequest)
+        return _json(service.enroll(req.consents), 201)
+
+    @app.post("/api/shoppers/{inbox}/opt-out")
+    async def opt_out(inbox: str) -> Response:
+        await service.opt_out(inbox)
+        return _json({"inbox": inbox, "opted_out": True})
+
+    @app.get("/api/analytics/campaigns")
+    async def analytics() -> Response:
+        return _json(campaign_stats(service.db))
+
+    return app

@@ -1,0 +1,90 @@
+"""The HQ process: HTTP API (uvicorn), MQTT ingest and bundle refresh in one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from aislecast import topics
+from aislecast.const import BUNDLE_REPUBLISH_S
+from aislecast.mqtt import MqttLink, MqttSettings
+from aislecast.signing import Signer, load_or_create_signing_key
+from hq.api import create_app
+from hq.db import HqDb
+from hq.ingest import Ingest
+from hq.service import HqService
+
+__all__ = ["HqServer"]
+
+log = logging.getLogger("aislecast.hq.server")
+
+
+class HqServer:
+    """Build once, then ``await server.run()``; ``started`` is set when HTTP and MQTT are up."""
+
+    def __init__(
+        self,
+        *,
+        db_url: str,
+        key_path: Path,
+        mqtt: MqttSettings,
+        http_host: str = "127.0.0.1",
+        http_port: int = 8080,
+        client_id: str = "hq-1",
+        rotation_k: int | None = None,
+        republish_s: float = BUNDLE_REPUBLISH_S,
+    ) -> None:
+        self.db = HqDb(db_url)
+        signer = Signer(load_or_create_signing_key(key_path))
+        self.service = HqService(self.db, signer) if rotation_k is None else HqService(
+            self.db, signer, rotation_k=rotation_k)
+        self.ingest = Ingest(self.db)
+        self.link = MqttLink(
+            mqtt, client_id=client_id,
+            subscriptions=[(topics.HQ_EVENTS_SHARED, 1), (topics.HQ_FEEDBACK_SHARED, 1)],
+            handler=self.ingest.handle,
+        )
+        self.service.link = self.link
+        self.app = create_app(self.service, self.ingest)
+        self.http_port = http_port
+        self._uv = uvicorn.Server(uvicorn.Config(
+            self.app, host=http_host, port=http_port, log_level="warning", lifespan="off"))
+        self._uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._republish_s = republish_s
+        self.started = asyncio.Event()
+
+    async def _republisher(self) -> None:
+        """Refresh every store's bundle so token tables never run out."""
+        while True:
+            await asyncio.sleep(self._republish_s)
+            for store in self.service.store_ids():
+                try:
+                    await self.service.publish_bundle(store)
+                except Exception:
+                    log.exception("bundle republish failed store=%s", store)
+
+    async def _serve_http(self) -> None:
+        try:
+            await self._uv.serve()
+        finally:
+            self._uv.should_exit = True
+
+    async def run(self) -> None:
+        async with self.link:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    http = tg.create_task(self._serve_http(), name="hq-http")
+                    tg.create_task(self._republisher(), name="hq-bundle-refresh")
+                    await self.link.wait_connected(30)
+                    while not self._uv.started and not http.done():
+                        await asyncio.sleep(0.01)
+                    self.started.set()
+                    log.info("hq started http_port=%d", self.http_port)
+            finally:
+                self._uv.should_exit = True
+                with contextlib.suppress(Exception):
+                    self.db.close()

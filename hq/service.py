@@ -1,0 +1,220 @@
+"""HQ's domain service: stores, zones, beacons, campaigns, shoppers, bundles and deltas.
+
+Owned by the HQ process and passed to the HTTP API and ingest (no global state). It
+builds each store's bundle (zones, beacons, live campaigns, the token tables of the
+next epochs for opted-in shoppers, opt-outs), signs it and publishes it retained.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+
+from aislecast import topics
+from aislecast.const import TOKEN_EPOCHS_AHEAD, TOKEN_ROTATION_K
+from aislecast.mqtt import MqttLink
+from aislecast.schema import (
+    SCHEMA_VERSION,
+    Beacon,
+    Bundle,
+    BundleDelta,
+    Campaign,
+    Store,
+    TokenTable,
+    Zone,
+    decode,
+)
+from aislecast.signing import Signer
+from aislecast.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
+from hq.db import HqDb
+
+__all__ = ["Enrollment", "HqService", "NotFound"]
+
+log = logging.getLogger("aislecast.hq")
+
+# A bundle stays valid this long after issue; HQ republishes far more often, so a
+# gateway that loses HQ keeps working on its last bundle for a day.
+_BUNDLE_TTL_S = 86_400.0
+_DELTA_TTL_S = 3_600.0
+
+
+class NotFound(LookupError):
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(f"{what} {key!r} not found")
+        self.what = what
+        self.key = key
+
+
+class Enrollment(msgspec.Struct, frozen=True):
+    """What a phone receives once at opt-in: its pseudonymous inbox and identity key."""
+
+    inbox: str
+    identity_key: str  # hex, 16 bytes
+    rotation_k: int
+    consents: list[str]
+
+
+class HqService:
+    def __init__(self, db: HqDb, signer: Signer, *, rotation_k: int = TOKEN_ROTATION_K) -> None:
+        self.db = db
+        self.signer = signer
+        self.rotation_k = rotation_k
+        self.link: MqttLink | None = None
+        self._eid_cache: dict[tuple[str, int], str] = {}
+        self.bundles_published = 0
+        self.deltas_published = 0
+
+    # ---- registry -------------------------------------------------------------------
+    def upsert_store(self, store: Store) -> None:
+        self.db.execute(
+            "INSERT INTO stores(id, name, tz) VALUES (?, ?, ?) ON CONFLICT (id)"
+            " DO UPDATE SET name = excluded.name, tz = excluded.tz",
+            (store.id, store.name, store.tz),
+        )
+
+    def get_store(self, store_id: str) -> Store:
+        row = self.db.one("SELECT id, name, tz FROM stores WHERE id = ?", (store_id,))
+        if row is None:
+            raise NotFound("store", store_id)
+        return Store(id=row[0], name=row[1], tz=row[2])
+
+    def store_ids(self) -> list[str]:
+        return [r[0] for r in self.db.query("SELECT id FROM stores ORDER BY id")]
+
+    def _upsert_body(self, table: str, store: str, key: str, body: msgspec.Struct) -> None:
+        self.get_store(store)
+        self.db.execute(
+            f"INSERT INTO {table}(store, id, body) VALUES (?, ?, ?) ON CONFLICT (store, id)"  # noqa: S608
+            " DO UPDATE SET body = excluded.body",
+            (store, key, msgspec.json.encode(body).decode()),
+        )
+
+    def upsert_zone(self, store: str, zone: Zone) -> None:
+        self._upsert_body("zones", store, zone.id, zone)
+
+    def upsert_beacon(self, store: str, beacon: Beacon) -> None:
+        self._upsert_body("beacons", store, beacon.id, beacon)
+
+    def zones(self, store: str) -> list[Zone]:
+        rows = self.db.query("SELECT body FROM zones WHERE store = ? ORDER BY id", (store,))
+        return [decode(r[0], Zone) for r in rows]
+
+    def beacons(self, store: str) -> list[Beacon]:
+        rows = self.db.query("SELECT body FROM beacons WHERE store = ? ORDER BY id", (store,))
+        return [decode(r[0], Beacon) for r in rows]
+
+    def upsert_campaign(self, c: Campaign) -> None:
+        self.db.execute(
+            "INSERT INTO campaigns(id, body, status, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET body = excluded.body, status = excluded.status,"
+            " updated_at = excluded.updated_at",
+            (c.id, msgspec.json.encode(c).decode(), c.status, time.time()),
+        )
+
+    def campaigns(self, store: str | None = None) -> list[Campaign]:
+        out = [decode(r[0], Campaign) for r in self.db.query("SELECT body FROM campaigns ORDER BY id")]
+        return out if store is None else [c for c in out if store in c.stores]
+
+    def get_campaign(self, cid: str) -> Campaign:
+        row = self.db.one("SELECT body FROM campaigns WHERE id = ?", (cid,))
+        if row is None:
+            raise NotFound("campaign", cid)
+        return decode(row[0], Campaign)
+
+    # ---- shoppers -------------------------------------------------------------------
+    def enroll(self, consents: list[str]) -> Enrollment:
+        inbox, key = new_inbox(), new_identity_key()
+        self.db.execute(
+            "INSERT INTO shoppers(inbox, identity_key, consents, created_at) VALUES (?, ?, ?, ?)",
+            (inbox, key.hex(), ",".join(sorted(set(consents))), time.time()),
+        )
+        return Enrollment(inbox, key.hex(), self.rotation_k, sorted(set(consents)))
+
+    def opted_out(self) -> list[str]:
+        return [r[0] for r in self.db.query("SELECT inbox FROM shoppers WHERE opted_out = 1")]
+
+    def token_tables(self, now: float, purpose: str = "offers") -> list[TokenTable]:
+        """``token -> inbox`` for the previous, current and next epochs, opted-in only."""
+        k = self.rotation_k
+        rows = self.db.query(
+            "SELECT inbox, identity_key, consents FROM shoppers WHERE opted_out = 0"
+        )
+        first = epoch_of(now, k) - 1
+        tables = []
+        for epoch in range(first, first + TOKEN_EPOCHS_AHEAD + 2):
+            ts = epoch_start(epoch, k)
+            tokens: dict[str, str] = {}
+            for inbox, key_hex, consents in rows:
+                if purpose not in consents.split(","):
+                    continue
+                tok = self._eid_cache.get((inbox, epoch))
+                if tok is None:
+                    tok = eid_for(bytes.fromhex(key_hex), ts, k).hex()
+                    self._eid_cache[(inbox, epoch)] = tok
+                tokens[tok] = inbox
+            tables.append(TokenTable(epoch, tokens))
+        stale = first - 2
+        for key in [k_ for k_ in self._eid_cache if k_[1] < stale]:
+            del self._eid_cache[key]
+        return tables
+
+    # ---- bundles and deltas ------------------------------------------------------------
+    def build_bundle(self, store_id: str, now: float | None = None) -> Bundle:
+        now = time.time() if now is None else now
+        store = self.get_store(store_id)
+        row = self.db.one("SELECT bundle_version FROM stores WHERE id = ?", (store_id,))
+        version = int(row[0] if row else 0) + 1
+        self.db.execute("UPDATE stores SET bundle_version = ? WHERE id = ?", (version, store_id))
+        live = [c for c in self.campaigns(store_id) if c.status in {"live", "scheduled"}]
+        return Bundle(
+            v=SCHEMA_VERSION, version=version, store=store, issued_at=now,
+            expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
+            beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
+            token_tables=self.token_tables(now), opt_outs=self.opted_out(),
+        )
+
+    async def publish_bundle(self, store_id: str) -> Bundle:
+        bundle = self.build_bundle(store_id)
+        if self.link is None:
+            raise RuntimeError("HQ has no MQTT link")
+        await self.link.publish(topics.bundle(store_id), self.signer.sign("bundle", bundle),
+                                qos=1, retain=True)
+        self.bundles_published += 1
+        log.info("bundle published store=%s version=%d", store_id, bundle.version)
+        return bundle
+
+    async def publish_delta(self, store_id: str, *, opt_outs: list[str] | None = None,
+                            paused: list[str] | None = None,
+                            campaigns: list[Campaign] | None = None) -> BundleDelta:
+        row = self.db.one("SELECT delta_seq FROM stores WHERE id = ?", (store_id,))
+        if row is None:
+            raise NotFound("store", store_id)
+        seq = int(row[0]) + 1
+        self.db.execute("UPDATE stores SET delta_seq = ? WHERE id = ?", (seq, store_id))
+        now = time.time()
+        delta = BundleDelta(v=SCHEMA_VERSION, seq=seq, store=store_id, issued_at=now,
+                            expires_at=now + _DELTA_TTL_S, opt_outs=opt_outs or [],
+                            paused=paused or [], campaigns=campaigns or [])
+        if self.link is None:
+            raise RuntimeError("HQ has no MQTT link")
+        await self.link.publish(topics.bundle_delta(store_id), self.signer.sign("delta", delta), qos=1)
+        self.deltas_published += 1
+        return delta
+
+    async def opt_out(self, inbox: str) -> None:
+        """Opt a shopper out everywhere: a delta to every store now, bundles right after."""
+        if self.db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (inbox,)) == 0:
+            raise NotFound("shopper", inbox)
+        for store in self.store_ids():
+            await self.publish_delta(store, opt_outs=[inbox])
+        for store in self.store_ids():
+            await self.publish_bundle(store)
+
+    async def pause_campaign(self, cid: str) -> Campaign:
+        c = msgspec.structs.replace(self.get_campaign(cid), status="paused")
+        self.upsert_campaign(c)
+        for store in c.stores:
+            await self.publish_delta(store, paused=[cid])
+        return c
