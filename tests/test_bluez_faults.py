@@ -14,11 +14,11 @@ import time
 
 import pytest
 from fakebluez import FakeBlueZ
-from fakebluez.fixtures import beacons, fake_bluez, private_system_bus  # noqa: F401
 
 from edge.advert import Advertisement
 from edge.bluez import BlueZScanner, WatchdogSettings
 
+pytest_plugins = ["fakebluez.fixtures"]
 pytestmark = pytest.mark.timeout(60)
 
 RECOVERY_BOUND_S = 10.0  # issue 4.3: "faults recovered within 10 s"
@@ -32,10 +32,10 @@ class Sink:
     def __call__(self, adv: Advertisement) -> None:
         self.adverts.append(adv)
 
-    async def flowing_after(self, t: float, timeout: float = RECOVERY_BOUND_S) -> float:
+    async def flowing_after(self, t: float, within: float = RECOVERY_BOUND_S) -> float:
         """Seconds from ``t`` until adverts stamped after ``t`` arrive again."""
-        async with asyncio.timeout(timeout):
-            while not self.adverts or self.adverts[-1].ts <= t:
+        async with asyncio.timeout(within):
+            while not self.adverts or self.adverts[-1].ts <= t:  # noqa: ASYNC110 - polls scanner state
                 await asyncio.sleep(0.02)
         return self.adverts[-1].ts - t
 
@@ -47,7 +47,7 @@ def report(name: str, seconds: float, stats: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["active", "passive"])
-async def test_adapter_powered_off_then_on(beacons: FakeBlueZ, mode: str) -> None:  # noqa: F811
+async def test_adapter_powered_off_then_on(beacons: FakeBlueZ, mode: str) -> None:
     sink = Sink()
     async with BlueZScanner(sink, mode=mode) as scanner:  # type: ignore[arg-type]
         await sink.flowing_after(time.monotonic())
@@ -62,7 +62,7 @@ async def test_adapter_powered_off_then_on(beacons: FakeBlueZ, mode: str) -> Non
     assert stats["recoveries_power_cycle"] == 0
 
 
-async def test_adapter_left_powered_off_is_powered_on(beacons: FakeBlueZ) -> None:  # noqa: F811
+async def test_adapter_left_powered_off_is_powered_on(beacons: FakeBlueZ) -> None:
     sink = Sink()
     async with BlueZScanner(sink) as scanner:
         await sink.flowing_after(time.monotonic())
@@ -76,7 +76,7 @@ async def test_adapter_left_powered_off_is_powered_on(beacons: FakeBlueZ) -> Non
 
 
 @pytest.mark.parametrize("mode", ["active", "passive"])
-async def test_adapter_removed_and_readded(beacons: FakeBlueZ, mode: str) -> None:  # noqa: F811
+async def test_adapter_removed_and_readded(beacons: FakeBlueZ, mode: str) -> None:
     sink = Sink()
     async with BlueZScanner(sink, mode=mode) as scanner:  # type: ignore[arg-type]
         await sink.flowing_after(time.monotonic())
@@ -91,7 +91,7 @@ async def test_adapter_removed_and_readded(beacons: FakeBlueZ, mode: str) -> Non
     assert stats["recoveries_recreate"] >= 1
 
 
-async def test_in_progress_on_start_discovery_is_retried(beacons: FakeBlueZ) -> None:  # noqa: F811
+async def test_in_progress_on_start_discovery_is_retried(beacons: FakeBlueZ) -> None:
     sink = Sink()
     beacons.fail_start_discovery(2)
     t = time.monotonic()
@@ -102,7 +102,7 @@ async def test_in_progress_on_start_discovery_is_retried(beacons: FakeBlueZ) -> 
     assert stats["errors_in_progress"] == 2
 
 
-async def test_in_progress_during_recovery_is_retried(beacons: FakeBlueZ) -> None:  # noqa: F811
+async def test_in_progress_during_recovery_is_retried(beacons: FakeBlueZ) -> None:
     sink = Sink()
     async with BlueZScanner(sink, mode="active") as scanner:
         await sink.flowing_after(time.monotonic())
@@ -117,7 +117,7 @@ async def test_in_progress_during_recovery_is_retried(beacons: FakeBlueZ) -> Non
 
 
 @pytest.mark.parametrize("mode", ["active", "passive"])
-async def test_adverts_that_simply_stop(beacons: FakeBlueZ, mode: str) -> None:  # noqa: F811
+async def test_adverts_that_simply_stop(beacons: FakeBlueZ, mode: str) -> None:
     sink = Sink()
     async with BlueZScanner(sink, mode=mode) as scanner:  # type: ignore[arg-type]
         await sink.flowing_after(time.monotonic())
@@ -130,7 +130,7 @@ async def test_adverts_that_simply_stop(beacons: FakeBlueZ, mode: str) -> None: 
     assert stats["recoveries_power_cycle"] == 0
 
 
-async def test_silence_escalates_to_power_cycle(beacons: FakeBlueZ) -> None:  # noqa: F811
+async def test_silence_escalates_to_power_cycle(beacons: FakeBlueZ) -> None:
     sink = Sink()
     async with BlueZScanner(sink, watchdog=FAST_LADDER) as scanner:
         await sink.flowing_after(time.monotonic())
@@ -144,7 +144,7 @@ async def test_silence_escalates_to_power_cycle(beacons: FakeBlueZ) -> None:  # 
 
 
 async def test_endless_silence_walks_the_whole_ladder_and_keeps_going(
-    beacons: FakeBlueZ,  # noqa: F811
+    beacons: FakeBlueZ,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sink = Sink()
@@ -153,7 +153,7 @@ async def test_endless_silence_walks_the_whole_ladder_and_keeps_going(
         await sink.flowing_after(time.monotonic())
         beacons.mute("never")
         async with asyncio.timeout(RECOVERY_BOUND_S):
-            while scanner.stats()["recoveries_recreate"] == 0:
+            while scanner.stats()["recoveries_recreate"] == 0:  # noqa: ASYNC110 - polls scanner state
                 await asyncio.sleep(0.05)
         stats = scanner.stats()
         assert stats["state"] == "scanning"
@@ -163,7 +163,7 @@ async def test_endless_silence_walks_the_whole_ladder_and_keeps_going(
     assert {getattr(r, "stage", None) for r in lines} >= {"restart", "power_cycle", "recreate"}
 
 
-async def test_bluetoothd_restart(private_system_bus: str) -> None:  # noqa: F811
+async def test_bluetoothd_restart(private_system_bus: str) -> None:
     """bluetoothd exits (org.bluez loses its owner) and a new one starts."""
     sink = Sink()
     first = FakeBlueZ()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from fakebluez import FakeBlueZ
-from fakebluez.fixtures import beacons, fake_bluez, private_system_bus  # noqa: F401
 
 from edge.advert import Advertisement
 from edge.bluez import BlueZScanner, WatchdogSettings
 from edge.scanner import Scanner
 
+pytest_plugins = ["fakebluez.fixtures"]
 pytestmark = pytest.mark.timeout(60)
 
 IBEACON = bytes.fromhex("0215" + "f7826da64fa24e988024bc5b71e0893e" + "0001" + "0002" + "c5")
@@ -20,9 +21,9 @@ EDDYSTONE_UID = bytes.fromhex("00e8" + "edd1ebeac04e5defa017" + "0123456789ab" +
 FEAA = "0000feaa-0000-1000-8000-00805f9b34fb"
 
 
-async def wait_for(cond: object, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():  # type: ignore[operator]
+async def wait_for(cond: Callable[[], bool], within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not cond():  # noqa: ASYNC110 - polls state owned by the scanner
             await asyncio.sleep(0.01)
 
 
@@ -53,7 +54,7 @@ async def test_adverts_reach_on_advert_with_right_bytes(fake_bluez: FakeBlueZ, m
 
 
 async def test_auto_scans_actively_without_advertisement_monitor(
-    private_system_bus: str,  # noqa: F811
+    private_system_bus: str,
 ) -> None:
     fake = FakeBlueZ(passive=False)
     await fake.start()
@@ -98,7 +99,7 @@ async def test_not_reentrant_and_callback_errors_do_not_stop_scanning(
         assert scanner.stats()["callback_errors"] == 1
 
 
-async def test_quiet_store_with_beacons_needs_no_recovery(beacons: FakeBlueZ) -> None:  # noqa: F811
+async def test_quiet_store_with_beacons_needs_no_recovery(beacons: FakeBlueZ) -> None:
     got: list[Advertisement] = []
     fast = WatchdogSettings(tick_s=0.1, silence_restart_s=0.5)
     async with BlueZScanner(got.append, watchdog=fast) as scanner:
@@ -121,7 +122,7 @@ async def test_measure_adverts_per_second(fake_bluez: FakeBlueZ, mode: str) -> N
                                  rssi=-60, manufacturer_data={0x004C: IBEACON})
             if i % 200 == 0:
                 await asyncio.sleep(0)
-        await wait_for(lambda: len(got) >= n, timeout=30)
+        await wait_for(lambda: len(got) >= n, within=30)
         elapsed = time.perf_counter() - t0
         assert scanner.stats()["adverts"] == n
     print(f"\nbluez scanner {mode}: {n / elapsed:,.0f} adverts/s through the fake "

@@ -53,6 +53,7 @@ class PrivateBus:
         self._proc = subprocess.Popen(
             [binary, f"--config-file={conf}", "--nofork", "--print-address=1"],
             stdout=subprocess.PIPE,
+            stderr=(self._dir / "dbus-daemon.log").open("wb"),  # "fd limit" noise as root
         )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().decode().strip()

@@ -45,59 +45,59 @@ class _Adapter(ServiceInterface):
         self.discovering = False
 
     @dbus_method()
-    def StartDiscovery(self) -> None:  # noqa: N802 - D-Bus names
+    def StartDiscovery(self) -> None:
         self._fake._start_discovery()
 
     @dbus_method()
-    def StopDiscovery(self) -> None:  # noqa: N802
+    def StopDiscovery(self) -> None:
         self._fake._stop_discovery()
 
     @dbus_method()
-    def SetDiscoveryFilter(self, properties: DBusDict) -> None:  # noqa: N802
+    def SetDiscoveryFilter(self, properties: DBusDict) -> None:
         self._fake.discovery_filters.append({k: v.value for k, v in properties.items()})
 
     @dbus_method()
-    def GetDiscoveryFilters(self) -> DBusStrList:  # noqa: N802
+    def GetDiscoveryFilters(self) -> DBusStrList:
         return ["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData"]
 
     @dbus_method()
-    def RemoveDevice(self, device: DBusObjectPath) -> None:  # noqa: N802
+    def RemoveDevice(self, device: DBusObjectPath) -> None:
         self._fake.remove_device_path(device)
 
     @dbus_property(PropertyAccess.READ)
-    def Address(self) -> DBusStr:  # noqa: N802
+    def Address(self) -> DBusStr:
         return self._address
 
     @dbus_property(PropertyAccess.READ)
-    def AddressType(self) -> DBusStr:  # noqa: N802
+    def AddressType(self) -> DBusStr:
         return "public"
 
     @dbus_property(PropertyAccess.READ)
-    def Name(self) -> DBusStr:  # noqa: N802
+    def Name(self) -> DBusStr:
         return "fakebluez"
 
     @dbus_property(PropertyAccess.READ)
-    def Alias(self) -> DBusStr:  # noqa: N802
+    def Alias(self) -> DBusStr:
         return "fakebluez"
 
     @dbus_property()
-    def Powered(self) -> DBusBool:  # noqa: N802
+    def Powered(self) -> DBusBool:
         return self.powered
 
     @Powered.setter
-    def Powered(self, value: DBusBool) -> None:  # noqa: N802
+    def Powered(self, value: DBusBool) -> None:
         self._fake._set_powered(value, emit=False)
 
     @dbus_property(PropertyAccess.READ)
-    def Discovering(self) -> DBusBool:  # noqa: N802
+    def Discovering(self) -> DBusBool:
         return self.discovering
 
     @dbus_property(PropertyAccess.READ)
-    def Roles(self) -> DBusStrList:  # noqa: N802
+    def Roles(self) -> DBusStrList:
         return ["central", "peripheral"]
 
     @dbus_property(PropertyAccess.READ)
-    def UUIDs(self) -> DBusStrList:  # noqa: N802
+    def UUIDs(self) -> DBusStrList:
         return []
 
 
@@ -107,19 +107,19 @@ class _MonitorManager(ServiceInterface):
         self._fake = fake
 
     @dbus_method()
-    def RegisterMonitor(self, application: DBusObjectPath) -> None:  # noqa: N802
+    def RegisterMonitor(self, application: DBusObjectPath) -> None:
         self._fake._register_monitor(application)
 
     @dbus_method()
-    def UnregisterMonitor(self, application: DBusObjectPath) -> None:  # noqa: N802
+    def UnregisterMonitor(self, application: DBusObjectPath) -> None:
         self._fake._unregister_monitor(application)
 
     @dbus_property(PropertyAccess.READ)
-    def SupportedMonitorTypes(self) -> DBusStrList:  # noqa: N802
+    def SupportedMonitorTypes(self) -> DBusStrList:
         return ["or_patterns"]
 
     @dbus_property(PropertyAccess.READ)
-    def SupportedFeatures(self) -> DBusStrList:  # noqa: N802
+    def SupportedFeatures(self) -> DBusStrList:
         return []
 
 
@@ -133,43 +133,43 @@ class _Device(ServiceInterface):
         self.service_data: dict[str, Variant] = {}
 
     @dbus_property(PropertyAccess.READ)
-    def Address(self) -> DBusStr:  # noqa: N802
+    def Address(self) -> DBusStr:
         return self.address
 
     @dbus_property(PropertyAccess.READ)
-    def AddressType(self) -> DBusStr:  # noqa: N802
+    def AddressType(self) -> DBusStr:
         return "random"
 
     @dbus_property(PropertyAccess.READ)
-    def Alias(self) -> DBusStr:  # noqa: N802
+    def Alias(self) -> DBusStr:
         return self.address.replace(":", "-")
 
     @dbus_property(PropertyAccess.READ)
-    def Adapter(self) -> DBusObjectPath:  # noqa: N802
+    def Adapter(self) -> DBusObjectPath:
         return self.adapter_path
 
     @dbus_property(PropertyAccess.READ)
-    def RSSI(self) -> DBusInt16:  # noqa: N802
+    def RSSI(self) -> DBusInt16:
         return self.rssi
 
     @dbus_property(PropertyAccess.READ)
-    def ManufacturerData(self) -> Annotated[dict[int, Variant], DBusSignature("a{qv}")]:  # noqa: N802
+    def ManufacturerData(self) -> Annotated[dict[int, Variant], DBusSignature("a{qv}")]:
         return self.manufacturer_data
 
     @dbus_property(PropertyAccess.READ)
-    def ServiceData(self) -> Annotated[dict[str, Variant], DBusSignature("a{sv}")]:  # noqa: N802
+    def ServiceData(self) -> Annotated[dict[str, Variant], DBusSignature("a{sv}")]:
         return self.service_data
 
     @dbus_property(PropertyAccess.READ)
-    def Paired(self) -> DBusBool:  # noqa: N802
+    def Paired(self) -> DBusBool:
         return False
 
     @dbus_property(PropertyAccess.READ)
-    def Connected(self) -> DBusBool:  # noqa: N802
+    def Connected(self) -> DBusBool:
         return False
 
     @dbus_property(PropertyAccess.READ)
-    def UUIDs(self) -> DBusStrList:  # noqa: N802
+    def UUIDs(self) -> DBusStrList:
         return [str(k) for k in self.service_data]
 
 
