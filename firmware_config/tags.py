@@ -170,11 +170,13 @@ def write_tag(device: str, message: bytes, *, timeout: float = 10.0) -> TagRepor
         except (nfc.tag.TagCommandError, nfc.clf.CommunicationError) as exc:
             raise _removed("write") from exc
         try:
-            changed = ndef.has_changed  # re-reads the whole message from the tag
+            ndef.has_changed  # noqa: B018 - the property re-reads the message from the tag
+            fresh = tag.ndef
         except (nfc.tag.TagCommandError, nfc.clf.CommunicationError) as exc:
             raise _removed("verify") from exc
-        fresh = tag.ndef
-        if changed or fresh is None or bytes(fresh.octets) != message:
+        if fresh is None:  # nfcpy maps a failed read-back to "no NDEF"
+            raise _removed("verify")
+        if bytes(fresh.octets) != message:
             raise TagWriteError("verify_failed", "read-back differs from what was written",
                                 hint="the tag may be faulty or was moved; write it again")
         return _report(tag, fresh, message, started)

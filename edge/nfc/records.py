@@ -50,7 +50,7 @@ class TagInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def encode_tag_record(info: TagInfo) -> ndef.Record:
-    """Our external record: compact JSON ``{"v":1,"id":...,"zone":...,"product":...}``."""
+    """Our external record: compact JSON ``{"v":1,"id":...,"z":zone,"p":product}``."""
     for name in ("tag_id", "zone", "product"):
         value = getattr(info, name)
         if value is not None and not _FIELD_RE.fullmatch(value):
@@ -59,9 +59,9 @@ def encode_tag_record(info: TagInfo) -> ndef.Record:
             )
     body: dict[str, str | int] = {"v": 1, "id": info.tag_id}
     if info.zone is not None:
-        body["zone"] = info.zone
+        body["z"] = info.zone
     if info.product is not None:
-        body["product"] = info.product
+        body["p"] = info.product
     return ndef.Record(TAG_RECORD_TYPE, "", msgspec.json.encode(body))
 
 

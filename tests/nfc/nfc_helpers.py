@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from edge.nfc import AISLECAST_AID, NfcReader, Tap
+from edge.nfc.emulator import IsoDepCard, Type2Card, Type3Card, type2_image, type3_blocks
 
-__all__ = ["AISLECAST_AID", "TOKEN", "make_reader"]
+__all__ = ["AISLECAST_AID", "TOKEN", "count", "make_reader", "make_tag"]
 
 TOKEN = bytes.fromhex("0badc0ffee123456")
 
@@ -17,3 +18,22 @@ def make_reader(port: int, taps: list[Tap], **kw: object) -> NfcReader:
     }
     opts.update(kw)
     return NfcReader(f"udp:127.0.0.1:{port}", taps.append, **opts)  # type: ignore[arg-type]
+
+
+def count(reader: NfcReader, *keys: str) -> int:
+    """Sum of integer counters from ``reader.stats()``."""
+    total = 0
+    for key in keys:
+        value = reader.stats()[key]
+        assert isinstance(value, int), (key, value)
+        total += value
+    return total
+
+
+def make_tag(kind: str, ndef: bytes) -> Type2Card | Type3Card | IsoDepCard:
+    """An emulated tag of ``kind`` (``Type2Tag``, ``Type3Tag``, ``Type4Tag``) holding ``ndef``."""
+    if kind == "Type2Tag":
+        return Type2Card(type2_image(ndef))
+    if kind == "Type3Tag":
+        return Type3Card(type3_blocks(ndef))
+    return IsoDepCard(ndef=ndef)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from nfc_helpers import AISLECAST_AID, TOKEN, make_reader
+from nfc_helpers import AISLECAST_AID, TOKEN, count, make_reader, make_tag
 
 import edge.nfc._reader as reader_mod
 from edge.nfc import NfcDeviceError, NfcReader, Tap
@@ -17,9 +17,7 @@ from edge.nfc.emulator import (
     CardEmulator,
     IsoDepCard,
     Type2Card,
-    Type3Card,
     type2_image,
-    type3_blocks,
 )
 
 
@@ -35,11 +33,7 @@ async def _run(port: int, card: Any, *, sessions: int = 1, techs: tuple[str, ...
 
 @pytest.mark.parametrize("kind", ["Type2Tag", "Type3Tag", "Type4Tag"])
 async def test_each_tag_type_is_read(port: int, message: bytes, kind: str) -> None:
-    card: Any = {
-        "Type2Tag": lambda: Type2Card(type2_image(message)),
-        "Type3Tag": lambda: Type3Card(type3_blocks(message)),
-        "Type4Tag": lambda: IsoDepCard(ndef=message),
-    }[kind]()
+    card = make_tag(kind, message)
     techs = ("212F",) if kind == "Type3Tag" else ("106A",)
     taps, reader = await _run(port, card, techs=techs)
     assert len(taps) == 1, reader.stats()
@@ -76,9 +70,8 @@ async def test_wrong_token_length_is_counted(port: int) -> None:
 async def test_tag_removed_mid_read(port: int, message: bytes, after: int) -> None:
     card = Type2Card(type2_image(message))
     taps, reader = await _run(port, card, emu_kw={"vanish_after": after})
-    stats = reader.stats()
     assert taps == []
-    assert stats["read_failed"] + stats["no_ndef"] == 1, stats
+    assert count(reader, "read_failed", "no_ndef") == 1, reader.stats()
 
 
 @pytest.mark.parametrize(
@@ -108,15 +101,14 @@ async def test_tlv_pointing_past_memory_is_no_ndef(port: int) -> None:
     memory = type2_image(b"")
     memory[16:20] = b"\x03\xff\xff\xf0"  # NDEF TLV claiming 65 KB
     taps, reader = await _run(port, Type2Card(memory))
-    stats = reader.stats()
-    assert taps == [] and stats["no_ndef"] + stats["read_failed"] + stats["bad_ndef"] == 1
+    assert taps == [] and count(reader, "no_ndef", "read_failed", "bad_ndef") == 1
 
 
 async def test_reader_gone_then_back(port: int, message: bytes,
                                      monkeypatch: pytest.MonkeyPatch,
                                      caplog: pytest.LogCaptureFixture) -> None:
-    real_open = reader_mod.open_frontend
-    opened = []
+    real_open = reader_mod.open_frontend  # type: ignore[attr-defined]
+    opened: list[Any] = []
 
     def flaky_open(path: str) -> Any:
         clf = real_open(path)
@@ -156,10 +148,11 @@ async def test_missing_device_logged_once_retried_and_exits_fast(
         started = time.monotonic()
     assert time.monotonic() - started < 1.0
     assert stats["state"] == "waiting_for_device"
-    assert int(stats["open_failures"]) >= 2  # type: ignore[call-overload]
+    assert count(reader, "open_failures") >= 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "missing" in warnings[0].getMessage() and "plug the reader in" in warnings[0].getMessage()
+    text = warnings[0].getMessage()
+    assert "missing" in text and "plug the reader in" in text
 
 
 def test_wrong_device_path_is_a_clear_error() -> None:
@@ -180,7 +173,7 @@ async def test_idle_reader_stops_promptly_and_refuses_reentry(port: int) -> None
         started = time.monotonic()
     assert time.monotonic() - started < 0.3
     assert reader.stats()["state"] == "stopped"
-    assert int(reader.stats()["polls"]) >= 3  # type: ignore[call-overload]
+    assert count(reader, "polls") >= 3
 
 
 async def test_callback_error_is_counted_not_fatal(port: int, message: bytes) -> None:

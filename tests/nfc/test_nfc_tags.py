@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
+from nfc_helpers import make_tag
 
 from aislecast.cli import main
 from edge.nfc.emulator import (
     CardEmulator,
-    IsoDepCard,
     Type2Card,
-    Type3Card,
     type2_image,
-    type3_blocks,
 )
 from edge.nfc.records import decode_message, summarize
-from firmware_config.tags import TagWriteError, build_message, read_tag, tag_url, write_tag
+from firmware_config.tags import TagWriteError, build_message, tag_url, write_tag
 
 URL = "https://hq.example/s/Ab3x"
 
@@ -33,13 +30,9 @@ def test_tag_url_adds_src_and_id() -> None:
         tag_url("ftp://x/y", "T-1")
 
 
-@pytest.mark.parametrize("kind", ["t2", "t3", "t4"])
+@pytest.mark.parametrize("kind", ["Type2Tag", "Type3Tag", "Type4Tag"])
 def test_write_then_verify_each_type(port: int, kind: str) -> None:
-    card: Any = {
-        "t2": lambda: Type2Card(type2_image(b"")),
-        "t3": lambda: Type3Card(type3_blocks(b"")),
-        "t4": lambda: IsoDepCard(ndef=b""),
-    }[kind]()
+    card = make_tag(kind, b"")
     message = _msg()
     with CardEmulator(port, card, presentations=1):
         report = write_tag(f"udp:127.0.0.1:{port}", message, timeout=5.0)
@@ -52,31 +45,33 @@ def test_write_then_verify_each_type(port: int, kind: str) -> None:
 
 def test_too_small_names_capacity_needed(port: int) -> None:
     message = _msg()
-    with CardEmulator(port, Type2Card(type2_image(b"", data_size=48)), presentations=1):
-        with pytest.raises(TagWriteError) as info:
-            write_tag(f"udp:127.0.0.1:{port}", message, timeout=5.0)
+    card = Type2Card(type2_image(b"", data_size=48))
+    with CardEmulator(port, card, presentations=1), pytest.raises(TagWriteError) as info:
+        write_tag(f"udp:127.0.0.1:{port}", message, timeout=5.0)
     assert info.value.reason == "too_small" and info.value.needed == len(message)
     assert f"needs {len(message)} bytes" in str(info.value)
 
 
 def test_read_only_refused(port: int) -> None:
     with CardEmulator(port, Type2Card(type2_image(b"\xd0\x00\x00", read_only=True)),
-                      presentations=1):
-        with pytest.raises(TagWriteError, match="read-only") as info:
-            write_tag(f"udp:127.0.0.1:{port}", _msg(), timeout=5.0)
+                      presentations=1), pytest.raises(TagWriteError, match="read-only") as info:
+        write_tag(f"udp:127.0.0.1:{port}", _msg(), timeout=5.0)
     assert info.value.reason == "read_only"
 
 
-def test_removed_mid_write(port: int) -> None:
-    card = Type2Card(type2_image(b""))
-    with CardEmulator(port, card, presentations=1, vanish_after=8):
-        with pytest.raises(TagWriteError) as info:
-            write_tag(f"udp:127.0.0.1:{port}", _msg(), timeout=5.0)
+@pytest.mark.parametrize(
+    ("kind", "after"), [("Type2Tag", 8), ("Type2Tag", 30), ("Type3Tag", 4), ("Type4Tag", 8)]
+)
+def test_removed_mid_write(port: int, kind: str, after: int) -> None:
+    card = make_tag(kind, b"")
+    emulator = CardEmulator(port, card, presentations=1, vanish_after=after)
+    with emulator, pytest.raises(TagWriteError) as info:
+        write_tag(f"udp:127.0.0.1:{port}", _msg(), timeout=5.0)
     assert info.value.reason == "removed" and "partial" in str(info.value)
 
 
 def test_no_tag_times_out(port: int) -> None:
-    with pytest.raises(TagWriteError, match="no tag presented within 0.3 s"):
+    with pytest.raises(TagWriteError, match=r"no tag presented within 0\.3 s"):
         write_tag(f"udp:127.0.0.1:{port}", _msg(), timeout=0.3)
 
 
