@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fakebluez import FakeBlueZ
@@ -127,3 +128,20 @@ async def test_measure_adverts_per_second(fake_bluez: FakeBlueZ, mode: str) -> N
         assert scanner.stats()["adverts"] == n
     print(f"\nbluez scanner {mode}: {n / elapsed:,.0f} adverts/s through the fake "
           f"({n} adverts in {elapsed:.2f} s, fake and scanner on one event loop)")
+
+
+async def test_doctor_sees_the_fake_adapter(fake_bluez: FakeBlueZ, tmp_path: Path) -> None:
+    from aislecast.broker import free_port  # noqa: PLC0415
+    from aislecast.cmd_doctor import run_checks  # noqa: PLC0415
+
+    checks = {c.name: c for c in await run_checks("hci0", "127.0.0.1", free_port(), tmp_path)}
+    assert checks["permissions"].status == "ok"
+    assert checks["adapter"].status == "ok"
+    assert checks["passive scan"].status == "ok"
+    assert checks["broker"].status == "fail"
+    assert checks["disk"].status in ("ok", "warn")
+    fake_bluez.power_off()
+    checks = {c.name: c for c in await run_checks("hci0", "127.0.0.1", free_port(), tmp_path)}
+    assert checks["adapter"].status == "warn"
+    checks = {c.name: c for c in await run_checks("hci1", "127.0.0.1", free_port(), tmp_path)}
+    assert checks["adapter"].status == "fail"
