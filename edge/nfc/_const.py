@@ -25,8 +25,8 @@ AISLECAST_AID: Final = bytes.fromhex("F04149534C4543415354")
 #: The rotating token of DESIGN §6 (Eddystone-EID size).
 TOKEN_LEN: Final = 8
 
-#: Time between polls of the field. Real PN533 readers answer a SENS_REQ in ~5 ms and
-#: nfcpy's own default is 0.5 s; 20 ms keeps tap latency low at ~1 % of a core.
+#: Time between polls of the field (nfcpy's own default is 0.5 s). Measured on the udp
+#: driver: 20 ms gives tap p50/p99 of 12/26 ms at 1.9 % of a core idle; 10 ms costs 3.2 %.
 NFC_POLL_INTERVAL_S: Final = 0.02
 #: RF off this long after a tap so the card side re-arms before we poll again
 #: (DESIGN §11 re-arm race). 2 ms covers the udp emulator on a loaded 2-core machine.
