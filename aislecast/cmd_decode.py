@@ -13,6 +13,7 @@ import binascii
 import os
 import sys
 import textwrap
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, BinaryIO, Final
 
@@ -167,14 +168,16 @@ def render_text(text: str | bytes) -> bytes:
 def _stream(lines: Iterable[bytes], out: BinaryIO, *, as_json: bool, flush: bool) -> None:
     """Render each line in order, answering repeated lines from a bounded memo."""
     render = render_json if as_json else render_text
-    memo: dict[bytes, bytes] = {}
+    # An OrderedDict: evicting the oldest entry of a plain dict is not O(1) (see
+    # edge.decoders.FrameCache).
+    memo: OrderedDict[bytes, bytes] = OrderedDict()
     write = out.write
     for line in lines:
         rendered = memo.get(line)
         if rendered is None:
             rendered = render(line) + b"\n"
             if len(memo) >= _LINE_CACHE_SIZE:
-                del memo[next(iter(memo))]
+                memo.popitem(last=False)
             memo[line] = rendered
         write(rendered)
         if flush:
