@@ -134,7 +134,9 @@ def _exercise(raw: bytes, cache: FrameCache, report: FuzzReport) -> None:
     if cache.decode_ad(raw) != frame:
         raise AssertionError(f"cache disagrees with decode_ad on {raw.hex()}")
     ad = parse_ad(raw)
-    decode_advertisement(to_advertisement(ad, "00:00:00:00:00:00", -70, 0.0))
+    adv = to_advertisement(ad, "00:00:00:00:00:00", -70, 0.0)
+    if cache.decode_advertisement(adv) != decode_advertisement(adv):
+        raise AssertionError(f"cache disagrees with decode_advertisement on {raw.hex()}")
     for company, data in ad.manufacturer_data.items():
         decode_manufacturer(company, data)
     for service_uuid, data in ad.service_data.items():

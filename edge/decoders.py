@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from typing import Final
+from typing import Any, Final
 
 from edge.advert import Advertisement
 from edge.frames import (
@@ -211,17 +211,19 @@ class FrameCache:
     Build one per scanner and pass it in.
     """
 
-    __slots__ = ("_entries", "maxsize", "misses")
+    __slots__ = ("_entries", "_mfr", "_svc", "maxsize", "misses")
 
     def __init__(self, maxsize: int = DECODE_CACHE_SIZE) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self._entries: OrderedDict[bytes, Frame] = OrderedDict()
+        self._mfr: OrderedDict[bytes | tuple[int, bytes], Frame] = OrderedDict()
+        self._svc: OrderedDict[bytes, Frame] = OrderedDict()
         self.maxsize = maxsize
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._mfr) + len(self._svc)
 
     def decode_ad(self, raw: bytes) -> Frame | None:
         """Same answer as :func:`decode_ad`, from memory when these bytes were seen."""
@@ -231,12 +233,55 @@ class FrameCache:
         self.misses += 1
         frame = decode_ad(raw)
         if frame is not None:
-            entries = self._entries
-            if len(entries) >= self.maxsize:
-                entries.popitem(last=False)
-            entries[raw] = frame
+            self._keep(self._entries, raw, frame)
         return frame
+
+    def decode_advertisement(self, adv: Advertisement) -> Frame | None:
+        """Same answer as :func:`decode_advertisement`, payloads answered from memory.
+
+        The prefilter runs first, so only beacon-shaped payloads are looked up; the
+        key is the payload itself (Apple's id) or ``(company, payload)`` (AltBeacon
+        under any id), and Eddystone service data is keyed by its bytes in a
+        separate table.
+        """
+        mfr = adv.manufacturer_data
+        if mfr:
+            for company, data in mfr.items():
+                n = len(data)
+                if (n == _IBEACON_LEN and data[0] == 0x02) or (
+                    n == _ALTBEACON_LEN and data[0] == 0xBE
+                ):
+                    key: bytes | tuple[int, bytes] = (
+                        data if company == APPLE_COMPANY_ID else (company, data)
+                    )
+                    frame = self._mfr.get(key, _MISS)
+                    if frame is _MISS:
+                        self.misses += 1
+                        frame = decode_manufacturer(company, data)
+                        if frame is not None:
+                            self._keep(self._mfr, key, frame)
+                    if frame is not None:
+                        return frame  # type: ignore[return-value]
+        svc = adv.service_data
+        if svc:
+            payload = svc.get(EDDYSTONE_UUID)
+            if payload is not None:
+                frame = self._svc.get(payload, _MISS)
+                if frame is _MISS:
+                    self.misses += 1
+                    frame = decode_eddystone(payload)
+                    if frame is not None:
+                        self._keep(self._svc, payload, frame)
+                return frame  # type: ignore[return-value]
+        return None
+
+    def _keep(self, entries: OrderedDict[Any, Frame], key: object, frame: Frame) -> None:
+        if len(entries) >= self.maxsize:
+            entries.popitem(last=False)
+        entries[key] = frame
 
     def clear(self) -> None:
         self._entries.clear()
+        self._mfr.clear()
+        self._svc.clear()
         self.misses = 0

@@ -302,5 +302,28 @@ def test_frame_cache_matches_and_stays_bounded() -> None:
     for _ in range(5):
         assert cache.decode_ad(raws[0]) == decode_ad(raws[0])
     assert cache.misses == 1
+    # non-beacon adverts are not kept: they would push the fixed beacons out
+    noise = b"\x0a\xff\x4c\x00\x10\x05\x0b\x1c\x2a\x3b\x4c"
+    assert cache.decode_ad(noise) is None
+    assert len(cache) == 1
     with pytest.raises(ValueError, match="maxsize"):
         FrameCache(maxsize=0)
+
+
+def test_frame_cache_on_scanner_dictionaries() -> None:
+    cache = FrameCache(maxsize=2)
+    adverts = [to_advertisement(parse_ad(vector[1]), "AA", -60, 0.0) for vector in VECTORS]
+    alt_elsewhere = Advertisement(
+        "B", -60, 0.0, manufacturer_data={0x0059: adverts[-1].manufacturer_data[0x0118]}
+    )
+    adverts.append(alt_elsewhere)
+    for _ in range(2):
+        for adv in adverts:
+            assert cache.decode_advertisement(adv) == decode_advertisement(adv)
+    assert cache.decode_advertisement(alt_elsewhere) == AltBeacon(
+        0x0059, "00000000-0000-0000-0000-000000000000", 1, 1, -59, 1
+    )
+    assert len(cache) <= 4
+    before = cache.misses
+    assert cache.decode_advertisement(alt_elsewhere) is not None
+    assert cache.misses == before  # answered from memory

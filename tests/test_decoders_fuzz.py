@@ -61,7 +61,8 @@ def test_any_bytes_never_raise(raw: bytes) -> None:
     assert FrameCache(maxsize=2).decode_ad(raw) == frame
     ad = parse_ad(raw)
     assert ad.error is None or isinstance(ad.error, str)
-    decode_advertisement(to_advertisement(ad, "AA", -1, 0.0))
+    adv = to_advertisement(ad, "AA", -1, 0.0)
+    assert FrameCache(maxsize=2).decode_advertisement(adv) == decode_advertisement(adv)
     decode_eddystone(raw)
     decode_service_data(EDDYSTONE_UUID, raw)
     decode_manufacturer(0x004C, raw)
@@ -74,7 +75,7 @@ def test_any_dictionaries_never_raise(company: int, mfr: bytes, svc: bytes) -> N
         "AA", -1, 0.0, manufacturer_data={company: mfr, 0x004C: mfr},
         service_data={EDDYSTONE_UUID: svc},
     )
-    decode_advertisement(adv)
+    assert FrameCache(maxsize=1).decode_advertisement(adv) == decode_advertisement(adv)
     # frame-shaped prefixes, random rest
     decode_manufacturer(0x004C, b"\x02\x15" + mfr)
     decode_manufacturer(company, b"\xbe\xac" + mfr)
