@@ -11,9 +11,25 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from aislecast.campaign import (
+    Audience,
+    Budget,
+    Campaign,
+    Caps,
+    Creative,
+    Model,
+    Profile,
+    Schedule,
+    Trigger,
+    TriggerKind,
+    Window,
+)
+
 __all__ = [
     "SCHEMA_VERSION",
+    "Audience",
     "Beacon",
+    "Budget",
     "Bundle",
     "BundleDelta",
     "Campaign",
@@ -25,14 +41,17 @@ __all__ = [
     "Feedback",
     "FeedbackKind",
     "GatewayState",
+    "Model",
     "Offer",
     "PhoneSighting",
+    "Profile",
     "Schedule",
     "SignedEnvelope",
     "Store",
     "TokenTable",
     "Trigger",
     "TriggerKind",
+    "Window",
     "Zone",
     "decode",
     "encode",
@@ -59,7 +78,6 @@ EventKind = Literal[
     "gateway_health",
 ]
 FeedbackKind = Literal["delivered", "opened", "clicked", "redeemed", "dismissed"]
-TriggerKind = Literal["enter", "dwell", "exit", "tap", "scan", "schedule", "flash"]
 
 
 class Zone(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -91,50 +109,6 @@ class Store(msgspec.Struct, frozen=True):
     tz: str = "UTC"
 
 
-class Schedule(msgspec.Struct, frozen=True):
-    """Absolute UTC start/end (epoch seconds); ``None`` is open-ended."""
-
-    start: float | None = None
-    end: float | None = None
-
-
-class Trigger(msgspec.Struct, frozen=True):
-    kind: TriggerKind = "enter"
-    zones: list[str] = msgspec.field(default_factory=list)  # empty: any zone
-    min_dwell_s: float = 0.0
-
-
-class Creative(msgspec.Struct, frozen=True):
-    id: str
-    title: str
-    body: str = ""
-    format: Literal["banner", "button", "landing", "coupon"] = "banner"
-    cta: str = "Open"
-    url: str | None = None
-    image_url: str | None = None
-    coupon_code: str | None = None
-
-
-class Caps(msgspec.Struct, frozen=True):
-    per_shopper: int = 1  # offers of this campaign per shopper per visit
-
-
-class Campaign(msgspec.Struct, frozen=True):
-    id: str
-    name: str
-    stores: list[str]
-    creatives: list[Creative]
-    trigger: Trigger = msgspec.field(default_factory=Trigger)
-    schedule: Schedule = msgspec.field(default_factory=Schedule)
-    scenario: str = "location"
-    status: Literal["draft", "scheduled", "live", "paused", "ended"] = "live"
-    validity_s: float = 900.0
-    caps: Caps = msgspec.field(default_factory=Caps)
-    priority: int = 0
-    holdout_pct: float = 0.0
-    purpose: str = "offers"  # consent purpose required
-
-
 class TokenTable(msgspec.Struct, frozen=True):
     """``token hex -> inbox`` for one rotation epoch (epoch = unix_time >> k)."""
 
@@ -154,6 +128,7 @@ class Bundle(msgspec.Struct, frozen=True):
     rotation_k: int
     token_tables: list[TokenTable]
     opt_outs: list[str] = msgspec.field(default_factory=list)
+    model: Model | None = None  # ranking weights, profiles and bandit arms (aislecast.campaign)
 
 
 class BundleDelta(msgspec.Struct, frozen=True):

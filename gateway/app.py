@@ -37,7 +37,15 @@ from edge.frames import APPLE_COMPANY_ID, EDDYSTONE_UUID
 from edge.scanner import AdvertCallback, Scanner
 from gateway.bundles import BundleStore
 from gateway.config import GatewayConfig
-from gateway.decide import Decision, DecisionEngine, TriggerEvent
+from gateway.decisions import (
+    Decision,
+    DecisionEngine,
+    Rejection,
+    TriggerEvent,
+    apply_peer_batch,
+    peer_events_filter,
+    peer_gateway,
+)
 from gateway.identity import IdentityResolver
 from gateway.outbox import Outbox, OutboxRow, open_db
 from gateway.presence import PresenceEngine, PresenceEvent, PresenceParams
@@ -79,7 +87,7 @@ class Gateway:
         self.db = open_db(data / f"gateway-{cfg.gateway}.sqlite")
         self.outbox = Outbox(self.db)
         self.identity = IdentityResolver()
-        self.decider = DecisionEngine(self.db, cfg.store)
+        self.decider = DecisionEngine(self.db, cfg.store, gateway=cfg.gateway)
         p = cfg.presence
         self.presence = PresenceEngine(
             {}, PresenceParams(path_loss_exponent=p.path_loss_exponent, hysteresis=p.hysteresis,
@@ -100,7 +108,7 @@ class Gateway:
             MqttSettings(host=b.host, port=b.port, username=b.username, password=b.password),
             client_id=f"gw-{cfg.store}-{cfg.gateway}",
             subscriptions=[(topics.bundle(cfg.store), 1), (topics.bundle_delta(cfg.store), 1),
-                           (topics.sightings(cfg.store), 0)],
+                           (topics.sightings(cfg.store), 0), (peer_events_filter(cfg.store), 1)],
             handler=self._on_message,
             will=aiomqtt.Will(topics.gateway_state(cfg.store, cfg.gateway),
                               self._state_payload("offline"), qos=1, retain=True),
@@ -120,7 +128,8 @@ class Gateway:
     def _apply_bundle(self, b: Bundle) -> None:
         self.presence.max_radius = {z.id: z.max_radius_m for z in b.zones}
         self.identity.load(b.rotation_k, b.token_tables, b.opt_outs)
-        self.decider.load(b.campaigns, b.opt_outs)
+        self._refused(self.decider.load(b.campaigns, b.opt_outs, tz=b.store.tz,
+                                        zones=[z.id for z in b.zones], model=b.model))
         self._beacon_zone = {
             (bc.uuid, bc.major, bc.minor): (bc.id, bc.zone, bc.tx_power_1m)
             for bc in b.beacons if bc.uuid is not None and bc.major is not None and bc.minor is not None
@@ -133,9 +142,16 @@ class Gateway:
         self.decider.opt_out(d.opt_outs)
         self.decider.pause(d.paused)
         if d.campaigns:
-            self.decider.upsert(d.campaigns)
+            self._refused(self.decider.upsert(d.campaigns))
             if any(c.trigger.kind == "flash" for c in d.campaigns):
                 self._flash()
+
+    def _refused(self, rejections: list[Rejection]) -> None:
+        """Campaigns this gateway cannot understand are not applied; say so to HQ."""
+        rows = [self._event("gateway_health", campaign=r.campaign, reason=r.reason[:500])
+                for r in rejections]
+        if rows and hasattr(self, "publisher"):
+            self._commit([], rows)
 
     def _flash(self) -> None:
         """HQ flash: decide right now for every shopper present in this store."""
@@ -245,6 +261,9 @@ class Gateway:
                 self._bad("delta")
         elif topic == topics.sightings(self.store):
             self._on_sighting(payload)
+        elif peer_gateway(topic, self.store) not in {None, self.cfg.gateway} and \
+                apply_peer_batch(self.decider, payload, self.cfg.gateway) < 0:
+            self._bad("peer_events")
 
     def _on_sighting(self, payload: bytes) -> None:
         try:

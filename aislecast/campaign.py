@@ -1,0 +1,311 @@
+"""The campaign model: one schema shared by HQ, the signed bundle and every gateway.
+
+A campaign says *when* (schedule: absolute start/end plus weekly or dated windows in
+the store's time zone), *where* (stores, zones, product tags), *on what* (triggers),
+*for whom* (audience), *what* (creative variants), *how long* (offer validity) and *how
+much* (caps, budget, holdout, priority). Enumerated fields are plain strings on the wire
+so that one campaign a gateway does not understand is refused on its own, with a
+reason, instead of making the whole bundle undecodable; :func:`check_campaign` is the
+single rule book used by HQ (refuse with 422) and by gateways (skip and report).
+
+``Model`` carries the ranking model HQ trains (logistic weights, per-shopper features,
+bandit statistics per creative variant); :func:`features` is the feature map both
+sides use, so HQ trains exactly what gateways score.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zoneinfo
+
+import msgspec
+
+__all__ = [
+    "CAMPAIGN_ENGINE",
+    "FEATURES",
+    "FORMATS",
+    "SCENARIOS",
+    "STATUSES",
+    "TRIGGER_KINDS",
+    "ArmStats",
+    "Audience",
+    "Budget",
+    "Campaign",
+    "Caps",
+    "Creative",
+    "Model",
+    "Profile",
+    "Schedule",
+    "Trigger",
+    "TriggerKind",
+    "Window",
+    "check_campaign",
+    "features",
+    "minute_of",
+]
+
+# Campaign features a gateway must understand: HQ stamps campaigns with the engine level
+# they need; a gateway older than that refuses the campaign (never half-applies it).
+CAMPAIGN_ENGINE = 2
+
+TriggerKind = str  # one of TRIGGER_KINDS; a plain str so unknown kinds are refused per campaign
+TRIGGER_KINDS = frozenset({"enter", "dwell", "exit", "tap", "scan", "schedule", "flash"})
+FORMATS = ("banner", "button", "landing", "coupon")
+STATUSES = frozenset({"draft", "scheduled", "live", "paused", "ended"})
+SCENARIOS = ("planned", "anticipated", "location", "predictive", "interaction", "flash")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class Window(msgspec.Struct, frozen=True):
+    """A local-time window: ``start``-``end`` (HH:MM, end exclusive, ``24:00`` allowed) on
+    ISO weekdays ``days`` (1 = Monday; empty: every day) and/or ``dates`` (YYYY-MM-DD)."""
+
+    start: str = "00:00"
+    end: str = "24:00"
+    days: list[int] = msgspec.field(default_factory=list)
+    dates: list[str] = msgspec.field(default_factory=list)
+
+    def minutes(self) -> tuple[int, int]:
+        return minute_of(self.start), minute_of(self.end)
+
+    def covers(self, weekday: int, date: str, minute: int) -> bool:
+        if self.days and weekday not in self.days:
+            return False
+        if self.dates and date not in self.dates:
+            return False
+        lo, hi = self.minutes()
+        return lo <= minute < hi
+
+
+def minute_of(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+class Schedule(msgspec.Struct, frozen=True):
+    """Absolute UTC ``start``/``end`` (epoch s; ``None`` open) and local ``windows`` (empty:
+    always) in ``tz`` (``None``: the store's time zone)."""
+
+    start: float | None = None
+    end: float | None = None
+    windows: list[Window] = msgspec.field(default_factory=list)
+    tz: str | None = None
+
+
+class Trigger(msgspec.Struct, frozen=True):
+    kind: TriggerKind = "enter"
+    zones: list[str] = msgspec.field(default_factory=list)  # empty: any zone
+    min_dwell_s: float = 0.0
+    tags: list[str] = msgspec.field(default_factory=list)  # NFC/QR tag or product ids; empty: any
+
+
+class Audience(msgspec.Struct, frozen=True):
+    """Who may get the campaign; every non-empty list must match (segments: any of)."""
+
+    segments: list[str] = msgspec.field(default_factory=list)
+    loyalty_tiers: list[str] = msgspec.field(default_factory=list)
+    min_visits: int = 0
+    purposes: list[str] = msgspec.field(default_factory=list)  # consents required beyond `purpose`
+
+
+class Creative(msgspec.Struct, frozen=True):
+    id: str
+    title: str
+    body: str = ""
+    format: str = "banner"  # banner, button, landing, coupon
+    cta: str = "Open"
+    url: str | None = None
+    image_url: str | None = None
+    coupon_code: str | None = None
+
+
+class Caps(msgspec.Struct, frozen=True):
+    """Frequency caps; ``None`` means no cap, 0 is refused (pause the campaign instead)."""
+
+    per_shopper: int = 1  # offers of this campaign per shopper per visit
+    per_campaign: int | None = None  # of this campaign per shopper, ever
+    per_day: int | None = None  # of this campaign per shopper per local day
+    per_visit_all: int | None = None  # of any campaign per shopper per visit
+    min_gap_s: float = 0.0  # between any two offers to one shopper
+    quiet: list[Window] = msgspec.field(default_factory=list)  # local quiet hours: no offers
+
+
+class Budget(msgspec.Struct, frozen=True):
+    """Spend limit. ``grants`` are HQ's cumulative allowances per gateway id (``*``: any
+    other gateway); their sum never exceeds what is left, so a store cannot overspend."""
+
+    kind: str = "none"  # none, impressions, redemptions
+    total: int = 0
+    grants: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Campaign(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    stores: list[str]
+    creatives: list[Creative]
+    trigger: Trigger = msgspec.field(default_factory=Trigger)
+    schedule: Schedule = msgspec.field(default_factory=Schedule)
+    scenario: str = "location"
+    status: str = "live"  # draft, scheduled, live, paused, ended
+    validity_s: float = 900.0
+    caps: Caps = msgspec.field(default_factory=Caps)
+    priority: int = 0
+    holdout_pct: float = 0.0
+    purpose: str = "offers"  # consent purpose required
+    triggers: list[Trigger] = msgspec.field(default_factory=list)  # more triggers beyond `trigger`
+    audience: Audience = msgspec.field(default_factory=Audience)
+    budget: Budget = msgspec.field(default_factory=Budget)
+    countdown: bool = False  # time-limited: the phone shows a countdown to expires_at
+    engine: int = 1  # campaign engine level needed to apply it (see CAMPAIGN_ENGINE)
+
+    def all_triggers(self) -> list[Trigger]:
+        return [self.trigger, *self.triggers]
+
+
+class Profile(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What ranking and audience rules know about one pseudonymous inbox."""
+
+    segments: list[str] = msgspec.field(default_factory=list)
+    tier: str = ""
+    visits: int = 0
+    lead: float = 0.0  # 0..1, raised by repeated visits and dwell
+    consents: list[str] = msgspec.field(default_factory=list)
+
+
+class ArmStats(msgspec.Struct, frozen=True, array_like=True):
+    """Beta posterior of one creative variant's click rate: ``(clicks + 1, misses + 1)``."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+
+
+class Model(msgspec.Struct, frozen=True):
+    """Ranking model in the bundle: ``weights`` over :data:`FEATURES`, per-inbox
+    ``profiles`` and bandit ``arms`` keyed ``"campaign/variant"``."""
+
+    weights: list[float] = msgspec.field(default_factory=list)
+    profiles: dict[str, Profile] = msgspec.field(default_factory=dict)
+    arms: dict[str, ArmStats] = msgspec.field(default_factory=dict)
+    trained_at: float = 0.0
+    samples: int = 0
+
+
+FEATURES: tuple[str, ...] = (
+    "bias",
+    *(f"scenario:{s}" for s in SCENARIOS),
+    *(f"format:{f}" for f in FORMATS),
+    "lead",
+    "segment_match",
+    "log_visits",
+    "priority",
+)
+_INDEX = {name: i for i, name in enumerate(FEATURES)}
+
+
+def features(c: Campaign, variant: Creative, p: Profile | None) -> list[float]:
+    """The feature vector of (shopper profile, campaign, variant), aligned with FEATURES."""
+    x = [0.0] * len(FEATURES)
+    x[0] = 1.0
+    if (i := _INDEX.get(f"scenario:{c.scenario}")) is not None:
+        x[i] = 1.0
+    if (i := _INDEX.get(f"format:{variant.format}")) is not None:
+        x[i] = 1.0
+    if p is not None:
+        x[_INDEX["lead"]] = p.lead
+        x[_INDEX["segment_match"]] = float(bool(set(p.segments) & set(c.audience.segments)))
+        x[_INDEX["log_visits"]] = math.log1p(p.visits)
+    x[_INDEX["priority"]] = c.priority / 10
+    return x
+
+
+def _check_window(where: str, w: Window, problems: list[str]) -> bool:
+    ok = True
+    for name, v in (("start", w.start), ("end", w.end)):
+        if not _HHMM.match(v):
+            problems.append(f"{where}: {name} {v!r} is not HH:MM")
+            ok = False
+    if ok and minute_of(w.start) >= minute_of(w.end):
+        problems.append(f"{where}: start {w.start} is not before end {w.end}"
+                        " (split an overnight window in two)")
+        ok = False
+    if bad := [d for d in w.days if not 1 <= d <= 7]:
+        problems.append(f"{where}: days {bad} are not ISO weekdays 1-7")
+    if bad_dates := [d for d in w.dates if not _DATE.match(d)]:
+        problems.append(f"{where}: dates {bad_dates} are not YYYY-MM-DD")
+    return ok
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    if a.days and b.days and not set(a.days) & set(b.days):
+        return False
+    if a.dates and b.dates and not set(a.dates) & set(b.dates):
+        return False
+    (a0, a1), (b0, b1) = a.minutes(), b.minutes()
+    return a0 < b1 and b0 < a1
+
+
+def _check_tz(where: str, tz: str, problems: list[str]) -> None:
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"{where}: unknown time zone {tz!r}")
+
+
+def check_campaign(c: Campaign, zones: set[str] | None = None, *,
+                   engine: int = CAMPAIGN_ENGINE) -> list[str]:
+    """Every problem with ``c`` (empty when valid). ``zones``: known zone ids, if known."""
+    p: list[str] = []
+    if c.engine > engine:
+        p.append(f"engine: campaign needs engine {c.engine}, this side runs {engine}")
+    if not c.id or not c.stores:
+        p.append("id/stores: a campaign needs an id and at least one store")
+    if c.status not in STATUSES:
+        p.append(f"status: unknown status {c.status!r}")
+    if not c.creatives:
+        p.append("creatives: at least one creative variant is needed")
+    ids = [cr.id for cr in c.creatives]
+    if len(set(ids)) != len(ids):
+        p.append("creatives: variant ids repeat")
+    for cr in c.creatives:
+        if cr.format not in FORMATS:
+            p.append(f"creatives[{cr.id}]: unknown format {cr.format!r}")
+        if cr.format == "coupon" and not cr.coupon_code:
+            p.append(f"creatives[{cr.id}]: a coupon needs a coupon_code")
+    for i, t in enumerate(c.all_triggers()):
+        if t.kind not in TRIGGER_KINDS:
+            p.append(f"trigger[{i}]: unknown kind {t.kind!r}")
+        if t.min_dwell_s < 0 or (t.kind == "dwell" and t.min_dwell_s <= 0):
+            p.append(f"trigger[{i}]: a dwell trigger needs min_dwell_s > 0")
+        if zones is not None and (unknown := sorted(set(t.zones) - zones)):
+            p.append(f"trigger[{i}]: unknown zones {unknown}")
+    s = c.schedule
+    if s.start is not None and s.end is not None and s.start >= s.end:
+        p.append("schedule: start is not before end")
+    if s.tz is not None:
+        _check_tz("schedule.tz", s.tz, p)
+    good = [w for i, w in enumerate(s.windows) if _check_window(f"schedule.windows[{i}]", w, p)]
+    for i, a in enumerate(good):
+        p.extend(f"schedule.windows: {a.start}-{a.end} overlaps {b.start}-{b.end}"
+                 for b in good[i + 1:] if _overlap(a, b))
+    k = c.caps
+    for name in ("per_shopper", "per_campaign", "per_day", "per_visit_all"):
+        v = getattr(k, name)
+        if v is not None and v < 1:
+            p.append(f"caps.{name}: {v} would never offer (use None for no cap, or pause)")
+    if k.min_gap_s < 0:
+        p.append("caps.min_gap_s: negative")
+    for i, w in enumerate(k.quiet):
+        _check_window(f"caps.quiet[{i}]", w, p)
+    if c.validity_s <= 0:
+        p.append("validity_s: offers must be valid for some time")
+    if not 0 <= c.holdout_pct < 100:
+        p.append(f"holdout_pct: {c.holdout_pct} outside [0, 100)")
+    b = c.budget
+    if b.kind not in {"none", "impressions", "redemptions"}:
+        p.append(f"budget.kind: unknown {b.kind!r}")
+    elif b.kind != "none" and b.total < 1:
+        p.append("budget.total: a budget needs total >= 1")
+    return p
