@@ -187,7 +187,7 @@ def _stream(lines: Iterable[bytes], out: BinaryIO, *, as_json: bool, flush: bool
 def _run(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     as_json: bool = args.json
-    flush: bool = args.line_buffered
+    flush: bool = args.line_buffered or sys.stdin.isatty()  # typing by hand: answer each line
     try:
         for item in args.hex:
             if item == "-":
