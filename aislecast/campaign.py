@@ -15,6 +15,7 @@ sides use, so HQ trains exactly what gateways score.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import zoneinfo
@@ -238,8 +239,18 @@ def _check_window(where: str, w: Window, problems: list[str]) -> bool:
     return ok
 
 
+def _weekdays(w: Window) -> set[int]:
+    days = set(w.days or range(1, 8))
+    if w.dates:
+        try:
+            days &= {dt.date.fromisoformat(d).isoweekday() for d in w.dates}
+        except ValueError:
+            return days  # reported as a bad date by _check_window
+    return days
+
+
 def _overlap(a: Window, b: Window) -> bool:
-    if a.days and b.days and not set(a.days) & set(b.days):
+    if not _weekdays(a) & _weekdays(b):
         return False
     if a.dates and b.dates and not set(a.dates) & set(b.dates):
         return False

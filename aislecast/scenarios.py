@@ -1,23 +1,52 @@
-"""Demo scenarios: how HQ is set up for each real-time marketing scenario of the brief."""
+"""The six real-time marketing scenarios as campaign templates, each with a demo setup.
+
+A scenario is a ``setup`` coroutine that configures HQ (store, zones, beacons,
+campaigns; validated like any marketer's campaign) and a ``during`` coroutine running
+alongside the demo (fire a flash campaign at HQ's API, retrain the model, feed NFC taps
+until the reader is wired in). Schedules are computed in the store's time zone from the
+moment the demo starts, so every scenario fires whenever it is run:
+
+- planned: a weekend sale window (the demo adds today's window as a preview day);
+- anticipated: a big-match campaign saved ``scheduled`` in advance, dated today, that
+  starts a few seconds into the demo;
+- location: zone entry and dwell offers, and a tap on a product's shelf tag;
+- predictive: two campaigns ranked by the trained propensity model, variants picked by
+  Thompson sampling, lead scores raised by repeated visits and dwell;
+- interaction: offers answering an NFC tap or a QR scan of a shelf label;
+- flash: a breaking-news offer fired at ``POST /api/flash``, reaching every present
+  opted-in shopper within seconds, within caps.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import datetime as dt
+import functools
+import json
+import time
+import urllib.request
+import uuid
+import zoneinfo
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from aislecast.schema import Beacon, Campaign, Caps, Creative, Store, Trigger, Zone
+from aislecast.campaign import Audience, Caps, Creative, Schedule, Trigger, Window
+from aislecast.schema import Beacon, Campaign, Store, Zone
 from edge.simstore import SimZone
+from hq.campaigns import save_campaign
+from hq.learning import set_profile, train
 from hq.service import HqService
 
-__all__ = ["SCENARIOS", "Scenario", "setup_store"]
+__all__ = ["SCENARIOS", "Scenario", "setup_store", "tap"]
 
-SetupFn = Callable[[HqService, str, list[SimZone], str], Awaitable[None]]
-DuringFn = Callable[[HqService, str, Any], Awaitable[None]]
+SetupFn = Callable[[HqService, str, list[SimZone], str], Coroutine[Any, Any, None]]
+DuringFn = Callable[[HqService, str, Any], Coroutine[Any, Any, None]]
+TZ = "Europe/Berlin"
+SEGMENTS = ("family", "student", "foodie")
 
 
-async def _idle(service: HqService, store: str, state: Any) -> None:  # noqa: ANN401, ARG001
+async def _idle(service: HqService, store: str, state: Any) -> None:
     await asyncio.Event().wait()
 
 
@@ -31,7 +60,7 @@ class Scenario:
 
 
 def setup_store(service: HqService, store: str, zones: list[SimZone], beacon_uuid: str) -> None:
-    service.upsert_store(Store(id=store, name="Aislecast Demo Market", tz="Europe/Berlin"))
+    service.upsert_store(Store(id=store, name="Aislecast Demo Market", tz=TZ))
     for i, z in enumerate(zones):
         service.upsert_zone(store, Zone(id=z.id, name=z.id.title(), kind=z.id if z.id in {
             "entrance", "checkout"} else "aisle", max_radius_m=z.radius_m, x=z.x, y=z.y))
@@ -39,8 +68,48 @@ def setup_store(service: HqService, store: str, zones: list[SimZone], beacon_uui
                                             major=1, minor=i + 1))
 
 
-async def _location(service: HqService, store: str, zones: list[SimZone], beacon_uuid: str) -> None:
-    setup_store(service, store, zones, beacon_uuid)
+def _today(hours: float = 2.0) -> Window:
+    """A window on today's local date from this minute for ``hours`` (to midnight at most)."""
+    now = dt.datetime.now(zoneinfo.ZoneInfo(TZ))
+    end = min(now.hour * 60 + now.minute + int(hours * 60), 24 * 60)
+    return Window(f"{now.hour:02d}:{now.minute:02d}", f"{end // 60:02d}:{end % 60:02d}",
+                  dates=[now.date().isoformat()])
+
+
+def _coupon(cid: str, title: str, body: str, code: str) -> Creative:
+    return Creative(id=cid, title=title, body=body, format="coupon", coupon_code=code)
+
+
+async def _planned(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:
+    setup_store(service, store, zones, uuid_)
+    today = _today()
+    windows = [Window("08:00", "22:00", days=[6, 7])]
+    if dt.date.fromisoformat(today.dates[0]).isoweekday() not in {6, 7}:
+        windows.append(today)  # preview day, so the demo fires on any day of the week
+    await save_campaign(service, Campaign(
+        id="weekend-sale", name="Weekend sale", stores=[store], scenario="planned",
+        trigger=Trigger(kind="enter", zones=["entrance"]),
+        triggers=[Trigger(kind="enter", zones=["drinks", "produce"])],
+        schedule=Schedule(windows=windows), validity_s=3600, holdout_pct=10.0,
+        creatives=[_coupon("a", "Weekend sale: 20 % off everything", "Until Sunday 22:00.",
+                           "WKND20")],
+        caps=Caps(per_shopper=1, per_day=2, quiet=[Window("22:00", "24:00")]),
+    ), push=False)
+
+
+async def _anticipated(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:
+    setup_store(service, store, zones, uuid_)
+    await save_campaign(service, Campaign(
+        id="big-match", name="Big match night", stores=[store], scenario="anticipated",
+        status="scheduled", trigger=Trigger(kind="enter"),
+        schedule=Schedule(start=time.time() + 2.0, windows=[_today()]), validity_s=1800,
+        countdown=True, priority=3,
+        creatives=[_coupon("a", "Match night: beer crate -25 %", "Kick-off tonight.", "GOAL25")],
+    ), push=False)
+
+
+async def _location(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:
+    setup_store(service, store, zones, uuid_)
     offers = {
         "bakery": ("Warm croissants, 2 for 1", "Fresh from the oven, next 15 minutes only."),
         "dairy": ("Greek yoghurt -30 %", "Today in the dairy aisle."),
@@ -48,15 +117,114 @@ async def _location(service: HqService, store: str, zones: list[SimZone], beacon
         "produce": ("Strawberries 1.99", "Local, picked this morning."),
     }
     for zone, (title, body) in offers.items():
-        service.upsert_campaign(Campaign(
+        await save_campaign(service, Campaign(
             id=f"loc-{zone}", name=f"{zone} welcome", stores=[store], scenario="location",
             trigger=Trigger(kind="enter", zones=[zone]), validity_s=900,
-            creatives=[Creative(id="a", title=title, body=body, format="coupon",
-                                coupon_code=f"{zone[:4].upper()}15")],
+            creatives=[_coupon("a", title, body, f"{zone[:4].upper()}15")],
             caps=Caps(per_shopper=1), holdout_pct=10.0, priority=1,
-        ))
+        ), push=False)
+    await save_campaign(service, Campaign(
+        id="loc-dwell-dairy", name="cheese counter", stores=[store], scenario="location",
+        trigger=Trigger(kind="dwell", zones=["dairy"], min_dwell_s=4.0), priority=2,
+        creatives=[Creative(id="a", title="Ask for a free cheese tasting", format="button")],
+    ), push=False)
+    await save_campaign(service, Campaign(
+        id="obj-coffee-tag", name="coffee shelf tag", stores=[store], scenario="location",
+        trigger=Trigger(kind="tap", tags=["tag-coffee"]), priority=2,
+        creatives=[_coupon("a", "Barista beans -2 EUR", "The pack you just tapped.", "BEAN2")],
+    ), push=False)
+
+
+async def _taps(service: HqService, store: str, state: Any,
+                kinds: tuple[str, ...] = ("tap",)) -> None:
+    """Until the NFC reader is wired in: present shoppers tap/scan a tag every 2 s."""
+    i = 0
+    while True:
+        await asyncio.sleep(2.0)
+        gw = state.gateway
+        if gw is None:
+            continue
+        for inbox, zone in list(gw.presence.present().items()):
+            tap(gw, kinds[i % len(kinds)], inbox, zone, "tag-coffee")
+            i += 1
+
+
+def tap(gw: Any, kind: str, inbox: str, zone: str | None, tag: str) -> str:
+    """Feed a ``tap``/``scan`` trigger into a running gateway; returns the decision reason."""
+    from gateway.decisions import TriggerEvent  # noqa: PLC0415 - gateway is optional here
+
+    visit = gw._visits.setdefault(inbox, uuid.uuid4().hex[:12])
+    d = gw.decider.decide(TriggerEvent(kind, inbox, zone, time.time(), visit=visit, tag=tag))
+    rows: list[Any] = [gw._event("tap", inbox=inbox, zone=zone, reason=tag)]
+    offers: list[Any] = []
+    gw._record_decision(d, rows, offers)
+    gw._commit(offers, rows)
+    return str(d.reason)
+
+
+async def _predictive(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:
+    setup_store(service, store, zones, uuid_)
+    for cid, zone_list, fmt in (("pred-snacks", ["drinks", "produce"], "coupon"),
+                                ("pred-recipes", ["drinks", "produce", "bakery"], "landing")):
+        variants = [Creative(id=v, title=f"{cid} {v}", format=fmt, url="https://ex.invalid/r",
+                             coupon_code="SNACK10" if fmt == "coupon" else None)
+                    for v in ("a", "b", "c")]
+        await save_campaign(service, Campaign(
+            id=cid, name=cid, stores=[store], scenario="predictive", priority=1,
+            trigger=Trigger(kind="enter", zones=zone_list),
+            triggers=[Trigger(kind="dwell", zones=zone_list, min_dwell_s=3.0)],
+            creatives=variants, caps=Caps(per_shopper=1, min_gap_s=5.0), holdout_pct=10.0,
+            audience=Audience(segments=list(SEGMENTS)),
+        ), push=False)
+
+
+async def _learn(service: HqService, store: str, state: Any) -> None:
+    """Give shoppers segments, then retrain and republish the bundle every 4 s."""
+    for i, p in enumerate(state.phones):
+        set_profile(service, p.inbox, [SEGMENTS[i % len(SEGMENTS)]], "gold" if i % 2 else "")
+    while True:
+        train(service)
+        await service.publish_bundle(store)
+        await asyncio.sleep(4.0)
+
+
+async def _interaction(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:
+    setup_store(service, store, zones, uuid_)
+    await save_campaign(service, Campaign(
+        id="touch-coffee", name="tap or scan the coffee label", stores=[store],
+        scenario="interaction", trigger=Trigger(kind="tap", tags=["tag-coffee"]),
+        triggers=[Trigger(kind="scan", tags=["tag-coffee"])], caps=Caps(per_shopper=2),
+        creatives=[Creative(id="a", title="Origin story + 10 % off", format="landing",
+                            url="https://ex.invalid/coffee")],
+    ), push=False)
+
+
+async def _flash_setup(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:
+    setup_store(service, store, zones, uuid_)
+
+
+async def _fire_flash(service: HqService, store: str, state: Any) -> None:
+    """A marketer fires a breaking-news offer at HQ's HTTP API after 4 s."""
+    await asyncio.sleep(4.0)
+    body = json.dumps({"title": "Breaking: umbrellas -50 % for 30 minutes", "stores": [store],
+                       "format": "coupon", "coupon_code": "RAIN50", "validity_s": 1800}).encode()
+    url = f"http://127.0.0.1:{state.hq.http_port}/api/flash"
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"content-type": "application/json"})
+    await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=5).read())  # noqa: S310
+    await asyncio.Event().wait()
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "location": Scenario("location", "zone entry offers in aisles (location/object based)", _location),
+    "planned": Scenario("planned", "weekend sale window (planned)", _planned),
+    "anticipated": Scenario("anticipated", "big match armed in advance, fires on the day",
+                            _anticipated),
+    "location": Scenario("location", "zone entry/dwell offers and product tag taps",
+                         _location, _taps),
+    "predictive": Scenario("predictive", "propensity ranking and bandit variants", _predictive,
+                           _learn),
+    "interaction": Scenario("interaction", "NFC tap or QR scan of a shelf label", _interaction,
+                            functools.partial(_taps, kinds=("tap", "scan"))),
+    "flash": Scenario("flash", "breaking-news flash campaign via POST /api/flash",
+                      _flash_setup, _fire_flash),
 }

@@ -13,6 +13,7 @@ from aislecast import __version__
 from aislecast.schema import Beacon, Campaign, Store, Zone
 from aislecast.signing import public_key_pem
 from hq.analytics import campaign_stats
+from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
 from hq.ingest import Ingest
 from hq.service import HqService, NotFound
 
@@ -41,6 +42,10 @@ async def _body(request: Request, cls: type[T]) -> T:
 
 def create_app(service: HqService, ingest: Ingest) -> FastAPI:
     app = FastAPI(title="aislecast HQ", version=__version__)
+
+    @app.exception_handler(CampaignInvalid)
+    async def _invalid(_: Request, exc: CampaignInvalid) -> Response:
+        return _json({"detail": exc.problems, "campaign": exc.campaign}, 422)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> Response:
@@ -92,9 +97,24 @@ def create_app(service: HqService, ingest: Ingest) -> FastAPI:
 
     @app.post("/api/campaigns", status_code=201)
     async def put_campaign(request: Request) -> Response:
-        c = await _body(request, Campaign)
-        service.upsert_campaign(c)
+        c = await save_campaign(service, await _body(request, Campaign))
         return _json(c, 201)
+
+    @app.put("/api/campaigns/{cid}")
+    async def edit_campaign(cid: str, request: Request) -> Response:
+        c = await _body(request, Campaign)
+        if c.id != cid:
+            raise HTTPException(422, detail=[f"id: body id {c.id!r} is not {cid!r}"])
+        service.get_campaign(cid)
+        return _json(await save_campaign(service, c))
+
+    @app.get("/api/campaigns/{cid}")
+    async def get_campaign(cid: str) -> Response:
+        return _json(service.get_campaign(cid))
+
+    @app.post("/api/flash", status_code=201)
+    async def post_flash(request: Request) -> Response:
+        return _json(await flash(service, await _body(request, FlashRequest)), 201)
 
     @app.get("/api/campaigns")
     async def list_campaigns() -> Response:
@@ -117,5 +137,12 @@ def create_app(service: HqService, ingest: Ingest) -> FastAPI:
     @app.get("/api/analytics/campaigns")
     async def analytics() -> Response:
         return _json(campaign_stats(service.db))
+
+    @app.get("/api/analytics/campaigns/{cid}")
+    async def analytics_one(cid: str) -> Response:
+        stats = campaign_stats(service.db, cid)
+        if not stats:
+            raise NotFound("campaign analytics", cid)
+        return _json(stats[0])
 
     return app

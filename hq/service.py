@@ -21,6 +21,7 @@ from aislecast.schema import (
     Bundle,
     BundleDelta,
     Campaign,
+    Model,
     Store,
     TokenTable,
     Zone,
@@ -63,6 +64,7 @@ class HqService:
         self.rotation_k = rotation_k
         self.link: MqttLink | None = None
         self._eid_cache: dict[tuple[str, int], str] = {}
+        self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
         self.bundles_published = 0
         self.deltas_published = 0
 
@@ -172,7 +174,7 @@ class HqService:
             v=SCHEMA_VERSION, version=version, store=store, issued_at=now,
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
-            token_tables=self.token_tables(now), opt_outs=self.opted_out(),
+            token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
         )
 
     async def publish_bundle(self, store_id: str) -> Bundle:

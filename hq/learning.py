@@ -1,0 +1,137 @@
+"""HQ learning: shopper profiles, a small logistic regression, and bandit statistics.
+
+From the event log HQ builds each shopper's profile (segments and loyalty tier from the
+``profiles`` table, visits and a lead score from zone events: repeated visits and dwell
+raise it), fits a logistic regression of "clicked or redeemed" on
+:func:`~aislecast.campaign.features` of every offer published (numpy, L2-regularised
+gradient descent), and counts clicks per creative variant for the gateways' Thompson
+sampling. The result is a :class:`~aislecast.campaign.Model` that rides in the next
+bundle (``HqService.model``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import defaultdict
+
+import aiomqtt
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from aislecast.campaign import FEATURES, ArmStats, Campaign, Model, Profile, features
+from hq.campaigns import allocate_budgets
+from hq.service import HqService
+
+__all__ = ["fit_logistic", "learn_loop", "profiles", "set_profile", "train"]
+
+log = logging.getLogger("aislecast.hq.learning")
+
+_SESSION_S = 1800.0  # zone events further apart than this start a new visit
+_DWELL_EVERY_S = 5.0  # one zone_dwell event per this many seconds in a zone (PRESENCE_DWELL_S)
+
+
+def _ensure(service: HqService) -> None:
+    service.db.execute("CREATE TABLE IF NOT EXISTS profiles (inbox TEXT PRIMARY KEY,"
+                       " segments TEXT NOT NULL, tier TEXT NOT NULL)")
+
+
+def set_profile(service: HqService, inbox: str, segments: list[str], tier: str = "") -> None:
+    _ensure(service)
+    service.db.execute(
+        "INSERT INTO profiles(inbox, segments, tier) VALUES (?, ?, ?) ON CONFLICT (inbox)"
+        " DO UPDATE SET segments = excluded.segments, tier = excluded.tier",
+        (inbox, ",".join(segments), tier))
+
+
+def lead_score(visits: int, dwell_s: float) -> float:
+    return 1.0 - math.exp(-(0.25 * max(visits - 1, 0) + dwell_s / 300.0))
+
+
+def profiles(service: HqService) -> dict[str, Profile]:
+    _ensure(service)
+    seg = {r[0]: (r[1], r[2])
+           for r in service.db.query("SELECT inbox, segments, tier FROM profiles")}
+    visits: dict[str, int] = defaultdict(int)
+    dwell: dict[str, float] = defaultdict(float)
+    last: dict[str, float] = {}
+    for inbox, kind, ts in service.db.query(
+            "SELECT inbox, kind, ts FROM events WHERE kind IN ('zone_enter', 'zone_dwell')"
+            " AND inbox IS NOT NULL ORDER BY ts"):
+        if ts - last.get(inbox, -1e18) > _SESSION_S:
+            visits[inbox] += 1
+        last[inbox] = ts
+        if kind == "zone_dwell":
+            dwell[inbox] += _DWELL_EVERY_S
+    out: dict[str, Profile] = {}
+    for inbox, consents in service.db.query(
+            "SELECT inbox, consents FROM shoppers WHERE opted_out = 0"):
+        s, tier = seg.get(inbox, ("", ""))
+        out[inbox] = Profile(segments=[x for x in s.split(",") if x], tier=tier,
+                             visits=visits[inbox], lead=round(lead_score(visits[inbox],
+                                                                         dwell[inbox]), 4),
+                             consents=[x for x in consents.split(",") if x])
+    return out
+
+
+def fit_logistic(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], *, l2: float = 1e-2,
+                 iters: int = 300, lr: float = 0.5) -> npt.NDArray[np.float64]:
+    """Weights of ``P(y=1) = sigmoid(x @ w)`` by full-batch gradient descent with L2."""
+    w = np.zeros(x.shape[1])
+    n = max(len(y), 1)
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
+        grad = x.T @ (p - y) / n + l2 * w
+        w -= lr * grad
+    return w
+
+
+def train(service: HqService, *, now: float | None = None) -> Model:
+    """Fit the model from everything HQ has seen; sets and returns ``service.model``."""
+    now = time.time() if now is None else now
+    camps: dict[str, Campaign] = {c.id: c for c in service.campaigns()}
+    profs = profiles(service)
+    good = {r[0] for r in service.db.query(
+        "SELECT DISTINCT offer FROM events WHERE kind IN ('offer_clicked', 'offer_redeemed')")}
+    rows = service.db.query("SELECT offer, inbox, campaign, variant FROM events"
+                            " WHERE kind = 'decision' AND reason = 'offer' AND offer IS NOT NULL")
+    xs: list[list[float]] = []
+    ys: list[float] = []
+    arms: dict[str, list[float]] = {}
+    for offer, inbox, cid, vid in rows:
+        c = camps.get(cid)
+        v = next((cr for cr in c.creatives if cr.id == vid), None) if c else None
+        if c is None or v is None:
+            continue
+        hit = float(offer in good)
+        xs.append(features(c, v, profs.get(inbox)))
+        ys.append(hit)
+        a = arms.setdefault(f"{cid}/{vid}", [1.0, 1.0])
+        a[0 if hit else 1] += 1.0
+    weights: list[float] = []
+    if xs and 0 < sum(ys) < len(ys):
+        weights = [round(float(w), 5) for w in fit_logistic(np.array(xs), np.array(ys))]
+    elif xs:
+        weights = [0.0] * len(FEATURES)
+    model = Model(weights=weights, profiles=profs,
+                  arms={k: ArmStats(a, b) for k, (a, b) in arms.items()},
+                  trained_at=now, samples=len(xs))
+    service.model = model
+    return model
+
+
+async def learn_loop(service: HqService, every_s: float = 60.0) -> None:
+    """Retrain, top up budget grants and republish every store's bundle, forever."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            m = train(service)
+            allocate_budgets(service)
+            for store in service.store_ids():
+                await service.publish_bundle(store)
+            log.info("model trained samples=%d", m.samples)
+        except (msgspec.ValidationError, RuntimeError, aiomqtt.MqttError):
+            log.exception("learning round failed")
