@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 ZoneKind = Literal["entrance", "aisle", "checkout", "display", "service", "other"]
-ZONE_KINDS: Final = ("entrance", "aisle", "checkout", "display", "service", "other")
+ZONE_KINDS: Final[tuple[str, ...]] = get_args(ZoneKind)
 
 # A store is a room, not a warehouse: 500 m bounds typos (cm typed as m) without
 # refusing a hypermarket (the largest are ~300 m across).

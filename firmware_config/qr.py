@@ -117,7 +117,7 @@ def _png(m: Matrix, path: Path, *, size_px: int, border: int, caption: str | Non
     _draw_qr(draw, m, border * box, border * box, box)
     if caption:
         font = _font(font_px)
-        text = caption
+        text = caption[:200]  # no label is wider than this; bounds the fitting loop
         while len(text) > 1 and draw.textlength(text, font=font) > side - 2 * box:
             text = text[:-2] + "\u2026"
         draw.text((side / 2, side + text_h / 2 - box), text, fill=0, font=font, anchor="mm")
