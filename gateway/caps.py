@@ -12,14 +12,21 @@ grant to it (``Budget.grants``), and its own cumulative spend is persisted here.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 from aislecast.campaign import Caps
 
-__all__ = ["CapLedger", "Charge"]
+__all__ = ["FLUSH_ROWS", "FLUSH_S", "SPEND_BLOCK", "CapLedger", "Charge"]
 
 _DAY_S = 86_400.0
+# Charges are written in batches of at most FLUSH_ROWS rows or FLUSH_S seconds: a crash
+# forgets at most that much of the cap history (budgets are protected separately).
+FLUSH_ROWS = 256
+FLUSH_S = 0.25
+# Budget spend is persisted ahead in blocks (hi-lo allocator).
+SPEND_BLOCK = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,9 @@ class CapLedger:
         self.visit_of: dict[str, str] = {}
         self.spent: dict[str, int] = {}
         self._sources: set[str] = set()
+        self._pending: list[tuple[str, str, str, str, float, int, str]] = []
+        self._flushed = time.monotonic()
+        self._mark: dict[str, int] = {}
         self._restore()
 
     def _restore(self) -> None:
@@ -65,6 +75,7 @@ class CapLedger:
             self._count(Charge(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]))
         self.spent = {c: int(n) for c, n in self._conn.execute(
             "SELECT campaign, spent FROM budget_spent")}
+        self._mark = dict(self.spent)
 
     def _count(self, ch: Charge) -> None:
         self.by_visit[ch.inbox, ch.campaign, ch.visit] += 1
@@ -97,11 +108,32 @@ class CapLedger:
     def charge(self, ch: Charge) -> None:
         self._count(ch)
         self.visit_of[ch.inbox] = ch.visit
-        self._conn.execute(
-            "INSERT INTO cap_charges(inbox, campaign, visit, day, ts, offer, source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ch.inbox, ch.campaign, ch.visit, ch.day, ch.ts, int(ch.offer), ch.source),
-        )
+        self._pending.append((ch.inbox, ch.campaign, ch.visit, ch.day, ch.ts, int(ch.offer),
+                              ch.source))
+        now = time.monotonic()
+        if len(self._pending) >= FLUSH_ROWS or now - self._flushed >= FLUSH_S:
+            self.flush(now)
+
+    def tick(self) -> None:
+        """Flush pending charges once they are ``FLUSH_S`` old (cheap when nothing is)."""
+        if self._pending and time.monotonic() - self._flushed >= FLUSH_S:
+            self.flush()
+
+    def flush(self, now: float | None = None) -> None:
+        """Write pending charges in one transaction (also called on a timer and at exit)."""
+        self._flushed = time.monotonic() if now is None else now
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.executemany(
+                "INSERT INTO cap_charges(inbox, campaign, visit, day, ts, offer, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def seen_visit(self, inbox: str, visit: str) -> None:
         self.visit_of[inbox] = visit
@@ -121,11 +153,16 @@ class CapLedger:
         return allowance - self.spent.get(campaign, 0)
 
     def spend(self, campaign: str) -> None:
+        """Spend one unit. The persisted mark runs ahead in blocks of ``SPEND_BLOCK``
+        (hi-lo): after a crash the gateway resumes from the mark, so it may waste up to
+        a block of its grant but can never spend a unit twice."""
         n = self.spent.get(campaign, 0) + 1
         self.spent[campaign] = n
-        self._conn.execute(
-            "INSERT INTO budget_spent(campaign, spent) VALUES (?, ?) ON CONFLICT(campaign)"
-            " DO UPDATE SET spent = excluded.spent", (campaign, n))
+        if n > self._mark.get(campaign, 0):
+            self._mark[campaign] = n + SPEND_BLOCK - 1
+            self._conn.execute(
+                "INSERT INTO budget_spent(campaign, spent) VALUES (?, ?) ON CONFLICT(campaign)"
+                " DO UPDATE SET spent = excluded.spent", (campaign, self._mark[campaign]))
 
     def prune(self, now: float) -> int:
         """Forget charges older than the keep window (called rarely, e.g. daily)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 
-from aislecast.campaign import ArmStats, Campaign, Creative, Model, Profile, features
+from aislecast.campaign import FEATURES, ArmStats, Campaign, Creative, Model, Profile, features
 
 __all__ = ["PRIOR_STRENGTH", "Ranker"]
 
@@ -35,9 +35,13 @@ class Ranker:
         self.rng = rng or random.Random()
         self.model = Model()
         self._boost: dict[str, float] = {}  # inbox -> lead raised by dwell seen here
+        self._base: dict[tuple[str, str], float] = {}
+        self._shopper_w: tuple[float, float, float] | None = None
 
     def set_model(self, model: Model | None) -> None:
         self.model = model or Model()
+        self._base = {}
+        self._shopper_w = None
 
     def profile(self, inbox: str) -> Profile | None:
         p = self.model.profiles.get(inbox)
@@ -58,10 +62,31 @@ class Ranker:
         self._boost.pop(inbox, None)
 
     def propensity(self, c: Campaign, v: Creative, p: Profile | None) -> float:
+        """sigmoid(w . features): the campaign/variant part is cached per model, the
+        shopper part (lead, segment match, visits) is added per call."""
         w = self.model.weights
         if not w:
             return 0.5
-        return _sigmoid(sum(wi * xi for wi, xi in zip(w, features(c, v, p), strict=False)))
+        key = (c.id, v.id)
+        base = self._base.get(key)
+        if base is None:
+            x = features(c, v, None)
+            base = self._base[key] = sum(wi * xi for wi, xi in zip(w, x, strict=False))
+        if p is None:
+            return _sigmoid(base)
+        sw = self._shopper_w
+        if sw is None:
+            def at(name: str) -> float:
+                i = FEATURES.index(name)
+                return w[i] if i < len(w) else 0.0
+
+            sw = self._shopper_w = (at("lead"), at("segment_match"), at("log_visits"))
+        wl, ws, wv = sw
+        z = base + wl * p.lead + wv * math.log1p(p.visits)
+        if ws and p.segments and c.audience.segments and \
+                not set(p.segments).isdisjoint(c.audience.segments):
+            z += ws
+        return _sigmoid(z)
 
     def best(self, cands: list[Campaign], p: Profile | None) -> Campaign:
         """The candidate with the highest predicted propensity (its best variant's)."""

@@ -126,7 +126,9 @@ def test_caps_quiet_hours_and_gap(tmp_path: Path) -> None:
 
 def test_caps_survive_restart(tmp_path: Path) -> None:
     c = camp(caps=Caps(per_campaign=1))
-    assert engine(tmp_path, c).decide(trig()).reason == "offer"
+    first = engine(tmp_path, c)
+    assert first.decide(trig()).reason == "offer"
+    first.flush()
     again = engine(tmp_path, c)  # same SQLite file: a restarted gateway
     assert again.decide(trig(visit="v2")).reason == "cap_per_campaign"
 

@@ -183,8 +183,13 @@ class DecisionEngine:
             return "budget_spent"
         return None
 
+    def flush(self) -> None:
+        """Persist pending cap charges now (the gateway calls this before closing)."""
+        self.ledger.flush()
+
     def decide(self, t: TriggerEvent) -> Decision:
         self.decisions += 1
+        self.ledger.tick()
         if t.inbox in self._opted_out:
             return Decision(t, "no_consent")
         if t.kind not in TRIGGER_KINDS:
