@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 from aislecast.campaign import Caps
 
-__all__ = ["FLUSH_ROWS", "FLUSH_S", "SPEND_BLOCK", "CapLedger", "Charge"]
+__all__ = ["FLUSH_ROWS", "FLUSH_S", "SPEND_BLOCK", "VISIT_GAP_S", "CapLedger", "Charge"]
 
 _DAY_S = 86_400.0
 # Charges are written in batches of at most FLUSH_ROWS rows or FLUSH_S seconds: a crash
 # forgets at most that much of the cap history (budgets are protected separately).
 FLUSH_ROWS = 256
 FLUSH_S = 0.25
+# A peer's charge belongs to the shopper's visit here if we saw them this recently.
+VISIT_GAP_S = 1800.0
 # Budget spend is persisted ahead in blocks (hi-lo allocator).
 SPEND_BLOCK = 8
 
@@ -63,6 +65,8 @@ class CapLedger:
         self._pending: list[tuple[str, str, str, str, float, int, str]] = []
         self._flushed = time.monotonic()
         self._mark: dict[str, int] = {}
+        self._seen: dict[str, float] = {}  # inbox -> last local trigger
+        self._orphans: dict[str, list[tuple[str, float, bool]]] = {}  # peer charges, no visit yet
         self._restore()
 
     def _restore(self) -> None:
@@ -135,17 +139,31 @@ class CapLedger:
             self._conn.execute("ROLLBACK")
             raise
 
-    def seen_visit(self, inbox: str, visit: str) -> None:
+    def seen_visit(self, inbox: str, visit: str, now: float) -> None:
+        """A local trigger of ``inbox`` in ``visit``: a new visit adopts the peers'
+        charges of the last ``VISIT_GAP_S`` that no local visit claimed yet."""
+        if self.visit_of.get(inbox) != visit:
+            for campaign, ts, offer in self._orphans.pop(inbox, ()):
+                if now - ts <= VISIT_GAP_S:
+                    self.by_visit[inbox, campaign, visit] += 1
+                    if offer:
+                        self.all_visit[inbox, visit] += 1
         self.visit_of[inbox] = visit
+        self._seen[inbox] = now
 
     def charge_remote(self, source: str, inbox: str, campaign: str, *, day: str, ts: float,
                       offer: bool) -> bool:
-        """Apply another gateway's charge once (by event id) to the shopper's current visit
-        here; False when already applied."""
+        """Apply another gateway's charge once (by event id); per-visit counts go to the
+        shopper's visit here when it is current, else wait for the next local visit.
+        False when already applied."""
         if source in self._sources:
             return False
-        visit = self.visit_of.get(inbox, f"remote:{source}")
-        self.charge(Charge(inbox, campaign, visit, day, ts, offer, source))
+        visit = self.visit_of.get(inbox)
+        if visit is None or ts - self._seen.get(inbox, float("-inf")) > VISIT_GAP_S:
+            self._orphans.setdefault(inbox, []).append((campaign, ts, offer))
+            visit = f"remote:{source}"
+        self._count(Charge(inbox, campaign, visit, day, ts, offer, source))
+        self._pending.append((inbox, campaign, visit, day, ts, int(offer), source))
         return True
 
     # ---- budget ------------------------------------------------------------------------

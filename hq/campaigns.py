@@ -28,7 +28,7 @@ from aislecast.campaign import CAMPAIGN_ENGINE, Budget, Campaign, Creative, Trig
 from hq.service import HqService, NotFound
 
 __all__ = ["CampaignInvalid", "FlashRequest", "allocate_budgets", "flash", "save_campaign",
-           "validate"]
+           "top_up", "validate"]
 
 
 class CampaignInvalid(ValueError):
@@ -122,6 +122,27 @@ def _spent(service: HqService, c: Campaign, now: float) -> tuple[dict[str, int],
     return spent, returned
 
 
+def top_up(b: Budget, spent: dict[str, int], gateways: set[str], *, returned: int = 0,
+           low_water: float = 0.5) -> dict[str, int]:
+    """New cumulative grants: each gateway that used ``low_water`` of its grant (or has
+    none) gets another chunk from the pool, ``pool = total + returned - granted``; no
+    grant ever shrinks and ``*`` (unknown gateways) gets nothing."""
+    grants = {g: n for g, n in b.grants.items() if g != "*"}
+    pool = b.total + returned - sum(grants.values())
+    chunk = max(1, pool // (2 * len(gateways))) if pool > 0 and gateways else 0
+    new = dict(grants)
+    for g in sorted(gateways):
+        if pool <= 0:
+            break
+        have = grants.get(g, 0)
+        if g not in grants or spent.get(g, 0) >= low_water * have:
+            step = min(chunk, pool)
+            new[g] = have + step
+            pool -= step
+    new["*"] = 0
+    return new
+
+
 def allocate_budgets(service: HqService, *, now: float | None = None,
                      low_water: float = 0.5) -> int:
     """Top up the grants of gateways that spent more than ``low_water`` of their last
@@ -137,19 +158,7 @@ def allocate_budgets(service: HqService, *, now: float | None = None,
         if not gws:
             continue
         spent, returned = _spent(service, c, now)
-        grants = {g: n for g, n in b.grants.items() if g != "*"}
-        pool = b.total + returned - sum(grants.values())
-        chunk = max(1, pool // (2 * len(gws))) if pool > 0 else 0
-        new = dict(grants)
-        for g in sorted(gws):
-            have = grants.get(g, 0)
-            if pool <= 0:
-                break
-            if g not in grants or spent.get(g, 0) >= low_water * have:
-                step = min(chunk, pool)
-                new[g] = have + step
-                pool -= step
-        new["*"] = 0
+        new = top_up(b, spent, gws, returned=returned, low_water=low_water)
         if new != b.grants:
             service.upsert_campaign(msgspec.structs.replace(
                 c, budget=Budget(b.kind, b.total, new)))

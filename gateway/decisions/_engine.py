@@ -195,7 +195,7 @@ class DecisionEngine:
         if t.kind not in TRIGGER_KINDS:
             return Decision(t, "unknown_trigger")
         if t.visit:
-            self.ledger.seen_visit(t.inbox, t.visit)
+            self.ledger.seen_visit(t.inbox, t.visit, t.unix_ts)
         if t.kind == "dwell":
             self.ranker.observe_dwell(t.inbox, t.dwell_s)
         cands = (self._zoned.get((t.zone, t.kind)) if t.zone is not None else None) \

@@ -1,0 +1,251 @@
+"""A simulated week: shoppers x stores x campaigns on a simulated clock, driving the real
+decision engine (two gateways per store, each its own SQLite file), then checking:
+
+- no shopper exceeds any cap (per visit, per campaign, per day, all campaigns per
+  visit, minimum gap), counted from the decision log;
+- no offer outside its campaign's schedule, past its campaign end or in quiet hours;
+- budgets never overspent by more than one in-flight offer per gateway (HQ tops up
+  cumulative grants every simulated hour with :func:`hq.campaigns.top_up`);
+- the holdout lift is recovered: conversions are planted with a known true lift and
+  measured per shopper x campaign with :func:`hq.analytics.lift_ci`.
+
+Peer gateways learn each other's charges with a lag (their event batches), as live.
+
+    python -m benchmarks.sim_week                    # 10,000 shoppers, 5 stores, 50 campaigns
+    python -m benchmarks.sim_week --shoppers 500 --stores 2 --campaigns 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import tempfile
+import time
+import zoneinfo
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from aislecast.campaign import Budget, Campaign, Caps, Creative, Schedule, Trigger, Window
+from gateway.decisions import Decision, DecisionEngine, LocalClock, TriggerEvent
+from gateway.decisions._compiled import in_windows
+from gateway.outbox import open_db
+from hq.analytics import lift_ci
+from hq.campaigns import top_up
+
+__all__ = ["simulate"]
+
+TZ = "Europe/Berlin"
+ZONES = ["entrance", "produce", "bakery", "dairy", "drinks", "checkout"]
+GW_OF_ZONE = {z: ("gw-a" if i < 3 else "gw-b") for i, z in enumerate(ZONES)}
+WEEK0 = dt.datetime(2025, 6, 9, tzinfo=zoneinfo.ZoneInfo(TZ)).timestamp()  # a Monday
+PEER_LAG_S = 0.5  # an event batch interval plus the broker
+
+
+@dataclass(frozen=True, slots=True)
+class SimParams:
+    shoppers: int = 10_000
+    stores: int = 5
+    campaigns: int = 50
+    base_conv: float = 0.08
+    true_lift: float = 0.04
+    seed: int = 11
+
+
+def _campaigns(p: SimParams, rng: random.Random) -> list[Campaign]:
+    stores = [f"s{i}" for i in range(p.stores)]
+    out = []
+    for i in range(p.campaigns):
+        kind = rng.choice(["enter", "enter", "dwell", "exit"])
+        start = WEEK0 + rng.uniform(0, 3) * 86_400
+        out.append(Campaign(
+            id=f"c{i:02d}", name=f"c{i}", stores=rng.sample(stores, k=rng.randint(1, p.stores)),
+            creatives=[Creative(id=v, title=v) for v in "ab"],
+            trigger=Trigger(kind=kind, zones=rng.sample(ZONES, k=2),
+                            min_dwell_s=20.0 if kind == "dwell" else 0.0),
+            schedule=Schedule(start=start, end=start + rng.uniform(2, 5) * 86_400,
+                              windows=[Window("08:00", "21:00")] if rng.random() < 0.3 else []),
+            caps=Caps(per_shopper=1, per_campaign=rng.choice([None, 2, 3]),
+                      per_day=rng.choice([None, 1]), per_visit_all=rng.choice([None, 2, 3]),
+                      min_gap_s=rng.choice([0.0, 60.0, 300.0]),
+                      quiet=[Window("20:00", "24:00")] if rng.random() < 0.3 else []),
+            budget=Budget("impressions", rng.randint(100, 800)) if rng.random() < 0.3
+            else Budget(),
+            validity_s=rng.choice([900.0, 3600.0]), priority=rng.randint(0, 5),
+            holdout_pct=rng.choice([10.0, 20.0, 30.0]),
+        ))
+    return out
+
+
+def _grant(camps: dict[str, Campaign], engines: dict[tuple[str, str], DecisionEngine],
+           spent: dict[tuple[str, str], int]) -> None:
+    """HQ's hourly top-up of cumulative grants, then a delta to every gateway."""
+    for cid, c in list(camps.items()):
+        if c.budget.kind == "none":
+            continue
+        gws = {f"{s}/{g}" for s in c.stores for g in ("gw-a", "gw-b")}
+        by = {g: spent.get((cid, g), 0) for g in gws}
+        new = top_up(c.budget, by, gws)
+        if new != c.budget.grants:
+            edited = camps[cid] = msgspec.structs.replace(
+                c, budget=Budget(c.budget.kind, c.budget.total, new))
+            for (s, _), e in engines.items():
+                if s in c.stores:
+                    e.upsert([edited])
+
+
+def simulate(p: SimParams) -> dict[str, object]:
+    rng = random.Random(p.seed)
+    camps = {c.id: c for c in _campaigns(p, rng)}
+    tmp = tempfile.TemporaryDirectory(prefix="simweek-")
+    engines: dict[tuple[str, str], DecisionEngine] = {}
+    for si in range(p.stores):
+        for g in ("gw-a", "gw-b"):
+            e = DecisionEngine(open_db(Path(tmp.name) / f"s{si}-{g}.sqlite"), f"s{si}",
+                               gateway=f"s{si}/{g}", rng=random.Random(si))
+            e.load(list(camps.values()), [], tz=TZ, zones=ZONES)
+            engines[f"s{si}", g] = e
+    # every shopper's visits of the week, as trigger streams
+    trig: list[tuple[float, str, str, TriggerEvent]] = []
+    for k in range(p.shoppers):
+        inbox = f"i{k:05d}"
+        for v, day in enumerate(rng.sample(range(7), k=rng.randint(1, 4))):
+            t = WEEK0 + day * 86_400 + rng.uniform(8, 23.5) * 3600
+            store = f"s{rng.randrange(p.stores)}"
+            visit = f"{inbox}-{v}"
+            for z in ["entrance", *rng.sample(ZONES[1:5], k=rng.randint(1, 4)), "checkout"]:
+                trig.append((t, store, z, TriggerEvent("enter", inbox, z, t, visit=visit)))
+                dwell = rng.uniform(5, 120)
+                if dwell > 20:
+                    trig.append((t + 20, store, z, TriggerEvent("dwell", inbox, z, t + 20, 20.0,
+                                                                visit)))
+                t += dwell
+                trig.append((t, store, z, TriggerEvent("exit", inbox, z, t, dwell, visit)))
+                t += rng.uniform(2, 30)
+    trig.sort(key=lambda x: x[0])
+    log: list[tuple[str, str, Decision]] = []
+    pending: list[tuple[float, str, str, Decision, int]] = []  # peer charges in flight
+    spent: dict[tuple[str, str], int] = defaultdict(int)
+    next_grant = WEEK0
+    t0 = time.perf_counter()
+    for n, (ts, store, zone, te) in enumerate(trig):
+        while ts >= next_grant:
+            _grant(camps, engines, spent)
+            next_grant += 3600
+        while pending and pending[0][0] <= ts:
+            _, s, g, d, eid = pending.pop(0)
+            peer = engines[s, "gw-b" if g == "gw-a" else "gw-a"]
+            peer.remote_charge(f"e{eid}", d.trigger.inbox, d.campaign or "", ts=d.trigger.unix_ts,
+                               offer=d.reason == "offer")
+        g = GW_OF_ZONE[zone]
+        d = engines[store, g].decide(te)
+        log.append((store, g, d))
+        if d.reason in {"offer", "holdout"}:
+            pending.append((ts + PEER_LAG_S, store, g, d, n))
+            if d.reason == "offer" and camps[d.campaign or ""].budget.kind != "none":
+                spent[d.campaign or "", f"{store}/{g}"] += 1
+    elapsed = time.perf_counter() - t0
+    report = _check(p, camps, log, rng) | {
+        "decisions": len(log), "decisions_per_s": round(len(log) / elapsed),
+        "shoppers": p.shoppers, "stores": p.stores, "campaigns": p.campaigns}
+    for e in engines.values():
+        e.flush()
+    tmp.cleanup()
+    return report
+
+
+def _check(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, Decision]],
+           rng: random.Random) -> dict[str, object]:
+    clock = LocalClock()
+    v_cap: dict[tuple[str, str, str], int] = defaultdict(int)
+    c_cap: dict[tuple[str, str], int] = defaultdict(int)
+    d_cap: dict[tuple[str, str, str], int] = defaultdict(int)
+    all_cap: dict[tuple[str, str], int] = defaultdict(int)
+    last: dict[str, float] = {}
+    bad: dict[str, int] = defaultdict(int)
+    offers_by: dict[str, int] = defaultdict(int)
+    units: dict[tuple[str, str], bool] = {}  # (inbox, campaign) -> treated?
+    reasons: dict[str, int] = defaultdict(int)
+    for store, _, d in log:
+        reasons[d.reason] += 1
+        if d.reason not in {"offer", "holdout"}:
+            continue
+        t, c = d.trigger, camps[d.campaign or ""]
+        lt = clock.at(TZ, t.unix_ts)
+        v_cap[t.inbox, c.id, t.visit] += 1
+        c_cap[store + t.inbox, c.id] += 1
+        d_cap[store + t.inbox, c.id, lt.date] += 1
+        k = c.caps
+        bad["cap_per_visit"] += v_cap[t.inbox, c.id, t.visit] > k.per_shopper
+        bad["cap_per_campaign"] += k.per_campaign is not None and c_cap[store + t.inbox, c.id] > \
+            k.per_campaign
+        bad["cap_per_day"] += k.per_day is not None and \
+            d_cap[store + t.inbox, c.id, lt.date] > k.per_day
+        units.setdefault((t.inbox, c.id), d.reason == "offer")
+        if d.reason != "offer" or d.offer is None:
+            continue
+        offers_by[c.id] += 1
+        all_cap[t.inbox, t.visit] += 1
+        bad["cap_all_campaigns_per_visit"] += k.per_visit_all is not None and \
+            all_cap[t.inbox, t.visit] > k.per_visit_all
+        bad["cap_min_gap"] += t.unix_ts - last.get(store + t.inbox, -1e18) < k.min_gap_s
+        last[store + t.inbox] = t.unix_ts
+        s = c.schedule
+        bad["outside_schedule"] += not (s.start or 0) <= t.unix_ts < (s.end or 1e18)
+        bad["expiry_past_end"] += d.offer.expires_at > (s.end or 1e18)
+        bad["quiet_hours"] += bool(k.quiet) and in_windows(
+            tuple((sum(1 << x for x in range(1, 8)), None, *w.minutes()) for w in k.quiet), lt)
+    over = {cid: offers_by[cid] - c.budget.total for cid, c in camps.items()
+            if c.budget.kind != "none" and offers_by[cid] > c.budget.total}
+    max_over = {cid: 2 * len(c.stores) for cid, c in camps.items()}
+    # plant conversions: every shopper x campaign unit converts with base_conv, treated
+    # ones with base_conv + true_lift; then measure like HQ's analytics does
+    n_t = x_t = n_c = x_c = 0
+    for treated in units.values():
+        conv = rng.random() < p.base_conv + (p.true_lift if treated else 0.0)
+        if treated:
+            n_t, x_t = n_t + 1, x_t + conv
+        else:
+            n_c, x_c = n_c + 1, x_c + conv
+    lift, lo, hi = lift_ci(n_t, x_t, n_c, x_c)
+    # calibration: re-plant the same units 200 times; a 95 % interval should cover ~95 %
+    g = np.random.default_rng(p.seed)
+    cover = 0
+    for _ in range(200):
+        _, lo_r, hi_r = lift_ci(n_t, int(g.binomial(n_t, p.base_conv + p.true_lift)),
+                                n_c, int(g.binomial(n_c, p.base_conv)))
+        cover += lo_r <= p.true_lift <= hi_r
+    budgeted = [c for c in camps.values() if c.budget.kind != "none"]
+    return {
+        "offers": sum(offers_by.values()), "reasons": dict(sorted(reasons.items())),
+        "violations": {k: v for k, v in bad.items() if v} or {},
+        "budget_campaigns": len(budgeted),
+        "budget_spent_of_total": [(offers_by[c.id], c.budget.total) for c in budgeted],
+        "budget_overspent": over,
+        "budget_overspend_within_bound": all(v <= max_over[c] for c, v in over.items()),
+        "holdout_units": n_c, "treated_units": n_t, "true_lift": p.true_lift,
+        "lift": round(lift, 4), "lift_ci95": [round(lo, 4), round(hi, 4)],
+        "lift_recovered": lo <= p.true_lift <= hi,
+        "lift_ci_coverage_200_replants": cover / 200,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shoppers", type=int, default=10_000)
+    ap.add_argument("--stores", type=int, default=5)
+    ap.add_argument("--campaigns", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=11)
+    a = ap.parse_args()
+    print(json.dumps(simulate(SimParams(a.shoppers, a.stores, a.campaigns, seed=a.seed)),
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()
