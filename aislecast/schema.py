@@ -176,6 +176,15 @@ class EventBatch(msgspec.Struct, frozen=True):
     store: str
     gateway: str
     events: list[Event]
+    batch: str | None = None  # id HQ echoes in its BatchAck once the events are stored
+
+
+class BatchAck(msgspec.Struct, frozen=True):
+    """HQ -> gateway: the events of ``batch`` are stored (end-to-end acknowledgement)."""
+
+    v: int
+    batch: str
+    stored: int
 
 
 class Offer(msgspec.Struct, frozen=True, omit_defaults=True):

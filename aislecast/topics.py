@@ -9,6 +9,7 @@ __all__ = [
     "bundle",
     "bundle_delta",
     "feedback",
+    "gateway_acks",
     "gateway_events",
     "gateway_state",
     "offers",
@@ -35,6 +36,10 @@ def gateway_state(store: str, gateway: str) -> str:
 
 def gateway_events(store: str, gateway: str) -> str:
     return f"{PREFIX}/stores/{store}/gateways/{gateway}/events"
+
+
+def gateway_acks(store: str, gateway: str) -> str:
+    return f"{PREFIX}/stores/{store}/gateways/{gateway}/events/ack"
 
 
 def sightings(store: str) -> str:

@@ -23,6 +23,7 @@ from aislecast import __version__, topics
 from aislecast.mqtt import MqttLink, MqttSettings
 from aislecast.schema import (
     SCHEMA_VERSION,
+    BatchAck,
     Bundle,
     BundleDelta,
     Event,
@@ -108,21 +109,23 @@ class Gateway:
             MqttSettings(host=b.host, port=b.port, username=b.username, password=b.password),
             client_id=f"gw-{cfg.store}-{cfg.gateway}",
             subscriptions=[(topics.bundle(cfg.store), 1), (topics.bundle_delta(cfg.store), 1),
-                           (topics.sightings(cfg.store), 0), (peer_events_filter(cfg.store), 1)],
+                           (topics.sightings(cfg.store), 0), (peer_events_filter(cfg.store), 1),
+                           (topics.gateway_acks(cfg.store, cfg.gateway), 1)],
             handler=self._on_message,
             will=aiomqtt.Will(topics.gateway_state(cfg.store, cfg.gateway),
                               self._state_payload("offline"), qos=1, retain=True),
             on_connect=self._on_connect,
         )
-        header = (b'{"v":%d,"store":%s,"gateway":%s,"events":['
+        header = (b'{"v":%d,"store":%s,"gateway":%s,'
                   % (SCHEMA_VERSION, msgspec.json.encode(cfg.store), msgspec.json.encode(cfg.gateway)))
         self._events_topic = topics.gateway_events(cfg.store, cfg.gateway)
+        self._acks_topic = topics.gateway_acks(cfg.store, cfg.gateway)
         self.publisher = OutboxPublisher(self.outbox, self.link, events_topic=self._events_topic,
                                          batch_header=header, on_offer_acked=self._offer_acked)
         self.scanner = scanner_factory(self.on_advert)
-        self.bundles.load_persisted()
         self.ready = asyncio.Event()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.bundles.load_persisted()
 
     # ---- bundle ---------------------------------------------------------------------
     def _apply_bundle(self, b: Bundle) -> None:
@@ -261,6 +264,13 @@ class Gateway:
                 self._bad("delta")
         elif topic == topics.sightings(self.store):
             self._on_sighting(payload)
+        elif topic == self._acks_topic:
+            try:
+                ack = decode(payload, BatchAck)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                self._bad("ack")
+                return
+            self.publisher.batch_acked(ack.batch)
         elif peer_gateway(topic, self.store) not in {None, self.cfg.gateway} and \
                 apply_peer_batch(self.decider, payload, self.cfg.gateway) < 0:
             self._bad("peer_events")

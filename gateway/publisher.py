@@ -1,7 +1,11 @@
 """Drains the outbox to the broker: offers one by one (many in flight), events in batches.
 
-A row leaves the outbox only after its PUBACK, and the acknowledgement is committed in
-the same transaction as the ``offer_published`` event it produces. Rows that fail (link
+An offer leaves the outbox only after its PUBACK, and the acknowledgement is committed
+in the same transaction as the ``offer_published`` event it produces. Event batches
+need more than a PUBACK: Mosquitto 2.0 does not restore shared subscriptions after a
+restart, so a batch the broker accepted may reach no HQ worker. Event rows therefore
+leave only when HQ's end-to-end :class:`~aislecast.schema.BatchAck` arrives; a batch
+not acknowledged within ``ack_timeout_s`` is sent again (HQ ingest is idempotent). Rows that fail (link
 down, timeout, denied by the ACL) stay and are retried with jittered backoff; a denial
 is an alarm, logged and counted, since retrying cannot fix wrong credentials.
 """
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +36,9 @@ _RETRY_BASE_S = 0.5
 _RETRY_CAP_S = 30.0
 _REPLAY_EVERY_S = 0.5
 _FLUSH_EVERY_S = 0.02
+# HQ acknowledges a stored batch within milliseconds when up; 10 s rides out a busy HQ
+# without resending much, and a resend is harmless (idempotent ingest).
+_ACK_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -39,6 +47,8 @@ class PublisherStats:
     offers_expired: int = 0
     event_batches: int = 0
     events_published: int = 0
+    events_acked: int = 0
+    batches_resent: int = 0
     failures: int = 0
     denied: int = 0
 
@@ -60,7 +70,9 @@ class OutboxPublisher:
         self.outbox = outbox
         self.link = link
         self.events_topic = events_topic
-        self._batch_header = batch_header  # b'{"v":1,"store":...,"gateway":...,"events":['
+        self._batch_header = batch_header  # b'{"v":1,"store":...,"gateway":...,'
+        self._awaiting: dict[str, tuple[float, list[int]]] = {}  # batch -> (deadline, seqs)
+        self.ack_timeout_s = _ACK_TIMEOUT_S
         self._on_offer_acked = on_offer_acked
         self._inflight = inflight
         self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
@@ -81,6 +93,23 @@ class OutboxPublisher:
 
     def events_added(self) -> None:
         self._events_wakeup.set()
+
+    def batch_acked(self, batch: str) -> bool:
+        """HQ stored ``batch``: its rows may leave the outbox. False for an unknown batch."""
+        entry = self._awaiting.pop(batch, None)
+        if entry is None:
+            return False
+        self._acked += entry[1]
+        self.stats.events_acked += len(entry[1])
+        return True
+
+    def _expire_awaiting(self) -> None:
+        now = time.monotonic()
+        for batch, (deadline, seqs) in list(self._awaiting.items()):
+            if deadline <= now:
+                del self._awaiting[batch]
+                self._tracked.difference_update(seqs)
+                self.stats.batches_resent += 1
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -163,20 +192,24 @@ class OutboxPublisher:
             except TimeoutError:
                 pass
             self._events_wakeup.clear()
+            self._expire_awaiting()
             await asyncio.sleep(EVENT_BATCH_INTERVAL_S / 5)  # let a burst accumulate
             while self.link.connected.is_set():
                 rows = self.outbox.pending("event", limit=EVENT_BATCH_MAX, exclude=self._tracked)
                 rows = [r for r in rows if self._retry_at.get(r.seq, 0.0) <= time.monotonic()]
                 if not rows:
                     break
-                payload = self._batch_header + b",".join(r.payload for r in rows) + b"]}"
+                batch = uuid.uuid4().hex
+                payload = (self._batch_header + b'"batch":"' + batch.encode() + b'","events":['
+                           + b",".join(r.payload for r in rows) + b"]}")
+                seqs = [r.seq for r in rows]
+                self._tracked.update(seqs)
+                self._awaiting[batch] = (time.monotonic() + self.ack_timeout_s, seqs)
                 if not await self._publish(rows[0], payload, self.events_topic, None):
+                    self._awaiting.pop(batch, None)
                     for r in rows:
                         self._failed(r.seq)
                     break
-                seqs = [r.seq for r in rows]
-                self._tracked.update(seqs)
-                self._acked += seqs
                 self.stats.event_batches += 1
                 self.stats.events_published += len(rows)
                 if len(rows) < EVENT_BATCH_MAX:

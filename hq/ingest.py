@@ -8,13 +8,14 @@ a QoS 1 redelivery or a gateway replaying its outbox never double-counts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
 import msgspec
 
-from aislecast.schema import Event, EventBatch, Feedback, decode
+from aislecast import topics
+from aislecast.schema import SCHEMA_VERSION, BatchAck, Event, EventBatch, Feedback, decode, encode
 from hq.db import HqDb
 
 __all__ = ["Ingest", "IngestStats"]
@@ -49,6 +50,8 @@ class Ingest:
         self.db = db
         self.stats = IngestStats()
         self.listeners: list[Callable[[list[Event]], None]] = []
+        # publishes (topic, payload): HQ wires it to its MQTT link for batch acks
+        self.ack: Callable[[str, bytes], Awaitable[None]] | None = None
 
     def _bad(self, what: str, err: Exception) -> None:
         self.stats.bad_payloads[what] = self.stats.bad_payloads.get(what, 0) + 1
@@ -78,7 +81,10 @@ class Ingest:
                 self._bad("events", ValueError("batch store/gateway do not match the topic"))
                 return
             self.stats.batches += 1
-            self.store_events([e for e in batch.events if e.store == batch.store])
+            stored = self.store_events([e for e in batch.events if e.store == batch.store])
+            if batch.batch is not None and self.ack is not None:
+                ack = BatchAck(v=SCHEMA_VERSION, batch=batch.batch, stored=stored)
+                await self.ack(topics.gateway_acks(batch.store, batch.gateway), encode(ack))
         elif len(parts) == 5 and parts[2] == "shoppers" and parts[4] == "feedback":
             try:
                 fb = decode(payload, Feedback)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
+import aiomqtt
 import uvicorn
 
 from aislecast import topics
 from aislecast.const import BUNDLE_REPUBLISH_S
+from aislecast.errors import PublishDenied
 from aislecast.mqtt import MqttLink, MqttSettings
 from aislecast.signing import Signer, load_or_create_signing_key
 from hq.api import create_app
@@ -49,6 +53,13 @@ class HqServer:
             handler=self.ingest.handle,
         )
         self.service.link = self.link
+
+        async def ack(topic: str, payload: bytes) -> None:
+            # never block ingest on the ack: the gateway resends unacknowledged batches
+            self._spawn(self.link.publish(topic, payload, qos=1))
+
+        self.ingest.ack = ack
+        self._pending: set[asyncio.Task[None]] = set()
         self.app = create_app(self.service, self.ingest)
         self.http_port = http_port
         self._uv = uvicorn.Server(uvicorn.Config(
@@ -56,6 +67,18 @@ class HqServer:
         self._uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._republish_s = republish_s
         self.started = asyncio.Event()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._quiet(coro), name="hq-ack")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    @staticmethod
+    async def _quiet(coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except (aiomqtt.MqttError, PublishDenied) as exc:
+            log.warning("batch ack not sent: %s", exc)
 
     async def _republisher(self) -> None:
         """Refresh every store's bundle so token tables never run out."""

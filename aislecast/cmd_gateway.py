@@ -1,0 +1,87 @@
+"""``aislecast gateway run``: the store gateway daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import textwrap
+
+from aislecast.logs import setup_logging
+
+__all__ = ["register"]
+
+_HELP = textwrap.dedent(
+    """\
+    Run the store gateway: scanner -> presence -> decisions -> MQTT, until SIGTERM/Ctrl-C.
+
+    examples:
+      aislecast gateway run --config /etc/aislecast/gateway.toml
+      aislecast gateway run --config gw.toml --log-json     # JSON log lines for journald
+      aislecast gateway check --config gw.toml              # validate the config, then exit
+
+    A minimal gateway.toml:
+      gateway = "gw-1"
+      store = "store-1"
+      hq_public_key = "/etc/aislecast/hq.pub.pem"
+      data_dir = "/var/lib/aislecast"
+      [broker]
+      host = "mqtt.example.internal"
+      port = 1883
+      [scanner]
+      backend = "bluez"
+      adapter = "hci0"
+      [scanner.receivers]
+      hci0 = "entrance"
+    """
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("gateway", help="run or check the store gateway", description=_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    gsub = p.add_subparsers(dest="gateway_cmd", metavar="ACTION", required=True)
+    run = gsub.add_parser("run", help="run the daemon", description=_HELP,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--config", required=True, help="gateway TOML file")
+    run.add_argument("--log-level", default="info")
+    run.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    run.set_defaults(func=_run)
+    chk = gsub.add_parser("check", help="validate a config file and exit")
+    chk.add_argument("--config", required=True)
+    chk.set_defaults(func=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.config import load_config  # noqa: PLC0415
+
+    cfg = load_config(args.config)
+    cfg.public_key_pem()
+    print(f"ok: gateway {cfg.gateway} of store {cfg.store}, scanner {cfg.scanner.backend}, "
+          f"broker {cfg.broker.host}:{cfg.broker.port}")
+    return 0
+
+
+async def _serve(config: str) -> None:
+    from edge.factory import make_scanner  # noqa: PLC0415
+    from gateway.app import Gateway  # noqa: PLC0415
+    from gateway.config import load_config  # noqa: PLC0415
+
+    cfg = load_config(config)
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    sc = cfg.scanner
+    gw = Gateway(cfg, lambda cb: make_scanner(sc.backend, cb, adapter=sc.adapter, mode=sc.mode,
+                                              sim_seed=sc.sim_seed))
+    await gw.run()
+
+
+def _run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, json_lines=args.log_json)
+    try:
+        asyncio.run(_serve(args.config))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0
+    return 0

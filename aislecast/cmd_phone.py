@@ -1,0 +1,128 @@
+"""``aislecast phone``: the reference shopper client (enroll, listen, report sightings)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import textwrap
+import time
+import urllib.request
+
+from typing import TYPE_CHECKING
+
+from aislecast.logs import setup_logging
+
+if TYPE_CHECKING:
+    from aislecast.mqtt import MqttSettings
+    from aislecast.phone import Phone
+
+__all__ = ["register"]
+
+_HELP = textwrap.dedent(
+    """\
+    The reference shopper client, for trying a store by hand.
+
+    examples:
+      aislecast phone enroll --hq http://127.0.0.1:8080 > me.json     # opt in, keep the key
+      aislecast phone listen --me me.json --broker 127.0.0.1:1883     # print offers as they come
+      aislecast phone sight --me me.json --store store-1 --beacon b-bakery --rssi -62
+      aislecast phone token --me me.json                              # today's rotating token
+    """
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("phone", help="reference shopper client", description=_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    psub = p.add_subparsers(dest="phone_cmd", metavar="ACTION", required=True)
+    e = psub.add_parser("enroll", help="opt in at HQ; prints the enrollment as JSON")
+    e.add_argument("--hq", default="http://127.0.0.1:8080")
+    e.add_argument("--consent", action="append", default=None,
+                   help="consent purpose (repeatable; default: offers)")
+    e.set_defaults(func=_enroll)
+    for name, fn, helptext in (("listen", _listen, "print offers sent to this phone"),
+                               ("sight", _sight, "publish a phone-observed beacon sighting"),
+                               ("token", _token, "print the current rotating token")):
+        a = psub.add_parser(name, help=helptext)
+        a.add_argument("--me", required=True, help="enrollment JSON written by `phone enroll`")
+        a.add_argument("--broker", default="127.0.0.1:1883")
+        a.set_defaults(func=fn)
+        if name == "sight":
+            a.add_argument("--store", required=True)
+            a.add_argument("--beacon", required=True)
+            a.add_argument("--rssi", type=int, required=True)
+
+
+def _load(path: str) -> dict[str, object]:
+    with open(path) as f:
+        data: dict[str, object] = json.load(f)
+    return data
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    body = json.dumps({"consents": args.consent or ["offers"]}).encode()
+    req = urllib.request.Request(f"{args.hq.rstrip('/')}/api/shoppers", data=body,  # noqa: S310
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - URL given by the user
+        print(resp.read().decode())
+    return 0
+
+
+def _settings(broker: str) -> MqttSettings:
+    from aislecast.mqtt import MqttSettings  # noqa: PLC0415
+
+    host, _, port = broker.rpartition(":")
+    return MqttSettings(host=host or "127.0.0.1", port=int(port))
+
+
+def _phone(args: argparse.Namespace) -> Phone:
+    from aislecast.phone import Phone, PhoneBehaviour  # noqa: PLC0415
+
+    me = _load(args.me)
+    return Phone(_settings(args.broker), inbox=str(me["inbox"]),
+                 identity_key=bytes.fromhex(str(me["identity_key"])),
+                 rotation_k=int(str(me["rotation_k"])),
+                 behaviour=PhoneBehaviour(open_p=0.0),
+                 on_offer=lambda o: print(json.dumps({"title": o.title, "campaign": o.campaign,
+                                                      "expires_in_s": round(o.expires_at - time.time()),
+                                                      "coupon": o.coupon_code}), flush=True))
+
+
+def _listen(args: argparse.Namespace) -> int:
+    setup_logging("warning")
+
+    async def main() -> None:
+        async with _phone(args):
+            print("listening for offers (Ctrl-C to stop)", file=sys.stderr)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _sight(args: argparse.Namespace) -> int:
+    from aislecast import topics  # noqa: PLC0415
+    from aislecast.schema import SCHEMA_VERSION, PhoneSighting, encode  # noqa: PLC0415
+
+    async def main() -> None:
+        phone = _phone(args)
+        async with phone:
+            s = PhoneSighting(v=SCHEMA_VERSION, token=phone.token().hex(),
+                              beacon=args.beacon, rssi=args.rssi, ts=time.time())
+            await phone.link.publish(topics.sightings(args.store), encode(s), qos=1)
+
+    asyncio.run(main())
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from aislecast.tokens import eid_for  # noqa: PLC0415
+
+    me = _load(args.me)
+    print(eid_for(bytes.fromhex(str(me["identity_key"])), time.time(), int(str(me["rotation_k"]))).hex())
+    return 0

@@ -1,0 +1,103 @@
+"""A small in-process stack for tests: HQ + one gateway + phones on the test's broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aislecast.broker import free_port
+from aislecast.mqtt import MqttSettings
+from aislecast.phone import Phone, PhoneBehaviour
+from aislecast.schema import Campaign, Caps, Creative, Trigger
+from aislecast.scenarios import setup_store
+from aislecast.signing import public_key_pem
+from edge.scanner import AdvertCallback, Scanner
+from edge.sim_scanner import SimScanner
+from edge.simstore import STORE_UUID, SimStore, default_zones
+from gateway.app import Gateway
+from gateway.config import load_config
+from hq.server import HqServer
+from hq.service import Enrollment
+
+STORE = "store-t"
+
+
+@dataclass
+class Stack:
+    hq: HqServer
+    mqtt: MqttSettings
+    work: Path
+    sim: SimStore
+    tg: asyncio.TaskGroup
+    gateways: list[tuple[Gateway, asyncio.Task[None]]] = field(default_factory=list)
+
+    def gateway_config(self, name: str = "gw-1") -> dict[str, object]:
+        return {
+            "gateway": name, "store": STORE, "data_dir": str(self.work / name),
+            "hq_public_key": public_key_pem(self.hq.service.signer.public_key),
+            "broker": {"port": self.mqtt.port},
+            "scanner": {"backend": "sim", "receivers": self.sim.receivers},
+            "health_every_s": 1.0,
+        }
+
+    async def start_gateway(self, name: str = "gw-1",
+                            scanner: Callable[[AdvertCallback], Scanner] | None = None,
+                            wait_ready: bool = True, **overrides: object) -> Gateway:
+        cfg = load_config(self.gateway_config(name) | overrides)
+        gw = Gateway(cfg, scanner or (lambda cb: SimScanner(self.sim, cb)))
+        task = self.tg.create_task(gw.run(), name=f"test-{name}")
+        self.gateways.append((gw, task))
+        if wait_ready:
+            async with asyncio.timeout(10):
+                await gw.ready.wait()
+        return gw
+
+    async def stop_gateway(self, gw: Gateway) -> None:
+        for g, task in self.gateways:
+            if g is gw:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.gateways = [(g, t) for g, t in self.gateways if g is not gw]
+
+    def phone(self, e: Enrollment, **kw: object) -> Phone:
+        return Phone(self.mqtt, inbox=e.inbox, identity_key=bytes.fromhex(e.identity_key),
+                     rotation_k=e.rotation_k, rng=random.Random(1),
+                     behaviour=kw.pop("behaviour", PhoneBehaviour(open_p=1.0)),  # type: ignore[arg-type]
+                     **kw)  # type: ignore[arg-type]
+
+
+def enter_campaign(zone: str, *, validity_s: float = 600, cap: int = 1, cid: str | None = None,
+                   holdout: float = 0.0) -> Campaign:
+    return Campaign(id=cid or f"c-{zone}", name=f"{zone} offer", stores=[STORE],
+                    trigger=Trigger(kind="enter", zones=[zone]), validity_s=validity_s,
+                    creatives=[Creative(id="a", title=f"Deal in {zone}")],
+                    caps=Caps(per_shopper=cap), holdout_pct=holdout)
+
+
+@contextlib.asynccontextmanager
+async def stack(port: int, work: Path, campaigns: list[Campaign],
+                *, noise_db: float = 0.0, dropout: float = 0.0) -> AsyncIterator[Stack]:
+    mqtt = MqttSettings(port=port)
+    hq = HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem", mqtt=mqtt,
+                  http_port=free_port())
+    async with asyncio.TaskGroup() as tg:
+        hq_task = tg.create_task(hq.run(), name="test-hq")
+        async with asyncio.timeout(15):
+            await hq.started.wait()
+        zones = default_zones()
+        setup_store(hq.service, STORE, zones, STORE_UUID)
+        for c in campaigns:
+            hq.service.upsert_campaign(c)
+        sim = SimStore(zones, noise_db=noise_db, dropout=dropout, seed=3)
+        st = Stack(hq, mqtt, work, sim, tg)
+        try:
+            yield st
+        finally:
+            for _, task in st.gateways:
+                task.cancel()
+            hq_task.cancel()

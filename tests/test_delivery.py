@@ -1,0 +1,80 @@
+"""Delivery guarantees: expiry for late phones, outbox replay across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
+from edge.simstore import SimShopper
+from tests.harness import STORE, enter_campaign, stack
+
+
+async def _until(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.05)
+
+
+async def test_expired_offer_never_reaches_a_phone_that_connects_late(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    campaigns = [enter_campaign("entrance", validity_s=1.0, cid="short"),
+                 enter_campaign("produce", validity_s=600, cid="long")]
+    async with stack(broker.port, tmp_path, campaigns) as st:
+        e = st.hq.service.enroll(["offers"])
+        await st.hq.service.publish_bundle(STORE)
+        gw = await st.start_gateway()
+        phone = st.phone(e)
+        async with phone:  # first connection creates the persistent session
+            await phone.link.wait_connected(10)
+        # the phone is away while the shopper (someone else's phone in the sim) walks
+        st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 2.0), ("produce", 3.0)],
+                                      start=time.monotonic(), speed_mps=5.0))
+        await _until(lambda: gw.publisher.stats.offers_published >= 2)
+        await asyncio.sleep(2.5)  # the 1 s offer's MQTT expiry passes while queued
+        late = st.phone(e)
+        async with late:
+            await _until(lambda: late.stats.offers_received >= 1)
+            await asyncio.sleep(1.0)
+            assert [o.campaign for o in late.offers.values()] == ["long"]
+            assert late.stats.offers_late == 0  # the broker dropped it, not the phone
+
+
+async def test_gateway_restart_replays_outbox_without_loss(tmp_path: Path) -> None:
+    port = free_port()
+    bdir = tmp_path / "broker"
+    async with MosquittoProcess(BrokerConfig(directory=bdir, port=port)) as first_broker:
+        campaigns = [enter_campaign("entrance"), enter_campaign("produce")]
+        async with stack(port, tmp_path, campaigns) as st:
+            e = st.hq.service.enroll(["offers"])
+            await st.hq.service.publish_bundle(STORE)
+            gw1 = await st.start_gateway()
+            phone = st.phone(e)
+            async with phone:
+                await phone.link.wait_connected(10)
+                await first_broker.__aexit__(None, None, None)  # broker goes away
+                await _until(lambda: not gw1.link.connected.is_set())
+                st.sim.add_shopper(SimShopper(e.inbox, phone.token,
+                                              [("entrance", 2.0), ("produce", 3.0)],
+                                              start=time.monotonic(), speed_mps=5.0))
+                await _until(lambda: gw1.counters.offers >= 2)
+                await _until(lambda: not st.sim.shoppers)
+                pending = len(gw1.outbox)
+                assert pending >= 4  # two offers plus their presence/decision events
+                await st.stop_gateway(gw1)  # restart while offline
+                gw2 = await st.start_gateway(wait_ready=False)
+                assert gw2.bundles.version >= 1  # last good bundle came back from SQLite
+                assert len(gw2.outbox) == pending
+                async with MosquittoProcess(BrokerConfig(directory=bdir, port=port)):
+                    await _until(lambda: phone.stats.offers_received >= 2, timeout=60)
+                    # event rows leave only on HQ's end-to-end ack (shared subs are not
+                    # restored by a restarted Mosquitto 2.0, so a PUBACK is not enough)
+                    await _until(lambda: len(gw2.outbox) == 0, timeout=60)
+                    assert sorted(o.zone or "" for o in phone.offers.values()) == ["entrance", "produce"]
+                    assert phone.stats.duplicates == 0
+                    assert st.hq.ingest.stats.by_kind.get("offer_published", 0) >= 2
+                    rows = st.hq.db.query(
+                        "SELECT count(*) FROM events WHERE kind = 'decision' AND reason = 'offer'")
+                    assert rows[0][0] == 2
