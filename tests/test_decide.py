@@ -199,5 +199,8 @@ def test_peer_gateway_charges(tmp_path: Path) -> None:
     assert apply_peer_batch(e, batch, "gw-1") == 1
     assert apply_peer_batch(e, batch, "gw-1") == 0  # idempotent
     assert apply_peer_batch(e, b"junk", "gw-1") == -1
-    assert e.decide(trig()).reason == "cap_per_campaign"
+    # the peer's offer belongs to the visit the shopper starts here now ...
+    assert e.decide(trig()).reason == "cap_per_visit"
+    # ... and to the campaign's lifetime count in every later visit
+    assert e.decide(trig(visit="later", ts=SAT_NOON + 7200)).reason == "cap_per_campaign"
     assert msgspec.json.decode(batch)["gateway"] == "gw-2"
