@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 import urllib.request
-
 from typing import TYPE_CHECKING
 
 from aislecast.logs import setup_logging

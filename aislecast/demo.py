@@ -109,7 +109,7 @@ def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
 
 
 async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
-                   view: Any = None) -> dict[str, Any]:  # noqa: ANN401
+                   view: Any = None) -> dict[str, Any]:
     """Run the demo; returns the summary (DESIGN §10)."""
     scenario: Scenario = SCENARIOS[opts.scenario]
     state = state or DemoState()

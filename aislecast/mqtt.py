@@ -32,7 +32,7 @@ from aislecast.const import (
 )
 from aislecast.errors import PublishDenied
 
-__all__ = ["CheckedClient", "MqttLink", "MqttSettings", "MessageHandler", "backoff_delay"]
+__all__ = ["CheckedClient", "MessageHandler", "MqttLink", "MqttSettings", "backoff_delay"]
 
 log = logging.getLogger("aislecast.mqtt")
 
@@ -62,14 +62,14 @@ class CheckedClient(aiomqtt.Client):
     ``tests/test_mqtt_conformance.py`` fails when a new aiomqtt drops them.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reason_futs: dict[int, asyncio.Future[ReasonCode]] = {}
 
     def _on_publish(
         self,
-        client: Any,  # noqa: ANN401
-        userdata: Any,  # noqa: ANN401
+        client: Any,
+        userdata: Any,
         mid: int,
         reason_code: ReasonCode,
         properties: Properties,

@@ -150,8 +150,8 @@ class SimStore:
         shopper.plan(self.zones)
         self.shoppers.append(shopper)
 
-    def _hear(self, x: float, y: float, tx: int, now: float, build: Callable[[str, int], Advertisement],
-              out: list[Advertisement]) -> None:
+    def _hear(self, x: float, y: float, tx: int, now: float, *, address: str,
+              mfr: dict[int, bytes], svc: dict[str, bytes], out: list[Advertisement]) -> None:
         for rx, zid in self.receivers.items():
             if self.rng.random() < self.dropout:
                 continue
@@ -160,7 +160,8 @@ class SimStore:
             rssi = rssi_at(d, tx, self.n) + self.rng.gauss(0, self.noise_db)
             if rssi < -100:  # below a typical receiver's sensitivity
                 continue
-            out.append(build(rx, round(rssi)))
+            out.append(Advertisement(address, round(rssi), now, rx, manufacturer_data=mfr,
+                                     service_data=svc))
 
     def step(self, now: float, unix_now: float) -> list[Advertisement]:
         out: list[Advertisement] = []
@@ -171,9 +172,7 @@ class SimStore:
             cid, data = self._beacon_frames[i]
             mfr = {cid: data}
             addr = f"C0:FF:EE:00:{b.major:02X}:{b.minor:02X}"
-            self._hear(b.x, b.y, b.tx_power_1m, now,
-                       lambda rx, r, a=addr, m=mfr: Advertisement(a, r, now, rx, manufacturer_data=m),
-                       out)
+            self._hear(b.x, b.y, b.tx_power_1m, now, address=addr, mfr=mfr, svc={}, out=out)
         for s in self.shoppers:
             if now < s._next_adv:
                 continue
@@ -183,9 +182,8 @@ class SimStore:
                 continue
             uuid, data = encode_eddystone_eid(s.token_for(unix_now), s.tx_power_1m)
             svc = {uuid: data}
-            self._hear(pos[0], pos[1], s.tx_power_1m, now,
-                       lambda rx, r, a=s.address, sd=svc: Advertisement(a, r, now, rx, service_data=sd),
-                       out)
+            self._hear(pos[0], pos[1], s.tx_power_1m, now, address=s.address, mfr={}, svc=svc,
+                       out=out)
         self.shoppers = [s for s in self.shoppers if s.end > now]
         self.adverts_emitted += len(out)
         return out

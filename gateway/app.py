@@ -227,13 +227,15 @@ class Gateway:
             self.counters.offers += 1
             offers.append((d.offer.id, topics.offers(t.inbox), encode(d.offer), d.offer.expires_at))
 
-    def _commit(self, offers: list[tuple[str, str, bytes, float]], rows: list[tuple[str, str, bytes]]) -> None:
+    def _commit(
+        self, offers: list[tuple[str, str, bytes, float]], rows: list[tuple[str, str, bytes]]
+    ) -> None:
         seqs = self.outbox.add(offers=offers, events=rows)
         for (oid, topic, payload, exp), seq in zip(offers, seqs, strict=True):
             self.publisher.submit(seq, OutboxRow(seq, oid, "offer", topic, payload, exp, 0))
         self.publisher.events_added()
 
-    def _event(self, kind: str, **fields: Any) -> tuple[str, str, bytes]:  # noqa: ANN401
+    def _event(self, kind: str, **fields: Any) -> tuple[str, str, bytes]:
         eid = uuid.uuid4().hex
         ev = Event(id=eid, kind=kind, ts=time.time(), store=self.store,  # type: ignore[arg-type]
                    gateway=self.cfg.gateway, **{k: v for k, v in fields.items() if v is not None})

@@ -55,7 +55,8 @@ class Outbox:
         self.dropped_expired = 0
         self._conn: sqlite3.Connection = db.conn
         if "outbox" not in db.table_names():
-            db["outbox"].create(
+            table = db.table("outbox")
+            table.create(
                 {
                     "seq": int,
                     "id": str,
@@ -69,8 +70,8 @@ class Outbox:
                 pk="seq",
                 not_null={"id", "kind", "topic", "payload", "created_at", "attempts"},
             )
-            db["outbox"].create_index(["id"], unique=True)
-            db["outbox"].create_index(["kind", "seq"])
+            table.create_index(["id"], unique=True)
+            table.create_index(["kind", "seq"])
         self._count = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     def __len__(self) -> int:

@@ -26,7 +26,7 @@ class EnrollRequest(msgspec.Struct):
     consents: list[str] = msgspec.field(default_factory=lambda: ["offers"])
 
 
-def _json(obj: Any, status: int = 200) -> Response:  # noqa: ANN401
+def _json(obj: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,14 @@ from hq.service import HqService
 __all__ = ["HqServer"]
 
 log = logging.getLogger("aislecast.hq.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: the process's one TaskGroup owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 class HqServer:
@@ -62,9 +70,8 @@ class HqServer:
         self._pending: set[asyncio.Task[None]] = set()
         self.app = create_app(self.service, self.ingest)
         self.http_port = http_port
-        self._uv = uvicorn.Server(uvicorn.Config(
+        self._uv = _Server(uvicorn.Config(
             self.app, host=http_host, port=http_port, log_level="warning", lifespan="off"))
-        self._uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._republish_s = republish_s
         self.started = asyncio.Event()
 
@@ -103,7 +110,7 @@ class HqServer:
                     http = tg.create_task(self._serve_http(), name="hq-http")
                     tg.create_task(self._republisher(), name="hq-bundle-refresh")
                     await self.link.wait_connected(30)
-                    while not self._uv.started and not http.done():
+                    while not self._uv.started and not http.done():  # noqa: ASYNC110 - uvicorn has no event
                         await asyncio.sleep(0.01)
                     self.started.set()
                     log.info("hq started http_port=%d", self.http_port)

@@ -12,8 +12,8 @@ from pathlib import Path
 from aislecast.broker import free_port
 from aislecast.mqtt import MqttSettings
 from aislecast.phone import Phone, PhoneBehaviour
-from aislecast.schema import Campaign, Caps, Creative, Trigger
 from aislecast.scenarios import setup_store
+from aislecast.schema import Campaign, Caps, Creative, Trigger
 from aislecast.signing import public_key_pem
 from edge.scanner import AdvertCallback, Scanner
 from edge.sim_scanner import SimScanner
