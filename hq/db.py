@@ -97,7 +97,7 @@ class HqDb:
         if create_schema:
             self._create_schema()
 
-    def _connect(self) -> Any:  # noqa: ANN401 - sqlite3 or psycopg connection
+    def _connect(self) -> Any:  # a sqlite3 or a psycopg connection
         if self.dialect == "postgresql":
             import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
 
@@ -125,7 +125,7 @@ class HqDb:
     def _sql(self, sql: str) -> str:
         return translate(sql) if self.dialect == "postgresql" else sql
 
-    def _live(self) -> Any:  # noqa: ANN401
+    def _live(self) -> Any:
         """The connection, reopened first if PostgreSQL dropped it (call under the lock)."""
         if self.dialect == "postgresql" and self._conn.closed:
             self._conn = self._connect()
@@ -175,16 +175,16 @@ class HqDb:
             self._reader = HqDb(self.url, create_schema=False)
         return self._reader
 
-    def _in_reader(self, fn: Callable[Concatenate[HqDb, P], R], *args: P.args,
-                   **kwargs: P.kwargs) -> R:
-        with self._reader_lock:
-            return fn(self._reader_db(), *args, **kwargs)
-
     async def offload(self, fn: Callable[Concatenate[HqDb, P], R], *args: P.args,
                       **kwargs: P.kwargs) -> R:
         """``await db.offload(campaign_stats)``: run ``fn(db, ...)`` in a worker thread on
         the read connection, for queries that scan many rows."""
-        return await asyncio.to_thread(self._in_reader, fn, *args, **kwargs)
+
+        def job() -> R:
+            with self._reader_lock:
+                return fn(self._reader_db(), *args, **kwargs)
+
+        return await asyncio.to_thread(job)
 
     def close(self) -> None:
         with self._reader_lock:
