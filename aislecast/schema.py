@@ -41,6 +41,7 @@ __all__ = [
     "Feedback",
     "FeedbackKind",
     "GatewayState",
+    "InteractionReport",
     "Model",
     "Offer",
     "PhoneSighting",
@@ -225,6 +226,23 @@ class PhoneSighting(msgspec.Struct, frozen=True):
     beacon: str
     rssi: int
     ts: float
+
+
+class InteractionReport(msgspec.Struct, frozen=True):
+    """Phone -> gateway: the shopper tapped a shelf tag (``tap``) or scanned its QR label
+    (``scan``). ``tag`` is the tag id from our NDEF record or the link's ``t=`` parameter;
+    ``zone``/``product`` are what the tag's own record says (the gateway's map wins).
+    ``id`` makes QoS 1 redelivery idempotent; ``token`` is the current rotating token."""
+
+    v: int
+    id: str
+    kind: Literal["tap", "scan"]
+    token: str
+    tag: str
+    ts: float
+    code: str | None = None  # the short link code, when the URL carried one
+    zone: str | None = None
+    product: str | None = None
 
 
 class GatewayState(msgspec.Struct, frozen=True):

@@ -12,6 +12,7 @@ __all__ = [
     "gateway_acks",
     "gateway_events",
     "gateway_state",
+    "interactions",
     "offers",
     "parse_inbox",
     "sightings",
@@ -44,6 +45,11 @@ def gateway_acks(store: str, gateway: str) -> str:
 
 def sightings(store: str) -> str:
     return f"{PREFIX}/stores/{store}/sightings"
+
+
+def interactions(store: str) -> str:
+    """Phone -> gateway: shelf-tag taps and QR scans the app reports (DESIGN §2 mode 3)."""
+    return f"{PREFIX}/stores/{store}/interactions"
 
 
 def offers(inbox: str) -> str:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from gateway.identity import IdentityResolver
 from gateway.outbox import Outbox, OutboxRow, open_db
 from gateway.presence import PresenceEngine, PresenceEvent, PresenceParams
 from gateway.publisher import OutboxPublisher
+from gateway.taps import TapRouter, decide_tags
 
 __all__ = ["Gateway", "GatewayCounters", "ScannerFactory"]
 
@@ -110,7 +111,8 @@ class Gateway:
             client_id=f"gw-{cfg.store}-{cfg.gateway}",
             subscriptions=[(topics.bundle(cfg.store), 1), (topics.bundle_delta(cfg.store), 1),
                            (topics.sightings(cfg.store), 0), (peer_events_filter(cfg.store), 1),
-                           (topics.gateway_acks(cfg.store, cfg.gateway), 1)],
+                           (topics.gateway_acks(cfg.store, cfg.gateway), 1),
+                           (topics.interactions(cfg.store), 1)],
             handler=self._on_message,
             will=aiomqtt.Will(topics.gateway_state(cfg.store, cfg.gateway),
                               self._state_payload("offline"), qos=1, retain=True),
@@ -123,6 +125,9 @@ class Gateway:
         self.publisher = OutboxPublisher(self.outbox, self.link, events_topic=self._events_topic,
                                          batch_header=header, on_offer_acked=self._offer_acked)
         self.scanner = scanner_factory(self.on_advert)
+        self.taps = TapRouter(cfg.nfc, resolve=self.identity.resolve, zone_of=self.presence.zone_of,
+                              zones=lambda: self.presence.max_radius, act=self.interaction,
+                              bad=self._bad)
         self.ready = asyncio.Event()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.bundles.load_persisted()
@@ -216,6 +221,22 @@ class Gateway:
             self._notify(pe.kind, {"inbox": pe.shopper, "zone": pe.zone, "reason": d.reason})
         self._commit(offers, rows)
 
+    def interaction(self, kind: str, inbox: str | None, zone: str | None, tags: Sequence[str],
+                    detail: dict[str, float | int | str]) -> Decision | None:
+        """A tap or QR scan (gateway/taps.py): a ``tap`` event, then a decision with trigger
+        ``kind`` exactly like a zone entry's (caps, consent, holdout, outbox)."""
+        rows = [self._event("tap", inbox=inbox, zone=zone, reason=kind, detail=detail)]
+        offers: list[tuple[str, str, bytes, float]] = []
+        d = None
+        if inbox is not None:
+            visit = self._visits.setdefault(inbox, uuid.uuid4().hex[:12])
+            d = decide_tags(self.decider, kind, inbox, zone=zone, now=time.time(), visit=visit,
+                            tags=tags)
+            self._record_decision(d, rows, offers)
+        self._commit(offers, rows)
+        self._notify(kind, {"inbox": inbox, "zone": zone, "reason": d.reason if d else None})
+        return d
+
     def _record_decision(self, d: Decision, rows: list[tuple[str, str, bytes]],
                          offers: list[tuple[str, str, bytes, float]]) -> None:
         self.counters.decisions += 1
@@ -266,6 +287,8 @@ class Gateway:
                 self._bad("delta")
         elif topic == topics.sightings(self.store):
             self._on_sighting(payload)
+        elif topic == topics.interactions(self.store):
+            self.taps.on_report(payload)
         elif topic == self._acks_topic:
             try:
                 ack = decode(payload, BatchAck)
@@ -318,6 +341,7 @@ class Gateway:
             "bundles_rejected": sum(self.bundles.rejected.values()),
             "mqtt_connects": self.link.stats.connects,
             "shoppers_present": len(self.presence.present()),
+            **self.taps.metrics(),
         }
 
     # ---- tasks ----------------------------------------------------------------------
@@ -344,6 +368,8 @@ class Gateway:
                     tg.create_task(self.publisher.run(), name="gw-publisher")
                     tg.create_task(self._ticker(), name="gw-presence-tick")
                     tg.create_task(self._health(), name="gw-health")
+                    if self.cfg.nfc.device is not None:  # never raises: BLE carries on
+                        tg.create_task(self.taps.run(), name="gw-nfc-reader")
             finally:
                 if self.link.connected.is_set():
                     try:

@@ -128,6 +128,12 @@ class NfcReader:
             )
         self._state = "stopped"
 
+    async def wait_stopped(self) -> None:
+        """Return when the reader thread has ended (a malformed path, or after leaving)."""
+        if self._done is None:
+            raise RuntimeError("NfcReader is not running; use `async with reader:`")
+        await asyncio.shield(self._done)
+
     def stats(self) -> dict[str, float | int | str | None]:
         """Counters (polls, taps, every failure kind) and state, for health checks."""
         out: dict[str, float | int | str | None] = dict(self._stats)
