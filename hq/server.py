@@ -21,6 +21,8 @@ from hq.api import create_app
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.service import HqService
+from hq.shortlink_store import DbShortLinkStore, make_mint_router
+from hq.shortlinks import make_shortlink_router
 
 __all__ = ["HqServer"]
 
@@ -69,6 +71,10 @@ class HqServer:
         self.ingest.ack = ack
         self._pending: set[asyncio.Task[None]] = set()
         self.app = create_app(self.service, self.ingest)
+        # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
+        self.shortlinks = DbShortLinkStore(self.db, self.ingest.store_events)
+        self.app.include_router(make_shortlink_router(self.shortlinks))
+        self.app.include_router(make_mint_router(self.shortlinks))
         self.http_port = http_port
         self._uv = _Server(uvicorn.Config(
             self.app, host=http_host, port=http_port, log_level="warning", lifespan="off"))

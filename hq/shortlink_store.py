@@ -1,0 +1,172 @@
+"""HQ's short links on its own database, and the endpoint staff use to mint them.
+
+:class:`DbShortLinkStore` implements :class:`hq.shortlinks.ShortLinkStore` on the
+``shortlinks`` table of :mod:`hq.db` (the code is its primary key, so two HQ workers
+minting the same code cannot both win: the loser draws again).
+
+Every scan or tap of a short link becomes one event in HQ's ``events`` table with kind
+``tap``, ``reason`` ``scan`` (QR, ``?src=qr``) or ``tap`` (NFC, ``?src=nfc``) and
+``detail.source`` ``qr`` / ``nfc`` / ``other`` plus the code and tag. That is the same
+kind and detail shape the gateway writes when a shopper's app reports a shelf-tag tap
+or a QR scan (``detail.source`` ``nfc`` / ``qr`` / ``nfc_reader``), so QR and NFC calls
+to action are counted by one query. ``offer_clicked`` is deliberately not used: it is
+feedback on a delivered offer (it carries an offer id and an inbox, and analytics uses
+it as the CTR numerator); a label scan has neither, and would inflate every campaign's CTR.
+
+``POST /api/shortlinks`` (JSON ``{"url": ..., "tag": ..., "store": ..., "campaign": ...}``)
+mints a link, or returns the existing one for the same store, tag, URL and campaign, so
+re-running ``aislecast tags write`` or a label sheet for a tag keeps its code::
+
+    $ curl -s -X POST http://hq:8080/api/shortlinks \\
+        -d '{"url": "https://shop.example/coffee", "tag": "T-17", "store": "store-1"}'
+    {"code": "Ab3xK9q", "short": "http://hq:8080/s/Ab3xK9q",
+     "qr": "http://hq:8080/s/Ab3xK9q?src=qr&t=T-17", "nfc": "...?src=nfc&t=T-17", ...}
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import quote
+
+import msgspec
+from fastapi import APIRouter, Request, Response
+
+from aislecast.errors import AislecastError
+from aislecast.schema import Event
+from hq.db import HqDb
+from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
+
+__all__ = ["DbShortLinkStore", "MintRequest", "make_mint_router"]
+
+#: Inserts before giving up: a unique-key conflict right after mint_code's free check
+#: needs another worker minting the same 7-character code in that instant (~1e-12).
+_INSERT_ATTEMPTS: Final = 5
+
+_TAG_RE: Final = re.compile(r"[\x21-\x7e]{1,64}")  # as edge.nfc.records' tag fields
+
+EventSink = Callable[[list[Event]], object]
+
+
+class MintRequest(msgspec.Struct, forbid_unknown_fields=True):
+    url: str
+    tag: str | None = None
+    store: str | None = None
+    campaign: str | None = None
+    base_url: str | None = None  # HQ's public origin; default: the origin the request came to
+
+
+def _link(row: tuple[Any, ...]) -> ShortLink:
+    return ShortLink(code=row[0], url=row[1], store_id=row[2], tag_id=row[3], campaign_id=row[4])
+
+
+class DbShortLinkStore:
+    """Short links and their clicks on HQ's database; ``sink`` stores click events
+    (HQ passes ``Ingest.store_events`` so live listeners see scans like any event)."""
+
+    def __init__(self, db: HqDb, sink: EventSink) -> None:
+        self.db = db
+        self._sink = sink
+        self.conflicts = 0
+
+    async def resolve(self, code: str) -> ShortLink | None:
+        row = self.db.one("SELECT code, url, store, tag, campaign FROM shortlinks WHERE code = ?",
+                          (code,))
+        return None if row is None else _link(row)
+
+    def add(self, link: ShortLink) -> bool:
+        """Insert ``link``; False when its code is taken (never overwrites)."""
+        return self.db.execute(
+            "INSERT INTO shortlinks (code, url, store, tag, campaign) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (code) DO NOTHING",
+            (link.code, link.url, link.store_id, link.tag_id, link.campaign_id)) == 1
+
+    def find(self, url: str, *, tag: str | None, store: str | None,
+             campaign: str | None) -> ShortLink | None:
+        """An existing link with exactly these fields (NULLs compare equal here)."""
+        rows = self.db.query("SELECT code, url, store, tag, campaign FROM shortlinks WHERE url = ?",
+                             (url,))
+        for row in rows:
+            if (row[2], row[3], row[4]) == (store, tag, campaign):
+                return _link(row)
+        return None
+
+    async def mint(self, url: str, *, tag: str | None = None, store: str | None = None,
+                   campaign: str | None = None, length: int = DEFAULT_CODE_LEN) -> ShortLink:
+        """A new link with a fresh code (validated: http(s) URL, base62 code)."""
+        for _ in range(_INSERT_ATTEMPTS):
+            link = ShortLink(code=await mint_code(self, length=length), url=url, tag_id=tag,
+                             store_id=store, campaign_id=campaign)
+            if self.add(link):
+                return link
+            self.conflicts += 1
+        raise AislecastError(f"short link insert conflicted {_INSERT_ATTEMPTS} times",
+                             hint="check the shortlinks table's primary key and HQ's clock")
+
+    async def record_click(self, link: ShortLink, *, ts: float, user_agent: str | None,
+                           source: str) -> None:
+        # the user agent is not stored: it would fingerprint shoppers and adds no measure
+        detail: dict[str, float | int | str] = {"source": source, "code": link.code}
+        if link.tag_id is not None:
+            detail["tag"] = link.tag_id
+        self._sink([Event(id=uuid.uuid4().hex, kind="tap", ts=ts, store=link.store_id or "",
+                          campaign=link.campaign_id, reason="scan" if source == "qr" else "tap",
+                          detail=detail)])
+
+    def clicks(self, code: str) -> dict[str, int]:
+        """Clicks on ``code`` per source (qr, nfc, other)."""
+        out: dict[str, int] = {}
+        for (body,) in self.db.query("SELECT body FROM events WHERE kind = 'tap' AND gateway IS NULL"
+                                     " AND body LIKE ?", (f'%"code":"{code}"%',)):
+            detail = msgspec.json.decode(body).get("detail") or {}
+            if detail.get("code") == code:
+                src = str(detail.get("source", "other"))
+                out[src] = out.get(src, 0) + 1
+        return out
+
+
+def _urls(base: str, link: ShortLink) -> dict[str, str | None]:
+    tag = f"&t={quote(link.tag_id, safe='')}" if link.tag_id else ""
+    return {"code": link.code, "url": link.url, "tag": link.tag_id, "store": link.store_id,
+            "campaign": link.campaign_id, "short": short_url(base, link.code),
+            "qr": short_url(base, link.code, source="qr") + tag,
+            "nfc": short_url(base, link.code, source="nfc") + tag}
+
+
+def _json(obj: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+
+
+def make_mint_router(store: DbShortLinkStore) -> APIRouter:
+    """``POST /api/shortlinks`` (mint or reuse) and ``GET /api/shortlinks/{code}`` (clicks)."""
+    router = APIRouter()
+
+    @router.post("/api/shortlinks", status_code=201)
+    async def mint_link(request: Request) -> Response:
+        try:
+            req = msgspec.json.decode(await request.body(), type=MintRequest)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return _json({"detail": f"invalid MintRequest: {exc}"}, 422)
+        if req.tag is not None and not _TAG_RE.fullmatch(req.tag):
+            return _json({"detail": "tag: 1-64 printable ASCII characters without spaces"}, 422)
+        base = (req.base_url or str(request.base_url)).rstrip("/")
+        link = store.find(req.url, tag=req.tag, store=req.store, campaign=req.campaign)
+        if link is not None:
+            return _json(_urls(base, link), 200)
+        try:
+            link = await store.mint(req.url, tag=req.tag, store=req.store, campaign=req.campaign)
+        except AislecastError as exc:
+            return _json({"detail": exc.message, "hint": exc.hint}, 422)
+        return _json(_urls(base, link), 201)
+
+    @router.get("/api/shortlinks/{code}")
+    async def link_stats(code: str, request: Request) -> Response:
+        link = await store.resolve(code) if is_valid_code(code) else None
+        if link is None:
+            return _json({"detail": f"short link {code!r} not found"}, 404)
+        base = str(request.base_url).rstrip("/")
+        return _json(_urls(base, link) | {"clicks": store.clicks(code)})
+
+    return router
