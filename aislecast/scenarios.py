@@ -12,7 +12,8 @@ moment the demo starts, so every scenario fires whenever it is run:
 - location: zone entry and dwell offers, and a tap on a product's shelf tag;
 - predictive: two campaigns ranked by the trained propensity model, variants picked by
   Thompson sampling, lead scores raised by repeated visits and dwell;
-- interaction: offers answering an NFC tap or a QR scan of a shelf label;
+- interaction: offers answering an NFC tap or a QR scan of a shelf label, reported by
+  the app over MQTT (the QR scan also counted by HQ's short link);
 - flash: a breaking-news offer fired at ``POST /api/flash``, reaching every present
   opted-in shopper within seconds, within caps.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
+import http.client
 import json
 import time
 import urllib.request
@@ -199,6 +200,44 @@ async def _interaction(service: HqService, store: str, zones: list[SimZone], uui
     ), push=False)
 
 
+async def _interactions(service: HqService, store: str, state: Any) -> None:
+    """Every 2 s each shopper in the store taps the coffee shelf tag or scans its QR label.
+
+    The real path: the app publishes an InteractionReport (its rotating token, the tag id)
+    on ``px/v1/stores/{store}/interactions`` and the gateway decides on it
+    (gateway/taps.py); a scan first follows the label's HQ short link, which HQ counts.
+    """
+    from aislecast import topics  # noqa: PLC0415 - keep the scenario table import-light
+    from aislecast.schema import SCHEMA_VERSION, InteractionReport, encode  # noqa: PLC0415
+
+    link = await state.hq.shortlinks.mint("https://ex.invalid/coffee", tag="tag-coffee",
+                                          store=store, campaign="touch-coffee")
+    i = 0
+    while True:
+        await asyncio.sleep(2.0)
+        gw = state.gateway
+        present = gw.presence.present() if gw is not None else {}
+        for phone in [p for p in state.phones if p.inbox in present]:
+            kind = ("tap", "scan")[i % 2]
+            i += 1
+            if kind == "scan":
+                await asyncio.to_thread(_follow, state.hq.http_port, f"/s/{link.code}?src=qr")
+            report = InteractionReport(v=SCHEMA_VERSION, id=uuid.uuid4().hex, kind=kind,
+                                       token=phone.token().hex(), tag="tag-coffee", ts=time.time(),
+                                       code=link.code)
+            await phone.link.publish(topics.interactions(store), encode(report), qos=1)
+
+
+def _follow(port: int, path: str) -> int:
+    """GET a short link on HQ like a phone's browser would, without following the redirect."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers={"user-agent": "aislecast-demo"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 async def _flash_setup(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:
     setup_store(service, store, zones, uuid_)
 
@@ -224,7 +263,7 @@ SCENARIOS: dict[str, Scenario] = {
     "predictive": Scenario("predictive", "propensity ranking and bandit variants", _predictive,
                            _learn),
     "interaction": Scenario("interaction", "NFC tap or QR scan of a shelf label", _interaction,
-                            functools.partial(_taps, kinds=("tap", "scan"))),
+                            _interactions),
     "flash": Scenario("flash", "breaking-news flash campaign via POST /api/flash",
                       _flash_setup, _fire_flash),
 }
