@@ -14,6 +14,7 @@ from aislecast.schema import Beacon, Campaign, Store, Zone
 from aislecast.signing import public_key_pem
 from hq.analytics import campaign_stats
 from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
+from hq.console import GatewayBoard, mount_console
 from hq.ingest import Ingest
 from hq.service import HqService, NotFound
 
@@ -40,8 +41,9 @@ async def _body(request: Request, cls: type[T]) -> T:
         raise HTTPException(400, detail=f"body is not valid JSON: {exc}") from exc
 
 
-def create_app(service: HqService, ingest: Ingest) -> FastAPI:
+def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = None) -> FastAPI:
     app = FastAPI(title="aislecast HQ", version=__version__)
+    mount_console(app, service, ingest, board)  # /console and the JSON it polls
 
     @app.exception_handler(CampaignInvalid)
     async def _invalid(_: Request, exc: CampaignInvalid) -> Response:
@@ -136,11 +138,11 @@ def create_app(service: HqService, ingest: Ingest) -> FastAPI:
 
     @app.get("/api/analytics/campaigns")
     async def analytics() -> Response:
-        return _json(campaign_stats(service.db))
+        return _json(await service.db.offload(campaign_stats))  # scans events: off the loop
 
     @app.get("/api/analytics/campaigns/{cid}")
     async def analytics_one(cid: str) -> Response:
-        stats = campaign_stats(service.db, cid)
+        stats = await service.db.offload(campaign_stats, cid)
         if not stats:
             raise NotFound("campaign analytics", cid)
         return _json(stats[0])

@@ -18,6 +18,7 @@ from aislecast.errors import PublishDenied
 from aislecast.mqtt import MqttLink, MqttSettings
 from aislecast.signing import Signer, load_or_create_signing_key
 from hq.api import create_app
+from hq.console import STATE_FILTER, GatewayBoard
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.service import HqService
@@ -57,10 +58,12 @@ class HqServer:
         self.service = HqService(self.db, signer) if rotation_k is None else HqService(
             self.db, signer, rotation_k=rotation_k)
         self.ingest = Ingest(self.db)
+        self.board = GatewayBoard()  # the console's gateway view, from retained state
         self.link = MqttLink(
             mqtt, client_id=client_id,
-            subscriptions=[(topics.HQ_EVENTS_SHARED, 1), (topics.HQ_FEEDBACK_SHARED, 1)],
-            handler=self.ingest.handle,
+            subscriptions=[(topics.HQ_EVENTS_SHARED, 1), (topics.HQ_FEEDBACK_SHARED, 1),
+                           (STATE_FILTER, 1)],
+            handler=self.board.route(self.ingest.handle),
         )
         self.service.link = self.link
 
@@ -70,7 +73,7 @@ class HqServer:
 
         self.ingest.ack = ack
         self._pending: set[asyncio.Task[None]] = set()
-        self.app = create_app(self.service, self.ingest)
+        self.app = create_app(self.service, self.ingest, self.board)
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         self.shortlinks = DbShortLinkStore(self.db, self.ingest.store_events)
         self.app.include_router(make_shortlink_router(self.shortlinks))

@@ -1,0 +1,170 @@
+"""The marketers' web console: static pages under ``/console`` and the JSON they poll.
+
+No build step and no CDN: ``hq/static`` holds plain HTML, CSS and JS shipped as
+package data. The page polls two endpoints every two seconds:
+
+- ``GET /api/console/campaigns``: every campaign with its live funnel (impressions,
+  deliveries, opens, clicks, CTR, redemptions, lift with its 95 % interval);
+- ``GET /api/console/stores``: stores and their gateways, online or offline from the
+  gateways' retained state topic (their MQTT will says ``offline`` when the link
+  dies), with the time of the last state message and of the last event ingested.
+
+The analytics aggregate scans the event log, so it runs off the event loop
+(:meth:`hq.db.HqDb.offload`). ``POST /api/campaigns/{id}/resume`` completes the
+pause button (pause itself is ``POST /api/campaigns/{id}/pause``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import aiomqtt
+import msgspec
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from aislecast import topics
+from aislecast.schema import Campaign, Event, GatewayState, decode
+from hq.analytics import campaign_stats
+from hq.campaigns import save_campaign
+from hq.db import HqDb
+from hq.ingest import Ingest
+from hq.service import HqService
+
+__all__ = ["STATE_FILTER", "GatewayBoard", "GatewayView", "mount_console"]
+
+# Every HQ worker subscribes (not shared): each one serves a console.
+STATE_FILTER = topics.gateway_state("+", "+")
+_STATIC = files("hq") / "static"
+
+Handler = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class GatewayView:
+    store: str
+    gateway: str
+    status: str = "unknown"  # online / offline from the retained state; unknown if none yet
+    version: str = ""
+    bundle_version: int = 0
+    state_at: float | None = None  # when HQ last received its state message
+    last_event_at: float | None = None  # ts of the newest event ingested from it
+    shoppers_present: int = 0
+    outbox_rows: int = 0
+
+
+class GatewayBoard:
+    """Gateways as HQ sees them, from retained state messages and ingested events."""
+
+    def __init__(self) -> None:
+        self._gws: dict[tuple[str, str], GatewayView] = {}
+        self.bad_states = 0
+
+    def _view(self, store: str, gateway: str) -> GatewayView:
+        return self._gws.setdefault((store, gateway), GatewayView(store, gateway))
+
+    def on_state(self, store: str, gateway: str, payload: bytes) -> None:
+        if not payload:  # an empty retained message clears a decommissioned gateway
+            self._gws.pop((store, gateway), None)
+            return
+        try:
+            st = decode(payload, GatewayState)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self.bad_states += 1
+            return
+        v = self._view(store, gateway)
+        v.status, v.version, v.bundle_version = st.status, st.version, st.bundle_version
+        v.state_at = time.time()
+        v.shoppers_present = int(st.metrics.get("shoppers_present", 0))
+        v.outbox_rows = int(st.metrics.get("outbox_rows", 0))
+
+    def on_events(self, events: list[Event]) -> None:
+        """An :class:`~hq.ingest.Ingest` listener."""
+        for e in events:
+            if e.gateway is not None:
+                v = self._view(e.store, e.gateway)
+                v.last_event_at = max(v.last_event_at or e.ts, e.ts)
+
+    def route(self, other: Handler) -> Handler:
+        """An MQTT handler taking state messages and passing the rest to ``other``."""
+
+        async def handle(msg: aiomqtt.Message) -> None:
+            parts = msg.topic.value.split("/")
+            if len(parts) == 7 and parts[2] == "stores" and parts[6] == "state":
+                payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
+                self.on_state(parts[3], parts[5], bytes(payload))
+            else:
+                await other(msg)
+
+        return handle
+
+    def gateways(self, store: str) -> list[GatewayView]:
+        return sorted((v for (s, _), v in self._gws.items() if s == store), key=lambda v: v.gateway)
+
+    def stores(self) -> set[str]:
+        return {s for s, _ in self._gws}
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+
+
+def _campaign_rows(db: HqDb) -> list[dict[str, Any]]:
+    """Runs in a worker thread (offload): campaigns joined with their live numbers."""
+    stats = {s.campaign: s for s in campaign_stats(db)}
+    rows = []
+    for (body,) in db.query("SELECT body FROM campaigns ORDER BY id"):
+        c = decode(body, Campaign)
+        s = stats.get(c.id)
+        row: dict[str, Any] = {"id": c.id, "name": c.name, "status": c.status,
+                               "scenario": c.scenario, "stores": c.stores, "priority": c.priority}
+        row |= msgspec.to_builtins(s) if s is not None else {}
+        row.pop("campaign", None)
+        rows.append(row)
+    return rows
+
+
+def mount_console(app: FastAPI, service: HqService, ingest: Ingest,
+                  board: GatewayBoard | None = None) -> GatewayBoard:
+    """Add the console's pages and JSON to ``app``; returns the gateway board in use."""
+    board = board or GatewayBoard()
+    ingest.listeners.append(board.on_events)
+    index = (_STATIC / "index.html").read_text(encoding="utf-8")
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/console")
+
+    @router.get("/console", include_in_schema=False)
+    async def console() -> Response:
+        return HTMLResponse(index)
+
+    @router.get("/api/console/campaigns")
+    async def campaigns() -> Response:
+        rows = await service.db.offload(_campaign_rows)
+        return _json({"now": time.time(), "campaigns": rows})
+
+    @router.get("/api/console/stores")
+    async def stores() -> Response:
+        ids = sorted(set(service.store_ids()) | board.stores())
+        out = []
+        for sid in ids:
+            row = service.db.one("SELECT name, tz FROM stores WHERE id = ?", (sid,))
+            out.append({"id": sid, "name": row[0] if row else sid, "tz": row[1] if row else "",
+                        "gateways": [msgspec.to_builtins(g) for g in board.gateways(sid)]})
+        return _json({"now": time.time(), "stores": out})
+
+    @router.post("/api/campaigns/{cid}/resume")
+    async def resume(cid: str) -> Response:
+        c = msgspec.structs.replace(service.get_campaign(cid), status="live")
+        return _json(await save_campaign(service, c))
+
+    app.include_router(router)
+    app.mount("/console/static", StaticFiles(directory=str(_STATIC)), name="console-static")
+    return board

@@ -1,0 +1,169 @@
+// aislecast HQ console: polls HQ's JSON every 2 s and renders campaigns and gateways.
+// Plain DOM, no framework; values are set with textContent only (never innerHTML).
+"use strict";
+
+const REFRESH_MS = 2000;
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+const int = (n) => (n ?? 0).toLocaleString();
+const pct = (x) => `${((x ?? 0) * 100).toFixed(1)}%`;
+function lift(c) {
+  if (c.lift === null || c.lift === undefined) return "–";
+  const pp = (x) => `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}`;
+  return `${pp(c.lift)} pp [${pp(c.lift_lo)}, ${pp(c.lift_hi)}]`;
+}
+function ago(ts, now) {
+  if (!ts) return "never";
+  const s = Math.max(0, Math.round(now - ts));
+  return s < 90 ? `${s} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+}
+
+function notify(text, isError = false) {
+  const n = $("#notice");
+  n.textContent = text;
+  n.classList.toggle("error", isError);
+}
+
+async function api(method, url, body) {
+  const r = await fetch(url, {
+    method, headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const d = data.detail;
+    throw new Error(Array.isArray(d) ? d.join("; ") : d || `HTTP ${r.status}`);
+  }
+  return data;
+}
+
+const FIELDS = [
+  ["impressions", int], ["deliveries", int], ["opens", int], ["clicks", int],
+  ["ctr", pct], ["redemptions", int], ["lift", (c) => lift(c), true],
+];
+
+function setCell(td, text) {
+  if (td.textContent !== text) {
+    if (td.textContent !== "") {
+      td.classList.remove("changed");
+      void td.offsetWidth; // restart the highlight animation
+      td.classList.add("changed");
+    }
+    td.textContent = text;
+  }
+}
+
+function campaignRow(c) {
+  const cells = FIELDS.map(([f]) => el("td", { class: "num", "data-field": f }));
+  const name = el("th", { scope: "row" }, c.name, el("span", { class: "sub" }, `${c.id} · ${c.stores.join(", ")}`));
+  const tr = el("tr", { "data-campaign": c.id }, name,
+    el("td", {}, el("span", { class: "badge", "data-field": "status" })), ...cells,
+    el("td", {}, el("button", { type: "button", class: "secondary" })));
+  tr.querySelector("button").addEventListener("click", () => toggle(tr.dataset.campaign, tr.dataset.status));
+  return tr;
+}
+
+function renderCampaigns(list) {
+  const body = $("#campaigns tbody");
+  $("#campaigns-empty").hidden = list.length > 0;
+  $("#campaigns").hidden = list.length === 0;
+  const seen = new Set();
+  for (const c of list) {
+    seen.add(c.id);
+    let tr = body.querySelector(`tr[data-campaign="${CSS.escape(c.id)}"]`);
+    if (!tr) { tr = campaignRow(c); body.append(tr); }
+    tr.dataset.status = c.status;
+    const badge = tr.querySelector('[data-field="status"]');
+    badge.textContent = c.status;
+    badge.className = `badge ${c.status}`;
+    for (const [f, fmt, whole] of FIELDS) {
+      setCell(tr.querySelector(`td[data-field="${f}"]`), whole ? fmt(c) : fmt(c[f]));
+    }
+    const btn = tr.querySelector("button");
+    const paused = c.status !== "live" && c.status !== "scheduled";
+    btn.textContent = paused ? "Resume" : "Pause";
+    btn.setAttribute("aria-label", `${paused ? "Resume" : "Pause"} ${c.name}`);
+  }
+  for (const tr of [...body.children]) if (!seen.has(tr.dataset.campaign)) tr.remove();
+}
+
+function renderStores(data) {
+  const box = $("#stores");
+  $("#stores-empty").hidden = data.stores.length > 0;
+  box.replaceChildren(...data.stores.map((s) => {
+    const rows = s.gateways.map((g) => el("tr", { "data-gateway": g.gateway },
+      el("th", { scope: "row" }, g.gateway),
+      el("td", {}, el("span", { class: `badge ${g.status}`, "data-field": "status" }, g.status)),
+      el("td", {}, ago(g.state_at, data.now)), el("td", {}, ago(g.last_event_at, data.now)),
+      el("td", { class: "num" }, int(g.bundle_version)), el("td", { class: "num" }, int(g.shoppers_present)),
+      el("td", { class: "num" }, int(g.outbox_rows))));
+    const head = el("tr", {}, ...["Gateway", "Status", "Last state", "Last event"].map((h) => el("th", { scope: "col" }, h)),
+      ...["Bundle", "Shoppers", "Outbox"].map((h) => el("th", { scope: "col", class: "num" }, h)));
+    const table = rows.length
+      ? el("table", {}, el("caption", { class: "sr-only" }, `Gateways of ${s.name}`), el("thead", {}, head), el("tbody", {}, ...rows))
+      : el("p", { class: "muted" }, "No gateway has reported yet.");
+    return el("div", { class: "store", "data-store": s.id },
+      el("h3", {}, `${s.name} `, el("span", { class: "muted" }, `${s.id} · ${s.tz}`)), table);
+  }));
+  const fs = $("#flash-stores");
+  const have = [...fs.querySelectorAll("input")].map((i) => i.value).join();
+  if (have !== data.stores.map((s) => s.id).join()) {
+    fs.replaceChildren(el("legend", {}, "Stores"), ...(data.stores.length
+      ? data.stores.map((s) => el("label", {}, el("input", { type: "checkbox", name: "stores", value: s.id, checked: true, defaultChecked: true }), s.name))
+      : [el("p", { class: "muted" }, "No stores registered yet.")]));
+  }
+}
+
+async function refresh() {
+  try {
+    const [c, s] = await Promise.all([api("GET", "/api/console/campaigns"), api("GET", "/api/console/stores")]);
+    renderCampaigns(c.campaigns);
+    renderStores(s);
+    $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  } catch (err) {
+    $("#updated").textContent = `HQ unreachable (${err.message}); retrying`;
+  } finally {
+    setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+async function toggle(id, status) {
+  const action = status === "live" || status === "scheduled" ? "pause" : "resume";
+  try {
+    const c = await api("POST", `/api/campaigns/${encodeURIComponent(id)}/${action}`);
+    notify(`${c.name} is now ${c.status}.`);
+    renderCampaigns((await api("GET", "/api/console/campaigns")).campaigns);
+  } catch (err) { notify(`Could not ${action} ${id}: ${err.message}`, true); }
+}
+
+async function sendFlash(ev) {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const stores = f.getAll("stores");
+  if (!stores.length) { notify("Choose at least one store.", true); return; }
+  const body = { title: f.get("title"), body: f.get("body") || "", stores,
+    validity_s: Number(f.get("minutes")) * 60 };
+  if (f.get("coupon_code")) { body.coupon_code = f.get("coupon_code"); body.format = "coupon"; }
+  try {
+    const c = await api("POST", "/api/flash", body);
+    notify(`Flash campaign “${c.name}” (${c.id}) sent to ${c.stores.join(", ")}.`);
+    ev.target.reset();
+    renderCampaigns((await api("GET", "/api/console/campaigns")).campaigns);
+  } catch (err) { notify(`Flash campaign refused: ${err.message}`, true); }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#flash").addEventListener("submit", sendFlash);
+  refresh();
+});

@@ -1,0 +1,165 @@
+"""The marketers' console in a real browser (Debian's chromium driven by Playwright) against
+a real HQ with a gateway and phones on the private broker, so the numbers move.
+
+Screenshots land in ``artifacts/console/`` (gitignored) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aislecast.broker import MosquittoProcess
+from aislecast.phone import PhoneBehaviour
+from edge.simstore import SimShopper
+from tests.harness import STORE, Stack, enter_campaign, stack
+
+CHROMIUM = os.environ.get("AISLECAST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "console"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.timeout(180)
+
+
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+
+
+@contextlib.asynccontextmanager
+async def browser_page(profile: Path) -> AsyncIterator[Any]:
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.async_api import async_playwright  # noqa: PLC0415
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    async with async_playwright() as pw:
+        # a fresh profile per test: Playwright passes it to chromium as --user-data-dir
+        ctx = await pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=ARGS,
+            viewport={"width": 1280, "height": 900})
+        try:
+            yield ctx.pages[0] if ctx.pages else await ctx.new_page()
+        finally:
+            await ctx.close()
+
+
+async def _until(pred: Any, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.05)
+
+
+def _walk(st: Stack, phones: list[Any], zone: str, start_in: float = 0.0) -> None:
+    for i, p in enumerate(phones):
+        st.sim.add_shopper(SimShopper(p.inbox, p.token, [("entrance", 1.0), (zone, 2.5)],
+                                      start=time.monotonic() + start_in + 0.7 * i, speed_mps=6.0))
+
+
+async def _cell(page: Any, cid: str, field: str) -> str:
+    text = await page.locator(f'tr[data-campaign="{cid}"] [data-field="{field}"]').text_content()
+    return str(text or "")
+
+
+async def test_console_shows_live_numbers_pauses_and_sends_flash(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    campaigns = [enter_campaign("produce", cid="produce-deal", holdout=20.0),
+                 enter_campaign("dairy", cid="dairy-deal")]
+    async with stack(broker.port, tmp_path, campaigns) as st, \
+            browser_page(tmp_path / "chromium-profile") as page:
+        svc = st.hq.service
+        enrolled = [svc.enroll(["offers"]) for _ in range(10)]
+        await svc.publish_bundle(STORE)
+        gw = await st.start_gateway()
+        async with contextlib.AsyncExitStack() as phones_cm:
+            like = PhoneBehaviour(open_p=1.0, click_p=0.7, redeem_p=0.7, react_s=(0.1, 0.4))
+            phones = [await phones_cm.enter_async_context(st.phone(e, behaviour=like))
+                      for e in enrolled]
+            for p in phones:
+                await p.link.wait_connected(10)
+            base = f"http://127.0.0.1:{st.hq.http_port}"
+            await page.goto(f"{base}/console")
+            row = page.locator('tr[data-campaign="produce-deal"]')
+            await row.wait_for(timeout=10_000)
+            assert await _cell(page, "produce-deal", "status") == "live"
+            before = await _cell(page, "produce-deal", "impressions")
+            await page.screenshot(path=str(ARTIFACTS / "1-before.png"), full_page=True)
+
+            # shoppers walk to the produce aisle: the numbers move without a reload
+            _walk(st, phones, "produce")
+            await page.wait_for_function(
+                """([cid, before]) => {
+                    const sel = `tr[data-campaign="${cid}"] [data-field="impressions"]`;
+                    const td = document.querySelector(sel);
+                    return td && td.textContent !== before && Number(td.textContent) > 0;
+                }""", arg=["produce-deal", before], timeout=30_000)
+            await page.locator('[data-gateway="gw-1"] [data-field="status"]').filter(
+                has_text="online").wait_for(timeout=15_000)
+            await _until(lambda: gw.counters.offers >= 2)
+            await asyncio.sleep(2.5)  # one more refresh, so opens and CTR catch up
+            await page.screenshot(path=str(ARTIFACTS / "2-live.png"), full_page=True)
+
+            # pause from the console: HQ stores it and publishes a delta to the store
+            deltas, seq = svc.deltas_published, gw.bundles.delta_seq
+            await row.get_by_role("button", name="Pause produce offer").click()
+            await page.locator('tr[data-campaign="produce-deal"] [data-field="status"]').filter(
+                has_text="paused").wait_for(timeout=10_000)
+            assert svc.get_campaign("produce-deal").status == "paused"
+            assert svc.deltas_published > deltas
+            assert "paused" in (await page.locator("#notice").text_content() or "")
+            await _until(lambda: gw.bundles.delta_seq > seq)  # the gateway applied the pause
+
+            # flash campaign from the form
+            await page.get_by_label("Title").fill("Fresh bread -30% now")
+            await page.get_by_label("Message").fill("Until 6 pm at the bakery")
+            await page.get_by_label("Valid for (minutes)").fill("5")
+            await page.get_by_role("button", name="Send flash campaign").click()
+            await page.locator("#notice").filter(has_text="Flash campaign").wait_for(timeout=10_000)
+            flashes = [c for c in svc.campaigns() if c.scenario == "flash"]
+            assert [(c.name, c.stores, c.validity_s) for c in flashes] == [
+                ("Fresh bread -30% now", [STORE], 300.0)]
+            await page.locator(f'tr[data-campaign="{flashes[0].id}"]').wait_for(timeout=5_000)
+            await page.screenshot(path=str(ARTIFACTS / "3-paused-and-flash.png"), full_page=True)
+
+            # resume brings it back live
+            await row.get_by_role("button", name="Resume produce offer").click()
+            await page.locator('tr[data-campaign="produce-deal"] [data-field="status"]').filter(
+                has_text="live").wait_for(timeout=10_000)
+            assert svc.get_campaign("produce-deal").status == "live"
+
+
+async def test_console_empty_state(broker: MosquittoProcess, tmp_path: Path) -> None:
+    """No stores and no campaigns: the page says so instead of showing empty tables."""
+    from aislecast.broker import free_port  # noqa: PLC0415
+    from aislecast.mqtt import MqttSettings  # noqa: PLC0415
+    from hq.server import HqServer  # noqa: PLC0415
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    hq = HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
+                  mqtt=MqttSettings(port=broker.port), http_port=free_port())
+    task = asyncio.create_task(hq.run())
+    try:
+        async with asyncio.timeout(15):
+            await hq.started.wait()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}") as c:
+            assert (await c.get("/api/console/campaigns")).json()["campaigns"] == []
+            assert (await c.get("/console/static/console.js")).status_code == 200
+        async with browser_page(tmp_path / "profile") as page:
+            await page.goto(f"http://127.0.0.1:{hq.http_port}/")
+            await page.locator("#campaigns-empty").wait_for(state="visible", timeout=10_000)
+            assert await page.locator("#campaigns").is_hidden()
+            await page.locator("#stores-empty").wait_for(state="visible", timeout=10_000)
+            await page.screenshot(path=str(ARTIFACTS / "0-empty.png"), full_page=True)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
