@@ -58,6 +58,9 @@ class BrokerConfig:
             "log_type error",
             "log_type warning",
             "persistent_client_expiration 1d",
+            # Nagle on broker->client sockets meets delayed ACKs: ~40 ms stalls on small
+            # messages (measured in benchmarks/bench_e2e.py: p99 41 ms -> see README)
+            "set_tcp_nodelay true",
         ]
         if os.geteuid() == 0:
             # As root Mosquitto otherwise drops to user ``mosquitto`` and then cannot

@@ -33,6 +33,9 @@ def open_db(path: Path | str) -> sqlite_utils.Database:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
+    # No checkpoint (and its fsync, tens of ms on an SD card) inside a commit on the event
+    # loop: Outbox.checkpoint() runs them from a worker thread instead.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     return db
 
 
@@ -54,6 +57,7 @@ class Outbox:
         self.dropped_full = 0
         self.dropped_expired = 0
         self._conn: sqlite3.Connection = db.conn
+        self._ckpt_conn: sqlite3.Connection | None = None
         if "outbox" not in db.table_names():
             table = db.table("outbox")
             table.create(
@@ -138,6 +142,20 @@ class Outbox:
         self._count -= dropped
         self.dropped_full += dropped
 
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy committed WAL pages into the database file; returns (wal pages, copied).
+
+        PASSIVE never blocks the writer. Blocking I/O (fsync): call it via
+        ``asyncio.to_thread``; it uses its own connection for that reason.
+        """
+        if self._ckpt_conn is None:
+            path = self._conn.execute("PRAGMA database_list").fetchone()[2]
+            if not path:
+                return (0, 0)
+            self._ckpt_conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        row = self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(row[1]), int(row[2])
+
     def remove(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
@@ -159,6 +177,15 @@ class Outbox:
         ).fetchall()
         out = [OutboxRow(*r) for r in rows if not exclude or r[0] not in exclude]
         return out[:limit]
+
+    def after(self, kind: str, seq: int, *, limit: int) -> list[OutboxRow]:
+        """Rows of ``kind`` with a sequence number above ``seq``, oldest first (cursor reads)."""
+        rows = self._conn.execute(
+            "SELECT seq, id, kind, topic, payload, expires_at, attempts FROM outbox"
+            " WHERE kind = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (kind, seq, limit),
+        ).fetchall()
+        return [OutboxRow(*r) for r in rows]
 
     def bump_attempts(self, seqs: Sequence[int]) -> None:
         self._conn.executemany(

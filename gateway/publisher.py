@@ -5,9 +5,13 @@ in the same transaction as the ``offer_published`` event it produces. Event batc
 need more than a PUBACK: Mosquitto 2.0 does not restore shared subscriptions after a
 restart, so a batch the broker accepted may reach no HQ worker. Event rows therefore
 leave only when HQ's end-to-end :class:`~aislecast.schema.BatchAck` arrives; a batch
-not acknowledged within ``ack_timeout_s`` is sent again (HQ ingest is idempotent). Rows that fail (link
-down, timeout, denied by the ACL) stay and are retried with jittered backoff; a denial
-is an alarm, logged and counted, since retrying cannot fix wrong credentials.
+not acknowledged within ``ack_timeout_s`` is sent again (HQ ingest is idempotent).
+
+Nothing here rescans the outbox: the backlog is read once at start, new offers arrive
+through :meth:`OutboxPublisher.submit`, new events are read with a sequence cursor, and
+failed rows are retried from memory after a jittered backoff. A publish the broker
+refuses (ACL) is an alarm, logged and counted; it is retried, since only fixing the
+credentials can help and the rows must not be lost meanwhile.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,8 +39,10 @@ log = logging.getLogger("aislecast.gateway.publisher")
 # A row that failed waits this long (full jitter up to the cap) before it is tried again.
 _RETRY_BASE_S = 0.5
 _RETRY_CAP_S = 30.0
-_REPLAY_EVERY_S = 0.5
 _FLUSH_EVERY_S = 0.02
+# SQLite's own auto-checkpoint would run every ~1,000 pages inside a commit; every 2 s
+# from a worker thread keeps the WAL to a few MB at the highest rates measured.
+_CHECKPOINT_EVERY_S = 2.0
 # HQ acknowledges a stored batch within milliseconds when up; 10 s rides out a busy HQ
 # without resending much, and a resend is harmless (idempotent ingest).
 _ACK_TIMEOUT_S = 10.0
@@ -56,6 +63,10 @@ class PublisherStats:
 AckHook = Callable[[OutboxRow], list[tuple[str, str, bytes]]]
 
 
+def _backoff(attempt: int) -> float:
+    return random.uniform(0, min(_RETRY_CAP_S, _RETRY_BASE_S * 2**attempt))
+
+
 class OutboxPublisher:
     def __init__(
         self,
@@ -71,24 +82,26 @@ class OutboxPublisher:
         self.link = link
         self.events_topic = events_topic
         self._batch_header = batch_header  # b'{"v":1,"store":...,"gateway":...,'
-        self._awaiting: dict[str, tuple[float, list[int]]] = {}  # batch -> (deadline, seqs)
-        self.ack_timeout_s = _ACK_TIMEOUT_S
         self._on_offer_acked = on_offer_acked
         self._inflight = inflight
+        self.ack_timeout_s = _ACK_TIMEOUT_S
         self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
-        self._tracked: set[int] = set()  # queued, in flight, or acked but not yet deleted
+        self._offers: set[int] = set()  # queued, in flight, waiting to retry, or acked
+        self._attempts: dict[int, int] = {}
         self._acked: list[int] = []
         self._ack_events: list[tuple[str, str, bytes]] = []
-        self._retry_at: dict[int, float] = {}
-        self._attempts: dict[int, int] = {}
+        self._event_cursor = 0
+        self._resend: deque[list[OutboxRow]] = deque()
+        self._awaiting: dict[str, tuple[float, list[OutboxRow]]] = {}
         self._events_wakeup = asyncio.Event()
         self.stats = PublisherStats()
 
+    # ---- called by the gateway ------------------------------------------------------
     def submit(self, row_seq: int, row: OutboxRow) -> None:
-        """Fast path: publish a just-committed offer now instead of at the next replay."""
-        if row_seq in self._tracked:
+        """Publish a just-committed offer now."""
+        if row_seq in self._offers:
             return
-        self._tracked.add(row_seq)
+        self._offers.add(row_seq)
         self._queue.put_nowait(row)
 
     def events_added(self) -> None:
@@ -99,66 +112,67 @@ class OutboxPublisher:
         entry = self._awaiting.pop(batch, None)
         if entry is None:
             return False
-        self._acked += entry[1]
+        self._acked += [r.seq for r in entry[1]]
         self.stats.events_acked += len(entry[1])
         return True
 
-    def _expire_awaiting(self) -> None:
-        now = time.monotonic()
-        for batch, (deadline, seqs) in list(self._awaiting.items()):
-            if deadline <= now:
-                del self._awaiting[batch]
-                self._tracked.difference_update(seqs)
-                self.stats.batches_resent += 1
+    @property
+    def awaiting_ack(self) -> int:
+        return sum(len(rows) for _, rows in self._awaiting.values())
 
+    # ---- tasks ----------------------------------------------------------------------
     async def run(self) -> None:
+        for row in self.outbox.pending("offer", limit=1_000_000):
+            self.submit(row.seq, row)
         async with asyncio.TaskGroup() as tg:
             for i in range(self._inflight):
                 tg.create_task(self._worker(), name=f"outbox-worker-{i}")
-            tg.create_task(self._replayer(), name="outbox-replayer")
             tg.create_task(self._flusher(), name="outbox-flusher")
             tg.create_task(self._event_batcher(), name="outbox-events")
+            tg.create_task(self._checkpointer(), name="outbox-checkpoint")
 
-    def _failed(self, seq: int) -> None:
-        n = self._attempts.get(seq, 0) + 1
-        self._attempts[seq] = n
-        self._retry_at[seq] = time.monotonic() + random.uniform(
-            0, min(_RETRY_CAP_S, _RETRY_BASE_S * 2**n)
-        )
-        self._tracked.discard(seq)
-        self.stats.failures += 1
+    async def _checkpointer(self) -> None:
+        """Keep the WAL short without an fsync on the event loop."""
+        while True:
+            await asyncio.sleep(_CHECKPOINT_EVERY_S)
+            await asyncio.to_thread(self.outbox.checkpoint)
 
-    async def _publish(self, row: OutboxRow, payload: bytes, topic: str, expiry: float | None) -> bool:
+    async def _publish(self, seq: int, payload: bytes, topic: str, expiry: float | None) -> bool:
         try:
             await self.link.publish(topic, payload, qos=1, expiry_s=expiry)
         except PublishDenied as exc:
             self.stats.denied += 1
             log.error(  # noqa: TRY400 - an alarm line, the traceback says nothing more
-                "outbox publish denied topic=%s reason=0x%02x seq=%d: alarm, check credentials/ACL",
-                      exc.topic, exc.reason_code, row.seq)
-            return False
+                "outbox publish denied topic=%s reason=0x%02x seq=%d: check credentials/ACL",
+                exc.topic, exc.reason_code, seq)
         except (aiomqtt.MqttError, TimeoutError) as exc:
-            log.debug("outbox publish failed seq=%d error=%s", row.seq, exc)
-            return False
-        return True
+            log.debug("outbox publish failed seq=%d error=%s", seq, exc)
+        else:
+            return True
+        self.stats.failures += 1
+        return False
+
+    def _retry_offer_later(self, row: OutboxRow) -> None:
+        n = self._attempts.get(row.seq, 0) + 1
+        self._attempts[row.seq] = n
+        asyncio.get_running_loop().call_later(_backoff(n), self._queue.put_nowait, row)
 
     async def _worker(self) -> None:
         while True:
             row = await self._queue.get()
             remaining = None if row.expires_at is None else row.expires_at - time.time()
             if remaining is not None and remaining <= 0:
-                self.stats.offers_expired += 1
-                self._acked.append(row.seq)  # drop: an expired offer is never published
+                self.stats.offers_expired += 1  # an expired offer is never published
+                self._acked.append(row.seq)
                 continue
-            if await self._publish(row, row.payload, row.topic, remaining):
+            if await self._publish(row.seq, row.payload, row.topic, remaining):
                 self.stats.offers_published += 1
                 self._acked.append(row.seq)
-                self._retry_at.pop(row.seq, None)
                 self._attempts.pop(row.seq, None)
                 if self._on_offer_acked is not None:
                     self._ack_events += self._on_offer_acked(row)
             else:
-                self._failed(row.seq)
+                self._retry_offer_later(row)
 
     async def _flusher(self) -> None:
         while True:
@@ -168,24 +182,28 @@ class OutboxPublisher:
             acked, self._acked = self._acked, []
             events, self._ack_events = self._ack_events, []
             self.outbox.add(events=events, remove=acked)
-            self._tracked.difference_update(acked)
+            self._offers.difference_update(acked)
             if events:
                 self._events_wakeup.set()
 
-    async def _replayer(self) -> None:
-        while True:
-            await asyncio.sleep(_REPLAY_EVERY_S)
-            if not self.link.connected.is_set():
-                continue
-            self.stats.offers_expired += self.outbox.drop_expired()
-            now = time.monotonic()
-            for row in self.outbox.pending("offer", limit=1000, exclude=self._tracked):
-                if self._retry_at.get(row.seq, 0.0) > now:
-                    continue
-                self._tracked.add(row.seq)
-                self._queue.put_nowait(row)
+    def _expire_awaiting(self) -> None:
+        now = time.monotonic()
+        for batch, (deadline, rows) in list(self._awaiting.items()):
+            if deadline <= now:
+                del self._awaiting[batch]
+                self._resend.append(rows)
+                self.stats.batches_resent += 1
+
+    def _next_rows(self) -> list[OutboxRow]:
+        if self._resend:
+            return self._resend.popleft()
+        rows = self.outbox.after("event", self._event_cursor, limit=EVENT_BATCH_MAX)
+        if rows:
+            self._event_cursor = rows[-1].seq
+        return rows
 
     async def _event_batcher(self) -> None:
+        attempt = 0
         while True:
             try:
                 async with asyncio.timeout(EVENT_BATCH_INTERVAL_S):
@@ -196,21 +214,20 @@ class OutboxPublisher:
             self._expire_awaiting()
             await asyncio.sleep(EVENT_BATCH_INTERVAL_S / 5)  # let a burst accumulate
             while self.link.connected.is_set():
-                rows = self.outbox.pending("event", limit=EVENT_BATCH_MAX, exclude=self._tracked)
-                rows = [r for r in rows if self._retry_at.get(r.seq, 0.0) <= time.monotonic()]
+                rows = self._next_rows()
                 if not rows:
                     break
                 batch = uuid.uuid4().hex
                 payload = (self._batch_header + b'"batch":"' + batch.encode() + b'","events":['
                            + b",".join(r.payload for r in rows) + b"]}")
-                seqs = [r.seq for r in rows]
-                self._tracked.update(seqs)
-                self._awaiting[batch] = (time.monotonic() + self.ack_timeout_s, seqs)
-                if not await self._publish(rows[0], payload, self.events_topic, None):
+                self._awaiting[batch] = (time.monotonic() + self.ack_timeout_s, rows)
+                if not await self._publish(rows[0].seq, payload, self.events_topic, None):
                     self._awaiting.pop(batch, None)
-                    for r in rows:
-                        self._failed(r.seq)
+                    self._resend.appendleft(rows)
+                    attempt += 1
+                    await asyncio.sleep(_backoff(attempt))
                     break
+                attempt = 0
                 self.stats.event_batches += 1
                 self.stats.events_published += len(rows)
                 if len(rows) < EVENT_BATCH_MAX:
