@@ -30,7 +30,7 @@ import uuid
 import zoneinfo
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aislecast.campaign import Audience, Caps, Creative, Schedule, Trigger, Window
 from aislecast.schema import Beacon, Campaign, Store, Zone
@@ -218,7 +218,7 @@ async def _interactions(service: HqService, store: str, state: Any) -> None:
         gw = state.gateway
         present = gw.presence.present() if gw is not None else {}
         for phone in [p for p in state.phones if p.inbox in present]:
-            kind = ("tap", "scan")[i % 2]
+            kind: Literal["tap", "scan"] = "scan" if i % 2 else "tap"
             i += 1
             if kind == "scan":
                 await asyncio.to_thread(_follow, state.hq.http_port, f"/s/{link.code}?src=qr")
