@@ -43,6 +43,7 @@ _MODULES = (
     "benchmarks.bench_nfc",
     "benchmarks.bench_decide",
     "benchmarks.bench_tap_e2e",
+    "benchmarks.bench_presence",
 )
 
 

@@ -34,8 +34,8 @@ from aislecast.schema import (
 )
 from aislecast.signing import Verifier, public_key_from_pem
 from edge.advert import Advertisement
-from edge.frames import APPLE_COMPANY_ID, EDDYSTONE_UUID
 from edge.scanner import AdvertCallback, Scanner
+from gateway.adverts import AdvertRouter
 from gateway.bundles import BundleStore
 from gateway.config import GatewayConfig
 from gateway.decisions import (
@@ -47,9 +47,11 @@ from gateway.decisions import (
     peer_events_filter,
     peer_gateway,
 )
+from gateway.fleet import BeaconAlert, FleetHealth
 from gateway.identity import IdentityResolver
 from gateway.outbox import Outbox, OutboxRow, open_db
-from gateway.presence import PresenceEngine, PresenceEvent, PresenceParams
+from gateway.pooling import POOL_EXPIRY_S, SightingPool, presence_filter, presence_peer
+from gateway.presence import PresenceEngine, PresenceEvent
 from gateway.publisher import OutboxPublisher
 from gateway.taps import TapRouter, decide_tags
 
@@ -74,12 +76,6 @@ class GatewayCounters:
     offers: int = 0
 
 
-@dataclass(slots=True)
-class _BeaconSeen:
-    rssi: int
-    last_seen: float
-
-
 class Gateway:
     def __init__(self, cfg: GatewayConfig, scanner_factory: ScannerFactory) -> None:
         self.cfg = cfg
@@ -90,20 +86,20 @@ class Gateway:
         self.outbox = Outbox(self.db)
         self.identity = IdentityResolver()
         self.decider = DecisionEngine(self.db, cfg.store, gateway=cfg.gateway)
-        p = cfg.presence
-        self.presence = PresenceEngine(
-            {}, PresenceParams(path_loss_exponent=p.path_loss_exponent, hysteresis=p.hysteresis,
-                               absence_s=p.absence_s, dwell_every_s=p.dwell_every_s)
-        )
+        self.presence = PresenceEngine({}, cfg.presence.params(), gateway=cfg.gateway)
+        self.pool = SightingPool(self.presence, cfg.store, cfg.gateway)
+        self.fleet = FleetHealth(unheard_after_s=cfg.fleet.unheard_after_s,
+                                 low_battery_mv=cfg.fleet.low_battery_mv)
         self.bundles = BundleStore(
             self.db, Verifier(public_key_from_pem(cfg.public_key_pem())), cfg.store,
             on_bundle=self._apply_bundle, on_delta=self._apply_delta,
         )
         self.counters = GatewayCounters()
-        self._receiver_zone = dict(cfg.scanner.receivers)
-        self._beacon_zone: dict[tuple[str, int, int], tuple[str, str, int]] = {}
+        self.router = AdvertRouter(identity=self.identity, fleet=self.fleet,
+                                   receivers=dict(cfg.scanner.receivers),
+                                   receiver_tx_power_1m=cfg.scanner.receiver_tx_power_1m,
+                                   counters=self.counters, observe=self._observe)
         self._beacon_by_id: dict[str, tuple[str, int]] = {}
-        self.beacons_seen: dict[str, _BeaconSeen] = {}
         self._visits: dict[str, str] = {}
         b = cfg.broker
         self.link = MqttLink(
@@ -112,7 +108,7 @@ class Gateway:
             subscriptions=[(topics.bundle(cfg.store), 1), (topics.bundle_delta(cfg.store), 1),
                            (topics.sightings(cfg.store), 0), (peer_events_filter(cfg.store), 1),
                            (topics.gateway_acks(cfg.store, cfg.gateway), 1),
-                           (topics.interactions(cfg.store), 1)],
+                           (topics.interactions(cfg.store), 1), (presence_filter(cfg.store), 0)],
             handler=self._on_message,
             will=aiomqtt.Will(topics.gateway_state(cfg.store, cfg.gateway),
                               self._state_payload("offline"), qos=1, retain=True),
@@ -138,15 +134,14 @@ class Gateway:
         self.identity.load(b.rotation_k, b.token_tables, b.opt_outs)
         self._refused(self.decider.load(b.campaigns, b.opt_outs, tz=b.store.tz,
                                         zones=[z.id for z in b.zones], model=b.model))
-        self._beacon_zone = {
-            (bc.uuid, bc.major, bc.minor): (bc.id, bc.zone, bc.tx_power_1m)
-            for bc in b.beacons if bc.uuid is not None and bc.major is not None and bc.minor is not None
-        }
+        self.fleet.plan(b.beacons, time.monotonic())
+        self.router.reset_tokens()
         self._beacon_by_id = {bc.id: (bc.zone, bc.tx_power_1m) for bc in b.beacons}
         self.ready.set()
 
     def _apply_delta(self, d: BundleDelta) -> None:
         self.identity.opt_out(d.opt_outs)
+        self.router.reset_tokens()
         self.decider.opt_out(d.opt_outs)
         self.decider.pause(d.paused)
         if d.campaigns:
@@ -174,28 +169,8 @@ class Gateway:
 
     # ---- hot path ---------------------------------------------------------------------
     def on_advert(self, adv: Advertisement) -> None:
-        """Scanner callback: prefilter by cheap key checks, then decode only what matters."""
-        self.counters.adverts += 1
-        svc = adv.service_data.get(EDDYSTONE_UUID) if adv.service_data else None
-        if svc is not None and len(svc) == 10 and svc[0] == 0x30:
-            self.counters.adverts_decoded += 1
-            zone = self._receiver_zone.get(adv.receiver)
-            inbox = self.identity.resolve(svc[2:10].hex(), time.time())
-            if inbox is None or zone is None:
-                self.counters.tokens_unknown += inbox is None
-                return
-            self._observe(inbox, zone, adv.rssi, self.cfg.scanner.receiver_tx_power_1m, adv.ts)
-            return
-        mfr = adv.manufacturer_data.get(APPLE_COMPANY_ID) if adv.manufacturer_data else None
-        if mfr is not None and len(mfr) == 23 and mfr[0] == 0x02 and mfr[1] == 0x15:
-            self.counters.adverts_decoded += 1
-            key = (str(uuid.UUID(bytes=mfr[2:18])), int.from_bytes(mfr[18:20], "big"),
-                   int.from_bytes(mfr[20:22], "big"))
-            known = self._beacon_zone.get(key)
-            if known is not None:
-                self.beacons_seen[known[0]] = _BeaconSeen(adv.rssi, time.time())
-            return
-        self.counters.adverts_ignored += 1
+        """Scanner callback: prefilter, decode, identity, presence (gateway.adverts)."""
+        self.router(adv)
 
     def _observe(self, inbox: str, zone: str, rssi: int, tx: int, ts: float) -> None:
         if not -110 <= rssi <= 10:  # absurd RSSI: a driver glitch, not a shopper
@@ -296,6 +271,12 @@ class Gateway:
                 self._bad("ack")
                 return
             self.publisher.batch_acked(ack.batch)
+        elif presence_peer(topic, self.store) is not None:
+            events = self.pool.ingest(topic, payload, time.monotonic())
+            if events is None:
+                self._bad("presence_summary")
+            else:
+                self._handle_presence(events)
         elif peer_gateway(topic, self.store) not in {None, self.cfg.gateway} and \
                 apply_peer_batch(self.decider, payload, self.cfg.gateway) < 0:
             self._bad("peer_events")
@@ -341,14 +322,31 @@ class Gateway:
             "bundles_rejected": sum(self.bundles.rejected.values()),
             "mqtt_connects": self.link.stats.connects,
             "shoppers_present": len(self.presence.present()),
-            **self.taps.metrics(),
+            **self.taps.metrics(), **self.fleet.metrics(time.monotonic()), **self.pool.metrics(),
+            "presence_dropped": sum(self.presence.dropped.values()),
         }
 
     # ---- tasks ----------------------------------------------------------------------
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(_TICK_S)
-            self._handle_presence(self.presence.tick(time.monotonic()))
+            now = time.monotonic()
+            self._handle_presence(self.presence.tick(now))
+            self._beacon_health(self.fleet.check(now))
+            if self.pool.due(now) and self.link.connected.is_set():
+                for payload in self.pool.build(now, time.time()):
+                    try:
+                        await self.link.publish(self.pool.topic, payload, qos=0, expiry_s=POOL_EXPIRY_S)
+                    except aiomqtt.MqttError as exc:
+                        log.debug("presence summary publish failed: %s", exc)
+
+    def _beacon_health(self, alerts: list[BeaconAlert]) -> None:
+        for a in alerts:
+            log.log(logging.INFO if a.reason == "recovered" else logging.WARNING,
+                    "beacon %s zone=%s %s %s", a.beacon, a.zone, a.reason, a.detail)
+        if alerts:
+            self._commit([], [self._event("beacon_health", zone=a.zone, reason=a.reason,
+                                          detail={"beacon": a.beacon, **a.detail}) for a in alerts])
 
     async def _health(self) -> None:
         while True:

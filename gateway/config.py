@@ -36,9 +36,14 @@ import msgspec
 
 from aislecast.errors import AislecastError, ConfigError
 from edge.nfc import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
+from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
+from gateway.presence import PresenceParams
+
+_PRESENCE = PresenceParams()
 
 __all__ = [
     "BrokerSection",
+    "FleetSection",
     "GatewayConfig",
     "NfcSection",
     "PresenceSection",
@@ -67,10 +72,26 @@ class ScannerSection(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PresenceSection(msgspec.Struct, forbid_unknown_fields=True):
-    path_loss_exponent: float = 2.5
-    hysteresis: float = 0.2
-    absence_s: float = 6.0
-    dwell_every_s: float = 5.0
+    """Presence tuning; defaults are :class:`gateway.presence.PresenceParams`' (measured)."""
+
+    path_loss_exponent: float = _PRESENCE.path_loss_exponent
+    hysteresis: float = _PRESENCE.hysteresis
+    absence_s: float = _PRESENCE.absence_s
+    dwell_every_s: float = _PRESENCE.dwell_every_s
+    smoother: Literal["kalman", "one_euro"] = _PRESENCE.smoother
+    kalman_q: float = _PRESENCE.kalman_q
+    kalman_r: float = _PRESENCE.kalman_r
+    euro_min_cutoff: float = _PRESENCE.euro_min_cutoff
+    euro_beta: float = _PRESENCE.euro_beta
+    stale_s: float = _PRESENCE.stale_s
+
+    def params(self) -> PresenceParams:
+        return PresenceParams(**msgspec.structs.asdict(self))
+
+
+class FleetSection(msgspec.Struct, forbid_unknown_fields=True):
+    unheard_after_s: float = UNHEARD_AFTER_S  # a planned beacon silent this long -> alert
+    low_battery_mv: int = LOW_BATTERY_MV  # TLM battery under this -> alert
 
 
 class TagPlace(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,6 +120,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     broker: BrokerSection = msgspec.field(default_factory=BrokerSection)
     scanner: ScannerSection = msgspec.field(default_factory=ScannerSection)
     presence: PresenceSection = msgspec.field(default_factory=PresenceSection)
+    fleet: FleetSection = msgspec.field(default_factory=FleetSection)
     nfc: NfcSection = msgspec.field(default_factory=NfcSection)
     health_every_s: float = 10.0
 
