@@ -58,24 +58,15 @@ class Outbox:
         self.dropped_expired = 0
         self._conn: sqlite3.Connection = db.conn
         self._ckpt_conn: sqlite3.Connection | None = None
-        if "outbox" not in db.table_names():
-            table = db.table("outbox")
-            table.create(
-                {
-                    "seq": int,
-                    "id": str,
-                    "kind": str,
-                    "topic": str,
-                    "payload": bytes,
-                    "expires_at": float,
-                    "created_at": float,
-                    "attempts": int,
-                },
-                pk="seq",
-                not_null={"id", "kind", "topic", "payload", "created_at", "attempts"},
-            )
-            table.create_index(["id"], unique=True)
-            table.create_index(["kind", "seq"])
+        # AUTOINCREMENT: a sequence number is never reused after a delete, so the
+        # publisher can read new rows with a cursor (seq > last seen).
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " id TEXT NOT NULL, kind TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+            " expires_at REAL, created_at REAL NOT NULL, attempts INTEGER NOT NULL)"
+        )
+        self._conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS outbox_id ON outbox (id)")
+        self._conn.execute("CREATE INDEX IF NOT EXISTS outbox_kind_seq ON outbox (kind, seq)")
         self._count = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     def __len__(self) -> int:

@@ -1,0 +1,71 @@
+"""Untrusted bytes on every topic are counted and dropped; nothing crashes, nothing stops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aislecast import topics
+from aislecast.broker import MosquittoProcess
+from aislecast.mqtt import MqttLink
+from aislecast.schema import SCHEMA_VERSION, Bundle, Store
+from aislecast.signing import Signer
+from edge.simstore import SimShopper
+from tests.harness import STORE, enter_campaign, stack
+
+GARBAGE = [b"", b"\x00\xff\xfe", b"{", b"[]", b'{"v":1}', b"null", b"x" * 70_000,
+           b'{"v":1,"store":"store-t","gateway":"gw-1","events":[{"id":1}]}']
+
+
+async def _until(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.05)
+
+
+async def test_garbage_on_every_topic_is_counted_and_the_pipeline_keeps_working(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    async with stack(broker.port, tmp_path, [enter_campaign("produce")]) as st:
+        e = st.hq.service.enroll(["offers"])
+        bundle = await st.hq.service.publish_bundle(STORE)
+        gw = await st.start_gateway()
+        async with st.phone(e) as phone, MqttLink(st.mqtt, client_id="attacker") as evil:
+            await phone.link.wait_connected(10)
+            await evil.wait_connected(10)
+            targets = [topics.bundle(STORE), topics.bundle_delta(STORE), topics.sightings(STORE),
+                       topics.gateway_acks(STORE, "gw-1"), topics.gateway_events(STORE, "gw-1"),
+                       topics.feedback(e.inbox), topics.offers(e.inbox)]
+            for t in targets:
+                for g in GARBAGE:
+                    await evil.publish(t, g, qos=1)
+            # a forged bundle (another key), and a replay of the current one (stale)
+            forged = Signer(Ed25519PrivateKey.generate()).sign("bundle", msgspec.structs.replace(
+                bundle, version=bundle.version + 5))
+            await evil.publish(topics.bundle(STORE), forged, qos=1)
+            await evil.publish(topics.bundle(STORE), st.hq.service.signer.sign("bundle", bundle), qos=1)
+            # an expired bundle, genuinely signed
+            old = Bundle(v=SCHEMA_VERSION, version=bundle.version + 9, store=Store(STORE, "x"),
+                         issued_at=1.0, expires_at=2.0, zones=[], beacons=[], campaigns=[],
+                         rotation_k=9, token_tables=[])
+            await evil.publish(topics.bundle(STORE), st.hq.service.signer.sign("bundle", old), qos=1)
+            await _until(lambda: sum(gw.bundles.rejected.values()) >= 2 * len(GARBAGE) + 3)
+            await _until(lambda: phone.stats.bad_payloads >= len(GARBAGE))
+            await _until(lambda: sum(st.hq.ingest.stats.bad_payloads.values()) >= 2 * len(GARBAGE))
+            assert gw.bundles.rejected["forged"] >= 1
+            assert gw.bundles.rejected["stale"] >= 1
+            assert gw.bundles.rejected["expired"] >= 1
+            assert gw.bundles.version == bundle.version  # the good bundle is still in force
+            assert gw.counters.bad_payloads.get("sighting", 0) >= len(GARBAGE) - 1
+            assert phone.stats.offers_received == 0
+            # ... and everything still works: the shopper walks in and gets the offer
+            st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 1.0), ("produce", 3.0)],
+                                          start=time.monotonic(), speed_mps=5.0))
+            await _until(lambda: phone.stats.offers_received == 1)
+            await _until(lambda: st.hq.ingest.stats.by_kind.get("offer_published", 0) >= 1)
+            assert st.hq.link.stats.handler_errors == 0
+            assert gw.link.stats.handler_errors == 0
