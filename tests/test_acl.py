@@ -1,0 +1,73 @@
+"""The generated ACL on a real broker: what each role may do, and denial detection."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from aislecast import topics
+from aislecast.acl import GatewayAccount, acl_rules, gateway_username, hq_username
+from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.errors import PublishDenied
+from aislecast.mqtt import MqttLink, MqttSettings
+
+
+@pytest.fixture
+async def secured(tmp_path: Path):  # type: ignore[no-untyped-def]
+    gw = GatewayAccount("s1", "g1")
+    users = {gw.username: "gwpass", hq_username(): "hqpass", "inboxa": "pa", "inboxb": "pb"}
+    cfg = BrokerConfig(directory=tmp_path / "b", port=free_port(), passwords=users,
+                       acl=acl_rules([gw], [hq_username()]))
+    async with MosquittoProcess(cfg) as proc:
+        yield proc
+
+
+def _link(port: int, user: str, pw: str, **kw: object) -> MqttLink:
+    return MqttLink(MqttSettings(port=port, username=user, password=pw), client_id=user,
+                    clean_start=True, **kw)  # type: ignore[arg-type]
+
+
+async def test_phone_cannot_write_into_another_inbox(secured: MosquittoProcess) -> None:
+    async with _link(secured.port, "inboxa", "pa") as phone:
+        await phone.wait_connected(10)
+        await phone.publish(topics.feedback("inboxa"), b"{}", qos=1)  # its own: allowed
+        with pytest.raises(PublishDenied) as err:
+            await phone.publish(topics.feedback("inboxb"), b"{}", qos=1)
+        assert err.value.reason_code == 0x87
+        with pytest.raises(PublishDenied):
+            await phone.publish(topics.offers("inboxb"), b"{}", qos=1)
+        assert phone.stats.denied == 2
+
+
+async def test_gateway_writes_its_store_and_inboxes_only(secured: MosquittoProcess) -> None:
+    got: list[str] = []
+
+    async def on(msg) -> None:  # type: ignore[no-untyped-def]
+        got.append(msg.topic.value)
+
+    async with _link(secured.port, gateway_username("s1", "g1"), "gwpass") as gw, \
+            _link(secured.port, "inboxa", "pa", subscriptions=[(topics.offers("inboxa"), 1),
+                                                               (topics.offers("inboxb"), 1)],
+                  handler=on) as phone:
+        await gw.wait_connected(10)
+        await phone.wait_connected(10)
+        await gw.publish(topics.gateway_events("s1", "g1"), b"{}", qos=1)
+        await gw.publish(topics.offers("inboxa"), b"a", qos=1)
+        await gw.publish(topics.offers("inboxb"), b"b", qos=1)
+        foreign = (topics.gateway_events("s2", "g1"), topics.bundle("s1"),
+                   topics.gateway_events("s1", "g2"))
+        for t in foreign:
+            with pytest.raises(PublishDenied):
+                await gw.publish(t, b"{}", qos=1)
+        await asyncio.sleep(0.5)
+        # the phone's subscription to someone else's inbox is granted but never delivers
+        assert got == [topics.offers("inboxa")]
+
+
+async def test_wrong_password_is_refused(secured: MosquittoProcess) -> None:
+    async with _link(secured.port, "inboxa", "wrong") as phone:
+        with pytest.raises(TimeoutError):
+            await phone.wait_connected(1.5)
+        assert "Not authorized" in phone.stats.last_error
