@@ -126,6 +126,10 @@ class Gateway:
                               bad=self._bad)
         self.ready = asyncio.Event()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._pending_offers: list[tuple[str, str, bytes, float]] = []
+        self._pending_rows: list[tuple[str, str, bytes]] = []
+        self._commit_scheduled = False
+        self._closed = False
         self.bundles.load_persisted()
 
     # ---- bundle ---------------------------------------------------------------------
@@ -226,6 +230,27 @@ class Gateway:
     def _commit(
         self, offers: list[tuple[str, str, bytes, float]], rows: list[tuple[str, str, bytes]]
     ) -> None:
+        """Group commit: everything decided in one loop iteration shares one transaction,
+        which is committed before any of its offers is handed to the publisher."""
+        self._pending_offers += offers
+        self._pending_rows += rows
+        if self._commit_scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._flush_commit)
+        except RuntimeError:  # no loop (offline tools and benches): commit right away
+            self._flush_commit()
+            return
+        self._commit_scheduled = True
+
+    def _flush_commit(self) -> None:
+        self._commit_scheduled = False
+        if self._closed:
+            return
+        offers, self._pending_offers = self._pending_offers, []
+        rows, self._pending_rows = self._pending_rows, []
+        if not offers and not rows:
+            return
         seqs = self.outbox.add(offers=offers, events=rows)
         for (oid, topic, payload, exp), seq in zip(offers, seqs, strict=True):
             self.publisher.submit(seq, OutboxRow(seq, oid, "offer", topic, payload, exp, 0))
@@ -324,7 +349,18 @@ class Gateway:
             "shoppers_present": len(self.presence.present()),
             **self.taps.metrics(), **self.fleet.metrics(time.monotonic()), **self.pool.metrics(),
             "presence_dropped": sum(self.presence.dropped.values()),
+            **self._scanner_metrics(),
         }
+
+    def _scanner_metrics(self) -> dict[str, float]:
+        """The scanner's own counters (recoveries, errors, advert age), prefixed ``scanner_``;
+        text fields (name, mode, state) and this host's monotonic stamps are left out."""
+        scanner = getattr(self, "scanner", None)
+        if scanner is None:
+            return {}
+        return {f"scanner_{k}": float(v) for k, v in scanner.stats().items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+                and not k.endswith("_monotonic")}
 
     # ---- tasks ----------------------------------------------------------------------
     async def _ticker(self) -> None:
@@ -377,5 +413,7 @@ class Gateway:
                                 self._state_payload("offline"), retain=True)
                     except (aiomqtt.MqttError, TimeoutError):
                         pass
+                self._flush_commit()  # decisions of the last loop turn are not lost
                 self.decider.flush()
+                self._closed = True
                 self.db.conn.close()
