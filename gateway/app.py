@@ -54,6 +54,7 @@ from gateway.pooling import POOL_EXPIRY_S, SightingPool, presence_filter, presen
 from gateway.presence import PresenceEngine, PresenceEvent
 from gateway.publisher import OutboxPublisher
 from gateway.taps import TapRouter, decide_tags
+from gateway.visits import VisitBook
 
 __all__ = ["Gateway", "GatewayCounters", "ScannerFactory"]
 
@@ -100,7 +101,8 @@ class Gateway:
                                    receiver_tx_power_1m=cfg.scanner.receiver_tx_power_1m,
                                    counters=self.counters, observe=self._observe)
         self._beacon_by_id: dict[str, tuple[str, int]] = {}
-        self._visits: dict[str, str] = {}
+        # visit ids per shopper, persisted: per-visit caps hold across a restart
+        self.visits = VisitBook(self.db.conn, absence_s=cfg.presence.absence_s, now=time.time())
         b = cfg.broker
         self.link = MqttLink(
             MqttSettings(host=b.host, port=b.port, username=b.username, password=b.password),
@@ -166,7 +168,7 @@ class Gateway:
         rows: list[tuple[str, str, bytes]] = []
         offers: list[tuple[str, str, bytes, float]] = []
         for inbox, zone in self.presence.present().items():
-            visit = self._visits.setdefault(inbox, uuid.uuid4().hex[:12])
+            visit = self.visits.visit(inbox, now)
             d = self.decider.decide(TriggerEvent("flash", inbox, zone, now, 0.0, visit))
             self._record_decision(d, rows, offers)
         self._commit(offers, rows)
@@ -190,13 +192,13 @@ class Gateway:
         offers: list[tuple[str, str, bytes, float]] = []
         for pe in events:
             self.counters.presence_events += 1
-            visit = self._visits.setdefault(pe.shopper, uuid.uuid4().hex[:12])
+            visit = self.visits.visit(pe.shopper, now)
             rows.append(self._event(f"zone_{pe.kind}", inbox=pe.shopper, zone=pe.zone,
                                     dwell_s=round(pe.dwell_s, 1) if pe.kind != "enter" else None))
             d = self.decider.decide(TriggerEvent(pe.kind, pe.shopper, pe.zone, now, pe.dwell_s, visit))
             self._record_decision(d, rows, offers)
             if pe.kind == "exit" and self.presence.zone_of(pe.shopper) is None:
-                self._visits.pop(pe.shopper, None)
+                self.visits.end(pe.shopper)
             self._notify(pe.kind, {"inbox": pe.shopper, "zone": pe.zone, "reason": d.reason})
         self._commit(offers, rows)
 
@@ -208,8 +210,9 @@ class Gateway:
         offers: list[tuple[str, str, bytes, float]] = []
         d = None
         if inbox is not None:
-            visit = self._visits.setdefault(inbox, uuid.uuid4().hex[:12])
-            d = decide_tags(self.decider, kind, inbox, zone=zone, now=time.time(), visit=visit,
+            now = time.time()
+            visit = self.visits.visit(inbox, now)
+            d = decide_tags(self.decider, kind, inbox, zone=zone, now=now, visit=visit,
                             tags=tags)
             self._record_decision(d, rows, offers)
         self._commit(offers, rows)
@@ -368,6 +371,7 @@ class Gateway:
             await asyncio.sleep(_TICK_S)
             now = time.monotonic()
             self._handle_presence(self.presence.tick(now))
+            self.visits.sync(time.time(), self.presence.present())
             self._beacon_health(self.fleet.check(now))
             if self.pool.due(now) and self.link.connected.is_set():
                 for payload in self.pool.build(now, time.time()):
@@ -414,6 +418,7 @@ class Gateway:
                     except (aiomqtt.MqttError, TimeoutError):
                         pass
                 self._flush_commit()  # decisions of the last loop turn are not lost
+                self.visits.sync(time.time(), self.presence.present(), force=True)
                 self.decider.flush()
                 self._closed = True
                 self.db.conn.close()
