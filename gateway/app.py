@@ -53,6 +53,7 @@ from gateway.outbox import Outbox, OutboxRow, open_db
 from gateway.pooling import POOL_EXPIRY_S, SightingPool, presence_filter, presence_peer
 from gateway.presence import PresenceEngine, PresenceEvent
 from gateway.publisher import OutboxPublisher
+from gateway.schedule import ScheduleTicker
 from gateway.taps import TapRouter, decide_tags
 from gateway.visits import VisitBook
 
@@ -103,6 +104,7 @@ class Gateway:
         self._beacon_by_id: dict[str, tuple[str, int]] = {}
         # visit ids per shopper, persisted: per-visit caps hold across a restart
         self.visits = VisitBook(self.db.conn, absence_s=cfg.presence.absence_s, now=time.time())
+        self.schedule = ScheduleTicker(cfg.store)  # `schedule` triggers at window openings
         b = cfg.broker
         self.link = MqttLink(
             MqttSettings(host=b.host, port=b.port, username=b.username, password=b.password),
@@ -143,6 +145,7 @@ class Gateway:
         self.fleet.plan(b.beacons, time.monotonic())
         self.router.reset_tokens()
         self._beacon_by_id = {bc.id: (bc.zone, bc.tx_power_1m) for bc in b.beacons}
+        self.schedule.load(b.campaigns, tz=b.store.tz)
         self.ready.set()
 
     def _apply_delta(self, d: BundleDelta) -> None:
@@ -150,7 +153,9 @@ class Gateway:
         self.router.reset_tokens()
         self.decider.opt_out(d.opt_outs)
         self.decider.pause(d.paused)
+        self.schedule.pause(d.paused)
         if d.campaigns:
+            self.schedule.upsert(d.campaigns)
             self._refused(self.decider.upsert(d.campaigns))
             if any(c.trigger.kind == "flash" for c in d.campaigns):
                 self._flash()
@@ -172,6 +177,24 @@ class Gateway:
             d = self.decider.decide(TriggerEvent("flash", inbox, zone, now, 0.0, visit))
             self._record_decision(d, rows, offers)
         self._commit(offers, rows)
+
+    def schedule_tick(self, now: float) -> list[Decision]:
+        """Decide (trigger ``schedule``) for the shoppers present when a campaign with a
+        schedule trigger opens at ``now`` (semantics: gateway/schedule.py)."""
+        ticks = self.schedule.due(now, self.presence.present())
+        if not ticks:
+            return []
+        rows: list[tuple[str, str, bytes]] = []
+        offers: list[tuple[str, str, bytes, float]] = []
+        out: list[Decision] = []
+        for t in ticks:
+            visit = self.visits.visit(t.inbox, now)
+            d = self.decider.decide(TriggerEvent("schedule", t.inbox, t.zone, now, 0.0, visit))
+            self._record_decision(d, rows, offers)
+            self._notify("schedule", {"inbox": t.inbox, "zone": t.zone, "reason": d.reason})
+            out.append(d)
+        self._commit(offers, rows)
+        return out
 
     # ---- hot path ---------------------------------------------------------------------
     def on_advert(self, adv: Advertisement) -> None:
@@ -371,6 +394,7 @@ class Gateway:
             await asyncio.sleep(_TICK_S)
             now = time.monotonic()
             self._handle_presence(self.presence.tick(now))
+            self.schedule_tick(time.time())
             self.visits.sync(time.time(), self.presence.present())
             self._beacon_health(self.fleet.check(now))
             if self.pool.due(now) and self.link.connected.is_set():

@@ -1,0 +1,121 @@
+"""Schedule ticks (gateway/schedule.py) driven by an injected clock: openings in the
+store's time zone, no tick on first sight, and ticks that stay within caps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import zoneinfo
+from pathlib import Path
+
+import msgspec
+
+from aislecast.campaign import Campaign, Caps, Creative, Schedule, Trigger, Window
+from aislecast.scenarios import setup_store
+from aislecast.schema import Store
+from aislecast.signing import Signer, load_or_create_signing_key, public_key_pem
+from edge.sim_scanner import SimScanner
+from edge.simstore import STORE_UUID, SimStore, default_zones
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.schedule import ScheduleTicker
+from hq.db import HqDb
+from hq.service import HqService
+
+STORE = "store-s"
+TZ = "Europe/Berlin"
+
+
+def _at(day: str, hhmm: str, tz: str = TZ) -> float:
+    """Unix time of a local wall-clock time (no wall clock read anywhere)."""
+    h, m = hhmm.split(":")
+    d = dt.date.fromisoformat(day)
+    return dt.datetime(d.year, d.month, d.day, int(h), int(m), tzinfo=zoneinfo.ZoneInfo(tz)).timestamp()
+
+
+def _campaign(cid: str, windows: list[Window], *, zones: list[str] | None = None,
+              caps: Caps | None = None, tz: str | None = None) -> Campaign:
+    return Campaign(id=cid, name=cid, stores=[STORE],
+                    trigger=Trigger(kind="schedule", zones=zones or []),
+                    schedule=Schedule(windows=windows, tz=tz),
+                    creatives=[Creative(id="a", title=f"{cid} now")], caps=caps or Caps())
+
+
+def test_openings_in_store_time_zone() -> None:
+    ticker = ScheduleTicker(STORE)
+    ticker.load([_campaign("happy-hour", [Window("17:00", "19:00", days=[1, 2, 3, 4, 5])])], tz=TZ)
+    present = {"a": "entrance", "b": "produce"}
+    mon = "2025-03-03"  # a Monday
+    assert ticker.due(_at(mon, "16:59"), present) == []  # first sight: closed, no edge
+    ticks = ticker.due(_at(mon, "17:00"), present)
+    assert sorted(t.inbox for t in ticks) == ["a", "b"]
+    assert all(t.campaigns == ("happy-hour",) for t in ticks)
+    assert ticker.due(_at(mon, "17:01"), present) == []  # still open: no second tick
+    assert ticker.due(_at(mon, "19:00"), present) == []  # closes
+    # Tuesday: 16:00 UTC is 17:00 in Berlin (CET): the store's zone decides, not UTC
+    assert ticker.due(_at("2025-03-04", "15:59", "UTC"), present) == []
+    assert len(ticker.due(_at("2025-03-04", "16:00", "UTC"), present)) == 2
+    assert ticker.due(_at("2025-03-08", "16:59"), present) == []
+    assert ticker.due(_at("2025-03-08", "17:00"), present) == []  # Saturday: not in days
+    assert ticker.openings == 2
+
+
+def test_first_sight_mid_window_zones_and_pause() -> None:
+    ticker = ScheduleTicker(STORE, TZ)
+    zoned = _campaign("bakery", [Window("08:00", "09:00")], zones=["bakery"])
+    other_tz = _campaign("ny", [Window("08:00", "09:00")], tz="America/New_York")
+    ticker.load([zoned, other_tz])
+    day = "2025-03-05"
+    present = {"a": "bakery", "b": "entrance"}
+    assert ticker.due(_at(day, "08:30"), present) == []  # restart/bundle mid-window
+    assert ticker.due(_at(day, "09:00"), present) == []
+    ticks = ticker.due(_at("2025-03-06", "08:00"), present)
+    assert [(t.inbox, t.campaigns) for t in ticks] == [("a", ("bakery",))]  # zone filter
+    # a live edit keeps the open state: no second opening
+    ticker.upsert([msgspec.structs.replace(zoned, name="edited")])
+    assert ticker.due(_at("2025-03-06", "08:05"), present) == []
+    ny = ticker.due(_at("2025-03-06", "08:00", "America/New_York"), present)
+    assert sorted(t.inbox for t in ny) == ["a", "b"]  # the campaign's own time zone
+    ticker.pause(["bakery", "ny"])  # a pause forgets them
+    assert len(ticker) == 0
+
+
+def _gateway(tmp_path: Path, campaigns: list[Campaign]) -> Gateway:
+    key = load_or_create_signing_key(tmp_path / "hq.pem")
+    svc = HqService(HqDb(f"sqlite:///{tmp_path}/hq.sqlite"), Signer(key))
+    setup_store(svc, STORE, default_zones(), STORE_UUID)
+    svc.upsert_store(Store(id=STORE, name="S", tz=TZ))
+    for c in campaigns:
+        svc.upsert_campaign(c)
+    cfg = load_config({"gateway": "gw-s", "store": STORE, "data_dir": str(tmp_path / "gw"),
+                       "hq_public_key": public_key_pem(Signer(key).public_key),
+                       "scanner": {"backend": "sim"}})
+    sim = SimStore(default_zones())
+    gw = Gateway(cfg, lambda cb: SimScanner(sim, cb))
+    gw._apply_bundle(svc.build_bundle(STORE))  # what a verified bundle does
+    return gw
+
+
+def test_gateway_ticks_decide_within_caps(tmp_path: Path) -> None:
+    """Two windows the same day, one offer per shopper per day: the second opening's
+    tick is decided and logged, but capped."""
+    c = _campaign("twice", [Window("10:00", "11:00"), Window("15:00", "16:00")],
+                  caps=Caps(per_shopper=5, per_day=1))
+    gw = _gateway(tmp_path, [c])
+    t = time.monotonic()
+    for i in range(3):  # strong samples place the shopper in the entrance zone
+        gw.presence.observe("shopper-1", "entrance", -45, -59, t + i * 0.2)
+    assert gw.presence.present() == {"shopper-1": "entrance"}
+    day = "2025-03-05"
+    assert gw.schedule_tick(_at(day, "09:59")) == []
+    first = gw.schedule_tick(_at(day, "10:00"))
+    assert [(d.reason, d.campaign) for d in first] == [("offer", "twice")]
+    assert first[0].offer is not None and first[0].offer.title == "twice now"
+    assert gw.schedule_tick(_at(day, "11:00")) == []
+    second = gw.schedule_tick(_at(day, "15:00"))
+    assert [(d.reason, d.campaign) for d in second] == [("cap_per_day", "twice")]
+    assert gw.schedule_tick(_at(day, "16:00")) == []
+    third = gw.schedule_tick(_at("2025-03-06", "10:00"))  # a new local day
+    assert [d.reason for d in third] == ["offer"]
+    assert gw.counters.offers == 2 and gw.counters.decisions == 3
+    gw.db.conn.close()
