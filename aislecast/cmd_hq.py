@@ -21,6 +21,7 @@ _HELP = textwrap.dedent(
       aislecast hq serve                                   # SQLite in ./hq-data
       aislecast hq serve --db postgresql://hq@db/aislecast --broker mqtt.internal:1883
       aislecast hq serve --http-port 8080 --key /etc/aislecast/hq-signing.pem
+      aislecast hq serve --learn-every 300                 # retrain every 5 min
 
     Gateways pin HQ's public key: fetch it with  curl http://HQ:8080/api/keys/bundle
     """
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--key", default="hq-data/hq-signing.pem",
                    help="Ed25519 signing key (PEM); created with mode 0600 if missing")
     s.add_argument("--worker", default="hq-1", help="MQTT client id of this HQ worker")
+    s.add_argument("--learn-every", type=float, default=None, metavar="S",
+                   help="retrain the ranking model, top up budget grants and republish "
+                        "bundles every S seconds; 0 turns it off (default: 60)")
     s.add_argument("--log-level", default="info")
     s.add_argument("--log-json", action="store_true")
     s.set_defaults(func=_run)
@@ -48,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def _serve(args: argparse.Namespace) -> None:
     from aislecast.mqtt import MqttSettings  # noqa: PLC0415
-    from hq.server import HqServer  # noqa: PLC0415
+    from hq.server import LEARN_EVERY_S, HqServer  # noqa: PLC0415
 
     host, _, port = args.broker.rpartition(":")
     task = asyncio.current_task()
@@ -56,7 +60,9 @@ async def _serve(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     server = HqServer(db_url=args.db, key_path=Path(args.key),
                       mqtt=MqttSettings(host=host or "127.0.0.1", port=int(port)),
-                      http_host=args.http_host, http_port=args.http_port, client_id=args.worker)
+                      http_host=args.http_host, http_port=args.http_port, client_id=args.worker,
+                      learn_every_s=LEARN_EVERY_S if args.learn_every is None
+                      else args.learn_every)
     await server.run()
 
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Coroutine, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiomqtt
 import uvicorn
@@ -21,13 +21,19 @@ from hq.api import create_app
 from hq.console import STATE_FILTER, GatewayBoard
 from hq.db import HqDb
 from hq.ingest import Ingest
+from hq.learning import learn_loop
 from hq.service import HqService
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
 
-__all__ = ["HqServer"]
+__all__ = ["LEARN_EVERY_S", "HqServer"]
 
 log = logging.getLogger("aislecast.hq.server")
+
+# Model retraining, budget grant top-ups and a bundle refresh this often. A minute keeps
+# a gateway that spent its grant waiting at most that long for the next chunk, and a
+# pilot's event log trains in milliseconds; 0 turns learning off.
+LEARN_EVERY_S: Final = 60.0
 
 
 class _Server(uvicorn.Server):
@@ -52,6 +58,7 @@ class HqServer:
         client_id: str = "hq-1",
         rotation_k: int | None = None,
         republish_s: float = BUNDLE_REPUBLISH_S,
+        learn_every_s: float = LEARN_EVERY_S,
     ) -> None:
         self.db = HqDb(db_url)
         signer = Signer(load_or_create_signing_key(key_path))
@@ -82,6 +89,7 @@ class HqServer:
         self._uv = _Server(uvicorn.Config(
             self.app, host=http_host, port=http_port, log_level="warning", lifespan="off"))
         self._republish_s = republish_s
+        self.learn_every_s = learn_every_s
         self.started = asyncio.Event()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -118,6 +126,9 @@ class HqServer:
                 async with asyncio.TaskGroup() as tg:
                     http = tg.create_task(self._serve_http(), name="hq-http")
                     tg.create_task(self._republisher(), name="hq-bundle-refresh")
+                    if self.learn_every_s > 0:  # retrain, top up grants, republish
+                        tg.create_task(learn_loop(self.service, self.learn_every_s),
+                                       name="hq-learn")
                     await self.link.wait_connected(30)
                     while not self._uv.started and not http.done():  # noqa: ASYNC110 - uvicorn has no event
                         await asyncio.sleep(0.01)
