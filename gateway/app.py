@@ -20,6 +20,7 @@ import aiomqtt
 import msgspec
 
 from aislecast import __version__, topics
+from aislecast.campaign import Campaign
 from aislecast.mqtt import MqttLink, MqttSettings
 from aislecast.schema import (
     SCHEMA_VERSION,
@@ -105,6 +106,7 @@ class Gateway:
         # visit ids per shopper, persisted: per-visit caps hold across a restart
         self.visits = VisitBook(self.db.conn, absence_s=cfg.presence.absence_s, now=time.time())
         self.schedule = ScheduleTicker(cfg.store)  # `schedule` triggers at window openings
+        self._paused: dict[str, Campaign] = {}  # paused at HQ, named in decisions they stop
         b = cfg.broker
         self.link = MqttLink(
             MqttSettings(host=b.host, port=b.port, username=b.username, password=b.password),
@@ -146,12 +148,21 @@ class Gateway:
         self.router.reset_tokens()
         self._beacon_by_id = {bc.id: (bc.zone, bc.tx_power_1m) for bc in b.beacons}
         self.schedule.load(b.campaigns, tz=b.store.tz)
+        for c in b.campaigns:  # live again (a bundle carries only live and scheduled ones)
+            self._paused.pop(c.id, None)
         self.ready.set()
 
     def _apply_delta(self, d: BundleDelta) -> None:
         self.identity.opt_out(d.opt_outs)
         self.router.reset_tokens()
         self.decider.opt_out(d.opt_outs)
+        known = {c.id: c for c in self.bundles.current.campaigns} if self.bundles.current else {}
+        known |= {c.id: c for c in d.campaigns}
+        self._paused |= {cid: known[cid] for cid in d.paused if cid in known}
+        self._paused |= {c.id: c for c in d.campaigns if c.status == "paused"}
+        for c in d.campaigns:
+            if c.status != "paused":
+                self._paused.pop(c.id, None)
         self.decider.pause(d.paused)
         self.schedule.pause(d.paused)
         if d.campaigns:
@@ -189,7 +200,8 @@ class Gateway:
         out: list[Decision] = []
         for t in ticks:
             visit = self.visits.visit(t.inbox, now)
-            d = self.decider.decide(TriggerEvent("schedule", t.inbox, t.zone, now, 0.0, visit))
+            d = self._why_none(self.decider.decide(
+                TriggerEvent("schedule", t.inbox, t.zone, now, 0.0, visit)))
             self._record_decision(d, rows, offers)
             self._notify("schedule", {"inbox": t.inbox, "zone": t.zone, "reason": d.reason})
             out.append(d)
@@ -218,7 +230,8 @@ class Gateway:
             visit = self.visits.visit(pe.shopper, now)
             rows.append(self._event(f"zone_{pe.kind}", inbox=pe.shopper, zone=pe.zone,
                                     dwell_s=round(pe.dwell_s, 1) if pe.kind != "enter" else None))
-            d = self.decider.decide(TriggerEvent(pe.kind, pe.shopper, pe.zone, now, pe.dwell_s, visit))
+            d = self._why_none(self.decider.decide(
+                TriggerEvent(pe.kind, pe.shopper, pe.zone, now, pe.dwell_s, visit)))
             self._record_decision(d, rows, offers)
             if pe.kind == "exit" and self.presence.zone_of(pe.shopper) is None:
                 self.visits.end(pe.shopper)
@@ -240,6 +253,16 @@ class Gateway:
             self._record_decision(d, rows, offers)
         self._commit(offers, rows)
         self._notify(kind, {"inbox": inbox, "zone": zone, "reason": d.reason if d else None})
+        return d
+
+    def _why_none(self, d: Decision) -> Decision:
+        """``no_campaign`` where a campaign paused at HQ would have matched: say so."""
+        t = d.trigger
+        if d.reason == "no_campaign" and self._paused:
+            for c in self._paused.values():
+                if any(tr.kind == t.kind and (not tr.zones or t.zone in tr.zones)
+                       for tr in c.all_triggers()):
+                    return Decision(t, "campaign_paused", c.id)
         return d
 
     def _record_decision(self, d: Decision, rows: list[tuple[str, str, bytes]],

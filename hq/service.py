@@ -218,5 +218,6 @@ class HqService:
         c = msgspec.structs.replace(self.get_campaign(cid), status="paused")
         self.upsert_campaign(c)
         for store in c.stores:
-            await self.publish_delta(store, paused=[cid])
+            # the paused body rides along so gateways can name the pause in decisions
+            await self.publish_delta(store, paused=[cid], campaigns=[c])
         return c
