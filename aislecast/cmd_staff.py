@@ -29,6 +29,14 @@ _QR_HELP = textwrap.dedent(
           --size 600 --error-correction H --caption "Coffee - aisle 3"
       aislecast qr --sheet tags.csv --base-url https://hq.example.com -o sheet.pdf
       aislecast qr --sheet tags.csv --base-url https://hq.example.com -o sheet.svg
+      aislecast qr --hq https://hq.example.com --tag-id T-0007 --store s042 \\
+          --url https://shop.example/coffee -o label.png
+      aislecast qr --hq https://hq.example.com --store s042 --sheet tags.csv -o sheet.pdf
+
+    With --hq, --url (or the CSV's url column) is the landing page: HQ mints the
+    tag's short link (POST /api/shortlinks) or returns the one it already has, and
+    the code carries https://HQ/s/CODE?src=qr&t=TAG, the same link
+    `aislecast tags write --hq` puts on the NFC tag with src=nfc.
 
     tags.csv has a header line; tag_id and url or code are required, zone and
     product are printed when present:
@@ -86,7 +94,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     qr = sub.add_parser("qr", help="QR codes and printable shelf label sheets",
                         description=_QR_HELP, formatter_class=_RAW)
     what = qr.add_mutually_exclusive_group(required=True)
-    what.add_argument("--url", help="the URL to encode (a short link https://HQ/s/CODE)")
+    what.add_argument("--url", help="the URL to encode (a short link https://HQ/s/CODE);"
+                      " with --hq the landing page to shorten")
     what.add_argument("--sheet", type=Path, metavar="TAGS.csv", help="print labels for a CSV")
     qr.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
                     help=".png or .svg for --url; .pdf or .svg for --sheet")
@@ -99,6 +108,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     qr.add_argument("--caption", help="text printed under a single code")
     qr.add_argument("--base-url", metavar="URL",
                     help="HQ address used to build links from the CSV's code column")
+    qr.add_argument("--hq", metavar="URL",
+                    help="mint (or reuse) the short link at this HQ for --url / each row")
+    qr.add_argument("--tag-id", metavar="ID", help="the tag the link is for (with --hq --url)")
+    qr.add_argument("--store", metavar="ID", help="store of the tag (with --hq)")
     qr.add_argument("--no-src", action="store_true",
                     help="leave ?src=qr off links built from codes")
     qr.set_defaults(func=_qr)
@@ -132,14 +145,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _qr(args: argparse.Namespace) -> int:
-    from firmware_config.qr import read_labels, write_qr, write_sheet  # noqa: PLC0415
+    from firmware_config.qr import (  # noqa: PLC0415
+        mint_labels,
+        mint_link,
+        read_labels,
+        write_qr,
+        write_sheet,
+    )
 
+    if args.tag_id is not None and args.hq is None:
+        raise ConfigError("--tag-id", "only means something with --hq",
+                          hint="add --hq https://HQ so the link is minted for the tag")
     if args.url is not None:
-        write_qr(args.url, args.output, size_px=args.size, ec=args.ec, border=args.border,
+        url = args.url
+        if args.hq is not None:
+            if not args.tag_id:
+                raise ConfigError("--tag-id", "is needed with --hq",
+                                  hint="give the shelf tag's id, e.g. --tag-id T-0007")
+            link = mint_link(args.hq, args.url, tag=args.tag_id, store=args.store)
+            print(f"{'minted' if link.created else 'reused'} {link.short} for tag {args.tag_id}")
+            url = link.qr
+        write_qr(url, args.output, size_px=args.size, ec=args.ec, border=args.border,
                  caption=args.caption)
         print(f"wrote {args.output}")
         return 0
     labels = read_labels(args.sheet, base_url=args.base_url, tag_source=not args.no_src)
+    if args.hq is not None:  # one short link per row, minted or reused at HQ
+        labels = mint_labels(labels, args.hq, store=args.store)
     for path in write_sheet(labels, args.output):
         print(f"wrote {path}")
     print(f"{len(labels)} labels")

@@ -50,6 +50,11 @@ _WRITE_HELP = textwrap.dedent(
       wrote Type2Tag 04a2245a8c5c80: 52 of 137 bytes, verified in 41 ms
       $ aislecast tags write --device usb --tag-id T-0417 --url https://hq.example/s/Ab3x \\
             --title "Fresh milk offers" --zone dairy --product milk-1l --timeout 30
+      $ aislecast tags write --device usb --tag-id T-0417 --store s042 \\
+            --hq https://hq.example --url https://shop.example/milk
+
+    With --hq, --url is the landing page: HQ mints the tag's short link (or returns
+    the one it has, e.g. from `aislecast qr --hq`) and the tag carries it with src=nfc.
     """
 )
 
@@ -72,7 +77,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         formatter_class=fmt)
     w.add_argument("--device", required=True, metavar="DEV", help="nfcpy device path")
     w.add_argument("--tag-id", required=True, metavar="ID", help="the tag's id in HQ")
-    w.add_argument("--url", required=True, help="HQ short link, e.g. https://hq.example/s/CODE")
+    w.add_argument("--url", required=True, help="HQ short link, e.g. https://hq.example/s/CODE;"
+                   " with --hq the landing page to shorten")
+    w.add_argument("--hq", metavar="URL",
+                   help="mint (or reuse) the short link for --url at this HQ")
+    w.add_argument("--store", metavar="ID", help="store of the tag (with --hq)")
     w.add_argument("--title", help="Smart Poster title shown by phones")
     w.add_argument("--zone", help="zone id the tag sits in")
     w.add_argument("--product", help="product id (SKU) on that shelf")
@@ -107,8 +116,16 @@ def _read(args: argparse.Namespace) -> int:
 def _write(args: argparse.Namespace) -> int:
     from firmware_config.tags import build_message, write_tag  # noqa: PLC0415
 
+    url = args.url
+    if args.hq is not None:
+        from firmware_config.qr import mint_link  # noqa: PLC0415
+
+        link = mint_link(args.hq, args.url, tag=args.tag_id, store=args.store)
+        print(f"{'minted' if link.created else 'reused'} {link.short} for tag {args.tag_id}",
+              file=sys.stderr)
+        url = link.nfc
     try:
-        message = build_message(tag_id=args.tag_id, url=args.url, title=args.title,
+        message = build_message(tag_id=args.tag_id, url=url, title=args.title,
                                 zone=args.zone, product=args.product)
     except ValueError as exc:
         print(f"aislecast: error: {exc}", file=sys.stderr)

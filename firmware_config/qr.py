@@ -5,28 +5,39 @@ A label's QR code carries the same short link as the shelf's NFC tag,
 both calls to action through one endpoint (:mod:`hq.shortlinks`). The module matrix
 comes from the ``qrcode`` package; drawing is ours (Pillow for PNG/PDF, plain XML for
 SVG) so codes, captions and sheets share one layout.
+
+With HQ's address, :func:`mint_link` asks ``POST /api/shortlinks`` for the short link of
+a (landing URL, tag, store): HQ mints it once and returns the same code every later
+time, so a tag's QR label and NFC tag, written on different days, carry one link.
 """
 
 from __future__ import annotations
 
 import csv
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
+import msgspec
 import qrcode
 import qrcode.constants
 import qrcode.exceptions
 from PIL import Image, ImageDraw, ImageFont
 
-from aislecast.errors import ConfigError
+from aislecast.errors import AislecastError, ConfigError
 from hq.shortlinks import is_valid_code, short_url
 
 __all__ = [
     "EC_LEVELS",
     "Label",
+    "MintedLink",
+    "mint_labels",
+    "mint_link",
     "qr_matrix",
     "read_labels",
     "write_qr",
@@ -314,3 +325,51 @@ def write_sheet(labels: Sequence[Label], path: Path) -> list[Path]:
         written.append(out)
     return written
 
+
+
+@dataclass(frozen=True, slots=True)
+class MintedLink:
+    """HQ's answer to ``POST /api/shortlinks``: the code and its QR and NFC forms."""
+
+    code: str
+    short: str  # https://HQ/s/CODE
+    qr: str  # ...?src=qr&t=TAG
+    nfc: str  # ...?src=nfc&t=TAG
+    created: bool  # False: an existing link was reused
+
+
+def mint_link(hq: str, url: str, *, tag: str | None = None, store: str | None = None,
+              campaign: str | None = None, timeout: float = 10.0) -> MintedLink:
+    """The short link HQ keeps for ``url`` and this tag/store/campaign, minted or reused."""
+    endpoint = hq.rstrip("/") + "/api/shortlinks"
+    if urlsplit(endpoint).scheme not in ("http", "https") or not urlsplit(endpoint).netloc:
+        raise ConfigError("hq", f"not an http(s) address: {hq!r}",
+                          hint="give HQ's address, e.g. https://hq.example.com")
+    fields = {"url": url, "tag": tag, "store": store, "campaign": campaign}
+    req = urllib.request.Request(  # noqa: S310 - scheme checked above
+        endpoint, data=msgspec.json.encode({k: v for k, v in fields.items() if v is not None}),
+        method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            status, raw = int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        raise ConfigError("hq", f"HQ refused the short link ({exc.code}): {detail}",
+                          hint="check the landing URL (http/https) and the tag id") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise AislecastError(f"cannot reach HQ at {hq}: {exc}",
+                             hint="check --hq and that `aislecast hq serve` runs") from exc
+    try:
+        data = msgspec.json.decode(raw, type=dict[str, str | None])
+        return MintedLink(code=str(data["code"]), short=str(data["short"]), qr=str(data["qr"]),
+                          nfc=str(data["nfc"]), created=status == 201)
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+        raise AislecastError(f"HQ at {hq} answered something that is not a short link",
+                             hint="is --hq the HQ API's address?") from exc
+
+
+def mint_labels(labels: Sequence[Label], hq: str, *, store: str | None = None) -> list[Label]:
+    """Each label's ``url`` (its landing page) replaced by the QR form of its tag's short
+    link at HQ, minted on first use and the same code on every later run."""
+    return [Label(lb.tag_id, mint_link(hq, lb.url, tag=lb.tag_id, store=store).qr, lb.zone,
+                  lb.product) for lb in labels]
