@@ -47,6 +47,8 @@ from hq.service import HqService
 
 __all__ = ["bench_e2e"]
 
+_P99_GOAL_MS = 20.0  # the latency goal at a given load
+
 STORE = "store-bench"
 _ZONES = [z.id for z in default_zones()]
 
@@ -192,7 +194,7 @@ async def _raw_aiomqtt(port: int, n: int, inflight: int) -> float:
 
 
 @benchmark("e2e")
-async def bench_e2e(opts: BenchOptions) -> list[Measurement]:
+async def bench_e2e(opts: BenchOptions) -> list[Measurement]:  # noqa: PLR0915 - one scripted run
     quick = opts.quick
     base_n, sweep_n = (300, 600) if quick else (2000, 6000)
     k = TOKEN_ROTATION_K  # HQ's default; the resolver tolerates one epoch of rotation
@@ -240,7 +242,7 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:
                     Measurement("e2e", "aislecast", "p99 @200/s", p99, "ms", "lower",
                                 extra={"offers": len(lat), "achieved_per_s": round(rate, 1)}),
                 ]
-                best = 200.0
+                doubling, within_goal, doubled = 200.0, 200.0, False
                 pool = shoppers[base_n:]
                 for target in ([600.0] if quick else [500.0, 1000, 1500, 2000, 2500, 3000, 4000]):
                     rate, lat = await _drive(gw, pool, rec, target, 2 if quick else 4)
@@ -248,11 +250,18 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:
                     print(f"[bench] e2e {target:.0f}/s -> {rate:.0f}/s p99 {q99:.1f} ms", file=sys.stderr)
                     rows.append(Measurement("e2e", "aislecast", f"p99 @{target:.0f}/s", q99, "ms",
                                             "lower", extra={"achieved_per_s": round(rate, 1)}))
-                    if rate < 0.95 * target or q99 > 2 * p99:
+                    keeps_up = rate >= 0.95 * target
+                    if keeps_up and q99 <= 2 * p99 and not doubled:
+                        doubling = target
+                    else:
+                        doubled = True
+                    if not keeps_up or q99 > _P99_GOAL_MS:
                         break
-                    best = target
-                rows.append(Measurement("e2e", "aislecast", "saturation rate", best, "offers/s",
-                                        extra={"rule": "highest rate with p99 <= 2x p99@200/s"}))
+                    within_goal = target
+                rows.append(Measurement("e2e", "aislecast", "saturation rate (p99 <= 2x p99@200/s)",
+                                        doubling, "offers/s"))
+                rows.append(Measurement("e2e", "aislecast", "saturation rate", within_goal,
+                                        "offers/s", extra={"rule": "keeps up, p99 < 20 ms"}))
                 rows.append(Measurement("e2e", "aislecast", "bench process RSS (gateway)",
                                         _rss_mb(), "MiB", "lower"))
                 print(f"[bench] gateway metrics {gw.metrics()}", file=sys.stderr)
