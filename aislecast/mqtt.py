@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import socket
@@ -50,6 +51,15 @@ class MqttSettings:
     keepalive: int = MQTT_KEEPALIVE_S
     session_expiry_s: int = MQTT_SESSION_EXPIRY_S
     max_inflight: int = 256
+
+
+@functools.lru_cache(maxsize=4096)
+def _expiry_props(seconds: int) -> Properties:
+    """PUBLISH properties with a message expiry, shared: paho only reads them when it
+    packs a publish, and building one costs ~20 µs (a third of a publish)."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.MessageExpiryInterval = seconds
+    return props
 
 
 def _sub_options(topic: str, qos: int) -> SubscribeOptions:
@@ -98,10 +108,7 @@ class CheckedClient(aiomqtt.Client):
         expiry_s: float | None = None,
         timeout: float = 10.0,
     ) -> None:
-        props: Properties | None = None
-        if expiry_s is not None:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.MessageExpiryInterval = max(1, int(expiry_s))
+        props = None if expiry_s is None else _expiry_props(max(1, int(expiry_s)))
         fut: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
         info = self._client.publish(topic, payload, qos, retain, props)
         if info.rc != 0:
