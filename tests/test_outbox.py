@@ -39,7 +39,7 @@ def test_full_outbox_drops_oldest_events_first_and_counts(tmp_path: Path) -> Non
     assert len(ob) == 10
     assert ob.dropped_full == 5
     assert len(ob.pending("offer", limit=10)) == 3  # offers are kept
-    assert [r.id for r in ob.pending("event", limit=10)][0] == "e5"
+    assert ob.pending("event", limit=10)[0].id == "e5"
 
 
 def test_expired_offers_are_dropped_and_counted(tmp_path: Path) -> None:
