@@ -163,12 +163,22 @@ class HqService:
         return tables
 
     # ---- bundles and deltas ------------------------------------------------------------
+    def _bump(self, column: str, store_id: str) -> int:
+        """Atomically take the next bundle version or delta sequence number of a store, so
+        several HQ workers never hand out the same one (UPDATE ... RETURNING)."""
+        assert column in {"bundle_version", "delta_seq"}
+        row = self.db.one(
+            f"UPDATE stores SET {column} = {column} + 1 WHERE id = ? RETURNING {column}",  # noqa: S608
+            (store_id,),
+        )
+        if row is None:
+            raise NotFound("store", store_id)
+        return int(row[0])
+
     def build_bundle(self, store_id: str, now: float | None = None) -> Bundle:
         now = time.time() if now is None else now
         store = self.get_store(store_id)
-        row = self.db.one("SELECT bundle_version FROM stores WHERE id = ?", (store_id,))
-        version = int(row[0] if row else 0) + 1
-        self.db.execute("UPDATE stores SET bundle_version = ? WHERE id = ?", (version, store_id))
+        version = self._bump("bundle_version", store_id)
         live = [c for c in self.campaigns(store_id) if c.status in {"live", "scheduled"}]
         return Bundle(
             v=SCHEMA_VERSION, version=version, store=store, issued_at=now,
@@ -190,11 +200,7 @@ class HqService:
     async def publish_delta(self, store_id: str, *, opt_outs: list[str] | None = None,
                             paused: list[str] | None = None,
                             campaigns: list[Campaign] | None = None) -> BundleDelta:
-        row = self.db.one("SELECT delta_seq FROM stores WHERE id = ?", (store_id,))
-        if row is None:
-            raise NotFound("store", store_id)
-        seq = int(row[0]) + 1
-        self.db.execute("UPDATE stores SET delta_seq = ? WHERE id = ?", (seq, store_id))
+        seq = self._bump("delta_seq", store_id)
         now = time.time()
         delta = BundleDelta(v=SCHEMA_VERSION, seq=seq, store=store_id, issued_at=now,
                             expires_at=now + _DELTA_TTL_S, opt_outs=opt_outs or [],
