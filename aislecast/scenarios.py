@@ -154,7 +154,7 @@ def tap(gw: Any, kind: str, inbox: str, zone: str | None, tag: str) -> str:
     """Feed a ``tap``/``scan`` trigger into a running gateway; returns the decision reason."""
     from gateway.decisions import TriggerEvent  # noqa: PLC0415 - gateway is optional here
 
-    visit = gw._visits.setdefault(inbox, uuid.uuid4().hex[:12])
+    visit = gw.visits.visit(inbox, time.time())  # gateway/visits.py (persisted visit ids)
     d = gw.decider.decide(TriggerEvent(kind, inbox, zone, time.time(), visit=visit, tag=tag))
     rows: list[Any] = [gw._event("tap", inbox=inbox, zone=zone, reason=tag)]
     offers: list[Any] = []
