@@ -150,7 +150,13 @@ class MosquittoProcess:
             binary, "-c", str(conf), stdout=log, stderr=log, start_new_session=True
         )
         log.close()
-        await self._wait_ready()
+        try:
+            await self._wait_ready()
+        except BaseException:
+            # __aexit__ does not run when __aenter__ fails, and the broker has a session
+            # of its own: an interrupt (Ctrl-C) during startup would leave it running
+            await self._stop()
+            raise
         return self
 
     async def _wait_ready(self) -> None:
@@ -185,6 +191,9 @@ class MosquittoProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
