@@ -13,6 +13,7 @@ __all__ = [
     "MQTT_BACKOFF_BASE",
     "MQTT_BACKOFF_CAP_S",
     "MQTT_KEEPALIVE_S",
+    "MQTT_LINK_CANCEL_RETRY_S",
     "MQTT_SESSION_EXPIRY_S",
     "OUTBOX_INFLIGHT",
     "OUTBOX_MAX_ROWS",
@@ -35,6 +36,9 @@ MQTT_KEEPALIVE_S: Final = 15
 # Persistent sessions: without a session expiry, aiomqtt's clean start loses messages
 # published while a client was away (DESIGN §11). One day covers a closed store night.
 MQTT_SESSION_EXPIRY_S: Final = 86_400
+# Closing a link re-cancels its task this often until it ends: a cancel swallowed by
+# Python 3.11's asyncio.wait_for (aiomqtt's connect) then costs 1 s, not a hung process.
+MQTT_LINK_CANCEL_RETRY_S: Final = 1.0
 
 # Outbox: QoS 1 publishes in flight at once. aiomqtt does ~2.5k msg/s one at a time on
 # two cores; a window of 64 keeps the pipe full without starving the loop.

@@ -31,6 +31,7 @@ from aislecast.const import (
     MQTT_BACKOFF_BASE,
     MQTT_BACKOFF_CAP_S,
     MQTT_KEEPALIVE_S,
+    MQTT_LINK_CANCEL_RETRY_S,
     MQTT_SESSION_EXPIRY_S,
 )
 from aislecast.errors import PublishDenied
@@ -77,13 +78,21 @@ def backoff_delay(attempt: int) -> float:
 class CheckedClient(aiomqtt.Client):
     """aiomqtt client whose :meth:`publish_checked` surfaces the PUBACK reason code.
 
-    Relies on aiomqtt's private ``_client``, ``_on_publish`` and ``_disconnected``;
+    Relies on aiomqtt's private ``_client``, ``_on_publish``, ``_on_disconnect``,
+    ``_connected`` and ``_disconnected``;
     ``tests/test_mqtt_conformance.py`` fails when a new aiomqtt drops them.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reason_futs: dict[int, asyncio.Future[ReasonCode]] = {}
+
+    def _on_disconnect(self, *args: Any, **kwargs: Any) -> None:
+        # aiomqtt 2.5 reads ``_connected.exception()``, which raises when a cancel
+        # interrupted the connect (Ctrl-C while connecting): nobody waits on this client
+        if self._connected.cancelled():
+            return
+        super()._on_disconnect(*args, **kwargs)
 
     def _on_publish(
         self,
@@ -184,10 +193,22 @@ class MqttLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is None:
+            return
+        # Cancel until it is done: on Python 3.11, asyncio.wait_for (inside aiomqtt's
+        # connect) returns normally when the cancel lands in the loop turn its CONNACK
+        # arrives, and the link would then run on with nobody left to stop it (seen as
+        # a hung `aislecast demo` after Ctrl-C; tests/test_processes.py).
+        while not task.done():
+            task.cancel()
+            try:
+                await asyncio.wait({task}, timeout=MQTT_LINK_CANCEL_RETRY_S)
+            except asyncio.CancelledError:
+                task.cancel()  # we are cancelled ourselves: leave it cancelled, not waited
+                raise
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):

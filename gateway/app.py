@@ -326,6 +326,8 @@ class Gateway:
         self.counters.bad_payloads[what] = self.counters.bad_payloads.get(what, 0) + 1
 
     async def _on_message(self, msg: aiomqtt.Message) -> None:
+        if self._closed:  # stopping: the database is closed, the link not yet (run())
+            return
         topic = msg.topic.value
         payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
         if topic == topics.bundle(self.store):
