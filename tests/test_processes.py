@@ -1,0 +1,246 @@
+"""The ``aislecast`` processes from outside: real subprocesses, real signals, private broker.
+
+What a service manager (systemd/aislecast-*.service: KillSignal=SIGTERM) and a person at
+a terminal (Ctrl-C) do to these commands, and what must follow: exit code 0 within a
+few seconds, the gateway's retained ``offline`` state, the demo's JSON summary (DESIGN
+§10), and no Mosquitto left running after an interrupted demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from aislecast import topics
+from aislecast.broker import MosquittoProcess, free_port
+from aislecast.signing import load_or_create_signing_key, public_key_pem
+
+pytestmark = pytest.mark.timeout(60)
+
+AISLECAST = [sys.executable, "-m", "aislecast"]
+STOP_WITHIN_S = 5.0  # the units' TimeoutStopSec is 15 s; a clean stop takes well under 5
+DEMO_KEYS = ("adverts_decoded", "presence_events", "decisions", "offers_published",
+             "offers_received", "offers_opened", "events_ingested")  # DESIGN §10
+
+
+class Proc:
+    """One ``aislecast`` subprocess in its own session, output in files under ``tmp``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, out: Path, err: Path) -> None:
+        self.proc, self.out, self.err = proc, out, err
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return (f"--- stdout\n{self.out.read_text(errors='replace')[-2000:]}"
+                f"\n--- stderr\n{self.err.read_text(errors='replace')[-3000:]}")
+
+    async def stop(self, sig: signal.Signals, within: float = STOP_WITHIN_S) -> tuple[int, float]:
+        """Send ``sig``; return (exit code, seconds it took)."""
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            async with asyncio.timeout(within):
+                rc = await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            pytest.fail(f"{sig.name} did not stop pid {self.pid} within {within} s\n{self.output()}")
+        return rc, time.monotonic() - t0
+
+
+async def spawn(tmp: Path, name: str, *args: str, stdout: int | None = None) -> Proc:
+    out, err = tmp / f"{name}.out", tmp / f"{name}.err"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = await asyncio.create_subprocess_exec(
+            *AISLECAST, *args, stdout=o if stdout is None else stdout, stderr=e, env=env,
+            cwd=tmp, start_new_session=True)
+    return Proc(proc, out, err)
+
+
+async def until(pred: Callable[[], bool], within: float, what: str, p: Proc) -> None:
+    deadline = time.monotonic() + within
+    while not pred():
+        if p.proc.returncode is not None:
+            pytest.fail(f"{what}: process exited with {p.proc.returncode}\n{p.output()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {within} s\n{p.output()}")
+        await asyncio.sleep(0.1)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - a local test URL
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+async def test_hq_serve_stops_cleanly_on_sigterm(broker: MosquittoProcess, tmp_path: Path) -> None:
+    port = free_port()
+    p = await spawn(tmp_path, "hq", "hq", "serve", "--db", f"sqlite:///{tmp_path}/hq.sqlite",
+                    "--key", str(tmp_path / "hq.pem"), "--http-port", str(port),
+                    "--broker", f"127.0.0.1:{broker.port}")
+    url = f"http://127.0.0.1:{port}/api/keys/bundle"
+    ready = False
+
+    async def poll() -> None:
+        nonlocal ready
+        ready = await asyncio.to_thread(http_ok, url)
+
+    async def is_up() -> bool:
+        await poll()
+        return ready
+
+    deadline = time.monotonic() + 20
+    while not await is_up():
+        if p.proc.returncode is not None or time.monotonic() > deadline:
+            pytest.fail(f"hq serve never answered {url}\n{p.output()}")
+        await asyncio.sleep(0.2)
+    rc, took = await p.stop(signal.SIGTERM)
+    assert rc == 0, p.output()
+    assert "Traceback" not in p.err.read_text(), p.output()
+    print(f"\nhq serve: SIGTERM -> exit {rc} in {took:.2f} s")
+
+
+async def _state_messages(port: int, topic: str) -> AsyncIterator[dict[str, object]]:
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"t-{time.monotonic_ns()}") as c:
+        await c.subscribe(topic, qos=1)
+        async for msg in c.messages:
+            assert isinstance(msg.payload, bytes)
+            yield json.loads(msg.payload)
+
+
+async def test_gateway_run_stops_cleanly_and_says_offline(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    pem = public_key_pem(load_or_create_signing_key(tmp_path / "hq.pem").public_key())
+    (tmp_path / "hq.pub.pem").write_text(pem)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        'gateway = "gw-p"\nstore = "store-p"\n'
+        f'hq_public_key = "{tmp_path / "hq.pub.pem"}"\ndata_dir = "{tmp_path / "data"}"\n'
+        f"health_every_s = 1.0\n[broker]\nport = {broker.port}\n[scanner]\nbackend = \"sim\"\n")
+    topic = topics.gateway_state("store-p", "gw-p")
+    states: list[dict[str, object]] = []
+
+    async def listen() -> None:
+        async for s in _state_messages(broker.port, topic):
+            states.append(s)
+
+    listener = asyncio.create_task(listen())
+    try:
+        p = await spawn(tmp_path, "gateway", "gateway", "run", "--config", str(config))
+        await until(lambda: any(s["status"] == "online" for s in states), 20, "online state", p)
+        rc, took = await p.stop(signal.SIGTERM)
+        assert rc == 0, p.output()
+        await until(lambda: states[-1]["status"] == "offline", 3, "offline state", p)
+    finally:
+        listener.cancel()
+    # retained, and published by the gateway itself (the will, set at connect, has no metrics)
+    retained = await anext(aiter(_state_messages(broker.port, topic)))
+    assert retained["status"] == "offline"
+    assert retained["metrics"], "offline came from the broker's will, not a clean stop"
+    assert "Traceback" not in p.err.read_text(), p.output()
+    print(f"\ngateway run: SIGTERM -> exit {rc} in {took:.2f} s, retained offline")
+
+
+async def test_demo_json_summary(tmp_path: Path) -> None:
+    p = await spawn(tmp_path, "demo-json", "demo", "--seconds", "5", "--json")
+    async with asyncio.timeout(45):
+        rc = await p.proc.wait()
+    assert rc == 0, p.output()
+    lines = p.out.read_text().strip().splitlines()
+    summary = json.loads(lines[-1])
+    missing = [k for k in DEMO_KEYS if k not in summary]
+    assert not missing, f"summary lacks {missing}: {summary}"
+    zero = [k for k in DEMO_KEYS if not summary[k]]
+    assert not zero, f"zero counts {zero} in {summary}"
+
+
+def _procs() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, pgid, comm) of every process, from /proc (no psutil)."""
+    out: dict[int, tuple[int, int, str]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z":  # zombies are gone, only unreaped
+            out[int(d.name)] = (int(fields[1]), int(fields[2]), comm)
+    return out
+
+
+def _descendants(root: int) -> dict[int, str]:
+    procs = _procs()
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _, comm) in procs.items():
+            if ppid == parent and pid not in found:
+                found[pid] = comm
+                frontier.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["pty", "pipe"])
+async def test_demo_interrupted_exits_0_and_leaves_no_broker(tmp_path: Path, terminal: bool) -> None:
+    screen = bytearray()
+    loop = asyncio.get_running_loop()
+    primary = -1
+    if terminal:  # a terminal that is read, as a person's is (a full pty blocks the writer)
+        primary, secondary = pty.openpty()
+        os.set_blocking(primary, False)
+
+        def drain() -> None:
+            try:
+                screen.extend(os.read(primary, 65536))
+            except OSError:  # EIO once the demo closed its side
+                loop.remove_reader(primary)
+
+        loop.add_reader(primary, drain)
+    try:
+        p = await spawn(tmp_path, "demo", "demo", "--seconds", "600",
+                        stdout=secondary if terminal else None)
+        if terminal:
+            os.close(secondary)
+        brokers: dict[int, str] = {}
+
+        def broker_running() -> bool:
+            brokers.update({pid: c for pid, c in _descendants(p.pid).items() if c == "mosquitto"})
+            return bool(brokers)
+
+        await until(broker_running, 15, "demo's mosquitto", p)
+        await asyncio.sleep(3.0)  # the demo is running: HQ, gateway, phones
+        rc, took = await p.stop(signal.SIGINT, within=10)
+    finally:
+        if terminal:
+            loop.remove_reader(primary)
+            os.close(primary)
+    assert rc == 0, p.output()
+    left = {pid: c for pid, (_, pgid, c) in _procs().items() if pgid == p.pid or pid in brokers}
+    assert not left, f"left running after the demo exited: {left}"
+    assert "Traceback" not in p.err.read_text(), p.output()
+    if terminal:
+        assert b"aislecast demo" in screen, "the live view never drew on the terminal"
+    print(f"\ndemo ({'pty' if terminal else 'pipe'}): SIGINT -> exit {rc} in {took:.2f} s, "
+          f"broker pids {sorted(brokers)} gone")
