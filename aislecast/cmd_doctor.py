@@ -5,19 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes.util
 import json
 import re
 import shutil
 import textwrap
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from dbus_fast import AuthError, BusType, DBusError
 from dbus_fast.aio import MessageBus
 
 from edge.bluez.adapter import read_adapter_state
+from edge.nfc import NfcDeviceError, check_path, open_frontend
 
 __all__ = ["Check", "register", "run_checks"]
 
@@ -32,6 +35,10 @@ DISK_WARN_BYTES: Final = 1024**3
 CLOCK_MIN_YEAR: Final = 2025
 # Each network check waits at most this long (a broker on the LAN answers in ms).
 CHECK_TIMEOUT_S: Final = 3.0
+# Opening an NFC reader: a USB PN533 enumerates and answers its firmware query in
+# ~100 ms, a tty PN532 in ~0.5 s at 115200 baud; nfcpy's tty probe of several baud
+# rates can take seconds, so the reader gets longer than a network check.
+NFC_OPEN_TIMEOUT_S: Final = 8.0
 
 _HELP = textwrap.dedent(
     """\
@@ -42,6 +49,8 @@ _HELP = textwrap.dedent(
     examples:
       aislecast doctor                                  # hci0, broker on localhost:1883
       aislecast doctor --adapter hci1 --broker mqtt.store42.lan:1883
+      aislecast doctor --nfc usb                        # also open the NFC reader briefly
+      aislecast doctor --nfc tty:USB0:pn532
       aislecast doctor --data-dir /srv/aislecast --json | jq '.checks[] | select(.status != "ok")'
     """
 )
@@ -178,13 +187,72 @@ def _check_disk(data_dir: Path) -> Check:
     return Check("disk", "ok", text)
 
 
-async def run_checks(adapter: str, host: str, port: int, data_dir: Path) -> list[Check]:
-    """Every check, in display order."""
-    bt, version, broker = await asyncio.gather(
-        _check_bluetooth(adapter), _check_bluez_version(), _check_broker(host, port)
+def _probe_reader(device: str) -> str:
+    """Open the reader, describe it, close it (blocking: nfcpy)."""
+    clf = open_frontend(device)
+    try:
+        return str(clf)
+    finally:
+        clf.close()
+
+
+async def _in_daemon_thread(device: str) -> str:
+    """:func:`_probe_reader` in a daemon thread: a reader that hangs inside nfcpy must not
+    keep the process alive after the timeout (executor threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+
+    def settle(result: str | None, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result or "")
+
+    def work() -> None:
+        try:
+            result: Any = _probe_reader(device)
+        except Exception as exc:  # noqa: BLE001 - handed to the event loop, classified there
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name="doctor-nfc", daemon=True).start()
+    return await fut
+
+
+async def _check_nfc(device: str | None) -> Check:
+    """Open the nfcpy device path briefly: found (with the reader's name) or why not."""
+    if device is None:
+        return Check("nfc reader", "ok", "no reader given (--nfc DEV checks one: usb, tty:USB0:pn532)")
+    try:
+        check_path(device)
+    except NfcDeviceError as exc:
+        return Check("nfc reader", "fail", f"{device!r} is not an nfcpy device path",
+                     exc.hint or "")
+    if device.startswith("usb") and ctypes.util.find_library("usb-1.0") is None:
+        return Check("nfc reader", "fail", f"{device}: libusb-1.0 is not installed",
+                     "apt-get install -y libusb-1.0-0")
+    try:
+        async with asyncio.timeout(NFC_OPEN_TIMEOUT_S):
+            found = await _in_daemon_thread(device)
+    except NfcDeviceError as exc:
+        return Check("nfc reader", "fail", f"not found: {exc.message}", exc.hint or "")
+    except TimeoutError:
+        return Check("nfc reader", "fail", f"{device}: no answer within {NFC_OPEN_TIMEOUT_S:g} s",
+                     "unplug and re-plug the reader; stop pcscd if it holds the device")
+    return Check("nfc reader", "ok", f"{device}: found {found}")
+
+
+async def run_checks(adapter: str, host: str, port: int, data_dir: Path,
+                     nfc: str | None = None) -> list[Check]:
+    """Every check, in display order; ``nfc`` is an nfcpy device path or None."""
+    bt, version, reader, broker = await asyncio.gather(
+        _check_bluetooth(adapter), _check_bluez_version(), _check_nfc(nfc),
+        _check_broker(host, port),
     )
-    nfc = Check("nfc reader", "warn", "not checked", "TODO: probe nfcpy devices")
-    return [*bt, version, nfc, broker, _check_clock(), _check_disk(data_dir)]
+    return [*bt, version, reader, broker, _check_clock(), _check_disk(data_dir)]
 
 
 def _broker(value: str) -> tuple[str, int]:
@@ -202,13 +270,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="MQTT broker to reach (default: 127.0.0.1:1883)")
     p.add_argument("--data-dir", type=Path, default=Path("/var/lib/aislecast"),
                    help="gateway data directory (default: /var/lib/aislecast)")
+    p.add_argument("--nfc", metavar="DEV", default=None,
+                   help="nfcpy device path of the reader to open briefly: usb, usb:VID:PID, "
+                   "tty:USB0:pn532, udp:HOST:PORT (default: no reader check)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     host, port = args.broker
-    checks = asyncio.run(run_checks(args.adapter, host, port, args.data_dir))
+    checks = asyncio.run(run_checks(args.adapter, host, port, args.data_dir, nfc=args.nfc))
     failed = any(c.status == "fail" for c in checks)
     if args.json:
         print(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}))
