@@ -140,7 +140,7 @@ async def test_gateway_run_stops_cleanly_and_says_offline(
 
     async def listen() -> None:
         async for s in _state_messages(broker.port, topic):
-            states.append(s)
+            states.append(s)  # noqa: PERF401 - read while the loop runs
 
     listener = asyncio.create_task(listen())
     try:
