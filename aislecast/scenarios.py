@@ -151,16 +151,10 @@ async def _taps(service: HqService, store: str, state: Any,
 
 
 def tap(gw: Any, kind: str, inbox: str, zone: str | None, tag: str) -> str:
-    """Feed a ``tap``/``scan`` trigger into a running gateway; returns the decision reason."""
-    from gateway.decisions import TriggerEvent  # noqa: PLC0415 - gateway is optional here
-
-    visit = gw.visits.visit(inbox, time.time())  # gateway/visits.py (persisted visit ids)
-    d = gw.decider.decide(TriggerEvent(kind, inbox, zone, time.time(), visit=visit, tag=tag))
-    rows: list[Any] = [gw._event("tap", inbox=inbox, zone=zone, reason=tag)]
-    offers: list[Any] = []
-    gw._record_decision(d, rows, offers)
-    gw._commit(offers, rows)
-    return str(d.reason)
+    """A shopper's tap/scan on ``tag``, through the gateway's public interaction path
+    (the same one NFC reader taps and app reports take); returns the decision reason."""
+    d = gw.interaction(kind, inbox, zone, [tag], {"tag": tag, "source": "demo"})
+    return "none" if d is None else str(d.reason)
 
 
 async def _predictive(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from aislecast.schema import (
     BatchAck,
     Bundle,
     BundleDelta,
-    Event,
     GatewayState,
     PhoneSighting,
     decode,
@@ -50,10 +48,11 @@ from gateway.decisions import (
 )
 from gateway.fleet import BeaconAlert, FleetHealth
 from gateway.identity import IdentityResolver
-from gateway.outbox import Outbox, OutboxRow, open_db
+from gateway.outbox import Outbox, open_db
 from gateway.pooling import POOL_EXPIRY_S, SightingPool, presence_filter, presence_peer
 from gateway.presence import PresenceEngine, PresenceEvent
 from gateway.publisher import OutboxPublisher
+from gateway.recorder import EventRecorder
 from gateway.schedule import ScheduleTicker
 from gateway.taps import TapRouter, decide_tags
 from gateway.visits import VisitBook
@@ -98,6 +97,9 @@ class Gateway:
             on_bundle=self._apply_bundle, on_delta=self._apply_delta,
         )
         self.counters = GatewayCounters()
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.recorder = EventRecorder(self.outbox, store=cfg.store, gateway=cfg.gateway,
+                                      counters=self.counters, notify=self._notify)
         self.router = AdvertRouter(identity=self.identity, fleet=self.fleet,
                                    receivers=dict(cfg.scanner.receivers),
                                    receiver_tx_power_1m=cfg.scanner.receiver_tx_power_1m,
@@ -125,16 +127,13 @@ class Gateway:
         self._events_topic = topics.gateway_events(cfg.store, cfg.gateway)
         self._acks_topic = topics.gateway_acks(cfg.store, cfg.gateway)
         self.publisher = OutboxPublisher(self.outbox, self.link, events_topic=self._events_topic,
-                                         batch_header=header, on_offer_acked=self._offer_acked)
+                                         batch_header=header, on_offer_acked=self.recorder.offer_acked)
+        self.recorder.publisher = self.publisher
         self.scanner = scanner_factory(self.on_advert)
         self.taps = TapRouter(cfg.nfc, resolve=self.identity.resolve, zone_of=self.presence.zone_of,
                               zones=lambda: self.presence.max_radius, act=self.interaction,
                               bad=self._bad)
         self.ready = asyncio.Event()
-        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
-        self._pending_offers: list[tuple[str, str, bytes, float]] = []
-        self._pending_rows: list[tuple[str, str, bytes]] = []
-        self._commit_scheduled = False
         self._closed = False
         self.bundles.load_persisted()
 
@@ -173,10 +172,10 @@ class Gateway:
 
     def _refused(self, rejections: list[Rejection]) -> None:
         """Campaigns this gateway cannot understand are not applied; say so to HQ."""
-        rows = [self._event("gateway_health", campaign=r.campaign, reason=r.reason[:500])
+        rows = [self.recorder.event("gateway_health", campaign=r.campaign, reason=r.reason[:500])
                 for r in rejections]
-        if rows and hasattr(self, "publisher"):
-            self._commit([], rows)
+        if rows:
+            self.recorder.commit([], rows)
 
     def _flash(self) -> None:
         """HQ flash: decide right now for every shopper present in this store."""
@@ -186,8 +185,8 @@ class Gateway:
         for inbox, zone in self.presence.present().items():
             visit = self.visits.visit(inbox, now)
             d = self.decider.decide(TriggerEvent("flash", inbox, zone, now, 0.0, visit))
-            self._record_decision(d, rows, offers)
-        self._commit(offers, rows)
+            self.recorder.decision(d, rows, offers)
+        self.recorder.commit(offers, rows)
 
     def schedule_tick(self, now: float) -> list[Decision]:
         """Decide (trigger ``schedule``) for the shoppers present when a campaign with a
@@ -202,10 +201,10 @@ class Gateway:
             visit = self.visits.visit(t.inbox, now)
             d = self._why_none(self.decider.decide(
                 TriggerEvent("schedule", t.inbox, t.zone, now, 0.0, visit)))
-            self._record_decision(d, rows, offers)
+            self.recorder.decision(d, rows, offers)
             self._notify("schedule", {"inbox": t.inbox, "zone": t.zone, "reason": d.reason})
             out.append(d)
-        self._commit(offers, rows)
+        self.recorder.commit(offers, rows)
         return out
 
     # ---- hot path ---------------------------------------------------------------------
@@ -228,21 +227,21 @@ class Gateway:
         for pe in events:
             self.counters.presence_events += 1
             visit = self.visits.visit(pe.shopper, now)
-            rows.append(self._event(f"zone_{pe.kind}", inbox=pe.shopper, zone=pe.zone,
+            rows.append(self.recorder.event(f"zone_{pe.kind}", inbox=pe.shopper, zone=pe.zone,
                                     dwell_s=round(pe.dwell_s, 1) if pe.kind != "enter" else None))
             d = self._why_none(self.decider.decide(
                 TriggerEvent(pe.kind, pe.shopper, pe.zone, now, pe.dwell_s, visit)))
-            self._record_decision(d, rows, offers)
+            self.recorder.decision(d, rows, offers)
             if pe.kind == "exit" and self.presence.zone_of(pe.shopper) is None:
                 self.visits.end(pe.shopper)
             self._notify(pe.kind, {"inbox": pe.shopper, "zone": pe.zone, "reason": d.reason})
-        self._commit(offers, rows)
+        self.recorder.commit(offers, rows)
 
     def interaction(self, kind: str, inbox: str | None, zone: str | None, tags: Sequence[str],
                     detail: dict[str, float | int | str]) -> Decision | None:
         """A tap or QR scan (gateway/taps.py): a ``tap`` event, then a decision with trigger
         ``kind`` exactly like a zone entry's (caps, consent, holdout, outbox)."""
-        rows = [self._event("tap", inbox=inbox, zone=zone, reason=kind, detail=detail)]
+        rows = [self.recorder.event("tap", inbox=inbox, zone=zone, reason=kind, detail=detail)]
         offers: list[tuple[str, str, bytes, float]] = []
         d = None
         if inbox is not None:
@@ -250,8 +249,8 @@ class Gateway:
             visit = self.visits.visit(inbox, now)
             d = decide_tags(self.decider, kind, inbox, zone=zone, now=now, visit=visit,
                             tags=tags)
-            self._record_decision(d, rows, offers)
-        self._commit(offers, rows)
+            self.recorder.decision(d, rows, offers)
+        self.recorder.commit(offers, rows)
         self._notify(kind, {"inbox": inbox, "zone": zone, "reason": d.reason if d else None})
         return d
 
@@ -264,58 +263,6 @@ class Gateway:
                        for tr in c.all_triggers()):
                     return Decision(t, "campaign_paused", c.id)
         return d
-
-    def _record_decision(self, d: Decision, rows: list[tuple[str, str, bytes]],
-                         offers: list[tuple[str, str, bytes, float]]) -> None:
-        self.counters.decisions += 1
-        t = d.trigger
-        rows.append(self._event("decision", inbox=t.inbox, zone=t.zone, campaign=d.campaign,
-                                variant=d.variant, offer=d.offer.id if d.offer else None,
-                                reason=d.reason, holdout=True if d.holdout else None))
-        if d.offer is not None:
-            self.counters.offers += 1
-            offers.append((d.offer.id, topics.offers(t.inbox), encode(d.offer), d.offer.expires_at))
-
-    def _commit(
-        self, offers: list[tuple[str, str, bytes, float]], rows: list[tuple[str, str, bytes]]
-    ) -> None:
-        """Group commit: everything decided in one loop iteration shares one transaction,
-        which is committed before any of its offers is handed to the publisher."""
-        self._pending_offers += offers
-        self._pending_rows += rows
-        if self._commit_scheduled:
-            return
-        try:
-            asyncio.get_running_loop().call_soon(self._flush_commit)
-        except RuntimeError:  # no loop (offline tools and benches): commit right away
-            self._flush_commit()
-            return
-        self._commit_scheduled = True
-
-    def _flush_commit(self) -> None:
-        self._commit_scheduled = False
-        if self._closed:
-            return
-        offers, self._pending_offers = self._pending_offers, []
-        rows, self._pending_rows = self._pending_rows, []
-        if not offers and not rows:
-            return
-        seqs = self.outbox.add(offers=offers, events=rows)
-        for (oid, topic, payload, exp), seq in zip(offers, seqs, strict=True):
-            self.publisher.submit(seq, OutboxRow(seq, oid, "offer", topic, payload, exp, 0))
-        self.publisher.events_added()
-
-    def _event(self, kind: str, **fields: Any) -> tuple[str, str, bytes]:
-        eid = uuid.uuid4().hex
-        ev = Event(id=eid, kind=kind, ts=time.time(), store=self.store,  # type: ignore[arg-type]
-                   gateway=self.cfg.gateway, **{k: v for k, v in fields.items() if v is not None})
-        return eid, self._events_topic, encode(ev)
-
-    def _offer_acked(self, row: OutboxRow) -> list[tuple[str, str, bytes]]:
-        offer = msgspec.json.decode(row.payload)
-        self._notify("offer_published", {"inbox": offer.get("inbox"), "campaign": offer.get("campaign")})
-        return [self._event("offer_published", inbox=offer.get("inbox"), campaign=offer.get("campaign"),
-                            variant=offer.get("variant"), offer=row.id, zone=offer.get("zone"))]
 
     def _notify(self, kind: str, data: dict[str, Any]) -> None:
         for fn in self.listeners:
@@ -434,7 +381,7 @@ class Gateway:
             log.log(logging.INFO if a.reason == "recovered" else logging.WARNING,
                     "beacon %s zone=%s %s %s", a.beacon, a.zone, a.reason, a.detail)
         if alerts:
-            self._commit([], [self._event("beacon_health", zone=a.zone, reason=a.reason,
+            self.recorder.commit([], [self.recorder.event("beacon_health", zone=a.zone, reason=a.reason,
                                           detail={"beacon": a.beacon, **a.detail}) for a in alerts])
 
     async def _health(self) -> None:
@@ -466,8 +413,8 @@ class Gateway:
                                 self._state_payload("offline"), retain=True)
                     except (aiomqtt.MqttError, TimeoutError):
                         pass
-                self._flush_commit()  # decisions of the last loop turn are not lost
+                self.recorder.flush()  # decisions of the last loop turn are not lost
                 self.visits.sync(time.time(), self.presence.present(), force=True)
                 self.decider.flush()
-                self._closed = True
+                self._closed = self.recorder.closed = True
                 self.db.conn.close()
