@@ -35,7 +35,7 @@ class Sink:
     async def flowing_after(self, t: float, within: float = RECOVERY_BOUND_S) -> float:
         """Seconds from ``t`` until adverts stamped after ``t`` arrive again."""
         async with asyncio.timeout(within):
-            while not self.adverts or self.adverts[-1].ts <= t:  # noqa: ASYNC110 - polls scanner state
+            while not self.adverts or self.adverts[-1].ts <= t:
                 await asyncio.sleep(0.02)
         return self.adverts[-1].ts - t
 
@@ -153,7 +153,7 @@ async def test_endless_silence_walks_the_whole_ladder_and_keeps_going(
         await sink.flowing_after(time.monotonic())
         beacons.mute("never")
         async with asyncio.timeout(RECOVERY_BOUND_S):
-            while scanner.stats()["recoveries_recreate"] == 0:  # noqa: ASYNC110 - polls scanner state
+            while scanner.stats()["recoveries_recreate"] == 0:
                 await asyncio.sleep(0.05)
         stats = scanner.stats()
         assert stats["state"] == "scanning"

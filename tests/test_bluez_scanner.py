@@ -24,7 +24,7 @@ FEAA = "0000feaa-0000-1000-8000-00805f9b34fb"
 
 async def wait_for(cond: Callable[[], bool], within: float = 10.0) -> None:
     async with asyncio.timeout(within):
-        while not cond():  # noqa: ASYNC110 - polls state owned by the scanner
+        while not cond():
             await asyncio.sleep(0.01)
 
 
