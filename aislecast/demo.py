@@ -105,7 +105,19 @@ def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
         + sum(hq.ingest.stats.bad_payloads.values()),
         "offer_latency_ms_p50": round(statistics.median(lat) * 1000, 2) if lat else None,
         "offer_latency_ms_max": round(lat[-1] * 1000, 2) if lat else None,
+        # the demo runs HQ, the gateway and every phone in this one process
+        "process_rss_mib": _rss_mib(),
     }
+
+
+def _rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
 
 
 async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,

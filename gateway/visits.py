@@ -11,10 +11,12 @@ in the store a fresh visit and the capped offer again. The rules:
   *window*: ``absence_s`` (+ one sync interval of slack) for a shopper who was in a zone
   at the last sync, ``idle_s`` for one known only from taps, scans or flashes, whom
   presence never exits.
-* Each open visit is a row ``visits(inbox, visit, last_seen, zoned)``. A new visit is
-  written at once (a cap charge may follow within ``caps.FLUSH_S``); ``last_seen`` of
-  everyone present is refreshed in one batch every ``sync_s`` by the gateway's ticker,
-  together with a heartbeat ``watched_until``.
+* Each open visit is a row ``visits(inbox, visit, last_seen, zoned)``. New and ended
+  visits, and ``last_seen`` of shoppers whose stored value is older than half their
+  window, are written in one transaction every ``sync_s`` by the gateway's ticker,
+  together with a heartbeat ``watched_until`` (per-trigger autocommits cost ~40 µs per
+  offer at 1,500 offers/s). A crash loses at most ``sync_s`` of new visits, the same
+  order as the cap charges (``caps.FLUSH_S``).
 * A restart does not count as absence: the gateway could not see anyone leave while it
   was down, so on start every row's ``last_seen`` moves forward by the downtime
   (``now - watched_until``). A shopper seen again within the window of *watched* time
@@ -44,10 +46,11 @@ VISIT_SYNC_S: Final = 1.0
 
 
 class _Visit:
-    __slots__ = ("id", "last_seen", "zoned")
+    __slots__ = ("id", "last_seen", "stored_seen", "zoned")
 
     def __init__(self, vid: str, last_seen: float, zoned: bool) -> None:
         self.id, self.last_seen, self.zoned = vid, last_seen, zoned
+        self.stored_seen = float("-inf")  # last_seen as written to the file
 
 
 class VisitBook:
@@ -62,6 +65,8 @@ class VisitBook:
         self.max_down_s = max_down_s
         self.sync_s = sync_s
         self._open: dict[str, _Visit] = {}
+        self._new: dict[str, _Visit] = {}  # started since the last write
+        self._ended: set[str] = set()  # ended since the last write
         self._synced = float("-inf")
         self.resumed = 0  # visits restored from the file at start
         self.downtime_s = 0.0
@@ -88,6 +93,7 @@ class VisitBook:
         for inbox, vid, last_seen, zoned in self._conn.execute(
                 "SELECT inbox, visit, last_seen, zoned FROM visits").fetchall():
             v = _Visit(str(vid), float(last_seen) + down, bool(zoned))
+            v.stored_seen = float(last_seen)
             if now - v.last_seen > self._window(v):
                 gone.append((inbox,))
             else:
@@ -102,12 +108,9 @@ class VisitBook:
         if v is not None and now - v.last_seen <= self._window(v):
             v.last_seen = now
             return v.id
-        v = self._open[inbox] = _Visit(uuid.uuid4().hex[:12], now, v.zoned if v else False)
-        self._conn.execute(
-            "INSERT INTO visits(inbox, visit, last_seen, zoned) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT(inbox) DO UPDATE SET visit = excluded.visit,"
-            " last_seen = excluded.last_seen, zoned = excluded.zoned",
-            (inbox, v.id, now, int(v.zoned)))
+        v = self._open[inbox] = self._new[inbox] = _Visit(
+            uuid.uuid4().hex[:12], now, v.zoned if v else False)
+        self._ended.discard(inbox)
         return v.id
 
     def current(self, inbox: str) -> str | None:
@@ -117,7 +120,8 @@ class VisitBook:
     def end(self, inbox: str) -> None:
         """Presence saw the shopper leave their last zone: the visit is over."""
         if self._open.pop(inbox, None) is not None:
-            self._conn.execute("DELETE FROM visits WHERE inbox = ?", (inbox,))
+            self._new.pop(inbox, None)
+            self._ended.add(inbox)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -143,10 +147,19 @@ class VisitBook:
 
     def _write(self, now: float, gone: list[tuple[str]]) -> None:
         self._synced = now
-        rows = [(v.last_seen, int(v.zoned), inbox) for inbox, v in self._open.items()]
+        gone = gone + [(inbox,) for inbox in self._ended]
+        new = [(inbox, v.id, v.last_seen, int(v.zoned)) for inbox, v in self._new.items()
+               if inbox in self._open]
+        stale = [(inbox, v) for inbox, v in self._open.items() if inbox not in self._new
+                 and v.last_seen - v.stored_seen > self._window(v) / 2]
+        rows = [(v.last_seen, int(v.zoned), inbox) for inbox, v in stale]
         self._conn.execute("BEGIN")
         try:
             self._conn.executemany("DELETE FROM visits WHERE inbox = ?", gone)
+            self._conn.executemany(
+                "INSERT INTO visits(inbox, visit, last_seen, zoned) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(inbox) DO UPDATE SET visit = excluded.visit,"
+                " last_seen = excluded.last_seen, zoned = excluded.zoned", new)
             self._conn.executemany("UPDATE visits SET last_seen = ?, zoned = ? WHERE inbox = ?",
                                    rows)
             self._heartbeat(now)
@@ -154,6 +167,12 @@ class VisitBook:
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+        for _, v in stale:
+            v.stored_seen = v.last_seen
+        for v in self._new.values():
+            v.stored_seen = v.last_seen
+        self._new.clear()
+        self._ended.clear()
 
     def _heartbeat(self, now: float) -> None:
         self._conn.execute(

@@ -123,15 +123,26 @@ def train(service: HqService, *, now: float | None = None) -> Model:
     return model
 
 
+# A bundle carries every opted-in shopper's token tables (MBs for a big store): a new
+# model alone is shipped at most this often; budget grants that changed go out at once.
+MODEL_REPUBLISH_S = 600.0
+
+
 async def learn_loop(service: HqService, every_s: float = 60.0) -> None:
-    """Retrain, top up budget grants and republish every store's bundle, forever."""
+    """Retrain and top up budget grants every ``every_s``; republish the stores' bundles
+    when a grant changed, or for a new model at most every ``MODEL_REPUBLISH_S``."""
+    model_shipped = float("-inf")
     while True:
         await asyncio.sleep(every_s)
         try:
             m = train(service)
-            allocate_budgets(service)
-            for store in service.store_ids():
-                await service.publish_bundle(store)
-            log.info("model trained samples=%d", m.samples)
+            grants_changed = allocate_budgets(service)
+            model_due = time.monotonic() - model_shipped >= MODEL_REPUBLISH_S
+            if grants_changed or model_due:
+                for store in service.store_ids():
+                    await service.publish_bundle(store)
+                model_shipped = time.monotonic()
+            log.info("model trained samples=%d grants_changed=%d published=%s",
+                     m.samples, grants_changed, bool(grants_changed or model_due))
         except (msgspec.ValidationError, RuntimeError, aiomqtt.MqttError):
             log.exception("learning round failed")
