@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -103,6 +105,15 @@ class BrokerConfig:
         subprocess.run([binary, "-U", str(path)], check=True, capture_output=True)  # noqa: S603
 
 
+def _die_with_parent() -> None:
+    """In the forked child: SIGTERM when the parent dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG). The broker runs in its own session so a terminal's Ctrl-C reaches
+    only us, and we stop it in order; this covers the parent that never gets to."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -147,7 +158,8 @@ class MosquittoProcess:
         conf.write_text(self.config.render())
         log = (self.config.directory / "mosquitto.log").open("ab")
         self._proc = await asyncio.create_subprocess_exec(
-            binary, "-c", str(conf), stdout=log, stderr=log, start_new_session=True
+            binary, "-c", str(conf), stdout=log, stderr=log, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         try:
