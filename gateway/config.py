@@ -140,6 +140,8 @@ _HINTS = {
     "gateway": "set gateway = \"gw-1\" (this gateway's id, as registered at HQ)",
     "store": "set store = \"store-1\" (the store id this gateway serves)",
     "hq_public_key": "set hq_public_key to the path of HQ's bundle-signing public key (PEM)",
+    "scanner.backend": 'use "bluez" (a real adapter) or "sim" (the simulated store)',
+    "scanner.mode": 'use "auto", "active" or "passive"',
 }
 
 
@@ -193,9 +195,21 @@ def load_config(source: Path | str | dict[str, object]) -> GatewayConfig:
     try:
         cfg = msgspec.convert(data, GatewayConfig)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        field = text.rsplit("at `$.", 1)[-1].rstrip("`") if "at `$." in text else ""
-        if not field and "required field" in text:
-            field = text.split("`")[1] if "`" in text else "config"
-        raise ConfigError(field or "config", text, hint=_HINTS.get(field.split(".")[0])) from exc
+        raise _explain(str(exc)) from exc
     return _validate(cfg)
+
+
+def _explain(text: str) -> ConfigError:
+    """Turn msgspec's message into the field's dotted name and what to do about it."""
+    where = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else ""
+    name = text.split("`")[1] if "`" in text else ""
+    if "unknown field" in text:
+        field = f"{where}.{name}" if where else name
+        return ConfigError(field, "is not a setting aislecast knows",
+                           hint="check the spelling, or remove it (see `aislecast gateway --help`)")
+    if "required field" in text:
+        field = f"{where}.{name}" if where else name
+        return ConfigError(field, "is required", hint=_HINTS.get(field, "add it to the file"))
+    field = where or "config"
+    return ConfigError(field, text.split(" - at ")[0],
+                       hint=_HINTS.get(field) or _HINTS.get(field.split(".")[0]))
