@@ -211,5 +211,5 @@ def _explain(text: str) -> ConfigError:
         field = f"{where}.{name}" if where else name
         return ConfigError(field, "is required", hint=_HINTS.get(field, "add it to the file"))
     field = where or "config"
-    return ConfigError(field, text.split(" - at ")[0],
+    return ConfigError(field, text.split(" - at ", maxsplit=1)[0],
                        hint=_HINTS.get(field) or _HINTS.get(field.split(".")[0]))
