@@ -54,13 +54,24 @@ class MqttSettings:
     max_inflight: int = 256
 
 
+class _PackedProperties(Properties):
+    """Immutable PUBLISH properties that pack once: paho's pure-Python ``pack`` cost
+    ~27 µs per publish at 2,000 offers/s, building the object another ~20 µs."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self.MessageExpiryInterval = seconds
+        object.__setattr__(self, "_packed", super().pack())  # type: ignore[no-untyped-call]
+
+    def pack(self) -> bytes:
+        packed: bytes = object.__getattribute__(self, "_packed")
+        return packed
+
+
 @functools.lru_cache(maxsize=4096)
 def _expiry_props(seconds: int) -> Properties:
-    """PUBLISH properties with a message expiry, shared: paho only reads them when it
-    packs a publish, and building one costs ~20 µs (a third of a publish)."""
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.MessageExpiryInterval = seconds
-    return props
+    """PUBLISH properties with a message expiry, shared between publishes."""
+    return _PackedProperties(seconds)
 
 
 def _sub_options(topic: str, qos: int) -> SubscribeOptions:

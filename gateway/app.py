@@ -63,6 +63,7 @@ log = logging.getLogger("aislecast.gateway")
 
 ScannerFactory = Callable[[AdvertCallback], Scanner]
 _TICK_S = 0.5
+_TICK_SLICE = 32  # presence events handled per loop turn in a tick (~2 ms of work)
 
 
 @dataclass(slots=True)
@@ -365,7 +366,12 @@ class Gateway:
         while True:
             await asyncio.sleep(_TICK_S)
             now = time.monotonic()
-            self._handle_presence(self.presence.tick(now))
+            # exits come due in bulk at a tick; hand them over in slices so adverts and
+            # publishes in between wait microseconds, not the whole batch (p99 at 500/s)
+            due = self.presence.tick(now)
+            for i in range(0, len(due), _TICK_SLICE):
+                self._handle_presence(due[i:i + _TICK_SLICE])
+                await asyncio.sleep(0)
             self.schedule_tick(time.time())
             self.visits.sync(time.time(), self.presence.present())
             self._beacon_health(self.fleet.check(now))

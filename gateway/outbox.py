@@ -85,21 +85,12 @@ class Outbox:
         Returns the ``seq`` of each offer, in order. Re-adding an id is a no-op.
         """
         now = time.time()
-        seqs: list[int] = []
         cur = self._conn.cursor()
         cur.execute("BEGIN")
         try:
             if remove:
                 self._delete(cur, remove)
-            for oid, topic, payload, expires_at in offers:
-                cur.execute(
-                    "INSERT OR IGNORE INTO outbox(id, kind, topic, payload, expires_at,"
-                    " created_at, attempts) VALUES (?, 'offer', ?, ?, ?, ?, 0)",
-                    (oid, topic, payload, expires_at, now),
-                )
-                if cur.rowcount:
-                    self._count += 1
-                seqs.append(int(cur.lastrowid or 0))
+            seqs = self._insert_offers(cur, list(offers), now)
             ev = [(eid, topic, payload, now) for eid, topic, payload in events]
             if ev:
                 before = self._conn.total_changes
@@ -116,6 +107,27 @@ class Outbox:
             cur.execute("ROLLBACK")
             raise
         return seqs
+
+    def _insert_offers(self, cur: sqlite3.Cursor, offers: list[tuple[str, str, bytes, float]],
+                       now: float) -> list[int]:
+        """One executemany; with AUTOINCREMENT and this single writer the new rows take
+        consecutive sequence numbers ending at last_insert_rowid(). When an id was
+        already there (a replay), each row's seq is looked up instead."""
+        if not offers:
+            return []
+        before = self._conn.total_changes
+        cur.executemany(
+            "INSERT OR IGNORE INTO outbox(id, kind, topic, payload, expires_at,"
+            " created_at, attempts) VALUES (?, 'offer', ?, ?, ?, ?, 0)",
+            [(oid, topic, payload, exp, now) for oid, topic, payload, exp in offers],
+        )
+        added = self._conn.total_changes - before
+        self._count += added
+        if added == len(offers):
+            last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
+            return list(range(last - added + 1, last + 1))
+        return [int(cur.execute("SELECT seq FROM outbox WHERE id = ?", (o[0],)).fetchone()[0])
+                for o in offers]
 
     def _delete(self, cur: sqlite3.Cursor, seqs: Sequence[int]) -> None:
         before = self._conn.total_changes

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
 
 from aislecast import topics
+from aislecast.ids import new_id
 from aislecast.schema import Event, encode
 from gateway.decisions import Decision
 from gateway.outbox import Outbox, OutboxRow
@@ -54,7 +54,7 @@ class EventRecorder:
         self.closed = False
 
     def event(self, kind: str, **fields: Any) -> EventRow:
-        eid = uuid.uuid4().hex
+        eid = new_id()
         ev = Event(id=eid, kind=kind, ts=time.time(), store=self.store,  # type: ignore[arg-type]
                    gateway=self.gateway, **{k: v for k, v in fields.items() if v is not None})
         return eid, self.topic, encode(ev)

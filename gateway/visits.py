@@ -28,9 +28,10 @@ in the store a fresh visit and the capped offer again. The rules:
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Iterable
 from typing import Final
+
+from aislecast.ids import new_id
 
 __all__ = ["VISIT_IDLE_S", "VISIT_MAX_DOWN_S", "VISIT_SYNC_S", "VisitBook"]
 
@@ -109,7 +110,7 @@ class VisitBook:
             v.last_seen = now
             return v.id
         v = self._open[inbox] = self._new[inbox] = _Visit(
-            uuid.uuid4().hex[:12], now, v.zoned if v else False)
+            new_id(), now, v.zoned if v else False)
         self._ended.discard(inbox)
         return v.id
 

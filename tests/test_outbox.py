@@ -57,3 +57,14 @@ def test_checkpoint_copies_the_wal(tmp_path: Path) -> None:
     pages, copied = ob.checkpoint()
     assert pages > 0
     assert copied == pages
+
+
+def test_offer_seqs_match_the_rows_even_when_an_id_repeats(tmp_path: Path) -> None:
+    ob = Outbox(open_db(tmp_path / "gw.sqlite"))
+    exp = time.time() + 60
+    first = ob.add(offers=[("a", "t", b"1", exp), ("b", "t", b"2", exp)], events=[("e", "t", b"")])
+    again = ob.add(offers=[("c", "t", b"3", exp), ("a", "t", b"1", exp)])
+    rows = {r.id: r.seq for r in ob.pending("offer", limit=10)}
+    assert first == [rows["a"], rows["b"]]
+    assert again == [rows["c"], rows["a"]]
+    assert len(ob) == 4

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-import uuid
 from dataclasses import dataclass
 
 import sqlite_utils
 
 from aislecast.campaign import TRIGGER_KINDS, Campaign, Model, Profile
+from aislecast.ids import new_id
 from aislecast.schema import SCHEMA_VERSION, Offer
 from gateway.caps import CapLedger, Charge
 from gateway.decisions._compiled import (
@@ -230,7 +230,7 @@ class DecisionEngine:
         end = c.schedule.end
         expires = t.unix_ts + c.validity_s
         offer = Offer(
-            v=SCHEMA_VERSION, id=uuid.uuid4().hex, campaign=c.id, variant=cr.id,
+            v=SCHEMA_VERSION, id=new_id(), campaign=c.id, variant=cr.id,
             store=self.store, inbox=t.inbox, issued_at=t.unix_ts,
             expires_at=min(expires, end) if end is not None else expires,
             title=cr.title, body=cr.body, format=cr.format, cta=cr.cta, url=cr.url,
