@@ -50,6 +50,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chk = gsub.add_parser("check", help="validate a config file and exit")
     chk.add_argument("--config", required=True)
     chk.set_defaults(func=_check)
+    hl = gsub.add_parser(
+        "health", help="read the gateway's health from the broker (exit 0 healthy, 1 not, 2 unknown)",
+        description="Read the running gateway's retained state report from the broker named "
+        "in its config and judge it.\n\nexamples:\n"
+        "  aislecast gateway health --config /etc/aislecast/gateway.toml\n"
+        "  aislecast gateway health --config gw.toml --json | jq .metrics.offers_published",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    hl.add_argument("--config", required=True)
+    hl.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    hl.add_argument("--timeout", type=float, default=5.0)
+    hl.set_defaults(func=_health)
+
+
+def _health(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import msgspec  # noqa: PLC0415
+
+    from gateway.config import load_config  # noqa: PLC0415
+    from gateway.health import read_state, verdict  # noqa: PLC0415
+
+    cfg = load_config(args.config)
+    state = asyncio.run(read_state(cfg, args.timeout))
+    v = verdict(state, cfg, time.time())
+    if args.json:
+        print(json.dumps({"verdict": v.reason, "code": v.code,
+                          "state": None if state is None else msgspec.to_builtins(state)}))
+    else:
+        print(f"{cfg.gateway} ({cfg.store}): {v.reason}")
+        if state is not None:
+            m = state.metrics
+            print(f"  bundle v{state.bundle_version}, shoppers present {m.get('shoppers_present', 0):.0f}, "
+                  f"offers published {m.get('offers_published', 0):.0f}, "
+                  f"outbox {m.get('outbox_rows', 0):.0f}, mqtt connects {m.get('mqtt_connects', 0):.0f}")
+    return v.code
 
 
 def _check(args: argparse.Namespace) -> int:

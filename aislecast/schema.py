@@ -253,6 +253,7 @@ class GatewayState(msgspec.Struct, frozen=True):
     version: str
     bundle_version: int = 0
     metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    ts: float = 0.0  # unix time of this report (the will's: when the gateway started)
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -324,7 +324,7 @@ class Gateway:
             v=SCHEMA_VERSION, gateway=self.cfg.gateway, store=self.store,
             status=status, version=__version__,  # type: ignore[arg-type]
             bundle_version=self.bundles.version if hasattr(self, "bundles") else 0,
-            metrics=self.metrics() if hasattr(self, "publisher") else {},
+            metrics=self.metrics() if hasattr(self, "publisher") else {}, ts=time.time(),
         ))
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
