@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 __all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "run_benchmarks"]
@@ -99,6 +101,14 @@ def _print_table(rows: list[Measurement], out: TextIO) -> None:
     Console(file=out, width=140).print(table)
 
 
+def _save_json(text: str) -> Path:
+    """The same numbers as JSON beside the table, for tooling and comparing runs."""
+    path = Path(os.environ.get("AISLECAST_BENCH_JSON", "artifacts/bench.json"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 async def run_benchmarks(
     names: list[str], *, as_json: bool, opts: BenchOptions, out: TextIO = sys.stdout
 ) -> int:
@@ -115,14 +125,16 @@ async def run_benchmarks(
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         rows += await REGISTRY[name](opts)
         print(f"[bench] {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    payload = {
+        "results": [
+            asdict(r) | ({"ratio": ratio} if ratio is not None else {})
+            for r, ratio in _ratios(rows)
+        ]
+    }
+    text = json.dumps(payload, indent=2) + "\n"
     if as_json:
-        payload = {
-            "results": [
-                asdict(r) | ({"ratio": ratio} if ratio is not None else {})
-                for r, ratio in _ratios(rows)
-            ]
-        }
-        out.write(json.dumps(payload, indent=2) + "\n")
+        out.write(text)
     else:
         _print_table(rows, out)
+        print(f"[bench] JSON written to {_save_json(text)}", file=sys.stderr)
     return 0
