@@ -39,6 +39,7 @@ def acl_rules(gateways: list[GatewayAccount], hq_users: list[str]) -> list[AclRu
     rules = [
         AclRule("read", f"{PREFIX}/shoppers/%u/offers"),
         AclRule("write", f"{PREFIX}/shoppers/%u/feedback"),
+        AclRule("read", f"{PREFIX}/shoppers/%u/feedback/ack"),
         # phones report what they hear in whichever store they are in
         AclRule("write", f"{PREFIX}/stores/+/sightings"),
         AclRule("write", f"{PREFIX}/stores/+/interactions"),

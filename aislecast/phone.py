@@ -4,6 +4,11 @@ It connects with a persistent session (clean start off, session expiry), so offe
 published while the phone was away arrive when it reconnects, unless their MQTT message
 expiry (= offer validity) has passed; an offer that arrives past ``expires_at`` anyway
 is dropped and counted, never shown.
+
+Feedback is kept until HQ acknowledges it on ``…/feedback/ack`` and resent meanwhile:
+HQ reads feedback through a shared subscription, which a restarted Mosquitto 2.0 does
+not restore, so a PUBACK alone does not mean HQ has it (HQ stores by id: resends are
+harmless).
 """
 
 from __future__ import annotations
@@ -12,20 +17,31 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiomqtt
 import msgspec
 
 from aislecast import topics
 from aislecast.mqtt import MqttLink, MqttSettings
-from aislecast.schema import SCHEMA_VERSION, Feedback, FeedbackKind, Offer, decode, encode
+from aislecast.schema import (
+    SCHEMA_VERSION,
+    Feedback,
+    FeedbackAck,
+    FeedbackKind,
+    Offer,
+    decode,
+    encode,
+)
 from aislecast.tokens import eid_for
 
 __all__ = ["Phone", "PhoneBehaviour", "PhoneStats"]
+
+# HQ acknowledges stored feedback within milliseconds when up; resend after 10 s.
+_FEEDBACK_ACK_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +58,8 @@ class PhoneStats:
     offers_late: int = 0
     duplicates: int = 0
     bad_payloads: int = 0
+    feedback_resent: int = 0
+    feedback_acked: int = 0
     opened: int = 0
     clicked: int = 0
     redeemed: int = 0
@@ -69,8 +87,12 @@ class Phone:
         self.offers: dict[str, Offer] = {}
         self._on_offer = on_offer
         self._tasks: set[asyncio.Task[None]] = set()
+        self.unacked: dict[str, tuple[float, bytes]] = {}  # feedback id -> (sent, payload)
+        self.ack_timeout_s = _FEEDBACK_ACK_TIMEOUT_S
         self.link = MqttLink(mqtt, client_id=f"phone-{inbox}",
-                             subscriptions=[(topics.offers(inbox), 1)], handler=self._handle)
+                             subscriptions=[(topics.offers(inbox), 1),
+                                            (topics.feedback_ack(inbox), 1)],
+                             handler=self._handle)
 
     def token(self, unix_now: float | None = None) -> bytes:
         return eid_for(self.identity_key, time.time() if unix_now is None else unix_now,
@@ -78,7 +100,27 @@ class Phone:
 
     async def __aenter__(self) -> Self:
         await self.link.__aenter__()
+        self._spawn(self._resender(), "phone-feedback-resend")
         return self
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resender(self) -> None:
+        while True:
+            await asyncio.sleep(self.ack_timeout_s / 2)
+            now = time.monotonic()
+            for fid, (sent, payload) in list(self.unacked.items()):
+                if now - sent < self.ack_timeout_s or not self.link.connected.is_set():
+                    continue
+                self.unacked[fid] = (now, payload)
+                self.stats.feedback_resent += 1
+                try:
+                    await self.link.publish(topics.feedback(self.inbox), payload, qos=1)
+                except aiomqtt.MqttError:
+                    break
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -89,6 +131,16 @@ class Phone:
 
     async def _handle(self, msg: aiomqtt.Message) -> None:
         now = time.time()
+        if msg.topic.value == topics.feedback_ack(self.inbox):
+            try:
+                ack = decode(msg.payload if isinstance(msg.payload, bytes) else b"", FeedbackAck)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                self.stats.bad_payloads += 1
+                return
+            for fid in ack.ids:
+                if self.unacked.pop(fid, None) is not None:
+                    self.stats.feedback_acked += 1
+            return
         try:
             offer = decode(msg.payload if isinstance(msg.payload, bytes) else b"", Offer)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -108,14 +160,14 @@ class Phone:
         self.stats.latencies_s.append(now - offer.issued_at)
         if self._on_offer is not None:
             self._on_offer(offer)
-        task = asyncio.create_task(self._react(offer), name=f"phone-react-{offer.id[:8]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._react(offer), f"phone-react-{offer.id[:8]}")
 
     async def feedback(self, offer: Offer, kind: FeedbackKind) -> None:
         fb = Feedback(v=SCHEMA_VERSION, id=uuid.uuid4().hex, offer=offer.id, campaign=offer.campaign,
                       store=offer.store, inbox=self.inbox, kind=kind, ts=time.time())
-        await self.link.publish(topics.feedback(self.inbox), encode(fb), qos=1)
+        payload = encode(fb)
+        self.unacked[fb.id] = (time.monotonic(), payload)
+        await self.link.publish(topics.feedback(self.inbox), payload, qos=1)
 
     async def _react(self, offer: Offer) -> None:
         b = self.behaviour

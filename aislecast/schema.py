@@ -39,6 +39,7 @@ __all__ = [
     "EventBatch",
     "EventKind",
     "Feedback",
+    "FeedbackAck",
     "FeedbackKind",
     "GatewayState",
     "InteractionReport",
@@ -216,6 +217,13 @@ class Feedback(msgspec.Struct, frozen=True):
     inbox: str
     kind: FeedbackKind
     ts: float
+
+
+class FeedbackAck(msgspec.Struct, frozen=True):
+    """HQ -> phone: these feedback ids are stored; the phone stops resending them."""
+
+    v: int
+    ids: list[str]
 
 
 class PhoneSighting(msgspec.Struct, frozen=True):

@@ -9,6 +9,7 @@ __all__ = [
     "bundle",
     "bundle_delta",
     "feedback",
+    "feedback_ack",
     "gateway_acks",
     "gateway_events",
     "gateway_state",
@@ -58,6 +59,10 @@ def offers(inbox: str) -> str:
 
 def feedback(inbox: str) -> str:
     return f"{PREFIX}/shoppers/{inbox}/feedback"
+
+
+def feedback_ack(inbox: str) -> str:
+    return f"{PREFIX}/shoppers/{inbox}/feedback/ack"
 
 
 def parse_inbox(topic: str) -> str | None:

@@ -16,7 +16,16 @@ import aiomqtt
 import msgspec
 
 from aislecast import topics
-from aislecast.schema import SCHEMA_VERSION, BatchAck, Event, EventBatch, Feedback, decode, encode
+from aislecast.schema import (
+    SCHEMA_VERSION,
+    BatchAck,
+    Event,
+    EventBatch,
+    Feedback,
+    FeedbackAck,
+    decode,
+    encode,
+)
 from hq.db import HqDb
 
 __all__ = ["Ingest", "IngestStats"]
@@ -112,5 +121,8 @@ class Ingest:
             await self.astore_events([Event(id=fb.id, kind=f"offer_{fb.kind}", ts=fb.ts,  # type: ignore[arg-type]
                                      store=fb.store, campaign=fb.campaign, offer=fb.offer,
                                      inbox=fb.inbox)])
+            if self.ack is not None:  # stored (or already there): the phone may forget it
+                fb_ack = FeedbackAck(v=SCHEMA_VERSION, ids=[fb.id])
+                await self.ack(topics.feedback_ack(fb.inbox), encode(fb_ack))
         else:
             self._bad("topic", ValueError(f"unexpected topic {topic}"))

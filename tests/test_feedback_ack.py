@@ -1,0 +1,46 @@
+"""Phone feedback survives HQ being away: kept until HQ's ack, resent, stored once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from aislecast.broker import MosquittoProcess, free_port
+from aislecast.mqtt import MqttSettings
+from aislecast.phone import Phone, PhoneBehaviour
+from aislecast.schema import SCHEMA_VERSION, Offer
+from aislecast.tokens import new_identity_key
+from hq.server import HqServer
+
+
+async def _until(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.05)
+
+
+async def test_feedback_sent_while_hq_is_away_reaches_hq_once(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    mqtt = MqttSettings(port=broker.port)
+    offer = Offer(v=SCHEMA_VERSION, id="o1", campaign="c1", variant="a", store="s1",
+                  inbox="inbox1", issued_at=time.time(), expires_at=time.time() + 600, title="t")
+    async with Phone(mqtt, inbox="inbox1", identity_key=new_identity_key(), rotation_k=9,
+                     behaviour=PhoneBehaviour(open_p=0.0)) as phone:
+        phone.ack_timeout_s = 0.5
+        await phone.link.wait_connected(10)
+        await phone.feedback(offer, "opened")  # no HQ subscribed anywhere: the broker drops it
+        assert len(phone.unacked) == 1
+        hq = HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
+                      mqtt=mqtt, http_port=free_port())
+        task = asyncio.create_task(hq.run())
+        try:
+            await _until(lambda: not phone.unacked)
+            assert phone.stats.feedback_resent >= 1
+            assert phone.stats.feedback_acked == 1
+            rows = hq.db.query("SELECT kind, inbox FROM events WHERE offer = 'o1'")
+            assert rows == [("offer_opened", "inbox1")]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
