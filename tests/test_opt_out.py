@@ -1,0 +1,51 @@
+"""Opt-out reaches every gateway of every store within seconds; nothing resolves after."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from aislecast.broker import MosquittoProcess
+from edge.simstore import SimShopper
+from tests.harness import STORE, enter_campaign, stack
+
+
+async def _until(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.02)
+
+
+async def test_opt_out_reaches_all_gateways_within_seconds(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    async with stack(broker.port, tmp_path, [enter_campaign("produce", cap=5)]) as st:
+        e = st.hq.service.enroll(["offers"])
+        keep = st.hq.service.enroll(["offers"])
+        await st.hq.service.publish_bundle(STORE)
+        gws = [await st.start_gateway("gw-1"), await st.start_gateway("gw-2")]
+        async with st.phone(e) as phone:
+            await phone.link.wait_connected(10)
+            token = phone.token().hex()
+            assert all(gw.identity.resolve(token, time.time()) == e.inbox for gw in gws)
+            t0 = time.monotonic()
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{st.hq.http_port}") as http:
+                r = await http.post(f"/api/shoppers/{e.inbox}/opt-out")
+                assert r.status_code == 200
+            await _until(lambda: all(gw.identity.resolve(token, time.time()) is None for gw in gws))
+            applied_s = time.monotonic() - t0
+            assert applied_s < 5.0, f"opt-out took {applied_s:.2f} s to reach both gateways"
+            # the other shopper still resolves; the opted-out one is gone from new bundles too
+            other = st.phone(keep).token().hex()
+            assert all(gw.identity.resolve(other, time.time()) == keep.inbox for gw in gws)
+            bundle = st.hq.service.build_bundle(STORE)
+            assert all(e.inbox not in t.tokens.values() for t in bundle.token_tables)
+            # walking in now yields no presence and no offer
+            st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("produce", 2.0)],
+                                          start=time.monotonic()))
+            await asyncio.sleep(2.5)
+            assert phone.stats.offers_received == 0
+            assert all(e.inbox not in gw.presence.present() for gw in gws)
