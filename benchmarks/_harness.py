@@ -44,6 +44,7 @@ _MODULES = (
     "benchmarks.bench_decode",
     "benchmarks.bench_nfc",
     "benchmarks.bench_decide",
+    "benchmarks.bench_fanout",
     "benchmarks.bench_ingest",
     "benchmarks.bench_tap_e2e",
     "benchmarks.bench_presence",

@@ -13,7 +13,7 @@ import sys
 
 from benchmarks._harness import REGISTRY, _load
 
-EXPECTED = {"decide", "decode", "decode_pipe", "e2e", "hotpath", "ingest", "nfc", "tap"}
+EXPECTED = {"decide", "decode", "decode_pipe", "e2e", "fanout", "hotpath", "ingest", "nfc", "tap"}
 
 
 def test_every_benchmark_runs_quick_and_reports_numbers() -> None:
