@@ -40,6 +40,12 @@ class BundleStore:
             "CREATE TABLE IF NOT EXISTS bundle (id INTEGER PRIMARY KEY CHECK (id = 1),"
             " version INTEGER NOT NULL, envelope BLOB NOT NULL)"
         )
+        # deltas applied since the current bundle (pauses, edits, opt-outs): replayed on
+        # start, or a restart would revive a paused campaign until HQ's next bundle
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS deltas (seq INTEGER PRIMARY KEY,"
+            " issued_at REAL NOT NULL, envelope BLOB NOT NULL)"
+        )
         self._verifier = verifier
         self.store_id = store_id
         self._on_bundle = on_bundle
@@ -48,6 +54,7 @@ class BundleStore:
         self.current: Bundle | None = None
         self.delta_seq = 0
         self.rejected: dict[str, int] = {}
+        self.redelivered = 0  # the retained bundle again after a (re)subscribe: not an error
 
     @property
     def version(self) -> int:
@@ -66,6 +73,14 @@ class BundleStore:
         except BundleError as err:
             self._reject(err)
             return False
+        for (envelope,) in self._conn.execute("SELECT envelope FROM deltas ORDER BY seq").fetchall():
+            try:
+                delta = self._open_delta(bytes(envelope))
+            except BundleError as err:
+                self._reject(err)
+                continue
+            self.delta_seq = max(self.delta_seq, delta.seq)
+            self._on_delta(delta)  # an old pause still holds: expiry is not checked here
         return True
 
     def offer_bundle(self, envelope: bytes) -> bool:
@@ -85,7 +100,10 @@ class BundleStore:
             raise BundleError("malformed", f"bundle body does not match the schema: {exc}") from exc
         if bundle.store.id != self.store_id:
             raise BundleError("malformed", f"bundle is for store {bundle.store.id}", version=bundle.version)
-        if bundle.version <= self.version:
+        if bundle.version == self.version and self.current is not None:
+            self.redelivered += 1
+            return
+        if bundle.version < self.version:
             raise BundleError(
                 "stale", f"version {bundle.version} <= current {self.version}", version=bundle.version
             )
@@ -99,17 +117,23 @@ class BundleStore:
                 " DO UPDATE SET version = excluded.version, envelope = excluded.envelope",
                 (bundle.version, envelope),
             )
+            # the new bundle was built after these deltas: it carries their changes
+            self._conn.execute("DELETE FROM deltas WHERE issued_at <= ?", (bundle.issued_at,))
         log.info("bundle applied version=%d campaigns=%d", bundle.version, len(bundle.campaigns))
+
+    def _open_delta(self, envelope: bytes) -> BundleDelta:
+        raw = self._verifier.open(envelope, "delta")
+        try:
+            delta = decode(raw, BundleDelta)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise BundleError("malformed", f"delta body does not match the schema: {exc}") from exc
+        if delta.store != self.store_id:
+            raise BundleError("malformed", f"delta is for store {delta.store}")
+        return delta
 
     def offer_delta(self, envelope: bytes) -> bool:
         try:
-            raw = self._verifier.open(envelope, "delta")
-            try:
-                delta = decode(raw, BundleDelta)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise BundleError("malformed", f"delta body does not match the schema: {exc}") from exc
-            if delta.store != self.store_id:
-                raise BundleError("malformed", f"delta is for store {delta.store}")
+            delta = self._open_delta(envelope)
             if delta.seq <= self.delta_seq:
                 raise BundleError("stale", f"delta seq {delta.seq} <= {self.delta_seq}")
             if delta.expires_at <= self._clock():
@@ -119,6 +143,9 @@ class BundleStore:
             return False
         self.delta_seq = delta.seq
         self._on_delta(delta)
+        self._conn.execute(
+            "INSERT INTO deltas(seq, issued_at, envelope) VALUES (?, ?, ?) ON CONFLICT(seq)"
+            " DO NOTHING", (delta.seq, delta.issued_at, envelope))
         log.info("delta applied seq=%d opt_outs=%d paused=%d campaigns=%d", delta.seq,
                  len(delta.opt_outs), len(delta.paused), len(delta.campaigns))
         return True

@@ -32,6 +32,7 @@ async def test_garbage_on_every_topic_is_counted_and_the_pipeline_keeps_working(
 ) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("produce")]) as st:
         e = st.hq.service.enroll(["offers"])
+        first = await st.hq.service.publish_bundle(STORE)
         bundle = await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         async with st.phone(e) as phone, MqttLink(st.mqtt, client_id="attacker") as evil:
@@ -43,10 +44,12 @@ async def test_garbage_on_every_topic_is_counted_and_the_pipeline_keeps_working(
             for t in targets:
                 for g in GARBAGE:
                     await evil.publish(t, g, qos=1)
-            # a forged bundle (another key), and a replay of the current one (stale)
+            # a forged bundle (another key), a replay of an older one (stale), and the
+            # current one again (a redelivery: quietly ignored, not an error)
             forged = Signer(Ed25519PrivateKey.generate()).sign("bundle", msgspec.structs.replace(
                 bundle, version=bundle.version + 5))
             await evil.publish(topics.bundle(STORE), forged, qos=1)
+            await evil.publish(topics.bundle(STORE), st.hq.service.signer.sign("bundle", first), qos=1)
             await evil.publish(topics.bundle(STORE), st.hq.service.signer.sign("bundle", bundle), qos=1)
             # an expired bundle, genuinely signed
             old = Bundle(v=SCHEMA_VERSION, version=bundle.version + 9, store=Store(STORE, "x"),
@@ -60,6 +63,7 @@ async def test_garbage_on_every_topic_is_counted_and_the_pipeline_keeps_working(
             assert gw.bundles.rejected["stale"] >= 1
             assert gw.bundles.rejected["expired"] >= 1
             assert gw.bundles.version == bundle.version  # the good bundle is still in force
+            assert gw.bundles.redelivered >= 1
             assert gw.counters.bad_payloads.get("sighting", 0) >= len(GARBAGE) - 1
             assert phone.stats.offers_received == 0
             # ... and everything still works: the shopper walks in and gets the offer

@@ -1,0 +1,40 @@
+"""A pause (delta) survives a gateway restart: the last bundle alone would revive it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from aislecast.broker import MosquittoProcess
+from edge.simstore import SimShopper
+from tests.harness import STORE, enter_campaign, stack
+
+
+async def _until(pred, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.05)
+
+
+async def test_paused_campaign_stays_paused_after_restart(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    async with stack(broker.port, tmp_path, [enter_campaign("produce")]) as st:
+        e = st.hq.service.enroll(["offers"])
+        await st.hq.service.publish_bundle(STORE)
+        gw = await st.start_gateway()
+        await st.hq.service.pause_campaign("c-produce")
+        await _until(lambda: gw.bundles.delta_seq >= 1)
+        await st.stop_gateway(gw)
+        gw2 = await st.start_gateway()
+        assert gw2.bundles.delta_seq >= 1  # replayed from SQLite
+        async with st.phone(e) as phone:
+            await phone.link.wait_connected(10)
+            st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("produce", 3.0)],
+                                          start=time.monotonic()))
+            await _until(lambda: gw2.counters.decisions >= 1)
+            await asyncio.sleep(1.0)
+            assert phone.stats.offers_received == 0
+            assert gw2.bundles.redelivered >= 1  # the retained bundle came again, quietly
+            assert sum(gw2.bundles.rejected.values()) == 0
