@@ -8,6 +8,7 @@ a QoS 1 redelivery or a gateway replaying its outbox never double-counts.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from hq.db import HqDb
 __all__ = ["Ingest", "IngestStats"]
 
 log = logging.getLogger("aislecast.hq.ingest")
+
+_MAX_REF = 128  # longest offer/campaign/store/feedback id accepted from a phone
 
 _INSERT = (
     "INSERT INTO events(id, kind, ts, store, gateway, campaign, variant, offer, inbox, zone,"
@@ -67,28 +70,41 @@ class Ingest:
         self.stats.bad_payloads[what] = self.stats.bad_payloads.get(what, 0) + 1
         log.warning("bad payload dropped kind=%s error=%s", what, str(err)[:200])
 
+    def _store(self, events: list[Event]) -> list[Event]:
+        """Insert ``events``; returns the ones that were new (not stored before)."""
+        if not events:
+            return []
+        ids = [e.id for e in events]
+        marks = ",".join("?" * len(ids))
+        seen = {r[0] for r in self.db.query(
+            f"SELECT id FROM events WHERE id IN ({marks})", ids)}  # noqa: S608 - placeholders only
+        fresh = {e.id: e for e in events if e.id not in seen}  # also dedupes within a batch
+        self.db.executemany(_INSERT, [_row(e) for e in fresh.values()])
+        return list(fresh.values())
+
     def store_events(self, events: list[Event]) -> int:
-        return self._counted(events, self.db.executemany(_INSERT, [_row(e) for e in events]))
+        return self._counted(events, self._store(events))
 
     async def astore_events(self, events: list[Event]) -> int:
         """As :meth:`store_events`; on PostgreSQL the insert (a network round trip per
         batch) runs in a worker thread so the loop keeps reading MQTT meanwhile. SQLite's
         local WAL insert (~1 ms a batch) stays on the loop."""
-        rows = [_row(e) for e in events]
         if self.db.dialect == "postgresql":
-            n = await asyncio.to_thread(self.db.executemany, _INSERT, rows)
+            fresh = await asyncio.to_thread(self._store, events)
         else:
-            n = self.db.executemany(_INSERT, rows)
-        return self._counted(events, n)
+            fresh = self._store(events)
+        return self._counted(events, fresh)
 
-    def _counted(self, events: list[Event], n: int) -> int:
-        self.stats.events_ingested += n
-        self.stats.duplicates += len(events) - n
-        for e in events:
+    def _counted(self, events: list[Event], fresh: list[Event]) -> int:
+        """Counts what was stored: redeliveries and resends are duplicates, not events."""
+        self.stats.events_ingested += len(fresh)
+        self.stats.duplicates += len(events) - len(fresh)
+        for e in fresh:
             self.stats.by_kind[e.kind] = self.stats.by_kind.get(e.kind, 0) + 1
-        for fn in self.listeners:
-            fn(events)
-        return n
+        if fresh:
+            for fn in self.listeners:
+                fn(fresh)
+        return len(fresh)
 
     async def handle(self, msg: aiomqtt.Message) -> None:
         topic = msg.topic.value
@@ -117,8 +133,14 @@ class Ingest:
             if fb.inbox != parts[3]:
                 self._bad("feedback", ValueError("feedback inbox does not match the topic"))
                 return
+            if max(len(fb.offer), len(fb.campaign), len(fb.store), len(fb.id)) > _MAX_REF:
+                self._bad("feedback", ValueError("feedback reference too long"))
+                return
             self.stats.feedback += 1
-            await self.astore_events([Event(id=fb.id, kind=f"offer_{fb.kind}", ts=fb.ts,  # type: ignore[arg-type]
+            # One row per (offer, inbox, kind), under an id the phone cannot choose: a phone
+            # could otherwise pre-empt a gateway's event ids or inflate a campaign's counts.
+            key = hashlib.sha256(f"{fb.offer}|{fb.inbox}|{fb.kind}".encode()).hexdigest()[:32]
+            await self.astore_events([Event(id=f"fb{key}", kind=f"offer_{fb.kind}", ts=fb.ts,  # type: ignore[arg-type]
                                      store=fb.store, campaign=fb.campaign, offer=fb.offer,
                                      inbox=fb.inbox)])
             if self.ack is not None:  # stored (or already there): the phone may forget it
