@@ -419,6 +419,7 @@ class Gateway:
                                 self._state_payload("offline"), retain=True)
                     except (aiomqtt.MqttError, TimeoutError):
                         pass
+                self.publisher.flush()  # acks the broker gave: no republish after restart
                 self.recorder.flush()  # decisions of the last loop turn are not lost
                 self.visits.sync(time.time(), self.presence.present(), force=True)
                 self.decider.flush()

@@ -22,8 +22,18 @@ from pathlib import Path
 import sqlite_utils
 
 from aislecast.const import OUTBOX_MAX_ROWS
+from aislecast.errors import AislecastError
 
-__all__ = ["Outbox", "OutboxRow", "open_db"]
+__all__ = ["Outbox", "OutboxError", "OutboxRow", "open_db"]
+
+
+class OutboxError(AislecastError):
+    """A write to the outbox failed (disk full, I/O error): nothing of it was committed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"outbox write failed: {detail}",
+                         hint="free disk space on the gateway's data_dir; rows are kept in memory "
+                              "and written when it succeeds")
 
 
 def open_db(path: Path | str) -> sqlite_utils.Database:
@@ -86,6 +96,7 @@ class Outbox:
         """
         now = time.time()
         cur = self._conn.cursor()
+        count_before = self._count
         cur.execute("BEGIN")
         try:
             if remove:
@@ -103,10 +114,19 @@ class Outbox:
             if self._count > self.max_rows:
                 self._evict(cur, self._count - self.max_rows)
             cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
+        except BaseException as exc:
+            self._abort(count_before)
+            if isinstance(exc, sqlite3.Error):
+                raise OutboxError(str(exc)) from exc
             raise
         return seqs
+
+    def _abort(self, count_before: int) -> None:
+        """Undo a failed transaction. SQLite may already have rolled back by itself (a
+        full disk does), and then ROLLBACK would raise and hide the real error."""
+        self._count = count_before
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _insert_offers(self, cur: sqlite3.Cursor, offers: list[tuple[str, str, bytes, float]],
                        now: float) -> list[int]:
@@ -163,12 +183,15 @@ class Outbox:
         if not seqs:
             return
         cur = self._conn.cursor()
+        count_before = self._count
         cur.execute("BEGIN")
         try:
             self._delete(cur, seqs)
             cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
+        except BaseException as exc:
+            self._abort(count_before)
+            if isinstance(exc, sqlite3.Error):
+                raise OutboxError(str(exc)) from exc
             raise
 
     def pending(self, kind: str, *, limit: int, exclude: set[int] | None = None) -> list[OutboxRow]:

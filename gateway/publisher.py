@@ -30,7 +30,7 @@ import aiomqtt
 from aislecast.const import EVENT_BATCH_INTERVAL_S, EVENT_BATCH_MAX, OUTBOX_INFLIGHT
 from aislecast.errors import PublishDenied
 from aislecast.mqtt import MqttLink
-from gateway.outbox import Outbox, OutboxRow
+from gateway.outbox import Outbox, OutboxError, OutboxRow
 
 __all__ = ["OutboxPublisher", "PublisherStats"]
 
@@ -58,6 +58,7 @@ class PublisherStats:
     batches_resent: int = 0
     failures: int = 0
     denied: int = 0
+    write_failures: int = 0
 
 
 AckHook = Callable[[OutboxRow], list[tuple[str, str, bytes]]]
@@ -161,7 +162,9 @@ class OutboxPublisher:
         while True:
             row = await self._queue.get()
             remaining = None if row.expires_at is None else row.expires_at - time.time()
-            if remaining is not None and remaining <= 0:
+            # MQTT expiry is whole seconds: under 1 s left, the broker would keep it up to
+            # a second past expires_at, so it counts as expired here
+            if remaining is not None and remaining < 1.0:
                 self.stats.offers_expired += 1  # an expired offer is never published
                 self._acked.append(row.seq)
                 continue
@@ -177,14 +180,29 @@ class OutboxPublisher:
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(_FLUSH_EVERY_S)
-            if not self._acked and not self._ack_events:
-                continue
-            acked, self._acked = self._acked, []
-            events, self._ack_events = self._ack_events, []
+            self.flush()
+
+    def flush(self) -> bool:
+        """Commit acknowledgements now: acked rows leave the outbox together with their
+        ``offer_published`` events. Called every 20 ms and once more at shutdown, so an
+        offer the broker took is never published again after a restart. False when the
+        write failed (disk full): everything stays queued for the next try."""
+        if not self._acked and not self._ack_events:
+            return True
+        acked, self._acked = self._acked, []
+        events, self._ack_events = self._ack_events, []
+        try:
             self.outbox.add(events=events, remove=acked)
-            self._offers.difference_update(acked)
-            if events:
-                self._events_wakeup.set()
+        except OutboxError as exc:
+            self._acked[:0], self._ack_events[:0] = acked, events
+            self.stats.write_failures += 1
+            if self.stats.write_failures == 1 or self.stats.write_failures % 100 == 0:
+                log.error("%s (failures=%d)", exc, self.stats.write_failures)  # noqa: TRY400
+            return False
+        self._offers.difference_update(acked)
+        if events:
+            self._events_wakeup.set()
+        return True
 
     def _expire_awaiting(self) -> None:
         now = time.monotonic()

@@ -9,6 +9,7 @@ one SQLite transaction, committed before any of its offers reaches the publisher
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,9 +20,11 @@ from aislecast import topics
 from aislecast.ids import new_id
 from aislecast.schema import Event, encode
 from gateway.decisions import Decision
-from gateway.outbox import Outbox, OutboxRow
+from gateway.outbox import Outbox, OutboxError, OutboxRow
 
 __all__ = ["EventRecorder", "EventRow", "OfferRow"]
+
+log = logging.getLogger("aislecast.gateway.recorder")
 
 EventRow = tuple[str, str, bytes]  # (event id, topic, payload)
 OfferRow = tuple[str, str, bytes, float]  # (offer id, topic, payload, expires_at)
@@ -52,6 +55,7 @@ class EventRecorder:
         self._rows: list[EventRow] = []
         self._scheduled = False
         self.closed = False
+        self.write_failures = 0
 
     def event(self, kind: str, **fields: Any) -> EventRow:
         eid = new_id()
@@ -91,7 +95,15 @@ class EventRecorder:
         rows, self._rows = self._rows, []
         if not offers and not rows:
             return
-        seqs = self.outbox.add(offers=offers, events=rows)
+        try:
+            seqs = self.outbox.add(offers=offers, events=rows)
+        except OutboxError as exc:
+            # keep them for the next turn; never hand an uncommitted offer to the publisher
+            self._offers[:0], self._rows[:0] = offers, rows
+            self.write_failures += 1
+            if self.write_failures == 1 or self.write_failures % 100 == 0:
+                log.error("%s (failures=%d)", exc, self.write_failures)  # noqa: TRY400
+            return
         if self.publisher is None:
             return  # rows are durable; the publisher reads its backlog when it starts
         for (oid, topic, payload, exp), seq in zip(offers, seqs, strict=True):

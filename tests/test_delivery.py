@@ -20,7 +20,7 @@ async def _until(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untype
 async def test_expired_offer_never_reaches_a_phone_that_connects_late(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
-    campaigns = [enter_campaign("entrance", validity_s=1.0, cid="short"),
+    campaigns = [enter_campaign("entrance", validity_s=2.0, cid="short"),
                  enter_campaign("produce", validity_s=600, cid="long")]
     async with stack(broker.port, tmp_path, campaigns) as st:
         e = st.hq.service.enroll(["offers"])
@@ -33,7 +33,7 @@ async def test_expired_offer_never_reaches_a_phone_that_connects_late(
         st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 2.0), ("produce", 3.0)],
                                       start=time.monotonic(), speed_mps=5.0))
         await _until(lambda: gw.publisher.stats.offers_published >= 2)
-        await asyncio.sleep(2.5)  # the 1 s offer's MQTT expiry passes while queued
+        await asyncio.sleep(3.0)  # the 2 s offer's MQTT expiry passes while queued
         late = st.phone(e)
         async with late:
             await _until(lambda: late.stats.offers_received >= 1)
