@@ -26,6 +26,7 @@ __all__ = [
     "CAMPAIGN_ENGINE",
     "FEATURES",
     "FORMATS",
+    "MAX_VALIDITY_S",
     "SCENARIOS",
     "STATUSES",
     "TRIGGER_KINDS",
@@ -265,6 +266,9 @@ def _check_tz(where: str, tz: str, problems: list[str]) -> None:
         problems.append(f"{where}: unknown time zone {tz!r}")
 
 
+MAX_VALIDITY_S = 7 * 86_400.0  # the longest an offer may stay valid: one week
+
+
 def check_campaign(c: Campaign, zones: set[str] | None = None, *,
                    engine: int = CAMPAIGN_ENGINE) -> list[str]:
     """Every problem with ``c`` (empty when valid). ``zones``: known zone ids, if known."""
@@ -310,8 +314,15 @@ def check_campaign(c: Campaign, zones: set[str] | None = None, *,
         p.append("caps.min_gap_s: negative")
     for i, w in enumerate(k.quiet):
         _check_window(f"caps.quiet[{i}]", w, p)
-    if c.validity_s <= 0:
-        p.append("validity_s: offers must be valid for some time")
+    if not 0 < c.validity_s <= MAX_VALIDITY_S:
+        p.append(f"validity_s: {c.validity_s} outside (0, {MAX_VALIDITY_S:.0f}] seconds "
+                 "(an offer is for this visit or this week, and MQTT expiry is 32-bit)")
+    for i, cr in enumerate(c.creatives):
+        for name in ("url", "image_url"):
+            link = getattr(cr, name)
+            if link is not None and not link.startswith(("https://", "http://")):
+                p.append(f"creatives[{i}].{name}: {link[:40]!r} is not an http(s) link "
+                         "(phones open it: no javascript:, data: or app schemes)")
     if not 0 <= c.holdout_pct < 100:
         p.append(f"holdout_pct: {c.holdout_pct} outside [0, 100)")
     b = c.budget

@@ -128,7 +128,8 @@ class CheckedClient(aiomqtt.Client):
         expiry_s: float | None = None,
         timeout: float = 10.0,
     ) -> None:
-        props = None if expiry_s is None else _expiry_props(max(1, int(expiry_s)))
+        # MQTT's Message Expiry Interval is a 32-bit count of seconds
+        props = None if expiry_s is None else _expiry_props(min(max(1, int(expiry_s)), 0xFFFFFFFF))
         fut: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
         info = self._client.publish(topic, payload, qos, retain, props)
         if info.rc != 0:

@@ -131,6 +131,7 @@ class Bundle(msgspec.Struct, frozen=True):
     token_tables: list[TokenTable]
     opt_outs: list[str] = msgspec.field(default_factory=list)
     model: Model | None = None  # ranking weights, profiles and bandit arms (aislecast.campaign)
+    delta_seq: int = 0  # HQ's last delta for the store when built: older deltas are replays
 
 
 class BundleDelta(msgspec.Struct, frozen=True):

@@ -111,6 +111,9 @@ class BundleStore:
             raise BundleError("expired", "bundle expired", version=bundle.version)
         self._on_bundle(bundle)  # may raise BundleError if a campaign cannot be understood
         self.current = bundle
+        # deltas up to the one HQ had sent when it built this bundle are in it: a replay
+        # of one of them (even after a restart, which forgets the seq) is stale
+        self.delta_seq = max(self.delta_seq, bundle.delta_seq)
         if persist:
             self._conn.execute(
                 "INSERT INTO bundle(id, version, envelope) VALUES (1, ?, ?) ON CONFLICT(id)"

@@ -28,6 +28,7 @@ Example (``aislecast gateway run --config gateway.toml``)::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -156,9 +157,9 @@ def _validate(cfg: GatewayConfig) -> GatewayConfig:
     _validate_nfc(cfg.nfc)
     for name in ("gateway", "store"):
         value = getattr(cfg, name)
-        if not value or "/" in value or "+" in value or "#" in value:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
             raise ConfigError(name, f"{value!r} cannot be used in an MQTT topic",
-                              hint="use letters, digits, '-' and '_'")
+                              hint="use 1-64 letters, digits, '-' and '_' (no '.', '/', '+', '#')")
     return cfg
 
 

@@ -148,6 +148,8 @@ class OutboxPublisher:
                 exc.topic, exc.reason_code, seq)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.debug("outbox publish failed seq=%d error=%s", seq, exc)
+        except Exception:  # a row paho cannot even pack must not stop the gateway
+            log.exception("outbox publish raised seq=%d: kept, retried with backoff", seq)
         else:
             return True
         self.stats.failures += 1

@@ -16,7 +16,7 @@ from hq.analytics import campaign_stats
 from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
 from hq.console import GatewayBoard, mount_console
 from hq.ingest import Ingest
-from hq.service import HqService, NotFound
+from hq.service import HqService, InvalidInput, NotFound
 
 __all__ = ["create_app"]
 
@@ -48,6 +48,10 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     @app.exception_handler(CampaignInvalid)
     async def _invalid(_: Request, exc: CampaignInvalid) -> Response:
         return _json({"detail": exc.problems, "campaign": exc.campaign}, 422)
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid_input(_: Request, exc: InvalidInput) -> Response:
+        return _json({"detail": exc.problems}, 422)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> Response:

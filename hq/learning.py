@@ -140,7 +140,10 @@ async def learn_loop(service: HqService, every_s: float = 60.0) -> None:
             model_due = time.monotonic() - model_shipped >= MODEL_REPUBLISH_S
             if grants_changed or model_due:
                 for store in service.store_ids():
-                    await service.publish_bundle(store)
+                    try:  # one store's failure must not end HQ or starve the others
+                        await service.publish_bundle(store)
+                    except Exception:
+                        log.exception("bundle publish failed store=%s", store)
                 model_shipped = time.monotonic()
             log.info("model trained samples=%d grants_changed=%d published=%s",
                      m.samples, grants_changed, bool(grants_changed or model_due))

@@ -8,7 +8,9 @@ next epochs for opted-in shoppers, opt-outs), signs it and publishes it retained
 from __future__ import annotations
 
 import logging
+import re
 import time
+import zoneinfo
 
 import msgspec
 
@@ -31,7 +33,7 @@ from aislecast.signing import Signer
 from aislecast.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
 from hq.db import HqDb
 
-__all__ = ["Enrollment", "HqService", "NotFound"]
+__all__ = ["Enrollment", "HqService", "InvalidInput", "NotFound", "check_id"]
 
 log = logging.getLogger("aislecast.hq")
 
@@ -39,6 +41,23 @@ log = logging.getLogger("aislecast.hq")
 # gateway that loses HQ keeps working on its last bundle for a day.
 _BUNDLE_TTL_S = 86_400.0
 _DELTA_TTL_S = 3_600.0
+
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_id(field: str, value: str) -> list[str]:
+    """Ids become MQTT topic levels and broker usernames: letters, digits, '-', '_'."""
+    if _ID.fullmatch(value):
+        return []
+    return [f"{field}: {value!r} must be 1-64 letters, digits, '-' or '_' (it becomes an MQTT "
+            "topic level; '+', '#', '/' and '.' are not allowed)"]
+
+
+class InvalidInput(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class NotFound(LookupError):
@@ -70,6 +89,14 @@ class HqService:
 
     # ---- registry -------------------------------------------------------------------
     def upsert_store(self, store: Store) -> None:
+        """Raises :class:`InvalidInput` for an id unusable in topics or a bad time zone."""
+        problems = check_id("id", store.id)
+        try:
+            zoneinfo.ZoneInfo(store.tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            problems.append(f"tz: {store.tz!r} is not an IANA time zone (e.g. Europe/Berlin)")
+        if problems:
+            raise InvalidInput(problems)
         self.db.execute(
             "INSERT INTO stores(id, name, tz) VALUES (?, ?, ?) ON CONFLICT (id)"
             " DO UPDATE SET name = excluded.name, tz = excluded.tz",
@@ -163,6 +190,10 @@ class HqService:
         return tables
 
     # ---- bundles and deltas ------------------------------------------------------------
+    def _delta_seq(self, store_id: str) -> int:
+        row = self.db.one("SELECT delta_seq FROM stores WHERE id = ?", (store_id,))
+        return 0 if row is None else int(row[0])
+
     def _bump(self, column: str, store_id: str) -> int:
         """Atomically take the next bundle version or delta sequence number of a store, so
         several HQ workers never hand out the same one (UPDATE ... RETURNING)."""
@@ -185,6 +216,7 @@ class HqService:
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
             token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
+            delta_seq=self._delta_seq(store_id),
         )
 
     async def publish_bundle(self, store_id: str) -> Bundle:
@@ -215,10 +247,19 @@ class HqService:
         """Opt a shopper out everywhere: a delta to every store now, bundles right after."""
         if self.db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (inbox,)) == 0:
             raise NotFound("shopper", inbox)
-        for store in self.store_ids():
-            await self.publish_delta(store, opt_outs=[inbox])
-        for store in self.store_ids():
-            await self.publish_bundle(store)
+        failed: list[str] = []
+        for publish in (self.publish_delta, self.publish_bundle):
+            for store in self.store_ids():
+                try:  # one broken store must not keep the opt-out from the others
+                    if publish is self.publish_delta:
+                        await self.publish_delta(store, opt_outs=[inbox])
+                    else:
+                        await self.publish_bundle(store)
+                except Exception:
+                    log.exception("opt-out not published to store=%s", store)
+                    failed.append(store)
+        if failed:
+            raise RuntimeError(f"opt-out stored, but not yet published to stores {sorted(set(failed))}")
 
     async def pause_campaign(self, cid: str) -> Campaign:
         c = msgspec.structs.replace(self.get_campaign(cid), status="paused")

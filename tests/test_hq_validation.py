@@ -1,0 +1,74 @@
+"""HQ refuses what would break gateways or HQ later: ids, time zones, validity, links."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aislecast.schema import SCHEMA_VERSION, BundleDelta, Store
+from aislecast.signing import Signer, Verifier, load_or_create_signing_key
+from gateway.bundles import BundleStore
+from gateway.outbox import open_db
+from hq.api import create_app
+from hq.db import HqDb
+from hq.ingest import Ingest
+from hq.service import HqService
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> httpx.AsyncClient:
+    db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
+    service = HqService(db, Signer(load_or_create_signing_key(tmp_path / "k.pem")))
+    app = create_app(service, Ingest(db))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hq")
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"id": "pop+up", "name": "x"}, "id:"),
+    ({"id": "a.b", "name": "x"}, "id:"),
+    ({"id": "s1", "name": "x", "tz": "Mars/Olympus"}, "tz:"),
+    ({"id": "s1", "name": "x", "tz": "../../etc/passwd"}, "tz:"),
+])
+async def test_store_ids_and_time_zones_are_checked(http: httpx.AsyncClient, body: dict[str, str],
+                                                    needle: str) -> None:
+    r = await http.post("/api/stores", json=body)
+    assert r.status_code == 422
+    assert any(needle in p for p in r.json()["detail"])
+
+
+async def test_campaign_validity_and_links_are_checked(http: httpx.AsyncClient) -> None:
+    assert (await http.post("/api/stores", json={"id": "s1", "name": "x"})).status_code == 201
+    r = await http.post("/api/campaigns", json={
+        "id": "c1", "name": "x", "stores": ["s1"], "validity_s": 1e10,
+        "creatives": [{"id": "a", "title": "t", "url": "javascript:alert(1)"}]})
+    assert r.status_code == 422
+    text = " ".join(r.json()["detail"])
+    assert "validity_s" in text
+    assert "creatives[0].url" in text
+
+
+def test_a_replayed_delta_is_stale_even_after_a_restart(tmp_path: Path) -> None:
+    signer = Signer(load_or_create_signing_key(tmp_path / "k.pem"))
+    db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
+    service = HqService(db, signer)
+    service.upsert_store(Store(id="s1", name="x"))
+    now = time.time()
+    old = BundleDelta(v=SCHEMA_VERSION, seq=1, store="s1", issued_at=now, expires_at=now + 600,
+                      paused=["c1"])
+    service._bump("delta_seq", "s1")  # HQ sent delta 1 before building this bundle
+    bundle = service.build_bundle("s1")
+    gw_db = open_db(tmp_path / "gw.sqlite")
+    applied: list[BundleDelta] = []
+    store = BundleStore(gw_db, Verifier(signer.public_key), "s1", on_bundle=lambda b: None,
+                        on_delta=applied.append)
+    assert store.offer_bundle(signer.sign("bundle", bundle))
+    assert not store.offer_delta(signer.sign("delta", old))  # delta 1 is already in the bundle
+    assert store.rejected == {"stale": 1}
+    restarted = BundleStore(gw_db, Verifier(signer.public_key), "s1", on_bundle=lambda b: None,
+                            on_delta=applied.append)
+    assert restarted.load_persisted()
+    assert not restarted.offer_delta(signer.sign("delta", old))
+    assert applied == []
