@@ -119,7 +119,7 @@ class Phone:
                 self.stats.feedback_resent += 1
                 try:
                     await self.link.publish(topics.feedback(self.inbox), payload, qos=1)
-                except aiomqtt.MqttError:
+                except (aiomqtt.MqttError, TimeoutError):
                     break
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -185,5 +185,5 @@ class Phone:
             if self.rng.random() < b.redeem_p:
                 self.stats.redeemed += 1
                 await self.feedback(offer, "redeemed")
-        except aiomqtt.MqttError:
+        except (aiomqtt.MqttError, TimeoutError):
             return

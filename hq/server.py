@@ -101,7 +101,7 @@ class HqServer:
     async def _quiet(coro: Coroutine[Any, Any, None]) -> None:
         try:
             await coro
-        except (aiomqtt.MqttError, PublishDenied) as exc:
+        except (aiomqtt.MqttError, PublishDenied, TimeoutError) as exc:
             log.warning("batch ack not sent: %s", exc)
 
     async def _republisher(self) -> None:
@@ -129,7 +129,9 @@ class HqServer:
                     if self.learn_every_s > 0:  # retrain, top up grants, republish
                         tg.create_task(learn_loop(self.service, self.learn_every_s),
                                        name="hq-learn")
-                    await self.link.wait_connected(30)
+                    # HTTP serves meanwhile; a broker that starts later is simply waited for
+                    # (a timeout here would end HQ, and systemd would only restart it)
+                    await self.link.wait_connected(None)
                     while not self._uv.started and not http.done():  # noqa: ASYNC110 - uvicorn has no event
                         await asyncio.sleep(0.01)
                     self.started.set()
