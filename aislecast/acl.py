@@ -41,16 +41,18 @@ def acl_rules(gateways: list[GatewayAccount], hq_users: list[str]) -> list[AclRu
         AclRule("write", f"{PREFIX}/shoppers/%u/feedback"),
         AclRule("read", f"{PREFIX}/shoppers/%u/feedback/ack"),
         # phones report what they hear in whichever store they are in
-        AclRule("write", f"{PREFIX}/stores/+/sightings"),
-        AclRule("write", f"{PREFIX}/stores/+/interactions"),
+        # only under their own inbox: a pattern applies to gateways too, and %u keeps
+        # a gateway from writing reports into any store's topics
+        AclRule("write", f"{PREFIX}/stores/+/sightings/%u"),
+        AclRule("write", f"{PREFIX}/stores/+/interactions/%u"),
     ]
     for g in gateways:
         store = f"{PREFIX}/stores/{g.store}"
         rules += [
             AclRule("read", f"{store}/bundle", g.username),
             AclRule("read", f"{store}/bundle/delta", g.username),
-            AclRule("read", f"{store}/sightings", g.username),
-            AclRule("read", f"{store}/interactions", g.username),
+            AclRule("read", f"{store}/sightings/+", g.username),
+            AclRule("read", f"{store}/interactions/+", g.username),
             AclRule("readwrite", f"{store}/gateways/{g.gateway}/#", g.username),
             # peers of the same store: caps and presence pooling
             AclRule("read", f"{store}/gateways/+/events", g.username),

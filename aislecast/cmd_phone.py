@@ -113,7 +113,7 @@ def _sight(args: argparse.Namespace) -> int:
         async with phone:
             s = PhoneSighting(v=SCHEMA_VERSION, token=phone.token().hex(),
                               beacon=args.beacon, rssi=args.rssi, ts=time.time())
-            await phone.link.publish(topics.sightings(args.store), encode(s), qos=1)
+            await phone.link.publish(topics.sightings(args.store, phone.inbox), encode(s), qos=1)
 
     asyncio.run(main())
     return 0

@@ -219,7 +219,7 @@ async def _interactions(service: HqService, store: str, state: Any) -> None:
             report = InteractionReport(v=SCHEMA_VERSION, id=uuid.uuid4().hex, kind=kind,
                                        token=phone.token().hex(), tag="tag-coffee", ts=time.time(),
                                        code=link.code)
-            await phone.link.publish(topics.interactions(store), encode(report), qos=1)
+            await phone.link.publish(topics.interactions(store, phone.inbox), encode(report), qos=1)
 
 
 def _follow(port: int, path: str) -> int:

@@ -16,6 +16,7 @@ __all__ = [
     "interactions",
     "offers",
     "parse_inbox",
+    "reporter",
     "sightings",
 ]
 
@@ -44,13 +45,26 @@ def gateway_acks(store: str, gateway: str) -> str:
     return f"{PREFIX}/stores/{store}/gateways/{gateway}/events/ack"
 
 
-def sightings(store: str) -> str:
-    return f"{PREFIX}/stores/{store}/sightings"
+def sightings(store: str, inbox: str = "+") -> str:
+    """Where a phone reports what it hears: the last level is the sender's own inbox (the
+    broker ACL lets a phone write only under its username, so a report cannot be forged
+    for another shopper or, by a gateway, into another store); ``+`` to subscribe."""
+    return f"{PREFIX}/stores/{store}/sightings/{inbox}"
 
 
-def interactions(store: str) -> str:
-    """Phone -> gateway: shelf-tag taps and QR scans the app reports (DESIGN §2 mode 3)."""
-    return f"{PREFIX}/stores/{store}/interactions"
+def interactions(store: str, inbox: str = "+") -> str:
+    """Phone -> gateway: shelf-tag taps and QR scans the app reports (DESIGN §2 mode 3),
+    under the sender's own inbox like :func:`sightings`."""
+    return f"{PREFIX}/stores/{store}/interactions/{inbox}"
+
+
+def reporter(topic: str, store: str, kind: str) -> str | None:
+    """The sender inbox of a ``sightings``/``interactions`` topic of ``store``, else None."""
+    parts = topic.split("/")
+    if (len(parts) == 6 and parts[0] == "px" and parts[1] == "v1" and parts[2] == "stores"
+            and parts[3] == store and parts[4] == kind and parts[5]):
+        return parts[5]
+    return None
 
 
 def offers(inbox: str) -> str:

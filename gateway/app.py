@@ -284,10 +284,10 @@ class Gateway:
         elif topic == topics.bundle_delta(self.store):
             if not self.bundles.offer_delta(payload):
                 self._bad("delta")
-        elif topic == topics.sightings(self.store):
-            self._on_sighting(payload)
-        elif topic == topics.interactions(self.store):
-            self.taps.on_report(payload)
+        elif (sender := topics.reporter(topic, self.store, "sightings")) is not None:
+            self._on_sighting(payload, sender)
+        elif (sender := topics.reporter(topic, self.store, "interactions")) is not None:
+            self.taps.on_report(payload, sender=sender)
         elif topic == self._acks_topic:
             try:
                 ack = decode(payload, BatchAck)
@@ -305,7 +305,7 @@ class Gateway:
                 apply_peer_batch(self.decider, payload, self.cfg.gateway) < 0:
             self._bad("peer_events")
 
-    def _on_sighting(self, payload: bytes) -> None:
+    def _on_sighting(self, payload: bytes, sender: str) -> None:
         try:
             s = decode(payload, PhoneSighting)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -316,6 +316,9 @@ class Gateway:
         inbox = self.identity.resolve(s.token, time.time())
         if beacon is None or inbox is None:
             self._bad("sighting_unresolved")
+            return
+        if inbox != sender:  # a token that is not the reporting phone's own
+            self._bad("sighting_sender")
             return
         self._observe(inbox, beacon[0], s.rssi, beacon[1], time.monotonic())
 

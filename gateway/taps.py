@@ -142,8 +142,9 @@ class TapRouter:
                                                       NFC_BACKOFF_BASE ** min(attempt, 10))))
 
     # ---- reports from the shopper app -------------------------------------------------
-    def on_report(self, payload: bytes) -> None:
-        """An InteractionReport from ``px/v1/stores/{store}/interactions``; bad ones counted."""
+    def on_report(self, payload: bytes, *, sender: str | None = None) -> None:
+        """An InteractionReport from ``px/v1/stores/{store}/interactions/{sender}``; bad
+        ones counted. The token must resolve to the sender's own inbox."""
         if len(payload) > MAX_REPORT_BYTES:
             self._bad("interaction")
             return
@@ -171,6 +172,9 @@ class TapRouter:
         inbox = self._resolve(r.token, now)
         if inbox is None:
             self._bad("interaction_unresolved")
+            return
+        if sender is not None and inbox != sender:
+            self._bad("interaction_sender")
             return
         if self._repeat((inbox, r.kind, r.tag), now):
             self.stats["report_repeats"] += 1

@@ -38,7 +38,12 @@ async def test_phone_cannot_write_into_another_inbox(secured: MosquittoProcess) 
         assert err.value.reason_code == 0x87
         with pytest.raises(PublishDenied):
             await phone.publish(topics.offers("inboxb"), b"{}", qos=1)
-        assert phone.stats.denied == 2
+        # reports only under its own inbox, in any store it walks into
+        await phone.publish(topics.interactions("s9", "inboxa"), b"{}", qos=1)
+        await phone.publish(topics.sightings("s1", "inboxa"), b"{}", qos=1)
+        with pytest.raises(PublishDenied):
+            await phone.publish(topics.interactions("s1", "inboxb"), b"{}", qos=1)
+        assert phone.stats.denied == 3
 
 
 async def test_gateway_writes_its_store_and_inboxes_only(secured: MosquittoProcess) -> None:
@@ -57,7 +62,10 @@ async def test_gateway_writes_its_store_and_inboxes_only(secured: MosquittoProce
         await gw.publish(topics.offers("inboxa"), b"a", qos=1)
         await gw.publish(topics.offers("inboxb"), b"b", qos=1)
         foreign = (topics.gateway_events("s2", "g1"), topics.bundle("s1"),
-                   topics.gateway_events("s1", "g2"))
+                   topics.gateway_events("s1", "g2"), topics.interactions("s2", "inboxa"),
+                   topics.sightings("s1", "inboxa"))
+        # (under its own username the pattern lets it write, but the receiving gateway drops
+        # a report whose token is not that sender's: tests/test_taps.py)
         for t in foreign:
             with pytest.raises(PublishDenied):
                 await gw.publish(t, b"{}", qos=1)

@@ -38,7 +38,7 @@ async def test_garbage_on_every_topic_is_counted_and_the_pipeline_keeps_working(
         async with st.phone(e) as phone, MqttLink(st.mqtt, client_id="attacker") as evil:
             await phone.link.wait_connected(10)
             await evil.wait_connected(10)
-            targets = [topics.bundle(STORE), topics.bundle_delta(STORE), topics.sightings(STORE),
+            targets = [topics.bundle(STORE), topics.bundle_delta(STORE), topics.sightings(STORE, e.inbox),
                        topics.gateway_acks(STORE, "gw-1"), topics.gateway_events(STORE, "gw-1"),
                        topics.feedback(e.inbox), topics.offers(e.inbox)]
             for t in targets:

@@ -107,14 +107,15 @@ async def test_shelf_tag_tap_reported_by_the_app_gives_the_products_offer(
         gw = await st.start_gateway(nfc={"tags": {"T-17": {"zone": "dairy", "product": "milk-1l"}}})
         async with st.phone(e) as phone:
             await phone.link.wait_connected(10)
-            await phone.link.publish(topics.interactions(STORE), _report(phone, "tap", "T-17"), qos=1)
+            await phone.link.publish(topics.interactions(STORE, phone.inbox),
+                                     _report(phone, "tap", "T-17"), qos=1)
             await _until(lambda: phone.stats.offers_received >= 1)
             offer = next(iter(phone.offers.values()))
             assert (offer.campaign, offer.zone) == ("milk-tap", "dairy")
             # the same report delivered twice (QoS 1) is one interaction
             payload = _report(phone, "tap", "T-99", product="milk-1l", zone="bakery")
             for _ in range(2):
-                await phone.link.publish(topics.interactions(STORE), payload, qos=1)
+                await phone.link.publish(topics.interactions(STORE, phone.inbox), payload, qos=1)
             await _until(lambda: gw.taps.stats["report_duplicates"] >= 1)
             assert gw.taps.stats["report_taps"] == 2
             await _until(lambda: st.hq.ingest.stats.by_kind.get("tap", 0) >= 2)
@@ -153,7 +154,7 @@ async def test_qr_scan_via_hq_short_link_is_recorded_and_decided(
         # ... and the app reports the scan to the store: a `scan` decision, an offer
         async with st.phone(e) as phone:
             await phone.link.wait_connected(10)
-            await phone.link.publish(topics.interactions(STORE),
+            await phone.link.publish(topics.interactions(STORE, phone.inbox),
                                      _report(phone, "scan", "T-5", code=link["code"]), qos=1)
             await _until(lambda: phone.stats.offers_received >= 1)
             assert next(iter(phone.offers.values())).campaign == "coffee-scan"
@@ -212,7 +213,7 @@ async def test_hostile_interaction_reports_are_counted_and_dropped(
                 variant(token="0123456789abcdef"),  # noqa: S106 - nobody's token
             ]
             for payload in hostile:
-                await phone.link.publish(topics.interactions(STORE), payload, qos=1)
+                await phone.link.publish(topics.interactions(STORE, phone.inbox), payload, qos=1)
             await _until(lambda: sum(v for k, v in gw.counters.bad_payloads.items()
                                      if k.startswith("interaction")) >= len(hostile))
             bad = gw.counters.bad_payloads
@@ -222,5 +223,26 @@ async def test_hostile_interaction_reports_are_counted_and_dropped(
             assert phone.stats.offers_received == 0
             assert gw.counters.decisions == 0
             # the gateway is fine: a good report still works
-            await phone.link.publish(topics.interactions(STORE), _report(phone, "tap", "T-1"), qos=1)
+            await phone.link.publish(topics.interactions(STORE, phone.inbox),
+                                     _report(phone, "tap", "T-1"), qos=1)
             await _until(lambda: phone.stats.offers_received == 1)
+
+
+async def test_a_report_with_another_shoppers_token_is_refused(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """The topic names the sender (the ACL pins it to its username): a phone, or a gateway
+    with stolen credentials, cannot act for a shopper whose token it replays."""
+    async with stack(broker.port, tmp_path, [_campaign("any-tap", "tap")]) as st:
+        a, b = st.hq.service.enroll(["offers"]), st.hq.service.enroll(["offers"])
+        await st.hq.service.publish_bundle(STORE)
+        gw = await st.start_gateway()
+        async with st.phone(a) as pa, st.phone(b) as pb:
+            await pa.link.wait_connected(10)
+            await pb.link.wait_connected(10)
+            await pa.link.publish(topics.interactions(STORE, pa.inbox), _report(pb, "tap", "T-1"),
+                                  qos=1)
+            await _until(lambda: gw.counters.bad_payloads.get("interaction_sender", 0) == 1)
+            await asyncio.sleep(0.3)
+            assert pa.stats.offers_received == pb.stats.offers_received == 0
+            assert gw.counters.decisions == 0
