@@ -26,6 +26,13 @@ from hq.service import Enrollment
 STORE = "store-t"
 
 
+async def until(pred: Callable[[], object], timeout: float = 20.0, step: float = 0.02) -> None:
+    """Poll ``pred`` until it is true; TimeoutError after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(step)
+
+
 @dataclass
 class Stack:
     hq: HqServer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -16,15 +15,12 @@ from aislecast.schema import SCHEMA_VERSION, Bundle, Store
 from aislecast.signing import Signer
 from edge.simstore import SimShopper
 from tests.harness import STORE, enter_campaign, stack
+from tests.harness import until as _until
 
 GARBAGE = [b"", b"\x00\xff\xfe", b"{", b"[]", b'{"v":1}', b"null", b"x" * 70_000,
            b'{"v":1,"store":"store-t","gateway":"gw-1","events":[{"id":1}]}']
 
 
-async def _until(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.05)
 
 
 async def test_garbage_on_every_topic_is_counted_and_the_pipeline_keeps_working(

@@ -21,6 +21,7 @@ from aislecast.broker import MosquittoProcess
 from aislecast.phone import PhoneBehaviour
 from edge.simstore import SimShopper
 from tests.harness import STORE, Stack, enter_campaign, stack
+from tests.harness import until as _until
 
 CHROMIUM = os.environ.get("AISLECAST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "console"
@@ -52,10 +53,6 @@ async def browser_page(profile: Path) -> AsyncIterator[Any]:
             await ctx.close()
 
 
-async def _until(pred: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.05)
 
 
 def _walk(st: Stack, phones: list[Any], zone: str, start_in: float = 0.0) -> None:

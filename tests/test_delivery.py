@@ -9,12 +9,7 @@ from pathlib import Path
 from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
 from edge.simstore import SimShopper
 from tests.harness import STORE, enter_campaign, stack
-
-
-async def _until(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.05)
+from tests.harness import until as _until
 
 
 async def test_expired_offer_never_reaches_a_phone_that_connects_late(

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
 from aislecast.broker import MosquittoProcess
 from edge.simstore import SimShopper
-from tests.harness import STORE, enter_campaign, stack
+from tests.harness import STORE, enter_campaign, stack, until
 
-
-async def _until(pred, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.05)
+_until = functools.partial(until, timeout=15.0)
 
 
 async def test_paused_campaign_stays_paused_after_restart(

@@ -12,12 +12,7 @@ from aislecast.phone import Phone, PhoneBehaviour
 from aislecast.schema import SCHEMA_VERSION, Offer
 from aislecast.tokens import new_identity_key
 from hq.server import HqServer
-
-
-async def _until(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.05)
+from tests.harness import until as _until
 
 
 async def test_feedback_sent_while_hq_is_away_reaches_hq_once(

@@ -17,16 +17,13 @@ from aislecast.schema import Creative
 from edge.simstore import SimShopper
 from gateway.app import Gateway
 from tests.harness import STORE, Stack, enter_campaign, stack
+from tests.harness import until as _until
 
 # "Within seconds": the delta must be applied at the gateway this soon after the API
 # call returns (measured ~10-50 ms on loopback; generous for a loaded 2-core CI box).
 APPLY_WITHIN_S = 2.0
 
 
-async def _until(pred: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.02)
 
 
 def _enter_reasons(gw: Gateway, inbox: str) -> list[dict[str, Any]]:

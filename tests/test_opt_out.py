@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
@@ -10,13 +11,9 @@ import httpx
 
 from aislecast.broker import MosquittoProcess
 from edge.simstore import SimShopper
-from tests.harness import STORE, enter_campaign, stack
+from tests.harness import STORE, enter_campaign, stack, until
 
-
-async def _until(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.02)
+_until = functools.partial(until, timeout=10.0)
 
 
 async def test_opt_out_reaches_all_gateways_within_seconds(

@@ -5,12 +5,12 @@ and hostile reports."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,9 @@ from aislecast.schema import (
 from edge.nfc import AISLECAST_AID
 from edge.nfc.emulator import CardEmulator, IsoDepCard, free_udp_port
 from edge.simstore import SimShopper
-from tests.harness import STORE, Stack, enter_campaign, stack
+from tests.harness import STORE, Stack, enter_campaign, stack, until
 
-
-async def _until(pred: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(step)
+_until = functools.partial(until, timeout=10.0)
 
 
 def _campaign(cid: str, kind: TriggerKind, *, tags: list[str] | None = None,

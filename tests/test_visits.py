@@ -7,13 +7,13 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 from aislecast.broker import MosquittoProcess
 from edge.simstore import SimShopper
 from gateway.outbox import open_db
 from gateway.visits import VisitBook
 from tests.harness import STORE, enter_campaign, stack
+from tests.harness import until as _until
 
 T0 = 1_750_000_000.0
 
@@ -78,10 +78,6 @@ def test_long_downtime_or_clock_back_ends_every_visit(tmp_path: Path) -> None:
     assert back.current("a") is None
 
 
-async def _until(pred: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.05)
 
 
 async def test_restart_mid_visit_keeps_the_per_visit_cap(broker: MosquittoProcess,
