@@ -248,16 +248,19 @@ class HqService:
         if self.db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (inbox,)) == 0:
             raise NotFound("shopper", inbox)
         failed: list[str] = []
-        for publish in (self.publish_delta, self.publish_bundle):
-            for store in self.store_ids():
-                try:  # one broken store must not keep the opt-out from the others
-                    if publish is self.publish_delta:
-                        await self.publish_delta(store, opt_outs=[inbox])
-                    else:
-                        await self.publish_bundle(store)
-                except Exception:
-                    log.exception("opt-out not published to store=%s", store)
-                    failed.append(store)
+        stores = self.store_ids()
+        for store in stores:  # the delta first, everywhere: it is what gateways apply in seconds
+            try:  # one broken store must not keep the opt-out from the others
+                await self.publish_delta(store, opt_outs=[inbox])
+            except Exception:
+                log.exception("opt-out delta not published to store=%s", store)
+                failed.append(store)
+        for store in stores:
+            try:
+                await self.publish_bundle(store)
+            except Exception:
+                log.exception("bundle after opt-out not published to store=%s", store)
+                failed.append(store)
         if failed:
             raise RuntimeError(f"opt-out stored, but not yet published to stores {sorted(set(failed))}")
 
