@@ -214,9 +214,7 @@ class Gateway:
         self.router(adv)
 
     def _observe(self, inbox: str, zone: str, rssi: int, tx: int, ts: float) -> None:
-        if not -110 <= rssi <= 10:  # absurd RSSI: a driver glitch, not a shopper
-            self.counters.bad_payloads["rssi"] = self.counters.bad_payloads.get("rssi", 0) + 1
-            return
+        # absurd RSSI, unknown zones and bad clocks are dropped and counted by the engine
         self._handle_presence(self.presence.observe(inbox, zone, rssi, tx, ts))
 
     def _handle_presence(self, events: list[PresenceEvent]) -> None:

@@ -17,8 +17,6 @@ class IdentityResolver:
         self._tables: dict[int, dict[str, str]] = {}
         self._k = 9
         self._opted_out: set[str] = set()
-        self.resolved = 0
-        self.unknown = 0
 
     def load(self, k: int, tables: list[TokenTable], opt_outs: list[str]) -> None:
         self._k = k
@@ -42,7 +40,5 @@ class IdentityResolver:
             if inbox is not None:
                 if inbox in self._opted_out:
                     break
-                self.resolved += 1
                 return inbox
-        self.unknown += 1
         return None

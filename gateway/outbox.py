@@ -194,15 +194,9 @@ class Outbox:
                 raise OutboxError(str(exc)) from exc
             raise
 
-    def pending(self, kind: str, *, limit: int, exclude: set[int] | None = None) -> list[OutboxRow]:
-        """Oldest rows of ``kind`` first, skipping seqs in ``exclude`` (in flight)."""
-        rows = self._conn.execute(
-            "SELECT seq, id, kind, topic, payload, expires_at, attempts FROM outbox"
-            " WHERE kind = ? ORDER BY seq LIMIT ?",
-            (kind, limit + len(exclude or ())),
-        ).fetchall()
-        out = [OutboxRow(*r) for r in rows if not exclude or r[0] not in exclude]
-        return out[:limit]
+    def pending(self, kind: str, *, limit: int) -> list[OutboxRow]:
+        """Oldest rows of ``kind`` first (the backlog read once at start)."""
+        return self.after(kind, 0, limit=limit)
 
     def after(self, kind: str, seq: int, *, limit: int) -> list[OutboxRow]:
         """Rows of ``kind`` with a sequence number above ``seq``, oldest first (cursor reads)."""
@@ -212,11 +206,6 @@ class Outbox:
             (kind, seq, limit),
         ).fetchall()
         return [OutboxRow(*r) for r in rows]
-
-    def bump_attempts(self, seqs: Sequence[int]) -> None:
-        self._conn.executemany(
-            "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs]
-        )
 
     def drop_expired(self, now: float | None = None) -> int:
         """Delete offers whose validity has passed; they must never reach a phone."""
