@@ -14,17 +14,9 @@ from typing import Protocol, Self, runtime_checkable
 
 from edge.advert import Advertisement
 
-__all__ = ["AdvertCallback", "Scanner", "ScannerStats"]
+__all__ = ["AdvertCallback", "Scanner"]
 
 AdvertCallback = Callable[[Advertisement], None]
-
-
-class ScannerStats(Protocol):
-    """Counters every backend keeps (read by health and metrics)."""
-
-    adverts: int
-    restarts: int
-    last_advert_monotonic: float | None
 
 
 @runtime_checkable
