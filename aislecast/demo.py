@@ -23,6 +23,7 @@ from typing import Any
 from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.mqtt import MqttSettings
 from aislecast.phone import Phone
+from aislecast.procinfo import rss_mib
 from aislecast.scenarios import SCENARIOS, Scenario
 from aislecast.signing import public_key_pem
 from edge.sim_scanner import SimScanner
@@ -106,18 +107,8 @@ def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
         "offer_latency_ms_p50": round(statistics.median(lat) * 1000, 2) if lat else None,
         "offer_latency_ms_max": round(lat[-1] * 1000, 2) if lat else None,
         # the demo runs HQ, the gateway and every phone in this one process
-        "process_rss_mib": _rss_mib(),
+        "process_rss_mib": None if (rss := rss_mib()) is None else round(rss, 1),
     }
-
-
-def _rss_mib() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,

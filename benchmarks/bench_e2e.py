@@ -31,6 +31,7 @@ from aislecast import topics
 from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.const import TOKEN_ROTATION_K
 from aislecast.mqtt import MqttLink, MqttSettings
+from aislecast.procinfo import rss_mib
 from aislecast.scenarios import setup_store
 from aislecast.schema import Campaign, Creative, Trigger
 from aislecast.signing import Signer, load_or_create_signing_key, public_key_pem
@@ -263,7 +264,7 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:  # noqa: PLR0915 -
                 rows.append(Measurement("e2e", "aislecast", "saturation rate", within_goal,
                                         "offers/s", extra={"rule": "keeps up, p99 < 20 ms"}))
                 rows.append(Measurement("e2e", "aislecast", "bench process RSS (gateway)",
-                                        _rss_mb(), "MiB", "lower"))
+                                        rss_mib() or float("nan"), "MiB", "lower"))
                 print(f"[bench] gateway metrics {gw.metrics()}", file=sys.stderr)
                 gw_task.cancel()
                 sub.cancel()
@@ -273,9 +274,3 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:  # noqa: PLR0915 -
                                         "msgs/s", extra={"note": "publish only, no outbox"}))
     return rows
 
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")

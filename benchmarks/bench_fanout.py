@@ -20,6 +20,7 @@ import aiomqtt
 from aislecast import topics
 from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.mqtt import MqttLink, MqttSettings
+from aislecast.procinfo import rss_mib
 from aislecast.schema import Campaign, Creative, Store, Trigger
 from aislecast.signing import Signer, Verifier, load_or_create_signing_key
 from benchmarks._harness import BenchOptions, Measurement, benchmark
@@ -76,7 +77,7 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
                 await asyncio.gather(*(service.publish_delta(s, campaigns=[flash]) for s in stores))
                 published_s = time.perf_counter() - t0
                 await asyncio.wait_for(done.wait(), 120)
-            rss = _rss_kib(broker.pid)
+            rss = rss_mib(broker.pid) if broker.pid is not None else None
             for link in links:
                 await link.__aexit__(None, None, None)
     lat = [arrived[s] - t0 for s in stores]
@@ -95,15 +96,7 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
                     "lower"),
         Measurement("fanout", "aislecast", "gateway verify one delta", verify_ms, "ms", "lower"),
         Measurement("fanout", "aislecast", f"{n} gateway connections", connect_s, "s", "lower"),
-        Measurement("fanout", "mosquitto", f"broker RSS with {n} gateways", rss / 1024, "MiB",
+        Measurement("fanout", "mosquitto", f"broker RSS with {n} gateways", rss or float("nan"), "MiB",
                     "lower"),
     ]
 
-
-def _rss_kib(pid: int | None) -> float:
-    if pid is None:
-        return float("nan")
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return float(line.split()[1])
-    return float("nan")
