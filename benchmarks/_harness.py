@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "run_benchmarks"]
+__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "percentile", "run_benchmarks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,14 @@ _MODULES = (
     "benchmarks.bench_tap_e2e",
     "benchmarks.bench_presence",
 )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..1) of ``values``, unsorted; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:

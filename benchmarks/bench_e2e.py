@@ -36,7 +36,7 @@ from aislecast.scenarios import setup_store
 from aislecast.schema import Campaign, Creative, Trigger
 from aislecast.signing import Signer, load_or_create_signing_key, public_key_pem
 from aislecast.tokens import eid_for
-from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from edge.advert import Advertisement
 from edge.frames import encode_eddystone_eid
 from edge.scanner import AdvertCallback
@@ -174,12 +174,6 @@ async def _drive(gw: Gateway, shoppers: list[_Shopper], rec: _Receipts, rate: fl
     return got / seconds, sorted(rec.latencies)
 
 
-def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
-
-
 async def _raw_aiomqtt(port: int, n: int, inflight: int) -> float:
     async with MqttLink(MqttSettings(port=port), client_id=f"raw-{inflight}", clean_start=True) as link:
         await link.wait_connected(10)
@@ -237,7 +231,7 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:  # noqa: PLR0915 -
                     await gw.link.publish("bench/ready", b"1", qos=1)
                     await asyncio.sleep(0.1)
                 rate, lat = await _drive(gw, shoppers[:base_n], rec, 200, 3 if quick else 10)
-                p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
+                p50, p99 = percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000
                 rows += [
                     Measurement("e2e", "aislecast", "p50 @200/s", p50, "ms", "lower"),
                     Measurement("e2e", "aislecast", "p99 @200/s", p99, "ms", "lower",
@@ -247,7 +241,7 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:  # noqa: PLR0915 -
                 pool = shoppers[base_n:]
                 for target in ([600.0] if quick else [500.0, 1000, 1500, 2000, 2500, 3000, 4000]):
                     rate, lat = await _drive(gw, pool, rec, target, 2 if quick else 4)
-                    q99 = _pct(lat, 0.99)
+                    q99 = percentile(lat, 0.99) * 1000
                     print(f"[bench] e2e {target:.0f}/s -> {rate:.0f}/s p99 {q99:.1f} ms", file=sys.stderr)
                     rows.append(Measurement("e2e", "aislecast", f"p99 @{target:.0f}/s", q99, "ms",
                                             "lower", extra={"achieved_per_s": round(rate, 1)}))

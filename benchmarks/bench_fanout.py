@@ -23,15 +23,11 @@ from aislecast.mqtt import MqttLink, MqttSettings
 from aislecast.procinfo import rss_mib
 from aislecast.schema import Campaign, Creative, Store, Trigger
 from aislecast.signing import Signer, Verifier, load_or_create_signing_key
-from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from hq.db import HqDb
 from hq.service import HqService
 
 __all__ = ["bench_fanout"]
-
-
-def _pct(xs: list[float], q: float) -> float:
-    return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
 
 
 @benchmark("fanout")
@@ -90,8 +86,10 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
     return [
         Measurement("fanout", "aislecast", f"all {n} gateways have the flash delta", max(lat) * 1000,
                     "ms", "lower"),
-        Measurement("fanout", "aislecast", "per-gateway p50", _pct(lat, 0.5), "ms", "lower"),
-        Measurement("fanout", "aislecast", "per-gateway p99", _pct(lat, 0.99), "ms", "lower"),
+        Measurement("fanout", "aislecast", "per-gateway p50", percentile(lat, 0.5) * 1000, "ms",
+                    "lower"),
+        Measurement("fanout", "aislecast", "per-gateway p99", percentile(lat, 0.99) * 1000, "ms",
+                    "lower"),
         Measurement("fanout", "aislecast", f"HQ sign+publish {n} deltas", published_s * 1000, "ms",
                     "lower"),
         Measurement("fanout", "aislecast", "gateway verify one delta", verify_ms, "ms", "lower"),

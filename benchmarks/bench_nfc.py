@@ -16,7 +16,7 @@ import random
 import statistics
 import time
 
-from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from edge.nfc import AISLECAST_AID, NfcReader, Tap
 from edge.nfc.emulator import CardEmulator, IsoDepCard, Type2Card, free_udp_port, type2_image
 from edge.nfc.records import TagInfo, encode_message
@@ -27,11 +27,6 @@ __all__ = ["bench_nfc"]
 _POLL_S = 0.02
 _MUTE_S = 0.002
 _FAILURES = ("read_failed", "no_ndef", "bad_ndef", "bad_record", "aid_not_found", "bad_token")
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _phone(emu_ref: list[CardEmulator]) -> IsoDepCard:
@@ -104,7 +99,7 @@ async def bench_nfc(opts: BenchOptions) -> list[Measurement]:
         }
         for q, name in ((0.5, "p50"), (0.99, "p99")):
             rows.append(Measurement("nfc", "aislecast", f"tap_latency_{name}_{'+'.join(techs)}",
-                                    _pct(lat, q) if lat else float("nan"), "ms", "lower",
+                                    percentile(lat, q) if lat else float("nan"), "ms", "lower",
                                     dict(extra)))
     n_tp = 50 if opts.quick else 2000
     for kind in ("phone", "tag"):

@@ -28,7 +28,7 @@ from aislecast.phone import Phone, PhoneBehaviour
 from aislecast.scenarios import setup_store
 from aislecast.schema import Campaign, Caps, Creative, Offer, Trigger
 from aislecast.signing import public_key_pem
-from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from edge.nfc import AISLECAST_AID
 from edge.nfc.emulator import CardEmulator, IsoDepCard, free_udp_port
 from edge.sim_scanner import SimScanner
@@ -43,11 +43,6 @@ _STORE = "store-bench"
 _PHONES = 4
 _POLL_S = 0.02  # the gateway's default NFC poll interval (edge/nfc/_const.py)
 _FAILURES = ("read_failed", "no_ndef", "bad_ndef", "bad_record", "aid_not_found", "bad_token")
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 class _Run:
@@ -155,8 +150,8 @@ async def _stack(work: Path, opts: BenchOptions) -> list[Measurement]:
         "taps": n_lat, "failures": lat_fail, "phones": _PHONES, "poll_interval_ms": _POLL_S * 1000,
         "path": "nfcpy udp -> reader -> decide -> outbox -> mosquitto -> phone"}
     return [
-        Measurement("tap", "aislecast", "tap_to_offer_p50", _pct(lat, 0.5), "ms", "lower", extra),
-        Measurement("tap", "aislecast", "tap_to_offer_p99", _pct(lat, 0.99), "ms", "lower",
+        Measurement("tap", "aislecast", "tap_to_offer_p50", percentile(lat, 0.5), "ms", "lower", extra),
+        Measurement("tap", "aislecast", "tap_to_offer_p99", percentile(lat, 0.99), "ms", "lower",
                     dict(extra)),
         Measurement("tap", "aislecast", "taps_to_offers_per_s", n_tp / wall if wall > 0 else 0.0,
                     "taps/s", "higher",
