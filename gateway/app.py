@@ -52,7 +52,7 @@ from gateway.outbox import Outbox, open_db
 from gateway.pooling import POOL_EXPIRY_S, SightingPool, presence_filter, presence_peer
 from gateway.presence import PresenceEngine, PresenceEvent
 from gateway.publisher import OutboxPublisher
-from gateway.recorder import EventRecorder
+from gateway.recorder import EventRecorder, EventRow, OfferRow
 from gateway.schedule import ScheduleTicker
 from gateway.taps import TapRouter, decide_tags
 from gateway.visits import VisitBook
@@ -184,9 +184,7 @@ class Gateway:
         rows: list[tuple[str, str, bytes]] = []
         offers: list[tuple[str, str, bytes, float]] = []
         for inbox, zone in self.presence.present().items():
-            visit = self.visits.visit(inbox, now)
-            d = self.decider.decide(TriggerEvent("flash", inbox, zone, now, 0.0, visit))
-            self.recorder.decision(d, rows, offers)
+            self._decide("flash", inbox, zone, now, rows=rows, offers=offers)
         self.recorder.commit(offers, rows)
 
     def schedule_tick(self, now: float) -> list[Decision]:
@@ -199,10 +197,7 @@ class Gateway:
         offers: list[tuple[str, str, bytes, float]] = []
         out: list[Decision] = []
         for t in ticks:
-            visit = self.visits.visit(t.inbox, now)
-            d = self._why_none(self.decider.decide(
-                TriggerEvent("schedule", t.inbox, t.zone, now, 0.0, visit)))
-            self.recorder.decision(d, rows, offers)
+            d = self._decide("schedule", t.inbox, t.zone, now, rows=rows, offers=offers)
             self._notify("schedule", {"inbox": t.inbox, "zone": t.zone, "reason": d.reason})
             out.append(d)
         self.recorder.commit(offers, rows)
@@ -225,12 +220,10 @@ class Gateway:
         offers: list[tuple[str, str, bytes, float]] = []
         for pe in events:
             self.counters.presence_events += 1
-            visit = self.visits.visit(pe.shopper, now)
             rows.append(self.recorder.event(f"zone_{pe.kind}", inbox=pe.shopper, zone=pe.zone,
                                     dwell_s=round(pe.dwell_s, 1) if pe.kind != "enter" else None))
-            d = self._why_none(self.decider.decide(
-                TriggerEvent(pe.kind, pe.shopper, pe.zone, now, pe.dwell_s, visit)))
-            self.recorder.decision(d, rows, offers)
+            d = self._decide(pe.kind, pe.shopper, pe.zone, now, rows=rows, offers=offers,
+                             dwell_s=pe.dwell_s)
             if pe.kind == "exit" and self.presence.zone_of(pe.shopper) is None:
                 self.visits.end(pe.shopper)
             self._notify(pe.kind, {"inbox": pe.shopper, "zone": pe.zone, "reason": d.reason})
@@ -251,6 +244,15 @@ class Gateway:
             self.recorder.decision(d, rows, offers)
         self.recorder.commit(offers, rows)
         self._notify(kind, {"inbox": inbox, "zone": zone, "reason": d.reason if d else None})
+        return d
+
+    def _decide(self, kind: str, inbox: str, zone: str | None, now: float, *,
+                rows: list[EventRow], offers: list[OfferRow], dwell_s: float = 0.0) -> Decision:
+        """One decision for a shopper's trigger in their current visit, recorded with its
+        reason (and offer) into ``rows``/``offers`` for the caller's commit."""
+        visit = self.visits.visit(inbox, now)
+        d = self._why_none(self.decider.decide(TriggerEvent(kind, inbox, zone, now, dwell_s, visit)))
+        self.recorder.decision(d, rows, offers)
         return d
 
     def _why_none(self, d: Decision) -> Decision:
