@@ -2,6 +2,6 @@
 
 import sys
 
-from aislecast.cli import main
+from aislecast.apps.cli import main
 
 sys.exit(main())

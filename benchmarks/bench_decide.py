@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aislecast.campaign import (
+from aislecast.kernel.campaign import (
     FEATURES,
     ArmStats,
     Audience,

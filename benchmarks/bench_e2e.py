@@ -27,15 +27,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from aislecast import topics
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
-from aislecast.const import TOKEN_ROTATION_K
-from aislecast.mqtt import MqttLink, MqttSettings
-from aislecast.procinfo import rss_mib
-from aislecast.scenarios import setup_store
-from aislecast.schema import Campaign, Creative, Trigger
-from aislecast.signing import Signer, load_or_create_signing_key, public_key_pem
-from aislecast.tokens import eid_for
+from aislecast.apps.scenarios import setup_store
+from aislecast.kernel import topics
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.const import TOKEN_ROTATION_K
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.procinfo import rss_mib
+from aislecast.kernel.schema import Campaign, Creative, Trigger
+from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
+from aislecast.kernel.tokens import eid_for
 from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from edge.advert import Advertisement
 from edge.frames import encode_eddystone_eid

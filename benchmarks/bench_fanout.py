@@ -17,12 +17,12 @@ from pathlib import Path
 
 import aiomqtt
 
-from aislecast import topics
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
-from aislecast.mqtt import MqttLink, MqttSettings
-from aislecast.procinfo import rss_mib
-from aislecast.schema import Campaign, Creative, Store, Trigger
-from aislecast.signing import Signer, Verifier, load_or_create_signing_key
+from aislecast.kernel import topics
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.procinfo import rss_mib
+from aislecast.kernel.schema import Campaign, Creative, Store, Trigger
+from aislecast.kernel.signing import Signer, Verifier, load_or_create_signing_key
 from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from hq.db import HqDb
 from hq.service import HqService

@@ -31,10 +31,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from aislecast import topics
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
-from aislecast.mqtt import MqttLink, MqttSettings
-from aislecast.schema import SCHEMA_VERSION, Event, EventBatch, encode
+from aislecast.kernel import topics
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, encode
 from benchmarks._harness import BenchOptions, Measurement, benchmark
 from hq.db import HqDb
 from hq.ingest import Ingest

@@ -24,7 +24,7 @@ import random
 import statistics
 import time
 
-from aislecast.schema import Beacon, TokenTable
+from aislecast.kernel.schema import Beacon, TokenTable
 from benchmarks._harness import BenchOptions, Measurement, benchmark
 from edge.advert import Advertisement
 from edge.frames import (

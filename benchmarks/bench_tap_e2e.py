@@ -22,12 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
-from aislecast.mqtt import MqttSettings
-from aislecast.phone import Phone, PhoneBehaviour
-from aislecast.scenarios import setup_store
-from aislecast.schema import Campaign, Caps, Creative, Offer, Trigger
-from aislecast.signing import public_key_pem
+from aislecast.apps.phone import Phone, PhoneBehaviour
+from aislecast.apps.scenarios import setup_store
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import Campaign, Caps, Creative, Offer, Trigger
+from aislecast.kernel.signing import public_key_pem
 from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from edge.nfc import AISLECAST_AID
 from edge.nfc.emulator import CardEmulator, IsoDepCard, free_udp_port

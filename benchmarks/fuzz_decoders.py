@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aislecast.cmd_decode import render_json, render_text
+from aislecast.apps.cmd_decode import render_json, render_text
 from edge.adstructs import build_ad, parse_ad, to_advertisement
 from edge.decoders import (
     FrameCache,

@@ -31,9 +31,8 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from aislecast.campaign import Budget, Campaign, Caps, Creative, Schedule, Trigger, Window
-from gateway.decisions import Decision, DecisionEngine, LocalClock, TriggerEvent
-from gateway.decisions._compiled import in_windows
+from aislecast.kernel.campaign import Budget, Campaign, Caps, Creative, Schedule, Trigger, Window
+from gateway.decisions import Decision, DecisionEngine, LocalClock, TriggerEvent, in_windows
 from gateway.outbox import open_db
 from hq.analytics import lift_ci
 from hq.campaigns import top_up

@@ -23,7 +23,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from aislecast.errors import ConfigError
+from aislecast.kernel.errors import ConfigError
 from firmware_config.plan import Plan, PlannedBeacon, PlannedReceiver, predicted_rssi
 
 __all__ = [

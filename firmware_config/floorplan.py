@@ -39,7 +39,7 @@ from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 
-from aislecast.errors import ConfigError
+from aislecast.kernel.errors import ConfigError
 
 __all__ = [
     "ZONE_KINDS",

@@ -21,7 +21,7 @@ from typing import Final
 
 import msgspec
 
-from aislecast.errors import ConfigError
+from aislecast.kernel.errors import ConfigError
 from firmware_config.floorplan import FloorPlan, Radio, Zone
 
 __all__ = [

@@ -29,8 +29,8 @@ import qrcode.constants
 import qrcode.exceptions
 from PIL import Image, ImageDraw, ImageFont
 
-from aislecast.errors import AislecastError, ConfigError
-from hq.shortlinks import is_valid_code, short_url
+from aislecast.kernel.errors import AislecastError, ConfigError
+from aislecast.kernel.shortlinks import is_valid_code, short_url
 
 __all__ = [
     "EC_LEVELS",

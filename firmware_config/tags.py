@@ -19,8 +19,8 @@ import msgspec
 import nfc.clf
 import nfc.tag
 
-from aislecast.errors import AislecastError
-from edge.nfc._device import classify, open_frontend, tune_udp
+from aislecast.kernel.errors import AislecastError
+from edge.nfc import classify, open_frontend, tune_udp
 from edge.nfc.records import RecordDict, TagInfo, decode_message, encode_message, summarize
 
 __all__ = [

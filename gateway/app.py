@@ -18,10 +18,11 @@ from typing import Any
 import aiomqtt
 import msgspec
 
-from aislecast import __version__, topics
-from aislecast.campaign import Campaign
-from aislecast.mqtt import MqttLink, MqttSettings
-from aislecast.schema import (
+from aislecast import __version__
+from aislecast.kernel import topics
+from aislecast.kernel.campaign import Campaign
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.schema import (
     SCHEMA_VERSION,
     BatchAck,
     Bundle,
@@ -31,7 +32,7 @@ from aislecast.schema import (
     decode,
     encode,
 )
-from aislecast.signing import Verifier, public_key_from_pem
+from aislecast.kernel.signing import Verifier, public_key_from_pem
 from edge.advert import Advertisement
 from edge.scanner import AdvertCallback, Scanner
 from gateway.adverts import AdvertRouter

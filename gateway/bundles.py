@@ -15,9 +15,9 @@ from collections.abc import Callable
 import msgspec
 import sqlite_utils
 
-from aislecast.errors import BundleError
-from aislecast.schema import Bundle, BundleDelta, decode
-from aislecast.signing import Verifier
+from aislecast.kernel.errors import BundleError
+from aislecast.kernel.schema import Bundle, BundleDelta, decode
+from aislecast.kernel.signing import Verifier
 
 __all__ = ["BundleStore"]
 

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from aislecast.campaign import Caps
+from aislecast.kernel.campaign import Caps
 
 __all__ = ["FLUSH_ROWS", "FLUSH_S", "SPEND_BLOCK", "VISIT_GAP_S", "CapLedger", "Charge"]
 

@@ -35,7 +35,7 @@ from typing import Literal
 
 import msgspec
 
-from aislecast.errors import AislecastError, ConfigError
+from aislecast.kernel.errors import AislecastError, ConfigError
 from edge.nfc import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
 from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
 from gateway.presence import PresenceParams

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from aislecast.schema import Beacon
+from aislecast.kernel.schema import Beacon
 from edge.decoders import decode_eddystone
 from edge.frames import EddystoneTLM
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import aiomqtt
 import msgspec
 
-from aislecast import topics
-from aislecast.mqtt import MqttLink, MqttSettings
-from aislecast.schema import GatewayState, decode
+from aislecast.kernel import topics
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.schema import GatewayState, decode
 from gateway.config import GatewayConfig
 
 __all__ = ["Verdict", "read_state", "verdict"]

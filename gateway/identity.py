@@ -7,7 +7,7 @@ resolve, whatever tables an older bundle carried.
 
 from __future__ import annotations
 
-from aislecast.schema import TokenTable
+from aislecast.kernel.schema import TokenTable
 
 __all__ = ["IdentityResolver"]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from aislecast.const import OUTBOX_MAX_ROWS
-from aislecast.errors import AislecastError
+from aislecast.kernel.const import OUTBOX_MAX_ROWS
+from aislecast.kernel.errors import AislecastError
 
 __all__ = ["Outbox", "OutboxError", "OutboxRow", "open_db"]
 

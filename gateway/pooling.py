@@ -1,6 +1,6 @@
 """Pooling sightings between the gateways of one store, so the nearest one wins (DESIGN §7).
 
-Every gateway publishes a compact :class:`~aislecast.presence_schema.SightingSummary`
+Every gateway publishes a compact :class:`~aislecast.kernel.presence_schema.SightingSummary`
 of its own evidence (best zone, distance, whether it claims the shopper, evidence age)
 on ``px/v1/stores/{store}/gateways/{gateway}/presence`` and subscribes to its peers'
 (``px/v1/stores/{store}/gateways/+/presence``). A peer's entries go into the local
@@ -19,9 +19,9 @@ from typing import Final
 
 import msgspec
 
-from aislecast import topics
-from aislecast.presence_schema import ShopperSighting, SightingSummary
-from aislecast.schema import SCHEMA_VERSION, decode, encode
+from aislecast.kernel import topics
+from aislecast.kernel.presence_schema import ShopperSighting, SightingSummary
+from aislecast.kernel.schema import SCHEMA_VERSION, decode, encode
 from gateway.presence import PresenceEngine, PresenceEvent
 
 __all__ = [

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from aislecast.const import PRESENCE_ABSENCE_S, PRESENCE_DWELL_S
+from aislecast.kernel.const import PRESENCE_ABSENCE_S, PRESENCE_DWELL_S
 from gateway.smoothing import Smoother, SmootherKind, make_smoother
 
 __all__ = ["RSSI_MAX", "RSSI_MIN", "PresenceEngine", "PresenceEvent", "PresenceParams", "Summary"]

@@ -4,7 +4,7 @@ An offer leaves the outbox only after its PUBACK, and the acknowledgement is com
 in the same transaction as the ``offer_published`` event it produces. Event batches
 need more than a PUBACK: Mosquitto 2.0 does not restore shared subscriptions after a
 restart, so a batch the broker accepted may reach no HQ worker. Event rows therefore
-leave only when HQ's end-to-end :class:`~aislecast.schema.BatchAck` arrives; a batch
+leave only when HQ's end-to-end :class:`~aislecast.kernel.schema.BatchAck` arrives; a batch
 not acknowledged within ``ack_timeout_s`` is sent again (HQ ingest is idempotent).
 
 Nothing here rescans the outbox: the backlog is read once at start, new offers arrive
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import aiomqtt
 
-from aislecast.const import EVENT_BATCH_INTERVAL_S, EVENT_BATCH_MAX, OUTBOX_INFLIGHT
-from aislecast.errors import PublishDenied
-from aislecast.mqtt import MqttLink
+from aislecast.kernel.const import EVENT_BATCH_INTERVAL_S, EVENT_BATCH_MAX, OUTBOX_INFLIGHT
+from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.mqtt import MqttLink
 from gateway.outbox import Outbox, OutboxError, OutboxRow
 
 __all__ = ["OutboxPublisher", "PublisherStats"]

@@ -1,7 +1,7 @@
 """Ranking at the gateway: predicted propensity and Thompson sampling across variants.
 
-The bundle's :class:`~aislecast.campaign.Model` carries logistic-regression weights over
-:data:`~aislecast.campaign.FEATURES` (trained at HQ from opens, clicks and redemptions),
+The bundle's :class:`~aislecast.kernel.campaign.Model` carries logistic-regression weights over
+:data:`~aislecast.kernel.campaign.FEATURES` (trained at HQ from opens, clicks and redemptions),
 per-inbox profiles, and per-variant Beta posteriors of the click rate. Campaigns tied on
 priority are ordered by predicted propensity; within the winner, each variant draws from
 its posterior with the model's prediction as a prior worth ``PRIOR_STRENGTH`` pseudo
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 
-from aislecast.campaign import FEATURES, ArmStats, Campaign, Creative, Model, Profile, features
+from aislecast.kernel.campaign import FEATURES, ArmStats, Campaign, Creative, Model, Profile, features
 
 __all__ = ["PRIOR_STRENGTH", "Ranker"]
 

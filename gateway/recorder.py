@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from aislecast import topics
-from aislecast.ids import new_id
-from aislecast.schema import Event, encode
+from aislecast.kernel import topics
+from aislecast.kernel.ids import new_id
+from aislecast.kernel.schema import Event, encode
 from gateway.decisions import Decision
 from gateway.outbox import Outbox, OutboxError, OutboxRow
 

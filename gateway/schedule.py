@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from aislecast.campaign import Campaign
+from aislecast.kernel.campaign import Campaign
 from gateway.decisions import LocalClock
 
 __all__ = ["ScheduleTick", "ScheduleTicker"]

@@ -6,7 +6,7 @@ Two ways a shopper touches a shelf call to action (DESIGN §2 mode 3), one decis
   token (:class:`edge.nfc.Tap` ``kind="phone"``); the token resolves through the
   bundle's tables like an advert's, and the tap decides in the reader's zone;
 - **at a shelf tag or QR label**: the app reads the tag (or scans the label's short
-  link), then publishes an :class:`aislecast.schema.InteractionReport` with its token
+  link), then publishes an :class:`aislecast.kernel.schema.InteractionReport` with its token
   and the tag id on ``px/v1/stores/{store}/interactions`` (QoS 1). A phone may write its
   store's ``sightings`` and ``interactions`` topics and nothing else of the store's.
 
@@ -33,9 +33,8 @@ from typing import Final
 
 import msgspec
 
-from aislecast.schema import SCHEMA_VERSION, InteractionReport, decode
-from edge.nfc import NfcReader, Tap
-from edge.nfc._const import NFC_BACKOFF_BASE, NFC_BACKOFF_CAP_S
+from aislecast.kernel.schema import SCHEMA_VERSION, InteractionReport, decode
+from edge.nfc import NFC_BACKOFF_BASE, NFC_BACKOFF_CAP_S, NfcReader, Tap
 from edge.nfc.records import MAX_FIELD_LEN
 from gateway.config import NfcSection
 from gateway.decisions import Decision, DecisionEngine, TriggerEvent

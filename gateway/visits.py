@@ -31,7 +31,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Final
 
-from aislecast.ids import new_id
+from aislecast.kernel.ids import new_id
 
 __all__ = ["VISIT_IDLE_S", "VISIT_MAX_DOWN_S", "VISIT_SYNC_S", "VisitBook"]
 

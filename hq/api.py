@@ -10,8 +10,8 @@ import msgspec
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from aislecast import __version__
-from aislecast.schema import Beacon, Campaign, Store, Zone
-from aislecast.signing import public_key_pem
+from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
+from aislecast.kernel.signing import public_key_pem
 from hq.analytics import campaign_stats
 from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
 from hq.console import GatewayBoard, mount_console

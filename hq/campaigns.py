@@ -1,7 +1,7 @@
 """HQ's campaign desk: validate, save, edit live, flash, and allocate budget grants.
 
 HQ refuses an invalid campaign naming every problem (the API answers 422 with the list):
-the shared rule book :func:`~aislecast.campaign.check_campaign` plus what only HQ knows
+the shared rule book :func:`~aislecast.kernel.campaign.check_campaign` plus what only HQ knows
 (stores exist, zones exist in each targeted store, the store's time zone is real).
 Saving a campaign that is live in stores with gateways publishes a signed delta, so a
 pause or an edit reaches the gateways within seconds.
@@ -24,7 +24,7 @@ import zoneinfo
 
 import msgspec
 
-from aislecast.campaign import CAMPAIGN_ENGINE, Budget, Campaign, Creative, Trigger, check_campaign
+from aislecast.kernel.campaign import CAMPAIGN_ENGINE, Budget, Campaign, Creative, Trigger, check_campaign
 from hq.service import HqService, NotFound
 
 __all__ = ["CampaignInvalid", "FlashRequest", "allocate_budgets", "flash", "save_campaign",

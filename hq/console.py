@@ -28,8 +28,8 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from aislecast import topics
-from aislecast.schema import Campaign, Event, GatewayState, decode
+from aislecast.kernel import topics
+from aislecast.kernel.schema import Campaign, Event, GatewayState, decode
 from hq.analytics import campaign_stats
 from hq.campaigns import save_campaign
 from hq.db import HqDb

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import aiomqtt
 import msgspec
 
-from aislecast import topics
-from aislecast.schema import (
+from aislecast.kernel import topics
+from aislecast.kernel.schema import (
     SCHEMA_VERSION,
     BatchAck,
     Event,

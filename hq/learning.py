@@ -3,9 +3,9 @@
 From the event log HQ builds each shopper's profile (segments and loyalty tier from the
 ``profiles`` table, visits and a lead score from zone events: repeated visits and dwell
 raise it), fits a logistic regression of "clicked or redeemed" on
-:func:`~aislecast.campaign.features` of every offer published (numpy, L2-regularised
+:func:`~aislecast.kernel.campaign.features` of every offer published (numpy, L2-regularised
 gradient descent), and counts clicks per creative variant for the gateways' Thompson
-sampling. The result is a :class:`~aislecast.campaign.Model` that rides in the next
+sampling. The result is a :class:`~aislecast.kernel.campaign.Model` that rides in the next
 bundle (``HqService.model``).
 """
 
@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from aislecast.campaign import FEATURES, ArmStats, Campaign, Model, Profile, features
+from aislecast.kernel.campaign import FEATURES, ArmStats, Campaign, Model, Profile, features
 from hq.campaigns import allocate_budgets
 from hq.service import HqService
 

@@ -12,11 +12,11 @@ from typing import Any, Final
 import aiomqtt
 import uvicorn
 
-from aislecast import topics
-from aislecast.const import BUNDLE_REPUBLISH_S
-from aislecast.errors import PublishDenied
-from aislecast.mqtt import MqttLink, MqttSettings
-from aislecast.signing import Signer, load_or_create_signing_key
+from aislecast.kernel import topics
+from aislecast.kernel.const import BUNDLE_REPUBLISH_S
+from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.api import create_app
 from hq.console import STATE_FILTER, GatewayBoard
 from hq.db import HqDb

@@ -14,10 +14,10 @@ import zoneinfo
 
 import msgspec
 
-from aislecast import topics
-from aislecast.const import TOKEN_EPOCHS_AHEAD, TOKEN_ROTATION_K
-from aislecast.mqtt import MqttLink
-from aislecast.schema import (
+from aislecast.kernel import topics
+from aislecast.kernel.const import TOKEN_EPOCHS_AHEAD, TOKEN_ROTATION_K
+from aislecast.kernel.mqtt import MqttLink
+from aislecast.kernel.schema import (
     SCHEMA_VERSION,
     Beacon,
     Bundle,
@@ -29,8 +29,8 @@ from aislecast.schema import (
     Zone,
     decode,
 )
-from aislecast.signing import Signer
-from aislecast.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
+from aislecast.kernel.signing import Signer
+from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
 from hq.db import HqDb
 
 __all__ = ["Enrollment", "HqService", "InvalidInput", "NotFound", "check_id"]

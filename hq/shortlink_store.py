@@ -34,8 +34,8 @@ from urllib.parse import quote
 import msgspec
 from fastapi import APIRouter, Request, Response
 
-from aislecast.errors import AislecastError
-from aislecast.schema import Event
+from aislecast.kernel.errors import AislecastError
+from aislecast.kernel.schema import Event
 from hq.db import HqDb
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
 

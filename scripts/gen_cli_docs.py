@@ -48,7 +48,7 @@ def render() -> str:
     os.environ["COLUMNS"] = WIDTH
     try:
         sys.path.insert(0, str(ROOT))
-        from aislecast.cli import build_parser  # noqa: PLC0415 - after the path is set
+        from aislecast.apps.cli import build_parser  # noqa: PLC0415 - after the path is set
 
         parsers = list(_subcommands(build_parser()))
         contents = "\n".join(f"- [`{p.prog}`](#{p.prog.replace(' ', '-')})" for p in parsers)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aislecast.broker import free_port
-from aislecast.mqtt import MqttSettings
-from aislecast.phone import Phone, PhoneBehaviour
-from aislecast.scenarios import setup_store
-from aislecast.schema import Campaign, Caps, Creative, Trigger
-from aislecast.signing import public_key_pem
+from aislecast.apps.phone import Phone, PhoneBehaviour
+from aislecast.apps.scenarios import setup_store
+from aislecast.kernel.broker import free_port
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import Campaign, Caps, Creative, Trigger
+from aislecast.kernel.signing import public_key_pem
 from edge.scanner import AdvertCallback, Scanner
 from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimStore, default_zones

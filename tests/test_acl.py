@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from aislecast import topics
-from aislecast.acl import GatewayAccount, acl_rules, gateway_username, hq_username
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
-from aislecast.errors import PublishDenied
-from aislecast.mqtt import MqttLink, MqttSettings
+from aislecast.kernel import topics
+from aislecast.kernel.acl import GatewayAccount, acl_rules, gateway_username, hq_username
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
 
 
 @pytest.fixture

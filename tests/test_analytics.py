@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aislecast.schema import Event
+from aislecast.kernel.schema import Event
 from hq.analytics import campaign_stats, lift_ci
 from hq.db import HqDb
 from hq.ingest import Ingest

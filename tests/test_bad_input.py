@@ -8,11 +8,11 @@ from pathlib import Path
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from aislecast import topics
-from aislecast.broker import MosquittoProcess
-from aislecast.mqtt import MqttLink
-from aislecast.schema import SCHEMA_VERSION, Bundle, Store
-from aislecast.signing import Signer
+from aislecast.kernel import topics
+from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.mqtt import MqttLink
+from aislecast.kernel.schema import SCHEMA_VERSION, Bundle, Store
+from aislecast.kernel.signing import Signer
 from edge.simstore import SimShopper
 from tests.harness import STORE, enter_campaign, stack
 from tests.harness import until as _until

@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from aislecast.cli import main
-from aislecast.errors import ConfigError
+from aislecast.apps.cli import main
+from aislecast.kernel.errors import ConfigError
 from firmware_config.check import Heard, check_plan, format_report, parse_heard
 from firmware_config.floorplan import FloorPlan, load_floorplan, parse_floorplan
 from firmware_config.plan import (

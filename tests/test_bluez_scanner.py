@@ -131,8 +131,8 @@ async def test_measure_adverts_per_second(fake_bluez: FakeBlueZ, mode: str) -> N
 
 
 async def test_doctor_sees_the_fake_adapter(fake_bluez: FakeBlueZ, tmp_path: Path) -> None:
-    from aislecast.broker import free_port  # noqa: PLC0415
-    from aislecast.cmd_doctor import run_checks  # noqa: PLC0415
+    from aislecast.apps.cmd_doctor import run_checks  # noqa: PLC0415
+    from aislecast.kernel.broker import free_port  # noqa: PLC0415
 
     checks = {c.name: c for c in await run_checks("hci0", "127.0.0.1", free_port(), tmp_path)}
     assert checks["permissions"].status == "ok"

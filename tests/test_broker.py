@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from aislecast.broker import AclRule, BrokerConfig
+from aislecast.kernel.broker import AclRule, BrokerConfig
 
 _CHILD = """
 import asyncio, pathlib, sys
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 async def main():
     b = MosquittoProcess(BrokerConfig(directory=pathlib.Path(sys.argv[1]), port=free_port()))
     await b.__aenter__()

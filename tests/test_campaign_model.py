@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from aislecast.campaign import (
+from aislecast.kernel.campaign import (
     Budget,
     Campaign,
     Caps,
@@ -17,8 +17,8 @@ from aislecast.campaign import (
     Window,
     check_campaign,
 )
-from aislecast.schema import Bundle, Store, Zone, decode
-from aislecast.signing import Signer, load_or_create_signing_key
+from aislecast.kernel.schema import Bundle, Store, Zone, decode
+from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.api import create_app
 from hq.campaigns import top_up
 from hq.db import HqDb

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aislecast.broker import MosquittoProcess
-from aislecast.phone import PhoneBehaviour
+from aislecast.apps.phone import PhoneBehaviour
+from aislecast.kernel.broker import MosquittoProcess
 from edge.simstore import SimShopper
 from tests.harness import STORE, Stack, enter_campaign, stack
 from tests.harness import until as _until
@@ -137,8 +137,8 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
 
 async def test_console_empty_state(broker: MosquittoProcess, tmp_path: Path) -> None:
     """No stores and no campaigns: the page says so instead of showing empty tables."""
-    from aislecast.broker import free_port  # noqa: PLC0415
-    from aislecast.mqtt import MqttSettings  # noqa: PLC0415
+    from aislecast.kernel.broker import free_port  # noqa: PLC0415
+    from aislecast.kernel.mqtt import MqttSettings  # noqa: PLC0415
     from hq.server import HqServer  # noqa: PLC0415
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from aislecast.campaign import (
+from aislecast.kernel.campaign import (
     ArmStats,
     Audience,
     Budget,
@@ -22,7 +22,7 @@ from aislecast.campaign import (
     Trigger,
     Window,
 )
-from aislecast.schema import SCHEMA_VERSION, Event, EventBatch, encode
+from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, encode
 from gateway.decisions import DecisionEngine, TriggerEvent, apply_peer_batch, in_holdout
 from gateway.outbox import open_db
 
@@ -156,7 +156,7 @@ def test_holdout_is_deterministic_and_not_messaged(tmp_path: Path) -> None:
 
 def test_priority_then_propensity_then_bandit(tmp_path: Path) -> None:
     w = [0.0] * 20
-    from aislecast.campaign import FEATURES  # noqa: PLC0415
+    from aislecast.kernel.campaign import FEATURES  # noqa: PLC0415
 
     w[FEATURES.index("format:coupon")] = 3.0
     model = Model(weights=w, arms={"hi/a": ArmStats(1, 50), "hi/b": ArmStats(40, 2)})

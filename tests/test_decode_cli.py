@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aislecast import cmd_decode
-from aislecast.cli import main
+from aislecast.apps import cmd_decode
+from aislecast.apps.cli import main
 
 IBEACON = "0201061aff4c0002154142434445464748494041424344454600010002f8"
 ALTBEACON = "02011a1bff1801beac" + "00" * 16 + "00010001c501"

@@ -11,7 +11,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aislecast.cmd_decode import decode_hex, render_json, render_text
+from aislecast.apps.cmd_decode import decode_hex, render_json, render_text
 from benchmarks.fuzz_decoders import run, seed_corpus
 from edge.adstructs import build_ad, parse_ad, to_advertisement
 from edge.advert import Advertisement

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from edge.simstore import SimShopper
 from tests.harness import STORE, enter_campaign, stack
 from tests.harness import until as _until

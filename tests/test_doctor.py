@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fakebluez import FakeBlueZ
 
-from aislecast.broker import MosquittoProcess, free_port
+from aislecast.kernel.broker import MosquittoProcess, free_port
 
 pytest_plugins = ["fakebluez.fixtures"]
 pytestmark = pytest.mark.timeout(60)

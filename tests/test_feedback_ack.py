@@ -6,11 +6,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from aislecast.broker import MosquittoProcess, free_port
-from aislecast.mqtt import MqttSettings
-from aislecast.phone import Phone, PhoneBehaviour
-from aislecast.schema import SCHEMA_VERSION, Offer
-from aislecast.tokens import new_identity_key
+from aislecast.apps.phone import Phone, PhoneBehaviour
+from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import SCHEMA_VERSION, Offer
+from aislecast.kernel.tokens import new_identity_key
 from hq.server import HqServer
 from tests.harness import until as _until
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aislecast.schema import Beacon
+from aislecast.kernel.schema import Beacon
 from edge.advert import Advertisement
 from edge.frames import APPLE_COMPANY_ID, encode_eddystone_tlm, encode_eddystone_uid, encode_ibeacon
 from gateway.adverts import AdvertRouter

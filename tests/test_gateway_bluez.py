@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from fakebluez import FakeBlueZ
 
-from aislecast.broker import MosquittoProcess
-from aislecast.phone import Phone
-from aislecast.schema import Beacon
+from aislecast.apps.phone import Phone
+from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.schema import Beacon
 from edge.bluez import BlueZScanner
 from edge.factory import make_scanner
 from edge.frames import EDDYSTONE_UUID

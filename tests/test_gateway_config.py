@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aislecast.cli import main
-from aislecast.errors import ConfigError
+from aislecast.apps.cli import main
+from aislecast.kernel.errors import ConfigError
 from gateway.config import load_config
 
 BASE = {"gateway": "gw-1", "store": "s1", "hq_public_key": "-----BEGIN PUBLIC KEY-----x"}

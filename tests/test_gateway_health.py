@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from aislecast.broker import MosquittoProcess
-from aislecast.schema import SCHEMA_VERSION, GatewayState
+from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.schema import SCHEMA_VERSION, GatewayState
 from gateway.config import load_config
 from gateway.health import verdict
 from tests.harness import STORE, enter_campaign, stack

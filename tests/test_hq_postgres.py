@@ -16,12 +16,12 @@ import httpx
 import msgspec
 import pytest
 
-from aislecast import topics
-from aislecast.broker import MosquittoProcess, free_port
-from aislecast.campaign import Budget
-from aislecast.mqtt import MqttSettings
-from aislecast.schema import BatchAck, Event, EventBatch, Store, Zone, decode, encode
-from aislecast.signing import Signer, load_or_create_signing_key
+from aislecast.kernel import topics
+from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.campaign import Budget
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import BatchAck, Event, EventBatch, Store, Zone, decode, encode
+from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.analytics import CampaignStats, campaign_stats
 from hq.api import create_app
 from hq.campaigns import allocate_budgets

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aislecast.schema import SCHEMA_VERSION, BundleDelta, Store
-from aislecast.signing import Signer, Verifier, load_or_create_signing_key
+from aislecast.kernel.schema import SCHEMA_VERSION, BundleDelta, Store
+from aislecast.kernel.signing import Signer, Verifier, load_or_create_signing_key
 from gateway.bundles import BundleStore
 from gateway.outbox import open_db
 from hq.api import create_app

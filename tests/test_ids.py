@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from aislecast.ids import new_id
+from aislecast.kernel.ids import new_id
 
 
 def test_ids_look_like_uuid_hex_and_never_repeat() -> None:
@@ -16,7 +16,7 @@ def test_ids_look_like_uuid_hex_and_never_repeat() -> None:
 
 
 def test_two_processes_and_a_forked_child_draw_different_ids() -> None:
-    code = "from aislecast.ids import new_id; print(new_id())"
+    code = "from aislecast.kernel.ids import new_id; print(new_id())"
     a = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     b = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert a.stdout != b.stdout

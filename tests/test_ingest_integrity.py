@@ -7,9 +7,9 @@ from pathlib import Path
 
 import aiomqtt
 
-from aislecast import topics
-from aislecast.ids import new_id
-from aislecast.schema import SCHEMA_VERSION, Event, EventBatch, Feedback, encode
+from aislecast.kernel import topics
+from aislecast.kernel.ids import new_id
+from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, Feedback, encode
 from hq.analytics import campaign_stats
 from hq.db import HqDb
 from hq.ingest import Ingest

@@ -9,12 +9,12 @@ import time
 import uuid
 from pathlib import Path
 
-from aislecast.broker import MosquittoProcess, free_port
-from aislecast.campaign import ArmStats
-from aislecast.mqtt import MqttSettings
-from aislecast.scenarios import setup_store
-from aislecast.schema import Budget, Campaign, Caps, Creative, Event, Trigger
-from aislecast.signing import public_key_pem
+from aislecast.apps.scenarios import setup_store
+from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.campaign import ArmStats
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import Budget, Campaign, Caps, Creative, Event, Trigger
+from aislecast.kernel.signing import public_key_pem
 from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimStore, default_zones
 from gateway.app import Gateway

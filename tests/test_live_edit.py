@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from aislecast.broker import MosquittoProcess
-from aislecast.phone import Phone
-from aislecast.schema import Creative
+from aislecast.apps.phone import Phone
+from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.schema import Creative
 from edge.simstore import SimShopper
 from gateway.app import Gateway
 from tests.harness import STORE, Stack, enter_campaign, stack

@@ -14,10 +14,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from PIL import Image
 
-from aislecast.broker import MosquittoProcess, free_port
-from aislecast.cli import main
-from aislecast.errors import ConfigError
-from aislecast.mqtt import MqttSettings
+from aislecast.apps.cli import main
+from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.errors import ConfigError
+from aislecast.kernel.mqtt import MqttSettings
 from edge.nfc.emulator import CardEmulator, Type2Card, free_udp_port, type2_image
 from firmware_config.qr import mint_link
 from hq.server import HqServer

@@ -1,4 +1,4 @@
-"""Canary: the private parts of aiomqtt and paho that aislecast.mqtt relies on still exist.
+"""Canary: the private parts of aiomqtt and paho that aislecast.kernel.mqtt relies on still exist.
 
 CheckedClient reads PUBACK reason codes through aiomqtt's ``_on_publish`` hook and the
 underlying paho client, and races waits against ``_disconnected``; MqttLink cancels
@@ -12,7 +12,7 @@ import inspect
 import aiomqtt
 import paho.mqtt.client as paho
 
-from aislecast.mqtt import CheckedClient
+from aislecast.kernel.mqtt import CheckedClient
 
 
 async def test_aiomqtt_private_surface_we_use() -> None:

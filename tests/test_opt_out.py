@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from aislecast.broker import MosquittoProcess
+from aislecast.kernel.broker import MosquittoProcess
 from edge.simstore import SimShopper
 from tests.harness import STORE, enter_campaign, stack, until
 

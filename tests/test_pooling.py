@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aislecast.presence_schema import SightingSummary
-from aislecast.schema import decode
+from aislecast.kernel.presence_schema import SightingSummary
+from aislecast.kernel.schema import decode
 from gateway.pooling import SightingPool, presence_peer, presence_topic
 from gateway.presence import PresenceEngine
 

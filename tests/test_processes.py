@@ -22,9 +22,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from aislecast import topics
-from aislecast.broker import MosquittoProcess, free_port
-from aislecast.signing import load_or_create_signing_key, public_key_pem
+from aislecast.kernel import topics
+from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.signing import load_or_create_signing_key, public_key_pem
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from aislecast.cli import main
-from aislecast.errors import ConfigError
+from aislecast.apps.cli import main
+from aislecast.kernel.errors import ConfigError
 from firmware_config.qr import Label, qr_matrix, read_labels, write_qr, write_sheet
 
 URL = "https://hq.example.com/s/Ab3dE9z?src=qr"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aislecast.demo import DemoOptions, run_demo
-from aislecast.scenarios import SCENARIOS
+from aislecast.apps.demo import DemoOptions, run_demo
+from aislecast.apps.scenarios import SCENARIOS
 
 # scenario -> SQL LIKE pattern of the campaigns that must have made offers
 EXPECT = {

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import msgspec
 
-from aislecast.campaign import Campaign, Caps, Creative, Schedule, Trigger, Window
-from aislecast.scenarios import setup_store
-from aislecast.schema import Store
-from aislecast.signing import Signer, load_or_create_signing_key, public_key_pem
+from aislecast.apps.scenarios import setup_store
+from aislecast.kernel.campaign import Campaign, Caps, Creative, Schedule, Trigger, Window
+from aislecast.kernel.schema import Store
+from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
 from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimStore, default_zones
 from gateway.app import Gateway

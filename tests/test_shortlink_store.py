@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from aislecast.errors import AislecastError
-from aislecast.schema import Event
+from aislecast.kernel.errors import AislecastError
+from aislecast.kernel.schema import Event
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.shortlink_store import DbShortLinkStore, make_mint_router

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from aislecast.errors import AislecastError
+from aislecast.kernel.errors import AislecastError
 from hq.shortlinks import (
     CODE_ALPHABET,
     DEFAULT_CODE_LEN,

@@ -7,7 +7,7 @@ import functools
 import time
 from pathlib import Path
 
-from aislecast.broker import MosquittoProcess
+from aislecast.kernel.broker import MosquittoProcess
 from edge.simstore import SimShopper
 from tests.harness import STORE, enter_campaign, stack, until
 

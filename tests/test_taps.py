@@ -14,10 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aislecast import topics
-from aislecast.broker import MosquittoProcess
-from aislecast.phone import Phone
-from aislecast.schema import (
+from aislecast.apps.phone import Phone
+from aislecast.kernel import topics
+from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.schema import (
     SCHEMA_VERSION,
     Campaign,
     Creative,

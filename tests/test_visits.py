@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from aislecast.broker import MosquittoProcess
+from aislecast.kernel.broker import MosquittoProcess
 from edge.simstore import SimShopper
 from gateway.outbox import open_db
 from gateway.visits import VisitBook

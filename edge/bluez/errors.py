@@ -18,7 +18,7 @@ from bleak.exc import (
 )
 from dbus_fast import AuthError, DBusError
 
-from aislecast.errors import AislecastError
+from aislecast.kernel.errors import AislecastError
 
 __all__ = [
     "RECOVERY",

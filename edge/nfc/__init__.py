@@ -7,14 +7,22 @@ shoppers' phones (ISO-DEP host card emulation answering :data:`AISLECAST_AID` wi
 nfcpy's udp driver for tests and benchmarks.
 """
 
-from edge.nfc._const import AISLECAST_AID, NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S
-from edge.nfc._device import NfcDeviceError, check_path, open_frontend
+from edge.nfc._const import (
+    AISLECAST_AID,
+    NFC_BACKOFF_BASE,
+    NFC_BACKOFF_CAP_S,
+    NFC_MUTE_AFTER_TAP_S,
+    NFC_POLL_INTERVAL_S,
+)
+from edge.nfc._device import NfcDeviceError, check_path, classify, open_frontend, tune_udp
 from edge.nfc._reader import TECHNOLOGIES, NfcReader
 from edge.nfc._tap import Tap
 from edge.nfc.records import TagInfo
 
 __all__ = [
     "AISLECAST_AID",
+    "NFC_BACKOFF_BASE",
+    "NFC_BACKOFF_CAP_S",
     "NFC_MUTE_AFTER_TAP_S",
     "NFC_POLL_INTERVAL_S",
     "TECHNOLOGIES",
@@ -23,5 +31,7 @@ __all__ = [
     "TagInfo",
     "Tap",
     "check_path",
+    "classify",
     "open_frontend",
+    "tune_udp",
 ]

@@ -1,6 +1,6 @@
 """NFC timeouts and thresholds, each with where its value comes from.
 
-They live here rather than in :mod:`aislecast.const` only because this package is owned
+They live here rather than in :mod:`aislecast.kernel.const` only because this package is owned
 separately; the lead may move them there unchanged.
 """
 

@@ -17,7 +17,7 @@ import nfc.clf
 import nfc.clf.device
 import nfc.clf.udp
 
-from aislecast.errors import AislecastError
+from aislecast.kernel.errors import AislecastError
 
 __all__ = ["NfcDeviceError", "check_path", "classify", "open_frontend", "tune_udp"]
 

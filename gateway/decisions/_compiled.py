@@ -1,6 +1,6 @@
 """Campaigns compiled for the hot path: windows as minute ranges, local time cached.
 
-Compiling turns each :class:`~aislecast.campaign.Campaign` into plain tuples the engine
+Compiling turns each :class:`~aislecast.kernel.campaign.Campaign` into plain tuples the engine
 checks with integer compares, and builds the ``(zone, trigger kind)`` index so a
 decision looks only at campaigns that can fire on that trigger in that zone, however
 many campaigns are live. A campaign that fails :func:`check_campaign` is not compiled:
@@ -13,7 +13,7 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 
-from aislecast.campaign import Campaign, Trigger, Window, check_campaign
+from aislecast.kernel.campaign import Campaign, Trigger, Window, check_campaign
 
 __all__ = ["Compiled", "LocalClock", "Rejection", "build_index", "compile_campaign"]
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from aislecast.campaign import TRIGGER_KINDS, Campaign, Model, Profile
-from aislecast.ids import new_id
-from aislecast.schema import SCHEMA_VERSION, Offer
+from aislecast.kernel.campaign import TRIGGER_KINDS, Campaign, Model, Profile
+from aislecast.kernel.ids import new_id
+from aislecast.kernel.schema import SCHEMA_VERSION, Offer
 from gateway.caps import CapLedger, Charge
 from gateway.decisions._compiled import (
     Compiled,

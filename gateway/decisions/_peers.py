@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import msgspec
 
-from aislecast import topics
-from aislecast.schema import EventBatch, decode
+from aislecast.kernel import topics
+from aislecast.kernel.schema import EventBatch, decode
 from gateway.decisions._engine import DecisionEngine
 
 __all__ = ["apply_peer_batch", "peer_events_filter", "peer_gateway"]

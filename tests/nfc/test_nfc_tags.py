@@ -7,7 +7,7 @@ import json
 import pytest
 from nfc_helpers import make_tag
 
-from aislecast.cli import main
+from aislecast.apps.cli import main
 from edge.nfc.emulator import (
     CardEmulator,
     Type2Card,

@@ -25,9 +25,9 @@ from typing import Any, Self
 import aiomqtt
 import msgspec
 
-from aislecast import topics
-from aislecast.mqtt import MqttLink, MqttSettings
-from aislecast.schema import (
+from aislecast.kernel import topics
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.schema import (
     SCHEMA_VERSION,
     Feedback,
     FeedbackAck,
@@ -36,7 +36,7 @@ from aislecast.schema import (
     decode,
     encode,
 )
-from aislecast.tokens import eid_for
+from aislecast.kernel.tokens import eid_for
 
 __all__ = ["Phone", "PhoneBehaviour", "PhoneStats"]
 

@@ -26,7 +26,7 @@ __all__ = ["Check", "register", "run_checks"]
 
 Status = Literal["ok", "warn", "fail"]
 
-# A gateway's SQLite outbox is bounded near 200 MiB (aislecast.const.OUTBOX_MAX_ROWS);
+# A gateway's SQLite outbox is bounded near 200 MiB (aislecast.kernel.const.OUTBOX_MAX_ROWS);
 # below 256 MiB free it cannot hold a full outbox: fail. Below 1 GiB: warn early.
 DISK_FAIL_BYTES: Final = 256 * 1024**2
 DISK_WARN_BYTES: Final = 1024**3

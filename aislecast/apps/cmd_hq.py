@@ -8,7 +8,9 @@ import signal
 import textwrap
 from pathlib import Path
 
-from aislecast.logs import setup_logging
+from aislecast.kernel.logs import setup_logging
+from aislecast.kernel.mqtt import MqttSettings
+from hq.server import LEARN_EVERY_S, HqServer
 
 __all__ = ["register"]
 
@@ -51,8 +53,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from aislecast.mqtt import MqttSettings  # noqa: PLC0415
-    from hq.server import LEARN_EVERY_S, HqServer  # noqa: PLC0415
 
     host, _, port = args.broker.rpartition(":")
     task = asyncio.current_task()

@@ -1,4 +1,4 @@
-"""``aislecast demo``: the simulated store end to end (see aislecast.demo)."""
+"""``aislecast demo``: the simulated store end to end (see aislecast.apps.demo)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import sys
 import textwrap
 from typing import Any
 
-from aislecast.logs import setup_logging
+from aislecast.apps.demo import DemoOptions, DemoState, run_demo
+from aislecast.apps.live import live_view
+from aislecast.apps.scenarios import SCENARIOS
+from aislecast.kernel.logs import setup_logging
 
 __all__ = ["register"]
 
@@ -29,7 +32,6 @@ _HELP = textwrap.dedent(
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from aislecast.scenarios import SCENARIOS  # noqa: PLC0415
 
     p = sub.add_parser("demo", help="run the simulated store end to end", description=_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,7 +46,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from aislecast.demo import DemoOptions, DemoState, run_demo  # noqa: PLC0415
 
     task = asyncio.current_task()
     assert task is not None
@@ -54,7 +55,6 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                        seed=args.seed)
     view = None
     if not args.json and sys.stdout.isatty():
-        from aislecast.live import live_view  # noqa: PLC0415
 
         view = live_view
     return await run_demo(opts, state=DemoState(), view=view)

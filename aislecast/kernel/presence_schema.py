@@ -9,8 +9,8 @@ a :class:`ShopperSighting`, encoded as a JSON array to keep the payload small (a
 ``claimed`` says the sender currently places the shopper in ``zone`` (it emitted the
 ``zone_enter``); ``age_s`` is how old the evidence was when published, so a receiver
 ages it on its own monotonic clock and never compares two machines' clocks. Shared
-with :mod:`aislecast.schema`'s conventions: a ``v`` field, decoded with
-:func:`aislecast.schema.decode` (msgspec errors only; callers count and drop).
+with :mod:`aislecast.kernel.schema`'s conventions: a ``v`` field, decoded with
+:func:`aislecast.kernel.schema.decode` (msgspec errors only; callers count and drop).
 """
 
 from __future__ import annotations

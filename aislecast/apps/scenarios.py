@@ -32,8 +32,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aislecast.campaign import Audience, Caps, Creative, Schedule, Trigger, Window
-from aislecast.schema import Beacon, Campaign, Store, Zone
+from aislecast.kernel import topics
+from aislecast.kernel.campaign import Audience, Caps, Creative, Schedule, Trigger, Window
+from aislecast.kernel.schema import SCHEMA_VERSION, Beacon, Campaign, InteractionReport, Store, Zone, encode
 from edge.simstore import SimZone
 from hq.campaigns import save_campaign
 from hq.learning import set_profile, train
@@ -201,8 +202,6 @@ async def _interactions(service: HqService, store: str, state: Any) -> None:
     on ``px/v1/stores/{store}/interactions`` and the gateway decides on it
     (gateway/taps.py); a scan first follows the label's HQ short link, which HQ counts.
     """
-    from aislecast import topics  # noqa: PLC0415 - keep the scenario table import-light
-    from aislecast.schema import SCHEMA_VERSION, InteractionReport, encode  # noqa: PLC0415
 
     link = await state.hq.shortlinks.mint("https://ex.invalid/coffee", tag="tag-coffee",
                                           store=store, campaign="touch-coffee")

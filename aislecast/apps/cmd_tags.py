@@ -8,6 +8,9 @@ import textwrap
 
 import msgspec
 
+from firmware_config.qr import mint_link
+from firmware_config.tags import build_message, read_tag, write_tag
+
 __all__ = ["register"]
 
 _HELP = textwrap.dedent(
@@ -100,7 +103,6 @@ def _records_text(records: list[dict[str, str | int]]) -> list[str]:
 
 
 def _read(args: argparse.Namespace) -> int:
-    from firmware_config.tags import read_tag  # noqa: PLC0415 - nfcpy loads only when used
 
     report = read_tag(args.device, timeout=args.timeout)
     if args.json:
@@ -114,11 +116,9 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _write(args: argparse.Namespace) -> int:
-    from firmware_config.tags import build_message, write_tag  # noqa: PLC0415
 
     url = args.url
     if args.hq is not None:
-        from firmware_config.qr import mint_link  # noqa: PLC0415
 
         link = mint_link(args.hq, args.url, tag=args.tag_id, store=args.store)
         print(f"{'minted' if link.created else 'reused'} {link.short} for tag {args.tag_id}",

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aislecast.broker import BrokerConfig, MosquittoProcess, free_port
-from aislecast.mqtt import MqttSettings
-from aislecast.phone import Phone
-from aislecast.procinfo import rss_mib
-from aislecast.scenarios import SCENARIOS, Scenario
-from aislecast.signing import public_key_pem
+from aislecast.apps.phone import Phone
+from aislecast.apps.scenarios import SCENARIOS, Scenario
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.procinfo import rss_mib
+from aislecast.kernel.signing import public_key_pem
 from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
@@ -34,7 +34,7 @@ from hq.server import HqServer
 
 __all__ = ["DemoOptions", "DemoState", "run_demo"]
 
-log = logging.getLogger("aislecast.demo")
+log = logging.getLogger("aislecast.apps.demo")
 
 STORE = "store-1"
 

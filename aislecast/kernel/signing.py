@@ -16,8 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from aislecast.errors import BundleError
-from aislecast.schema import SCHEMA_VERSION, SignedEnvelope, decode, encode
+from aislecast.kernel.errors import BundleError
+from aislecast.kernel.schema import SCHEMA_VERSION, SignedEnvelope, decode, encode
 
 __all__ = [
     "Signer",

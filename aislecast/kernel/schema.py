@@ -11,7 +11,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from aislecast.campaign import (
+from aislecast.kernel.campaign import (
     Audience,
     Budget,
     Campaign,
@@ -130,7 +130,7 @@ class Bundle(msgspec.Struct, frozen=True):
     rotation_k: int
     token_tables: list[TokenTable]
     opt_outs: list[str] = msgspec.field(default_factory=list)
-    model: Model | None = None  # ranking weights, profiles and bandit arms (aislecast.campaign)
+    model: Model | None = None  # ranking weights, profiles and bandit arms (aislecast.kernel.campaign)
     delta_seq: int = 0  # HQ's last delta for the store when built: older deltas are replays
 
 

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from aislecast.demo import DemoState
+from aislecast.apps.demo import DemoState
 
 __all__ = ["live_view"]
 

@@ -4,7 +4,7 @@
 near a minute), re-subscribes after every reconnect (aiomqtt does not expose
 session-present), hands each message to a handler that may not raise into the loop, and
 offers :meth:`MqttLink.publish`, which waits for a connection and raises
-:class:`~aislecast.errors.PublishDenied` when the broker refuses a QoS 1 publish (PUBACK
+:class:`~aislecast.kernel.errors.PublishDenied` when the broker refuses a QoS 1 publish (PUBACK
 reason >= 0x80), something aiomqtt's own ``publish`` silently accepts (DESIGN §11).
 """
 
@@ -27,18 +27,18 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from aislecast.const import (
+from aislecast.kernel.const import (
     MQTT_BACKOFF_BASE,
     MQTT_BACKOFF_CAP_S,
     MQTT_KEEPALIVE_S,
     MQTT_LINK_CANCEL_RETRY_S,
     MQTT_SESSION_EXPIRY_S,
 )
-from aislecast.errors import PublishDenied
+from aislecast.kernel.errors import PublishDenied
 
 __all__ = ["CheckedClient", "MessageHandler", "MqttLink", "MqttSettings", "backoff_delay"]
 
-log = logging.getLogger("aislecast.mqtt")
+log = logging.getLogger("aislecast.kernel.mqtt")
 
 MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
 

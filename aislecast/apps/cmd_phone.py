@@ -11,11 +11,16 @@ import time
 import urllib.request
 from typing import TYPE_CHECKING
 
-from aislecast.logs import setup_logging
+from aislecast.apps.phone import Phone, PhoneBehaviour
+from aislecast.kernel import topics
+from aislecast.kernel.logs import setup_logging
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import SCHEMA_VERSION, PhoneSighting, encode
+from aislecast.kernel.tokens import eid_for
 
 if TYPE_CHECKING:
-    from aislecast.mqtt import MqttSettings
-    from aislecast.phone import Phone
+    from aislecast.apps.phone import Phone
+    from aislecast.kernel.mqtt import MqttSettings
 
 __all__ = ["register"]
 
@@ -70,14 +75,12 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _settings(broker: str) -> MqttSettings:
-    from aislecast.mqtt import MqttSettings  # noqa: PLC0415
 
     host, _, port = broker.rpartition(":")
     return MqttSettings(host=host or "127.0.0.1", port=int(port))
 
 
 def _phone(args: argparse.Namespace) -> Phone:
-    from aislecast.phone import Phone, PhoneBehaviour  # noqa: PLC0415
 
     me = _load(args.me)
     return Phone(_settings(args.broker), inbox=str(me["inbox"]),
@@ -105,8 +108,6 @@ def _listen(args: argparse.Namespace) -> int:
 
 
 def _sight(args: argparse.Namespace) -> int:
-    from aislecast import topics  # noqa: PLC0415
-    from aislecast.schema import SCHEMA_VERSION, PhoneSighting, encode  # noqa: PLC0415
 
     async def main() -> None:
         phone = _phone(args)
@@ -120,7 +121,6 @@ def _sight(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from aislecast.tokens import eid_for  # noqa: PLC0415
 
     me = _load(args.me)
     print(eid_for(bytes.fromhex(str(me["identity_key"])), time.time(), int(str(me["rotation_k"]))).hex())

@@ -20,8 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from aislecast.const import BROKER_MAX_QUEUED_MESSAGES, BROKER_READY_TIMEOUT_S
-from aislecast.errors import BrokerError
+from aislecast.kernel.const import BROKER_MAX_QUEUED_MESSAGES, BROKER_READY_TIMEOUT_S
+from aislecast.kernel.errors import BrokerError
 
 __all__ = ["AclRule", "BrokerConfig", "MosquittoProcess", "free_port", "mosquitto_binary"]
 

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import msgspec
 
-from aislecast.errors import ConfigError
+from aislecast.kernel.errors import ConfigError
+from firmware_config import check as chk
+from firmware_config.floorplan import load_floorplan
+from firmware_config.plan import load_plan, make_plan, plan_to_csv, plan_to_json
+from firmware_config.qr import (
+    mint_labels,
+    mint_link,
+    read_labels,
+    write_qr,
+    write_sheet,
+)
 
 __all__ = ["register"]
 
@@ -145,13 +155,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _qr(args: argparse.Namespace) -> int:
-    from firmware_config.qr import (  # noqa: PLC0415
-        mint_labels,
-        mint_link,
-        read_labels,
-        write_qr,
-        write_sheet,
-    )
 
     if args.tag_id is not None and args.hq is None:
         raise ConfigError("--tag-id", "only means something with --hq",
@@ -179,8 +182,6 @@ def _qr(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from firmware_config.floorplan import load_floorplan  # noqa: PLC0415
-    from firmware_config.plan import make_plan, plan_to_csv, plan_to_json  # noqa: PLC0415
 
     plan = make_plan(load_floorplan(args.floorplan))
     for b in plan.beacons:
@@ -226,8 +227,6 @@ def _parse_now(text: str | None) -> float:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from firmware_config import check as chk  # noqa: PLC0415
-    from firmware_config.plan import load_plan  # noqa: PLC0415
 
     try:
         report = chk.check_plan(

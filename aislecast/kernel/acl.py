@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aislecast.broker import AclRule
-from aislecast.topics import PREFIX
+from aislecast.kernel.broker import AclRule
+from aislecast.kernel.topics import PREFIX
 
 __all__ = ["GatewayAccount", "acl_rules", "gateway_username", "hq_username"]
 

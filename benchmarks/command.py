@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import textwrap
 
+from benchmarks import BenchOptions, run_benchmarks
+
 __all__ = ["register"]
 
 _HELP = textwrap.dedent(
@@ -32,7 +34,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchmarks import BenchOptions, run_benchmarks  # noqa: PLC0415
 
     return asyncio.run(
         run_benchmarks(list(args.names), as_json=args.json, opts=BenchOptions(quick=args.quick))

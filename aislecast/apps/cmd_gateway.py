@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import textwrap
+import time
 
-from aislecast.logs import setup_logging
+import msgspec
+
+from aislecast.kernel.logs import setup_logging
+from edge.factory import make_scanner
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.health import read_state, verdict
 
 __all__ = ["register"]
 
@@ -37,6 +45,8 @@ _HELP = textwrap.dedent(
 )
 
 
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("gateway", help="run or check the store gateway", description=_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,13 +74,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _health(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
-    import msgspec  # noqa: PLC0415
 
-    from gateway.config import load_config  # noqa: PLC0415
-    from gateway.health import read_state, verdict  # noqa: PLC0415
 
     cfg = load_config(args.config)
     state = asyncio.run(read_state(cfg, args.timeout))
@@ -89,7 +94,6 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from gateway.config import load_config  # noqa: PLC0415
 
     cfg = load_config(args.config)
     cfg.public_key_pem()
@@ -99,9 +103,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: str) -> None:
-    from edge.factory import make_scanner  # noqa: PLC0415
-    from gateway.app import Gateway  # noqa: PLC0415
-    from gateway.config import load_config  # noqa: PLC0415
 
     cfg = load_config(config)
     task = asyncio.current_task()

@@ -1,0 +1,94 @@
+"""The ``aislecast`` command line.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; its
+parser's help text carries worked examples and its handler ``func(args) -> int``
+returns the exit code.
+
+A command module imports what its role needs at module level (``gateway`` needs
+bleak, ``hq`` needs FastAPI, ...). A machine installed with one role's extra only
+(``pip install 'aislecast[gateway]'`` on a Pi) cannot import the other roles'
+commands; those are still listed, and running one says which extra to install
+instead of failing with a traceback. ``bench`` lives with the benchmarks, which
+ship in a source checkout and not in the wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from aislecast import __version__
+from aislecast.kernel.errors import AislecastError
+
+__all__ = ["build_parser", "main"]
+
+# (commands, module, what to install when the module's dependencies are missing)
+_COMMANDS: Final = (
+    ("demo", "aislecast.apps.cmd_demo", "pip install 'aislecast[demo]'"),
+    ("decode", "aislecast.apps.cmd_decode", "pip install aislecast"),
+    ("gateway", "aislecast.apps.cmd_gateway", "pip install 'aislecast[gateway]'"),
+    ("hq", "aislecast.apps.cmd_hq", "pip install 'aislecast[hq]'"),
+    ("phone", "aislecast.apps.cmd_phone", "pip install aislecast"),
+    ("doctor", "aislecast.apps.cmd_doctor", "pip install 'aislecast[gateway]'"),
+    ("bench", "benchmarks.command", "run it from a source checkout: make bench"),
+    ("tags", "aislecast.apps.cmd_tags", "pip install 'aislecast[staff]'"),
+    ("qr beacons", "aislecast.apps.cmd_staff", "pip install 'aislecast[staff]'"),
+)
+_OWN_PACKAGES: Final = frozenset({"aislecast", "edge", "gateway", "hq", "firmware_config"})
+
+
+def _unavailable(command: str, missing: str, fix: str) -> Callable[[argparse.Namespace], int]:
+    def run(_args: argparse.Namespace) -> int:
+        print(f"aislecast {command}: needs {missing!r}, which is not installed here; {fix}",
+              file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aislecast",
+        description="In-store proximity marketing: store gateways, HQ and staff tools.",
+        epilog="Start with `aislecast demo` to see a simulated store end to end.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"aislecast {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for commands, name, fix in _COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing in _OWN_PACKAGES and not name.startswith(missing):
+                raise  # our own code is broken: show it
+            for command in commands.split():
+                stub = sub.add_parser(command, help=f"(not installed: {fix})", add_help=False)
+                stub.add_argument("rest", nargs=argparse.REMAINDER)
+                stub.set_defaults(func=_unavailable(command, exc.name or missing, fix))
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args))
+    except AislecastError as exc:
+        print(f"aislecast: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
