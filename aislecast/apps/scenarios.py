@@ -70,12 +70,22 @@ def setup_store(service: HqService, store: str, zones: list[SimZone], beacon_uui
                                             major=1, minor=i + 1))
 
 
-def _today(hours: float = 2.0) -> Window:
-    """A window on today's local date from this minute for ``hours`` (to midnight at most)."""
-    now = dt.datetime.now(zoneinfo.ZoneInfo(TZ))
-    end = min(now.hour * 60 + now.minute + int(hours * 60), 24 * 60)
-    return Window(f"{now.hour:02d}:{now.minute:02d}", f"{end // 60:02d}:{end % 60:02d}",
-                  dates=[now.date().isoformat()])
+def _from_now(hours: float, *, offset_h: float = 0.0) -> list[Window]:
+    """Local-time windows covering ``offset_h`` .. ``offset_h + hours`` from this minute,
+    split at midnight, so a demo started at any hour (23:59 included) has its window."""
+    start = dt.datetime.now(zoneinfo.ZoneInfo(TZ)).replace(second=0, microsecond=0)
+    start += dt.timedelta(hours=offset_h)
+    end = start + dt.timedelta(hours=hours)
+    windows: list[Window] = []
+    day = start
+    while day < end:
+        midnight = dt.datetime.combine(day.date() + dt.timedelta(days=1), dt.time(), day.tzinfo)
+        stop = min(end, midnight)
+        stop_txt = "24:00" if stop == midnight else f"{stop.hour:02d}:{stop.minute:02d}"
+        windows.append(Window(f"{day.hour:02d}:{day.minute:02d}", stop_txt,
+                              dates=[day.date().isoformat()]))
+        day = midnight
+    return windows
 
 
 def _coupon(cid: str, title: str, body: str, code: str) -> Creative:
@@ -84,10 +94,8 @@ def _coupon(cid: str, title: str, body: str, code: str) -> Creative:
 
 async def _planned(service: HqService, store: str, zones: list[SimZone], uuid_: str) -> None:
     setup_store(service, store, zones, uuid_)
-    today = _today()
-    windows = [Window("08:00", "22:00", days=[6, 7])]
-    if dt.date.fromisoformat(today.dates[0]).isoweekday() not in {6, 7}:
-        windows.append(today)  # preview day, so the demo fires on any day of the week
+    # the weekend window, plus a preview from now, so the demo fires on any day and hour
+    windows = [Window("08:00", "22:00", days=[6, 7]), *_from_now(2.0)]
     await save_campaign(service, Campaign(
         id="weekend-sale", name="Weekend sale", stores=[store], scenario="planned",
         trigger=Trigger(kind="enter", zones=["entrance"]),
@@ -95,7 +103,8 @@ async def _planned(service: HqService, store: str, zones: list[SimZone], uuid_: 
         schedule=Schedule(windows=windows), validity_s=3600, holdout_pct=10.0,
         creatives=[_coupon("a", "Weekend sale: 20 % off everything", "Until Sunday 22:00.",
                            "WKND20")],
-        caps=Caps(per_shopper=1, per_day=2, quiet=[Window("22:00", "24:00")]),
+        # quiet hours are shown, twelve hours away, so they never silence the demo itself
+        caps=Caps(per_shopper=1, per_day=2, quiet=_from_now(2.0, offset_h=12.0)),
     ), push=False)
 
 
@@ -104,7 +113,7 @@ async def _anticipated(service: HqService, store: str, zones: list[SimZone], uui
     await save_campaign(service, Campaign(
         id="big-match", name="Big match night", stores=[store], scenario="anticipated",
         status="scheduled", trigger=Trigger(kind="enter"),
-        schedule=Schedule(start=time.time() + 2.0, windows=[_today()]), validity_s=1800,
+        schedule=Schedule(start=time.time() + 2.0, windows=_from_now(2.0)), validity_s=1800,
         countdown=True, priority=3,
         creatives=[_coupon("a", "Match night: beer crate -25 %", "Kick-off tonight.", "GOAL25")],
     ), push=False)
