@@ -33,7 +33,7 @@ from aislecast.kernel.campaign import (
 )
 from benchmarks._harness import BenchOptions, Measurement, benchmark
 from gateway.decisions import DecisionEngine, TriggerEvent
-from gateway.outbox import open_db
+from gateway.storage import open_db
 
 __all__ = ["bench_decide", "make_campaigns"]
 

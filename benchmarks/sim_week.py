@@ -33,7 +33,7 @@ import numpy as np
 
 from aislecast.kernel.campaign import Budget, Campaign, Caps, Creative, Schedule, Trigger, Window
 from gateway.decisions import Decision, DecisionEngine, LocalClock, TriggerEvent, in_windows
-from gateway.outbox import open_db
+from gateway.storage import open_db
 from hq.analytics import lift_ci
 from hq.campaigns import top_up
 

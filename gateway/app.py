@@ -49,12 +49,13 @@ from gateway.decisions import (
 )
 from gateway.fleet import BeaconAlert, FleetHealth
 from gateway.identity import IdentityResolver
-from gateway.outbox import Outbox, open_db
+from gateway.outbox import Outbox
 from gateway.pooling import POOL_EXPIRY_S, SightingPool, presence_filter, presence_peer
 from gateway.presence import PresenceEngine, PresenceEvent
 from gateway.publisher import OutboxPublisher
 from gateway.recorder import EventRecorder, EventRow, OfferRow
 from gateway.schedule import ScheduleTicker
+from gateway.storage import open_db
 from gateway.taps import TapRouter, decide_tags
 from gateway.visits import VisitBook
 

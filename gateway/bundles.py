@@ -35,17 +35,9 @@ class BundleStore:
         on_delta: Callable[[BundleDelta], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # tables ``bundle`` (the last good one) and ``deltas`` (applied since it, replayed
+        # on start so a restart does not revive a paused campaign): gateway.storage
         self._conn = db.conn
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS bundle (id INTEGER PRIMARY KEY CHECK (id = 1),"
-            " version INTEGER NOT NULL, envelope BLOB NOT NULL)"
-        )
-        # deltas applied since the current bundle (pauses, edits, opt-outs): replayed on
-        # start, or a restart would revive a paused campaign until HQ's next bundle
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS deltas (seq INTEGER PRIMARY KEY,"
-            " issued_at REAL NOT NULL, envelope BLOB NOT NULL)"
-        )
         self._verifier = verifier
         self.store_id = store_id
         self._on_bundle = on_bundle

@@ -44,15 +44,7 @@ class Charge:
 
 class CapLedger:
     def __init__(self, conn: sqlite3.Connection, *, keep_days: float = 35.0) -> None:
-        self._conn = conn
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS cap_charges (inbox TEXT NOT NULL, campaign TEXT NOT NULL,"
-            " visit TEXT NOT NULL, day TEXT NOT NULL, ts REAL NOT NULL, offer INTEGER NOT NULL,"
-            " source TEXT NOT NULL DEFAULT '')"
-        )
-        conn.execute("CREATE INDEX IF NOT EXISTS cap_charges_ts ON cap_charges (ts)")
-        conn.execute("CREATE TABLE IF NOT EXISTS budget_spent (campaign TEXT PRIMARY KEY,"
-                     " spent INTEGER NOT NULL)")
+        self._conn = conn  # tables cap_charges and budget_spent (gateway.storage)
         self.keep_s = keep_days * _DAY_S
         self.by_visit: dict[tuple[str, str, str], int] = defaultdict(int)
         self.by_campaign: dict[tuple[str, str], int] = defaultdict(int)

@@ -17,14 +17,13 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlite_utils
 
 from aislecast.kernel.const import OUTBOX_MAX_ROWS
 from aislecast.kernel.errors import AislecastError
 
-__all__ = ["Outbox", "OutboxError", "OutboxRow", "open_db"]
+__all__ = ["Outbox", "OutboxError", "OutboxRow"]
 
 
 class OutboxError(AislecastError):
@@ -34,19 +33,6 @@ class OutboxError(AislecastError):
         super().__init__(f"outbox write failed: {detail}",
                          hint="free disk space on the gateway's data_dir; rows are kept in memory "
                               "and written when it succeeds")
-
-
-def open_db(path: Path | str) -> sqlite_utils.Database:
-    """Open the gateway's SQLite file in WAL mode with the pragmas the outbox relies on."""
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    # No checkpoint (and its fsync, tens of ms on an SD card) inside a commit on the event
-    # loop: Outbox.checkpoint() runs them from a worker thread instead.
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    return db
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +47,11 @@ class OutboxRow:
 
 
 class Outbox:
+    """The ``outbox`` table of a database opened by :func:`gateway.storage.open_db`.
+
+    ``seq`` is AUTOINCREMENT: never reused after a delete, so the publisher reads new
+    rows with a cursor (seq > last seen)."""
+
     def __init__(self, db: sqlite_utils.Database, *, max_rows: int = OUTBOX_MAX_ROWS) -> None:
         self.db = db
         self.max_rows = max_rows
@@ -68,15 +59,6 @@ class Outbox:
         self.dropped_expired = 0
         self._conn: sqlite3.Connection = db.conn
         self._ckpt_conn: sqlite3.Connection | None = None
-        # AUTOINCREMENT: a sequence number is never reused after a delete, so the
-        # publisher can read new rows with a cursor (seq > last seen).
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " id TEXT NOT NULL, kind TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,"
-            " expires_at REAL, created_at REAL NOT NULL, attempts INTEGER NOT NULL)"
-        )
-        self._conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS outbox_id ON outbox (id)")
-        self._conn.execute("CREATE INDEX IF NOT EXISTS outbox_kind_seq ON outbox (kind, seq)")
         self._count = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     def __len__(self) -> int:

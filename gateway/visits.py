@@ -55,7 +55,8 @@ class _Visit:
 
 
 class VisitBook:
-    """Open visits in memory, mirrored in the ``visits`` table of ``conn`` (autocommit)."""
+    """Open visits in memory, mirrored in the ``visits`` and ``visit_meta`` tables of
+    ``conn`` (autocommit; a database opened by :func:`gateway.storage.open_db`)."""
 
     def __init__(self, conn: sqlite3.Connection, *, absence_s: float, now: float,
                  idle_s: float = VISIT_IDLE_S, max_down_s: float = VISIT_MAX_DOWN_S,
@@ -71,10 +72,6 @@ class VisitBook:
         self._synced = float("-inf")
         self.resumed = 0  # visits restored from the file at start
         self.downtime_s = 0.0
-        conn.execute("CREATE TABLE IF NOT EXISTS visits (inbox TEXT PRIMARY KEY,"
-                     " visit TEXT NOT NULL, last_seen REAL NOT NULL, zoned INTEGER NOT NULL)")
-        conn.execute("CREATE TABLE IF NOT EXISTS visit_meta (key TEXT PRIMARY KEY,"
-                     " value REAL NOT NULL)")
         self._restore(now)
 
     def _window(self, v: _Visit) -> float:

@@ -24,7 +24,7 @@ from aislecast.kernel.campaign import (
 )
 from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, encode
 from gateway.decisions import DecisionEngine, TriggerEvent, apply_peer_batch, in_holdout
-from gateway.outbox import open_db
+from gateway.storage import open_db
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 # Saturday 2025-06-14 12:00 in Berlin

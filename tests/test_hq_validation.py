@@ -11,7 +11,7 @@ import pytest
 from aislecast.kernel.schema import SCHEMA_VERSION, BundleDelta, Store
 from aislecast.kernel.signing import Signer, Verifier, load_or_create_signing_key
 from gateway.bundles import BundleStore
-from gateway.outbox import open_db
+from gateway.storage import open_db
 from hq.api import create_app
 from hq.db import HqDb
 from hq.ingest import Ingest

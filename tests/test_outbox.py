@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.outbox import Outbox, open_db
+from gateway.outbox import Outbox
+from gateway.storage import open_db
 
 
 def test_rows_survive_reopen_and_ids_are_idempotent(tmp_path: Path) -> None:

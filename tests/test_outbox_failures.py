@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox import Outbox, OutboxError, open_db
+from gateway.outbox import Outbox, OutboxError
 from gateway.publisher import OutboxPublisher
+from gateway.storage import open_db
 
 
 class _Link:  # publish() is never reached in these tests

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aislecast.kernel.broker import MosquittoProcess
 from edge.simstore import SimShopper
-from gateway.outbox import open_db
+from gateway.storage import open_db
 from gateway.visits import VisitBook
 from tests.harness import STORE, enter_campaign, stack
 from tests.harness import until as _until

@@ -8,6 +8,7 @@ __all__ = [
     "BundleError",
     "ConfigError",
     "PublishDenied",
+    "SchemaVersionError",
 ]
 
 
@@ -54,3 +55,18 @@ class PublishDenied(AislecastError):
         )
         self.topic = topic
         self.reason_code = reason_code
+
+
+class SchemaVersionError(AislecastError):
+    """A database written by a newer aislecast: its schema version ``found`` is above the
+    ``known`` one of this code. It is refused untouched, never used half-understood."""
+
+    def __init__(self, path: str, found: int, known: int) -> None:
+        super().__init__(
+            f"database {path} has schema version {found}, this aislecast knows versions up to {known}",
+            hint="a newer aislecast wrote it: upgrade this installation, or point it at another "
+                 "database; the file was left unchanged",
+        )
+        self.path = path
+        self.found = found
+        self.known = known

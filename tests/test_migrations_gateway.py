@@ -1,0 +1,124 @@
+"""Gateway storage migrations: a fresh file, a file made before migrations, a newer file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from aislecast.kernel.errors import SchemaVersionError
+from aislecast.kernel.signing import Verifier, public_key_from_pem
+from gateway.bundles import BundleStore
+from gateway.caps import CapLedger
+from gateway.outbox import Outbox
+from gateway.storage import MIGRATION_SET, STEPS, m0001_initial, migrate, open_db, schema_version
+
+FIXTURES = Path(__file__).parent / "fixtures" / "v1"
+FACTS = json.loads((FIXTURES / "facts.json").read_text())["gateway"]
+
+
+def _schema(path: Path) -> set[tuple[str, str, str]]:
+    """(type, name, sql) of every table and index but the migrations record."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE type IN"
+                            " ('table', 'index') AND name NOT LIKE '%sqlite_migrations%'"
+                            " AND name NOT LIKE 'sqlite_%'").fetchall()
+    finally:
+        conn.close()
+    return {(t, n, s or "") for t, n, s in rows}
+
+
+def _old_copy(tmp_path: Path) -> Path:
+    path = tmp_path / "gateway.sqlite"
+    shutil.copy(FIXTURES / "gateway-v1.sqlite", path)
+    return path
+
+
+def test_fresh_file_gets_every_table_at_the_newest_version(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "gw.sqlite")
+    assert schema_version(db) == len(STEPS)
+    assert {"outbox", "bundle", "deltas", "cap_charges", "budget_spent", "visits",
+            "visit_meta"} <= set(db.table_names())
+    applied = db.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall()
+    assert applied == [(MIGRATION_SET, s.__name__) for s in STEPS]
+    db.conn.close()
+    again = open_db(tmp_path / "gw.sqlite")  # reopening applies nothing twice
+    assert again.execute("SELECT count(*) FROM _sqlite_migrations").fetchone() == (len(STEPS),)
+
+
+def test_step_one_is_exactly_the_schema_before_migrations(tmp_path: Path) -> None:
+    open_db(tmp_path / "new.sqlite").conn.close()
+    assert _schema(tmp_path / "new.sqlite") == _schema(FIXTURES / "gateway-v1.sqlite")
+
+
+def test_file_from_before_migrations_is_adopted_with_its_rows(tmp_path: Path) -> None:
+    path = _old_copy(tmp_path)
+    raw = sqlite_utils.Database(path)
+    assert "_sqlite_migrations" not in raw.table_names()  # the fixture is really unversioned
+    raw.conn.close()
+
+    db = open_db(path)
+    assert schema_version(db) == len(STEPS)
+    outbox = Outbox(db)
+    assert len(outbox) == len(FACTS["offers"]) + len(FACTS["events"])
+    assert [r.id for r in outbox.pending("event", limit=100)] == FACTS["events"]
+    assert [r.id for r in outbox.pending("offer", limit=100)] == FACTS["offers"]
+    ledger = CapLedger(db.conn)
+    assert sum(ledger.by_campaign.values()) == FACTS["cap_charges"]
+    assert sorted(r[0] for r in db.execute("SELECT inbox FROM visits").fetchall()) == FACTS["visits"]
+    assert db.execute("SELECT version FROM bundle").fetchone() == (FACTS["bundle_version"],)
+    assert db.execute("SELECT seq FROM deltas").fetchall() == [(FACTS["delta_seq"],)]
+
+
+def test_adopted_file_gets_the_later_steps_in_place(tmp_path: Path) -> None:
+    def m0002_outbox_note(db: sqlite_utils.Database) -> None:
+        db.execute("ALTER TABLE outbox ADD COLUMN note TEXT NOT NULL DEFAULT ''")
+
+    path = _old_copy(tmp_path)
+    db = open_db(path, steps=(*STEPS, m0002_outbox_note))
+    assert schema_version(db, (*STEPS, m0002_outbox_note)) == len(STEPS) + 1
+    notes = db.execute("SELECT note, count(*) FROM outbox GROUP BY note").fetchall()
+    assert notes == [("", len(FACTS["offers"]) + len(FACTS["events"]))]
+
+
+def test_file_from_a_newer_aislecast_is_refused_untouched(tmp_path: Path) -> None:
+    def m0002_later(db: sqlite_utils.Database) -> None:
+        db.execute("CREATE TABLE later (x INTEGER)")
+
+    path = tmp_path / "gw.sqlite"
+    newer = open_db(path, steps=(m0001_initial, m0002_later))  # what a newer release writes
+    newer.execute("INSERT INTO later VALUES (1)")
+    newer.conn.close()
+    before = path.read_bytes()
+
+    with pytest.raises(SchemaVersionError) as err:
+        open_db(path)
+    assert (err.value.path, err.value.found, err.value.known) == (str(path), 2, len(STEPS))
+    assert "newer aislecast" in str(err.value) and "\n" not in str(err.value)
+    assert path.read_bytes() == before
+
+
+def test_a_step_out_of_sequence_is_a_programming_error(tmp_path: Path) -> None:
+    def m0003_skipped(db: sqlite_utils.Database) -> None:
+        pass
+
+    db = sqlite_utils.Database(tmp_path / "gw.sqlite")
+    with pytest.raises(ValueError, match="m0002_"):
+        migrate(db, steps=(m0001_initial, m0003_skipped))
+
+
+def test_bundle_and_paused_campaign_survive_the_upgrade(tmp_path: Path) -> None:
+    db = open_db(_old_copy(tmp_path))
+    bundles: list[int] = []
+    paused: list[str] = []
+    store = BundleStore(db, Verifier(public_key_from_pem((FIXTURES / "hq-v1.pub.pem").read_bytes())),
+                        "fixture-store", on_bundle=lambda b: bundles.append(b.version),
+                        on_delta=lambda d: paused.extend(d.paused))
+    assert store.load_persisted()
+    assert (bundles, paused, store.delta_seq) == ([FACTS["bundle_version"]], FACTS["paused"],
+                                                  FACTS["delta_seq"])
