@@ -12,6 +12,9 @@ a worker thread on a second connection, so a slow aggregate never stalls ingest 
 never waits for the loop's connection (SQLite in WAL mode lets that reader run beside
 the writer; PostgreSQL connections are independent anyway).
 
+The schema is created and upgraded by :mod:`hq.migrations` when an ``HqDb`` opens
+(``create_schema=False`` skips that, for a second connection to a migrated database).
+
 A PostgreSQL connection that the server dropped is reopened before the next statement;
 the failing statement itself raises (it may or may not have committed, and only the
 caller knows whether repeating it is safe: event inserts are, by id).
@@ -23,39 +26,18 @@ import asyncio
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["SCHEMA", "HqDb", "translate"]
+from hq.migrations import migrate
+
+__all__ = ["HqDb", "redact", "translate"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, name TEXT NOT NULL, tz TEXT NOT NULL,"
-    " bundle_version INTEGER NOT NULL DEFAULT 0, delta_seq INTEGER NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS zones (store TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,"
-    " PRIMARY KEY (store, id))",
-    "CREATE TABLE IF NOT EXISTS beacons (store TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,"
-    " PRIMARY KEY (store, id))",
-    "CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL,"
-    " status TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS shoppers (inbox TEXT PRIMARY KEY, identity_key TEXT NOT NULL,"
-    " consents TEXT NOT NULL, opted_out INTEGER NOT NULL DEFAULT 0,"
-    " created_at DOUBLE PRECISION NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-    " ts DOUBLE PRECISION NOT NULL, store TEXT, gateway TEXT, campaign TEXT, variant TEXT,"
-    " offer TEXT, inbox TEXT, zone TEXT, reason TEXT, holdout INTEGER, body TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS events_campaign ON events (campaign, kind)",
-    "CREATE TABLE IF NOT EXISTS shortlinks (code TEXT PRIMARY KEY, url TEXT NOT NULL,"
-    " store TEXT, tag TEXT, campaign TEXT)",
-]
-
-# Several HQ workers may start at once on one PostgreSQL database; concurrent
-# CREATE TABLE IF NOT EXISTS can still collide in the catalog, so the schema is
-# created under a transaction-scoped advisory lock (any constant key of our own).
-_SCHEMA_LOCK_KEY = 0x61_69_73_6C  # "aisl"
 
 
 @functools.lru_cache(maxsize=512)
@@ -78,6 +60,15 @@ def translate(sql: str) -> str:
     return "".join(out)
 
 
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def _is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
@@ -87,15 +78,21 @@ class HqDb:
 
     def __init__(self, url: str, *, create_schema: bool = True) -> None:
         self.url = url
+        self.safe_url = redact(url)  # for messages and logs
         self.dialect = "postgresql" if _is_postgres(url) else "sqlite"
         self._path = "" if self.dialect == "postgresql" else (
             url.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:")
-        self._lock = threading.Lock()
+        # re-entrant: statements run under it inside transaction(), which holds it too
+        self._lock = threading.RLock()
         self._reader: HqDb | None = None
         self._reader_lock = threading.Lock()
         self._conn: Any = self._connect()
         if create_schema:
-            self._create_schema()
+            try:
+                migrate(self)
+            except BaseException:
+                self.close()
+                raise
 
     def _connect(self) -> Any:  # a sqlite3 or a psycopg connection
         if self.dialect == "postgresql":
@@ -111,16 +108,6 @@ class HqDb:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         return conn
-
-    def _create_schema(self) -> None:
-        if self.dialect == "postgresql":
-            with self._lock, self._conn.transaction():
-                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-                for stmt in SCHEMA:
-                    self._conn.execute(stmt)
-            return
-        for stmt in SCHEMA:
-            self.execute(stmt)
 
     def _sql(self, sql: str) -> str:
         return translate(sql) if self.dialect == "postgresql" else sql
@@ -157,6 +144,34 @@ class HqDb:
                 conn.execute("ROLLBACK")
                 raise
             return int(conn.total_changes - before)
+
+    @contextmanager
+    def transaction(self, *, immediate: bool = False) -> Iterator[None]:
+        """``execute``/``query`` inside run in one transaction on this connection, and no
+        other thread uses it meanwhile; committed at the end, rolled back on an error.
+        ``immediate`` takes SQLite's write lock at the start (PostgreSQL locks per row).
+        Not for :meth:`executemany`, which makes its own transaction."""
+        with self._lock:
+            conn = self._live()
+            if self.dialect == "postgresql":
+                with conn.transaction():
+                    yield
+                return
+            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def tables(self) -> set[str]:
+        """Names of the tables in this database (PostgreSQL: in the current schema)."""
+        sql = ("SELECT table_name FROM information_schema.tables"
+               " WHERE table_schema = current_schema()" if self.dialect == "postgresql"
+               else "SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {str(r[0]) for r in self.query(sql)}
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -1,10 +1,10 @@
 """HQ learning: shopper profiles, a small logistic regression, and bandit statistics.
 
 From the event log HQ builds each shopper's profile (segments and loyalty tier from the
-``profiles`` table, visits and a lead score from zone events: repeated visits and dwell
-raise it), fits a logistic regression of "clicked or redeemed" on
-:func:`~aislecast.kernel.campaign.features` of every offer published (numpy, L2-regularised
-gradient descent), and counts clicks per creative variant for the gateways' Thompson
+``profiles`` table, which :mod:`hq.migrations` creates; visits and a lead score from zone
+events: repeated visits and dwell raise it), fits a logistic regression of "clicked or
+redeemed" on :func:`~aislecast.kernel.campaign.features` of every offer published
+(numpy, L2-regularised gradient descent), and counts clicks per creative variant for the gateways' Thompson
 sampling. The result is a :class:`~aislecast.kernel.campaign.Model` that rides in the next
 bundle (``HqService.model``).
 """
@@ -34,13 +34,7 @@ _SESSION_S = 1800.0  # zone events further apart than this start a new visit
 _DWELL_EVERY_S = 5.0  # one zone_dwell event per this many seconds in a zone (PRESENCE_DWELL_S)
 
 
-def _ensure(service: HqService) -> None:
-    service.db.execute("CREATE TABLE IF NOT EXISTS profiles (inbox TEXT PRIMARY KEY,"
-                       " segments TEXT NOT NULL, tier TEXT NOT NULL)")
-
-
 def set_profile(service: HqService, inbox: str, segments: list[str], tier: str = "") -> None:
-    _ensure(service)
     service.db.execute(
         "INSERT INTO profiles(inbox, segments, tier) VALUES (?, ?, ?) ON CONFLICT (inbox)"
         " DO UPDATE SET segments = excluded.segments, tier = excluded.tier",
@@ -52,7 +46,6 @@ def lead_score(visits: int, dwell_s: float) -> float:
 
 
 def profiles(service: HqService) -> dict[str, Profile]:
-    _ensure(service)
     seg = {r[0]: (r[1], r[2])
            for r in service.db.query("SELECT inbox, segments, tier FROM profiles")}
     visits: dict[str, int] = defaultdict(int)

@@ -1,0 +1,109 @@
+"""HQ's schema, as numbered migrations recorded in a ``schema_migrations`` table.
+
+The same steps run on SQLite and PostgreSQL through :class:`~hq.db.HqDb` (standard SQL
+that both accept; a step that ever needs a dialect of its own branches on
+``db.dialect``). :class:`~hq.db.HqDb` runs :func:`migrate` when it opens:
+
+* all pending steps and their records are committed in one transaction, or none is;
+  on PostgreSQL under a transaction-scoped advisory lock, so several HQ workers
+  starting at once on one database migrate it once (concurrent ``CREATE TABLE IF NOT
+  EXISTS`` can still collide in the catalog); on SQLite under ``BEGIN IMMEDIATE``;
+* step 1 is exactly the schema of the releases before migrations existed, with ``IF
+  NOT EXISTS``: their database has the tables but no ``schema_migrations``, and is
+  adopted as version 1 (the step adds any table that HQ had not created yet, such as
+  ``profiles``, made on first use back then), then upgraded in place;
+* a database whose recorded version is above the newest step here was written by a
+  newer aislecast and is refused with :class:`SchemaVersionError`, unchanged.
+
+Adding a step: append ``m000N_what`` to :data:`STEPS` (the next number; a released step
+is never edited or renumbered). See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final
+
+from aislecast.kernel.errors import SchemaVersionError
+
+if TYPE_CHECKING:
+    from hq.db import HqDb
+
+__all__ = ["STEPS", "VERSIONS_TABLE", "Step", "migrate", "schema_version"]
+
+log = logging.getLogger("aislecast.hq.migrations")
+
+VERSIONS_TABLE: Final = "schema_migrations"
+Step = Callable[["HqDb"], None]
+
+# Any constant key of our own for pg_advisory_xact_lock.
+_LOCK_KEY: Final = 0x61_69_73_6C  # "aisl"
+
+_V1: Final = (
+    "CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, name TEXT NOT NULL, tz TEXT NOT NULL,"
+    " bundle_version INTEGER NOT NULL DEFAULT 0, delta_seq INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS zones (store TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,"
+    " PRIMARY KEY (store, id))",
+    "CREATE TABLE IF NOT EXISTS beacons (store TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,"
+    " PRIMARY KEY (store, id))",
+    "CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL,"
+    " status TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS shoppers (inbox TEXT PRIMARY KEY, identity_key TEXT NOT NULL,"
+    " consents TEXT NOT NULL, opted_out INTEGER NOT NULL DEFAULT 0,"
+    " created_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+    " ts DOUBLE PRECISION NOT NULL, store TEXT, gateway TEXT, campaign TEXT, variant TEXT,"
+    " offer TEXT, inbox TEXT, zone TEXT, reason TEXT, holdout INTEGER, body TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS events_campaign ON events (campaign, kind)",
+    "CREATE TABLE IF NOT EXISTS shortlinks (code TEXT PRIMARY KEY, url TEXT NOT NULL,"
+    " store TEXT, tag TEXT, campaign TEXT)",
+    # segments and loyalty tier per shopper, for hq.learning
+    "CREATE TABLE IF NOT EXISTS profiles (inbox TEXT PRIMARY KEY,"
+    " segments TEXT NOT NULL, tier TEXT NOT NULL)",
+)
+_V1_TABLES: Final = frozenset({"stores", "zones", "beacons", "campaigns", "shoppers", "events",
+                               "shortlinks", "profiles"})
+
+
+def m0001_initial(db: HqDb) -> None:
+    """The pre-migration schema (``IF NOT EXISTS``, so an existing database is adopted)."""
+    for stmt in _V1:
+        db.execute(stmt)
+
+
+STEPS: Final[tuple[Step, ...]] = (m0001_initial,)
+
+
+def schema_version(db: HqDb) -> int:
+    """The newest version recorded in ``db``; 0 when none is (or no table to record it)."""
+    if VERSIONS_TABLE not in db.tables():
+        return 0
+    row = db.one(f"SELECT max(version) FROM {VERSIONS_TABLE}")  # noqa: S608 - a constant
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(db: HqDb, steps: Sequence[Step] = STEPS) -> int:
+    """Bring ``db`` to the newest version of ``steps`` in one transaction; returns it.
+
+    Raises :class:`SchemaVersionError` (nothing written) for a newer aislecast's database.
+    """
+    with db.transaction(immediate=True):
+        if db.dialect == "postgresql":
+            db.query("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY,))
+        found = schema_version(db)
+        if found > len(steps):
+            raise SchemaVersionError(db.safe_url, found, len(steps))
+        if found == 0 and db.tables() & _V1_TABLES:
+            log.info("adopting an HQ database made before migrations as version 1 db=%s",
+                     db.safe_url)
+        db.execute(f"CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (version INTEGER PRIMARY KEY,"
+                   " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+        for version, step in enumerate(steps[found:], start=found + 1):
+            step(db)
+            db.execute(f"INSERT INTO {VERSIONS_TABLE} (version, name, applied_at)"  # noqa: S608
+                       " VALUES (?, ?, ?)", (version, step.__name__, time.time()))
+        if found < len(steps):
+            log.info("HQ database migrated db=%s from=%d to=%d", db.safe_url, found, len(steps))
+    return len(steps)
