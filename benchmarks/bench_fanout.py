@@ -1,4 +1,4 @@
-"""Fan-out at chain scale on one machine (DESIGN §12): HQ -> 1,000 store gateways.
+"""Fan-out at chain scale on one machine (docs/architecture.md#past-one-machine): HQ -> 1,000 store gateways.
 
 1,000 MQTT clients stand in for the gateways of 1,000 stores (one per store, each
 subscribed to its store's bundle and delta topics exactly as a gateway is). HQ's real

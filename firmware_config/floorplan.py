@@ -67,7 +67,7 @@ class Radio(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The radio model the plan uses; the defaults suit a typical store."""
 
     # Indoor log-distance exponent: 2.0 is free space, shelving and people push it to
-    # 2.5-3.5 (DESIGN §7); 2.5 is the usual open-plan retail figure.
+    # 2.5-3.5 (docs/architecture.md#presence); 2.5 is the usual open-plan retail figure.
     path_loss_exponent: Annotated[float, msgspec.Meta(ge=1.5, le=5.0)] = 2.5
     # RSSI at 1 m from a beacon transmitting at 0 dBm, as a phone sees it: -59 dBm is
     # Apple's reference iBeacon calibration and what nRF52/CR2477 beacons measure.
@@ -99,7 +99,7 @@ class Zone(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     width_m: _Size
     depth_m: _Size
     name: str = ""
-    # Presence radius around each beacon (DESIGN §3 Zone.max_radius_m); None: planned.
+    # Presence radius around each beacon (Zone.max_radius_m, docs/architecture.md#data-model); None: planned.
     max_radius_m: Annotated[float, msgspec.Meta(gt=0, le=50)] | None = None
 
     @property

@@ -1,4 +1,5 @@
-"""Rotating token -> inbox pseudonym, from the per-epoch tables of the bundle (DESIGN §6).
+"""Rotating token -> inbox pseudonym, from the per-epoch tables of the bundle
+(docs/architecture.md#rotating-tokens).
 
 The gateway never holds an identity key. A token resolves only within one epoch of the
 gateway's clock (one epoch of skew tolerated either way); opted-out inboxes never

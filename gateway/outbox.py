@@ -1,7 +1,7 @@
 """The gateway's durable outbox: SQLite (WAL) via sqlite-utils, one writer.
 
 An offer or event is committed here before it is published, and removed only after the
-broker's PUBACK (DESIGN §9). WAL with ``synchronous=NORMAL`` makes a commit an append to
+broker's PUBACK (docs/architecture.md#delivery). WAL with ``synchronous=NORMAL`` makes a commit an append to
 the log without an fsync, so a commit costs tens of microseconds and runs on the event
 loop; a power cut may lose the last commits but never corrupts the file.
 

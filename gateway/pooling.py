@@ -1,4 +1,5 @@
-"""Pooling sightings between the gateways of one store, so the nearest one wins (DESIGN §7).
+"""Pooling sightings between the gateways of one store, so the nearest one wins
+(docs/architecture.md#presence).
 
 Every gateway publishes a compact :class:`~aislecast.kernel.presence_schema.SightingSummary`
 of its own evidence (best zone, distance, whether it claims the shopper, evidence age)

@@ -1,4 +1,4 @@
-"""Zone presence from RSSI: enter, dwell and exit per shopper (DESIGN §7).
+"""Zone presence from RSSI: enter, dwell and exit per shopper (docs/architecture.md#presence).
 
 Each observation is (shopper, anchor zone, RSSI, measured power at 1 m, monotonic ts).
 Per shopper and zone the path loss ``tx_power_1m - rssi`` is smoothed

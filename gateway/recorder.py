@@ -3,7 +3,7 @@
 Every presence event, decision, tap and health note becomes an :class:`Event`; offers
 become outbox rows with their expiry. Everything recorded in one event-loop turn shares
 one SQLite transaction, committed before any of its offers reaches the publisher
-(DESIGN §9): at 1,000 offers/s that turns ~4,000 commits a second into a few hundred.
+(docs/architecture.md#group-commit): at 1,000 offers/s that turns ~4,000 commits a second into a few hundred.
 """
 
 from __future__ import annotations

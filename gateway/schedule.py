@@ -1,4 +1,4 @@
-"""Schedule ticks: the gateway's own clock as a trigger (DESIGN §8, trigger ``schedule``).
+"""Schedule ticks: the gateway's own clock as a trigger (docs/architecture.md#decisions).
 
 A campaign whose triggers include ``kind="schedule"`` fires when it *opens*: when its
 schedule turns from closed to open, evaluated in the campaign's time zone

@@ -1,4 +1,4 @@
-"""RSSI smoothers for presence (DESIGN §7): a 1-D Kalman filter and the 1-Euro filter.
+"""RSSI smoothers for presence (docs/architecture.md#presence): a 1-D Kalman filter and the 1-Euro filter.
 
 Both take irregular samples (BLE adverts arrive at jittered intervals and some are
 lost), so each update is given its timestamp and scales with the time since the last

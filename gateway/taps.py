@@ -1,6 +1,6 @@
 """Taps and scans -> decisions: the gateway's NFC reader and the app's interaction reports.
 
-Two ways a shopper touches a shelf call to action (DESIGN §2 mode 3), one decision path:
+Two ways a shopper touches a shelf call to action (docs/architecture.md#sighting-modes), one decision path:
 
 - **at the gateway's reader**: the phone answers our ISO-DEP AID with its rotating
   token (:class:`edge.nfc.Tap` ``kind="phone"``); the token resolves through the

@@ -1,4 +1,4 @@
-"""Shared fixtures: a private Mosquitto per test session, on a free port (DESIGN §11)."""
+"""Shared fixtures: a private Mosquitto per test session, on a free port (docs/architecture.md#mosquitto)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PostgreSQL for tests (DESIGN §11): the machine's server, one fresh schema per test.
+"""PostgreSQL for tests (docs/architecture.md#postgresql): the machine's server, one fresh schema per test.
 
 ``AISLECAST_TEST_PG`` overrides the server URL (default: trust auth on 127.0.0.1:5432,
 database ``test``). Each test gets its own schema, selected through libpq's

@@ -59,8 +59,8 @@ def test_one_manager_per_event_loop() -> None:
 
 
 def test_bleak_does_not_watch_powered() -> None:
-    """DESIGN §11: bleak ignores Powered/Discovering; if this starts failing, bleak may now
-    raise or stop on power-off and our AdapterWatch may double-handle it."""
+    """docs/architecture.md#bluez-and-bleak: bleak ignores Powered/Discovering; if this starts
+    failing, bleak may now raise or stop on power-off and our AdapterWatch may double-handle it."""
     src = inspect.getsource(manager.BlueZManager._parse_msg)
     assert '"Powered"' not in src
     assert '"Discovering"' not in src

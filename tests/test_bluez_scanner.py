@@ -1,4 +1,4 @@
-"""BlueZScanner on bleak's real BlueZ backend against the fake BlueZ (DESIGN §11)."""
+"""BlueZScanner on bleak's real BlueZ backend, fake BlueZ (docs/architecture.md#bluez-and-bleak)."""
 
 from __future__ import annotations
 

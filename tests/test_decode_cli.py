@@ -1,4 +1,4 @@
-"""``aislecast decode`` against the DESIGN §10 contract, from inside and from outside."""
+"""``aislecast decode`` against docs/architecture.md#command-line-contract, from inside and from outside."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ ETLM = "0201060303aafe1516aafe2001" + "41" * 12 + "deadbeff"
 EID = "0201060303aafe0d16aafe30e34549445f74657374"
 APPLE_NOISE = "02011a0aff4c0010050b1c2a3b4c"
 
-# DESIGN §10 field names for each format
+# docs/architecture.md#command-line-contract: field names for each format
 CONTRACT = [
     (IBEACON, "ibeacon", {"uuid": "41424344-4546-4748-4940-414243444546", "major": 1,
                           "minor": 2, "tx_power": -8}),

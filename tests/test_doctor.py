@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 
 NAMES = ["permissions", "adapter", "passive scan", "bluez version", "nfc reader", "broker",
          "clock", "disk"]
-UDP_READER = "udp:127.0.0.1:24613"  # below 32768 (DESIGN §11), used by no other test
+UDP_READER = "udp:127.0.0.1:24613"  # below 32768 (docs/architecture.md#nfc-with-nfcpy), used by no other test
 
 
 async def doctor(bus: str, *args: str) -> tuple[int, dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The whole gateway on bleak's real BlueZ backend, against the fake BlueZ (DESIGN §11).
+"""The whole gateway on bleak's real BlueZ backend, against the fake BlueZ
+(docs/architecture.md#bluez-and-bleak).
 
 A :class:`~gateway.app.Gateway` configured with ``scanner.backend = "bluez"`` (its
 scanner built by :func:`edge.factory.make_scanner` from the config, as ``aislecast

@@ -2,8 +2,9 @@
 
 What a service manager (systemd/aislecast-*.service: KillSignal=SIGTERM) and a person at
 a terminal (Ctrl-C) do to these commands, and what must follow: exit code 0 within a
-few seconds, the gateway's retained ``offline`` state, the demo's JSON summary (DESIGN
-§10), and no Mosquitto left running after an interrupted demo.
+few seconds, the gateway's retained ``offline`` state, the demo's JSON summary
+(docs/architecture.md#command-line-contract), and no Mosquitto left running after an
+interrupted demo.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ pytestmark = pytest.mark.timeout(60)
 
 AISLECAST = [sys.executable, "-m", "aislecast"]
 STOP_WITHIN_S = 5.0  # the units' TimeoutStopSec is 15 s; a clean stop takes well under 5
+# the summary keys docs/architecture.md#command-line-contract promises
 DEMO_KEYS = ("adverts_decoded", "presence_events", "decisions", "offers_published",
-             "offers_received", "offers_opened", "events_ingested")  # DESIGN §10
+             "offers_received", "offers_opened", "events_ingested")
 
 
 class Proc:

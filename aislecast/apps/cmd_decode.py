@@ -1,9 +1,10 @@
 """``aislecast decode``: BLE advertising data (hex) to beacon frames, one per input.
 
-The output contract is DESIGN §10. Per-input problems (not hex, truncated structures,
-malformed frames) are reported in that input's object and never change the exit code;
-``-`` streams standard input line by line with a bounded memo of repeated lines, so a
-capture of millions of adverts goes through in constant memory.
+The output contract is docs/architecture.md#command-line-contract. Per-input problems
+(not hex, truncated structures, malformed frames) are reported in that input's object
+and never change the exit code; ``-`` streams standard input line by line with a
+bounded memo of repeated lines, so a capture of millions of adverts goes through in
+constant memory.
 """
 
 from __future__ import annotations

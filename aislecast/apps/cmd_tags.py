@@ -1,4 +1,4 @@
-"""``aislecast tags read|write``: staff tools for shelf NFC tags (DESIGN §10)."""
+"""``aislecast tags read|write``: staff tools for shelf NFC tags (docs/architecture.md#staff-tools)."""
 
 from __future__ import annotations
 

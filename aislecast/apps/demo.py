@@ -113,7 +113,7 @@ def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
 
 async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                    view: Any = None) -> dict[str, Any]:
-    """Run the demo; returns the summary (DESIGN §10)."""
+    """Run the demo; returns the summary (docs/architecture.md#command-line-contract)."""
     scenario: Scenario = SCENARIOS[opts.scenario]
     state = state or DemoState()
     rng = random.Random(opts.seed)

@@ -1,4 +1,5 @@
-"""Broker access control for the topic contract (DESIGN §4), generated, never hand-written.
+"""Broker access control, generated from the topic contract, never hand-written
+(docs/architecture.md#broker-access-control).
 
 Usernames carry the role: a phone logs in as its inbox pseudonym, a gateway as
 ``gw.{store}.{gateway}``, HQ workers as ``hq.{name}``. Phones are covered by ``pattern``

@@ -1,6 +1,6 @@
 """A private Mosquitto broker: config generation and a supervised foreground process.
 
-The same generator serves tests, the demo and production (DESIGN §11). The process is
+The same generator serves tests, the demo and production (docs/architecture.md#broker). The process is
 an async context manager; leaving it sends SIGTERM (Mosquitto then saves its session
 database) and waits, killing only if the broker does not stop in time.
 """
@@ -66,7 +66,7 @@ class BrokerConfig:
         ]
         if os.geteuid() == 0:
             # As root Mosquitto otherwise drops to user ``mosquitto`` and then cannot
-            # read a 0700 temp dir (DESIGN §11).
+            # read a 0700 temp dir (docs/architecture.md#mosquitto).
             lines.insert(0, "user root")
         if self.persistence:
             lines += ["persistence true", f"persistence_location {d}/"]

@@ -24,7 +24,8 @@ __all__ = [
 ]
 
 # Mosquitto's default of 1,000 queued messages per client silently drops overflow when a
-# subscriber lags (DESIGN §11); HQ's ingest and phones offline for a while need more.
+# subscriber lags; HQ's ingest and phones offline for a while need more
+# (docs/architecture.md#broker-queue-limit).
 BROKER_MAX_QUEUED_MESSAGES: Final = 100_000
 # Mosquitto 2.0 is ready in well under 100 ms here; 10 s covers a loaded CI machine.
 BROKER_READY_TIMEOUT_S: Final = 10.0
@@ -34,7 +35,8 @@ MQTT_BACKOFF_BASE: Final = 1.5
 MQTT_BACKOFF_CAP_S: Final = 60.0
 MQTT_KEEPALIVE_S: Final = 15
 # Persistent sessions: without a session expiry, aiomqtt's clean start loses messages
-# published while a client was away (DESIGN §11). One day covers a closed store night.
+# published while a client was away (docs/architecture.md#persistent-mqtt-sessions).
+# One day covers a closed store night.
 MQTT_SESSION_EXPIRY_S: Final = 86_400
 # Closing a link re-cancels its task this often until it ends: a cancel swallowed by
 # Python 3.11's asyncio.wait_for (aiomqtt's connect) then costs 1 s, not a hung process.
@@ -59,7 +61,7 @@ PRESENCE_DWELL_S: Final = 5.0
 # Rotating tokens: epoch of 2**K seconds (Eddystone-EID's K). K=9 -> 512 s.
 TOKEN_ROTATION_K: Final = 9
 # Epochs of resolution tables shipped in a bundle beyond the current one; one epoch
-# behind is also shipped to tolerate one epoch of clock skew (DESIGN §6).
+# behind is also shipped to tolerate one epoch of clock skew (docs/architecture.md#rotating-tokens).
 TOKEN_EPOCHS_AHEAD: Final = 6
 # HQ republishes each store's bundle well before its token tables run out.
 BUNDLE_REPUBLISH_S: Final = 300.0

@@ -5,7 +5,7 @@ near a minute), re-subscribes after every reconnect (aiomqtt does not expose
 session-present), hands each message to a handler that may not raise into the loop, and
 offers :meth:`MqttLink.publish`, which waits for a connection and raises
 :class:`~aislecast.kernel.errors.PublishDenied` when the broker refuses a QoS 1 publish (PUBACK
-reason >= 0x80), something aiomqtt's own ``publish`` silently accepts (DESIGN §11).
+reason >= 0x80), something aiomqtt's own ``publish`` silently accepts (docs/architecture.md#denied-publishes).
 """
 
 from __future__ import annotations

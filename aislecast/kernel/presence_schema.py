@@ -1,4 +1,4 @@
-"""Payloads gateways of one store exchange to pool presence (DESIGN §7, issue 4.4).
+"""Payloads gateways of one store exchange to pool presence (docs/architecture.md#presence).
 
 Each gateway publishes, about once a second, a :class:`SightingSummary` on
 ``px/v1/stores/{store}/gateways/{gateway}/presence`` (QoS 0, not retained, message

@@ -1,6 +1,6 @@
 """Every MQTT payload and bundle body, versioned, in one module shared by all sides.
 
-Payloads are JSON with a ``v`` field (DESIGN §4). Decoding untrusted bytes goes through
+Payloads are JSON with a ``v`` field (docs/architecture.md#payloads). Decoding untrusted bytes goes through
 :func:`decode`, which raises only :class:`msgspec.ValidationError` /
 :class:`msgspec.DecodeError`; callers count and drop.
 """
@@ -228,7 +228,7 @@ class FeedbackAck(msgspec.Struct, frozen=True):
 
 
 class PhoneSighting(msgspec.Struct, frozen=True):
-    """Phone-observed sighting of a fixed beacon (DESIGN §2 mode 1)."""
+    """Phone-observed sighting of a fixed beacon (docs/architecture.md#sighting-modes)."""
 
     v: int
     token: str

@@ -1,4 +1,4 @@
-"""Ed25519 signing of canonical JSON bundles and deltas (DESIGN §5).
+"""Ed25519 signing of canonical JSON bundles and deltas (docs/architecture.md#bundles-and-sync).
 
 HQ signs with its private key; gateways pin the public key and verify before they
 parse anything further. Canonical JSON here is msgspec's encoding with sorted keys.

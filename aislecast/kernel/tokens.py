@@ -1,4 +1,4 @@
-"""Rotating shopper tokens, Eddystone-EID style (DESIGN §6).
+"""Rotating shopper tokens, Eddystone-EID style (docs/architecture.md#rotating-tokens).
 
 Every ``2**k`` seconds a phone derives a new 8-byte token from its 16-byte identity key
 with the AES-128 construction of the Eddystone-EID specification:

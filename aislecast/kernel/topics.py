@@ -1,4 +1,4 @@
-"""The MQTT topic contract of DESIGN §4 (prefix ``px/v1``), built and parsed in one place."""
+"""The MQTT topic contract (docs/architecture.md#mqtt-topic-contract), built and parsed in one place."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def sightings(store: str, inbox: str = "+") -> str:
 
 
 def interactions(store: str, inbox: str = "+") -> str:
-    """Phone -> gateway: shelf-tag taps and QR scans the app reports (DESIGN §2 mode 3),
+    """Phone -> gateway: shelf-tag taps and QR scans the app reports (docs/architecture.md#sighting-modes),
     under the sender's own inbox like :func:`sightings`."""
     return f"{PREFIX}/stores/{store}/interactions/{inbox}"
 

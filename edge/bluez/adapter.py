@@ -1,11 +1,11 @@
 """Watch one BlueZ adapter over D-Bus and power-cycle it, with dbus-fast (no hciconfig).
 
 bleak does not watch ``Powered`` or the adapter object itself: when the adapter is
-powered off or unplugged mid-scan, adverts simply stop and nothing is raised (DESIGN
-§11). :class:`AdapterWatch` keeps its own system-bus connection, subscribes to the
-adapter's PropertiesChanged, to InterfacesAdded/Removed for its path and to
-``org.bluez`` changing owner (bluetoothd restarting), and reports each change as an
-:class:`AdapterEvent` to a synchronous callback.
+powered off or unplugged mid-scan, adverts simply stop and nothing is raised
+(docs/architecture.md#bluez-and-bleak). :class:`AdapterWatch` keeps its own system-bus
+connection, subscribes to the adapter's PropertiesChanged, to InterfacesAdded/Removed
+for its path and to ``org.bluez`` changing owner (bluetoothd restarting), and reports
+each change as an :class:`AdapterEvent` to a synchronous callback.
 """
 
 from __future__ import annotations

@@ -22,14 +22,15 @@ __all__ = [
 
 #: Proprietary AID (ISO 7816-5 category F = unregistered): F0 + ASCII "AISLECAST".
 AISLECAST_AID: Final = bytes.fromhex("F04149534C4543415354")
-#: The rotating token of DESIGN §6 (Eddystone-EID size).
+#: The rotating token (docs/architecture.md#rotating-tokens) (Eddystone-EID size).
 TOKEN_LEN: Final = 8
 
 #: Time between polls of the field (nfcpy's own default is 0.5 s). Measured on the udp
 #: driver: 20 ms gives tap p50/p99 of 12/26 ms at 1.9 % of a core idle; 10 ms costs 3.2 %.
 NFC_POLL_INTERVAL_S: Final = 0.02
 #: RF off this long after a tap so the card side re-arms before we poll again
-#: (DESIGN §11 re-arm race). 2 ms covers the udp emulator on a loaded 2-core machine.
+#: (re-arm race: docs/architecture.md#nfc-with-nfcpy).
+#: 2 ms covers the udp emulator on a loaded 2-core machine.
 NFC_MUTE_AFTER_TAP_S: Final = 0.002
 #: The same tag uid / phone token is reported once per this window while it stays on
 #: the reader (a shopper holds a phone for ~1 s; NFC Forum tap guidance is 0.5-2 s).

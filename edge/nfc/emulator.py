@@ -41,7 +41,7 @@ Card = Type2Card | Type3Card | IsoDepCard
 
 
 def free_udp_port(low: int = 20000, high: int = 32000) -> int:
-    """A UDP port free right now, below the ephemeral range (DESIGN §11 pitfall)."""
+    """A UDP port free right now, below the ephemeral range (docs/architecture.md#nfc-with-nfcpy)."""
     for _ in range(500):
         port = random.randrange(low, high)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -1,4 +1,4 @@
-"""The gateway's decision engine (DESIGN §8).
+"""The gateway's decision engine (docs/architecture.md#decisions).
 
 trigger -> candidates from the ``(zone, kind)`` index, highest priority first -> trigger
 detail (tag, dwell) -> schedule (absolute, then local windows in the store's time zone)
