@@ -39,9 +39,13 @@ layers: $(STAMP)
 pytest: deps
 	$(BIN)/pytest -q
 
-## bench: every benchmark, as a table (add ARGS=--json for JSON)
+## bench: every benchmark, as a table (ARGS="e2e --quick" for some, ARGS=--json for JSON);
+## the run's JSON goes to docs/bench/last-run.json (date, machine) and the README's table
 bench: deps
-	$(BIN)/aislecast bench $(ARGS)
+	@mkdir -p artifacts
+	AISLECAST_BENCH_JSON=artifacts/bench.json $(BIN)/aislecast bench $(ARGS) $(if $(findstring --json,$(ARGS)),> artifacts/bench.json && cat artifacts/bench.json)
+	$(BIN)/python scripts/readme_numbers.py snapshot artifacts/bench.json $(if $(findstring --quick,$(ARGS)),--quick)
+	$(BIN)/python scripts/readme_numbers.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
