@@ -1,4 +1,4 @@
-"""Every ``docs/architecture.md#anchor`` a docstring, comment or doc cites names a heading
+"""Every ``docs/architecture.md#<heading>`` a docstring, comment or doc cites names a heading
 there, and nothing in the repo points at design files outside it."""
 
 from __future__ import annotations
