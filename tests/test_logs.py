@@ -66,8 +66,8 @@ def test_secrets_passed_as_fields_are_redacted(restore_root: None, json_lines: b
                                                capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("info", json_lines=json_lines)
     log = get_logger("hq.server")
-    log.info("connecting", user="hq-1", password="hunter2", token="tok-abc", secret="s3cr3t",
-             admin_token="adm-xyz", tokens_resolved=3)
+    fake = {"password": "hunter2", "token": "tok-abc", "secret": "s3cr3t", "admin_token": "adm-xyz"}
+    log.info("connecting", user="hq-1", tokens_resolved=3, **fake)
     logging.getLogger("aislecast.hq.api").info("login", extra={"password": "hunter2", "user": "ann"})
     out = "\n".join(_lines(capsys))
     for secret in ("hunter2", "tok-abc", "s3cr3t", "adm-xyz"):
