@@ -36,11 +36,13 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
     with tempfile.TemporaryDirectory(prefix="aislecast-fanout-") as tmp:
         work = Path(tmp)
         signer = Signer(load_or_create_signing_key(work / "hq.pem"))
-        service = HqService(HqDb(f"sqlite:///{work}/hq.sqlite"), signer)
+        mqtt = MqttSettings(port=free_port())
+        hq = MqttLink(mqtt, client_id="hq-fanout")
+        service = HqService(HqDb(f"sqlite:///{work}/hq.sqlite"), signer, link=hq)
         stores = [f"s{i:04d}" for i in range(n)]
         for s in stores:
             service.upsert_store(Store(id=s, name=s))
-        port = free_port()
+        port = mqtt.port
         arrived: dict[str, float] = {}
         done = asyncio.Event()
 
@@ -52,7 +54,6 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
                     done.set()
 
         async with MosquittoProcess(BrokerConfig(directory=work / "broker", port=port)) as broker:
-            mqtt = MqttSettings(port=port)
             links = [MqttLink(mqtt, client_id=f"gw-{s}", handler=on, clean_start=True,
                               subscriptions=[(topics.bundle_delta(s), 1), (topics.bundle(s), 1)])
                      for s in stores]
@@ -62,8 +63,6 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
                     await link.__aenter__()
                 await asyncio.gather(*(link.wait_connected(30) for link in links[i:i + 100]))
             connect_s = time.perf_counter() - t_conn
-            hq = MqttLink(mqtt, client_id="hq-fanout")
-            service.link = hq
             async with hq:
                 await hq.wait_connected(10)
                 flash = Campaign(id="news", name="breaking", stores=stores,

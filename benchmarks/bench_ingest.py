@@ -96,12 +96,8 @@ def _direct(url: str, n_batches: int) -> tuple[float, float]:
 
 
 async def _over_mqtt(url: str, port: int, work: Path, n_batches: int) -> float:
-    hq = HqServer(db_url=url, key_path=work / "hq.pem", mqtt=MqttSettings(port=port),
-                  http_port=free_port(), client_id=f"hq-{uuid.uuid4().hex[:6]}")
-    task = asyncio.create_task(hq.run(), name="bench-hq")
-    try:
-        async with asyncio.timeout(15):
-            await hq.started.wait()
+    async with HqServer(db_url=url, key_path=work / "hq.pem", mqtt=MqttSettings(port=port),
+                        http_port=0, client_id=f"hq-{uuid.uuid4().hex[:6]}") as hq:
         evs = _events(n_batches * BATCH, f"m{uuid.uuid4().hex[:6]}")
         payloads = [encode(EventBatch(v=SCHEMA_VERSION, store="s1", gateway="g1",
                                       events=evs[b * BATCH:(b + 1) * BATCH], batch=f"b{b}"))
@@ -127,9 +123,6 @@ async def _over_mqtt(url: str, port: int, work: Path, n_batches: int) -> float:
             async with asyncio.timeout(300):
                 await done.wait()
             return target / (time.perf_counter() - t0)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @benchmark("ingest")

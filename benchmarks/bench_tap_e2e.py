@@ -103,11 +103,8 @@ async def _stack(work: Path, opts: BenchOptions) -> list[Measurement]:
     broker = MosquittoProcess(BrokerConfig(directory=work / "mosquitto", port=free_port()))
     async with broker:
         mqtt = MqttSettings(port=broker.port)
-        hq = HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem", mqtt=mqtt,
-                      http_port=free_port())
-        async with asyncio.TaskGroup() as tg:
-            hq_task = tg.create_task(hq.run(), name="bench-hq")
-            await hq.started.wait()
+        async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem",
+                            mqtt=mqtt, http_port=0) as hq, asyncio.TaskGroup() as tg:
             setup_store(hq.service, _STORE, default_zones(), STORE_UUID)
             hq.service.upsert_campaign(Campaign(
                 id="till-tap", name="till tap", stores=[_STORE], trigger=Trigger(kind="tap"),
@@ -145,7 +142,6 @@ async def _stack(work: Path, opts: BenchOptions) -> list[Measurement]:
                     read_fail = sum(int(v) for k, v in reader.stats().items()
                                     if k in _FAILURES and isinstance(v, int))
             gw_task.cancel()
-            hq_task.cancel()
     extra: dict[str, float | int | str] = {
         "taps": n_lat, "failures": lat_fail, "phones": _PHONES, "poll_interval_ms": _POLL_S * 1000,
         "path": "nfcpy udp -> reader -> decide -> outbox -> mosquitto -> phone"}

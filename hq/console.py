@@ -17,32 +17,29 @@ pause button (pause itself is ``POST /api/campaigns/{id}/pause``).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any
 
 import aiomqtt
 import msgspec
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from aislecast.kernel import topics
+from aislecast.kernel.counters import count
 from aislecast.kernel.schema import Campaign, Event, GatewayState, decode
 from hq.analytics import campaign_stats
 from hq.campaigns import save_campaign
 from hq.db import HqDb
-from hq.ingest import Ingest
-from hq.service import HqService
+from hq.deps import ServiceDep
 
-__all__ = ["STATE_FILTER", "GatewayBoard", "GatewayView", "mount_console"]
+__all__ = ["STATE_FILTER", "BoardStats", "GatewayBoard", "GatewayView", "mount_console"]
 
 # Every HQ worker subscribes (not shared): each one serves a console.
 STATE_FILTER = topics.gateway_state("+", "+")
 _STATIC = files("hq") / "static"
-
-Handler = Callable[[aiomqtt.Message], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -58,12 +55,19 @@ class GatewayView:
     outbox_rows: int = 0
 
 
+@dataclass(slots=True)
+class BoardStats:
+    states: int = count("gateway state messages applied")
+    cleared: int = count("gateways cleared by an empty retained state")
+    bad_states: int = count("gateway state messages dropped as undecodable")
+
+
 class GatewayBoard:
     """Gateways as HQ sees them, from retained state messages and ingested events."""
 
     def __init__(self) -> None:
         self._gws: dict[tuple[str, str], GatewayView] = {}
-        self.bad_states = 0
+        self.stats = BoardStats()
 
     def _view(self, store: str, gateway: str) -> GatewayView:
         return self._gws.setdefault((store, gateway), GatewayView(store, gateway))
@@ -71,12 +75,14 @@ class GatewayBoard:
     def on_state(self, store: str, gateway: str, payload: bytes) -> None:
         if not payload:  # an empty retained message clears a decommissioned gateway
             self._gws.pop((store, gateway), None)
+            self.stats.cleared += 1
             return
         try:
             st = decode(payload, GatewayState)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            self.bad_states += 1
+            self.stats.bad_states += 1
             return
+        self.stats.states += 1
         v = self._view(store, gateway)
         v.status, v.version, v.bundle_version = st.status, st.version, st.bundle_version
         v.state_at = time.time()
@@ -90,18 +96,14 @@ class GatewayBoard:
                 v = self._view(e.store, e.gateway)
                 v.last_event_at = max(v.last_event_at or e.ts, e.ts)
 
-    def route(self, other: Handler) -> Handler:
-        """An MQTT handler taking state messages and passing the rest to ``other``."""
-
-        async def handle(msg: aiomqtt.Message) -> None:
-            parts = msg.topic.value.split("/")
-            if len(parts) == 7 and parts[2] == "stores" and parts[6] == "state":
-                payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
-                self.on_state(parts[3], parts[5], bytes(payload))
-            else:
-                await other(msg)
-
-        return handle
+    async def on_state_message(self, msg: aiomqtt.Message) -> None:
+        """HQ's router hands it the messages of :data:`STATE_FILTER`."""
+        parts = msg.topic.value.split("/")
+        if len(parts) == 7 and parts[2] == "stores" and parts[6] == "state":
+            payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
+            self.on_state(parts[3], parts[5], bytes(payload))
+        else:
+            self.stats.bad_states += 1
 
     def gateways(self, store: str) -> list[GatewayView]:
         return sorted((v for (s, _), v in self._gws.items() if s == store), key=lambda v: v.gateway)
@@ -129,11 +131,17 @@ def _campaign_rows(db: HqDb) -> list[dict[str, Any]]:
     return rows
 
 
-def mount_console(app: FastAPI, service: HqService, ingest: Ingest,
-                  board: GatewayBoard | None = None) -> GatewayBoard:
-    """Add the console's pages and JSON to ``app``; returns the gateway board in use."""
-    board = board or GatewayBoard()
-    ingest.listeners.append(board.on_events)
+def _board_of(request: Request) -> GatewayBoard:
+    board = request.app.state.board
+    assert isinstance(board, GatewayBoard), "create_app() sets app.state.board"
+    return board
+
+
+BoardDep = Annotated[GatewayBoard, Depends(_board_of)]
+
+
+def mount_console(app: FastAPI) -> None:
+    """Add the console's pages and JSON to ``app`` (services from ``app.state``)."""
     index = (_STATIC / "index.html").read_text(encoding="utf-8")
     router = APIRouter()
 
@@ -146,12 +154,12 @@ def mount_console(app: FastAPI, service: HqService, ingest: Ingest,
         return HTMLResponse(index)
 
     @router.get("/api/console/campaigns")
-    async def campaigns() -> Response:
+    async def campaigns(service: ServiceDep) -> Response:
         rows = await service.db.offload(_campaign_rows)
         return _json({"now": time.time(), "campaigns": rows})
 
     @router.get("/api/console/stores")
-    async def stores() -> Response:
+    async def stores(service: ServiceDep, board: BoardDep) -> Response:
         ids = sorted(set(service.store_ids()) | board.stores())
         out = []
         for sid in ids:
@@ -161,10 +169,9 @@ def mount_console(app: FastAPI, service: HqService, ingest: Ingest,
         return _json({"now": time.time(), "stores": out})
 
     @router.post("/api/campaigns/{cid}/resume")
-    async def resume(cid: str) -> Response:
+    async def resume(cid: str, service: ServiceDep) -> Response:
         c = msgspec.structs.replace(service.get_campaign(cid), status="live")
         return _json(await save_campaign(service, c))
 
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=str(_STATIC)), name="console-static")
-    return board

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiomqtt
 import msgspec
 
 from aislecast.kernel import topics
+from aislecast.kernel.counters import by, count
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import (
     SCHEMA_VERSION,
     BatchAck,
@@ -28,10 +29,11 @@ from aislecast.kernel.schema import (
     encode,
 )
 from hq.db import HqDb
+from hq.router import Reply
 
 __all__ = ["Ingest", "IngestStats"]
 
-log = logging.getLogger("aislecast.hq.ingest")
+log = get_logger(__name__)
 
 _MAX_REF = 128  # longest offer/campaign/store/feedback id accepted from a phone
 
@@ -44,12 +46,12 @@ _INSERT = (
 
 @dataclass(slots=True)
 class IngestStats:
-    batches: int = 0
-    events_ingested: int = 0
-    duplicates: int = 0
-    feedback: int = 0
-    bad_payloads: dict[str, int] = field(default_factory=dict)
-    by_kind: dict[str, int] = field(default_factory=dict)
+    batches: int = count("event batches from gateways accepted")
+    events_ingested: int = count("events stored for the first time")
+    duplicates: int = count("events already stored (QoS 1 redeliveries, outbox resends)")
+    feedback: int = count("feedback messages from phones accepted")
+    bad_payloads: dict[str, int] = by("kind", "payloads dropped as undecodable or inconsistent")
+    by_kind: dict[str, int] = by("kind", "events stored, per event kind")
 
 
 def _row(e: Event) -> tuple[object, ...]:
@@ -63,12 +65,10 @@ class Ingest:
         self.db = db
         self.stats = IngestStats()
         self.listeners: list[Callable[[list[Event]], None]] = []
-        # publishes (topic, payload): HQ wires it to its MQTT link for batch acks
-        self.ack: Callable[[str, bytes], Awaitable[None]] | None = None
 
     def _bad(self, what: str, err: Exception) -> None:
         self.stats.bad_payloads[what] = self.stats.bad_payloads.get(what, 0) + 1
-        log.warning("bad payload dropped kind=%s error=%s", what, str(err)[:200])
+        log.warning("bad payload dropped", kind=what, error=str(err)[:200])
 
     def _store(self, events: list[Event]) -> list[Event]:
         """Insert ``events``; returns the ones that were new (not stored before)."""
@@ -106,7 +106,8 @@ class Ingest:
                 fn(fresh)
         return len(fresh)
 
-    async def handle(self, msg: aiomqtt.Message) -> None:
+    async def on_events(self, msg: aiomqtt.Message) -> Reply | None:
+        """A gateway's event batch; returns its end-to-end acknowledgement."""
         topic = msg.topic.value
         payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
         parts = topic.split("/")
@@ -115,27 +116,36 @@ class Ingest:
                 batch = decode(payload, EventBatch)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 self._bad("events", exc)
-                return
+                return None
             if batch.store != parts[3] or batch.gateway != parts[5]:
                 self._bad("events", ValueError("batch store/gateway do not match the topic"))
-                return
+                return None
             self.stats.batches += 1
             stored = await self.astore_events([e for e in batch.events if e.store == batch.store])
-            if batch.batch is not None and self.ack is not None:
-                ack = BatchAck(v=SCHEMA_VERSION, batch=batch.batch, stored=stored)
-                await self.ack(topics.gateway_acks(batch.store, batch.gateway), encode(ack))
-        elif len(parts) == 5 and parts[2] == "shoppers" and parts[4] == "feedback":
+            if batch.batch is None:
+                return None
+            ack = BatchAck(v=SCHEMA_VERSION, batch=batch.batch, stored=stored)
+            return Reply(topics.gateway_acks(batch.store, batch.gateway), encode(ack))
+        self._bad("topic", ValueError(f"unexpected topic {topic}"))
+        return None
+
+    async def on_feedback(self, msg: aiomqtt.Message) -> Reply | None:
+        """A phone's feedback; returns the acknowledgement that lets the phone forget it."""
+        topic = msg.topic.value
+        payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
+        parts = topic.split("/")
+        if len(parts) == 5 and parts[2] == "shoppers" and parts[4] == "feedback":
             try:
                 fb = decode(payload, Feedback)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 self._bad("feedback", exc)
-                return
+                return None
             if fb.inbox != parts[3]:
                 self._bad("feedback", ValueError("feedback inbox does not match the topic"))
-                return
+                return None
             if max(len(fb.offer), len(fb.campaign), len(fb.store), len(fb.id)) > _MAX_REF:
                 self._bad("feedback", ValueError("feedback reference too long"))
-                return
+                return None
             self.stats.feedback += 1
             # One row per (offer, inbox, kind), under an id the phone cannot choose: a phone
             # could otherwise pre-empt a gateway's event ids or inflate a campaign's counts.
@@ -143,8 +153,7 @@ class Ingest:
             await self.astore_events([Event(id=f"fb{key}", kind=f"offer_{fb.kind}", ts=fb.ts,  # type: ignore[arg-type]
                                      store=fb.store, campaign=fb.campaign, offer=fb.offer,
                                      inbox=fb.inbox)])
-            if self.ack is not None:  # stored (or already there): the phone may forget it
-                fb_ack = FeedbackAck(v=SCHEMA_VERSION, ids=[fb.id])
-                await self.ack(topics.feedback_ack(fb.inbox), encode(fb_ack))
-        else:
-            self._bad("topic", ValueError(f"unexpected topic {topic}"))
+            # stored (or already there): the phone may forget it
+            return Reply(topics.feedback_ack(fb.inbox), encode(FeedbackAck(v=SCHEMA_VERSION, ids=[fb.id])))
+        self._bad("topic", ValueError(f"unexpected topic {topic}"))
+        return None

@@ -12,10 +12,10 @@ bundle (``HqService.model``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import aiomqtt
 import msgspec
@@ -23,12 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 from aislecast.kernel.campaign import FEATURES, ArmStats, Campaign, Model, Profile, features
+from aislecast.kernel.counters import count, gauge
+from aislecast.kernel.logs import get_logger
 from hq.campaigns import allocate_budgets
 from hq.service import HqService
 
-__all__ = ["fit_logistic", "learn_loop", "profiles", "set_profile", "train"]
+__all__ = ["LearnStats", "fit_logistic", "learn_loop", "profiles", "set_profile", "train"]
 
-log = logging.getLogger("aislecast.hq.learning")
+log = get_logger(__name__)
 
 _SESSION_S = 1800.0  # zone events further apart than this start a new visit
 _DWELL_EVERY_S = 5.0  # one zone_dwell event per this many seconds in a zone (PRESENCE_DWELL_S)
@@ -121,9 +123,20 @@ def train(service: HqService, *, now: float | None = None) -> Model:
 MODEL_REPUBLISH_S = 600.0
 
 
-async def learn_loop(service: HqService, every_s: float = 60.0) -> None:
+@dataclass(slots=True)
+class LearnStats:
+    rounds: int = count("learning rounds completed")
+    failures: int = count("learning rounds that failed")
+    publish_failures: int = count("bundles the learner could not publish")
+    republished: int = count("rounds that republished the stores' bundles")
+    samples: int = gauge("offers the last model was trained on")
+
+
+async def learn_loop(service: HqService, every_s: float = 60.0,
+                     stats: LearnStats | None = None) -> None:
     """Retrain and top up budget grants every ``every_s``; republish the stores' bundles
     when a grant changed, or for a new model at most every ``MODEL_REPUBLISH_S``."""
+    stats = LearnStats() if stats is None else stats
     model_shipped = float("-inf")
     while True:
         await asyncio.sleep(every_s)
@@ -136,9 +149,14 @@ async def learn_loop(service: HqService, every_s: float = 60.0) -> None:
                     try:  # one store's failure must not end HQ or starve the others
                         await service.publish_bundle(store)
                     except Exception:
-                        log.exception("bundle publish failed store=%s", store)
+                        stats.publish_failures += 1
+                        log.exception("bundle publish failed", store=store)
                 model_shipped = time.monotonic()
-            log.info("model trained samples=%d grants_changed=%d published=%s",
-                     m.samples, grants_changed, bool(grants_changed or model_due))
+                stats.republished += 1
+            stats.rounds += 1
+            stats.samples = m.samples
+            log.info("model trained", samples=m.samples, grants_changed=grants_changed,
+                     published=bool(grants_changed or model_due))
         except (msgspec.ValidationError, RuntimeError, aiomqtt.MqttError):
+            stats.failures += 1
             log.exception("learning round failed")

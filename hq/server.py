@@ -1,51 +1,86 @@
-"""The HQ process: HTTP API (uvicorn), MQTT ingest and bundle refresh in one TaskGroup."""
+"""The HQ process's composition root: ``async with HqServer(...) as hq``.
+
+``__init__`` only keeps settings. ``__aenter__`` opens the database and the signing key
+(in a worker thread: both touch the disk), builds every component once with what it
+needs (no attribute is wired afterwards), connects the MQTT link and starts one
+``TaskGroup`` of named tasks:
+
+- ``hq-ingest``: the inbound router (:mod:`hq.router`) reading the link's messages;
+- ``hq-acks``: batch and feedback acknowledgements (:class:`hq.tasks.AckSender`);
+- ``hq-republisher``: every store's bundle refreshed so token tables never run out;
+- ``hq-learner``: model retraining, budget grant top-ups (:func:`hq.learning.learn_loop`);
+- ``hq-http``: uvicorn serving the API, the console, short links and ``/metrics``.
+
+It returns once HTTP listens and the broker has accepted the connection; a broker that
+starts later is waited for (HTTP answers ``/health`` with 503 meanwhile). ``__aexit__``
+lets uvicorn close its connections, cancels and awaits every task, then closes the link
+and the database. A server is entered once; :meth:`run` is ``async with self`` until
+cancelled (``aislecast hq serve`` cancels it on SIGTERM).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import Coroutine, Generator
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from types import TracebackType
+from typing import Final, Self
 
 import aiomqtt
 import uvicorn
+from fastapi import FastAPI
 
 from aislecast.kernel import topics
 from aislecast.kernel.const import BUNDLE_REPUBLISH_S
-from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.api import create_app
 from hq.console import STATE_FILTER, GatewayBoard
 from hq.db import HqDb
 from hq.ingest import Ingest
-from hq.learning import learn_loop
+from hq.learning import LearnStats, learn_loop
+from hq.metrics import HqMetrics
+from hq.router import Route, Router
 from hq.service import HqService
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
+from hq.tasks import AckSender, HttpServer, Republisher
 
-__all__ = ["LEARN_EVERY_S", "HqServer"]
+__all__ = ["HTTP_SHUTDOWN_S", "INBOUND_QUEUE_MAX", "LEARN_EVERY_S", "HqServer"]
 
-log = logging.getLogger("aislecast.hq.server")
+log = get_logger(__name__)
 
 # Model retraining, budget grant top-ups and a bundle refresh this often. A minute keeps
 # a gateway that spent its grant waiting at most that long for the next chunk, and a
 # pilot's event log trains in milliseconds; 0 turns learning off.
 LEARN_EVERY_S: Final = 60.0
+# Messages read from the broker and not yet routed. When ingest falls behind, the link
+# waits here and aiomqtt's own queue holds the rest: this bounds only our share.
+INBOUND_QUEUE_MAX: Final = 1_000
+# uvicorn's graceful stop (open keep-alive connections closed, requests finished) before
+# the HTTP task is cancelled; a console poll takes milliseconds.
+HTTP_SHUTDOWN_S: Final = 3
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal capture: the process's one TaskGroup owns SIGTERM."""
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """Everything an entered server holds, built once in ``__aenter__``."""
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+    db: HqDb
+    service: HqService
+    ingest: Ingest
+    board: GatewayBoard
+    link: MqttLink
+    shortlinks: DbShortLinkStore
+    app: FastAPI
+    metrics: HqMetrics
 
 
 class HqServer:
-    """Build once, then ``await server.run()``; ``started`` is set when HTTP and MQTT are up."""
+    """``async with HqServer(db_url=..., key_path=..., mqtt=...) as hq:`` (keyword-only)."""
 
     def __init__(
         self,
@@ -60,83 +95,136 @@ class HqServer:
         republish_s: float = BUNDLE_REPUBLISH_S,
         learn_every_s: float = LEARN_EVERY_S,
     ) -> None:
-        self.db = HqDb(db_url)
-        signer = Signer(load_or_create_signing_key(key_path))
-        self.service = HqService(self.db, signer) if rotation_k is None else HqService(
-            self.db, signer, rotation_k=rotation_k)
-        self.ingest = Ingest(self.db)
-        self.board = GatewayBoard()  # the console's gateway view, from retained state
-        self.link = MqttLink(
-            mqtt, client_id=client_id,
-            subscriptions=[(topics.HQ_EVENTS_SHARED, 1), (topics.HQ_FEEDBACK_SHARED, 1),
-                           (STATE_FILTER, 1)],
-            handler=self.board.route(self.ingest.handle),
-        )
-        self.service.link = self.link
-
-        async def ack(topic: str, payload: bytes) -> None:
-            # never block ingest on the ack: the gateway resends unacknowledged batches
-            self._spawn(self.link.publish(topic, payload, qos=1))
-
-        self.ingest.ack = ack
-        self._pending: set[asyncio.Task[None]] = set()
-        self.app = create_app(self.service, self.ingest, self.board)
-        # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
-        self.shortlinks = DbShortLinkStore(self.db, self.ingest.store_events)
-        self.app.include_router(make_shortlink_router(self.shortlinks))
-        self.app.include_router(make_mint_router(self.shortlinks))
-        self.http_port = http_port
-        self._uv = _Server(uvicorn.Config(
-            self.app, host=http_host, port=http_port, log_level="warning", lifespan="off"))
-        self._republish_s = republish_s
+        self.db_url = db_url
+        self.key_path = key_path
+        self.mqtt = mqtt
+        self.http_host = http_host
+        self.http_port = http_port  # 0 picks a free port; the bound one is set on entry
+        self.client_id = client_id
+        self.rotation_k = rotation_k
+        self.republish_s = republish_s
         self.learn_every_s = learn_every_s
-        self.started = asyncio.Event()
+        self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
+        self._parts: _Parts | None = None
+        self._entered = False
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: HttpServer | None = None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._quiet(coro), name="hq-ack")
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    # ---- the components, once entered -------------------------------------------------
+    def _got(self) -> _Parts:
+        if self._parts is None:
+            raise RuntimeError("HqServer's components exist only inside 'async with HqServer(...)'")
+        return self._parts
 
-    @staticmethod
-    async def _quiet(coro: Coroutine[Any, Any, None]) -> None:
+    @property
+    def db(self) -> HqDb:
+        return self._got().db
+
+    @property
+    def service(self) -> HqService:
+        return self._got().service
+
+    @property
+    def ingest(self) -> Ingest:
+        return self._got().ingest
+
+    @property
+    def board(self) -> GatewayBoard:
+        return self._got().board
+
+    @property
+    def link(self) -> MqttLink:
+        return self._got().link
+
+    @property
+    def shortlinks(self) -> DbShortLinkStore:
+        return self._got().shortlinks
+
+    @property
+    def app(self) -> FastAPI:
+        return self._got().app
+
+    @property
+    def metrics(self) -> HqMetrics:
+        return self._got().metrics
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("HqServer can be entered once: build a new one to start again")
+        self._entered = True
         try:
-            await coro
-        except (aiomqtt.MqttError, PublishDenied, TimeoutError) as exc:
-            log.warning("batch ack not sent: %s", exc)
+            await self._start()
+        except BaseException:
+            await self.__aexit__(*sys.exc_info())
+            raise
+        return self
 
-    async def _republisher(self) -> None:
-        """Refresh every store's bundle so token tables never run out."""
-        while True:
-            await asyncio.sleep(self._republish_s)
-            for store in self.service.store_ids():
-                try:
-                    await self.service.publish_bundle(store)
-                except Exception:
-                    log.exception("bundle republish failed store=%s", store)
+    async def _start(self) -> None:
+        db = await asyncio.to_thread(HqDb, self.db_url)
+        self._stack.callback(db.close)
+        signer = Signer(await asyncio.to_thread(load_or_create_signing_key, self.key_path))
+        ingest, board, acks = Ingest(db), GatewayBoard(), AckSender()
+        router = Router([Route("events", topics.HQ_EVENTS_SHARED, ingest.on_events),
+                         Route("feedback", topics.HQ_FEEDBACK_SHARED, ingest.on_feedback),
+                         Route("state", STATE_FILTER, board.on_state_message)], reply=acks.offer)
+        inbound: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(INBOUND_QUEUE_MAX)
+        link = MqttLink(self.mqtt, client_id=self.client_id, subscriptions=router.subscriptions,
+                        handler=inbound.put)
+        service = (HqService(db, signer, link=link) if self.rotation_k is None
+                   else HqService(db, signer, link=link, rotation_k=self.rotation_k))
+        shortlinks = DbShortLinkStore(db, ingest.store_events)
+        republisher, learned = Republisher(service, self.republish_s), LearnStats()
+        app = create_app(service, ingest, board, stats={
+            "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
+            "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned})
+        # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
+        app.include_router(make_shortlink_router(shortlinks))
+        app.include_router(make_mint_router(shortlinks))
+        self._parts = _Parts(db, service, ingest, board, link, shortlinks, app, app.state.metrics)
+        self._http = http = HttpServer(uvicorn.Config(
+            app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=HTTP_SHUTDOWN_S))
 
-    async def _serve_http(self) -> None:
-        try:
-            await self._uv.serve()
+        await self._stack.enter_async_context(link)
+        tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        http_task = tg.create_task(http.run_until_stopped(), name="hq-http")
+        self._tasks = [
+            http_task,
+            tg.create_task(router.serve(inbound), name="hq-ingest"),
+            tg.create_task(acks.run(link), name="hq-acks"),
+            tg.create_task(republisher.run(), name="hq-republisher"),
+        ]
+        if self.learn_every_s > 0:
+            self._tasks.append(tg.create_task(learn_loop(service, self.learn_every_s, learned),
+                                              name="hq-learner"))
+        await http.wait_listening(http_task)
+        if http.servers and http.servers[0].sockets:
+            self.http_port = int(http.servers[0].sockets[0].getsockname()[1])
+        # a broker that starts later is simply waited for (a timeout would end HQ, and
+        # systemd would only restart it); HTTP serves /health meanwhile
+        await link.wait_connected(None)
+        self.started.set()
+        log.info("hq started", http_port=self.http_port, broker_port=self.mqtt.port,
+                 client_id=self.client_id)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        self.started.clear()
+        http = self._http
+        if http is not None and self._tasks:
+            http.should_exit = True  # uvicorn closes its sockets and connections itself
+            await asyncio.wait(self._tasks[:1], timeout=HTTP_SHUTDOWN_S + 1.0)
+        for task in self._tasks:
+            task.cancel()
+        try:  # the TaskGroup awaits every task, then the link closes, then the database
+            return await self._stack.__aexit__(exc_type, exc, tb)
         finally:
-            self._uv.should_exit = True
+            self._tasks = []
+            log.info("hq stopped", client_id=self.client_id)
 
     async def run(self) -> None:
-        async with self.link:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    http = tg.create_task(self._serve_http(), name="hq-http")
-                    tg.create_task(self._republisher(), name="hq-bundle-refresh")
-                    if self.learn_every_s > 0:  # retrain, top up grants, republish
-                        tg.create_task(learn_loop(self.service, self.learn_every_s),
-                                       name="hq-learn")
-                    # HTTP serves meanwhile; a broker that starts later is simply waited for
-                    # (a timeout here would end HQ, and systemd would only restart it)
-                    await self.link.wait_connected(None)
-                    while not self._uv.started and not http.done():  # noqa: ASYNC110 - uvicorn has no event
-                        await asyncio.sleep(0.01)
-                    self.started.set()
-                    log.info("hq started http_port=%d", self.http_port)
-            finally:
-                self._uv.should_exit = True
-                with contextlib.suppress(Exception):
-                    self.db.close()
+        """Serve until cancelled."""
+        async with self:
+            await asyncio.Event().wait()

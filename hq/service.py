@@ -7,15 +7,17 @@ next epochs for opted-in shoppers, opt-outs), signs it and publishes it retained
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import zoneinfo
+from dataclasses import dataclass
 
 import msgspec
 
 from aislecast.kernel import topics
 from aislecast.kernel.const import TOKEN_EPOCHS_AHEAD, TOKEN_ROTATION_K
+from aislecast.kernel.counters import count
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink
 from aislecast.kernel.schema import (
     SCHEMA_VERSION,
@@ -33,9 +35,9 @@ from aislecast.kernel.signing import Signer
 from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
 from hq.db import HqDb
 
-__all__ = ["Enrollment", "HqService", "InvalidInput", "NotFound", "check_id"]
+__all__ = ["Enrollment", "HqService", "InvalidInput", "NotFound", "ServiceStats", "check_id"]
 
-log = logging.getLogger("aislecast.hq")
+log = get_logger(__name__)
 
 # A bundle stays valid this long after issue; HQ republishes far more often, so a
 # gateway that loses HQ keeps working on its last bundle for a day.
@@ -76,16 +78,27 @@ class Enrollment(msgspec.Struct, frozen=True):
     consents: list[str]
 
 
+@dataclass(slots=True)
+class ServiceStats:
+    bundles_published: int = count("signed bundles published (retained)")
+    deltas_published: int = count("signed deltas published (opt-outs, pauses, flash)")
+    shoppers_enrolled: int = count("shoppers enrolled")
+    opt_outs: int = count("shoppers opted out")
+
+
 class HqService:
-    def __init__(self, db: HqDb, signer: Signer, *, rotation_k: int = TOKEN_ROTATION_K) -> None:
+    """``link`` publishes bundles and deltas; without one (offline tools, tests of the
+    registry) everything but publishing works."""
+
+    def __init__(self, db: HqDb, signer: Signer, *, link: MqttLink | None = None,
+                 rotation_k: int = TOKEN_ROTATION_K) -> None:
         self.db = db
         self.signer = signer
         self.rotation_k = rotation_k
-        self.link: MqttLink | None = None
+        self.link = link
         self._eid_cache: dict[tuple[str, int], str] = {}
         self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
-        self.bundles_published = 0
-        self.deltas_published = 0
+        self.stats = ServiceStats()
 
     # ---- registry -------------------------------------------------------------------
     def upsert_store(self, store: Store) -> None:
@@ -159,6 +172,7 @@ class HqService:
             "INSERT INTO shoppers(inbox, identity_key, consents, created_at) VALUES (?, ?, ?, ?)",
             (inbox, key.hex(), ",".join(sorted(set(consents))), time.time()),
         )
+        self.stats.shoppers_enrolled += 1
         return Enrollment(inbox, key.hex(), self.rotation_k, sorted(set(consents)))
 
     def opted_out(self) -> list[str]:
@@ -225,8 +239,8 @@ class HqService:
             raise RuntimeError("HQ has no MQTT link")
         await self.link.publish(topics.bundle(store_id), self.signer.sign("bundle", bundle),
                                 qos=1, retain=True)
-        self.bundles_published += 1
-        log.info("bundle published store=%s version=%d", store_id, bundle.version)
+        self.stats.bundles_published += 1
+        log.info("bundle published", store=store_id, version=bundle.version)
         return bundle
 
     async def publish_delta(self, store_id: str, *, opt_outs: list[str] | None = None,
@@ -240,26 +254,27 @@ class HqService:
         if self.link is None:
             raise RuntimeError("HQ has no MQTT link")
         await self.link.publish(topics.bundle_delta(store_id), self.signer.sign("delta", delta), qos=1)
-        self.deltas_published += 1
+        self.stats.deltas_published += 1
         return delta
 
     async def opt_out(self, inbox: str) -> None:
         """Opt a shopper out everywhere: a delta to every store now, bundles right after."""
         if self.db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (inbox,)) == 0:
             raise NotFound("shopper", inbox)
+        self.stats.opt_outs += 1
         failed: list[str] = []
         stores = self.store_ids()
         for store in stores:  # the delta first, everywhere: it is what gateways apply in seconds
             try:  # one broken store must not keep the opt-out from the others
                 await self.publish_delta(store, opt_outs=[inbox])
             except Exception:
-                log.exception("opt-out delta not published to store=%s", store)
+                log.exception("opt-out delta not published", store=store)
                 failed.append(store)
         for store in stores:
             try:
                 await self.publish_bundle(store)
             except Exception:
-                log.exception("bundle after opt-out not published to store=%s", store)
+                log.exception("bundle after opt-out not published", store=store)
                 failed.append(store)
         if failed:
             raise RuntimeError(f"opt-out stored, but not yet published to stores {sorted(set(failed))}")

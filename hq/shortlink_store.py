@@ -28,18 +28,20 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
 import msgspec
 from fastapi import APIRouter, Request, Response
 
+from aislecast.kernel.counters import by, count
 from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.schema import Event
 from hq.db import HqDb
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
 
-__all__ = ["DbShortLinkStore", "MintRequest", "make_mint_router"]
+__all__ = ["DbShortLinkStore", "MintRequest", "ShortLinkStats", "make_mint_router"]
 
 #: Inserts before giving up: a unique-key conflict right after mint_code's free check
 #: needs another worker minting the same 7-character code in that instant (~1e-12).
@@ -58,6 +60,13 @@ class MintRequest(msgspec.Struct, forbid_unknown_fields=True):
     base_url: str | None = None  # HQ's public origin; default: the origin the request came to
 
 
+@dataclass(slots=True)
+class ShortLinkStats:
+    minted: int = count("short links minted")
+    conflicts: int = count("minted codes that lost an insert race and were drawn again")
+    clicks: dict[str, int] = by("source", "short link scans and taps recorded, per source")
+
+
 def _link(row: tuple[Any, ...]) -> ShortLink:
     return ShortLink(code=row[0], url=row[1], store_id=row[2], tag_id=row[3], campaign_id=row[4])
 
@@ -69,7 +78,7 @@ class DbShortLinkStore:
     def __init__(self, db: HqDb, sink: EventSink) -> None:
         self.db = db
         self._sink = sink
-        self.conflicts = 0
+        self.stats = ShortLinkStats()
 
     async def resolve(self, code: str) -> ShortLink | None:
         row = self.db.one("SELECT code, url, store, tag, campaign FROM shortlinks WHERE code = ?",
@@ -100,8 +109,9 @@ class DbShortLinkStore:
             link = ShortLink(code=await mint_code(self, length=length), url=url, tag_id=tag,
                              store_id=store, campaign_id=campaign)
             if self.add(link):
+                self.stats.minted += 1
                 return link
-            self.conflicts += 1
+            self.stats.conflicts += 1
         raise AislecastError(f"short link insert conflicted {_INSERT_ATTEMPTS} times",
                              hint="check the shortlinks table's primary key and HQ's clock")
 
@@ -114,6 +124,7 @@ class DbShortLinkStore:
         self._sink([Event(id=uuid.uuid4().hex, kind="tap", ts=ts, store=link.store_id or "",
                           campaign=link.campaign_id, reason="scan" if source == "qr" else "tap",
                           detail=detail)])
+        self.stats.clicks[source] = self.stats.clicks.get(source, 0) + 1
 
     def clicks(self, code: str) -> dict[str, int]:
         """Clicks on ``code`` per source (qr, nfc, other)."""

@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import html
-import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from aislecast.kernel.errors import AislecastError
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.shortlinks import (
     CODE_ALPHABET,
     CODE_MAX_LEN,
@@ -54,7 +54,7 @@ __all__ = [
     "short_url",
 ]
 
-_LOG = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Draws before giving up: with 62**7 codes, eight collisions in a row means the
 # store is broken (e.g. resolve() answers every code), not that the space is full.
@@ -172,8 +172,8 @@ def make_shortlink_router(
             await store.record_click(
                 link, ts=clock(), user_agent=request.headers.get("user-agent"), source=source
             )
-        except Exception:  # noqa: BLE001 - a counting failure must not strand the shopper
-            _LOG.exception("recording a click on short link %s failed", code)
+        except Exception:
+            log.exception("recording a click on a short link failed", code=code)
         # 302, not 301: browsers cache 301s, and every scan must reach us to be counted.
         return RedirectResponse(
             link.url, status_code=302, headers={"Cache-Control": "no-store"}

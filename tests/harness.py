@@ -11,7 +11,6 @@ from pathlib import Path
 
 from aislecast.apps.phone import Phone, PhoneBehaviour
 from aislecast.apps.scenarios import setup_store
-from aislecast.kernel.broker import free_port
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import Campaign, Caps, Creative, Trigger
 from aislecast.kernel.signing import public_key_pem
@@ -90,12 +89,8 @@ def enter_campaign(zone: str, *, validity_s: float = 600, cap: int = 1, cid: str
 async def stack(port: int, work: Path, campaigns: list[Campaign],
                 *, noise_db: float = 0.0, dropout: float = 0.0) -> AsyncIterator[Stack]:
     mqtt = MqttSettings(port=port)
-    hq = HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem", mqtt=mqtt,
-                  http_port=free_port())
-    async with asyncio.TaskGroup() as tg:
-        hq_task = tg.create_task(hq.run(), name="test-hq")
-        async with asyncio.timeout(15):
-            await hq.started.wait()
+    async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem", mqtt=mqtt,
+                        http_port=0) as hq, asyncio.TaskGroup() as tg:
         zones = default_zones()
         setup_store(hq.service, STORE, zones, STORE_UUID)
         for c in campaigns:
@@ -107,4 +102,3 @@ async def stack(port: int, work: Path, campaigns: list[Campaign],
         finally:
             for _, task in st.gateways:
                 task.cancel()
-            hq_task.cancel()

@@ -19,7 +19,9 @@ import pytest
 
 from aislecast.apps.phone import PhoneBehaviour
 from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.mqtt import MqttSettings
 from edge.simstore import SimShopper
+from hq.server import HqServer
 from tests.harness import STORE, Stack, enter_campaign, stack
 from tests.harness import until as _until
 
@@ -107,12 +109,12 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
             await page.screenshot(path=str(ARTIFACTS / "2-live.png"), full_page=True)
 
             # pause from the console: HQ stores it and publishes a delta to the store
-            deltas, seq = svc.deltas_published, gw.bundles.delta_seq
+            deltas, seq = svc.stats.deltas_published, gw.bundles.delta_seq
             await row.get_by_role("button", name="Pause produce offer").click()
             await page.locator('tr[data-campaign="produce-deal"] [data-field="status"]').filter(
                 has_text="paused").wait_for(timeout=10_000)
             assert svc.get_campaign("produce-deal").status == "paused"
-            assert svc.deltas_published > deltas
+            assert svc.stats.deltas_published > deltas
             assert "paused" in (await page.locator("#notice").text_content() or "")
             await _until(lambda: gw.bundles.delta_seq > seq)  # the gateway applied the pause
 
@@ -137,17 +139,9 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
 
 async def test_console_empty_state(broker: MosquittoProcess, tmp_path: Path) -> None:
     """No stores and no campaigns: the page says so instead of showing empty tables."""
-    from aislecast.kernel.broker import free_port  # noqa: PLC0415
-    from aislecast.kernel.mqtt import MqttSettings  # noqa: PLC0415
-    from hq.server import HqServer  # noqa: PLC0415
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    hq = HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
-                  mqtt=MqttSettings(port=broker.port), http_port=free_port())
-    task = asyncio.create_task(hq.run())
-    try:
-        async with asyncio.timeout(15):
-            await hq.started.wait()
+    async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
+                        mqtt=MqttSettings(port=broker.port), http_port=0) as hq:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}") as c:
             assert (await c.get("/api/console/campaigns")).json()["campaigns"] == []
             assert (await c.get("/console/static/console.js")).status_code == 200
@@ -157,6 +151,3 @@ async def test_console_empty_state(broker: MosquittoProcess, tmp_path: Path) -> 
             assert await page.locator("#campaigns").is_hidden()
             await page.locator("#stores-empty").wait_for(state="visible", timeout=10_000)
             await page.screenshot(path=str(ARTIFACTS / "0-empty.png"), full_page=True)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
 from aislecast.apps.phone import Phone, PhoneBehaviour
-from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import SCHEMA_VERSION, Offer
 from aislecast.kernel.tokens import new_identity_key
@@ -27,15 +26,11 @@ async def test_feedback_sent_while_hq_is_away_reaches_hq_once(
         await phone.link.wait_connected(10)
         await phone.feedback(offer, "opened")  # no HQ subscribed anywhere: the broker drops it
         assert len(phone.unacked) == 1
-        hq = HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
-                      mqtt=mqtt, http_port=free_port())
-        task = asyncio.create_task(hq.run())
-        try:
+        async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
+                            mqtt=mqtt, http_port=0) as hq:
             await _until(lambda: not phone.unacked)
             assert phone.stats.feedback_resent >= 1
             assert phone.stats.feedback_acked == 1
             rows = hq.db.query("SELECT kind, inbox FROM events WHERE offer = 'o1'")
             assert rows == [("offer_opened", "inbox1")]
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            assert hq.ingest.stats.feedback >= 1

@@ -195,12 +195,8 @@ async def _publish_batch(port: int, batch: EventBatch) -> BatchAck:
 
 async def test_hq_server_ingests_mqtt_batches_once(broker: MosquittoProcess, db_url: str,
                                                    tmp_path: Path) -> None:
-    hq = HqServer(db_url=db_url, key_path=tmp_path / "hq.pem", mqtt=MqttSettings(port=broker.port),
-                  http_port=free_port())
-    task = asyncio.create_task(hq.run())
-    try:
-        async with asyncio.timeout(15):
-            await hq.started.wait()
+    async with HqServer(db_url=db_url, key_path=tmp_path / "hq.pem",
+                        mqtt=MqttSettings(port=broker.port), http_port=0) as hq:
         ev = [Event(id=f"b{i}", kind="zone_enter", ts=float(i), store="s1", gateway="g1")
               for i in range(20)]
         first = await _publish_batch(broker.port, EventBatch(1, "s1", "g1", ev, batch="one"))
@@ -208,9 +204,6 @@ async def test_hq_server_ingests_mqtt_batches_once(broker: MosquittoProcess, db_
         assert (first.batch, first.stored, again.batch, again.stored) == ("one", 20, "two", 0)
         assert hq.db.one("SELECT count(*) FROM events WHERE gateway = 'g1'") == (20,)
         assert hq.ingest.stats.duplicates == 20
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_cli_hq_serve_on_postgresql(broker: MosquittoProcess, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from aislecast.apps.scenarios import setup_store
-from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.campaign import ArmStats
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import Budget, Campaign, Caps, Creative, Event, Trigger
@@ -42,25 +42,22 @@ def _history(inboxes: list[str]) -> list[Event]:
 async def test_learn_loop_model_and_grants_reach_the_gateway(broker: MosquittoProcess,
                                                             tmp_path: Path) -> None:
     mqtt = MqttSettings(port=broker.port)
-    hq = HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "hq.pem",
-                  mqtt=mqtt, http_port=free_port(), learn_every_s=0.5)
-    setup_store(hq.service, STORE, default_zones(), STORE_UUID)
-    hq.service.upsert_campaign(Campaign(
-        id="c-budget", name="budgeted", stores=[STORE], trigger=Trigger(kind="enter"),
-        creatives=[Creative(id="a", title="A")], caps=Caps(), budget=Budget("offers", 100)))
-    inboxes = [hq.service.enroll(["offers"]).inbox for _ in range(6)]
-    hq.ingest.store_events(_history(inboxes))
-    cfg = load_config({"gateway": "gw-1", "store": STORE, "data_dir": str(tmp_path / "gw"),
-                       "hq_public_key": public_key_pem(hq.service.signer.public_key),
-                       "broker": {"port": broker.port}, "scanner": {"backend": "sim"}})
-    sim = SimStore(default_zones())
-    gw = Gateway(cfg, lambda cb: SimScanner(sim, cb))
-    async with asyncio.TaskGroup() as tg:
-        hq_task = tg.create_task(hq.run())
-        gw_task = tg.create_task(gw.run())
+    async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "hq.pem",
+                        mqtt=mqtt, http_port=0, learn_every_s=0.5) as hq:
+        setup_store(hq.service, STORE, default_zones(), STORE_UUID)
+        hq.service.upsert_campaign(Campaign(
+            id="c-budget", name="budgeted", stores=[STORE], trigger=Trigger(kind="enter"),
+            creatives=[Creative(id="a", title="A")], caps=Caps(), budget=Budget("offers", 100)))
+        inboxes = [hq.service.enroll(["offers"]).inbox for _ in range(6)]
+        hq.ingest.store_events(_history(inboxes))
+        cfg = load_config({"gateway": "gw-1", "store": STORE, "data_dir": str(tmp_path / "gw"),
+                           "hq_public_key": public_key_pem(hq.service.signer.public_key),
+                           "broker": {"port": broker.port}, "scanner": {"backend": "sim"}})
+        sim = SimStore(default_zones())
+        gw = Gateway(cfg, lambda cb: SimScanner(sim, cb))
+        gw_task = asyncio.create_task(gw.run())
         try:
             async with asyncio.timeout(20):
-                await hq.started.wait()
                 while True:  # no bundle was published by hand: only the loop sends one
                     b = gw.bundles.current
                     model = b.model if b is not None else None
@@ -74,8 +71,10 @@ async def test_learn_loop_model_and_grants_reach_the_gateway(broker: MosquittoPr
             assert set(model.profiles) == set(inboxes)
             assert gw.decider.ranker.model == model  # ranking uses it
             assert camp.budget.grants["*"] == 0 and camp.budget.grants["gw-1"] <= 100
+            learned = hq.metrics.snapshot()["learning"]
+            assert learned["rounds"] >= 1 and learned["republished"] >= 1
+            assert learned["samples"] == 6
         finally:
             gw_task.cancel()
-            hq_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await gw_task

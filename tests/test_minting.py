@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from aislecast.apps.cli import main
-from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from edge.nfc.emulator import CardEmulator, Type2Card, free_udp_port, type2_image
@@ -27,17 +27,9 @@ LANDING = "https://shop.example/coffee"
 
 @contextlib.asynccontextmanager
 async def _hq(broker: MosquittoProcess, work: Path) -> AsyncIterator[tuple[HqServer, str]]:
-    hq = HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem",
-                  mqtt=MqttSettings(port=broker.port), http_port=free_port(), learn_every_s=0)
-    task = asyncio.create_task(hq.run())
-    try:
-        async with asyncio.timeout(15):
-            await hq.started.wait()
+    async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem",
+                        mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq:
         yield hq, f"http://127.0.0.1:{hq.http_port}"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _code(url: str) -> tuple[str, dict[str, list[str]]]:

@@ -29,13 +29,13 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
             token = phone.token().hex()
             assert all(gw.identity.resolve(token, time.time()) == e.inbox for gw in gws)
             t0 = time.monotonic()
-            deltas_before = st.hq.service.deltas_published
+            deltas_before = st.hq.service.stats.deltas_published
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{st.hq.http_port}") as http:
                 r = await http.post(f"/api/shoppers/{e.inbox}/opt-out")
                 assert r.status_code == 200
             await _until(lambda: all(gw.identity.resolve(token, time.time()) is None for gw in gws))
             applied_s = time.monotonic() - t0
-            assert st.hq.service.deltas_published == deltas_before + 1  # the fast path, not bundles
+            assert st.hq.service.stats.deltas_published == deltas_before + 1  # the fast path, not bundles
             assert applied_s < 5.0, f"opt-out took {applied_s:.2f} s to reach both gateways"
             # the other shopper still resolves; the opted-out one is gone from new bundles too
             other = st.phone(keep).token().hex()

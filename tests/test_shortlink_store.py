@@ -44,7 +44,7 @@ async def test_insert_conflict_draws_again(db: HqDb, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr("hq.shortlink_store.mint_code", racy_mint)
     link = await store.mint("https://b.example/")
-    assert link.code == "BBBBBBB" and store.conflicts == 1
+    assert link.code == "BBBBBBB" and store.stats.conflicts == 1
     monkeypatch.setattr("hq.shortlink_store.mint_code", lambda *a, **k: _always("AAAAAAA"))
     with pytest.raises(AislecastError, match="conflicted"):
         await store.mint("https://c.example/")

@@ -122,12 +122,10 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
         broker = MosquittoProcess(BrokerConfig(directory=work / "mosquitto", port=free_port()))
         async with broker:
             mqtt = MqttSettings(port=broker.port)
-            hq = HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq-signing.pem",
-                          mqtt=mqtt, http_port=free_port(), rotation_k=scenario.rotation_k)
-            state.hq = hq
-            async with asyncio.TaskGroup() as tg:
-                hq_task = tg.create_task(hq.run(), name="hq")
-                await hq.started.wait()
+            async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite",
+                                key_path=work / "hq-signing.pem", mqtt=mqtt, http_port=0,
+                                rotation_k=scenario.rotation_k) as hq, asyncio.TaskGroup() as tg:
+                state.hq = hq
                 zones = default_zones()
                 await scenario.setup(hq.service, STORE, zones, STORE_UUID)
                 enrolled = [hq.service.enroll(["offers"]) for _ in range(opts.shoppers)]
@@ -170,5 +168,4 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                     elapsed = time.monotonic() - t0
                 result = summary(state, elapsed, opts.scenario)
                 gw_task.cancel()
-                hq_task.cancel()
     return result

@@ -1,0 +1,91 @@
+"""HQ's inbound MQTT router: one table from subscription filter to handler.
+
+The table is the single statement of what HQ listens to: the MQTT link subscribes to
+exactly its filters (:attr:`Router.subscriptions`), and each message goes to the
+handler of the first filter it matches (aiomqtt's matching, which strips a
+``$share/<group>/`` prefix). A handler may return a :class:`Reply` (a batch or
+feedback acknowledgement) that the router hands to ``reply``, which must not block: HQ
+queues it for its ack task so a slow broker never stalls ingest.
+
+Messages reach the router through a bounded queue read by HQ's ingest task
+(:meth:`Router.serve`), so a handler's database write never runs inside the MQTT
+link's read loop, and a full queue pushes back on the link rather than growing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import aiomqtt
+
+from aislecast.kernel.counters import by, count
+from aislecast.kernel.logs import get_logger
+
+__all__ = ["Handler", "Reply", "Route", "Router", "RouterStats"]
+
+log = get_logger(__name__)
+
+
+class Reply(NamedTuple):
+    """A message a handler wants published in answer (QoS 1)."""
+
+    topic: str
+    payload: bytes
+
+
+Handler = Callable[[aiomqtt.Message], Awaitable[Reply | None]]
+
+
+class Route(NamedTuple):
+    kind: str  # names the route in metrics and logs: "events", "feedback", "state"
+    filter: str  # the subscription, e.g. "$share/hq/px/v1/stores/+/gateways/+/events"
+    handler: Handler
+    qos: int = 1
+
+
+@dataclass(slots=True)
+class RouterStats:
+    messages: dict[str, int] = by("route", "inbound MQTT messages, per route")
+    handler_errors: dict[str, int] = by("route", "handler failures (bugs), per route")
+    replies: int = count("replies handed to the ack task")
+    unrouted: int = count("messages matching no route (a subscription without a handler)")
+
+
+class Router:
+    def __init__(self, routes: Sequence[Route], reply: Callable[[Reply], None]) -> None:
+        kinds = [r.kind for r in routes]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"route kinds must be unique: {kinds}")
+        self._routes = [(aiomqtt.Wildcard(r.filter), r) for r in routes]
+        self._reply = reply
+        self.stats = RouterStats()
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(r.filter, r.qos) for _, r in self._routes]
+
+    async def dispatch(self, msg: aiomqtt.Message) -> None:
+        route = next((r for w, r in self._routes if msg.topic.matches(w)), None)
+        if route is None:
+            self.stats.unrouted += 1
+            log.warning("mqtt message matches no route", topic=msg.topic.value)
+            return
+        self.stats.messages[route.kind] = self.stats.messages.get(route.kind, 0) + 1
+        try:
+            reply = await route.handler(msg)
+        except Exception:  # a handler bug must not end ingest
+            self.stats.handler_errors[route.kind] = self.stats.handler_errors.get(route.kind, 0) + 1
+            log.exception("mqtt handler failed", route=route.kind, topic=msg.topic.value)
+            return
+        if reply is not None:
+            self.stats.replies += 1
+            self._reply(reply)
+
+    async def serve(self, inbound: asyncio.Queue[aiomqtt.Message]) -> None:
+        """Dispatch messages from ``inbound`` in arrival order, forever."""
+        while True:
+            msg = await inbound.get()
+            await self.dispatch(msg)

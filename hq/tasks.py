@@ -1,0 +1,122 @@
+"""HQ's long-running tasks besides ingest: the ack sender, the bundle republisher and
+the HTTP server. :class:`hq.server.HqServer` runs each as a named task of its one
+TaskGroup; each keeps its counters in a stats dataclass (``/metrics`` reads them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Final
+
+import aiomqtt
+import uvicorn
+
+from aislecast.kernel.counters import count
+from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.logs import get_logger
+from aislecast.kernel.mqtt import MqttLink
+from hq.router import Reply
+from hq.service import HqService
+
+__all__ = ["ACK_IN_FLIGHT", "ACK_QUEUE_MAX", "AckSender", "AckStats", "HttpServer", "Republisher",
+           "RepublisherStats"]
+
+log = get_logger(__name__)
+
+# Acks waiting for the broker. A gateway resends a batch nobody acknowledged, so an ack
+# dropped when this fills costs one duplicate batch (counted, never double-stored);
+# 10,000 is ~10 s of the ingest benchmark's peak batch rate.
+ACK_QUEUE_MAX: Final = 10_000
+# Acks published concurrently: each waits for its PUBACK (~0.5 ms on loopback), so one
+# at a time would cap HQ near 2k acknowledged batches/s (DESIGN §11's aiomqtt figure).
+ACK_IN_FLIGHT: Final = 64
+
+
+@dataclass(slots=True)
+class AckStats:
+    sent: int = count("batch and feedback acknowledgements the broker took")
+    failed: int = count("acknowledgements refused or timed out (the sender resends)")
+    dropped: int = count("acknowledgements dropped because the ack queue was full")
+
+
+class AckSender:
+    """Acknowledgements queued by ingest (:meth:`offer` never blocks) and published by
+    :meth:`run` with up to ``in_flight`` waiting for their PUBACK."""
+
+    def __init__(self, *, max_queued: int = ACK_QUEUE_MAX, in_flight: int = ACK_IN_FLIGHT) -> None:
+        self._queue: asyncio.Queue[Reply] = asyncio.Queue(max_queued)
+        self._in_flight = in_flight
+        self.stats = AckStats()
+
+    def offer(self, reply: Reply) -> None:
+        try:
+            self._queue.put_nowait(reply)
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+
+    async def _send(self, link: MqttLink, reply: Reply, slots: asyncio.Semaphore) -> None:
+        try:
+            await link.publish(reply.topic, reply.payload, qos=1)
+        except (aiomqtt.MqttError, PublishDenied, TimeoutError) as exc:
+            self.stats.failed += 1
+            log.warning("ack not sent", topic=reply.topic, error=str(exc))
+        else:
+            self.stats.sent += 1
+        finally:
+            slots.release()
+
+    async def run(self, link: MqttLink) -> None:
+        slots = asyncio.Semaphore(self._in_flight)
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                reply = await self._queue.get()
+                await slots.acquire()
+                tg.create_task(self._send(link, reply, slots), name="hq-ack")
+
+
+@dataclass(slots=True)
+class RepublisherStats:
+    rounds: int = count("bundle refresh rounds")
+    failures: int = count("store bundles a refresh round could not publish")
+
+
+class Republisher:
+    """Refresh every store's bundle every ``every_s`` so token tables never run out."""
+
+    def __init__(self, service: HqService, every_s: float) -> None:
+        self._service = service
+        self._every_s = every_s
+        self.stats = RepublisherStats()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            for store in self._service.store_ids():
+                try:
+                    await self._service.publish_bundle(store)
+                except Exception:
+                    self.stats.failures += 1
+                    log.exception("bundle republish failed", store=store)
+            self.stats.rounds += 1
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn without its own signal capture: the process's one TaskGroup owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def run_until_stopped(self) -> None:
+        try:
+            await self.serve()
+        finally:
+            self.should_exit = True
+
+    async def wait_listening(self, task: asyncio.Task[None]) -> None:
+        """Until the socket listens, or ``task`` (running :meth:`run_until_stopped`) ended."""
+        while not self.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+            await asyncio.sleep(0.01)
