@@ -212,6 +212,7 @@ class HqServer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool | None:
         self.started.clear()
+        was_running = bool(self._tasks)
         http = self._http
         if http is not None and self._tasks:
             http.should_exit = True  # uvicorn closes its sockets and connections itself
@@ -222,7 +223,8 @@ class HqServer:
             return await self._stack.__aexit__(exc_type, exc, tb)
         finally:
             self._tasks = []
-            log.info("hq stopped", client_id=self.client_id)
+            if was_running:  # a start that failed says why in one line, not also "stopped"
+                log.info("hq stopped", client_id=self.client_id)
 
     async def run(self) -> None:
         """Serve until cancelled."""
