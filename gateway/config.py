@@ -1,6 +1,9 @@
-"""Typed gateway configuration, loaded from TOML; every error names the field and the fix.
+"""Typed gateway configuration, loaded from TOML by :mod:`aislecast.kernel.config`.
 
-Example (``aislecast gateway run --config gateway.toml``)::
+Constraints are ``msgspec.Meta`` on the fields, so a bad value is refused with its
+dotted name and the allowed range; ``aislecast gateway init`` writes the commented
+starter file (gateway/starter.toml, also examples/gateway.toml). Example
+(``aislecast gateway run --config gateway.toml``)::
 
     gateway = "gw-1"
     store = "store-1"
@@ -24,17 +27,21 @@ Example (``aislecast gateway run --config gateway.toml``)::
     [nfc.tags."T-17"]      # optional: where a shelf tag sits, overriding its own record
     zone = "dairy"
     product = "milk-1l"
+
+    [metrics]              # optional: Prometheus exposition on 127.0.0.1:9108
+    port = 9108
 """
 
 from __future__ import annotations
 
-import re
-import tomllib
+from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
+from aislecast.kernel.config import TcpPort, decode, load_toml
 from aislecast.kernel.errors import AislecastError, ConfigError
 from edge.nfc import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
 from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
@@ -46,23 +53,31 @@ __all__ = [
     "BrokerSection",
     "FleetSection",
     "GatewayConfig",
+    "MetricsSection",
     "NfcSection",
     "PresenceSection",
     "ScannerSection",
     "TagPlace",
     "load_config",
+    "starter_toml",
 ]
+
+# An id that is one MQTT topic level: no '/', '+', '#' (and no '.', kept out of file names).
+_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
+_ID_RULE = "1-64 letters, digits, '-' and '_'; no '.', '/', '+' or '#' (an MQTT topic level)"
+_Seconds = Annotated[float, Meta(ge=0)]
 
 
 class BrokerSection(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: TcpPort = 1883
     username: str | None = None
     password: str | None = None
 
 
 class ScannerSection(msgspec.Struct, forbid_unknown_fields=True):
-    backend: Literal["sim", "bluez"] = "sim"
+    backend: Annotated[Literal["sim", "bluez"], Meta(
+        description='"bluez" is a real adapter, "sim" the simulated store')] = "sim"
     adapter: str = "hci0"
     mode: Literal["auto", "active", "passive"] = "auto"
     receivers: dict[str, str] = msgspec.field(default_factory=dict)
@@ -75,8 +90,11 @@ class ScannerSection(msgspec.Struct, forbid_unknown_fields=True):
 class PresenceSection(msgspec.Struct, forbid_unknown_fields=True):
     """Presence tuning; defaults are :class:`gateway.presence.PresenceParams`' (measured)."""
 
-    path_loss_exponent: float = _PRESENCE.path_loss_exponent
-    hysteresis: float = _PRESENCE.hysteresis
+    path_loss_exponent: Annotated[float, Meta(
+        ge=1.5, le=5.0, description="indoors 2.0-3.5; 2.5 is a good start")
+    ] = _PRESENCE.path_loss_exponent
+    hysteresis: Annotated[float, Meta(ge=0, lt=1, description="0.15-0.3 works well")
+                          ] = _PRESENCE.hysteresis
     absence_s: float = _PRESENCE.absence_s
     dwell_every_s: float = _PRESENCE.dwell_every_s
     smoother: Literal["kalman", "one_euro"] = _PRESENCE.smoother
@@ -106,24 +124,42 @@ class NfcSection(msgspec.Struct, forbid_unknown_fields=True):
     device: str | None = None  # nfcpy device path; None: no reader on this gateway
     zone: str | None = None  # the zone the reader sits in
     reader_tag: str | None = None  # tag id campaigns may target for phone taps on the reader
-    poll_interval: float = NFC_POLL_INTERVAL_S
-    technologies: list[str] = msgspec.field(default_factory=lambda: ["106A"])
-    mute_after_tap_s: float = NFC_MUTE_AFTER_TAP_S
-    repeat_holdoff_s: float = 2.0  # same phone or tag within this is one tap
+    poll_interval: Annotated[float, Meta(
+        ge=0.001, le=2.0, description="0.02 s: ~12 ms median tap latency for ~2 % of a core")
+    ] = NFC_POLL_INTERVAL_S
+    technologies: Annotated[list[str], Meta(
+        min_length=1, description=f'choose among {sorted(TECHNOLOGIES)}; ["106A"] covers phones')
+    ] = msgspec.field(default_factory=lambda: ["106A"])
+    mute_after_tap_s: _Seconds = NFC_MUTE_AFTER_TAP_S
+    repeat_holdoff_s: _Seconds = 2.0  # same phone or tag within this is one tap
     tags: dict[str, TagPlace] = msgspec.field(default_factory=dict)
 
 
+class MetricsSection(msgspec.Struct, forbid_unknown_fields=True):
+    # Prometheus exposition on 127.0.0.1:port; None (the default): not served
+    port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+
+
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
-    gateway: str
-    store: str
-    hq_public_key: str  # PEM text or a path to a PEM file
+    gateway: Annotated[str, Meta(pattern=_ID_PATTERN, description=(
+        f'this gateway\'s id as registered at HQ, e.g. "gw-1"; {_ID_RULE}'))]
+    store: Annotated[str, Meta(pattern=_ID_PATTERN, description=(
+        f'the store this gateway serves, e.g. "store-1"; {_ID_RULE}'))]
+    hq_public_key: Annotated[str, Meta(min_length=1, description=(
+        "the path of HQ's bundle-signing public key (PEM), or the PEM text itself"))]
     data_dir: str = "/var/lib/aislecast"
     broker: BrokerSection = msgspec.field(default_factory=BrokerSection)
     scanner: ScannerSection = msgspec.field(default_factory=ScannerSection)
     presence: PresenceSection = msgspec.field(default_factory=PresenceSection)
     fleet: FleetSection = msgspec.field(default_factory=FleetSection)
     nfc: NfcSection = msgspec.field(default_factory=NfcSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     health_every_s: float = 10.0
+
+    @property
+    def metrics_port(self) -> int | None:
+        """``[metrics] port``: where to serve Prometheus metrics, None for nowhere."""
+        return self.metrics.port
 
     def public_key_pem(self) -> str:
         if self.hq_public_key.lstrip().startswith("-----BEGIN"):
@@ -137,80 +173,33 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
         return path.read_text()
 
 
-_HINTS = {
-    "gateway": "set gateway = \"gw-1\" (this gateway's id, as registered at HQ)",
-    "store": "set store = \"store-1\" (the store id this gateway serves)",
-    "hq_public_key": "set hq_public_key to the path of HQ's bundle-signing public key (PEM)",
-    "scanner.backend": 'use "bluez" (a real adapter) or "sim" (the simulated store)',
-    "scanner.mode": 'use "auto", "active" or "passive"',
-}
-
-
-def _validate(cfg: GatewayConfig) -> GatewayConfig:
-    if not 1 <= cfg.broker.port <= 65535:
-        raise ConfigError("broker.port", f"{cfg.broker.port} is not a TCP port", hint="use 1..65535")
-    if not 1.5 <= cfg.presence.path_loss_exponent <= 5.0:
-        raise ConfigError("presence.path_loss_exponent", "out of range",
-                          hint="indoors 2.0-3.5; 2.5 is a good start")
-    if not 0 <= cfg.presence.hysteresis < 1:
-        raise ConfigError("presence.hysteresis", "must be within 0..1", hint="0.15-0.3 works well")
-    _validate_nfc(cfg.nfc)
-    for name in ("gateway", "store"):
-        value = getattr(cfg, name)
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
-            raise ConfigError(name, f"{value!r} cannot be used in an MQTT topic",
-                              hint="use 1-64 letters, digits, '-' and '_' (no '.', '/', '+', '#')")
-    return cfg
-
-
-def _validate_nfc(nfc: NfcSection) -> None:
+def _check_nfc(nfc: NfcSection, file: str | None) -> None:
+    """What msgspec.Meta cannot say: the device path's grammar and the technology names
+    (both owned by edge.nfc, so they are checked with its own definitions)."""
     if nfc.device is not None:
         try:
             check_path(nfc.device)
         except AislecastError as exc:
-            raise ConfigError("nfc.device", exc.message, hint=exc.hint) from exc
-    if not 0.001 <= nfc.poll_interval <= 2.0:
-        raise ConfigError("nfc.poll_interval", f"{nfc.poll_interval} s is out of range",
-                          hint="0.02 s: ~12 ms median tap latency for ~2 % of a core")
-    unknown = set(nfc.technologies) - TECHNOLOGIES
-    if not nfc.technologies or unknown:
-        raise ConfigError("nfc.technologies", f"unknown or empty: {sorted(unknown)}",
-                          hint=f"choose among {sorted(TECHNOLOGIES)}; [\"106A\"] covers phones")
-    if nfc.mute_after_tap_s < 0 or nfc.repeat_holdoff_s < 0:
-        raise ConfigError("nfc.mute_after_tap_s", "must be >= 0", hint="use the defaults")
+            raise ConfigError("nfc.device", exc.message, hint=exc.hint, file=file) from exc
+    unknown = sorted(set(nfc.technologies) - TECHNOLOGIES)
+    if unknown:
+        raise ConfigError("nfc.technologies", f"unknown: {unknown}", file=file,
+                          hint=f'choose among {sorted(TECHNOLOGIES)}; ["106A"] covers phones')
 
 
 def load_config(source: Path | str | dict[str, object]) -> GatewayConfig:
-    """Load and validate a config from a TOML file path or a dict."""
+    """Load and validate a config from a TOML file path or a dict (tests, the demo)."""
     if isinstance(source, dict):
-        data = source
+        file = None
+        cfg = decode(source, GatewayConfig)
     else:
-        path = Path(source)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError("--config", f"{path} does not exist",
-                              hint="pass the path of the gateway's TOML file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
-    try:
-        cfg = msgspec.convert(data, GatewayConfig)
-    except msgspec.ValidationError as exc:
-        raise _explain(str(exc)) from exc
-    return _validate(cfg)
+        file = str(source)
+        cfg = load_toml(source, GatewayConfig,
+                        create_hint=f"aislecast gateway init -o {file}")
+    _check_nfc(cfg.nfc, file)
+    return cfg
 
 
-def _explain(text: str) -> ConfigError:
-    """Turn msgspec's message into the field's dotted name and what to do about it."""
-    where = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else ""
-    name = text.split("`")[1] if "`" in text else ""
-    if "unknown field" in text:
-        field = f"{where}.{name}" if where else name
-        return ConfigError(field, "is not a setting aislecast knows",
-                           hint="check the spelling, or remove it (see `aislecast gateway --help`)")
-    if "required field" in text:
-        field = f"{where}.{name}" if where else name
-        return ConfigError(field, "is required", hint=_HINTS.get(field, "add it to the file"))
-    field = where or "config"
-    return ConfigError(field, text.split(" - at ", maxsplit=1)[0],
-                       hint=_HINTS.get(field) or _HINTS.get(field.split(".")[0]))
+def starter_toml() -> str:
+    """The commented starter file ``aislecast gateway init`` writes (it loads as is)."""
+    return resources.files("gateway").joinpath("starter.toml").read_text(encoding="utf-8")

@@ -1,4 +1,5 @@
-"""Gateway config errors name the field and the fix."""
+"""Gateway config errors name the dotted field and the fix; through the CLI they are one
+line on stderr and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -11,24 +12,49 @@ from aislecast.kernel.errors import ConfigError
 from gateway.config import load_config
 
 BASE = {"gateway": "gw-1", "store": "s1", "hq_public_key": "-----BEGIN PUBLIC KEY-----x"}
+GOOD = 'gateway = "gw-1"\nstore = "s1"\nhq_public_key = "-----BEGIN PUBLIC KEY-----x"\n'
 
 
-@pytest.mark.parametrize(("data", "field", "hint"), [
-    ({"store": "s1", "hq_public_key": "k"}, "gateway", "gw-1"),
-    (BASE | {"brokr": {}}, "brokr", "spelling"),
-    (BASE | {"broker": {"prot": 1}}, "broker.prot", "spelling"),
-    (BASE | {"broker": {"port": "x"}}, "broker.port", None),
-    (BASE | {"broker": {"port": 70000}}, "broker.port", "1..65535"),
-    (BASE | {"scanner": {"backend": "bt"}}, "scanner.backend", "bluez"),
+@pytest.mark.parametrize(("data", "field", "fix"), [
+    ({"store": "s1", "hq_public_key": "k"}, "gateway", '"gw-1"'),
+    (BASE | {"brokr": {}}, "brokr", "did you mean broker?"),
+    (BASE | {"broker": {"prot": 1}}, "broker.prot", "did you mean broker.port?"),
+    (BASE | {"scanner": {"port": 1}}, "scanner.port", "belongs in [broker]"),
+    (BASE | {"broker": {"port": "x"}}, "broker.port", "an integer from 1 to 65535"),
+    (BASE | {"broker": {"port": 70000}}, "broker.port", "an integer from 1 to 65535"),
+    (BASE | {"broker": 3}, "broker", "a table [broker]"),
+    (BASE | {"scanner": {"backend": "bt"}}, "scanner.backend", '"bluez", "sim"'),
     (BASE | {"gateway": "g/1"}, "gateway", "letters"),
+    (BASE | {"store": "s1\n"}, "store", "letters"),
     (BASE | {"presence": {"path_loss_exponent": 9.0}}, "presence.path_loss_exponent", "2.5"),
+    (BASE | {"presence": {"hysteresis": 1.0}}, "presence.hysteresis", ">= 0 and < 1"),
+    (BASE | {"nfc": {"poll_interval": 5.0}}, "nfc.poll_interval", "0.001 to 2.0"),
+    (BASE | {"nfc": {"repeat_holdoff_s": -1.0}}, "nfc.repeat_holdoff_s", ">= 0"),
+    (BASE | {"nfc": {"technologies": []}}, "nfc.technologies", "106A"),
+    (BASE | {"nfc": {"technologies": ["106A", "bogus"]}}, "nfc.technologies", "106A"),
+    (BASE | {"nfc": {"device": "com3"}}, "nfc.device", "usb"),
+    (BASE | {"nfc": {"tags": {"T-17": {"zne": "dairy"}}}}, "nfc.tags.T-17.zne", "zone"),
+    (BASE | {"scanner": {"receivers": {"hci0": 1}}}, "scanner.receivers.hci0", "a string"),
+    (BASE | {"metrics": {"port": 65536}}, "metrics.port", "0 to 65535"),
 ])
-def test_each_error_names_field_and_fix(data: dict[str, object], field: str, hint: str | None) -> None:
+def test_each_error_names_field_and_fix(data: dict[str, object], field: str, fix: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(data)
     assert err.value.field == field
-    if hint is not None:
-        assert hint in str(err.value)
+    assert err.value.fix is not None and fix in err.value.fix, err.value
+    assert "\n" not in str(err.value)
+
+
+def test_every_setting_and_default_is_kept() -> None:
+    cfg = load_config(BASE)
+    assert (cfg.data_dir, cfg.broker.host, cfg.broker.port, cfg.scanner.backend) == (
+        "/var/lib/aislecast", "127.0.0.1", 1883, "sim")
+    assert (cfg.nfc.technologies, cfg.nfc.repeat_holdoff_s, cfg.health_every_s) == (["106A"], 2.0, 10.0)
+    assert cfg.metrics_port is None
+    assert load_config(BASE | {"metrics": {"port": 9108}}).metrics_port == 9108
+    tuned = load_config(BASE | {"presence": {"path_loss_exponent": 3.0}, "nfc": {"device": "usb"}})
+    assert tuned.presence.params().path_loss_exponent == 3.0
+    assert tuned.nfc.device == "usb"
 
 
 def test_missing_key_file_says_where_to_get_it(tmp_path: Path) -> None:
@@ -38,15 +64,45 @@ def test_missing_key_file_says_where_to_get_it(tmp_path: Path) -> None:
     assert "/api/keys/bundle" in str(err.value)
 
 
-def test_cli_check_reports_a_bad_file_without_traceback(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def _binary(path: Path) -> None:
+    path.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00")
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (GOOD + "[brokr]\nport = 1\n", "brokr: is not a setting aislecast knows (did you mean broker?)"),
+    (GOOD + "[broker]\nport = \"1883\"\n", 'broker.port: "1883" is a string (use an integer'),
+    (GOOD + "[broker]\nport = 0\n", "broker.port: 0 is out of range (use an integer from 1 to 65535)"),
+    ('store = "s1"\nhq_public_key = "k"\n', "gateway: is required (add it: "),
+    (GOOD + "[scanner.receivers.hci0]\nzone = \"entrance\"\n",
+     "scanner.receivers.hci0: is a table (use a string)"),
+    (GOOD + "[scanner]\nhost = \"mqtt\"\n", "scanner.host: is not a setting of [scanner] "
+                                           "(it belongs in [broker]"),
+    ("gateway = \n", "is not valid TOML: Invalid value (at line 1, column 11)"),
+    (b'gateway = "gw\xe9"\n', "is not UTF-8 text (byte 0xe9 at offset 13) (save the file as UTF-8)"),
+    (_binary, "is a binary file, not TOML text"),
+    (None, "does not exist (check the path, or write a starter file: aislecast gateway init -o "),
+    (Path.mkdir, "is a directory (pass the path of the TOML file itself)"),
+])
+def test_cli_check_reports_a_bad_file_in_one_line_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: object, says: str
 ) -> None:
     path = tmp_path / "gw.toml"
-    path.write_text('gateway = "gw-1"\nstore = "s1"\nhq_public_key = "k"\n[scanner]\nbackend = "bt"\n')
-    assert main(["gateway", "check", "--config", str(path)]) == 1
+    if isinstance(content, str):
+        path.write_text(content)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif callable(content):
+        content(path)
+    assert main(["gateway", "check", "--config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "scanner.backend" in err
-    assert "Traceback" not in err
-    path.write_text("gateway = ")
-    assert main(["gateway", "check", "--config", str(path)]) == 1
-    assert "not valid TOML" in capsys.readouterr().err
+    assert err.startswith(f"aislecast: error: {path}: "), err
+    assert says in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_check_passes_a_good_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The witness for the refusals above: the same command, the same base, accepted."""
+    path = tmp_path / "gw.toml"
+    path.write_text(GOOD + "[broker]\nport = 1884\n[metrics]\nport = 9108\n")
+    assert main(["gateway", "check", "--config", str(path)]) == 0
+    assert "ok: gateway gw-1 of store s1, scanner sim, broker 127.0.0.1:1884" in capsys.readouterr().out

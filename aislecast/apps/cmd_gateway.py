@@ -11,10 +11,11 @@ import time
 
 import msgspec
 
+from aislecast.apps.configfile import add_init_arguments, config_exit_code, write_starter
 from aislecast.kernel.logs import setup_logging
 from edge.factory import make_scanner
 from gateway.app import Gateway
-from gateway.config import load_config
+from gateway.config import GatewayConfig, load_config, starter_toml
 from gateway.health import read_state, verdict
 
 __all__ = ["register"]
@@ -24,11 +25,12 @@ _HELP = textwrap.dedent(
     Run the store gateway: scanner -> presence -> decisions -> MQTT, until SIGTERM/Ctrl-C.
 
     examples:
+      aislecast gateway init -o /etc/aislecast/gateway.toml  # a commented starter file
+      aislecast gateway check --config gw.toml              # validate the config, then exit
       aislecast gateway run --config /etc/aislecast/gateway.toml
       aislecast gateway run --config gw.toml --log-json     # JSON log lines for journald
-      aislecast gateway check --config gw.toml              # validate the config, then exit
 
-    A minimal gateway.toml:
+    A minimal gateway.toml (`gateway init` writes every setting, commented):
       gateway = "gw-1"
       store = "store-1"
       hq_public_key = "/etc/aislecast/hq.pub.pem"
@@ -41,10 +43,25 @@ _HELP = textwrap.dedent(
       adapter = "hci0"
       [scanner.receivers]
       hci0 = "entrance"
+      [metrics]
+      port = 9108            # Prometheus metrics on 127.0.0.1:9108 (optional)
+
+    A config that does not load is one line naming the setting and the fix, exit code 2.
     """
 )
 
+_INIT_HELP = textwrap.dedent(
+    """\
+    Write a commented starter gateway.toml: every setting with its default and what it
+    means. It loads as written; set gateway, store, hq_public_key and the scanner, then
+    check it. An existing file is kept unless --force is given.
 
+    examples:
+      aislecast gateway init                                # ./gateway.toml
+      aislecast gateway init -o /etc/aislecast/gateway.toml
+      aislecast gateway init -o - | less                    # read it first
+    """
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,10 +73,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--config", required=True, help="gateway TOML file")
     run.add_argument("--log-level", default="info")
     run.add_argument("--log-json", action="store_true", help="one JSON object per log line")
-    run.set_defaults(func=_run)
-    chk = gsub.add_parser("check", help="validate a config file and exit")
+    run.set_defaults(func=config_exit_code(_run))
+    chk = gsub.add_parser("check", help="validate a config file and exit (2: it does not load)")
     chk.add_argument("--config", required=True)
-    chk.set_defaults(func=_check)
+    chk.set_defaults(func=config_exit_code(_check))
+    init = gsub.add_parser("init", help="write a commented starter config file",
+                           description=_INIT_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_init_arguments(init, "gateway.toml")
+    init.set_defaults(func=config_exit_code(_init))
     hl = gsub.add_parser(
         "health", help="read the gateway's health from the broker (exit 0 healthy, 1 not, 2 unknown)",
         description="Read the running gateway's retained state report from the broker named "
@@ -70,13 +92,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hl.add_argument("--config", required=True)
     hl.add_argument("--json", action="store_true", help="print the whole report as JSON")
     hl.add_argument("--timeout", type=float, default=5.0)
-    hl.set_defaults(func=_health)
+    hl.set_defaults(func=config_exit_code(_health))
+
+
+def _init(args: argparse.Namespace) -> int:
+    return write_starter(starter_toml(), args.output, force=args.force,
+                         check="aislecast gateway check --config {path}")
 
 
 def _health(args: argparse.Namespace) -> int:
-
-
-
     cfg = load_config(args.config)
     state = asyncio.run(read_state(cfg, args.timeout))
     v = verdict(state, cfg, time.time())
@@ -94,7 +118,6 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-
     cfg = load_config(args.config)
     cfg.public_key_pem()
     print(f"ok: gateway {cfg.gateway} of store {cfg.store}, scanner {cfg.scanner.backend}, "
@@ -102,9 +125,7 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: str) -> None:
-
-    cfg = load_config(config)
+async def _serve(cfg: GatewayConfig) -> None:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -116,9 +137,10 @@ async def _serve(config: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)  # before the loop: a bad file is exit 2, not a crash
     setup_logging(args.log_level, json_lines=args.log_json)
     try:
-        asyncio.run(_serve(args.config))
+        asyncio.run(_serve(cfg))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
     return 0

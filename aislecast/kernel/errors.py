@@ -29,11 +29,19 @@ class BrokerError(AislecastError):
 
 
 class ConfigError(AislecastError):
-    """A configuration value is wrong: ``field`` names it, ``hint`` says the fix."""
+    """A configuration value is wrong: ``file`` (if any) and ``field`` (dotted, ``""`` for
+    the file as a whole) say where, ``problem`` what is wrong and ``fix`` (= ``hint``) what
+    to do about it; ``str()`` is one line: ``gw.toml: broker.port: 70000 is out of range
+    (use an integer from 1 to 65535)``."""
 
-    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
-        super().__init__(f"{field}: {message}", hint=hint)
+    def __init__(self, field: str, message: str, *, hint: str | None = None,
+                 file: str | None = None) -> None:
+        where = ": ".join(part for part in (file, field) if part)
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
+        self.file = file
         self.field = field
+        self.problem = message
+        self.fix = hint
 
 
 class BundleError(AislecastError):
