@@ -34,6 +34,7 @@ starter file (gateway/starter.toml, also examples/gateway.toml). Example
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -187,15 +188,14 @@ def _check_nfc(nfc: NfcSection, file: str | None) -> None:
                           hint=f'choose among {sorted(TECHNOLOGIES)}; ["106A"] covers phones')
 
 
-def load_config(source: Path | str | dict[str, object]) -> GatewayConfig:
-    """Load and validate a config from a TOML file path or a dict (tests, the demo)."""
-    if isinstance(source, dict):
+def load_config(source: Path | str | Mapping[str, object]) -> GatewayConfig:
+    """Load and validate a config from a TOML file path or a mapping (tests, the demo)."""
+    if isinstance(source, Path | str):
+        file: str | None = str(source)
+        cfg = load_toml(source, GatewayConfig, create_hint=f"aislecast gateway init -o {file}")
+    else:
         file = None
         cfg = decode(source, GatewayConfig)
-    else:
-        file = str(source)
-        cfg = load_toml(source, GatewayConfig,
-                        create_hint=f"aislecast gateway init -o {file}")
     _check_nfc(cfg.nfc, file)
     return cfg
 

@@ -94,6 +94,7 @@ class HqServer:
         rotation_k: int | None = None,
         republish_s: float = BUNDLE_REPUBLISH_S,
         learn_every_s: float = LEARN_EVERY_S,
+        public_base_url: str | None = None,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -103,6 +104,7 @@ class HqServer:
         self.client_id = client_id
         self.rotation_k = rotation_k
         self.republish_s = republish_s
+        self.public_base_url = public_base_url
         self.learn_every_s = learn_every_s
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
@@ -181,7 +183,7 @@ class HqServer:
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned})
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks))
-        app.include_router(make_mint_router(shortlinks))
+        app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url))
         self._parts = _Parts(db, service, ingest, board, link, shortlinks, app, app.state.metrics)
         self._http = http = HttpServer(uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off",

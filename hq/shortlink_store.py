@@ -150,9 +150,13 @@ def _json(obj: object, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 
-def make_mint_router(store: DbShortLinkStore) -> APIRouter:
-    """``POST /api/shortlinks`` (mint or reuse) and ``GET /api/shortlinks/{code}`` (clicks)."""
+def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = None) -> APIRouter:
+    """``POST /api/shortlinks`` (mint or reuse) and ``GET /api/shortlinks/{code}`` (clicks).
+
+    URLs are built on ``public_base_url`` (HQ's configured public address) when it is set;
+    otherwise on the request's ``base_url`` field, then the address the request came to."""
     router = APIRouter()
+    configured = None if public_base_url is None else public_base_url.rstrip("/")
 
     @router.post("/api/shortlinks", status_code=201)
     async def mint_link(request: Request) -> Response:
@@ -162,7 +166,7 @@ def make_mint_router(store: DbShortLinkStore) -> APIRouter:
             return _json({"detail": f"invalid MintRequest: {exc}"}, 422)
         if req.tag is not None and not _TAG_RE.fullmatch(req.tag):
             return _json({"detail": "tag: 1-64 printable ASCII characters without spaces"}, 422)
-        base = (req.base_url or str(request.base_url)).rstrip("/")
+        base = configured or (req.base_url or str(request.base_url)).rstrip("/")
         link = store.find(req.url, tag=req.tag, store=req.store, campaign=req.campaign)
         if link is not None:
             return _json(_urls(base, link), 200)
@@ -177,7 +181,7 @@ def make_mint_router(store: DbShortLinkStore) -> APIRouter:
         link = await store.resolve(code) if is_valid_code(code) else None
         if link is None:
             return _json({"detail": f"short link {code!r} not found"}, 404)
-        base = str(request.base_url).rstrip("/")
+        base = configured or str(request.base_url).rstrip("/")
         return _json(_urls(base, link) | {"clicks": store.clicks(code)})
 
     return router

@@ -1,4 +1,4 @@
-"""``aislecast hq serve``: the central service (HTTP API, ingest, bundle signing)."""
+"""``aislecast hq serve`` and ``aislecast hq init``: the central service and its config."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import signal
 import textwrap
-from pathlib import Path
+from typing import Final
 
+from aislecast.apps.configfile import add_init_arguments, config_exit_code, write_starter
+from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
-from hq.server import LEARN_EVERY_S, HqServer
+from hq.config import HqConfig, load_hq_config, starter_toml
+from hq.server import HqServer
 
 __all__ = ["register"]
 
@@ -19,15 +22,47 @@ _HELP = textwrap.dedent(
     Run HQ: the HTTP API and console, MQTT ingest (shared subscription, so several HQ
     workers split the load) and signed bundle publishing.
 
+    Settings come from --config hq.toml if given (`aislecast hq init` writes a commented
+    one), else from the defaults; each flag below overrides its one setting.
+
     examples:
       aislecast hq serve                                   # SQLite in ./hq-data
+      aislecast hq serve --config /etc/aislecast/hq.toml
+      aislecast hq serve --config hq.toml --http-port 8081 # the file, one setting changed
       aislecast hq serve --db postgresql://hq@db/aislecast --broker mqtt.internal:1883
       aislecast hq serve --http-port 8080 --key /etc/aislecast/hq-signing.pem
       aislecast hq serve --learn-every 300                 # retrain every 5 min
 
     Gateways pin HQ's public key: fetch it with  curl http://HQ:8080/api/keys/bundle
+    A config that does not load is one line naming the setting and the fix, exit code 2.
     """
 )
+
+_INIT_HELP = textwrap.dedent(
+    """\
+    Set up HQ. Today this writes the commented starter hq.toml (database, broker address
+    and credentials, HTTP bind, public base URL, data dir), which loads as written; an
+    existing file is kept unless --force is given. Later `hq init` will also create the
+    first admin and the certificate authority; --config-only will then keep to the file.
+
+    examples:
+      aislecast hq init                                    # ./hq.toml
+      aislecast hq init --config-only -o /etc/aislecast/hq.toml
+      aislecast hq serve --config /etc/aislecast/hq.toml
+    """
+)
+
+# flag -> the setting it overrides (dotted, as in hq.toml)
+_FLAGS: Final = {
+    "db": "database.url",
+    "http_host": "http.host",
+    "http_port": "http.port",
+    "public_url": "http.public_base_url",
+    "key": "signing_key",
+    "worker": "broker.client_id",
+    "learn_every": "learn_every_s",
+    "log_level": "log_level",
+}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,40 +71,84 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hsub = p.add_subparsers(dest="hq_cmd", metavar="ACTION", required=True)
     s = hsub.add_parser("serve", help="run HQ", description=_HELP,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--db", default="sqlite:///hq-data/hq.sqlite",
-                   help="sqlite:///PATH or postgresql://... (default: %(default)s)")
-    s.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
-    s.add_argument("--http-host", default="127.0.0.1")
-    s.add_argument("--http-port", type=int, default=8080)
-    s.add_argument("--key", default="hq-data/hq-signing.pem",
-                   help="Ed25519 signing key (PEM); created with mode 0600 if missing")
-    s.add_argument("--worker", default="hq-1", help="MQTT client id of this HQ worker")
+    s.add_argument("--config", metavar="FILE", help="hq.toml (default: none, built-in defaults)")
+    s.add_argument("--db", help="sqlite:///PATH or postgresql://... "
+                                "(default: sqlite:///hq-data/hq.sqlite, under data_dir)")
+    s.add_argument("--broker", metavar="HOST[:PORT]",
+                   help="the MQTT broker (default: 127.0.0.1:1883)")
+    s.add_argument("--http-host", help="address to bind (default: 127.0.0.1)")
+    s.add_argument("--http-port", type=int, help="(default: 8080)")
+    s.add_argument("--public-url", metavar="URL",
+                   help="HQ's public address for short links and labels, e.g. https://hq.example.com "
+                        "(default: the address each request came to)")
+    s.add_argument("--key", help="Ed25519 signing key (PEM); created with mode 0600 if missing "
+                                 "(default: hq-data/hq-signing.pem, under data_dir)")
+    s.add_argument("--worker", help="MQTT client id of this HQ worker (default: hq-1)")
     s.add_argument("--learn-every", type=float, default=None, metavar="S",
                    help="retrain the ranking model, top up budget grants and republish "
                         "bundles every S seconds; 0 turns it off (default: 60)")
-    s.add_argument("--log-level", default="info")
+    s.add_argument("--log-level", type=str.lower, help="debug, info, warning or error (default: info)")
     s.add_argument("--log-json", action="store_true")
-    s.set_defaults(func=_run)
+    s.set_defaults(func=config_exit_code(_run))
+    init = hsub.add_parser("init", help="write a commented starter hq.toml (today: only that)",
+                           description=_INIT_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    init.add_argument("--config-only", action="store_true",
+                      help="only write the config file (today the only thing init does)")
+    add_init_arguments(init, "hq.toml")
+    init.set_defaults(func=config_exit_code(_init))
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _init(args: argparse.Namespace) -> int:
+    return write_starter(starter_toml(), args.output, force=args.force,
+                         check="aislecast hq serve --config {path}")
 
-    host, _, port = args.broker.rpartition(":")
+
+def _overrides(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
+    """The settings the flags given override: dotted name -> (flag, value)."""
+    out = {name: (f"--{flag.replace('_', '-')}", getattr(args, flag))
+           for flag, name in _FLAGS.items() if getattr(args, flag) is not None}
+    if args.broker is not None:
+        host, colon, port = args.broker.rpartition(":")
+        if not colon:
+            host, port = args.broker, ""
+        if port and not port.isdecimal():
+            raise ConfigError("--broker", f"{args.broker!r} is not HOST:PORT",
+                              hint="e.g. --broker mqtt.internal:1883")
+        out["broker.host"] = ("--broker", host or "127.0.0.1")
+        if port:
+            out["broker.port"] = ("--broker", int(port))
+    return out
+
+
+def load(args: argparse.Namespace) -> HqConfig:
+    """hq.toml (if --config) with the flags over it; a bad flag value names the flag."""
+    overrides = _overrides(args)
+    try:
+        return load_hq_config(args.config, {name: value for name, (_, value) in overrides.items()})
+    except ConfigError as exc:
+        if exc.field not in overrides:
+            raise
+        raise ConfigError(overrides[exc.field][0], exc.problem, hint=exc.fix) from None
+
+
+async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    server = HqServer(db_url=args.db, key_path=Path(args.key),
-                      mqtt=MqttSettings(host=host or "127.0.0.1", port=int(port)),
-                      http_host=args.http_host, http_port=args.http_port, client_id=args.worker,
-                      learn_every_s=LEARN_EVERY_S if args.learn_every is None
-                      else args.learn_every)
+    server = HqServer(db_url=cfg.db_url(), key_path=cfg.key_path(), mqtt=mqtt,
+                      http_host=cfg.http.host, http_port=cfg.http.port,
+                      client_id=cfg.broker.client_id, learn_every_s=cfg.learn_every_s,
+                      public_base_url=cfg.http.public_base_url)
     await server.run()
 
 
 def _run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level, json_lines=args.log_json)
+    cfg = load(args)  # before the loop: a bad file or flag is exit 2, not a crash
+    mqtt = cfg.mqtt_settings()  # reads broker.password_file
+    setup_logging(cfg.log_level, json_lines=args.log_json)
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(cfg, mqtt))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
     return 0

@@ -49,6 +49,7 @@ class MqttSettings:
     port: int = 1883
     username: str | None = None
     password: str | None = None
+    tls_ca: str | None = None  # CA file (PEM) to verify the broker's certificate; None: plain TCP
     keepalive: int = MQTT_KEEPALIVE_S
     session_expiry_s: int = MQTT_SESSION_EXPIRY_S
     max_inflight: int = 256
@@ -235,6 +236,7 @@ class MqttLink:
             s.port,
             username=s.username,
             password=s.password,
+            tls_params=None if s.tls_ca is None else aiomqtt.TLSParameters(ca_certs=s.tls_ca),
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=self._clean_start,

@@ -1,0 +1,147 @@
+"""HQ's configuration (``hq.toml``), loaded by :mod:`aislecast.kernel.config`.
+
+``aislecast hq serve`` runs with no file at all (every setting has a default: SQLite
+and the signing key under ``./hq-data``, broker and HTTP on 127.0.0.1); ``--config
+hq.toml`` sets them from a file and the command's flags override single settings.
+``aislecast hq init --config-only`` writes the commented starter (hq/starter.toml,
+also examples/hq.toml)::
+
+    data_dir = "/var/lib/aislecast-hq"
+    [database]
+    url = "postgresql://hq@db.internal/aislecast"
+    [broker]
+    host = "mqtt.internal"
+    username = "hq"
+    password_file = "/etc/aislecast/hq-mqtt.secret"
+    tls_ca = "/etc/aislecast/broker-ca.pem"
+    [http]
+    public_base_url = "https://hq.example.com"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+from aislecast.kernel.config import TcpPort, decode, read_toml
+from aislecast.kernel.errors import ConfigError
+from aislecast.kernel.mqtt import MqttSettings
+from hq.server import LEARN_EVERY_S
+
+__all__ = [
+    "DatabaseSection",
+    "HqBrokerSection",
+    "HqConfig",
+    "HttpSection",
+    "load_hq_config",
+    "starter_toml",
+]
+
+_CREATE: Final = "aislecast hq init --config-only -o {path}"
+
+
+class DatabaseSection(msgspec.Struct, forbid_unknown_fields=True):
+    # None: SQLite at DATA_DIR/hq.sqlite
+    url: Annotated[str, Meta(
+        pattern=r"^(sqlite:///|postgresql://|postgres://)\S+\Z",
+        description="sqlite:///PATH or postgresql://USER@HOST/DB")] | None = None
+
+
+class HqBrokerSection(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: TcpPort = 1883
+    username: str | None = None
+    password: str | None = None
+    # a file whose first line is the password (keeps the secret out of hq.toml)
+    password_file: str | None = None
+    # CA certificate(s), PEM, that signed the broker's TLS certificate; None: plain TCP
+    tls_ca: str | None = None
+    client_id: Annotated[str, Meta(min_length=1, max_length=64, description=(
+        "this HQ worker's MQTT client id, unique per worker"))] = "hq-1"
+
+
+class HttpSection(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"  # the address to bind; 0.0.0.0 only behind a firewall or proxy
+    port: TcpPort = 8080
+    # The address phones and labels use (short links, QR and NFC URLs); None: whatever
+    # address each HTTP request came to, which a client can choose (the Host header).
+    public_base_url: Annotated[str, Meta(
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?\Z",
+        description='http(s)://HOST[:PORT][/PATH], e.g. "https://hq.example.com"')] | None = None
+
+
+class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
+    data_dir: str = "hq-data"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Ed25519 bundle-signing key (PEM), created with mode 0600 if missing; None: DATA_DIR/hq-signing.pem
+    signing_key: str | None = None
+    learn_every_s: Annotated[float, Meta(ge=0, description=(
+        "retrain, top up budget grants and republish bundles this often; 0 turns it off"))
+    ] = LEARN_EVERY_S
+    database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
+    broker: HqBrokerSection = msgspec.field(default_factory=HqBrokerSection)
+    http: HttpSection = msgspec.field(default_factory=HttpSection)
+
+    def db_url(self) -> str:
+        return self.database.url or f"sqlite:///{Path(self.data_dir) / 'hq.sqlite'}"
+
+    def key_path(self) -> Path:
+        return Path(self.signing_key) if self.signing_key else Path(self.data_dir) / "hq-signing.pem"
+
+    def mqtt_settings(self) -> MqttSettings:
+        """The broker settings, with the password read from ``password_file`` if set."""
+        b = self.broker
+        return MqttSettings(host=b.host, port=b.port, username=b.username,
+                            password=_password(b), tls_ca=b.tls_ca)
+
+
+def _password(b: HqBrokerSection) -> str | None:
+    if b.password_file is None:
+        return b.password
+    try:
+        lines = Path(b.password_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError("broker.password_file", f"cannot read {b.password_file}: {problem}",
+                          hint="point it at a readable file holding the password") from None
+    if not lines or not lines[0]:
+        raise ConfigError("broker.password_file", f"{b.password_file} is empty",
+                          hint="write the broker password on its first line")
+    return lines[0]
+
+
+def _set(data: dict[str, Any], path: str, value: object) -> None:
+    """``data[a][b] = value`` for ``"a.b"``; a table the file got wrong stays for the check."""
+    *tables, key = path.split(".")
+    for name in tables:
+        sub = data.setdefault(name, {})
+        if not isinstance(sub, dict):
+            return
+        data = sub
+    data[key] = value
+
+
+def load_hq_config(path: str | None = None,
+                   overrides: Mapping[str, object] | None = None) -> HqConfig:
+    """HQ's config from ``path`` (None: all defaults), then ``overrides`` by dotted name
+    (``{"database.url": ...}``, from command-line flags), checked together."""
+    data: dict[str, Any] = {} if path is None else read_toml(
+        path, create_hint=_CREATE.format(path=path))
+    for name, value in (overrides or {}).items():
+        _set(data, name, value)
+    cfg = decode(data, HqConfig, file=path)
+    if cfg.broker.password is not None and cfg.broker.password_file is not None:
+        raise ConfigError("broker.password_file", "is set together with broker.password",
+                          hint="keep one of them (password_file keeps the secret out of hq.toml)",
+                          file=path)
+    return cfg
+
+
+def starter_toml() -> str:
+    """The commented starter ``aislecast hq init --config-only`` writes (it loads as is)."""
+    return resources.files("hq").joinpath("starter.toml").read_text(encoding="utf-8")
