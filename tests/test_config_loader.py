@@ -63,6 +63,8 @@ def test_a_good_table_decodes_unchanged() -> None:
     ({"name": "n", "places": {"p": {"zone": "z", "wieght": 1}}}, "places.p.wieght",
      "is not a setting of [places.p]", "did you mean places.p.weight?"),
     ({"name": "n", "port": 1}, "port", "is not a setting aislecast knows", "belongs in [link]"),
+    ({"name": "n", "link": {"name": "n"}}, "link.name", "is not a setting of [link]",
+     "at the top of the file"),
     ({"name": "n", "qqq": 1}, "qqq", "is not a setting aislecast knows",
      "remove it; the settings here are debug, link, mode, name, places, tags"),
 ])
@@ -79,6 +81,7 @@ def test_refusal_names_field_problem_and_fix(
 
 def test_dotted_spells_paths_as_toml_does() -> None:
     assert dotted(("nfc", "tags", "T-17", "zone")) == "nfc.tags.T-17.zone"
+    assert dotted(("nfc", "tags", "T 17", "zone")) == 'nfc.tags."T 17".zone'
     assert dotted(("places", "a.b", "zone")) == 'places."a.b".zone'
     assert dotted(("tags", 2)) == "tags[2]"
     assert dotted(()) == ""

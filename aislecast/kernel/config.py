@@ -5,7 +5,7 @@ A config is a tree of :class:`msgspec.Struct` classes declared with
 field's type (``ge``/``le``, ``pattern``, ``min_length``...) and its ``description``
 says what the value means. :func:`load_toml` reads the file and :func:`decode` checks
 the data; both raise :class:`~aislecast.kernel.errors.ConfigError` carrying the file,
-the dotted field (``broker.port``, ``nfc.tags."T-17".zone``), the problem and the fix,
+the dotted field (``broker.port``, ``nfc.tags."T 17".zone``), the problem and the fix,
 on one line.
 
 How a failure is located: msgspec 0.18-0.23 gives a :class:`msgspec.ValidationError`
@@ -98,7 +98,7 @@ def decode(data: Mapping[str, Any], schema: type[S], *, file: str | None = None)
 
 
 def dotted(path: Sequence[str | int]) -> str:
-    """``("nfc", "tags", "T-17", "zone")`` -> ``nfc.tags."T-17".zone``, as TOML spells it."""
+    """``("nfc", "tags", "T 17", "zone")`` -> ``nfc.tags."T 17".zone``, as TOML spells it."""
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -177,6 +177,8 @@ def _unknown(key: str, names: list[str], path: _Path, root: type[msgspec.Struct]
     elsewhere = [p for p in _settings(root) if p[-1] == key and p[:-1] != path]
     if elsewhere:
         where = dotted(elsewhere[0][:-1])
+        if not where:
+            return here, problem, "it belongs at the top of the file, before the first [table]"
         return here, problem, f"it belongs in [{where}]: write it there as {key} = ..."
     return here, problem, f"remove it; the settings here are {', '.join(names)}"
 
