@@ -10,20 +10,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import os
 import shutil
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 from aislecast.kernel.const import BROKER_MAX_QUEUED_MESSAGES, BROKER_READY_TIMEOUT_S
-from aislecast.kernel.errors import BrokerError
+from aislecast.kernel.errors import BrokerError, ConfigError
+from aislecast.kernel.privatefile import write_private
 
-__all__ = ["AclRule", "BrokerConfig", "MosquittoProcess", "free_port", "mosquitto_binary"]
+__all__ = [
+    "MAX_PACKET_SIZE",
+    "MAX_QUEUED_BYTES",
+    "AclRule",
+    "BrokerConfig",
+    "MosquittoProcess",
+    "ServerTls",
+    "free_port",
+    "mosquitto_binary",
+    "render_acl",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +48,47 @@ class AclRule:
     user: str | None = None  # None: a ``pattern`` line
 
 
+# The largest legitimate packet is a store's signed bundle: ~405 B per opted-in shopper
+# (measured: 408 kB for 1,000 shoppers, 2.9 kB with none), so 8 MiB carries ~20,000
+# shoppers' token tables; offers, feedback and reports are well under 2 kB. Mosquitto
+# 2.0.11 has one global limit, advertised in CONNACK and enforced with DISCONNECT 0x95
+# (tests/test_broker_tls.py: a 10 MiB publish is refused, an offer passes). Not
+# message_size_limit: its PUBACK 0x95 makes paho drop the connection (DESIGN §13).
+MAX_PACKET_SIZE: Final = 8 * 1024 * 1024
+# Per client, beyond what is in flight: what an offline persistent session may pile up.
+# Two full-size bundles (older bundles are worthless anyway: the latest is retained and
+# re-sent on subscribe), ~40,000 offers of ~400 B for a phone (offers expire within
+# minutes), or about a minute of a 200 offers/s store's events for an HQ restarting
+# (gateways keep every event in their outbox until HQ's end-to-end ack, and resend).
+# It bounds what one phone can queue for an offline gateway (100 MiB unbounded before).
+MAX_QUEUED_BYTES: Final = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """The broker's TLS identity (made by ``hq.pki``): CA, certificate, key, and the CRL
+    of revoked client certificates that the gateways' listener checks (re-read on SIGHUP)."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    crlfile: Path | None = None
+
+
 @dataclass(slots=True)
 class BrokerConfig:
-    """Everything that goes into ``mosquitto.conf`` for one private broker."""
+    """Everything that goes into ``mosquitto.conf`` for one private broker.
+
+    Plain listeners (``port``, ``websockets_port``) bind to ``host``, which must be a
+    loopback address. With ``tls`` set, ``gateway_tls_port`` is mutual TLS (the client
+    certificate's CN is the username and client id), ``phone_tls_port`` is TLS with
+    username/password and ``wss_port`` is secure WebSockets, all on ``tls_host``.
+    Credentials come either from ``passwords`` (plain text, hashed by ``mosquitto_passwd``;
+    tests) or from ``password_file``/``acl_file`` written by ``hq.broker_auth`` (HQ's
+    registry, reloaded with SIGHUP). Anonymous access is off as soon as any credential
+    source or TLS listener is configured, unless ``allow_anonymous`` says otherwise, and
+    then every listener forces the client id to the username (no session takeover).
+    """
 
     directory: Path
     port: int
@@ -47,14 +98,53 @@ class BrokerConfig:
     acl: list[AclRule] = field(default_factory=list)
     max_queued_messages: int = BROKER_MAX_QUEUED_MESSAGES
     persistence: bool = True
+    tls: ServerTls | None = None
+    tls_host: str = "127.0.0.1"
+    gateway_tls_port: int | None = None
+    phone_tls_port: int | None = None
+    wss_port: int | None = None
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    allow_anonymous: bool | None = None
+    max_packet_size: int = MAX_PACKET_SIZE
+    max_queued_bytes: int = MAX_QUEUED_BYTES
+
+    @property
+    def authenticated(self) -> bool:
+        """True when clients must present a credential (no anonymous access)."""
+        if self.allow_anonymous is not None:
+            return not self.allow_anonymous
+        return bool(self.passwords or self.password_file or self._tls_ports())
+
+    def _tls_ports(self) -> list[int]:
+        return [p for p in (self.gateway_tls_port, self.phone_tls_port, self.wss_port) if p is not None]
+
+    def _check(self) -> None:
+        if not ipaddress.ip_address(self.host).is_loopback:
+            raise ConfigError("broker.host", f"plain listeners must stay on loopback, not {self.host}",
+                              hint="use 127.0.0.1 and give remote clients a TLS listener")
+        if self._tls_ports() and self.tls is None:
+            raise ConfigError("broker.tls", "TLS listeners need the broker's certificate files",
+                              hint="set tls=ServerTls(cafile, certfile, keyfile) (hq.pki makes them)")
+        if self.passwords and self.password_file is not None:
+            raise ConfigError("broker.password_file", "give passwords or password_file, not both",
+                              hint="HQ's registry writes password_file; passwords is for tests")
+        if self.acl and self.acl_file is not None:
+            raise ConfigError("broker.acl_file", "give acl or acl_file, not both",
+                              hint="HQ's registry writes acl_file; acl is for tests")
+        if self.max_packet_size < 1024:
+            raise ConfigError("broker.max_packet_size", f"{self.max_packet_size} bytes is too small "
+                              "for an offer", hint=f"the default is {MAX_PACKET_SIZE}")
 
     def render(self) -> str:
         """Return the config file text; writes password and ACL files alongside it."""
+        self._check()
         d = self.directory
         lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous " + ("false" if self.passwords else "true"),
+            "allow_anonymous " + ("false" if self.authenticated else "true"),
             f"max_queued_messages {self.max_queued_messages}",
+            f"max_queued_bytes {self.max_queued_bytes}",
+            f"max_packet_size {self.max_packet_size}",
             "max_inflight_messages 0",
             "log_dest stderr",
             "log_type error",
@@ -74,35 +164,80 @@ class BrokerConfig:
             pw = d / "passwords"
             self._write_passwords(pw)
             lines.append(f"password_file {pw}")
+        elif self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
         if self.acl:
             acl = d / "acl"
-            acl.write_text(self.render_acl())
+            write_private(acl, self.render_acl())
             lines.append(f"acl_file {acl}")
+        elif self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
+        lines += self._listener(self.port, self.host)
         if self.websockets_port is not None:
-            lines += [f"listener {self.websockets_port} {self.host}", "protocol websockets"]
+            lines += self._listener(self.websockets_port, self.host, websockets=True)
+        lines += self._tls_listeners()
         return "\n".join(lines) + "\n"
+
+    def _listener(self, port: int, host: str, *, websockets: bool = False) -> list[str]:
+        """A ``listener`` block; listener options apply to the block they follow."""
+        out = [f"listener {port} {host}"]
+        if websockets:
+            out.append("protocol websockets")
+            if ipaddress.ip_address(host).version == 4:
+                # without it a websockets listener binds every address, IPv6 too (DESIGN §13)
+                out.append("socket_domain ipv4")
+        if self.authenticated:
+            # set per listener: a listener without it lets one credential take over
+            # another's client id and persistent session (DESIGN §13)
+            out.append("use_username_as_clientid true")
+        return out
+
+    def _tls_listeners(self) -> list[str]:
+        tls = self.tls
+        if tls is None:
+            return []
+        files = [f"cafile {tls.cafile}", f"certfile {tls.certfile}", f"keyfile {tls.keyfile}"]
+        out: list[str] = []
+        if self.gateway_tls_port is not None:
+            out += self._listener(self.gateway_tls_port, self.tls_host) + files + [
+                "require_certificate true",
+                "use_identity_as_username true",  # the certificate's CN is the username
+            ]
+            if tls.crlfile is not None:
+                out.append(f"crlfile {tls.crlfile}")
+        if self.phone_tls_port is not None:
+            out += self._listener(self.phone_tls_port, self.tls_host) + files
+        if self.wss_port is not None:
+            # (Mosquitto cannot ask for client certificates on websockets listeners)
+            out += self._listener(self.wss_port, self.tls_host, websockets=True) + files
+        return out
 
     def render_acl(self) -> str:
         """ACL text: ``pattern`` lines first, then per-user blocks (Mosquitto requires it)."""
-        out = [f"pattern {r.access} {r.topic}" for r in self.acl if r.user is None]
-        users: dict[str, list[AclRule]] = {}
-        for r in self.acl:
-            if r.user is not None:
-                users.setdefault(r.user, []).append(r)
-        for user, rules in users.items():
-            out.append(f"user {user}")
-            out += [f"topic {r.access} {r.topic}" for r in rules]
-        return "\n".join(out) + "\n"
+        return render_acl(self.acl)
 
     def _write_passwords(self, path: Path) -> None:
-        path.write_text("".join(f"{u}:{p}\n" for u, p in self.passwords.items()))
-        path.chmod(0o600)
+        write_private(path, "".join(f"{u}:{p}\n" for u, p in self.passwords.items()))
         binary = shutil.which("mosquitto_passwd")
         if binary is None:
             raise BrokerError("mosquitto_passwd not found", hint="apt-get install -y mosquitto")
         import subprocess  # noqa: PLC0415 - only needed with passwords
 
         subprocess.run([binary, "-U", str(path)], check=True, capture_output=True)  # noqa: S603
+
+
+def render_acl(rules: Sequence[AclRule]) -> str:
+    """Mosquitto ``acl_file`` text: ``pattern`` lines first, then per-user blocks (the
+    broker ignores patterns after the first ``user`` line)."""
+    out = [f"pattern {r.access} {r.topic}" for r in rules if r.user is None]
+    users: dict[str, list[AclRule]] = {}
+    for r in rules:
+        if r.user is not None:
+            users.setdefault(r.user, []).append(r)
+    for user, user_rules in users.items():
+        out.append(f"user {user}")
+        out += [f"topic {r.access} {r.topic}" for r in user_rules]
+    return "\n".join(out) + "\n"
 
 
 def _die_with_parent() -> None:
