@@ -172,10 +172,12 @@ class BrokerConfig:
             lines.append(f"acl_file {acl}")
         elif self.acl_file is not None:
             lines.append(f"acl_file {self.acl_file}")
-        lines += self._listener(self.port, self.host)
+        # Mosquitto opens listeners in file order, loading certificates on the way, and
+        # MosquittoProcess waits for the plain port: so it comes last, when all are open
+        lines += self._tls_listeners()
         if self.websockets_port is not None:
             lines += self._listener(self.websockets_port, self.host, websockets=True)
-        lines += self._tls_listeners()
+        lines += self._listener(self.port, self.host)
         return "\n".join(lines) + "\n"
 
     def _listener(self, port: int, host: str, *, websockets: bool = False) -> list[str]:
