@@ -48,6 +48,7 @@ _MODULES = (
     "benchmarks.bench_ingest",
     "benchmarks.bench_tap_e2e",
     "benchmarks.bench_presence",
+    "benchmarks.bench_creds",
 )
 
 

@@ -99,7 +99,7 @@ class Session:
         return self.task is not None and not self.task.done()
 
     def payloads(self) -> list[bytes]:
-        return [bytes(m.payload) for m in self.messages]  # type: ignore[arg-type]
+        return [bytes(m.payload) for m in self.messages]
 
 
 def _client(port: int, *, user: str | None = None, pw: str | None = None,
