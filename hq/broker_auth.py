@@ -6,7 +6,8 @@ HQ's credential registry is the one source of truth. From it HQ renders Mosquitt
 topic contract (:func:`aislecast.kernel.acl.acl_rules`), writes both atomically and
 0600, and sends the broker SIGHUP. Measured on Mosquitto 2.0.11: 10,000 users reload in
 ~26 ms, and users removed or whose password changed are disconnected within ~0.1 s
-while the others stay connected (DESIGN §13; ``aislecast bench creds``). Not the
+while the others stay connected (docs/architecture.md#mosquitto-credentials-tls-and-limits;
+``aislecast bench creds``). Not the
 dynamic security plugin: it rewrites its whole JSON file in place on every change with
 the broker frozen meanwhile, a crash mid-save locks everyone out, and its ACLs have no
 ``%u`` substitution.

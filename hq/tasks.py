@@ -31,7 +31,7 @@ log = get_logger(__name__)
 # 10,000 is ~10 s of the ingest benchmark's peak batch rate.
 ACK_QUEUE_MAX: Final = 10_000
 # Acks published concurrently: each waits for its PUBACK (~0.5 ms on loopback), so one
-# at a time would cap HQ near 2k acknowledged batches/s (DESIGN §11's aiomqtt figure).
+# at a time would cap HQ near 2k acknowledged batches/s (docs/architecture.md#mosquitto, the aiomqtt figure).
 ACK_IN_FLIGHT: Final = 64
 
 

@@ -53,7 +53,8 @@ class AclRule:
 # shoppers' token tables; offers, feedback and reports are well under 2 kB. Mosquitto
 # 2.0.11 has one global limit, advertised in CONNACK and enforced with DISCONNECT 0x95
 # (tests/test_broker_tls.py: a 10 MiB publish is refused, an offer passes). Not
-# message_size_limit: its PUBACK 0x95 makes paho drop the connection (DESIGN §13).
+# message_size_limit: its PUBACK 0x95 makes paho drop the connection
+# (docs/architecture.md#mosquitto-credentials-tls-and-limits).
 MAX_PACKET_SIZE: Final = 8 * 1024 * 1024
 # Per client, beyond what is in flight: what an offline persistent session may pile up.
 # Two full-size bundles (older bundles are worthless anyway: the latest is retained and
@@ -186,11 +187,13 @@ class BrokerConfig:
         if websockets:
             out.append("protocol websockets")
             if ipaddress.ip_address(host).version == 4:
-                # without it a websockets listener binds every address, IPv6 too (DESIGN §13)
+                # without it a websockets listener binds every address, IPv6 too
+                # (docs/architecture.md#mosquitto-credentials-tls-and-limits)
                 out.append("socket_domain ipv4")
         if self.authenticated:
             # set per listener: a listener without it lets one credential take over
-            # another's client id and persistent session (DESIGN §13)
+            # another's client id and persistent session
+            # (docs/architecture.md#mosquitto-credentials-tls-and-limits)
             out.append("use_username_as_clientid true")
         return out
 
