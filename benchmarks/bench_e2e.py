@@ -140,7 +140,8 @@ async def _subscriber(port: int, rec: _Receipts, ready: asyncio.Event) -> None:
             if topic == "bench/ready":
                 ready.set()
                 continue
-            inbox = topics.parse_inbox(topic)
+            m = topics.parse(topic)
+            inbox = m.inbox if m is not None and m.kind is topics.Kind.OFFERS else None
             sent = rec.sent_at.pop(inbox, None) if inbox else None
             rec.received += 1
             if sent is not None:

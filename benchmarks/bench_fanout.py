@@ -47,8 +47,9 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
         done = asyncio.Event()
 
         async def on(msg: aiomqtt.Message) -> None:
-            store = msg.topic.value.split("/")[3]
-            if store not in arrived:
+            m = topics.parse(msg.topic.value)
+            store = m.store if m is not None else None
+            if store is not None and store not in arrived:
                 arrived[store] = time.perf_counter()
                 if len(arrived) == n:
                     done.set()

@@ -35,9 +35,9 @@ from edge.frames import (
     encode_ibeacon,
 )
 from gateway.adverts import AdvertRouter
-from gateway.app import GatewayCounters
 from gateway.fleet import FleetHealth
 from gateway.identity import IdentityResolver
+from gateway.parts import GatewayCounters
 from gateway.presence import PresenceEngine, PresenceEvent
 
 __all__ = ["bench_hotpath", "hotpath_stream"]

@@ -136,7 +136,7 @@ async def _stack(work: Path, opts: BenchOptions) -> list[Measurement]:
                 lat, _, lat_fail = await run.taps(port, n_lat, (0.005, 0.04))
                 n_tp = 50 if opts.quick else 2000
                 _, wall, tp_fail = await run.taps(port, n_tp, (0.0, 0.0))
-                reader = gw.taps.reader
+                reader = gw.parts.taps.reader
                 read_fail = 0
                 if reader is not None:
                     read_fail = sum(int(v) for k, v in reader.stats().items()

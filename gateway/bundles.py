@@ -8,7 +8,6 @@ offline works with it until HQ is back.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
@@ -16,12 +15,13 @@ import msgspec
 import sqlite_utils
 
 from aislecast.kernel.errors import BundleError
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Bundle, BundleDelta, decode
 from aislecast.kernel.signing import Verifier
 
 __all__ = ["BundleStore"]
 
-log = logging.getLogger("aislecast.gateway.bundles")
+log = get_logger(__name__)
 
 
 class BundleStore:

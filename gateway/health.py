@@ -65,6 +65,6 @@ def verdict(state: GatewayState | None, cfg: GatewayConfig, now: float) -> Verdi
     m = state.metrics
     if m.get("bundle_version", 0) <= 0:
         return Verdict(1, "no bundle applied yet: check that HQ publishes this store's bundle")
-    if m.get("publish_denied", 0) > 0:
+    if m.get("publisher_denied", 0) > 0:
         return Verdict(1, "the broker refused publishes: check this gateway's credentials and ACL")
     return Verdict(0, "healthy")

@@ -16,6 +16,7 @@ sends almost nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -30,10 +31,8 @@ __all__ = [
     "PEER_TIMEOUT_S",
     "POOL_EVERY_S",
     "POOL_EXPIRY_S",
+    "PoolStats",
     "SightingPool",
-    "presence_filter",
-    "presence_peer",
-    "presence_topic",
 ]
 
 # Summaries every second: well inside the engine's 3 s peer staleness, so one lost
@@ -48,21 +47,12 @@ LONELY_EVERY_S: Final = 10.0
 MAX_PER_MESSAGE: Final = 500
 
 
-def presence_topic(store: str, gateway: str) -> str:
-    return f"{topics.PREFIX}/stores/{store}/gateways/{gateway}/presence"
-
-
-def presence_filter(store: str) -> str:
-    return presence_topic(store, "+")
-
-
-def presence_peer(topic: str, store: str) -> str | None:
-    """The gateway id of a store's presence topic, or None when ``topic`` is not one."""
-    head = f"{topics.PREFIX}/stores/{store}/gateways/"
-    if not topic.startswith(head) or not topic.endswith("/presence"):
-        return None
-    gw = topic[len(head):-len("/presence")]
-    return gw if gw and "/" not in gw else None
+@dataclass(slots=True)
+class PoolStats:
+    sent: int = 0  # summary messages built for the peers
+    received: int = 0  # peers' summaries taken in
+    bad: int = 0  # peers' summaries that did not decode or did not match their topic
+    sightings_in: int = 0  # shopper entries in the summaries taken in
 
 
 class SightingPool:
@@ -70,11 +60,8 @@ class SightingPool:
         self.engine = engine
         self.store = store
         self.gateway = gateway
-        self.topic = presence_topic(store, gateway)
-        self.sent = 0
-        self.received = 0
-        self.bad = 0
-        self.sightings_in = 0
+        self.topic = topics.gateway_presence(store, gateway)
+        self.stats = PoolStats()
         self._peer_heard = -PEER_TIMEOUT_S * 2
         self._next_send = 0.0
 
@@ -94,34 +81,27 @@ class SightingPool:
         out = [encode(SightingSummary(SCHEMA_VERSION, self.store, self.gateway, unix_now,
                                       items[i:i + MAX_PER_MESSAGE]))
                for i in range(0, len(items), MAX_PER_MESSAGE)]
-        self.sent += len(out)
+        self.stats.sent += len(out)
         return out
 
-    def ingest(self, topic: str, payload: bytes, ts: float) -> list[PresenceEvent] | None:
-        """A peer's summary received at monotonic ``ts``; None when it is malformed."""
-        peer = presence_peer(topic, self.store)
-        if peer is None:
-            self.bad += 1
-            return None
+    def ingest(self, peer: str, payload: bytes, ts: float) -> list[PresenceEvent] | None:
+        """A summary from gateway ``peer`` of this store (the topic's gateway level)
+        received at monotonic ``ts``; None when it is malformed."""
         if peer == self.gateway:
             return []  # our own message echoed by the broker
         try:
             msg = decode(payload, SightingSummary)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            self.bad += 1
+            self.stats.bad += 1
             return None
         if msg.store != self.store or msg.gateway != peer:
-            self.bad += 1
+            self.stats.bad += 1
             return None
-        self.received += 1
+        self.stats.received += 1
         self._peer_heard = ts
         out: list[PresenceEvent] = []
         for s in msg.sightings:
-            self.sightings_in += 1
+            self.stats.sightings_in += 1
             out += self.engine.observe_peer(peer, s.inbox, s.zone, s.distance_m,
                                             claimed=s.claimed, ts=ts, age_s=s.age_s)
         return out
-
-    def metrics(self) -> dict[str, float]:
-        return {"pool_sent": self.sent, "pool_received": self.received,
-                "pool_bad": self.bad, "pool_sightings_in": self.sightings_in}

@@ -17,7 +17,6 @@ credentials can help and the rows must not be lost meanwhile.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 import uuid
@@ -29,12 +28,13 @@ import aiomqtt
 
 from aislecast.kernel.const import EVENT_BATCH_INTERVAL_S, EVENT_BATCH_MAX, OUTBOX_INFLIGHT
 from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink
 from gateway.outbox import Outbox, OutboxError, OutboxRow
 
 __all__ = ["OutboxPublisher", "PublisherStats"]
 
-log = logging.getLogger("aislecast.gateway.publisher")
+log = get_logger(__name__)
 
 # A row that failed waits this long (full jitter up to the cap) before it is tried again.
 _RETRY_BASE_S = 0.5
@@ -72,7 +72,6 @@ class OutboxPublisher:
     def __init__(
         self,
         outbox: Outbox,
-        link: MqttLink,
         *,
         events_topic: str,
         batch_header: bytes,
@@ -80,7 +79,6 @@ class OutboxPublisher:
         inflight: int = OUTBOX_INFLIGHT,
     ) -> None:
         self.outbox = outbox
-        self.link = link
         self.events_topic = events_topic
         self._batch_header = batch_header  # b'{"v":1,"store":...,"gateway":...,'
         self._on_offer_acked = on_offer_acked
@@ -122,14 +120,15 @@ class OutboxPublisher:
         return sum(len(rows) for _, rows in self._awaiting.values())
 
     # ---- tasks ----------------------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self, link: MqttLink) -> None:
+        """Drain the outbox into ``link`` until cancelled."""
         for row in self.outbox.pending("offer", limit=1_000_000):
             self.submit(row.seq, row)
         async with asyncio.TaskGroup() as tg:
             for i in range(self._inflight):
-                tg.create_task(self._worker(), name=f"outbox-worker-{i}")
+                tg.create_task(self._worker(link), name=f"outbox-worker-{i}")
             tg.create_task(self._flusher(), name="outbox-flusher")
-            tg.create_task(self._event_batcher(), name="outbox-events")
+            tg.create_task(self._event_batcher(link), name="outbox-events")
             tg.create_task(self._checkpointer(), name="outbox-checkpoint")
 
     async def _checkpointer(self) -> None:
@@ -138,9 +137,10 @@ class OutboxPublisher:
             await asyncio.sleep(_CHECKPOINT_EVERY_S)
             await asyncio.to_thread(self.outbox.checkpoint)
 
-    async def _publish(self, seq: int, payload: bytes, topic: str, expiry: float | None) -> bool:
+    async def _publish(self, link: MqttLink, seq: int, payload: bytes, topic: str,
+                       expiry: float | None) -> bool:
         try:
-            await self.link.publish(topic, payload, qos=1, expiry_s=expiry)
+            await link.publish(topic, payload, qos=1, expiry_s=expiry)
         except PublishDenied as exc:
             self.stats.denied += 1
             log.error(  # noqa: TRY400 - an alarm line, the traceback says nothing more
@@ -160,7 +160,7 @@ class OutboxPublisher:
         self._attempts[row.seq] = n
         asyncio.get_running_loop().call_later(_backoff(n), self._queue.put_nowait, row)
 
-    async def _worker(self) -> None:
+    async def _worker(self, link: MqttLink) -> None:
         while True:
             row = await self._queue.get()
             remaining = None if row.expires_at is None else row.expires_at - time.time()
@@ -170,7 +170,7 @@ class OutboxPublisher:
                 self.stats.offers_expired += 1  # an expired offer is never published
                 self._acked.append(row.seq)
                 continue
-            if await self._publish(row.seq, row.payload, row.topic, remaining):
+            if await self._publish(link, row.seq, row.payload, row.topic, remaining):
                 self.stats.offers_published += 1
                 self._acked.append(row.seq)
                 self._attempts.pop(row.seq, None)
@@ -222,7 +222,7 @@ class OutboxPublisher:
             self._event_cursor = rows[-1].seq
         return rows
 
-    async def _event_batcher(self) -> None:
+    async def _event_batcher(self, link: MqttLink) -> None:
         attempt = 0
         while True:
             try:
@@ -233,7 +233,7 @@ class OutboxPublisher:
             self._events_wakeup.clear()
             self._expire_awaiting()
             await asyncio.sleep(EVENT_BATCH_INTERVAL_S / 5)  # let a burst accumulate
-            while self.link.connected.is_set():
+            while link.connected.is_set():
                 rows = self._next_rows()
                 if not rows:
                     break
@@ -241,7 +241,7 @@ class OutboxPublisher:
                 payload = (self._batch_header + b'"batch":"' + batch.encode() + b'","events":['
                            + b",".join(r.payload for r in rows) + b"]}")
                 self._awaiting[batch] = (time.monotonic() + self.ack_timeout_s, rows)
-                if not await self._publish(rows[0].seq, payload, self.events_topic, None):
+                if not await self._publish(link, rows[0].seq, payload, self.events_topic, None):
                     self._awaiting.pop(batch, None)
                     self._resend.appendleft(rows)
                     attempt += 1

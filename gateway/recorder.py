@@ -9,22 +9,23 @@ one SQLite transaction, committed before any of its offers reaches the publisher
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
 
 from aislecast.kernel import topics
 from aislecast.kernel.ids import new_id
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Event, encode
 from gateway.decisions import Decision
 from gateway.outbox import Outbox, OutboxError, OutboxRow
 
-__all__ = ["EventRecorder", "EventRow", "OfferRow"]
+__all__ = ["EventMaker", "EventRecorder", "EventRow", "OfferRow", "RecorderStats"]
 
-log = logging.getLogger("aislecast.gateway.recorder")
+log = get_logger(__name__)
 
 EventRow = tuple[str, str, bytes]  # (event id, topic, payload)
 OfferRow = tuple[str, str, bytes, float]  # (offer id, topic, payload, expires_at)
@@ -36,26 +37,23 @@ class _Publisher(Protocol):
     def events_added(self) -> None: ...
 
 
-class _Counters(Protocol):
-    decisions: int
-    offers: int
+@dataclass(slots=True)
+class RecorderStats:
+    decisions: int = 0
+    offers: int = 0
+    write_failures: int = 0  # group commits the outbox refused (disk full), retried
 
 
-class EventRecorder:
-    def __init__(self, outbox: Outbox, *, store: str, gateway: str, counters: _Counters,
+class EventMaker:
+    """Events of this gateway (id, time, store, gateway filled in), and the
+    ``offer_published`` event the publisher commits with an offer's acknowledgement."""
+
+    def __init__(self, *, store: str, gateway: str,
                  notify: Callable[[str, dict[str, Any]], None]) -> None:
-        self.outbox = outbox
         self.store = store
         self.gateway = gateway
         self.topic = topics.gateway_events(store, gateway)
-        self.counters = counters
-        self.publisher: _Publisher | None = None  # set once the publisher exists
         self._notify = notify
-        self._offers: list[OfferRow] = []
-        self._rows: list[EventRow] = []
-        self._scheduled = False
-        self.closed = False
-        self.write_failures = 0
 
     def event(self, kind: str, **fields: Any) -> EventRow:
         eid = new_id()
@@ -63,15 +61,40 @@ class EventRecorder:
                    gateway=self.gateway, **{k: v for k, v in fields.items() if v is not None})
         return eid, self.topic, encode(ev)
 
+    def offer_acked(self, row: OutboxRow) -> list[EventRow]:
+        """The broker took an offer: its ``offer_published`` event (same transaction as
+        the offer row's removal, see :class:`gateway.publisher.OutboxPublisher`)."""
+        offer = msgspec.json.decode(row.payload)
+        self._notify("offer_published", {"inbox": offer.get("inbox"), "campaign": offer.get("campaign")})
+        return [self.event("offer_published", inbox=offer.get("inbox"),
+                           campaign=offer.get("campaign"), variant=offer.get("variant"),
+                           offer=row.id, zone=offer.get("zone"))]
+
+
+class EventRecorder:
+    """Group commit of this loop turn's events and offers, then the offers to ``publisher``
+    (None for offline tools: rows are durable, a publisher reads its backlog at start)."""
+
+    def __init__(self, outbox: Outbox, events: EventMaker, publisher: _Publisher | None) -> None:
+        self.outbox = outbox
+        self.events = events
+        self.event = events.event
+        self.publisher = publisher
+        self.stats = RecorderStats()
+        self._offers: list[OfferRow] = []
+        self._rows: list[EventRow] = []
+        self._scheduled = False
+        self.closed = False
+
     def decision(self, d: Decision, rows: list[EventRow], offers: list[OfferRow]) -> None:
         """Append the ``decision`` event (with its reason) and the offer, if any."""
-        self.counters.decisions += 1
+        self.stats.decisions += 1
         t = d.trigger
         rows.append(self.event("decision", inbox=t.inbox, zone=t.zone, campaign=d.campaign,
                                variant=d.variant, offer=d.offer.id if d.offer else None,
                                reason=d.reason, holdout=True if d.holdout else None))
         if d.offer is not None:
-            self.counters.offers += 1
+            self.stats.offers += 1
             offers.append((d.offer.id, topics.offers(t.inbox), encode(d.offer), d.offer.expires_at))
 
     def commit(self, offers: list[OfferRow], rows: list[EventRow]) -> None:
@@ -100,21 +123,13 @@ class EventRecorder:
         except OutboxError as exc:
             # keep them for the next turn; never hand an uncommitted offer to the publisher
             self._offers[:0], self._rows[:0] = offers, rows
-            self.write_failures += 1
-            if self.write_failures == 1 or self.write_failures % 100 == 0:
-                log.error("%s (failures=%d)", exc, self.write_failures)  # noqa: TRY400
+            self.stats.write_failures += 1
+            n = self.stats.write_failures
+            if n == 1 or n % 100 == 0:
+                log.error("%s (failures=%d)", exc, n)  # noqa: TRY400
             return
         if self.publisher is None:
             return  # rows are durable; the publisher reads its backlog when it starts
         for (oid, topic, payload, exp), seq in zip(offers, seqs, strict=True):
             self.publisher.submit(seq, OutboxRow(seq, oid, "offer", topic, payload, exp, 0))
         self.publisher.events_added()
-
-    def offer_acked(self, row: OutboxRow) -> list[EventRow]:
-        """The broker took an offer: its ``offer_published`` event (same transaction as
-        the offer row's removal, see :class:`gateway.publisher.OutboxPublisher`)."""
-        offer = msgspec.json.decode(row.payload)
-        self._notify("offer_published", {"inbox": offer.get("inbox"), "campaign": offer.get("campaign")})
-        return [self.event("offer_published", inbox=offer.get("inbox"),
-                           campaign=offer.get("campaign"), variant=offer.get("variant"),
-                           offer=row.id, zone=offer.get("zone"))]

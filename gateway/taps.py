@@ -23,7 +23,6 @@ nfcpy itself runs on its own thread, so BLE scanning never waits for it.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import re
 import time
@@ -33,6 +32,7 @@ from typing import Final
 
 import msgspec
 
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import SCHEMA_VERSION, InteractionReport, decode
 from edge.nfc import NFC_BACKOFF_BASE, NFC_BACKOFF_CAP_S, NfcReader, Tap
 from edge.nfc.records import MAX_FIELD_LEN
@@ -41,7 +41,7 @@ from gateway.decisions import Decision, DecisionEngine, TriggerEvent
 
 __all__ = ["MAX_REPORT_BYTES", "REPORT_SKEW_S", "TapRouter", "decide_tags"]
 
-log = logging.getLogger("aislecast.gateway.taps")
+log = get_logger(__name__)
 
 #: A report is ~200 bytes of JSON; anything past 2 KiB is not from our app.
 MAX_REPORT_BYTES: Final = 2048
@@ -202,9 +202,9 @@ class TapRouter:
         return last is not None and now - last < self.cfg.repeat_holdoff_s
 
     def metrics(self) -> dict[str, float]:
-        """Counters for the gateway's state message, plus whether the reader is up."""
-        out: dict[str, float] = {f"taps_{k}": float(v) for k, v in self.stats.items()}
+        """The counters, plus ``reader_up`` when a reader is configured."""
+        out: dict[str, float] = {k: float(v) for k, v in self.stats.items()}
         if self.cfg.device is not None:
             state = self.reader.stats()["state"] if self.reader is not None else "stopped"
-            out["nfc_reader_up"] = 1.0 if state == "running" else 0.0
+            out["reader_up"] = 1.0 if state == "running" else 0.0
         return out

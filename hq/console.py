@@ -98,10 +98,11 @@ class GatewayBoard:
 
     async def on_state_message(self, msg: aiomqtt.Message) -> None:
         """HQ's router hands it the messages of :data:`STATE_FILTER`."""
-        parts = msg.topic.value.split("/")
-        if len(parts) == 7 and parts[2] == "stores" and parts[6] == "state":
+        m = topics.parse(msg.topic.value)
+        if m is not None and m.kind is topics.Kind.GATEWAY_STATE:
+            assert m.store is not None and m.gateway is not None
             payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
-            self.on_state(parts[3], parts[5], bytes(payload))
+            self.on_state(m.store, m.gateway, bytes(payload))
         else:
             self.stats.bad_states += 1
 

@@ -110,14 +110,14 @@ class Ingest:
         """A gateway's event batch; returns its end-to-end acknowledgement."""
         topic = msg.topic.value
         payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
-        parts = topic.split("/")
-        if len(parts) == 7 and parts[2] == "stores" and parts[6] == "events":
+        m = topics.parse(topic)
+        if m is not None and m.kind is topics.Kind.GATEWAY_EVENTS:
             try:
                 batch = decode(payload, EventBatch)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 self._bad("events", exc)
                 return None
-            if batch.store != parts[3] or batch.gateway != parts[5]:
+            if batch.store != m.store or batch.gateway != m.gateway:
                 self._bad("events", ValueError("batch store/gateway do not match the topic"))
                 return None
             self.stats.batches += 1
@@ -133,14 +133,14 @@ class Ingest:
         """A phone's feedback; returns the acknowledgement that lets the phone forget it."""
         topic = msg.topic.value
         payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
-        parts = topic.split("/")
-        if len(parts) == 5 and parts[2] == "shoppers" and parts[4] == "feedback":
+        m = topics.parse(topic)
+        if m is not None and m.kind is topics.Kind.FEEDBACK:
             try:
                 fb = decode(payload, Feedback)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 self._bad("feedback", exc)
                 return None
-            if fb.inbox != parts[3]:
+            if fb.inbox != m.inbox:
                 self._bad("feedback", ValueError("feedback inbox does not match the topic"))
                 return None
             if max(len(fb.offer), len(fb.campaign), len(fb.store), len(fb.id)) > _MAX_REF:

@@ -57,8 +57,9 @@ class Stack:
         gw = Gateway(cfg, scanner or (lambda cb: SimScanner(self.sim, cb)))
         task = self.tg.create_task(gw.run(), name=f"test-{name}")
         self.gateways.append((gw, task))
-        if wait_ready:
-            async with asyncio.timeout(10):
+        async with asyncio.timeout(10):
+            await gw.started.wait()  # its parts exist (database opened, bundle replayed)
+            if wait_ready:
                 await gw.ready.wait()
         return gw
 

@@ -79,3 +79,33 @@ async def test_wrong_password_is_refused(secured: MosquittoProcess) -> None:
         with pytest.raises(TimeoutError):
             await phone.wait_connected(1.5)
         assert "Not authorized" in phone.stats.last_error
+
+
+async def test_hq_reads_batches_by_shared_subscription_and_acks_them(secured: MosquittoProcess) -> None:
+    """HQ's lines come from the table too: its shared subscription still delivers."""
+    hq_got: list[str] = []
+    gw_got: list[str] = []
+
+    async def on_hq(msg) -> None:  # type: ignore[no-untyped-def]
+        hq_got.append(msg.topic.value)
+
+    async def on_gw(msg) -> None:  # type: ignore[no-untyped-def]
+        gw_got.append(msg.topic.value)
+
+    async with _link(secured.port, hq_username(), "hqpass", handler=on_hq,
+                     subscriptions=[(topics.HQ_EVENTS_SHARED, 1)]) as hq, \
+            _link(secured.port, gateway_username("s1", "g1"), "gwpass", handler=on_gw,
+                  subscriptions=[(topics.gateway_acks("s1", "g1"), 1)]) as gw:
+        await hq.wait_connected(10)
+        await gw.wait_connected(10)
+        await gw.publish(topics.gateway_events("s1", "g1"), b"{}", qos=1)
+        await asyncio.wait_for(_arrived(hq_got, topics.gateway_events("s1", "g1")), 10)
+        await hq.publish(topics.gateway_acks("s1", "g1"), b"{}", qos=1)
+        await asyncio.wait_for(_arrived(gw_got, topics.gateway_acks("s1", "g1")), 10)
+        with pytest.raises(PublishDenied):  # only the gateway itself reports its state
+            await hq.publish(topics.gateway_state("s1", "g1"), b"{}", qos=1)
+
+
+async def _arrived(got: list[str], topic: str) -> None:
+    while topic not in got:
+        await asyncio.sleep(0.02)

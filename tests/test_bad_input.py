@@ -52,15 +52,15 @@ async def test_garbage_on_every_topic_is_counted_and_the_pipeline_keeps_working(
                          issued_at=1.0, expires_at=2.0, zones=[], beacons=[], campaigns=[],
                          rotation_k=9, token_tables=[])
             await evil.publish(topics.bundle(STORE), st.hq.service.signer.sign("bundle", old), qos=1)
-            await _until(lambda: sum(gw.bundles.rejected.values()) >= 2 * len(GARBAGE) + 3)
+            await _until(lambda: sum(gw.parts.bundles.rejected.values()) >= 2 * len(GARBAGE) + 3)
             await _until(lambda: phone.stats.bad_payloads >= len(GARBAGE))
             await _until(lambda: sum(st.hq.ingest.stats.bad_payloads.values()) >= 2 * len(GARBAGE))
-            assert gw.bundles.rejected["forged"] >= 1
-            assert gw.bundles.rejected["stale"] >= 1
-            assert gw.bundles.rejected["expired"] >= 1
-            assert gw.bundles.version == bundle.version  # the good bundle is still in force
-            assert gw.bundles.redelivered >= 1
-            assert gw.counters.bad_payloads.get("sighting", 0) >= len(GARBAGE) - 1
+            assert gw.parts.bundles.rejected["forged"] >= 1
+            assert gw.parts.bundles.rejected["stale"] >= 1
+            assert gw.parts.bundles.rejected["expired"] >= 1
+            assert gw.parts.bundles.version == bundle.version  # the good bundle is still in force
+            assert gw.parts.bundles.redelivered >= 1
+            assert gw.parts.counters.bad_payloads.get("sighting", 0) >= len(GARBAGE) - 1
             assert phone.stats.offers_received == 0
             # ... and everything still works: the shopper walks in and gets the offer
             st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 1.0), ("produce", 3.0)],

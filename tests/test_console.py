@@ -104,19 +104,19 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
                 }""", arg=["produce-deal", before], timeout=30_000)
             await page.locator('[data-gateway="gw-1"] [data-field="status"]').filter(
                 has_text="online").wait_for(timeout=15_000)
-            await _until(lambda: gw.counters.offers >= 2)
+            await _until(lambda: gw.parts.recorder.stats.offers >= 2)
             await asyncio.sleep(2.5)  # one more refresh, so opens and CTR catch up
             await page.screenshot(path=str(ARTIFACTS / "2-live.png"), full_page=True)
 
             # pause from the console: HQ stores it and publishes a delta to the store
-            deltas, seq = svc.stats.deltas_published, gw.bundles.delta_seq
+            deltas, seq = svc.stats.deltas_published, gw.parts.bundles.delta_seq
             await row.get_by_role("button", name="Pause produce offer").click()
             await page.locator('tr[data-campaign="produce-deal"] [data-field="status"]').filter(
                 has_text="paused").wait_for(timeout=10_000)
             assert svc.get_campaign("produce-deal").status == "paused"
             assert svc.stats.deltas_published > deltas
             assert "paused" in (await page.locator("#notice").text_content() or "")
-            await _until(lambda: gw.bundles.delta_seq > seq)  # the gateway applied the pause
+            await _until(lambda: gw.parts.bundles.delta_seq > seq)  # the gateway applied the pause
 
             # flash campaign from the form
             await page.get_by_label("Title").fill("Fresh bread -30% now")

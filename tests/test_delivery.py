@@ -27,7 +27,7 @@ async def test_expired_offer_never_reaches_a_phone_that_connects_late(
         # the phone is away while the shopper (someone else's phone in the sim) walks
         st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 2.0), ("produce", 3.0)],
                                       start=time.monotonic(), speed_mps=5.0))
-        await _until(lambda: gw.publisher.stats.offers_published >= 2)
+        await _until(lambda: gw.parts.publisher.stats.offers_published >= 2)
         await asyncio.sleep(3.0)  # the 2 s offer's MQTT expiry passes while queued
         late = st.phone(e)
         async with late:
@@ -54,19 +54,19 @@ async def test_gateway_restart_replays_outbox_without_loss(tmp_path: Path) -> No
                 st.sim.add_shopper(SimShopper(e.inbox, phone.token,
                                               [("entrance", 2.0), ("produce", 3.0)],
                                               start=time.monotonic(), speed_mps=5.0))
-                await _until(lambda: gw1.counters.offers >= 2)
+                await _until(lambda: gw1.parts.recorder.stats.offers >= 2)
                 await _until(lambda: not st.sim.shoppers)
-                pending = len(gw1.outbox)
+                pending = len(gw1.parts.outbox)
                 assert pending >= 4  # two offers plus their presence/decision events
                 await st.stop_gateway(gw1)  # restart while offline
                 gw2 = await st.start_gateway(wait_ready=False)
-                assert gw2.bundles.version >= 1  # last good bundle came back from SQLite
-                assert len(gw2.outbox) == pending
+                assert gw2.parts.bundles.version >= 1  # last good bundle came back from SQLite
+                assert len(gw2.parts.outbox) == pending
                 async with MosquittoProcess(BrokerConfig(directory=bdir, port=port)):
                     await _until(lambda: phone.stats.offers_received >= 2, timeout=60)
                     # event rows leave only on HQ's end-to-end ack (shared subs are not
                     # restored by a restarted Mosquitto 2.0, so a PUBACK is not enough)
-                    await _until(lambda: len(gw2.outbox) == 0, timeout=60)
+                    await _until(lambda: len(gw2.parts.outbox) == 0, timeout=60)
                     assert sorted(o.zone or "" for o in phone.offers.values()) == ["entrance", "produce"]
                     assert phone.stats.duplicates == 0
                     assert st.hq.ingest.stats.by_kind.get("offer_published", 0) >= 2

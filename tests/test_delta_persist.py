@@ -22,16 +22,16 @@ async def test_paused_campaign_stays_paused_after_restart(
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         await st.hq.service.pause_campaign("c-produce")
-        await _until(lambda: gw.bundles.delta_seq >= 1)
+        await _until(lambda: gw.parts.bundles.delta_seq >= 1)
         await st.stop_gateway(gw)
         gw2 = await st.start_gateway()
-        assert gw2.bundles.delta_seq >= 1  # replayed from SQLite
+        assert gw2.parts.bundles.delta_seq >= 1  # replayed from SQLite
         async with st.phone(e) as phone:
             await phone.link.wait_connected(10)
             st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("produce", 3.0)],
                                           start=time.monotonic()))
-            await _until(lambda: gw2.counters.decisions >= 1)
+            await _until(lambda: gw2.parts.recorder.stats.decisions >= 1)
             await asyncio.sleep(1.0)
             assert phone.stats.offers_received == 0
-            assert gw2.bundles.redelivered >= 1  # the retained bundle came again, quietly
-            assert sum(gw2.bundles.rejected.values()) == 0
+            assert gw2.parts.bundles.redelivered >= 1  # the retained bundle came again, quietly
+            assert sum(gw2.parts.bundles.rejected.values()) == 0

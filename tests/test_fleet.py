@@ -6,9 +6,9 @@ from aislecast.kernel.schema import Beacon
 from edge.advert import Advertisement
 from edge.frames import APPLE_COMPANY_ID, encode_eddystone_tlm, encode_eddystone_uid, encode_ibeacon
 from gateway.adverts import AdvertRouter
-from gateway.app import GatewayCounters
 from gateway.fleet import FleetHealth
 from gateway.identity import IdentityResolver
+from gateway.parts import GatewayCounters
 
 UUID = "e2c56db5-dffb-48d2-b060-d0f5a71096e0"
 

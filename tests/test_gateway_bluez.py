@@ -119,7 +119,7 @@ async def test_gateway_on_fake_bluez_offers_and_recovers(
         gw.listeners.append(lambda kind, data: entered.append(data) if kind == "enter" else None)
 
         # 1. fixed beacons, then a shopper's token: zone_enter and an offer on the phone
-        await until(lambda: gw.metrics()["beacons_heard"] == 2)
+        await until(lambda: gw.metrics()["fleet_beacons_heard"] == 2)
         phone = st.phone(e)
         async with phone:
             await phone.link.wait_connected(10)
@@ -150,6 +150,6 @@ async def test_gateway_on_fake_bluez_offers_and_recovers(
         assert m["scanner_recoveries_restart"] >= 2
         assert m["scanner_recoveries_power_cycle"] == m["scanner_recoveries_recreate"] == 0
         assert m["scanner_last_advert_age_s"] < 1.0
-        assert m["beacons_heard"] == 2
+        assert m["fleet_beacons_heard"] == 2
         assert phone.stats.offers_received == 1  # cap 1: the same visit, no second offer
         assert "scanner_state" not in m and "scanner_last_advert_monotonic" not in m

@@ -59,5 +59,5 @@ def test_verdicts_name_what_to_do(tmp_path: Path) -> None:
     assert verdict(None, cfg, 1005.0).code == 2
     assert "old" in verdict(ok, cfg, 1100.0).reason
     denied = GatewayState(v=1, gateway="g", store="s", status="online", version="x",
-                          metrics={"bundle_version": 3, "publish_denied": 2}, ts=1000.0)
+                          metrics={"bundle_version": 3, "publisher_denied": 2}, ts=1000.0)
     assert "credentials" in verdict(denied, cfg, 1001.0).reason

@@ -59,7 +59,7 @@ async def test_learn_loop_model_and_grants_reach_the_gateway(broker: MosquittoPr
         try:
             async with asyncio.timeout(20):
                 while True:  # no bundle was published by hand: only the loop sends one
-                    b = gw.bundles.current
+                    b = gw.parts.bundles.current
                     model = b.model if b is not None else None
                     camp = next((c for c in b.campaigns if c.id == "c-budget"), None) if b else None
                     if model is not None and model.samples == 6 and camp is not None \
@@ -69,7 +69,7 @@ async def test_learn_loop_model_and_grants_reach_the_gateway(broker: MosquittoPr
             assert model.weights and any(w != 0 for w in model.weights)
             assert model.arms["c-budget/a"] == ArmStats(5.0, 3.0)  # clicks, misses + prior
             assert set(model.profiles) == set(inboxes)
-            assert gw.decider.ranker.model == model  # ranking uses it
+            assert gw.parts.decider.ranker.model == model  # ranking uses it
             assert camp.budget.grants["*"] == 0 and camp.budget.grants["gw-1"] <= 100
             learned = hq.metrics.snapshot()["learning"]
             assert learned["rounds"] >= 1 and learned["republished"] >= 1

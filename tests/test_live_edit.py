@@ -44,7 +44,7 @@ async def _walk_in(st: Stack, gw: Gateway, phone: Phone, inbox: str) -> dict[str
 
 async def _delta_applied(gw: Gateway, seq: int) -> float:
     t0 = time.monotonic()
-    await _until(lambda: gw.bundles.delta_seq > seq, timeout=10)
+    await _until(lambda: gw.parts.bundles.delta_seq > seq, timeout=10)
     return time.monotonic() - t0
 
 
@@ -68,7 +68,7 @@ async def test_edit_then_pause_reach_the_next_shopper(broker: MosquittoProcess,
             # live edit: a new title reaches the next offer
             body = msgspec.to_builtins((await api.get("/api/campaigns/live")).json())
             body["creatives"] = [msgspec.to_builtins(Creative(id="a", title="Fresh: 2 for 1"))]
-            seq = gw.bundles.delta_seq
+            seq = gw.parts.bundles.delta_seq
             r = await api.put("/api/campaigns/live", json=body)
             assert r.status_code == 200, r.text
             assert await _delta_applied(gw, seq) < APPLY_WITHIN_S
@@ -78,15 +78,15 @@ async def test_edit_then_pause_reach_the_next_shopper(broker: MosquittoProcess,
             assert [o.title for o in phones[1].offers.values()] == ["Fresh: 2 for 1"]
 
             # pause: the next shopper entering gets no offer, and the reason says why
-            seq = gw.bundles.delta_seq
+            seq = gw.parts.bundles.delta_seq
             r = await api.post("/api/campaigns/live/pause")
             assert r.status_code == 200 and r.json()["status"] == "paused"
             assert await _delta_applied(gw, seq) < APPLY_WITHIN_S
-            offers_before = gw.counters.offers
+            offers_before = gw.parts.recorder.stats.offers
             d2 = await _walk_in(st, gw, phones[2], shoppers[2].inbox)
             assert d2["reason"] == "campaign_paused"
             await asyncio.sleep(1.0)
-            assert gw.counters.offers == offers_before
+            assert gw.parts.recorder.stats.offers == offers_before
             assert phones[2].stats.offers_received == 0
             # HQ's event log names the pause and the campaign
             await _until(lambda: bool(st.hq.db.query(

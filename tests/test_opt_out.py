@@ -27,19 +27,19 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
         async with st.phone(e) as phone:
             await phone.link.wait_connected(10)
             token = phone.token().hex()
-            assert all(gw.identity.resolve(token, time.time()) == e.inbox for gw in gws)
+            assert all(gw.parts.identity.resolve(token, time.time()) == e.inbox for gw in gws)
             t0 = time.monotonic()
             deltas_before = st.hq.service.stats.deltas_published
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{st.hq.http_port}") as http:
                 r = await http.post(f"/api/shoppers/{e.inbox}/opt-out")
                 assert r.status_code == 200
-            await _until(lambda: all(gw.identity.resolve(token, time.time()) is None for gw in gws))
+            await _until(lambda: all(gw.parts.identity.resolve(token, time.time()) is None for gw in gws))
             applied_s = time.monotonic() - t0
             assert st.hq.service.stats.deltas_published == deltas_before + 1  # the fast path, not bundles
             assert applied_s < 5.0, f"opt-out took {applied_s:.2f} s to reach both gateways"
             # the other shopper still resolves; the opted-out one is gone from new bundles too
             other = st.phone(keep).token().hex()
-            assert all(gw.identity.resolve(other, time.time()) == keep.inbox for gw in gws)
+            assert all(gw.parts.identity.resolve(other, time.time()) == keep.inbox for gw in gws)
             bundle = st.hq.service.build_bundle(STORE)
             assert all(e.inbox not in t.tokens.values() for t in bundle.token_tables)
             # walking in now yields no presence and no offer
@@ -47,4 +47,4 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
                                           start=time.monotonic()))
             await asyncio.sleep(2.5)
             assert phone.stats.offers_received == 0
-            assert all(e.inbox not in gw.presence.present() for gw in gws)
+            assert all(e.inbox not in gw.parts.presence.present() for gw in gws)

@@ -12,10 +12,6 @@ from gateway.publisher import OutboxPublisher
 from gateway.storage import open_db
 
 
-class _Link:  # publish() is never reached in these tests
-    connected = None
-
-
 def _full(ob: Outbox) -> None:
     pages = ob.db.conn.execute("PRAGMA page_count").fetchone()[0]
     ob.db.conn.execute(f"PRAGMA max_page_count = {pages}")
@@ -34,7 +30,7 @@ def test_disk_full_raises_a_clear_error_and_keeps_the_count(tmp_path: Path) -> N
 def test_publisher_keeps_acks_when_the_write_fails_and_commits_them_later(tmp_path: Path) -> None:
     ob = Outbox(open_db(tmp_path / "gw.sqlite"))
     seq = ob.add(offers=[("o1", "t", b"{}", time.time() + 60)])[0]
-    pub = OutboxPublisher(ob, _Link(), events_topic="t", batch_header=b"")  # type: ignore[arg-type]
+    pub = OutboxPublisher(ob, events_topic="t", batch_header=b"")
     pub._acked.append(seq)
     pub._ack_events.append(("pub1", "t", b"z" * 8000))
     _full(ob)
@@ -50,7 +46,7 @@ def test_shutdown_flush_means_an_acked_offer_is_not_published_again(tmp_path: Pa
     path = tmp_path / "gw.sqlite"
     ob = Outbox(open_db(path))
     seq = ob.add(offers=[("o1", "t", b"{}", time.time() + 60)])[0]
-    pub = OutboxPublisher(ob, _Link(), events_topic="t", batch_header=b"")  # type: ignore[arg-type]
+    pub = OutboxPublisher(ob, events_topic="t", batch_header=b"")
     pub._acked.append(seq)  # the broker's PUBACK arrived just before SIGTERM
     pub.flush()  # what Gateway.run does on the way out
     ob.db.conn.close()

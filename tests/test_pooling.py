@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from aislecast.kernel import topics
 from aislecast.kernel.presence_schema import SightingSummary
 from aislecast.kernel.schema import decode
-from gateway.pooling import SightingPool, presence_peer, presence_topic
+from gateway.pooling import SightingPool
 from gateway.presence import PresenceEngine
 
 RADII = {"entrance": 4.0, "checkout": 4.0}
@@ -18,14 +19,13 @@ def _pair() -> tuple[SightingPool, SightingPool]:
 def _exchange(a: SightingPool, b: SightingPool, ts: float) -> None:
     for src, dst in ((a, b), (b, a)):
         for payload in src.build(ts, 1.7e9):
-            assert dst.ingest(src.topic, payload, ts) is not None
+            assert dst.ingest(src.gateway, payload, ts) is not None
 
 
 def test_topic_and_payload() -> None:
-    assert presence_topic("st", "gw-1") == "px/v1/stores/st/gateways/gw-1/presence"
-    assert presence_peer("px/v1/stores/st/gateways/gw-1/presence", "st") == "gw-1"
-    assert presence_peer("px/v1/stores/st/gateways/gw-1/events", "st") is None
     a, _ = _pair()
+    assert a.topic == "px/v1/stores/st/gateways/gw-1/presence"
+    assert topics.parse(a.topic) == topics.TopicMatch(topics.Kind.GATEWAY_PRESENCE, "st", "gw-1")
     a.engine.observe("inbox-1", "entrance", -55, -59, 0.0)
     (payload,) = a.build(0.5, 1.7e9)
     msg = decode(payload, SightingSummary)
@@ -54,11 +54,11 @@ def test_walking_from_one_gateway_to_the_other_hands_over_once() -> None:
 
 def test_bad_and_foreign_payloads_are_counted() -> None:
     a, _ = _pair()
-    assert a.ingest("px/v1/stores/st/gateways/gw-2/presence", b"not json", 0.0) is None
-    assert a.ingest("px/v1/stores/st/gateways/gw-2/presence",
+    assert a.ingest("gw-2", b"not json", 0.0) is None
+    assert a.ingest("gw-2",
                     b'{"v":1,"store":"other","gateway":"gw-2","ts":0,"sightings":[]}', 0.0) is None
-    assert a.ingest("px/v1/stores/st/gateways/gw-2/presence",
+    assert a.ingest("gw-2",
                     b'{"v":1,"store":"st","gateway":"gw-2","ts":0,'
                     b'"sightings":[["x","entrance",-3,true,0]]}', 0.0) is None
-    assert a.ingest(a.topic, b"anything", 0.0) == []  # our own echo
-    assert a.bad == 3
+    assert a.ingest("gw-1", b"anything", 0.0) == []  # our own echo
+    assert a.stats.bad == 3

@@ -14,10 +14,9 @@ from aislecast.apps.scenarios import setup_store
 from aislecast.kernel.campaign import Campaign, Caps, Creative, Schedule, Trigger, Window
 from aislecast.kernel.schema import Store
 from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
-from edge.sim_scanner import SimScanner
-from edge.simstore import STORE_UUID, SimStore, default_zones
-from gateway.app import Gateway
+from edge.simstore import STORE_UUID, default_zones
 from gateway.config import load_config
+from gateway.parts import GatewayParts
 from gateway.schedule import ScheduleTicker
 from hq.db import HqDb
 from hq.service import HqService
@@ -80,7 +79,7 @@ def test_first_sight_mid_window_zones_and_pause() -> None:
     assert len(ticker) == 0
 
 
-def _gateway(tmp_path: Path, campaigns: list[Campaign]) -> Gateway:
+def _gateway(tmp_path: Path, campaigns: list[Campaign]) -> GatewayParts:
     key = load_or_create_signing_key(tmp_path / "hq.pem")
     svc = HqService(HqDb(f"sqlite:///{tmp_path}/hq.sqlite"), Signer(key))
     setup_store(svc, STORE, default_zones(), STORE_UUID)
@@ -90,10 +89,9 @@ def _gateway(tmp_path: Path, campaigns: list[Campaign]) -> Gateway:
     cfg = load_config({"gateway": "gw-s", "store": STORE, "data_dir": str(tmp_path / "gw"),
                        "hq_public_key": public_key_pem(Signer(key).public_key),
                        "scanner": {"backend": "sim"}})
-    sim = SimStore(default_zones())
-    gw = Gateway(cfg, lambda cb: SimScanner(sim, cb))
-    gw._apply_bundle(svc.build_bundle(STORE))  # what a verified bundle does
-    return gw
+    parts = GatewayParts.open(cfg, notify=lambda kind, data: None, on_bundle=lambda: None)
+    parts.apply_bundle(svc.build_bundle(STORE))  # what a verified bundle does
+    return parts
 
 
 def test_gateway_ticks_decide_within_caps(tmp_path: Path) -> None:
@@ -107,15 +105,15 @@ def test_gateway_ticks_decide_within_caps(tmp_path: Path) -> None:
         gw.presence.observe("shopper-1", "entrance", -45, -59, t + i * 0.2)
     assert gw.presence.present() == {"shopper-1": "entrance"}
     day = "2025-03-05"
-    assert gw.schedule_tick(_at(day, "09:59")) == []
-    first = gw.schedule_tick(_at(day, "10:00"))
+    assert gw.triggers.schedule_tick(_at(day, "09:59")) == []
+    first = gw.triggers.schedule_tick(_at(day, "10:00"))
     assert [(d.reason, d.campaign) for d in first] == [("offer", "twice")]
     assert first[0].offer is not None and first[0].offer.title == "twice now"
-    assert gw.schedule_tick(_at(day, "11:00")) == []
-    second = gw.schedule_tick(_at(day, "15:00"))
+    assert gw.triggers.schedule_tick(_at(day, "11:00")) == []
+    second = gw.triggers.schedule_tick(_at(day, "15:00"))
     assert [(d.reason, d.campaign) for d in second] == [("cap_per_day", "twice")]
-    assert gw.schedule_tick(_at(day, "16:00")) == []
-    third = gw.schedule_tick(_at("2025-03-06", "10:00"))  # a new local day
+    assert gw.triggers.schedule_tick(_at(day, "16:00")) == []
+    third = gw.triggers.schedule_tick(_at("2025-03-06", "10:00"))  # a new local day
     assert [d.reason for d in third] == ["offer"]
-    assert gw.counters.offers == 2 and gw.counters.decisions == 3
-    gw.db.conn.close()
+    assert gw.recorder.stats.offers == 2 and gw.recorder.stats.decisions == 3
+    gw.close()

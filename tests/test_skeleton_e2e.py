@@ -42,7 +42,7 @@ async def test_shopper_walks_into_zone_and_phone_gets_exactly_one_offer(
                 "SELECT kind, reason FROM events WHERE inbox = ? AND kind = 'decision'", (e.inbox,))
             reasons = [r[1] for r in rows]
             assert "offer" in reasons
-            assert gw.counters.adverts_decoded > 0
+            assert gw.parts.counters.adverts_decoded > 0
 
 
 async def test_shopper_who_is_not_opted_in_gets_nothing(broker: MosquittoProcess, tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ async def test_shopper_who_is_not_opted_in_gets_nothing(broker: MosquittoProcess
             await phone.link.wait_connected(10)
             st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 3.0)],
                                           start=time.monotonic()))
-            await _until(lambda: gw.counters.tokens_unknown >= 5)
+            await _until(lambda: gw.parts.counters.tokens_unknown >= 5)
             await asyncio.sleep(1.0)
             assert phone.stats.offers_received == 0
-            assert gw.counters.presence_events == 0
+            assert gw.parts.triggers.stats.presence_events == 0

@@ -83,8 +83,8 @@ async def test_phone_tap_on_the_gateway_reader_gives_exactly_one_offer(
             assert bystander.stats.offers_received == 0
             offer = next(iter(phone.offers.values()))
             assert (offer.campaign, offer.zone) == ("till-tap", "checkout")
-            assert gw.taps.stats["reader_taps"] == 1
-            assert gw.metrics()["nfc_reader_up"] == 1.0
+            assert gw.parts.taps.stats["reader_taps"] == 1
+            assert gw.metrics()["taps_reader_up"] == 1.0
             await _until(lambda: st.hq.ingest.stats.by_kind.get("tap", 0) >= 1)
             rows = st.hq.db.query("SELECT reason, body FROM events WHERE kind = 'tap' AND inbox = ?",
                                   (e.inbox,))
@@ -112,8 +112,8 @@ async def test_shelf_tag_tap_reported_by_the_app_gives_the_products_offer(
             payload = _report(phone, "tap", "T-99", product="milk-1l", zone="bakery")
             for _ in range(2):
                 await phone.link.publish(topics.interactions(STORE, phone.inbox), payload, qos=1)
-            await _until(lambda: gw.taps.stats["report_duplicates"] >= 1)
-            assert gw.taps.stats["report_taps"] == 2
+            await _until(lambda: gw.parts.taps.stats["report_duplicates"] >= 1)
+            assert gw.parts.taps.stats["report_taps"] == 2
             await _until(lambda: st.hq.ingest.stats.by_kind.get("tap", 0) >= 2)
             rows = st.hq.db.query("SELECT zone, body FROM events WHERE kind = 'tap' ORDER BY ts")
             details = [json.loads(r[1])["detail"] for r in rows]
@@ -154,7 +154,7 @@ async def test_qr_scan_via_hq_short_link_is_recorded_and_decided(
                                      _report(phone, "scan", "T-5", code=link["code"]), qos=1)
             await _until(lambda: phone.stats.offers_received >= 1)
             assert next(iter(phone.offers.values())).campaign == "coffee-scan"
-            assert gw.taps.stats["report_scans"] == 1
+            assert gw.parts.taps.stats["report_scans"] == 1
 
 
 async def test_a_reader_that_is_gone_does_not_disturb_ble_presence(
@@ -171,12 +171,12 @@ async def test_a_reader_that_is_gone_does_not_disturb_ble_presence(
             st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 1.0), ("produce", 5.0)],
                                           start=time.monotonic(), speed_mps=5.0))
             await _until(lambda: phone.stats.offers_received >= 1, timeout=15)
-            assert gw.counters.presence_events > 0
+            assert gw.parts.triggers.stats.presence_events > 0
             assert not task.done()
-            reader = gw.taps.reader
+            reader = gw.parts.taps.reader
             assert reader is not None and reader.stats()["open_failures"] != 0
             assert reader.stats()["state"] == "waiting_for_device"
-            assert gw.metrics()["nfc_reader_up"] == 0.0
+            assert gw.metrics()["taps_reader_up"] == 0.0
 
 
 async def test_hostile_interaction_reports_are_counted_and_dropped(
@@ -210,14 +210,14 @@ async def test_hostile_interaction_reports_are_counted_and_dropped(
             ]
             for payload in hostile:
                 await phone.link.publish(topics.interactions(STORE, phone.inbox), payload, qos=1)
-            await _until(lambda: sum(v for k, v in gw.counters.bad_payloads.items()
+            await _until(lambda: sum(v for k, v in gw.parts.counters.bad_payloads.items()
                                      if k.startswith("interaction")) >= len(hostile))
-            bad = gw.counters.bad_payloads
+            bad = gw.parts.counters.bad_payloads
             assert bad["interaction_stale"] == 1 and bad["interaction_unresolved"] == 1
             assert gw.link.stats.handler_errors == 0
             await asyncio.sleep(0.3)
             assert phone.stats.offers_received == 0
-            assert gw.counters.decisions == 0
+            assert gw.parts.recorder.stats.decisions == 0
             # the gateway is fine: a good report still works
             await phone.link.publish(topics.interactions(STORE, phone.inbox),
                                      _report(phone, "tap", "T-1"), qos=1)
@@ -238,7 +238,7 @@ async def test_a_report_with_another_shoppers_token_is_refused(
             await pb.link.wait_connected(10)
             await pa.link.publish(topics.interactions(STORE, pa.inbox), _report(pb, "tap", "T-1"),
                                   qos=1)
-            await _until(lambda: gw.counters.bad_payloads.get("interaction_sender", 0) == 1)
+            await _until(lambda: gw.parts.counters.bad_payloads.get("interaction_sender", 0) == 1)
             await asyncio.sleep(0.3)
             assert pa.stats.offers_received == pb.stats.offers_received == 0
-            assert gw.counters.decisions == 0
+            assert gw.parts.recorder.stats.decisions == 0

@@ -92,7 +92,7 @@ async def test_restart_mid_visit_keeps_the_per_visit_cap(broker: MosquittoProces
             st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 60.0)],
                                           start=time.monotonic(), speed_mps=5.0))
             await _until(lambda: phone.stats.offers_received >= 1)
-            visit = gw1.visits.current(e.inbox)
+            visit = gw1.parts.visits.current(e.inbox)
             assert visit is not None
             await st.stop_gateway(gw1)  # restart mid-visit, same name and data dir
             gw2 = await st.start_gateway()
@@ -100,9 +100,9 @@ async def test_restart_mid_visit_keeps_the_per_visit_cap(broker: MosquittoProces
             gw2.listeners.append(lambda kind, d: reasons.append(d["reason"])
                                  if kind == "enter" and d["inbox"] == e.inbox else None)
             await _until(lambda: bool(reasons))
-            assert gw2.visits.resumed >= 1
-            assert gw2.visits.current(e.inbox) == visit
+            assert gw2.parts.visits.resumed >= 1
+            assert gw2.parts.visits.current(e.inbox) == visit
             assert reasons[0] == "cap_per_visit"
             await asyncio.sleep(1.0)
-            assert gw2.counters.offers == 0
+            assert gw2.parts.recorder.stats.offers == 0
             assert phone.stats.offers_received == 1

@@ -112,7 +112,7 @@ def _health(args: argparse.Namespace) -> int:
         if state is not None:
             m = state.metrics
             print(f"  bundle v{state.bundle_version}, shoppers present {m.get('shoppers_present', 0):.0f}, "
-                  f"offers published {m.get('offers_published', 0):.0f}, "
+                  f"offers published {m.get('publisher_offers_published', 0):.0f}, "
                   f"outbox {m.get('outbox_rows', 0):.0f}, mqtt connects {m.get('mqtt_connects', 0):.0f}")
     return v.code
 

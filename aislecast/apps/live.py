@@ -23,16 +23,16 @@ def _render(state: DemoState) -> Group:
         head.add_row(
             f"[b]{time.monotonic() - state.started:5.0f} s[/b]",
             f"adverts {int(m['adverts']):,}",
-            f"presence {int(m['presence_events'])}",
-            f"decisions {int(m['decisions'])}",
-            f"offers {int(m['offers_published'])}",
+            f"presence {int(m['triggers_presence_events'])}",
+            f"decisions {int(m['recorder_decisions'])}",
+            f"offers {int(m['publisher_offers_published'])}",
             f"ingested {hq.ingest.stats.events_ingested}",
             f"outbox {int(m['outbox_rows'])}",
         )
     shoppers = Table(title="shoppers (pseudonymous inboxes)", expand=True)
     for col in ("inbox", "zone", "offers", "opened"):
         shoppers.add_column(col)
-    present = gw.presence.present() if gw is not None else {}
+    present = gw.parts.presence.present() if gw is not None else {}
     for p in state.phones:
         shoppers.add_row(p.inbox[:10], present.get(p.inbox, "[dim]-[/dim]"),
                          str(p.stats.offers_received), str(p.stats.opened))

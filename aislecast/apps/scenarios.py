@@ -155,7 +155,7 @@ async def _taps(service: HqService, store: str, state: Any,
         gw = state.gateway
         if gw is None:
             continue
-        for inbox, zone in list(gw.presence.present().items()):
+        for inbox, zone in list(gw.parts.presence.present().items()):
             tap(gw, kinds[i % len(kinds)], inbox, zone, "tag-coffee")
             i += 1
 
@@ -218,7 +218,7 @@ async def _interactions(service: HqService, store: str, state: Any) -> None:
     while True:
         await asyncio.sleep(2.0)
         gw = state.gateway
-        present = gw.presence.present() if gw is not None else {}
+        present = gw.parts.presence.present() if gw is not None else {}
         for phone in [p for p in state.phones if p.inbox in present]:
             kind: Literal["tap", "scan"] = "scan" if i % 2 else "tap"
             i += 1

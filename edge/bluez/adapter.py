@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -20,9 +19,11 @@ from typing import Any, Final
 from dbus_fast import BusType, DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from aislecast.kernel.logs import get_logger
+
 __all__ = ["AdapterEvent", "AdapterState", "AdapterWatch", "read_adapter_state"]
 
-_LOG = logging.getLogger(__name__)
+_LOG = get_logger(__name__)
 
 BLUEZ: Final = "org.bluez"
 ADAPTER1: Final = "org.bluez.Adapter1"

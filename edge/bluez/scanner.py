@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import Counter
 from types import TracebackType
@@ -25,6 +24,7 @@ from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
+from aislecast.kernel.logs import get_logger
 from edge.advert import Advertisement
 from edge.bluez.adapter import AdapterEvent, AdapterWatch
 from edge.bluez.errors import (
@@ -40,7 +40,7 @@ from edge.scanner import AdvertCallback
 
 __all__ = ["PASSIVE_OR_PATTERNS", "BlueZScanner", "ScanMode"]
 
-_LOG = logging.getLogger(__name__)
+_LOG = get_logger(__name__)
 
 ScanMode = Literal["auto", "active", "passive"]
 

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 import nfc.clf
 
+from aislecast.kernel.logs import get_logger
 from edge.nfc._const import (
     NFC_BACKOFF_BASE,
     NFC_BACKOFF_CAP_S,
@@ -34,7 +35,7 @@ from edge.nfc._tap import Tap
 
 __all__ = ["TECHNOLOGIES", "NfcReader"]
 
-log = logging.getLogger("aislecast.nfc")
+log = get_logger(__name__)
 
 #: Technologies nfcpy can poll for: ISO 14443-A, -B and FeliCa at 212/424 kbit/s.
 TECHNOLOGIES = frozenset({"106A", "106B", "212F", "424F"})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import random
 import socket
 import threading
@@ -24,6 +23,7 @@ import nfc
 import nfc.clf
 import nfc.tag
 
+from aislecast.kernel.logs import get_logger
 from edge.nfc._cards import IsoDepCard, Type2Card, Type3Card, type2_image, type3_blocks
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
     "type3_blocks",
 ]
 
-log = logging.getLogger("aislecast.nfc.emulator")
+log = get_logger(__name__)
 Card = Type2Card | Type3Card | IsoDepCard
 
 

@@ -2,18 +2,18 @@
 
 from gateway.decisions._compiled import Compiled, LocalClock, Rejection, in_windows
 from gateway.decisions._engine import Decision, DecisionEngine, TriggerEvent, in_holdout
-from gateway.decisions._peers import apply_peer_batch, peer_events_filter, peer_gateway
+from gateway.decisions._paused import PausedCampaigns
+from gateway.decisions._peers import apply_peer_batch
 
 __all__ = [
     "Compiled",
     "Decision",
     "DecisionEngine",
     "LocalClock",
+    "PausedCampaigns",
     "Rejection",
     "TriggerEvent",
     "apply_peer_batch",
     "in_holdout",
     "in_windows",
-    "peer_events_filter",
-    "peer_gateway",
 ]

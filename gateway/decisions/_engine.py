@@ -86,8 +86,6 @@ class DecisionEngine:
         self._wild: dict[str, list[Compiled]] = {}
         self._opted_out: set[str] = set()
         self.rejected: dict[str, Rejection] = {}
-        self.decisions = 0
-        self.offers = 0
 
     # ---- configuration --------------------------------------------------------------
     def load(self, campaigns: list[Campaign], opt_outs: list[str], *, tz: str | None = None,
@@ -188,7 +186,6 @@ class DecisionEngine:
         self.ledger.flush()
 
     def decide(self, t: TriggerEvent) -> Decision:
-        self.decisions += 1
         self.ledger.tick()
         if t.inbox in self._opted_out:
             return Decision(t, "no_consent")
@@ -236,5 +233,4 @@ class DecisionEngine:
             title=cr.title, body=cr.body, format=cr.format, cta=cr.cta, url=cr.url,
             image_url=cr.image_url, coupon_code=cr.coupon_code, zone=t.zone,
         )
-        self.offers += 1
         return Decision(t, "offer", c.id, cr.id, offer)

@@ -11,24 +11,10 @@ from __future__ import annotations
 
 import msgspec
 
-from aislecast.kernel import topics
 from aislecast.kernel.schema import EventBatch, decode
 from gateway.decisions._engine import DecisionEngine
 
-__all__ = ["apply_peer_batch", "peer_events_filter", "peer_gateway"]
-
-
-def peer_events_filter(store: str) -> str:
-    return topics.gateway_events(store, "+")
-
-
-def peer_gateway(topic: str, store: str) -> str | None:
-    """The gateway id of a store events topic, or None when ``topic`` is not one."""
-    head = f"{topics.PREFIX}/stores/{store}/gateways/"
-    if not topic.startswith(head) or not topic.endswith("/events"):
-        return None
-    gw = topic[len(head):-len("/events")]
-    return gw if gw and "/" not in gw else None
+__all__ = ["apply_peer_batch"]
 
 
 def apply_peer_batch(engine: DecisionEngine, payload: bytes, own_gateway: str) -> int:
