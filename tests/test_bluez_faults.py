@@ -148,7 +148,7 @@ async def test_endless_silence_walks_the_whole_ladder_and_keeps_going(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sink = Sink()
-    caplog.set_level(logging.INFO, logger="edge.bluez")
+    caplog.set_level(logging.INFO, logger="aislecast.edge.bluez")
     async with BlueZScanner(sink, watchdog=FAST_LADDER) as scanner:
         await sink.flowing_after(time.monotonic())
         beacons.mute("never")

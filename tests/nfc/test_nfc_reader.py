@@ -126,7 +126,7 @@ async def test_reader_gone_then_back(port: int, message: bytes,
         return clf
 
     monkeypatch.setattr(reader_mod, "open_frontend", flaky_open)
-    caplog.set_level(logging.INFO, logger="aislecast.nfc")
+    caplog.set_level(logging.INFO, logger="aislecast.edge.nfc")
     taps, reader = await _run(port, Type2Card(type2_image(message)),
                               emu_kw={"gap_s": 0.2})
     stats = reader.stats()
@@ -139,7 +139,7 @@ async def test_reader_gone_then_back(port: int, message: bytes,
 
 async def test_missing_device_logged_once_retried_and_exits_fast(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="aislecast.nfc")
+    caplog.set_level(logging.DEBUG, logger="aislecast.edge.nfc")
     reader = NfcReader("tty:aislecastnone9:pn532", lambda t: None, poll_interval=0.02,
                        mute_after_tap_s=0.0, backoff_cap_s=0.02)
     async with reader:
