@@ -132,7 +132,8 @@ async def _serve(cfg: GatewayConfig) -> None:
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     sc = cfg.scanner
     gw = Gateway(cfg, lambda cb: make_scanner(sc.backend, cb, adapter=sc.adapter, mode=sc.mode,
-                                              sim_seed=sc.sim_seed))
+                                              sim_seed=sc.sim_seed),
+                 metrics_port=cfg.metrics_port)
     await gw.run()
 
 
