@@ -58,6 +58,7 @@ async def test_learn_loop_model_and_grants_reach_the_gateway(broker: MosquittoPr
         gw_task = asyncio.create_task(gw.run())
         try:
             async with asyncio.timeout(20):
+                await gw.started.wait()  # its parts exist only once it runs
                 while True:  # no bundle was published by hand: only the loop sends one
                     b = gw.parts.bundles.current
                     model = b.model if b is not None else None

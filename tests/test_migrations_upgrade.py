@@ -52,8 +52,8 @@ async def test_old_store_databases_upgrade_and_deliver(broker: MosquittoProcess,
                 gw = await st.start_gateway(
                     name, store=store,
                     hq_public_key=(FIXTURES / "hq-v1.pub.pem").read_text())
-                assert gw.bundles.version == gw_facts["bundle_version"]
-                assert gw.bundles.delta_seq == gw_facts["delta_seq"]
+                assert gw.parts.bundles.version == gw_facts["bundle_version"]
+                assert gw.parts.bundles.delta_seq == gw_facts["delta_seq"]
 
                 ids = gw_facts["events"]
                 marks = ", ".join("?" * len(ids))
@@ -65,10 +65,10 @@ async def test_old_store_databases_upgrade_and_deliver(broker: MosquittoProcess,
 
                 await until(delivered)
                 await until(lambda: len(received) >= len(gw_facts["long_offers"]))
-                await until(lambda: not gw.outbox.pending("event", limit=100))
+                await until(lambda: not gw.parts.outbox.pending("event", limit=100))
                 assert sorted(o.id for o in received) == gw_facts["long_offers"]
-                assert gw.outbox.pending("offer", limit=100) == []
-                assert gw.publisher.stats.offers_expired == (
+                assert gw.parts.outbox.pending("offer", limit=100) == []
+                assert gw.parts.publisher.stats.offers_expired == (
                     len(gw_facts["offers"]) - len(gw_facts["long_offers"]))
                 r = hq.service.get_campaign("c-produce")
                 assert r.stores == [store]

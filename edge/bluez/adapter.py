@@ -178,7 +178,7 @@ class AdapterWatch:
     # signals ----------------------------------------------------------------------------
     def _emit(self, event: AdapterEvent) -> None:
         _LOG.info("bluez adapter event path=%s event=%s", self.path, event.value,
-                  extra={"adapter_path": self.path, "event": event.value})
+                  adapter_path=self.path, code=event.value)
         self._on_event(event)
 
     def _on_message(self, msg: Message) -> None:

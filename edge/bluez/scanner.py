@@ -155,7 +155,7 @@ class BlueZScanner:
             self._state = "recovering"
             self._schedule(Stage.RECREATE, "start_failed", 0.0)
             _LOG.warning("bluez scanner not started yet, retrying in background adapter=%s",
-                         self._adapter, extra={"adapter": self._adapter})
+                         self._adapter, adapter=self._adapter)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._task = self._tg.create_task(
@@ -283,7 +283,7 @@ class BlueZScanner:
         log = _LOG.exception if cls is ErrorClass.UNKNOWN else _LOG.warning
         log("bluez step failed adapter=%s stage=%s attempt=%d error_class=%s error=%r hint=%s",
             self._adapter, stage, attempt, cls.value, exc, hint_for(cls),
-            extra={"adapter": self._adapter, "stage": stage, "error_class": cls.value})
+            adapter=self._adapter, stage=stage, error_class=cls.value)
         return cls
 
     async def _supervise(self) -> None:
@@ -361,8 +361,7 @@ class BlueZScanner:
         elapsed_ms = (time.monotonic() - t0) * 1000
         _LOG.info("bluez recovery ok adapter=%s stage=%s reason=%s mode=%s elapsed_ms=%.1f",
                   self._adapter, stage.label, reason, self._mode, elapsed_ms,
-                  extra={"adapter": self._adapter, "stage": stage.label, "reason": reason,
-                         "elapsed_ms": elapsed_ms})
+                  adapter=self._adapter, stage=stage.label, reason=reason, elapsed_ms=elapsed_ms)
 
     # health -------------------------------------------------------------------------------------
     def errors_by_class(self) -> dict[str, int]:

@@ -125,7 +125,7 @@ class NfcReader:
         if not stopped:
             log.error(
                 "nfc reader thread did not stop within %.1f s", self._stop_timeout,
-                extra={"event": "nfc_stop_timeout", "device": self.device},
+                code="nfc_stop_timeout", device=self.device,
             )
         self._state = "stopped"
 
@@ -147,7 +147,7 @@ class NfcReader:
             self._on_tap(tap)
         except Exception:
             self._stats["callback_errors"] += 1
-            log.exception("nfc on_tap callback failed", extra={"event": "nfc_callback_error"})
+            log.exception("nfc on_tap callback failed", code="nfc_callback_error")
 
     def _finished(self) -> None:
         if self._done is not None and not self._done.done():
@@ -171,7 +171,7 @@ class NfcReader:
                 if attempt:
                     self._stats["reconnects"] += 1
                     log.info("nfc reader %s is back after %d attempt(s)", self.device, attempt,
-                             extra={"event": "nfc_reader_back", "device": self.device})
+                             code="nfc_reader_back", device=self.device)
                 attempt = 0
                 self._state = "running"
                 try:
@@ -201,8 +201,7 @@ class NfcReader:
         log.log(
             logging.WARNING if first else logging.DEBUG,
             "%s%s", err, "" if first else f" (still, attempt {attempt})",
-            extra={"event": "nfc_device_error", "device": self.device, "cause": err.cause,
-                   "attempt": attempt},
+            code="nfc_device_error", device=self.device, cause=err.cause, attempt=attempt,
         )
 
     def _poll(self, clf: Any) -> None:
@@ -229,7 +228,7 @@ class NfcReader:
         except ReadFailure as exc:
             self._stats[exc.kind] += 1
             log.info("nfc read dropped: %s", exc.detail,
-                     extra={"event": "nfc_read_failed", "kind": exc.kind, "device": self.device})
+                     code="nfc_read_failed", kind=exc.kind, device=self.device)
             return
         last = self._recent.get(tap.key)
         self._recent[tap.key] = ts

@@ -132,7 +132,7 @@ async def test_reader_gone_then_back(port: int, message: bytes,
     stats = reader.stats()
     assert len(taps) == 1
     assert stats["device_lost"] == 1 and stats["reconnects"] == 1
-    lost = [r for r in caplog.records if getattr(r, "event", "") == "nfc_device_error"]
+    lost = [r for r in caplog.records if getattr(r, "code", "") == "nfc_device_error"]
     assert len(lost) == 1 and "unplugged" in lost[0].getMessage()
     assert "USB cable" in lost[0].getMessage()
 
