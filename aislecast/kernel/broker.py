@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import ipaddress
+import functools
 import os
 import shutil
 import signal
@@ -245,13 +246,19 @@ def render_acl(rules: Sequence[AclRule]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """In the forked child: SIGTERM when the parent dies, even by SIGKILL (Linux
     PR_SET_PDEATHSIG). The broker runs in its own session so a terminal's Ctrl-C reaches
-    only us, and we stop it in order; this covers the parent that never gets to."""
+    only us, and we stop it in order; this covers the parent that never gets to.
+
+    ``parent`` is the forking process's pid, read before the fork: a parent that died
+    between fork and prctl sends no signal, and the child, already adopted by another
+    process, would outlive it. ``getppid()`` after prctl tells (the prctl(2) idiom)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)  # before exec: Python's own SIGTERM handlers are still installed
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -299,7 +306,7 @@ class MosquittoProcess:
         log = (self.config.directory / "mosquitto.log").open("ab")
         self._proc = await asyncio.create_subprocess_exec(
             binary, "-c", str(conf), stdout=log, stderr=log, start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
         log.close()
         try:
