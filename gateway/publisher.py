@@ -77,12 +77,14 @@ class OutboxPublisher:
         batch_header: bytes,
         on_offer_acked: AckHook | None = None,
         inflight: int = OUTBOX_INFLIGHT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
         self.events_topic = events_topic
         self._batch_header = batch_header  # b'{"v":1,"store":...,"gateway":...,'
         self._on_offer_acked = on_offer_acked
         self._inflight = inflight
+        self._clock = clock  # wall clock: offer validity is a unix time (tests pass a fake)
         self.ack_timeout_s = _ACK_TIMEOUT_S
         self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
         self._offers: set[int] = set()  # queued, in flight, waiting to retry, or acked
@@ -163,7 +165,7 @@ class OutboxPublisher:
     async def _worker(self, link: MqttLink) -> None:
         while True:
             row = await self._queue.get()
-            remaining = None if row.expires_at is None else row.expires_at - time.time()
+            remaining = None if row.expires_at is None else row.expires_at - self._clock()
             # MQTT expiry is whole seconds: under 1 s left, the broker would keep it up to
             # a second past expires_at, so it counts as expired here
             if remaining is not None and remaining < 1.0:

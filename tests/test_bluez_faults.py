@@ -193,22 +193,3 @@ async def _beacons_forever(fake: FakeBlueZ) -> None:
 
     await beacon_loop(fake)
 
-
-def test_watchdog_ladder_on_a_fake_clock() -> None:
-    """Pure decisions, no I/O: silence escalates, adverts reset, a full ladder backs off."""
-    import random  # noqa: PLC0415
-
-    from edge.bluez.watchdog import Stage, Watchdog  # noqa: PLC0415
-
-    s = WatchdogSettings()
-    wd = Watchdog(s, now=0.0, rng=random.Random(1))
-    assert wd.due(3.9, None) is None
-    assert wd.due(4.0, None) is Stage.RESTART
-    assert wd.due(7.9, None) is None
-    assert wd.due(8.0, None) is Stage.POWER_CYCLE
-    assert wd.due(9.5, 9.0) is None  # adverts came back: ladder starts over
-    assert wd.due(13.0, 9.0) is Stage.RESTART
-    assert wd.due(17.0, 9.0) is Stage.POWER_CYCLE
-    assert wd.due(21.0, 9.0) is Stage.RECREATE
-    assert wd.next_stage is Stage.RESTART
-    assert wd.due(25.0 + s.backoff_cap_s, 9.0) is Stage.RESTART

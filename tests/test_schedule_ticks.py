@@ -9,6 +9,7 @@ import zoneinfo
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from aislecast.apps.scenarios import setup_store
 from aislecast.kernel.campaign import Campaign, Caps, Creative, Schedule, Trigger, Window
@@ -20,9 +21,11 @@ from gateway.parts import GatewayParts
 from gateway.schedule import ScheduleTicker
 from hq.db import HqDb
 from hq.service import HqService
+from tests.fakeclock import FakeClock
 
 STORE = "store-s"
 TZ = "Europe/Berlin"
+_TICK = 10.0  # fake-clock tick of the week-long replay
 
 
 def _at(day: str, hhmm: str, tz: str = TZ) -> float:
@@ -77,6 +80,35 @@ def test_first_sight_mid_window_zones_and_pause() -> None:
     assert sorted(t.inbox for t in ny) == ["a", "b"]  # the campaign's own time zone
     ticker.pause(["bakery", "ny"])  # a pause forgets them
     assert len(ticker) == 0
+
+
+def test_ticking_for_a_week_fires_each_opening_once_within_a_tick() -> None:
+    """A week of ticks on a fake clock, across the spring DST change: each opening is
+    seen once, within one tick. The tick is 10 s rather than the gateway's 0.5 s so the
+    60,480 ticks take about a second; the ticker's logic does not depend on the period."""
+    start = _at("2025-03-24", "00:00")  # a Monday; Berlin goes to CEST on Sunday 30th
+    clock = FakeClock(wall=start)
+    ticker = ScheduleTicker(STORE, TZ)
+    ticker.load([_campaign("evening", [Window("17:00", "19:00")]),
+                 _campaign("early", [Window("02:30", "03:30")])])
+    fired: list[tuple[str, float]] = []
+
+    def tick() -> None:
+        for t in ticker.due(clock.time(), {"a": "entrance"}):
+            fired.extend((c, clock.time()) for c in t.campaigns)
+
+    clock.call_every(_TICK, tick)
+    clock.advance(7 * 86400)
+    assert clock.fired == 7 * 86400 / _TICK  # the witness: every tick of the week ran
+    days = [f"2025-03-{d}" for d in range(24, 31)]
+    evening = [t for c, t in fired if c == "evening"]
+    assert evening == pytest.approx([_at(d, "17:00") for d in days], abs=_TICK)
+    # 02:30 local does not exist on the 30th (clocks jump 02:00 -> 03:00): the window is
+    # open from 03:00 CEST, the first tick after the jump
+    early = [t for c, t in fired if c == "early"]
+    assert early == pytest.approx([_at(d, "02:30") for d in days[:6]]
+                                      + [_at("2025-03-30", "03:00")], abs=_TICK)
+    assert ticker.openings == len(fired)
 
 
 def _gateway(tmp_path: Path, campaigns: list[Campaign]) -> GatewayParts:
