@@ -1,4 +1,5 @@
-"""Shared fixtures: a private Mosquitto per test session, on a free port (docs/architecture.md#mosquitto)."""
+"""Shared fixtures: a private Mosquitto per test on a free port (docs/architecture.md#mosquitto), and a guard
+that fails any test whose code blocks the event loop (blockbuster; see tests/blocking.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from tests.blocking import SCANNED, allow_known_blocking
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Every test: a blocking call made on the running loop from our packages raises
+    ``BlockingError`` (sync tests run no loop and are not affected)."""
+    with blockbuster_ctx(SCANNED) as bb:
+        allow_known_blocking(bb)
+        yield bb
 
 
 @pytest.fixture

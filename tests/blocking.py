@@ -1,0 +1,71 @@
+"""What may block the event loop in tests, and why: blockbuster's allow-list.
+
+The autouse fixture in conftest.py runs every test under ``blockbuster_ctx`` scanning our
+packages: a blocking call (file, socket, SQLite, sleep, lock) made on the running loop
+from aislecast/, edge/, gateway/, hq/ or firmware_config/ fails the test with
+``BlockingError``. The call sites below block on purpose, or are known and recorded;
+each entry names the file and functions, as blockbuster's ``can_block_in`` takes them.
+A new blocking call anywhere else fails its test: move it off the loop
+(``asyncio.to_thread``) or, if it is deliberate, add it here with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from blockbuster import BlockBuster
+
+__all__ = ["ANYWHERE", "SCANNED", "SQLITE_INLINE", "allow_known_blocking"]
+
+SCANNED: Final = ["aislecast", "edge", "gateway", "hq", "firmware_config"]
+
+# (file suffix, functions): may make any blocking call.
+ANYWHERE: Final[list[tuple[str, set[str]]]] = [
+    # An import reads .py/.pyc files; it happens once per process, so without this the
+    # first test to reach a lazy import would fail and the rest would not (order-dependent).
+    ("<frozen importlib._bootstrap>", {"_find_and_load"}),
+    # stdlib logging writes to its stream synchronously (stderr: journald under systemd),
+    # and formatting an exception reads source lines through linecache. Recorded, not a
+    # bug today: a QueueHandler would take it off the loop if logging ever got heavy.
+    ("logging/__init__.py", {"callHandlers"}),
+    # The zone database is read from disk the first time a zone is used, then cached by
+    # zoneinfo (store time zones at HQ, campaign time zones at the gateway).
+    ("zoneinfo/_common.py", {"load_data"}),
+    ("zoneinfo/_tzpath.py", {"find_tzfile"}),
+    # Start-up I/O, once per process before it serves: the broker's config and log
+    # files and its spawn, the HQ signing key, the console's page, data directories.
+    # Recorded for issue 9's composition roots (no I/O in __init__; async setup).
+    ("aislecast/kernel/broker.py", {"__aenter__", "mosquitto_binary", "_write_passwords"}),
+    ("aislecast/kernel/signing.py", {"load_or_create_signing_key"}),
+    ("hq/console.py", {"mount_console"}),
+    ("hq/db.py", {"_connect"}),
+    ("gateway/app.py", {"__init__"}),
+    # /proc reads of a few hundred bytes for the demo's and benchmarks' RSS line.
+    ("aislecast/kernel/procinfo.py", {"rss_mib"}),
+    # `aislecast doctor` is a one-shot command: its checks stat files and the disk.
+    ("aislecast/apps/cmd_doctor.py", {"_check_bluez_version", "_check_clock", "_check_disk"}),
+]
+
+# (file suffix, functions): may call sqlite3 on the loop, by design. The gateway has one
+# SQLite connection written inline on the loop (DESIGN "Storage": one writer; a commit in
+# WAL mode without fsync is tens of microseconds, cheaper than a thread hop per event);
+# the checkpoint (the fsync) runs in a thread. HQ's SQLite layer is inline too; its long
+# scans go through HqDb.offload, a worker thread.
+SQLITE_INLINE: Final[list[tuple[str, set[str]]]] = [
+    ("gateway/outbox.py", {"open_db", "__init__", "add", "after", "pending", "_delete",
+                           "_insert_offers", "drop_expired", "checkpoint", "__len__"}),
+    ("gateway/bundles.py", {"__init__", "_apply", "load_persisted", "offer_delta"}),
+    ("gateway/caps.py", {"__init__", "_restore", "flush"}),
+    ("gateway/visits.py", {"__init__", "_restore", "_heartbeat", "_write"}),
+    ("hq/db.py", {"execute", "executemany", "query"}),
+]
+
+
+def allow_known_blocking(bb: BlockBuster) -> None:
+    """Apply the two lists above to an activated :class:`BlockBuster`."""
+    for name, fn in bb.functions.items():
+        for filename, functions in ANYWHERE:
+            fn.can_block_in(filename, functions)
+        if name.startswith("sqlite3."):
+            for filename, functions in SQLITE_INLINE:
+                fn.can_block_in(filename, functions)
