@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import httpx
 
 from aislecast.kernel.broker import MosquittoProcess
-from edge.simstore import SimShopper
+from edge.sim_scanner import SimScanner
+from edge.simstore import SimShopper, SimStore, default_zones
 from tests.harness import STORE, enter_campaign, stack, until
 
 _until = functools.partial(until, timeout=10.0)
@@ -23,7 +23,11 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
         e = st.hq.service.enroll(["offers"])
         keep = st.hq.service.enroll(["offers"])
         await st.hq.service.publish_bundle(STORE)
-        gws = [await st.start_gateway("gw-1"), await st.start_gateway("gw-2")]
+        # each gateway hears its own radio: two SimScanners stepping one SimStore would
+        # split its adverts between them, and gw-2 would hear next to nothing
+        radio2 = SimStore(default_zones(), noise_db=0.0, dropout=0.0, seed=4)
+        gws = [await st.start_gateway("gw-1"),
+               await st.start_gateway("gw-2", scanner=lambda cb: SimScanner(radio2, cb))]
         async with st.phone(e) as phone:
             await phone.link.wait_connected(10)
             token = phone.token().hex()
@@ -42,9 +46,20 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
             assert all(gw.parts.identity.resolve(other, time.time()) == keep.inbox for gw in gws)
             bundle = st.hq.service.build_bundle(STORE)
             assert all(e.inbox not in t.tokens.values() for t in bundle.token_tables)
-            # walking in now yields no presence and no offer
-            st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("produce", 2.0)],
-                                          start=time.monotonic()))
-            await asyncio.sleep(2.5)
+            # walking in now yields no presence and no offer; the shopper still enrolled
+            # walks the same path beside them, so their offer witnesses that the adverts
+            # were heard and decided on, and the unknown-token count that the opted-out
+            # token was heard by both gateways and did not resolve
+            unknown_before = [gw.counters.tokens_unknown for gw in gws]
+            async with st.phone(keep) as witness:
+                await witness.link.wait_connected(10)
+                for sim in (st.sim, radio2):
+                    for name, shopper in ((e.inbox, phone), (keep.inbox, witness)):
+                        sim.add_shopper(SimShopper(name, shopper.token, [("produce", 6.0)],
+                                                   start=time.monotonic()))
+                await _until(lambda: witness.stats.offers_received >= 1 and all(
+                    gw.counters.tokens_unknown >= n + 5 for gw, n in zip(gws, unknown_before,
+                                                                          strict=True)))
+                assert any(keep.inbox in gw.presence.present() for gw in gws)
             assert phone.stats.offers_received == 0
             assert all(e.inbox not in gw.parts.presence.present() for gw in gws)
