@@ -72,12 +72,18 @@ async def test_auto_scans_actively_without_advertisement_monitor(
 
 
 async def test_duplicates_are_kept(fake_bluez: FakeBlueZ) -> None:
+    """The fake, unlike BlueZ, never suppresses duplicates, so 50 adverts arriving only
+    shows the scanner itself drops none; that real BlueZ will not either rests on the
+    filter the scanner sets, checked as BlueZ received it."""
     got: list[Advertisement] = []
     async with BlueZScanner(got.append, mode="active"):
         for i in range(50):
             fake_bluez.advertise("C0:FF:EE:00:00:01", rssi=-60 - i % 3,
                                  manufacturer_data={0x004C: IBEACON})
         await wait_for(lambda: len(got) == 50)
+        in_force = fake_bluez.discovery_filters[-1]  # bleak clears it again on stop
+    assert [a.rssi for a in got] == [-60 - i % 3 for i in range(50)]  # every sample, in order
+    assert in_force == {"Transport": "le", "DuplicateData": False}
 
 
 async def test_not_reentrant_and_callback_errors_do_not_stop_scanning(

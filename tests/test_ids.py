@@ -12,7 +12,11 @@ from aislecast.kernel.ids import new_id
 def test_ids_look_like_uuid_hex_and_never_repeat() -> None:
     ids = [new_id() for _ in range(100_000)]
     assert len(set(ids)) == len(ids)
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids[:10])
+    hexdigits = set("0123456789abcdef")
+    assert all(len(i) == 32 and set(i) <= hexdigits for i in ids)  # lowercase, like uuid4().hex
+    # one per-process prefix, then a counter: ids sort in the order they were made
+    assert len({i[:16] for i in ids}) == 1
+    assert ids == sorted(ids)
 
 
 def test_two_processes_and_a_forked_child_draw_different_ids() -> None:

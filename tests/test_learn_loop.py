@@ -20,6 +20,7 @@ from edge.simstore import STORE_UUID, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
 from hq.server import HqServer
+from tests.harness import until
 
 STORE = "store-l"
 
@@ -59,22 +60,29 @@ async def test_learn_loop_model_and_grants_reach_the_gateway(broker: MosquittoPr
         try:
             async with asyncio.timeout(20):
                 await gw.started.wait()  # its parts exist only once it runs
-                while True:  # no bundle was published by hand: only the loop sends one
-                    b = gw.parts.bundles.current
-                    model = b.model if b is not None else None
-                    camp = next((c for c in b.campaigns if c.id == "c-budget"), None) if b else None
-                    if model is not None and model.samples == 6 and camp is not None \
-                            and camp.budget.grants.get("gw-1", 0) > 0:
-                        break
-                    await asyncio.sleep(0.1)
+
+            def budget_campaign() -> Campaign | None:
+                b = gw.parts.bundles.current
+                return next((c for c in b.campaigns if c.id == "c-budget"), None) if b else None
+
+            def learned() -> bool:  # no bundle was published by hand: only the loop sends one
+                b, camp = gw.parts.bundles.current, budget_campaign()
+                return (b is not None and b.model is not None and b.model.samples == 6
+                        and camp is not None and camp.budget.grants.get("gw-1", 0) > 0)
+
+            await until(learned, timeout=20, step=0.1)
+            assert gw.parts.bundles.current is not None
+            model, camp = gw.parts.bundles.current.model, budget_campaign()
+            assert model is not None and camp is not None
             assert model.weights and any(w != 0 for w in model.weights)
             assert model.arms["c-budget/a"] == ArmStats(5.0, 3.0)  # clicks, misses + prior
             assert set(model.profiles) == set(inboxes)
             assert gw.parts.decider.ranker.model == model  # ranking uses it
-            assert camp.budget.grants["*"] == 0 and camp.budget.grants["gw-1"] <= 100
-            learned = hq.metrics.snapshot()["learning"]
-            assert learned["rounds"] >= 1 and learned["republished"] >= 1
-            assert learned["samples"] == 6
+            # the one gateway HQ heard gets half the pool as its first chunk, "*" nothing
+            assert camp.budget.grants == {"*": 0, "gw-1": 50}
+            stats = hq.metrics.snapshot()["learning"]
+            assert stats["rounds"] >= 1 and stats["republished"] >= 1
+            assert stats["samples"] == 6
         finally:
             gw_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

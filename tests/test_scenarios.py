@@ -52,6 +52,9 @@ async def test_scenario_end_to_end(name: str, tmp_path: Path) -> None:
                           " AND campaign = 'obj-coffee-tag'").fetchone()[0]
         assert taps > 0
     if name == "predictive":
-        variants = db.execute("SELECT count(DISTINCT variant) FROM events WHERE kind = 'decision'"
-                              " AND reason = 'offer'").fetchone()[0]
-        assert variants >= 1
+        # every offer names the variant the bandit drew, one of its campaign's creatives
+        # (which one is a Thompson draw: no count of distinct variants is guaranteed)
+        variants = {v for (v,) in db.execute("SELECT DISTINCT variant FROM events WHERE"
+                                             " kind = 'decision' AND reason = 'offer'"
+                                             " AND campaign LIKE 'pred-%'")}
+        assert variants and variants <= {"a", "b", "c"}, variants
