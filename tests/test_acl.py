@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from aislecast.kernel.acl import GatewayAccount, acl_rules, gateway_username, hq
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.errors import PublishDenied
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from tests.harness import until
 
 
 @pytest.fixture
@@ -69,9 +69,12 @@ async def test_gateway_writes_its_store_and_inboxes_only(secured: MosquittoProce
         for t in foreign:
             with pytest.raises(PublishDenied):
                 await gw.publish(t, b"{}", qos=1)
-        await asyncio.sleep(0.5)
-        # the phone's subscription to someone else's inbox is granted but never delivers
-        assert got == [topics.offers("inboxa")]
+        # the phone's subscription to someone else's inbox is granted but never delivers:
+        # a last offer to its own inbox, published after "b", is the witness (one
+        # publisher's messages reach a subscriber in order, so "b" would come first)
+        await gw.publish(topics.offers("inboxa"), b"a2", qos=1)
+        await until(lambda: len(got) >= 2, timeout=10)
+        assert got == [topics.offers("inboxa"), topics.offers("inboxa")]
 
 
 async def test_wrong_password_is_refused(secured: MosquittoProcess) -> None:

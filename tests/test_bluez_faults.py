@@ -17,6 +17,7 @@ from fakebluez import FakeBlueZ
 
 from edge.advert import Advertisement
 from edge.bluez import BlueZScanner, WatchdogSettings
+from tests.harness import until
 
 pytest_plugins = ["fakebluez.fixtures"]
 pytestmark = pytest.mark.timeout(60)
@@ -34,9 +35,7 @@ class Sink:
 
     async def flowing_after(self, t: float, within: float = RECOVERY_BOUND_S) -> float:
         """Seconds from ``t`` until adverts stamped after ``t`` arrive again."""
-        async with asyncio.timeout(within):
-            while not self.adverts or self.adverts[-1].ts <= t:
-                await asyncio.sleep(0.02)
+        await until(lambda: self.adverts and self.adverts[-1].ts > t, timeout=within)
         return self.adverts[-1].ts - t
 
 
@@ -52,7 +51,9 @@ async def test_adapter_powered_off_then_on(beacons: FakeBlueZ, mode: str) -> Non
     async with BlueZScanner(sink, mode=mode) as scanner:  # type: ignore[arg-type]
         await sink.flowing_after(time.monotonic())
         beacons.power_off()
-        await asyncio.sleep(1.0)  # shorter than the grace: someone else powers it on
+        # someone else powers it on once the scanner has seen it off, well inside the
+        # grace (2 s) after which the scanner would power-cycle it itself
+        await until(lambda: scanner.stats()["state"] == "powered_off", timeout=2.0, step=0.01)
         t = time.monotonic()
         beacons.power_on()
         took = await sink.flowing_after(t)
@@ -81,8 +82,7 @@ async def test_adapter_removed_and_readded(beacons: FakeBlueZ, mode: str) -> Non
     async with BlueZScanner(sink, mode=mode) as scanner:  # type: ignore[arg-type]
         await sink.flowing_after(time.monotonic())
         beacons.remove_adapter()
-        await asyncio.sleep(1.0)
-        assert scanner.stats()["state"] == "adapter_missing"
+        await until(lambda: scanner.stats()["state"] == "adapter_missing", timeout=5.0)
         t = time.monotonic()
         beacons.add_adapter()
         took = await sink.flowing_after(t)
@@ -152,9 +152,7 @@ async def test_endless_silence_walks_the_whole_ladder_and_keeps_going(
     async with BlueZScanner(sink, watchdog=FAST_LADDER) as scanner:
         await sink.flowing_after(time.monotonic())
         beacons.mute("never")
-        async with asyncio.timeout(RECOVERY_BOUND_S):
-            while scanner.stats()["recoveries_recreate"] == 0:
-                await asyncio.sleep(0.05)
+        await until(lambda: scanner.stats()["recoveries_recreate"] > 0, timeout=RECOVERY_BOUND_S)
         stats = scanner.stats()
         assert stats["state"] == "scanning"
     assert stats["recoveries_restart"] >= 1
@@ -174,7 +172,7 @@ async def test_bluetoothd_restart(private_system_bus: str) -> None:
             await sink.flowing_after(time.monotonic())
             task.cancel()
             await first.stop()
-            await asyncio.sleep(0.5)
+            await until(lambda: scanner.stats()["state"] != "scanning", timeout=5.0)
             second = FakeBlueZ()
             t = time.monotonic()
             await second.start()

@@ -13,6 +13,7 @@ from fakebluez import FakeBlueZ
 from edge.advert import Advertisement
 from edge.bluez import BlueZScanner, WatchdogSettings
 from edge.scanner import Scanner
+from tests.harness import until
 
 pytest_plugins = ["fakebluez.fixtures"]
 pytestmark = pytest.mark.timeout(60)
@@ -23,9 +24,7 @@ FEAA = "0000feaa-0000-1000-8000-00805f9b34fb"
 
 
 async def wait_for(cond: Callable[[], bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not cond():
-            await asyncio.sleep(0.01)
+    await until(cond, timeout=within, step=0.01)
 
 
 @pytest.mark.parametrize("mode", ["auto", "active", "passive"])
@@ -110,7 +109,8 @@ async def test_quiet_store_with_beacons_needs_no_recovery(beacons: FakeBlueZ) ->
     got: list[Advertisement] = []
     fast = WatchdogSettings(tick_s=0.1, silence_restart_s=0.5)
     async with BlueZScanner(got.append, watchdog=fast) as scanner:
-        await asyncio.sleep(1.5)
+        # adverts spanning three silence thresholds: the watchdog had every chance to act
+        await wait_for(lambda: len(got) > 10 and got[-1].ts - got[0].ts >= 3 * fast.silence_restart_s)
         stats = scanner.stats()
     assert stats["restarts"] == 0
     assert stats["recovery_failures"] == 0
