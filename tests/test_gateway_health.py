@@ -7,11 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+import aiomqtt
+
+from aislecast.kernel import topics
 from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.mqtt import MqttLink
 from aislecast.kernel.schema import SCHEMA_VERSION, GatewayState
 from gateway.config import load_config
 from gateway.health import verdict
-from tests.harness import STORE, enter_campaign, stack
+from tests.harness import STORE, enter_campaign, stack, until
 
 
 async def _health(cfg_path: Path) -> tuple[int, dict[str, object]]:
@@ -38,7 +42,17 @@ async def test_health_of_a_running_then_stopped_gateway(broker: MosquittoProcess
         Path(str(cfg["data_dir"]), "hq.pub").write_text(str(cfg["hq_public_key"]))
         path = tmp_path / "gw.toml"
         path.write_text(_toml(cfg))
-        await asyncio.sleep(1.5)  # a periodic report with the bundle applied
+        # wait for a periodic report with the bundle applied, as the broker retains it
+        reports: list[dict[str, object]] = []
+
+        async def on_state(msg: aiomqtt.Message) -> None:
+            reports.append(json.loads(bytes(msg.payload)))  # type: ignore[arg-type]
+
+        async with MqttLink(st.mqtt, client_id="test-health-watch", handler=on_state,
+                            subscriptions=[(topics.gateway_state(STORE, "gw-1"), 1)]):
+            await until(lambda: any(r.get("status") == "online"
+                                    and isinstance(v := r.get("bundle_version"), int) and v >= 1
+                                    for r in reports), timeout=15)
         code, report = await _health(path)
         assert code == 0, report
         state = report["state"]

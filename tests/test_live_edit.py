@@ -3,7 +3,6 @@ signed delta -> gateway -> the next shopper entering the zone."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -84,8 +83,7 @@ async def test_edit_then_pause_reach_the_next_shopper(broker: MosquittoProcess,
             assert await _delta_applied(gw, seq) < APPLY_WITHIN_S
             offers_before = gw.parts.recorder.stats.offers
             d2 = await _walk_in(st, gw, phones[2], shoppers[2].inbox)
-            assert d2["reason"] == "campaign_paused"
-            await asyncio.sleep(1.0)
+            assert d2["reason"] == "campaign_paused"  # the witness: decided, and why not
             assert gw.parts.recorder.stats.offers == offers_before
             assert phones[2].stats.offers_received == 0
             # HQ's event log names the pause and the campaign

@@ -3,7 +3,6 @@ then a real restart mid-visit on the broker, where the capped offer must not rep
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -102,7 +101,6 @@ async def test_restart_mid_visit_keeps_the_per_visit_cap(broker: MosquittoProces
             await _until(lambda: bool(reasons))
             assert gw2.parts.visits.resumed >= 1
             assert gw2.parts.visits.current(e.inbox) == visit
-            assert reasons[0] == "cap_per_visit"
-            await asyncio.sleep(1.0)
-            assert gw2.parts.recorder.stats.offers == 0
+            assert reasons[0] == "cap_per_visit"  # the witness: re-entry decided, capped
+            assert gw2.parts.recorder.stats.offers == 0  # offers are counted as they are decided
             assert phone.stats.offers_received == 1
