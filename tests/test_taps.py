@@ -29,6 +29,7 @@ from aislecast.kernel.schema import (
 from edge.nfc import AISLECAST_AID
 from edge.nfc.emulator import CardEmulator, IsoDepCard, free_udp_port
 from edge.simstore import SimShopper
+from gateway.app import Gateway
 from tests.harness import STORE, Stack, enter_campaign, stack, until
 
 _until = functools.partial(until, timeout=10.0)
@@ -61,6 +62,14 @@ def _http(st: Stack, method: str, path: str, body: dict[str, Any] | None = None
         return exc.code, dict(exc.headers), exc.read()
 
 
+def _presentations(gw: Gateway) -> int:
+    """Card presentations the gateway's reader has handled, whatever came of them."""
+    assert gw.taps.reader is not None
+    s = gw.taps.reader.stats()
+    return sum(int(s.get(k) or 0) for k in ("taps", "repeats", "read_failed", "no_ndef",
+                                             "bad_token", "bad_ndef", "bad_record"))
+
+
 async def test_phone_tap_on_the_gateway_reader_gives_exactly_one_offer(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
@@ -78,7 +87,9 @@ async def test_phone_tap_on_the_gateway_reader_gives_exactly_one_offer(
             with CardEmulator(port, card, presentations=3, gap_s=0.05) as emu:
                 assert await asyncio.to_thread(emu.wait_sessions, 3, 10.0), emu.error
             await _until(lambda: phone.stats.offers_received >= 1)
-            await asyncio.sleep(0.5)
+            # the witness: the reader handled all three presentations (one tap, repeats
+            # inside the holdoff, or a read that failed), so no further tap can come
+            await _until(lambda: _presentations(gw) >= 3)
             assert phone.stats.offers_received == 1
             assert bystander.stats.offers_received == 0
             offer = next(iter(phone.offers.values()))
@@ -215,13 +226,13 @@ async def test_hostile_interaction_reports_are_counted_and_dropped(
             bad = gw.parts.counters.bad_payloads
             assert bad["interaction_stale"] == 1 and bad["interaction_unresolved"] == 1
             assert gw.link.stats.handler_errors == 0
-            await asyncio.sleep(0.3)
-            assert phone.stats.offers_received == 0
-            assert gw.parts.recorder.stats.decisions == 0
-            # the gateway is fine: a good report still works
+            assert gw.parts.recorder.stats.decisions == 0  # every one was refused, none decided
+            # the gateway is fine: a good report still works, and its offer, published after
+            # anything the hostile ones could have caused, arrives alone
             await phone.link.publish(topics.interactions(STORE, phone.inbox),
                                      _report(phone, "tap", "T-1"), qos=1)
-            await _until(lambda: phone.stats.offers_received == 1)
+            await _until(lambda: phone.stats.offers_received >= 1)
+            assert phone.stats.offers_received == 1 and gw.counters.decisions == 1
 
 
 async def test_a_report_with_another_shoppers_token_is_refused(
@@ -238,7 +249,7 @@ async def test_a_report_with_another_shoppers_token_is_refused(
             await pb.link.wait_connected(10)
             await pa.link.publish(topics.interactions(STORE, pa.inbox), _report(pb, "tap", "T-1"),
                                   qos=1)
+            # the witness: the report was read and refused; a refused report is not decided
             await _until(lambda: gw.parts.counters.bad_payloads.get("interaction_sender", 0) == 1)
-            await asyncio.sleep(0.3)
-            assert pa.stats.offers_received == pb.stats.offers_received == 0
             assert gw.parts.recorder.stats.decisions == 0
+            assert pa.stats.offers_received == pb.stats.offers_received == 0
