@@ -13,6 +13,7 @@ import gateway.taps as taps_mod
 from edge.nfc import Tap
 from gateway.config import NfcSection
 from gateway.taps import TapRouter
+from tests.harness import until
 
 
 def _router(cfg: NfcSection, calls: list[tuple[Any, ...]], **kw: Any) -> TapRouter:
@@ -37,7 +38,7 @@ async def test_a_reader_that_raises_is_restarted_and_never_raises(
     monkeypatch.setattr(taps_mod, "NFC_BACKOFF_CAP_S", 0.01)
     router = _router(NfcSection(device="udp:127.0.0.1:20001"), [], reader_factory=broken)
     task = asyncio.create_task(router.run())
-    await asyncio.sleep(0.3)
+    await until(lambda: router.stats["reader_restarts"] >= 3 or task.done(), timeout=10)
     assert not task.done()  # still supervising
     assert len(made) >= 3 and router.stats["reader_restarts"] >= 3
     task.cancel()

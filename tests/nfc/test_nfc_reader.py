@@ -19,6 +19,7 @@ from edge.nfc.emulator import (
     Type2Card,
     type2_image,
 )
+from tests.harness import until
 
 
 async def _run(port: int, card: Any, *, sessions: int = 1, techs: tuple[str, ...] = ("106A",),
@@ -27,7 +28,8 @@ async def _run(port: int, card: Any, *, sessions: int = 1, techs: tuple[str, ...
     async with make_reader(port, taps, technologies=techs, **kw) as reader:
         with CardEmulator(port, card, presentations=sessions, **(emu_kw or {})) as emu:
             assert await asyncio.to_thread(emu.wait_sessions, sessions, 10.0), emu.error
-        await asyncio.sleep(0.02)  # let the last call_soon_threadsafe run
+    # no wait needed: leaving the reader awaits the thread's last call_soon_threadsafe,
+    # queued after every tap it delivered (the loop runs them in order)
     return taps, reader
 
 
@@ -143,7 +145,7 @@ async def test_missing_device_logged_once_retried_and_exits_fast(
     reader = NfcReader("tty:aislecastnone9:pn532", lambda t: None, poll_interval=0.02,
                        mute_after_tap_s=0.0, backoff_cap_s=0.02)
     async with reader:
-        await asyncio.sleep(0.3)
+        await until(lambda: count(reader, "open_failures") >= 2, timeout=10)
         stats = reader.stats()
         started = time.monotonic()
     assert time.monotonic() - started < 1.0
@@ -167,7 +169,7 @@ def test_wrong_device_path_is_a_clear_error() -> None:
 async def test_idle_reader_stops_promptly_and_refuses_reentry(port: int) -> None:
     reader = make_reader(port, [])
     async with reader:
-        await asyncio.sleep(0.1)
+        await until(lambda: count(reader, "polls") >= 3, timeout=10)
         with pytest.raises(RuntimeError, match="re-entrant"):
             await reader.__aenter__()
         started = time.monotonic()
@@ -185,5 +187,4 @@ async def test_callback_error_is_counted_not_fatal(port: int, message: bytes) ->
     async with reader:
         with CardEmulator(port, Type2Card(type2_image(message)), presentations=2) as emu:
             assert await asyncio.to_thread(emu.wait_sessions, 2, 10.0)
-        await asyncio.sleep(0.02)
-    assert reader.stats()["callback_errors"] == 2
+    assert reader.stats()["callback_errors"] == 2  # delivered before the reader stopped
