@@ -191,6 +191,14 @@ def _procs() -> dict[int, tuple[int, int, str]]:
     return out
 
 
+def _broker_port(pid: int) -> int:
+    """The plain listener's port of a running mosquitto, from the config it was given."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    conf = Path(args[args.index(b"-c") + 1].decode())
+    return next(int(line.split()[1]) for line in conf.read_text().splitlines()
+                if line.startswith("listener "))
+
+
 def _descendants(root: int) -> dict[int, str]:
     procs = _procs()
     found: dict[int, str] = {}
@@ -232,7 +240,14 @@ async def test_demo_interrupted_exits_0_and_leaves_no_broker(tmp_path: Path, ter
             return bool(brokers)
 
         await until(broker_running, 15, "demo's mosquitto", p)
-        await asyncio.sleep(3.0)  # the demo is running: HQ, gateway, phones
+        # the demo is running once its gateway (started after HQ) reports itself online
+        port = _broker_port(next(iter(brokers)))
+        async with asyncio.timeout(30):
+            async for state in _state_messages(port, topics.gateway_state("+", "+")):
+                if state.get("status") == "online":
+                    break
+        if terminal:  # and, on a terminal, once its live view has drawn
+            await until(lambda: b"aislecast demo" in screen, 30, "the live view", p)
         rc, took = await p.stop(signal.SIGINT, within=10)
     finally:
         if terminal:
