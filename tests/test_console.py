@@ -105,7 +105,14 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
             await page.locator('[data-gateway="gw-1"] [data-field="status"]').filter(
                 has_text="online").wait_for(timeout=15_000)
             await _until(lambda: gw.parts.recorder.stats.offers >= 2)
-            await asyncio.sleep(2.5)  # one more refresh, so opens and CTR catch up
+            # the screenshot waits for a refresh that shows opens (the phones open every
+            # offer), so CTR is filled in too
+            await page.wait_for_function(
+                """(cid) => {
+                    const td = document.querySelector(
+                        `tr[data-campaign="${cid}"] [data-field="opens"]`);
+                    return td && Number(td.textContent) > 0;
+                }""", arg="produce-deal", timeout=30_000)
             await page.screenshot(path=str(ARTIFACTS / "2-live.png"), full_page=True)
 
             # pause from the console: HQ stores it and publishes a delta to the store
