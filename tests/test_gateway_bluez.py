@@ -30,6 +30,7 @@ from edge.factory import make_scanner
 from edge.frames import EDDYSTONE_UUID
 from gateway.app import Gateway
 from gateway.config import load_config
+from tests import harness
 from tests.harness import STORE, Stack, enter_campaign, stack
 
 pytest_plugins = ["fakebluez.fixtures"]
@@ -49,9 +50,7 @@ RECOVERY_BOUND_S = 10.0  # the scanner's goal: adverts again within 10 s of a fa
 
 
 async def until(pred: Callable[[], bool], within: float = 15.0) -> None:
-    async with asyncio.timeout(within):
-        while not pred():
-            await asyncio.sleep(0.05)
+    await harness.until(pred, timeout=within, step=0.05)
 
 
 def eid_frame(token: bytes, tx_power_0m: int = -20) -> bytes:
@@ -89,7 +88,9 @@ async def inject_faults(gw: Gateway, fake: FakeBlueZ) -> tuple[float, float]:
     """Power off/on, then silence; seconds until the gateway hears again after each."""
     # adapter powered off and on again by someone else: the scanner restarts discovery
     fake.power_off()
-    await asyncio.sleep(1.0)  # under the scanner's grace: it does not power on itself
+    # powered on again once the scanner saw it off, inside the grace (2 s) after which
+    # the scanner would power it on itself
+    await until(lambda: gw.scanner.stats()["state"] == "powered_off", 2.0)
     t_on = time.monotonic()
     fake.power_on()
     took_power = await hearing_again(gw, t_on)
