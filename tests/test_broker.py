@@ -19,7 +19,7 @@ async def main():
     b = MosquittoProcess(BrokerConfig(directory=pathlib.Path(sys.argv[1]), port=free_port()))
     await b.__aenter__()
     print(b.pid, flush=True)
-    await asyncio.sleep(60)
+    await asyncio.sleep(60)  # parked until the test SIGKILLs this process
 asyncio.run(main())
 """
 

@@ -384,4 +384,4 @@ async def beacon_loop(fake: "FakeBlueZ", *, hz: float = 20.0) -> None:
             "C0:FF:EE:00:00:02", rssi=-70 - n % 3,
             service_data={"0000feaa-0000-1000-8000-00805f9b34fb": uid},
         )
-        await asyncio.sleep(1 / hz)
+        await asyncio.sleep(1 / hz)  # the advertising interval: pacing, not a wait
