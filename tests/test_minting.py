@@ -93,4 +93,5 @@ async def test_mint_errors_are_actionable(broker: MosquittoProcess, tmp_path: Pa
             await asyncio.to_thread(mint_link, base, LANDING, tag="bad tag with spaces")
     with pytest.raises(ConfigError, match="not an http"):
         mint_link("hq.example", LANDING)
-    assert main(["qr", "--tag-id", "T-1", "--url", LANDING, "-o", str(tmp_path / "x.png")]) == 1
+    assert await asyncio.to_thread(
+        main, ["qr", "--tag-id", "T-1", "--url", LANDING, "-o", str(tmp_path / "x.png")]) == 1
