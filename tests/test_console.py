@@ -6,7 +6,6 @@ Screenshots land in ``artifacts/console/`` (gitignored) for a human to look at.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time

@@ -50,7 +50,7 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
             # walks the same path beside them, so their offer witnesses that the adverts
             # were heard and decided on, and the unknown-token count that the opted-out
             # token was heard by both gateways and did not resolve
-            unknown_before = [gw.counters.tokens_unknown for gw in gws]
+            unknown_before = [gw.parts.counters.tokens_unknown for gw in gws]
             async with st.phone(keep) as witness:
                 await witness.link.wait_connected(10)
                 for sim in (st.sim, radio2):
@@ -58,8 +58,8 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
                         sim.add_shopper(SimShopper(name, shopper.token, [("produce", 6.0)],
                                                    start=time.monotonic()))
                 await _until(lambda: witness.stats.offers_received >= 1 and all(
-                    gw.counters.tokens_unknown >= n + 5 for gw, n in zip(gws, unknown_before,
+                    gw.parts.counters.tokens_unknown >= n + 5 for gw, n in zip(gws, unknown_before,
                                                                           strict=True)))
-                assert any(keep.inbox in gw.presence.present() for gw in gws)
+                assert any(keep.inbox in gw.parts.presence.present() for gw in gws)
             assert phone.stats.offers_received == 0
             assert all(e.inbox not in gw.parts.presence.present() for gw in gws)

@@ -64,8 +64,8 @@ def _http(st: Stack, method: str, path: str, body: dict[str, Any] | None = None
 
 def _presentations(gw: Gateway) -> int:
     """Card presentations the gateway's reader has handled, whatever came of them."""
-    assert gw.taps.reader is not None
-    s = gw.taps.reader.stats()
+    assert gw.parts.taps.reader is not None
+    s = gw.parts.taps.reader.stats()
     return sum(int(s.get(k) or 0) for k in ("taps", "repeats", "read_failed", "no_ndef",
                                              "bad_token", "bad_ndef", "bad_record"))
 
@@ -232,7 +232,7 @@ async def test_hostile_interaction_reports_are_counted_and_dropped(
             await phone.link.publish(topics.interactions(STORE, phone.inbox),
                                      _report(phone, "tap", "T-1"), qos=1)
             await _until(lambda: phone.stats.offers_received >= 1)
-            assert phone.stats.offers_received == 1 and gw.counters.decisions == 1
+            assert phone.stats.offers_received == 1 and gw.parts.recorder.stats.decisions == 1
 
 
 async def test_a_report_with_another_shoppers_token_is_refused(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ipaddress
 import functools
+import ipaddress
 import os
 import shutil
 import signal
