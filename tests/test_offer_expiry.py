@@ -13,8 +13,9 @@ import aiomqtt
 from aislecast.kernel import topics
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
-from gateway.outbox import Outbox, open_db
+from gateway.outbox import Outbox
 from gateway.publisher import OutboxPublisher
+from gateway.storage import open_db
 from tests.fakeclock import FakeClock
 from tests.harness import until
 
