@@ -40,6 +40,18 @@ ANYWHERE: Final[list[tuple[str, set[str]]]] = [
     ("hq/console.py", {"mount_console"}),
     ("hq/db.py", {"_connect"}),
     ("gateway/app.py", {"__init__"}),
+    # One-shot administration and start-up I/O: the private CA and key files (the CLI,
+    # HQ's start, which runs in a worker thread), config files read before a process
+    # serves. Tests call them from async fixtures, on the loop.
+    ("hq/pki.py", {"init_ca", "load_ca", "issue_server", "issue_client", "build_crl"}),
+    ("aislecast/kernel/privatefile.py", {"write_private"}),
+    ("aislecast/kernel/config.py", {"read_toml", "load_toml"}),
+    ("hq/config.py", {"_password"}),
+    # Libraries' own first-use reads, cached afterwards: the system MIME table (the
+    # console's static files), sqlite-utils' plugin entry points (pluggy) when a
+    # database is first wrapped.
+    ("mimetypes.py", {"init"}),
+    ("pluggy/_manager.py", {"load_setuptools_entrypoints"}),
     # /proc reads of a few hundred bytes for the demo's and benchmarks' RSS line.
     ("aislecast/kernel/procinfo.py", {"rss_mib"}),
     # `aislecast doctor` is a one-shot command: its checks stat files and the disk.
@@ -47,17 +59,20 @@ ANYWHERE: Final[list[tuple[str, set[str]]]] = [
 ]
 
 # (file suffix, functions): may call sqlite3 on the loop, by design. The gateway has one
-# SQLite connection written inline on the loop (DESIGN "Storage": one writer; a commit in
+# SQLite connection written inline on the loop (docs/architecture.md#storage: one writer; a commit in
 # WAL mode without fsync is tens of microseconds, cheaper than a thread hop per event);
 # the checkpoint (the fsync) runs in a thread. HQ's SQLite layer is inline too; its long
 # scans go through HqDb.offload, a worker thread.
 SQLITE_INLINE: Final[list[tuple[str, set[str]]]] = [
+    # migrations run once when the database is opened (the gateway opens it in a thread)
+    ("gateway/storage.py", {"open_db", "migrate", "schema_version"}),
+    ("hq/migrations.py", {"migrate", "schema_version"}),
     ("gateway/outbox.py", {"open_db", "__init__", "add", "after", "pending", "_delete",
                            "_insert_offers", "drop_expired", "checkpoint", "__len__"}),
     ("gateway/bundles.py", {"__init__", "_apply", "load_persisted", "offer_delta"}),
     ("gateway/caps.py", {"__init__", "_restore", "flush"}),
     ("gateway/visits.py", {"__init__", "_restore", "_heartbeat", "_write"}),
-    ("hq/db.py", {"execute", "executemany", "query"}),
+    ("hq/db.py", {"execute", "executemany", "query", "transaction"}),
 ]
 
 

@@ -40,9 +40,9 @@ async def test_offers_expired_in_the_outbox_are_dropped_the_rest_published(
                         handler=on_offer) as phones, \
             MqttLink(settings, client_id="gw-expiry") as link:
         await phones.wait_connected(10)
-        pub = OutboxPublisher(ob, link, events_topic=topics.gateway_events("s", "g"),
+        pub = OutboxPublisher(ob, events_topic=topics.gateway_events("s", "g"),
                               batch_header=b"{}", clock=clock.time)
-        task = asyncio.create_task(pub.run())
+        task = asyncio.create_task(pub.run(link))
         try:
             await until(lambda: got and pub.stats.offers_expired == 2 and len(ob) == 0,
                         timeout=20)
