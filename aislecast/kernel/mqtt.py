@@ -269,6 +269,8 @@ class MqttLink:
                         self.stats.messages_in += 1
                         if self._handler is not None:
                             await self._dispatch(message)
+                        # not kept until the next message arrives: a retained bundle is MBs
+                        del message
             except aiomqtt.MqttError as exc:
                 self.stats.last_error = str(exc)
                 log.warning(
