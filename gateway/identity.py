@@ -6,13 +6,15 @@ gateway's clock (one epoch of skew tolerated either way); opted-out inboxes neve
 resolve, whatever tables an older bundle carried.
 
 A store with 10,000 opted-in shoppers ships 80,000 entries, so the tables are held
-compactly instead of as one ``dict[str, str]`` per epoch (about 400 bytes an entry
-once the bundle's strings, dicts and allocator slack are counted): every token of every
-epoch is 16 characters of one string, with its epoch and inbox in two flat arrays, and
-an open-addressing hash table of entry numbers finds it (about 30 bytes an entry). The
-table hashes the token text with ``hash(str)``: per process, but the table lives and is
-queried in one process. Lookups compare the text itself, so what resolves is exactly
-what the ``dict`` resolved.
+compactly instead of as one ``dict[str, str]`` per epoch: every token of every epoch is
+16 characters of one string, with its epoch and inbox in two flat arrays, and one
+open-addressing hash table of entry numbers finds it. The table hashes the token text
+with ``hash(str)``: per process, but the table lives and is queried in one process.
+Lookups compare the text itself, so what resolves is exactly what the ``dict`` resolved.
+
+Measured by ``aislecast bench gateway_rss`` (10,000 shoppers, a loaded 2-core machine):
+the tables cost the gateway 74 bytes of RSS an entry instead of 454 (about 30 of them
+live, the rest allocator slack); a lookup takes 0.74 us (0.38 with the dicts).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class IdentityResolver:
                 kept = interned.get(inbox)
                 if kept is None:
                     # a copy, not the bundle's own string: those sit between the bundle's
-                    # other strings, and one kept alive pins their memory (measured: 3 MiB
+                    # other strings, and one kept alive pins their memory (measured: 1.2 MiB
                     # of the allocator's pools at 10,000 shoppers)
                     kept = interned[inbox] = inbox.encode().decode()
                 tokens.append(token)

@@ -12,7 +12,7 @@ instead of failing with a traceback. ``bench`` lives with the benchmarks, which
 ship in a source checkout and not in the wheel.
 
 Running one command imports that command's module only (``aislecast gateway run``
-would otherwise carry HQ's FastAPI and the staff tools' imaging stack: measured 45 MiB
+would otherwise carry HQ's FastAPI and the staff tools' imaging stack: measured 43 MiB
 of the gateway's resident memory); ``aislecast --help`` and unknown commands import
 them all, so the listing is complete.
 """
@@ -46,7 +46,7 @@ _OWN_PACKAGES: Final = frozenset({"aislecast", "edge", "gateway", "hq", "firmwar
 # Libraries a command's process must not load even where they are installed (a full
 # [dev] or [demo] install), because a dependency imports them when it finds them and
 # never uses them there: sqlite-utils imports numpy and pandas for column types the
-# gateway never stores (measured: numpy is 19 MiB of `gateway run`'s resident memory).
+# gateway never stores (measured: numpy is 17 MiB of `gateway run`'s resident memory).
 _REFUSED: Final = {"gateway": ("numpy", "pandas")}
 
 
