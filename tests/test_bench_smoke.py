@@ -13,7 +13,8 @@ import sys
 
 from benchmarks._harness import REGISTRY, _load
 
-EXPECTED = {"decide", "decode", "decode_pipe", "e2e", "fanout", "hotpath", "ingest", "nfc", "tap"}
+EXPECTED = {"creds", "decide", "decode", "decode_pipe", "e2e", "fanout", "gateway_rss", "hotpath", "ingest",
+            "nfc", "tap", "tls"}
 
 
 def test_every_benchmark_runs_quick_and_reports_numbers() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from aislecast.kernel.schema import SCHEMA_VERSION, Bundle, Store, TokenTable
 from aislecast.kernel.signing import Signer, Verifier, load_or_create_signing_key
 from gateway.bundles import BundleStore
-from gateway.outbox import open_db
+from gateway.storage import open_db
 
 
 def _bundle(version: int, shoppers: int) -> Bundle:
