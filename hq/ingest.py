@@ -3,6 +3,10 @@
 Every payload is untrusted: anything that does not decode is counted per topic kind and
 dropped. Each batch is inserted in one transaction with ``ON CONFLICT DO NOTHING``, so
 a QoS 1 redelivery or a gateway replaying its outbox never double-counts.
+
+Feedback is stored only for an offer a gateway reported published to the sending inbox
+(:mod:`hq.ownership`: accepted, held until the offer's batch arrives, or refused with a
+reason that is counted in ``feedback_refused`` and logged once with the inbox).
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiomqtt
 import msgspec
 
 from aislecast.kernel import topics
-from aislecast.kernel.counters import by, count
+from aislecast.kernel.counters import by, count, gauge
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import (
     SCHEMA_VERSION,
@@ -29,13 +34,14 @@ from aislecast.kernel.schema import (
     encode,
 )
 from hq.db import HqDb
+from hq.ownership import Delivered, FeedbackHold, RefusalReason, delivered_to
 from hq.router import Reply
 
 __all__ = ["Ingest", "IngestStats"]
 
 log = get_logger(__name__)
 
-_MAX_REF = 128  # longest offer/campaign/store/feedback id accepted from a phone
+R = TypeVar("R")
 
 _INSERT = (
     "INSERT INTO events(id, kind, ts, store, gateway, campaign, variant, offer, inbox, zone,"
@@ -50,6 +56,12 @@ class IngestStats:
     events_ingested: int = count("events stored for the first time")
     duplicates: int = count("events already stored (QoS 1 redeliveries, outbox resends)")
     feedback: int = count("feedback messages from phones accepted")
+    feedback_refused: dict[str, int] = by("reason", (
+        "feedback refused (not stored, acknowledged so the phone stops resending), per reason"))
+    feedback_held: int = count("feedback on an offer HQ had not yet heard published: held unacked")
+    feedback_released: int = count("held feedback stored when its offer_published batch came")
+    feedback_hold_dropped: int = count("feedback not held for lack of room (its phone resends it)")
+    feedback_holding: int = gauge("feedback held now, waiting for its offer's batch")
     bad_payloads: dict[str, int] = by("kind", "payloads dropped as undecodable or inconsistent")
     by_kind: dict[str, int] = by("kind", "events stored, per event kind")
 
@@ -61,10 +73,21 @@ def _row(e: Event) -> tuple[object, ...]:
 
 
 class Ingest:
-    def __init__(self, db: HqDb) -> None:
+    def __init__(self, db: HqDb, *, hold: FeedbackHold | None = None,
+                 reply: Callable[[Reply], None] | None = None) -> None:
+        """``reply`` (HQ's ack sender) acknowledges held feedback the moment its batch
+        stores it; without one the phone's next resend is acknowledged instead."""
         self.db = db
         self.stats = IngestStats()
         self.listeners: list[Callable[[list[Event]], None]] = []
+        self.hold = FeedbackHold() if hold is None else hold
+        self.reply = reply
+
+    async def _db(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` on the loop for SQLite, in a worker thread for PostgreSQL."""
+        if self.db.dialect == "postgresql":
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
 
     def _bad(self, what: str, err: Exception) -> None:
         self.stats.bad_payloads[what] = self.stats.bad_payloads.get(what, 0) + 1
@@ -89,11 +112,7 @@ class Ingest:
         """As :meth:`store_events`; on PostgreSQL the insert (a network round trip per
         batch) runs in a worker thread so the loop keeps reading MQTT meanwhile. SQLite's
         local WAL insert (~1 ms a batch) stays on the loop."""
-        if self.db.dialect == "postgresql":
-            fresh = await asyncio.to_thread(self._store, events)
-        else:
-            fresh = self._store(events)
-        return self._counted(events, fresh)
+        return self._counted(events, await self._db(self._store, events))
 
     def _counted(self, events: list[Event], fresh: list[Event]) -> int:
         """Counts what was stored: redeliveries and resends are duplicates, not events."""
@@ -121,7 +140,9 @@ class Ingest:
                 self._bad("events", ValueError("batch store/gateway do not match the topic"))
                 return None
             self.stats.batches += 1
-            stored = await self.astore_events([e for e in batch.events if e.store == batch.store])
+            events = [e for e in batch.events if e.store == batch.store]
+            stored = await self.astore_events(events)
+            await self._release(events)
             if batch.batch is None:
                 return None
             ack = BatchAck(v=SCHEMA_VERSION, batch=batch.batch, stored=stored)
@@ -143,17 +164,80 @@ class Ingest:
             if fb.inbox != m.inbox:
                 self._bad("feedback", ValueError("feedback inbox does not match the topic"))
                 return None
-            if max(len(fb.offer), len(fb.campaign), len(fb.store), len(fb.id)) > _MAX_REF:
-                self._bad("feedback", ValueError("feedback reference too long"))
-                return None
-            self.stats.feedback += 1
-            # One row per (offer, inbox, kind), under an id the phone cannot choose: a phone
-            # could otherwise pre-empt a gateway's event ids or inflate a campaign's counts.
-            key = hashlib.sha256(f"{fb.offer}|{fb.inbox}|{fb.kind}".encode()).hexdigest()[:32]
-            await self.astore_events([Event(id=f"fb{key}", kind=f"offer_{fb.kind}", ts=fb.ts,  # type: ignore[arg-type]
-                                     store=fb.store, campaign=fb.campaign, offer=fb.offer,
-                                     inbox=fb.inbox)])
-            # stored (or already there): the phone may forget it
-            return Reply(topics.feedback_ack(fb.inbox), encode(FeedbackAck(v=SCHEMA_VERSION, ids=[fb.id])))
+            return await self._judge(fb)
         self._bad("topic", ValueError(f"unexpected topic {topic}"))
         return None
+
+    # ---- feedback ownership (hq.ownership) ---------------------------------------------
+    async def _judge(self, fb: Feedback) -> Reply | None:
+        key = _event_id(fb)
+        await self._expire()
+        if self.hold.refused(key) is not None:  # a resend of a refused one: ack again, once counted
+            return _ack(fb.inbox, [fb.id])
+        found = await self._db(delivered_to, self.db, fb)
+        if isinstance(found, Delivered):
+            held = self.hold.take(key)
+            await self._accept(fb, found)
+            return _ack(fb.inbox, sorted({fb.id, *(held.ids if held else [])}))
+        if found is not None:
+            self._refuse(key, fb, found)
+            return _ack(fb.inbox, [fb.id])
+        entry, new = self.hold.hold(key, fb)
+        self.stats.feedback_hold_dropped += self.hold.evicted
+        self.hold.evicted = 0
+        self.stats.feedback_holding = len(self.hold)
+        if entry is None:
+            self.stats.feedback_hold_dropped += 1
+        elif new:
+            self.stats.feedback_held += 1
+            log.debug("feedback held until its offer's batch arrives", inbox=fb.inbox,
+                      offer=fb.offer[:64])
+        elif self.hold.overdue(entry):
+            self._refuse(key, fb, "offer_unknown")
+            return _ack(fb.inbox, entry.ids)
+        return None  # not acknowledged: the phone resends it
+
+    async def _accept(self, fb: Feedback, d: Delivered) -> None:
+        # One row per (offer, inbox, kind), under an id the phone cannot choose: a phone
+        # could otherwise pre-empt a gateway's event ids or inflate a campaign's counts.
+        # The store is the gateway's, from the offer_published event.
+        self.stats.feedback += 1
+        await self.astore_events([Event(id=_event_id(fb), kind=f"offer_{fb.kind}", ts=fb.ts,  # type: ignore[arg-type]
+                                        store=d.store, campaign=d.campaign, offer=fb.offer,
+                                        inbox=fb.inbox)])
+
+    def _refuse(self, key: str, fb: Feedback, reason: RefusalReason) -> None:
+        self.hold.refuse(key, reason)
+        self.stats.feedback_refused[reason] = self.stats.feedback_refused.get(reason, 0) + 1
+        self.stats.feedback_holding = len(self.hold)
+        log.warning("feedback refused", inbox=fb.inbox, reason=reason, kind=fb.kind,
+                    offer=fb.offer[:64], campaign=fb.campaign[:64])
+
+    async def _release(self, events: list[Event]) -> None:
+        """Store the held feedback on offers this batch reports published."""
+        for e in events:
+            if e.kind != "offer_published" or e.offer is None or e.inbox is None:
+                continue
+            for held in self.hold.release(e.offer, e.inbox):
+                if held.fb.campaign != e.campaign:
+                    continue  # a made-up campaign: stays unknown, refused on its next resend
+                await self._accept(held.fb, Delivered(store=e.store, campaign=e.campaign))
+                self.stats.feedback_released += 1
+                if self.reply is not None:
+                    self.reply(_ack(held.fb.inbox, held.ids))
+        self.stats.feedback_holding = len(self.hold)
+
+    async def _expire(self) -> None:
+        for key, entry in list(self.hold.expired()):
+            self._refuse(key, entry.fb, "offer_unknown")
+            if self.reply is not None:
+                self.reply(_ack(entry.fb.inbox, entry.ids))
+
+
+def _event_id(fb: Feedback) -> str:
+    key = hashlib.sha256(f"{fb.offer}|{fb.inbox}|{fb.kind}".encode()).hexdigest()[:32]
+    return f"fb{key}"
+
+
+def _ack(inbox: str, ids: list[str]) -> Reply:
+    return Reply(topics.feedback_ack(inbox), encode(FeedbackAck(v=SCHEMA_VERSION, ids=ids)))

@@ -73,7 +73,13 @@ def m0001_initial(db: HqDb) -> None:
         db.execute(stmt)
 
 
-STEPS: Final[tuple[Step, ...]] = (m0001_initial,)
+def m0002_events_offer_index(db: HqDb) -> None:
+    """Feedback is checked against the offer's ``offer_published`` event (hq.ownership):
+    by offer, since the (campaign, kind) index costs ~24 ms a lookup at 100k offers."""
+    db.execute("CREATE INDEX IF NOT EXISTS events_offer ON events (offer)")
+
+
+STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index)
 
 
 def schema_version(db: HqDb) -> int:

@@ -32,7 +32,7 @@ async def test_phone_cannot_preempt_gateway_event_ids_or_inflate_counts(tmp_path
         await ingest.on_feedback(_msg(topics.feedback("evil"), _fb(f"x{i}", "o9", "redeemed")))
     batch = EventBatch(v=SCHEMA_VERSION, store="s1", gateway="g1", batch="b1", events=[
         Event(id=victim_id, kind="offer_published", ts=time.time(), store="s1", campaign="c1",
-              offer="o1", inbox="shopper")])
+              offer="o9", inbox="evil")])  # the held redemption is stored as this arrives
     await ingest.on_events(_msg(topics.gateway_events("s1", "g1"), encode(batch)))
     assert ingest.db.query("SELECT kind FROM events WHERE id = ?", (victim_id,)) == [
         ("offer_published",)]

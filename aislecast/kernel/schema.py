@@ -7,7 +7,7 @@ Payloads are JSON with a ``v`` field (docs/architecture.md#payloads). Decoding u
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -209,13 +209,18 @@ class Offer(msgspec.Struct, frozen=True, omit_defaults=True):
     zone: str | None = None
 
 
+# Bounds on what only HQ decodes from phones (HQ stores these strings): ids are at
+# most 64 characters where HQ or a gateway mints them; 128 leaves room, nothing more.
+_Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
 class Feedback(msgspec.Struct, frozen=True):
     v: int
-    id: str  # feedback id (idempotency)
-    offer: str
-    campaign: str
-    store: str
-    inbox: str
+    id: _Ref  # feedback id (idempotency)
+    offer: _Ref
+    campaign: _Ref
+    store: _Ref
+    inbox: _Ref
     kind: FeedbackKind
     ts: float
 
