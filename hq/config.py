@@ -16,6 +16,8 @@ also examples/hq.toml)::
     tls_ca = "/etc/aislecast/broker-ca.pem"
     [http]
     public_base_url = "https://hq.example.com"
+    [links]
+    landing_hosts = ["shop.example.com", "recipes.example.com"]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from msgspec import Meta
 from aislecast.kernel.config import TcpPort, decode, read_toml
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
+from hq.landing import LandingHosts
 from hq.server import LEARN_EVERY_S
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "HqBrokerSection",
     "HqConfig",
     "HttpSection",
+    "LinksSection",
     "load_hq_config",
     "starter_toml",
 ]
@@ -75,6 +79,16 @@ class HttpSection(msgspec.Struct, forbid_unknown_fields=True):
         description='http(s)://HOST[:PORT][/PATH], e.g. "https://hq.example.com"')] | None = None
 
 
+class LinksSection(msgspec.Struct, forbid_unknown_fields=True):
+    # The only hosts short links may land on ("host" for the default port, "host:port"),
+    # compared exactly (hq.landing). Empty: no short link can be minted or followed.
+    landing_hosts: list[Annotated[str, Meta(min_length=1, max_length=260)]] = msgspec.field(
+        default_factory=list)
+
+    def hosts(self) -> LandingHosts:
+        return LandingHosts(self.landing_hosts)
+
+
 class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
     data_dir: str = "hq-data"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -86,6 +100,7 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
     database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
     broker: HqBrokerSection = msgspec.field(default_factory=HqBrokerSection)
     http: HttpSection = msgspec.field(default_factory=HttpSection)
+    links: LinksSection = msgspec.field(default_factory=LinksSection)
 
     def db_url(self) -> str:
         return self.database.url or f"sqlite:///{Path(self.data_dir) / 'hq.sqlite'}"
@@ -139,6 +154,13 @@ def load_hq_config(path: str | None = None,
         raise ConfigError("broker.password_file", "is set together with broker.password",
                           hint="keep one of them (password_file keeps the secret out of hq.toml)",
                           file=path)
+    for i, host in enumerate(cfg.links.landing_hosts):
+        try:
+            LandingHosts([host])
+        except ValueError as exc:
+            raise ConfigError(f"links.landing_hosts[{i}]", str(exc),
+                              hint='write a host name, e.g. "shop.example.com" or '
+                                   '"shop.example.com:8443"', file=path) from None
     return cfg
 
 

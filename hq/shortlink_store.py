@@ -15,7 +15,10 @@ it as the CTR numerator); a label scan has neither, and would inflate every camp
 
 ``POST /api/shortlinks`` (JSON ``{"url": ..., "tag": ..., "store": ..., "campaign": ...}``)
 mints a link, or returns the existing one for the same store, tag, URL and campaign, so
-re-running ``aislecast tags write`` or a label sheet for a tag keeps its code::
+re-running ``aislecast tags write`` or a label sheet for a tag keeps its code. The URL's
+host must be one of hq.toml's ``[links] landing_hosts`` (:mod:`hq.landing`; 422 with the
+reason otherwise). The printed URLs are built on the configured public address, or on
+the address HQ is bound to: never on anything the request says (Host header, body)::
 
     $ curl -s -X POST http://hq:8080/api/shortlinks \\
         -d '{"url": "https://shop.example/coffee", "tag": "T-17", "store": "store-1"}'
@@ -37,11 +40,15 @@ from fastapi import APIRouter, Request, Response
 
 from aislecast.kernel.counters import by, count
 from aislecast.kernel.errors import AislecastError
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Event
 from hq.db import HqDb
+from hq.landing import LandingHosts
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
 
-__all__ = ["DbShortLinkStore", "MintRequest", "ShortLinkStats", "make_mint_router"]
+__all__ = ["DbShortLinkStore", "MintRequest", "ShortLinkStats", "bound_origin", "make_mint_router"]
+
+log = get_logger(__name__)
 
 #: Inserts before giving up: a unique-key conflict right after mint_code's free check
 #: needs another worker minting the same 7-character code in that instant (~1e-12).
@@ -57,7 +64,6 @@ class MintRequest(msgspec.Struct, forbid_unknown_fields=True):
     tag: str | None = None
     store: str | None = None
     campaign: str | None = None
-    base_url: str | None = None  # HQ's public origin; default: the origin the request came to
 
 
 @dataclass(slots=True)
@@ -150,11 +156,24 @@ def _json(obj: object, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 
-def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = None) -> APIRouter:
+def bound_origin(request: Request) -> str:
+    """``scheme://address:port`` of the socket the request arrived on (the address HQ
+    is bound to, as the server saw it), never the client-supplied Host header."""
+    server = request.scope.get("server")
+    scheme = "https" if request.scope.get("scheme") == "https" else "http"
+    if not server or server[1] is None:
+        return f"{scheme}://127.0.0.1"
+    host = str(server[0])
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{server[1]}"
+
+
+def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = None,
+                     landing_hosts: LandingHosts | None = None) -> APIRouter:
     """``POST /api/shortlinks`` (mint or reuse) and ``GET /api/shortlinks/{code}`` (clicks).
 
-    URLs are built on ``public_base_url`` (HQ's configured public address) when it is set;
-    otherwise on the request's ``base_url`` field, then the address the request came to."""
+    URLs are built on ``public_base_url`` (HQ's configured public address) when it is set,
+    otherwise on :func:`bound_origin`. ``landing_hosts`` (hq.toml ``[links]``) limits
+    where links may land; None leaves any http(s) host allowed (before the allow-list)."""
     router = APIRouter()
     configured = None if public_base_url is None else public_base_url.rstrip("/")
 
@@ -166,7 +185,14 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
             return _json({"detail": f"invalid MintRequest: {exc}"}, 422)
         if req.tag is not None and not _TAG_RE.fullmatch(req.tag):
             return _json({"detail": "tag: 1-64 printable ASCII characters without spaces"}, 422)
-        base = configured or (req.base_url or str(request.base_url)).rstrip("/")
+        refusal = None if landing_hosts is None else landing_hosts.refuse("mint", req.url)
+        if refusal is not None:
+            log.warning("short link refused", reason=refusal.code, url=req.url[:200],
+                        client=request.client.host if request.client else None)
+            return _json({"detail": f"url: {req.url[:200]!r} {refusal.message}",
+                          "hint": "link only to the retailer's sites, listed in hq.toml as "
+                                  "[links] landing_hosts"}, 422)
+        base = configured or bound_origin(request)
         link = store.find(req.url, tag=req.tag, store=req.store, campaign=req.campaign)
         if link is not None:
             return _json(_urls(base, link), 200)
@@ -181,7 +207,7 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
         link = await store.resolve(code) if is_valid_code(code) else None
         if link is None:
             return _json({"detail": f"short link {code!r} not found"}, 404)
-        base = configured or str(request.base_url).rstrip("/")
+        base = configured or bound_origin(request)
         return _json(_urls(base, link) | {"clicks": store.clicks(code)})
 
     return router

@@ -39,6 +39,7 @@ from aislecast.kernel.shortlinks import (
     is_valid_code,
     short_url,
 )
+from hq.landing import LandingHosts
 
 __all__ = [
     "CODE_ALPHABET",
@@ -143,10 +144,18 @@ def _page(title: str, body: str, status_code: int) -> HTMLResponse:
 
 
 def make_shortlink_router(
-    store: ShortLinkStore, *, clock: Callable[[], float] = time.time
+    store: ShortLinkStore, *, landing_hosts: LandingHosts | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> APIRouter:
-    """A router serving ``GET /s/{code}`` from ``store``; ``clock`` stamps the clicks."""
+    """A router serving ``GET /s/{code}`` from ``store``; ``clock`` stamps the clicks.
+
+    With ``landing_hosts`` (hq.toml ``[links]``) a stored link whose host is not (or no
+    longer) allowed answers 410 with a page saying so, never a redirect. None keeps the
+    unchecked behaviour of before the allow-list, with a warning at start."""
     router = APIRouter()
+    if landing_hosts is None:
+        log.warning("short links redirect to any http(s) host: no landing host allow-list",
+                    hint="set [links] landing_hosts in hq.toml")
 
     @router.get("/s/{code}", response_class=Response, include_in_schema=True)
     async def follow_short_link(code: str, request: Request, src: str | None = None) -> Response:
@@ -164,6 +173,16 @@ def make_shortlink_router(
                 "The link may have expired or the label may be out of date. Ask a member "
                 "of staff, or look for the offer in the store's app.",
                 404,
+            )
+        refusal = None if landing_hosts is None else landing_hosts.refuse("follow", link.url)
+        if refusal is not None:
+            log.warning("short link not followed: landing host not allowed", code=code,
+                        reason=refusal.code, client=request.client.host if request.client else None)
+            return _page(
+                "This link has been retired",
+                "The page this label pointed to is no longer one of the retailer's sites. "
+                "Ask a member of staff, or look for the offer in the store's app.",
+                410,
             )
         # A hand-typed or shared link carries no (or a bogus) src: still redirect, and
         # count it apart so QR and NFC numbers stay clean.

@@ -74,10 +74,9 @@ def test_http_mint_reuse_validation_and_redirect(db: HqDb) -> None:
     store = DbShortLinkStore(db, Ingest(db).store_events)
     app = FastAPI()
     app.include_router(make_shortlink_router(store))
-    app.include_router(make_mint_router(store))
+    app.include_router(make_mint_router(store, public_base_url="https://hq.example"))
     client = TestClient(app)
-    body = {"url": "https://shop.example/milk", "tag": "T-17", "store": "s1",
-            "base_url": "https://hq.example"}
+    body = {"url": "https://shop.example/milk", "tag": "T-17", "store": "s1"}
     first = client.post("/api/shortlinks", json=body)
     assert first.status_code == 201
     made = first.json()
