@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import time
 import uuid
-import zoneinfo
 
 import msgspec
 
 from aislecast.kernel.campaign import CAMPAIGN_ENGINE, Budget, Campaign, Creative, Trigger, check_campaign
-from hq.service import HqService, NotFound
+from aislecast.kernel.logs import get_logger
+from hq.service import HqService, NotFound, check_id, check_text, check_tz
 
 __all__ = ["CampaignInvalid", "FlashRequest", "allocate_budgets", "flash", "save_campaign",
            "top_up", "validate"]
+
+log = get_logger(__name__)
 
 
 class CampaignInvalid(ValueError):
@@ -54,8 +56,26 @@ class FlashRequest(msgspec.Struct, frozen=True):
     id: str | None = None
 
 
+def _shape(c: Campaign) -> list[str]:
+    """What HQ checks before anything else reads the campaign: ids usable as topic levels
+    and keys, a time zone from zoneinfo's list (a long one used to reach the file system
+    and answer 500), every string bounded."""
+    problems = check_id("id", c.id) + check_text("", c)
+    if len(c.stores) > 1_000:
+        problems.append(f"stores: {len(c.stores)} stores, at most 1000 (split the campaign)")
+    problems += [p for i, s in enumerate(c.stores[:1_000]) for p in check_id(f"stores[{i}]", s)]
+    problems += [p for i, cr in enumerate(c.creatives) for p in check_id(f"creatives[{i}].id", cr.id)]
+    for i, t in enumerate(c.all_triggers()):
+        problems += [p for j, z in enumerate(t.zones) for p in check_id(f"trigger[{i}].zones[{j}]", z)]
+    if c.schedule.tz is not None:
+        problems += check_tz("schedule.tz", c.schedule.tz)
+    return problems
+
+
 def validate(service: HqService, c: Campaign) -> list[str]:
-    problems: list[str] = []
+    problems = _shape(c)
+    if problems:
+        return problems
     zones: set[str] = set()
     for s in c.stores:
         try:
@@ -63,9 +83,7 @@ def validate(service: HqService, c: Campaign) -> list[str]:
         except NotFound:
             problems.append(f"stores: unknown store {s!r}")
             continue
-        try:
-            zoneinfo.ZoneInfo(store.tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        if check_tz("tz", store.tz):
             problems.append(f"stores: store {s!r} has an unknown time zone {store.tz!r}")
         zones |= {z.id for z in service.zones(s)}
     problems += check_campaign(c, zones)
@@ -77,7 +95,9 @@ async def save_campaign(service: HqService, c: Campaign, *, push: bool = True) -
     c = msgspec.structs.replace(c, engine=CAMPAIGN_ENGINE)
     problems = validate(service, c)
     if problems:
-        raise CampaignInvalid(c.id, problems)
+        service.stats.refused["campaign"] = service.stats.refused.get("campaign", 0) + 1
+        log.warning("invalid campaign refused", campaign=c.id[:64], problems=problems[:5])
+        raise CampaignInvalid(c.id[:64], problems)
     try:
         old: Campaign | None = service.get_campaign(c.id)
     except NotFound:

@@ -7,16 +7,18 @@ next epochs for opted-in shoppers, opt-outs), signs it and publishes it retained
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import zoneinfo
 from dataclasses import dataclass
+from typing import Any, Final
 
 import msgspec
 
 from aislecast.kernel import topics
 from aislecast.kernel.const import TOKEN_EPOCHS_AHEAD, TOKEN_ROTATION_K
-from aislecast.kernel.counters import count
+from aislecast.kernel.counters import by, count
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink
 from aislecast.kernel.schema import (
@@ -35,7 +37,8 @@ from aislecast.kernel.signing import Signer
 from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
 from hq.db import HqDb
 
-__all__ = ["Enrollment", "HqService", "InvalidInput", "NotFound", "ServiceStats", "check_id"]
+__all__ = ["MAX_TEXT", "MAX_TZ", "Enrollment", "HqService", "InvalidInput", "NotFound",
+           "ServiceStats", "check_id", "check_text", "check_tz"]
 
 log = get_logger(__name__)
 
@@ -54,6 +57,45 @@ def check_id(field: str, value: str) -> list[str]:
         return []
     return [f"{field}: {value!r} must be 1-64 letters, digits, '-' or '_' (it becomes an MQTT "
             "topic level; '+', '#', '/' and '.' are not allowed)"]
+
+
+# The longest IANA zone name is 32 characters (America/Argentina/ComodRivadavia).
+MAX_TZ: Final = 64
+# Any other string HQ takes over HTTP (names, titles, bodies, URLs): a creative's body is
+# a sentence or two; 2,000 characters is generous and keeps bundles small.
+MAX_TEXT: Final = 2_000
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_tz(field: str, value: str) -> list[str]:
+    """A time zone must be one of zoneinfo's names (never opened as a file path here)."""
+    if len(value) <= MAX_TZ and value in _zones():
+        return []
+    shown = value if len(value) <= MAX_TZ else value[:MAX_TZ] + "..."
+    return [f"{field}: {shown!r} is not an IANA time zone (e.g. Europe/Berlin; at most "
+            f"{MAX_TZ} characters)"]
+
+
+def check_text(field: str, value: Any, limit: int = MAX_TEXT) -> list[str]:
+    """Every string in ``value`` (a struct, list or dict, walked) at most ``limit``
+    characters, each problem naming its field path."""
+    if isinstance(value, str):
+        return [] if len(value) <= limit else [
+            f"{field}: {len(value)} characters is more than {limit}; shorten it"]
+    if isinstance(value, msgspec.Struct):
+        return [p for name in value.__struct_fields__
+                for p in check_text(f"{field}.{name}" if field else name, getattr(value, name), limit)]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in check_text(f"{field}[{i}]", v, limit)]
+    if isinstance(value, dict):
+        return [p for k, v in value.items()
+                for p in check_text(f"{field}[{str(k)[:40]!r}]", k, limit)
+                + check_text(f"{field}[{str(k)[:40]!r}]", v, limit)]
+    return []
 
 
 class InvalidInput(ValueError):
@@ -84,6 +126,7 @@ class ServiceStats:
     deltas_published: int = count("signed deltas published (opt-outs, pauses, flash)")
     shoppers_enrolled: int = count("shoppers enrolled")
     opt_outs: int = count("shoppers opted out")
+    refused: dict[str, int] = by("what", "writes refused as invalid (HTTP 422), per kind of record")
 
 
 class HqService:
@@ -100,16 +143,19 @@ class HqService:
         self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
         self.stats = ServiceStats()
 
+    def refuse(self, what: str, problems: list[str]) -> None:
+        """Raise :class:`InvalidInput` (422) for ``problems``, if any, counted and logged once."""
+        if not problems:
+            return
+        self.stats.refused[what] = self.stats.refused.get(what, 0) + 1
+        log.warning("invalid input refused", what=what, problems=problems[:5])
+        raise InvalidInput(problems)
+
     # ---- registry -------------------------------------------------------------------
     def upsert_store(self, store: Store) -> None:
         """Raises :class:`InvalidInput` for an id unusable in topics or a bad time zone."""
-        problems = check_id("id", store.id)
-        try:
-            zoneinfo.ZoneInfo(store.tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            problems.append(f"tz: {store.tz!r} is not an IANA time zone (e.g. Europe/Berlin)")
-        if problems:
-            raise InvalidInput(problems)
+        self.refuse("store", check_id("id", store.id) + check_tz("tz", store.tz)
+                    + check_text("", store, limit=200))
         self.db.execute(
             "INSERT INTO stores(id, name, tz) VALUES (?, ?, ?) ON CONFLICT (id)"
             " DO UPDATE SET name = excluded.name, tz = excluded.tz",
@@ -134,9 +180,13 @@ class HqService:
         )
 
     def upsert_zone(self, store: str, zone: Zone) -> None:
+        self.refuse("zone", check_id("store", store) + check_id("id", zone.id)
+                    + check_text("", zone, limit=200))
         self._upsert_body("zones", store, zone.id, zone)
 
     def upsert_beacon(self, store: str, beacon: Beacon) -> None:
+        self.refuse("beacon", check_id("store", store) + check_id("id", beacon.id)
+                    + check_id("zone", beacon.zone) + check_text("", beacon, limit=200))
         self._upsert_body("beacons", store, beacon.id, beacon)
 
     def zones(self, store: str) -> list[Zone]:
@@ -167,6 +217,10 @@ class HqService:
 
     # ---- shoppers -------------------------------------------------------------------
     def enroll(self, consents: list[str]) -> Enrollment:
+        problems = [p for i, c in enumerate(consents) for p in check_id(f"consents[{i}]", c)]
+        if len(consents) > 16:
+            problems.append(f"consents: {len(consents)} purposes, at most 16")
+        self.refuse("shopper", problems)
         inbox, key = new_inbox(), new_identity_key()
         self.db.execute(
             "INSERT INTO shoppers(inbox, identity_key, consents, created_at) VALUES (?, ?, ?, ?)",
@@ -259,6 +313,7 @@ class HqService:
 
     async def opt_out(self, inbox: str) -> None:
         """Opt a shopper out everywhere: a delta to every store now, bundles right after."""
+        self.refuse("opt-out", check_id("inbox", inbox))
         if self.db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (inbox,)) == 0:
             raise NotFound("shopper", inbox)
         self.stats.opt_outs += 1
