@@ -41,6 +41,7 @@ from hq.api import create_app
 from hq.console import STATE_FILTER, GatewayBoard
 from hq.db import HqDb
 from hq.ingest import Ingest
+from hq.landing import LandingHosts
 from hq.learning import LearnStats, learn_loop
 from hq.metrics import HqMetrics
 from hq.router import Route, Router
@@ -95,6 +96,7 @@ class HqServer:
         republish_s: float = BUNDLE_REPUBLISH_S,
         learn_every_s: float = LEARN_EVERY_S,
         public_base_url: str | None = None,
+        landing_hosts: LandingHosts | None = None,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -105,6 +107,7 @@ class HqServer:
         self.rotation_k = rotation_k
         self.republish_s = republish_s
         self.public_base_url = public_base_url
+        self.landing_hosts = landing_hosts  # None: any http(s) host, with a warning at start
         self.learn_every_s = learn_every_s
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
@@ -167,7 +170,8 @@ class HqServer:
         db = await asyncio.to_thread(HqDb, self.db_url)
         self._stack.callback(db.close)
         signer = Signer(await asyncio.to_thread(load_or_create_signing_key, self.key_path))
-        ingest, board, acks = Ingest(db), GatewayBoard(), AckSender()
+        acks, board = AckSender(), GatewayBoard()
+        ingest = Ingest(db, reply=acks.offer)  # held feedback is acknowledged once stored
         router = Router([Route("events", topics.HQ_EVENTS_SHARED, ingest.on_events),
                          Route("feedback", topics.HQ_FEEDBACK_SHARED, ingest.on_feedback),
                          Route("state", STATE_FILTER, board.on_state_message)], reply=acks.offer)
@@ -180,10 +184,12 @@ class HqServer:
         republisher, learned = Republisher(service, self.republish_s), LearnStats()
         app = create_app(service, ingest, board, stats={
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
-            "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned})
+            "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
+            **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {})})
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
-        app.include_router(make_shortlink_router(shortlinks))
-        app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url))
+        app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))
+        app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,
+                                            landing_hosts=self.landing_hosts))
         self._parts = _Parts(db, service, ingest, board, link, shortlinks, app, app.state.metrics)
         self._http = http = HttpServer(uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off",

@@ -32,6 +32,8 @@ ANYWHERE: Final[list[tuple[str, set[str]]]] = [
     # zoneinfo (store time zones at HQ, campaign time zones at the gateway).
     ("zoneinfo/_common.py", {"load_data"}),
     ("zoneinfo/_tzpath.py", {"find_tzfile"}),
+    # HQ's list of valid zone names, walked on disk once, then cached (hq/service.py)
+    ("hq/service.py", {"_zones"}),
     # Start-up I/O, once per process before it serves: the broker's config and log
     # files and its spawn, the HQ signing key, the console's page, data directories.
     # Recorded for issue 9's composition roots (no I/O in __init__; async setup).

@@ -98,7 +98,9 @@ async def test_forty_forged_redemptions_are_refused_and_the_real_one_counts(
         assert _redemptions(hq, "evil") == 0
         assert _redemptions(hq, "victim") == 1
         assert _redemptions(hq) == 1
-        assert evil.stats.feedback_acked == 40  # acknowledged: an honest phone would stop here
+        # every one acknowledged (an honest phone stops resending); a resend that crossed
+        # the first ack in flight is acknowledged again, so on a slow machine there are more
+        assert evil.stats.feedback_acked >= 40 and not evil.unacked
         # resends of refused feedback are acknowledged again, never counted twice
         assert sum(refused.values()) == 40
         text = hq.metrics.exposition().decode()

@@ -139,7 +139,7 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
     server = HqServer(db_url=cfg.db_url(), key_path=cfg.key_path(), mqtt=mqtt,
                       http_host=cfg.http.host, http_port=cfg.http.port,
                       client_id=cfg.broker.client_id, learn_every_s=cfg.learn_every_s,
-                      public_base_url=cfg.http.public_base_url)
+                      public_base_url=cfg.http.public_base_url, landing_hosts=cfg.links.hosts())
     await server.run()
 
 

@@ -30,9 +30,13 @@ from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
+from hq.landing import LandingHosts
 from hq.server import HqServer
 
 __all__ = ["DemoOptions", "DemoState", "run_demo"]
+
+# where the demo's creatives land (its short links redirect only there)
+DEMO_LANDING_HOSTS = ("ex.invalid",)
 
 log = logging.getLogger("aislecast.apps.demo")
 
@@ -124,7 +128,9 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
             mqtt = MqttSettings(port=broker.port)
             async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite",
                                 key_path=work / "hq-signing.pem", mqtt=mqtt, http_port=0,
-                                rotation_k=scenario.rotation_k) as hq, asyncio.TaskGroup() as tg:
+                                rotation_k=scenario.rotation_k,
+                                landing_hosts=LandingHosts(DEMO_LANDING_HOSTS)) as hq, \
+                    asyncio.TaskGroup() as tg:
                 state.hq = hq
                 zones = default_zones()
                 await scenario.setup(hq.service, STORE, zones, STORE_UUID)
