@@ -34,6 +34,7 @@ from aislecast.kernel.config import TcpPort, decode, read_toml
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from hq.landing import LandingHosts
+from hq.api import MAX_BODY_BYTES
 from hq.server import LEARN_EVERY_S
 
 __all__ = [
@@ -77,6 +78,9 @@ class HttpSection(msgspec.Struct, forbid_unknown_fields=True):
     public_base_url: Annotated[str, Meta(
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?\Z",
         description='http(s)://HOST[:PORT][/PATH], e.g. "https://hq.example.com"')] | None = None
+    # request bodies above this are refused with 413 before HQ reads them (hq.api)
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=64 << 20, description=(
+        "the largest request body HQ reads, in bytes (1 KiB to 64 MiB)"))] = MAX_BODY_BYTES
 
 
 class LinksSection(msgspec.Struct, forbid_unknown_fields=True):

@@ -12,6 +12,9 @@ package data. The page polls two endpoints every two seconds:
 The analytics aggregate scans the event log, so it runs off the event loop
 (:meth:`hq.db.HqDb.offload`). ``POST /api/campaigns/{id}/resume`` completes the
 pause button (pause itself is ``POST /api/campaigns/{id}/pause``).
+
+``/console`` without a live session redirects to ``/console/login`` (:mod:`hq.login`);
+store staff see only their stores' campaigns and gateways.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from aislecast.kernel.schema import Campaign, Event, GatewayState, decode
 from hq.analytics import campaign_stats
 from hq.campaigns import save_campaign
 from hq.db import HqDb
-from hq.deps import ServiceDep
+from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.login import session_of
 
 __all__ = ["STATE_FILTER", "BoardStats", "GatewayBoard", "GatewayView", "mount_console"]
 
@@ -151,17 +155,21 @@ def mount_console(app: FastAPI) -> None:
         return RedirectResponse("/console")
 
     @router.get("/console", include_in_schema=False)
-    async def console() -> Response:
+    async def console(request: Request) -> Response:
+        if session_of(request) is None:
+            return RedirectResponse("/console/login", status_code=303)
         return HTMLResponse(index)
 
     @router.get("/api/console/campaigns")
-    async def campaigns(service: ServiceDep) -> Response:
+    async def campaigns(service: ServiceDep, p: PrincipalDep) -> Response:
         rows = await service.db.offload(_campaign_rows)
+        if p.stores is not None:  # store staff: their stores' campaigns only
+            rows = [r for r in rows if any(s in p.stores for s in r["stores"])]
         return _json({"now": time.time(), "campaigns": rows})
 
     @router.get("/api/console/stores")
-    async def stores(service: ServiceDep, board: BoardDep) -> Response:
-        ids = sorted(set(service.store_ids()) | board.stores())
+    async def stores(service: ServiceDep, board: BoardDep, p: PrincipalDep) -> Response:
+        ids = sorted(s for s in set(service.store_ids()) | board.stores() if p.sees(s))
         out = []
         for sid in ids:
             row = service.db.one("SELECT name, tz FROM stores WHERE id = ?", (sid,))
@@ -170,9 +178,11 @@ def mount_console(app: FastAPI) -> None:
         return _json({"now": time.time(), "stores": out})
 
     @router.post("/api/campaigns/{cid}/resume")
-    async def resume(cid: str, service: ServiceDep) -> Response:
-        c = msgspec.structs.replace(service.get_campaign(cid), status="live")
-        return _json(await save_campaign(service, c))
+    async def resume(cid: str, request: Request, service: ServiceDep) -> Response:
+        before = service.get_campaign(cid)
+        c = await save_campaign(service, msgspec.structs.replace(before, status="live"))
+        audit(request, "campaign.resume", f"campaign:{cid}", before=before, after=c)
+        return _json(c)
 
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=str(_STATIC)), name="console-static")

@@ -1,6 +1,9 @@
 """What HQ's HTTP handlers depend on, read from ``app.state`` (set once by
 :func:`hq.api.create_app`), so routes take their services as FastAPI dependencies and
-nothing is global: every test app and every HqServer in a process has its own."""
+nothing is global: every test app and every HqServer in a process has its own.
+
+:func:`principal_of` is the caller that :class:`hq.auth.AuthMiddleware` identified;
+:func:`audit` writes a handler's audit entry as that caller."""
 
 from __future__ import annotations
 
@@ -8,10 +11,22 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hq.accounts import Accounts, Principal
+from hq.audit import AuditLog
 from hq.ingest import Ingest
 from hq.service import HqService
 
-__all__ = ["IngestDep", "ServiceDep", "ingest_of", "service_of"]
+__all__ = [
+    "AccountsDep",
+    "IngestDep",
+    "PrincipalDep",
+    "ServiceDep",
+    "accounts_of",
+    "audit",
+    "ingest_of",
+    "principal_of",
+    "service_of",
+]
 
 
 def service_of(request: Request) -> HqService:
@@ -26,5 +41,28 @@ def ingest_of(request: Request) -> Ingest:
     return ingest
 
 
+def accounts_of(request: Request) -> Accounts:
+    accounts = request.app.state.accounts
+    assert isinstance(accounts, Accounts), "create_app() sets app.state.accounts"
+    return accounts
+
+
+def principal_of(request: Request) -> Principal:
+    p = getattr(request.state, "principal", None)
+    assert isinstance(p, Principal), "AuthMiddleware identifies every /api caller"
+    return p
+
+
+def audit(request: Request, action: str, obj: str, *, before: object = None,
+          after: object = None) -> None:
+    """Record the request's state change as its caller (once per request is the rule)."""
+    log = request.app.state.audit
+    assert isinstance(log, AuditLog), "create_app() sets app.state.audit"
+    log.record(principal_of(request).actor, action, obj, before=before, after=after)
+    request.state.audited = True
+
+
 ServiceDep = Annotated[HqService, Depends(service_of)]
 IngestDep = Annotated[Ingest, Depends(ingest_of)]
+AccountsDep = Annotated[Accounts, Depends(accounts_of)]
+PrincipalDep = Annotated[Principal, Depends(principal_of)]

@@ -79,7 +79,36 @@ def m0002_events_offer_index(db: HqDb) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS events_offer ON events (offer)")
 
 
-STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index)
+_V3: Final = (
+    # HQ's people; stores: JSON list, for store_staff only; password_hash: argon2id
+    "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, stores TEXT NOT NULL,"
+    " password_hash TEXT, disabled INTEGER NOT NULL DEFAULT 0,"
+    " created_at DOUBLE PRECISION NOT NULL)",
+    # service and personal API tokens, by the SHA-256 of the secret (hq.accounts)
+    "CREATE TABLE api_tokens (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE,"
+    " kind TEXT NOT NULL, name TEXT NOT NULL, owner TEXT, stores TEXT NOT NULL,"
+    " created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION,"
+    " revoked_at DOUBLE PRECISION)",
+    # console logins, by the SHA-256 of the cookie's value
+    "CREATE TABLE sessions (secret_hash TEXT PRIMARY KEY, username TEXT NOT NULL,"
+    " csrf TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
+    " expires_at DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX sessions_user ON sessions (username)",
+    # who changed what and when (hq.audit)
+    "CREATE TABLE audit (id TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL,"
+    " action TEXT NOT NULL, object TEXT NOT NULL, before TEXT, after TEXT)",
+    "CREATE INDEX audit_ts ON audit (ts)",
+    "CREATE INDEX audit_object ON audit (object, ts)",
+)
+
+
+def m0003_accounts(db: HqDb) -> None:
+    """Users, API tokens, console sessions and the audit log (docs/architecture.md#accounts-and-roles)."""
+    for stmt in _V3:
+        db.execute(stmt)
+
+
+STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts)
 
 
 def schema_version(db: HqDb) -> int:

@@ -37,7 +37,7 @@ from aislecast.kernel.const import BUNDLE_REPUBLISH_S
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
-from hq.api import create_app
+from hq.api import MAX_BODY_BYTES, create_app
 from hq.console import STATE_FILTER, GatewayBoard
 from hq.db import HqDb
 from hq.ingest import Ingest
@@ -97,6 +97,7 @@ class HqServer:
         learn_every_s: float = LEARN_EVERY_S,
         public_base_url: str | None = None,
         landing_hosts: LandingHosts | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -109,6 +110,7 @@ class HqServer:
         self.public_base_url = public_base_url
         self.landing_hosts = landing_hosts  # None: any http(s) host, with a warning at start
         self.learn_every_s = learn_every_s
+        self.max_body_bytes = max_body_bytes
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -185,7 +187,8 @@ class HqServer:
         app = create_app(service, ingest, board, stats={
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
-            **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {})})
+            **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {})},
+            max_body_bytes=self.max_body_bytes)
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))
         app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,

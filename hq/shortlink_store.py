@@ -20,7 +20,7 @@ host must be one of hq.toml's ``[links] landing_hosts`` (:mod:`hq.landing`; 422 
 reason otherwise). The printed URLs are built on the configured public address, or on
 the address HQ is bound to: never on anything the request says (Host header, body)::
 
-    $ curl -s -X POST http://hq:8080/api/shortlinks \\
+    $ curl -s -X POST http://hq:8080/api/shortlinks -H "Authorization: Bearer $TOKEN" \\
         -d '{"url": "https://shop.example/coffee", "tag": "T-17", "store": "store-1"}'
     {"code": "Ab3xK9q", "short": "http://hq:8080/s/Ab3xK9q",
      "qr": "http://hq:8080/s/Ab3xK9q?src=qr&t=T-17", "nfc": "...?src=nfc&t=T-17", ...}
@@ -44,6 +44,7 @@ from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Event
 from hq.db import HqDb
 from hq.landing import LandingHosts
+from hq.deps import PrincipalDep, audit
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
 
 __all__ = ["DbShortLinkStore", "MintRequest", "ShortLinkStats", "bound_origin", "make_mint_router"]
@@ -178,13 +179,17 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
     configured = None if public_base_url is None else public_base_url.rstrip("/")
 
     @router.post("/api/shortlinks", status_code=201)
-    async def mint_link(request: Request) -> Response:
+    async def mint_link(request: Request, p: PrincipalDep) -> Response:
         try:
             req = msgspec.json.decode(await request.body(), type=MintRequest)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _json({"detail": f"invalid MintRequest: {exc}"}, 422)
         if req.tag is not None and not _TAG_RE.fullmatch(req.tag):
             return _json({"detail": "tag: 1-64 printable ASCII characters without spaces"}, 422)
+        if not p.sees(req.store):
+            return _json({"detail": "store: a store staff member mints links for their own "
+                          f"stores ({', '.join(sorted(p.stores or ()))}); set \"store\" to one"},
+                         403)
         refusal = None if landing_hosts is None else landing_hosts.refuse("mint", req.url)
         if refusal is not None:
             log.warning("short link refused", reason=refusal.code, url=req.url[:200],
@@ -200,12 +205,13 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
             link = await store.mint(req.url, tag=req.tag, store=req.store, campaign=req.campaign)
         except AislecastError as exc:
             return _json({"detail": exc.message, "hint": exc.hint}, 422)
+        audit(request, "shortlink.mint", f"shortlink:{link.code}", after=_urls(base, link))
         return _json(_urls(base, link), 201)
 
     @router.get("/api/shortlinks/{code}")
-    async def link_stats(code: str, request: Request) -> Response:
+    async def link_stats(code: str, request: Request, p: PrincipalDep) -> Response:
         link = await store.resolve(code) if is_valid_code(code) else None
-        if link is None:
+        if link is None or not p.sees(link.store_id):  # another store's: as if none
             return _json({"detail": f"short link {code!r} not found"}, 404)
         base = configured or bound_origin(request)
         return _json(_urls(base, link) | {"clicks": store.clicks(code)})

@@ -19,6 +19,8 @@ from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
+from hq.accounts import ROLES, Accounts
+from hq.db import HqDb
 from hq.server import HqServer
 from hq.service import Enrollment
 
@@ -32,6 +34,21 @@ async def until(pred: Callable[[], object], timeout: float = 20.0, step: float =
             await asyncio.sleep(step)
 
 
+def token_for(db: HqDb, role: str, *, stores: list[str] | None = None) -> str:
+    """A bearer token acting as ``role`` (a user role: a new user of that role and a
+    personal token; a service kind such as ``wallet``: a service token)."""
+    accounts = Accounts(db)
+    if role in ROLES:
+        name = f"{role.replace('_', '-')}-{len(accounts.users()) + 1}"
+        accounts.add_user(name, role, stores=stores)
+        return accounts.issue_token("personal", owner=name)[1]
+    return accounts.issue_token(role, stores=stores)[1]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @dataclass
 class Stack:
     hq: HqServer
@@ -39,7 +56,20 @@ class Stack:
     work: Path
     sim: SimStore
     tg: asyncio.TaskGroup
+    admin_token: str = ""
     gateways: list[tuple[Gateway, asyncio.Task[None]]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.hq.http_port}"
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """Headers for an admin call: ``httpx.AsyncClient(base_url=st.url, headers=st.admin)``."""
+        return bearer(self.admin_token)
+
+    def token(self, role: str, *, stores: list[str] | None = None) -> str:
+        return token_for(self.hq.db, role, stores=stores)
 
     def gateway_config(self, name: str = "gw-1") -> dict[str, object]:
         return {
@@ -97,7 +127,7 @@ async def stack(port: int, work: Path, campaigns: list[Campaign],
         for c in campaigns:
             hq.service.upsert_campaign(c)
         sim = SimStore(zones, noise_db=noise_db, dropout=dropout, seed=3)
-        st = Stack(hq, mqtt, work, sim, tg)
+        st = Stack(hq, mqtt, work, sim, tg, admin_token=token_for(hq.db, "admin"))
         try:
             yield st
         finally:

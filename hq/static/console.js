@@ -35,11 +35,24 @@ function notify(text, isError = false) {
   n.classList.toggle("error", isError);
 }
 
+// The session cookie is HttpOnly; changes also send the CSRF token from the readable
+// aislecast_csrf cookie (double submit), which no other origin can read.
+function csrfToken() {
+  const m = document.cookie.match(/(?:^|;\s*)aislecast_csrf=([^;]*)/);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
 async function api(method, url, body) {
+  const headers = body ? { "content-type": "application/json" } : {};
+  if (method !== "GET") headers["x-csrf-token"] = csrfToken();
   const r = await fetch(url, {
-    method, headers: body ? { "content-type": "application/json" } : {},
+    method, headers, credentials: "same-origin",
     body: body ? JSON.stringify(body) : undefined,
   });
+  if (r.status === 401) {  // no session, or it expired: log in again
+    window.location.assign("/console/login");
+    throw new Error("logged out");
+  }
   const data = await r.json().catch(() => ({}));
   if (!r.ok) {
     const d = data.detail;
@@ -163,7 +176,14 @@ async function sendFlash(ev) {
   } catch (err) { notify(`Flash campaign refused: ${err.message}`, true); }
 }
 
+async function logout(ev) {
+  ev.preventDefault();
+  await api("POST", "/console/logout").catch(() => ({}));
+  window.location.assign("/console/login");
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("#flash").addEventListener("submit", sendFlash);
+  $("#logout").addEventListener("submit", logout);
   refresh();
 });
