@@ -94,9 +94,11 @@ def test_init_keeps_an_existing_file_unless_forced(
     assert "cannot be written (No such file or directory)" in capsys.readouterr().err
 
 
-def test_hq_init_without_config_only_writes_the_config_today(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_hq_init_without_config_only_writes_the_config_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the starter's data_dir is relative: keep it in tmp_path
     out = tmp_path / "hq.toml"
     assert main(["hq", "init", "-o", str(out)]) == 0
     assert out.read_text() == hq_config.starter_toml()
+    assert "password (shown once)" in capsys.readouterr().out  # and the first admin

@@ -8,11 +8,12 @@ import signal
 import textwrap
 from typing import Final
 
-from aislecast.apps.configfile import add_init_arguments, config_exit_code, write_starter
+from aislecast.apps.cmd_hq_accounts import register_accounts, register_init
+from aislecast.apps.configfile import config_exit_code
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
-from hq.config import HqConfig, load_hq_config, starter_toml
+from hq.config import HqConfig, load_hq_config
 from hq.server import HqServer
 
 __all__ = ["register"]
@@ -33,22 +34,10 @@ _HELP = textwrap.dedent(
       aislecast hq serve --http-port 8080 --key /etc/aislecast/hq-signing.pem
       aislecast hq serve --learn-every 300                 # retrain every 5 min
 
-    Gateways pin HQ's public key: fetch it with  curl http://HQ:8080/api/keys/bundle
+    Every /api call needs a token (aislecast hq tokens issue) or a console login.
+    Gateways pin HQ's public key: fetch it with
+      curl -H "Authorization: Bearer $TOKEN" http://HQ:8080/api/keys/bundle
     A config that does not load is one line naming the setting and the fix, exit code 2.
-    """
-)
-
-_INIT_HELP = textwrap.dedent(
-    """\
-    Set up HQ. Today this writes the commented starter hq.toml (database, broker address
-    and credentials, HTTP bind, public base URL, data dir), which loads as written; an
-    existing file is kept unless --force is given. Later `hq init` will also create the
-    first admin and the certificate authority; --config-only will then keep to the file.
-
-    examples:
-      aislecast hq init                                    # ./hq.toml
-      aislecast hq init --config-only -o /etc/aislecast/hq.toml
-      aislecast hq serve --config /etc/aislecast/hq.toml
     """
 )
 
@@ -90,18 +79,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--log-level", type=str.lower, help="debug, info, warning or error (default: info)")
     s.add_argument("--log-json", action="store_true")
     s.set_defaults(func=config_exit_code(_run))
-    init = hsub.add_parser("init", help="write a commented starter hq.toml (today: only that)",
-                           description=_INIT_HELP,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    init.add_argument("--config-only", action="store_true",
-                      help="only write the config file (today the only thing init does)")
-    add_init_arguments(init, "hq.toml")
-    init.set_defaults(func=config_exit_code(_init))
-
-
-def _init(args: argparse.Namespace) -> int:
-    return write_starter(starter_toml(), args.output, force=args.force,
-                         check="aislecast hq serve --config {path}")
+    register_init(hsub)
+    register_accounts(hsub)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
@@ -139,7 +118,8 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
     server = HqServer(db_url=cfg.db_url(), key_path=cfg.key_path(), mqtt=mqtt,
                       http_host=cfg.http.host, http_port=cfg.http.port,
                       client_id=cfg.broker.client_id, learn_every_s=cfg.learn_every_s,
-                      public_base_url=cfg.http.public_base_url, landing_hosts=cfg.links.hosts())
+                      public_base_url=cfg.http.public_base_url, landing_hosts=cfg.links.hosts(),
+                      max_body_bytes=cfg.http.max_body_bytes)
     await server.run()
 
 
