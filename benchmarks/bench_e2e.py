@@ -43,6 +43,7 @@ from edge.scanner import AdvertCallback
 from edge.simstore import STORE_UUID, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
+from hq.accounts import Accounts
 from hq.db import HqDb
 from hq.service import HqService
 
@@ -86,7 +87,9 @@ class _Receipts:
     received: int = 0
 
 
-def _prepare_hq(work: Path, n_shoppers: int, k: int) -> tuple[list[tuple[str, bytes]], Signer]:
+def _prepare_hq(work: Path, n_shoppers: int, k: int
+                ) -> tuple[list[tuple[str, bytes]], Signer, str]:
+    """The enrolled shoppers, HQ's signer and an admin token (HQ's API needs one)."""
     db = HqDb(f"sqlite:///{work}/hq.sqlite")
     signer = Signer(load_or_create_signing_key(work / "hq.pem"))
     service = HqService(db, signer, rotation_k=k)
@@ -100,8 +103,11 @@ def _prepare_hq(work: Path, n_shoppers: int, k: int) -> tuple[list[tuple[str, by
     for _ in range(n_shoppers):
         e = service.enroll(["offers"])
         out.append((e.inbox, bytes.fromhex(e.identity_key)))
+    accounts = Accounts(db)
+    accounts.add_user("bench-admin", "admin")
+    _, token = accounts.issue_token("personal", owner="bench-admin")
     db.close()
-    return out, signer
+    return out, signer, token
 
 
 @contextlib.asynccontextmanager
@@ -197,7 +203,7 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:  # noqa: PLR0915 -
     rows: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="aislecast-bench-") as tmp:
         work = Path(tmp)
-        enrolled, signer = await asyncio.to_thread(_prepare_hq, work, base_n + sweep_n, k)
+        enrolled, signer, token = await asyncio.to_thread(_prepare_hq, work, base_n + sweep_n, k)
         now = time.time()
         shoppers = []
         for j, (inbox, key) in enumerate(enrolled):
@@ -208,7 +214,8 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:  # noqa: PLR0915 -
         async with MosquittoProcess(BrokerConfig(directory=work / "broker", port=port)), \
                 _hq_process(work, port) as http:
             await asyncio.to_thread(urllib.request.urlopen, urllib.request.Request(
-                f"http://127.0.0.1:{http}/api/stores/{STORE}/publish", method="POST"), timeout=30)
+                f"http://127.0.0.1:{http}/api/stores/{STORE}/publish", method="POST",
+                headers={"Authorization": f"Bearer {token}"}), timeout=30)
             cfg = load_config({
                 "gateway": "gw-bench", "store": STORE, "data_dir": str(work / "gw"),
                 "hq_public_key": public_key_pem(signer.public_key), "broker": {"port": port},

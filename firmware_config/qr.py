@@ -14,6 +14,7 @@ time, so a tag's QR label and NFC tag, written on different days, carry one link
 from __future__ import annotations
 
 import csv
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from aislecast.kernel.shortlinks import is_valid_code, short_url
 
 __all__ = [
     "EC_LEVELS",
+    "HQ_TOKEN_ENV",
     "Label",
     "MintedLink",
     "mint_labels",
@@ -45,6 +47,10 @@ __all__ = [
 ]
 
 Matrix = list[list[bool]]
+
+# Where minting finds the staff member's HQ token (an environment variable keeps it out
+# of shell history and of other users' `ps`).
+HQ_TOKEN_ENV: Final = "AISLECAST_HQ_TOKEN"  # noqa: S105 - the variable's name
 
 # L/M/Q/H restore 7/15/25/30 % of damaged modules. M is the usual default for printed
 # labels; H suits labels on freezer doors or where scuffing is likely.
@@ -339,8 +345,18 @@ class MintedLink:
 
 
 def mint_link(hq: str, url: str, *, tag: str | None = None, store: str | None = None,
-              campaign: str | None = None, timeout: float = 10.0) -> MintedLink:
-    """The short link HQ keeps for ``url`` and this tag/store/campaign, minted or reused."""
+              campaign: str | None = None, timeout: float = 10.0,
+              token: str | None = None) -> MintedLink:
+    """The short link HQ keeps for ``url`` and this tag/store/campaign, minted or reused.
+
+    ``token`` (default: the ``AISLECAST_HQ_TOKEN`` environment variable, which keeps it
+    out of shell history and ``ps``) is a store staff member's personal token
+    (``aislecast hq tokens issue --kind personal --user NAME``)."""
+    token = token if token is not None else os.environ.get(HQ_TOKEN_ENV)
+    if not token:
+        raise ConfigError(HQ_TOKEN_ENV, "is not set: HQ mints short links for signed-in staff only",
+                          hint="export AISLECAST_HQ_TOKEN=$(aislecast hq tokens issue --kind "
+                               "personal --user YOU --json | jq -r .token)")
     endpoint = hq.rstrip("/") + "/api/shortlinks"
     if urlsplit(endpoint).scheme not in ("http", "https") or not urlsplit(endpoint).netloc:
         raise ConfigError("hq", f"not an http(s) address: {hq!r}",
@@ -348,14 +364,16 @@ def mint_link(hq: str, url: str, *, tag: str | None = None, store: str | None = 
     fields = {"url": url, "tag": tag, "store": store, "campaign": campaign}
     req = urllib.request.Request(  # noqa: S310 - scheme checked above
         endpoint, data=msgspec.json.encode({k: v for k, v in fields.items() if v is not None}),
-        method="POST", headers={"Content-Type": "application/json"})
+        method="POST", headers={"Content-Type": "application/json",
+                                "Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             status, raw = int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:300]
         raise ConfigError("hq", f"HQ refused the short link ({exc.code}): {detail}",
-                          hint="check the landing URL (http/https) and the tag id") from exc
+                          hint="check the landing URL (http/https), the tag id, and that "
+                               f"{HQ_TOKEN_ENV} is a live token for this store") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise AislecastError(f"cannot reach HQ at {hq}: {exc}",
                              hint="check --hq and that `aislecast hq serve` runs") from exc

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastapi import FastAPI
+
 from aislecast.apps.phone import Phone, PhoneBehaviour
 from aislecast.apps.scenarios import setup_store
 from aislecast.kernel.mqtt import MqttSettings
@@ -20,6 +22,8 @@ from edge.simstore import STORE_UUID, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
 from hq.accounts import ROLES, Accounts
+from hq.audit import AuditLog
+from hq.auth import AuthMiddleware, AuthStats
 from hq.db import HqDb
 from hq.server import HqServer
 from hq.service import Enrollment
@@ -47,6 +51,15 @@ def token_for(db: HqDb, role: str, *, stores: list[str] | None = None) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def secure(app: FastAPI, db: HqDb, role: str = "admin", *, stores: list[str] | None = None
+           ) -> dict[str, str]:
+    """Put HQ's auth middleware and audit log on a bare test ``app`` (one that mounts a
+    single router); returns the headers of a ``role`` caller."""
+    app.state.audit = audit = AuditLog(db)
+    app.add_middleware(AuthMiddleware, accounts=Accounts(db), audit=audit, stats=AuthStats())
+    return bearer(token_for(db, role, stores=stores))
 
 
 @dataclass

@@ -24,6 +24,7 @@ from hq.campaigns import top_up
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.service import HqService
+from tests.harness import bearer, token_for
 
 
 def test_old_campaign_json_still_decodes_with_defaults() -> None:
@@ -77,8 +78,8 @@ async def test_hq_refuses_invalid_campaign_with_422(tmp_path: Path) -> None:
     svc.upsert_store(Store("s1", "S", tz="Europe/Berlin"))
     svc.upsert_zone("s1", Zone("bakery", "Bakery"))
     app = create_app(svc, Ingest(svc.db))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://hq") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hq",
+                                 headers=bearer(token_for(svc.db, "admin"))) as client:
         bad = {"id": "x", "name": "x", "stores": ["s1", "nowhere"],
                "creatives": [{"id": "a", "title": "t"}],
                "trigger": {"kind": "enter", "zones": ["bakery", "attic"]},

@@ -28,7 +28,7 @@ from hq.config import load_hq_config
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
-from tests.harness import until
+from tests.harness import secure, until
 
 
 def _serve_args(*argv: str) -> argparse.Namespace:
@@ -92,7 +92,7 @@ def test_public_base_url_wins_over_the_request(tmp_path: Path) -> None:
         store = DbShortLinkStore(db, Ingest(db).store_events)
         app = FastAPI()
         app.include_router(make_mint_router(store, public_base_url="https://hq.example.com/"))
-        client = TestClient(app, base_url="http://attacker.example")
+        client = TestClient(app, base_url="http://attacker.example", headers=secure(app, db))
         made = client.post("/api/shortlinks", json={"url": "https://shop.example/p", "tag": "T-1"})
         assert made.status_code == 201
         assert made.json()["short"] == f"https://hq.example.com/s/{made.json()['code']}"

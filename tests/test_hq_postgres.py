@@ -31,7 +31,7 @@ from hq.learning import train
 from hq.server import HqServer
 from hq.service import HqService
 from tests.conftest_pg import BACKENDS, hq_url, pg_schema
-from tests.harness import enter_campaign
+from tests.harness import bearer, enter_campaign, token_for
 
 
 @pytest.fixture(params=BACKENDS)
@@ -83,7 +83,8 @@ def test_ingest_is_idempotent_by_event_id(db: HqDb) -> None:
 async def test_campaign_crud_and_validation_over_http(db: HqDb, tmp_path: Path) -> None:
     svc = _service(db, tmp_path)
     app = create_app(svc, Ingest(db))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hq") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hq",
+                                 headers=bearer(token_for(app.state.service.db, "admin"))) as c:
         bad = msgspec.to_builtins(enter_campaign("attic")) | {"stores": ["store-t", "nowhere"]}
         r = await c.post("/api/campaigns", json=bad)
         assert r.status_code == 422
@@ -206,6 +207,14 @@ async def test_hq_server_ingests_mqtt_batches_once(broker: MosquittoProcess, db_
         assert hq.ingest.stats.duplicates == 20
 
 
+def _admin_token(url: str) -> str:
+    db = HqDb(url, create_schema=False)
+    try:
+        return token_for(db, "admin")
+    finally:
+        db.close()
+
+
 async def test_cli_hq_serve_on_postgresql(broker: MosquittoProcess, tmp_path: Path) -> None:
     """`aislecast hq serve --db postgresql://...` comes up healthy and stops on SIGTERM."""
     with pg_schema() as url:
@@ -226,7 +235,9 @@ async def test_cli_hq_serve_on_postgresql(broker: MosquittoProcess, tmp_path: Pa
                         pass
                     assert proc.returncode is None and time.monotonic() < deadline, "hq did not start"
                     await asyncio.sleep(0.2)
-                r = await c.post("/api/stores", json={"id": "pg-store", "name": "PG", "tz": "UTC"})
+                admin = bearer(await asyncio.to_thread(_admin_token, url))
+                r = await c.post("/api/stores", json={"id": "pg-store", "name": "PG", "tz": "UTC"},
+                                 headers=admin)
                 assert r.status_code == 201
             check = HqDb(url, create_schema=False)
             assert check.query("SELECT id FROM stores") == [("pg-store",)]

@@ -20,7 +20,7 @@ from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.schema import SCHEMA_VERSION, BatchAck, Event, EventBatch, decode, encode
 from hq.metrics import NAMESPACE
 from hq.server import HqServer
-from tests.harness import until
+from tests.harness import bearer, token_for, until
 
 
 def _server(broker: MosquittoProcess, work: Path, **kw: object) -> HqServer:
@@ -105,7 +105,8 @@ async def test_metrics_expose_every_counter_of_every_component(
         await until(lambda: acks)
         assert (acks[0].batch, acks[0].stored) == ("b1", 3)
         await until(lambda: hq.ingest.stats.bad_payloads.get("events") == 1)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}") as c:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}",
+                                     headers=bearer(token_for(hq.db, "admin"))) as c:
             assert (await c.get("/api/campaigns/nope")).status_code == 404
             assert (await c.get("/no/such/page")).status_code == 404
             res = await c.get("/metrics")

@@ -16,6 +16,7 @@ from hq.api import create_app
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.service import HqService
+from tests.harness import bearer, token_for
 
 
 @pytest.fixture
@@ -23,7 +24,8 @@ def http(tmp_path: Path) -> httpx.AsyncClient:
     db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
     service = HqService(db, Signer(load_or_create_signing_key(tmp_path / "k.pem")))
     app = create_app(service, Ingest(db))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hq")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hq",
+                             headers=bearer(token_for(db, "admin")))
 
 
 @pytest.mark.parametrize(("body", "needle"), [

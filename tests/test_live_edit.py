@@ -53,7 +53,7 @@ async def test_edit_then_pause_reach_the_next_shopper(broker: MosquittoProcess,
         shoppers = [st.hq.service.enroll(["offers"]) for _ in range(3)]
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
-        api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{st.hq.http_port}", timeout=5)
+        api = httpx.AsyncClient(base_url=st.url, headers=st.admin, timeout=5)
         phones = [st.phone(e) for e in shoppers]
         async with api, phones[0], phones[1], phones[2]:
             for p in phones:

@@ -19,17 +19,21 @@ from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from edge.nfc.emulator import CardEmulator, Type2Card, free_udp_port, type2_image
-from firmware_config.qr import mint_link
+from firmware_config.qr import HQ_TOKEN_ENV, mint_link
 from hq.server import HqServer
+from tests.harness import token_for
 
 LANDING = "https://shop.example/coffee"
 
 
 @contextlib.asynccontextmanager
 async def _hq(broker: MosquittoProcess, work: Path) -> AsyncIterator[tuple[HqServer, str]]:
+    """HQ, with AISLECAST_HQ_TOKEN set to a store_staff token for s1 (as staff would)."""
     async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem",
                         mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq:
-        yield hq, f"http://127.0.0.1:{hq.http_port}"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(HQ_TOKEN_ENV, token_for(hq.db, "store_staff", stores=["s1"]))
+            yield hq, f"http://127.0.0.1:{hq.http_port}"
 
 
 def _code(url: str) -> tuple[str, dict[str, list[str]]]:
@@ -92,6 +96,8 @@ async def test_mint_errors_are_actionable(broker: MosquittoProcess, tmp_path: Pa
         with pytest.raises(ConfigError, match="HQ refused the short link \\(422\\)"):
             await asyncio.to_thread(mint_link, base, LANDING, tag="bad tag with spaces")
     with pytest.raises(ConfigError, match="not an http"):
-        mint_link("hq.example", LANDING)
+        mint_link("hq.example", LANDING, token="x")  # noqa: S106 - not a real token
+    with pytest.raises(ConfigError, match="AISLECAST_HQ_TOKEN: is not set"):
+        mint_link("https://hq.example", LANDING, token="")
     assert await asyncio.to_thread(
         main, ["qr", "--tag-id", "T-1", "--url", LANDING, "-o", str(tmp_path / "x.png")]) == 1

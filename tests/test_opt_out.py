@@ -11,7 +11,7 @@ import httpx
 from aislecast.kernel.broker import MosquittoProcess
 from edge.sim_scanner import SimScanner
 from edge.simstore import SimShopper, SimStore, default_zones
-from tests.harness import STORE, enter_campaign, stack, until
+from tests.harness import STORE, bearer, enter_campaign, stack, until
 
 _until = functools.partial(until, timeout=10.0)
 
@@ -34,7 +34,7 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
             assert all(gw.parts.identity.resolve(token, time.time()) == e.inbox for gw in gws)
             t0 = time.monotonic()
             deltas_before = st.hq.service.stats.deltas_published
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{st.hq.http_port}") as http:
+            async with httpx.AsyncClient(base_url=st.url, headers=bearer(st.token("wallet"))) as http:
                 r = await http.post(f"/api/shoppers/{e.inbox}/opt-out")
                 assert r.status_code == 200
             await _until(lambda: all(gw.parts.identity.resolve(token, time.time()) is None for gw in gws))

@@ -97,7 +97,7 @@ async def test_hq_serve_stops_cleanly_on_sigterm(broker: MosquittoProcess, tmp_p
     p = await spawn(tmp_path, "hq", "hq", "serve", "--db", f"sqlite:///{tmp_path}/hq.sqlite",
                     "--key", str(tmp_path / "hq.pem"), "--http-port", str(port),
                     "--broker", f"127.0.0.1:{broker.port}")
-    url = f"http://127.0.0.1:{port}/api/keys/bundle"
+    url = f"http://127.0.0.1:{port}/health"  # 200 once MQTT is connected too
     ready = False
 
     async def poll() -> None:
@@ -161,12 +161,27 @@ async def test_gateway_run_stops_cleanly_and_says_offline(
     print(f"\ngateway run: SIGTERM -> exit {rc} in {took:.2f} s, retained offline")
 
 
+def _get(url: str, token: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310 - a local test URL
+    with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - a local test URL
+        return int(r.status), r.read()
+
+
 async def test_demo_json_summary(tmp_path: Path) -> None:
-    p = await spawn(tmp_path, "demo-json", "demo", "--seconds", "5", "--json")
+    port = free_port()
+    p = await spawn(tmp_path, "demo-json", "demo", "--seconds", "8", "--json",
+                    "--http-port", str(port))
+    await until(lambda: p.out.read_text().endswith("\n"), 30, "the demo's started line", p)
+    started = json.loads(p.out.read_text().splitlines()[0])
+    assert started["event"] == "started" and started["hq_url"] == f"http://127.0.0.1:{port}"
+    assert set(started["logins"]) == {"admin", "marketer", "approver", "store_staff", "analyst"}
+    status, me = await asyncio.to_thread(_get, f"{started['hq_url']}/api/me", started["admin_token"])
+    assert status == 200 and json.loads(me)["role"] == "admin"  # HQ serves on --http-port
     async with asyncio.timeout(45):
         rc = await p.proc.wait()
     assert rc == 0, p.output()
     lines = p.out.read_text().strip().splitlines()
+    assert len(lines) == 2  # the started line first, the summary last
     summary = json.loads(lines[-1])
     missing = [k for k in DEMO_KEYS if k not in summary]
     assert not missing, f"summary lacks {missing}: {summary}"

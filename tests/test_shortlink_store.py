@@ -16,6 +16,7 @@ from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import ShortLink, make_shortlink_router
+from tests.harness import secure
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_http_mint_reuse_validation_and_redirect(db: HqDb) -> None:
     app = FastAPI()
     app.include_router(make_shortlink_router(store))
     app.include_router(make_mint_router(store, public_base_url="https://hq.example"))
-    client = TestClient(app)
+    client = TestClient(app, headers=secure(app, db))
     body = {"url": "https://shop.example/milk", "tag": "T-17", "store": "s1"}
     first = client.post("/api/shortlinks", json=body)
     assert first.status_code == 201

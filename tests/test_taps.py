@@ -54,7 +54,8 @@ def _http(st: Stack, method: str, path: str, body: dict[str, Any] | None = None
             return None
 
     req = urllib.request.Request(f"http://127.0.0.1:{st.hq.http_port}{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode())
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers=st.admin)
     try:
         with urllib.request.build_opener(NoRedirect).open(req, timeout=5) as rsp:
             return rsp.status, dict(rsp.headers), rsp.read()

@@ -24,7 +24,8 @@ _HELP = textwrap.dedent(
 
     examples:
       aislecast demo                            # live view until Ctrl-C
-      aislecast demo --seconds 20 --json        # headless, one JSON summary at the end
+      aislecast demo --seconds 20 --json        # headless: a "started" line, the summary last
+      aislecast demo --http-port 8080           # and open http://127.0.0.1:8080/console
       aislecast demo --shoppers 20 --seconds 60
       aislecast demo --scenario flash --json    # one real-time marketing scenario
     """
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="location")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="headless; print one JSON object")
+    p.add_argument("--http-port", type=int, default=0, metavar="PORT",
+                   help="serve the demo's HQ (API and console) on 127.0.0.1:PORT while it runs "
+                        "(default: a free port, shown in the live view)")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=_run)
 
@@ -52,12 +56,17 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     seconds = args.seconds if args.seconds is not None else (20.0 if args.json else None)
     opts = DemoOptions(seconds=seconds, shoppers=args.shoppers, scenario=args.scenario,
-                       seed=args.seed)
+                       seed=args.seed, http_port=args.http_port)
     view = None
     if not args.json and sys.stdout.isatty():
 
         view = live_view
-    return await run_demo(opts, state=DemoState(), view=view)
+    return await run_demo(opts, state=DemoState(), view=view,
+                          on_started=_print_started if args.json else None)
+
+
+def _print_started(state: DemoState) -> None:
+    print(json.dumps(state.started_line()), flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from aislecast.apps.phone import Phone, PhoneBehaviour
 from aislecast.kernel import topics
@@ -22,13 +24,16 @@ if TYPE_CHECKING:
     from aislecast.apps.phone import Phone
     from aislecast.kernel.mqtt import MqttSettings
 
-__all__ = ["register"]
+__all__ = ["WALLET_TOKEN_ENV", "register"]
+
+WALLET_TOKEN_ENV: Final = "AISLECAST_WALLET_TOKEN"  # noqa: S105 - a variable's name
 
 _HELP = textwrap.dedent(
     """\
     The reference shopper client, for trying a store by hand.
 
     examples:
+      export AISLECAST_WALLET_TOKEN=...   # aislecast hq tokens issue --kind wallet
       aislecast phone enroll --hq http://127.0.0.1:8080 > me.json     # opt in, keep the key
       aislecast phone listen --me me.json --broker 127.0.0.1:1883     # print offers as they come
       aislecast phone sight --me me.json --store store-1 --beacon b-bakery --rssi -62
@@ -43,6 +48,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     psub = p.add_subparsers(dest="phone_cmd", metavar="ACTION", required=True)
     e = psub.add_parser("enroll", help="opt in at HQ; prints the enrollment as JSON")
     e.add_argument("--hq", default="http://127.0.0.1:8080")
+    e.add_argument("--token", metavar="TOKEN",
+                   help="HQ's wallet service token (default: $AISLECAST_WALLET_TOKEN): "
+                        "enrolment is the wallet's, not an anonymous caller's")
     e.add_argument("--consent", action="append", default=None,
                    help="consent purpose (repeatable; default: offers)")
     e.set_defaults(func=_enroll)
@@ -66,11 +74,22 @@ def _load(path: str) -> dict[str, object]:
 
 
 def _enroll(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get(WALLET_TOKEN_ENV)
+    if not token:
+        print(f"aislecast: error: --token: no wallet token (nor ${WALLET_TOKEN_ENV}) "
+              "(issue one with: aislecast hq tokens issue --kind wallet)", file=sys.stderr)
+        return 2
     body = json.dumps({"consents": args.consent or ["offers"]}).encode()
     req = urllib.request.Request(f"{args.hq.rstrip('/')}/api/shoppers", data=body,  # noqa: S310
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - URL given by the user
-        print(resp.read().decode())
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {token}"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - URL given by the user
+            print(resp.read().decode())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        print(f"aislecast: error: HQ refused the enrolment ({exc.code}): {detail}", file=sys.stderr)
+        return 1
     return 0
 
 

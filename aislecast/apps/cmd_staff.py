@@ -119,7 +119,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     qr.add_argument("--base-url", metavar="URL",
                     help="HQ address used to build links from the CSV's code column")
     qr.add_argument("--hq", metavar="URL",
-                    help="mint (or reuse) the short link at this HQ for --url / each row")
+                    help="mint (or reuse) the short link at this HQ for --url / each row, "
+                         "as the staff token in $AISLECAST_HQ_TOKEN")
     qr.add_argument("--tag-id", metavar="ID", help="the tag the link is for (with --hq --url)")
     qr.add_argument("--store", metavar="ID", help="store of the tag (with --hq)")
     qr.add_argument("--no-src", action="store_true",

@@ -83,7 +83,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     w.add_argument("--url", required=True, help="HQ short link, e.g. https://hq.example/s/CODE;"
                    " with --hq the landing page to shorten")
     w.add_argument("--hq", metavar="URL",
-                   help="mint (or reuse) the short link for --url at this HQ")
+                   help="mint (or reuse) the short link for --url at this HQ, as the "
+                        "staff token in $AISLECAST_HQ_TOKEN")
     w.add_argument("--store", metavar="ID", help="store of the tag (with --hq)")
     w.add_argument("--title", help="Smart Poster title shown by phones")
     w.add_argument("--zone", help="zone id the tag sits in")

@@ -16,10 +16,12 @@ import statistics
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aislecast.apps.demo_accounts import DemoCredentials, provision
 from aislecast.apps.phone import Phone
 from aislecast.apps.scenarios import SCENARIOS, Scenario
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
@@ -50,6 +52,7 @@ class DemoOptions:
     scenario: str = "location"
     seed: int = 7
     workdir: Path | None = None
+    http_port: int = 0  # HQ's HTTP on 127.0.0.1; 0: a free port
 
 
 @dataclass(slots=True)
@@ -63,7 +66,21 @@ class DemoState:
     log: deque[str] = field(default_factory=lambda: deque(maxlen=12))
     gateway: Gateway | None = None
     hq: HqServer | None = None
+    credentials: DemoCredentials | None = None
     phones: list[Phone] = field(default_factory=list)
+
+    @property
+    def hq_url(self) -> str:
+        return "" if self.hq is None else f"http://127.0.0.1:{self.hq.http_port}"
+
+    def started_line(self) -> dict[str, Any]:
+        """``aislecast demo --json``'s first line: where HQ is and how to get in."""
+        c = self.credentials
+        return {"event": "started", "hq_url": self.hq_url,
+                "admin_token": c.admin_token if c else None,
+                "wallet_token": c.wallet_token if c else None,
+                "logins": {role: {"name": n, "password": pw}
+                           for role, (n, pw) in (c.logins.items() if c else ())}}
 
 
 def _walk(rng: random.Random, zones: list[str]) -> list[tuple[str, float]]:
@@ -116,8 +133,10 @@ def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
 
 
 async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
-                   view: Any = None) -> dict[str, Any]:
-    """Run the demo; returns the summary (docs/architecture.md#command-line-contract)."""
+                   view: Any = None,
+                   on_started: Callable[[DemoState], None] | None = None) -> dict[str, Any]:
+    """Run the demo; returns the summary (docs/architecture.md#command-line-contract).
+    ``on_started`` is called once HQ listens and its accounts exist."""
     scenario: Scenario = SCENARIOS[opts.scenario]
     state = state or DemoState()
     rng = random.Random(opts.seed)
@@ -127,11 +146,15 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
         async with broker:
             mqtt = MqttSettings(port=broker.port)
             async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite",
-                                key_path=work / "hq-signing.pem", mqtt=mqtt, http_port=0,
+                                key_path=work / "hq-signing.pem", mqtt=mqtt,
+                                http_port=opts.http_port,
                                 rotation_k=scenario.rotation_k,
                                 landing_hosts=LandingHosts(DEMO_LANDING_HOSTS)) as hq, \
                     asyncio.TaskGroup() as tg:
                 state.hq = hq
+                state.credentials = provision(hq.db, STORE)
+                if on_started is not None:
+                    on_started(state)
                 zones = default_zones()
                 await scenario.setup(hq.service, STORE, zones, STORE_UUID)
                 enrolled = [hq.service.enroll(["offers"]) for _ in range(opts.shoppers)]

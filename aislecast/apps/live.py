@@ -38,7 +38,17 @@ def _render(state: DemoState) -> Group:
                          str(p.stats.offers_received), str(p.stats.opened))
     tail = "\n".join(state.log) or "[dim]waiting for shoppers...[/dim]"
     return Group(Panel(head, title="aislecast demo: Ctrl-C to stop"), shoppers,
-                 Panel(tail, title="events"))
+                 Panel(tail, title="events"), _access(state))
+
+
+def _access(state: DemoState) -> Panel:
+    """Where the demo's HQ is and the accounts it made, to try the console by hand."""
+    c = state.credentials
+    lines = [f"console {state.hq_url}/console"]
+    if c is not None:
+        lines += [f"{role}: {name} / {pw}" for role, (name, pw) in c.logins.items()]
+        lines += [f"admin token: {c.admin_token}", f"wallet token: {c.wallet_token}"]
+    return Panel("\n".join(lines), title="HQ logins (this demo only)")
 
 
 async def live_view(state: DemoState) -> None:

@@ -245,13 +245,15 @@ async def _flash_setup(service: HqService, store: str, zones: list[SimZone], uui
 
 
 async def _fire_flash(service: HqService, store: str, state: Any) -> None:
-    """A marketer fires a breaking-news offer at HQ's HTTP API after 4 s."""
+    """An approver fires a breaking-news offer at HQ's HTTP API after 4 s (as the demo's
+    admin: a flash goes live at once, which a marketer may not do)."""
     await asyncio.sleep(4.0)
     body = json.dumps({"title": "Breaking: umbrellas -50 % for 30 minutes", "stores": [store],
                        "format": "coupon", "coupon_code": "RAIN50", "validity_s": 1800}).encode()
     url = f"http://127.0.0.1:{state.hq.http_port}/api/flash"
     req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"content-type": "application/json"})
+                                 headers={"content-type": "application/json",
+                                          "authorization": f"Bearer {state.credentials.admin_token}"})
     await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=5).read())  # noqa: S310
     await asyncio.Event().wait()
 
