@@ -20,8 +20,9 @@ from aislecast.apps.phone import PhoneBehaviour
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.mqtt import MqttSettings
 from edge.simstore import SimShopper
+from hq.accounts import Accounts
 from hq.server import HqServer
-from tests.harness import STORE, Stack, enter_campaign, stack
+from tests.harness import STORE, Stack, bearer, enter_campaign, stack, token_for
 from tests.harness import until as _until
 
 CHROMIUM = os.environ.get("AISLECAST_CHROMIUM", "/usr/bin/chromium")
@@ -62,6 +63,19 @@ def _walk(st: Stack, phones: list[Any], zone: str, start_in: float = 0.0) -> Non
                                       start=time.monotonic() + start_in + 0.7 * i, speed_mps=6.0))
 
 
+PASSWORD = "a long console password"  # noqa: S105 - a test account's
+
+
+async def _log_in(page: Any, base: str, name: str) -> None:
+    """The console sends a browser without a session to the login page; log in there."""
+    await page.goto(f"{base}/console")
+    await page.wait_for_url(f"{base}/console/login")
+    await page.get_by_label("User name").fill(name)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url(f"{base}/console")
+
+
 async def _cell(page: Any, cid: str, field: str) -> str:
     text = await page.locator(f'tr[data-campaign="{cid}"] [data-field="{field}"]').text_content()
     return str(text or "")
@@ -85,8 +99,9 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
                       for e in enrolled]
             for p in phones:
                 await p.link.wait_connected(10)
-            base = f"http://127.0.0.1:{st.hq.http_port}"
-            await page.goto(f"{base}/console")
+            base = st.url
+            Accounts(st.hq.db).add_user("ann", "approver", password=PASSWORD)
+            await _log_in(page, base, "ann")
             row = page.locator('tr[data-campaign="produce-deal"]')
             await row.wait_for(timeout=10_000)
             assert await _cell(page, "produce-deal", "status") == "live"
@@ -141,6 +156,47 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
             await page.locator('tr[data-campaign="produce-deal"] [data-field="status"]').filter(
                 has_text="live").wait_for(timeout=10_000)
             assert svc.get_campaign("produce-deal").status == "live"
+            await _cross_origin_posts_are_refused(st, page, base)
+
+            # logging out ends the session: the page goes back to the login
+            await page.get_by_role("button", name="Log out").click()
+            await page.wait_for_url(f"{base}/console/login")
+            async with httpx.AsyncClient(base_url=base, cookies=await _cookies(page)) as c:
+                assert (await c.get("/api/console/campaigns")).status_code == 401
+
+
+async def _cookies(page: Any) -> dict[str, str]:
+    return {c["name"]: c["value"] for c in await page.context.cookies()}
+
+
+async def _cross_origin_posts_are_refused(st: Stack, page: Any, base: str) -> None:
+    """CSRF: another origin's text/plain POST (the request a form or a no-cors fetch
+    makes) must not pause a campaign; the console's own POSTs (above) did."""
+    svc, refusals = st.hq.service, st.hq.metrics.snapshot()["auth"]["refusals"]
+    evil = base.replace("127.0.0.1", "localhost")  # another origin and site, same server
+    await page.goto(f"{evil}/console/login")
+    await page.evaluate("""(url) => fetch(url, {method: "POST", mode: "no-cors",
+        credentials: "include", headers: {"content-type": "text/plain"}, body: "x"})""",
+        f"{base}/api/campaigns/produce-deal/pause")
+    # the same forged request with the victim's cookie attached (as a browser without
+    # SameSite would): refused by the Origin check, and without Origin by the CSRF token
+    jar = await _cookies(page)
+    async with httpx.AsyncClient(base_url=base, cookies=jar) as c:
+        plain = {"content-type": "text/plain"}
+        r = await c.post("/api/campaigns/produce-deal/pause", content=b"x",
+                         headers=plain | {"origin": evil})
+        assert r.status_code == 403 and r.json()["reason"] == "cross_origin"
+        r = await c.post("/api/campaigns/produce-deal/pause", content=b"x", headers=plain)
+        assert r.status_code == 403 and r.json()["reason"] == "csrf"
+        assert svc.get_campaign("produce-deal").status == "live"  # nothing changed
+        now = st.hq.metrics.snapshot()["auth"]["refusals"]
+        assert now.get("csrf", 0) > refusals.get("csrf", 0)
+        # the witness: the same session with its CSRF token may pause
+        r = await c.post("/api/campaigns/produce-deal/pause",
+                         headers={"x-csrf-token": jar["aislecast_csrf"], "origin": base})
+        assert r.status_code == 200 and r.json()["status"] == "paused"
+    await page.goto(f"{base}/console")
+    await page.screenshot(path=str(ARTIFACTS / "4-after-csrf.png"), full_page=True)
 
 
 async def test_console_empty_state(broker: MosquittoProcess, tmp_path: Path) -> None:
@@ -148,11 +204,13 @@ async def test_console_empty_state(broker: MosquittoProcess, tmp_path: Path) -> 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
                         mqtt=MqttSettings(port=broker.port), http_port=0) as hq:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}") as c:
+        base = f"http://127.0.0.1:{hq.http_port}"
+        async with httpx.AsyncClient(base_url=base, headers=bearer(token_for(hq.db, "analyst"))) as c:
             assert (await c.get("/api/console/campaigns")).json()["campaigns"] == []
             assert (await c.get("/console/static/console.js")).status_code == 200
+        Accounts(hq.db).add_user("sam", "analyst", password=PASSWORD)
         async with browser_page(tmp_path / "profile") as page:
-            await page.goto(f"http://127.0.0.1:{hq.http_port}/")
+            await _log_in(page, base, "sam")
             await page.locator("#campaigns-empty").wait_for(state="visible", timeout=10_000)
             assert await page.locator("#campaigns").is_hidden()
             await page.locator("#stores-empty").wait_for(state="visible", timeout=10_000)
