@@ -33,8 +33,8 @@ from msgspec import Meta
 from aislecast.kernel.config import TcpPort, decode, read_toml
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
-from hq.landing import LandingHosts
 from hq.api import MAX_BODY_BYTES
+from hq.landing import LandingHosts
 from hq.server import LEARN_EVERY_S
 
 __all__ = [

@@ -43,8 +43,8 @@ from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Event
 from hq.db import HqDb
-from hq.landing import LandingHosts
 from hq.deps import PrincipalDep, audit
+from hq.landing import LandingHosts
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
 
 __all__ = ["DbShortLinkStore", "MintRequest", "ShortLinkStats", "bound_origin", "make_mint_router"]

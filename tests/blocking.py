@@ -40,6 +40,7 @@ ANYWHERE: Final[list[tuple[str, set[str]]]] = [
     ("aislecast/kernel/broker.py", {"__aenter__", "mosquitto_binary", "_write_passwords"}),
     ("aislecast/kernel/signing.py", {"load_or_create_signing_key"}),
     ("hq/console.py", {"mount_console"}),
+    ("hq/login.py", {"login_router"}),
     ("hq/db.py", {"_connect"}),
     ("gateway/app.py", {"__init__"}),
     # One-shot administration and start-up I/O: the private CA and key files (the CLI,

@@ -3,6 +3,7 @@ manage accounts on the configured database, and the tokens they print work on HQ
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from hq.ingest import Ingest
 from hq.service import HqService
 
 
+async def _cli(argv: list[str]) -> int:
+    """The CLI, off the event loop (it is a blocking program; the test is async for HQ's app)."""
+    return await asyncio.to_thread(main, argv)
+
+
 def _out(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
@@ -28,22 +34,22 @@ async def test_init_users_and_tokens_from_the_shell(
     monkeypatch.chdir(tmp_path)
     secret = tmp_path / "admin.secret"
     secret.write_text("correct horse battery staple\n")
-    assert main(["hq", "init", "--admin", "ops", "--admin-password-file", str(secret)]) == 0
+    assert await _cli(["hq", "init", "--admin", "ops", "--admin-password-file", str(secret)]) == 0
     out = _out(capsys)
     assert "added admin 'ops'" in out and "shown once" not in out  # the given password
     assert (tmp_path / "hq-data" / "ca" / "ca.crt").exists()
-    assert main(["hq", "init"]) == 0  # again: everything kept
+    assert await _cli(["hq", "init"]) == 0  # again: everything kept
     assert "exists" in _out(capsys)
     cfg = ["--config", "hq.toml"]
-    assert main(["hq", "users", "add", "lee", "--role", "store_staff", "--store", "s1", *cfg]) == 0
+    assert await _cli(["hq", "users", "add", "lee", "--role", "store_staff", "--store", "s1", *cfg]) == 0
     assert "password (shown once): " in _out(capsys)
-    assert main(["hq", "users", "add", "kim", "--role", "store_staff", *cfg]) == 2
+    assert await _cli(["hq", "users", "add", "kim", "--role", "store_staff", *cfg]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--store: a store_staff needs at least one store" in err
-    assert main(["hq", "users", "list", "--json", *cfg]) == 0
+    assert await _cli(["hq", "users", "list", "--json", *cfg]) == 0
     users = {u["name"]: u for u in json.loads(_out(capsys))}
     assert users["lee"]["stores"] == ["s1"] and users["ops"]["role"] == "admin"
-    assert main(["hq", "tokens", "issue", "--kind", "wallet", "--json", *cfg]) == 0
+    assert await _cli(["hq", "tokens", "issue", "--kind", "wallet", "--json", *cfg]) == 0
     issued = json.loads(_out(capsys))
 
     db = HqDb(f"sqlite:///{tmp_path}/hq-data/hq.sqlite")
@@ -52,11 +58,11 @@ async def test_init_users_and_tokens_from_the_shell(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hq") as c:
         auth = {"Authorization": f"Bearer {issued['token']}"}
         assert (await c.post("/api/shoppers", json={}, headers=auth)).status_code == 201
-        assert main(["hq", "tokens", "revoke", issued["id"], "--db", db.url]) == 0
+        assert await _cli(["hq", "tokens", "revoke", issued["id"], "--db", db.url]) == 0
         assert (await c.post("/api/shoppers", json={}, headers=auth)).status_code == 401
-    assert main(["hq", "users", "disable", "lee", *cfg]) == 0
+    assert await _cli(["hq", "users", "disable", "lee", *cfg]) == 0
     assert Accounts(db).check_password("lee", "whatever-it-was") is None
     actions = [e.action for e in AuditLog(db).entries()]
     assert actions[:2] == ["user.add", "user.add"] and "token.revoke" in actions
     assert actions[-1] == "user.disable"
-    assert main(["hq", "tokens", "revoke", issued["id"], *cfg]) == 2  # not live any more
+    assert await _cli(["hq", "tokens", "revoke", issued["id"], *cfg]) == 2  # not live any more

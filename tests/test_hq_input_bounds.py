@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.mqtt import MqttSettings
 from hq.server import HqServer
+from tests.harness import bearer, token_for
 
 ODD = st.one_of(
     st.text(min_size=0, max_size=80),
@@ -71,13 +72,14 @@ async def test_odd_values_on_every_write_route_get_4xx_never_5xx(
     async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
                         mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq:
         base = f"http://127.0.0.1:{hq.http_port}"
+        auth = bearer(token_for(hq.db, "admin"))
         seen: dict[int, int] = {}
 
         @settings(max_examples=40, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow])
         @given(ODD)
         def fuzz(v: str) -> None:
-            with httpx.Client(base_url=base, timeout=30) as c:
+            with httpx.Client(base_url=base, timeout=30, headers=auth) as c:
                 _api(c, "POST", "/api/stores", {"id": "s1", "name": "n", "tz": "UTC"})
                 _api(c, "POST", "/api/stores/s1/zones", {"id": "z1", "name": "Z"})
                 for method, path, body in _write_calls(v):
@@ -96,7 +98,8 @@ async def test_the_reported_values_are_422s_naming_the_field(
     async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
                         mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq:
         def run() -> None:
-            with httpx.Client(base_url=f"http://127.0.0.1:{hq.http_port}", timeout=30) as c:
+            with httpx.Client(base_url=f"http://127.0.0.1:{hq.http_port}", timeout=30,
+                              headers=bearer(token_for(hq.db, "admin"))) as c:
                 ok = _api(c, "POST", "/api/stores", {"id": "s1", "name": "n", "tz": "Europe/Berlin"})
                 assert ok.status_code == 201  # the witness: a good store is taken
                 cases = [

@@ -20,6 +20,7 @@ from hq.landing import LandingHosts
 from hq.server import HqServer
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import ShortLink, make_shortlink_router
+from tests.harness import bearer, secure, token_for
 
 ALLOWED = ["shop.example", "bücher.example", "promo.example:8443"]
 
@@ -79,20 +80,21 @@ def test_config_names_a_bad_landing_host(tmp_path: Path) -> None:
     assert load_hq_config(None).links.landing_hosts == []
 
 
-def _app(db: HqDb, hosts: LandingHosts) -> tuple[FastAPI, DbShortLinkStore]:
+def _app(db: HqDb, hosts: LandingHosts) -> tuple[FastAPI, DbShortLinkStore, dict[str, str]]:
+    """The short-link routers behind HQ's auth middleware, and a staff caller's headers."""
     store = DbShortLinkStore(db, Ingest(db).store_events)
     app = FastAPI()
     app.include_router(make_shortlink_router(store, landing_hosts=hosts))
     app.include_router(make_mint_router(store, public_base_url="https://hq.example",
                                         landing_hosts=hosts))
-    return app, store
+    return app, store, secure(app, db, "marketer")
 
 
 async def test_minting_refuses_other_hosts_with_a_422_and_counts_it(tmp_path: Path) -> None:
     hosts = LandingHosts(ALLOWED)
-    app, store = _app(HqDb(f"sqlite:///{tmp_path}/hq.sqlite"), hosts)
+    app, store, auth = _app(HqDb(f"sqlite:///{tmp_path}/hq.sqlite"), hosts)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://hq") as c:
+                                 base_url="http://hq", headers=auth) as c:
         good = await _api(c, "POST", "/api/shortlinks", {"url": "https://shop.example/coffee"})
         assert good.status_code == 201, good.text
         for url in ("https://bank.example@evil.example/", "https://evil.example\\@shop.example/",
@@ -108,7 +110,7 @@ async def test_minting_refuses_other_hosts_with_a_422_and_counts_it(tmp_path: Pa
 
 async def test_a_stored_link_to_a_host_no_longer_allowed_is_never_followed(tmp_path: Path) -> None:
     hosts = LandingHosts(["shop.example"])
-    app, store = _app(HqDb(f"sqlite:///{tmp_path}/hq.sqlite"), hosts)
+    app, store, _ = _app(HqDb(f"sqlite:///{tmp_path}/hq.sqlite"), hosts)
     store.add(ShortLink(code="Good123", url="https://shop.example/p"))
     store.add(ShortLink(code="Gone123", url="https://old-partner.example/p"))  # before the list
     store.add(ShortLink(code="Evil123", url="https://bank.example@evil.example/"))
@@ -130,7 +132,8 @@ async def test_printed_urls_use_hqs_address_not_the_host_header(
 ) -> None:
     async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
                         mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq, \
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}") as c:
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}",
+                              headers=bearer(token_for(hq.db, "marketer"))) as c:
         own = f"http://127.0.0.1:{hq.http_port}"
         r = await _api(c, "POST", "/api/shortlinks",
                        {"url": "https://shop.example/p", "tag": "T-1"},
