@@ -13,6 +13,8 @@ starter file (gateway/starter.toml, also examples/gateway.toml). Example
     [broker]
     host = "127.0.0.1"
     port = 1883
+    username = "gw.store-1.gw-1"           # from `aislecast hq gateways add`
+    password_file = "/etc/aislecast/gw-1.mqtt-password"
 
     [scanner]
     backend = "bluez"      # or "sim"
@@ -44,6 +46,8 @@ from msgspec import Meta
 
 from aislecast.kernel.config import TcpPort, decode, load_toml
 from aislecast.kernel.errors import AislecastError, ConfigError
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.privatefile import read_secret
 from edge.nfc import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
 from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
 from gateway.presence import PresenceParams
@@ -72,8 +76,18 @@ _Seconds = Annotated[float, Meta(ge=0)]
 class BrokerSection(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: TcpPort = 1883
+    # this gateway's broker login, gw.{store}.{gateway} (`aislecast hq gateways add`)
     username: str | None = None
     password: str | None = None
+    # a file (0600) whose first line is the password, read once at load; never logged
+    password_file: str | None = None
+    # CA certificate(s), PEM, that signed the broker's TLS certificate; None: plain TCP
+    tls_ca: str | None = None
+
+    def mqtt_settings(self) -> MqttSettings:
+        """The link settings (the password already read from ``password_file``)."""
+        return MqttSettings(host=self.host, port=self.port, username=self.username,
+                            password=self.password, tls_ca=self.tls_ca)
 
 
 class ScannerSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -197,7 +211,20 @@ def load_config(source: Path | str | Mapping[str, object]) -> GatewayConfig:
         file = None
         cfg = decode(source, GatewayConfig)
     _check_nfc(cfg.nfc, file)
-    return cfg
+    return _with_password(cfg, file)
+
+
+def _with_password(cfg: GatewayConfig, file: str | None) -> GatewayConfig:
+    """``[broker] password_file`` read into ``password`` (once, at load)."""
+    b = cfg.broker
+    if b.password_file is None:
+        return cfg
+    if b.password is not None:
+        raise ConfigError("broker.password_file", "is set together with broker.password",
+                          hint="keep one of them (password_file keeps the secret out of the file)",
+                          file=file)
+    password = read_secret(b.password_file, "broker.password_file", file=file)
+    return msgspec.structs.replace(cfg, broker=msgspec.structs.replace(b, password=password))
 
 
 def starter_toml() -> str:

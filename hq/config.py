@@ -14,6 +14,8 @@ also examples/hq.toml)::
     username = "hq"
     password_file = "/etc/aislecast/hq-mqtt.secret"
     tls_ca = "/etc/aislecast/broker-ca.pem"
+    auth_dir = "/etc/mosquitto/aislecast"   # or, on the broker's host: HQ writes the files
+    pid_file = "/run/mosquitto/mosquitto.pid"
     [http]
     public_base_url = "https://hq.example.com"
     [links]
@@ -33,6 +35,7 @@ from msgspec import Meta
 from aislecast.kernel.config import TcpPort, decode, read_toml
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.privatefile import read_secret
 from hq.api import MAX_BODY_BYTES
 from hq.landing import LandingHosts
 from hq.server import LEARN_EVERY_S
@@ -68,6 +71,12 @@ class HqBrokerSection(msgspec.Struct, forbid_unknown_fields=True):
     tls_ca: str | None = None
     client_id: Annotated[str, Meta(min_length=1, max_length=64, description=(
         "this HQ worker's MQTT client id, unique per worker"))] = "hq-1"
+    # the directory of the broker's password_file and acl_file when the broker runs on
+    # HQ's host: HQ renders both from its credential registry (0600) and logs in as hq.1
+    # unless username is set; None: HQ writes no broker files
+    auth_dir: str | None = None
+    # Mosquitto's pid_file, for the SIGHUP that reloads those files; None: no reload
+    pid_file: str | None = None
 
 
 class HttpSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -122,16 +131,7 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
 def _password(b: HqBrokerSection) -> str | None:
     if b.password_file is None:
         return b.password
-    try:
-        lines = Path(b.password_file).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError("broker.password_file", f"cannot read {b.password_file}: {problem}",
-                          hint="point it at a readable file holding the password") from None
-    if not lines or not lines[0]:
-        raise ConfigError("broker.password_file", f"{b.password_file} is empty",
-                          hint="write the broker password on its first line")
-    return lines[0]
+    return read_secret(b.password_file, "broker.password_file")
 
 
 def _set(data: dict[str, Any], path: str, value: object) -> None:

@@ -108,7 +108,16 @@ def m0003_accounts(db: HqDb) -> None:
         db.execute(stmt)
 
 
-STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts)
+def m0004_broker_users(db: HqDb) -> None:
+    """The broker credential registry (hq.credentials): who may log in to MQTT, by hash."""
+    db.execute("CREATE TABLE broker_users (username TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+               " password_hash TEXT NOT NULL, store TEXT, gateway TEXT,"
+               " created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)")
+    db.execute("CREATE INDEX broker_users_kind ON broker_users (kind, revoked_at)")
+
+
+STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
+                                  m0004_broker_users)
 
 
 def schema_version(db: HqDb) -> int:

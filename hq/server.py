@@ -9,6 +9,9 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
 - ``hq-acks``: batch and feedback acknowledgements (:class:`hq.tasks.AckSender`);
 - ``hq-republisher``: every store's bundle refreshed so token tables never run out;
 - ``hq-learner``: model retraining, budget grant top-ups (:func:`hq.learning.learn_loop`);
+- ``hq-broker-sync``: the broker's password and ACL files re-rendered from the
+  credential registry and reloaded (:class:`hq.broker_sync.BrokerSync`), when HQ is
+  given the broker's ``auth_dir``;
 - ``hq-http``: uvicorn serving the API, the console, short links and ``/metrics``.
 
 It returns once HTTP listens and the broker has accepted the connection; a broker that
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +42,10 @@ from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.api import MAX_BODY_BYTES, create_app
+from hq.broker_auth import BrokerAuthFiles
+from hq.broker_sync import BrokerSync, PidSource
 from hq.console import STATE_FILTER, GatewayBoard
+from hq.credentials import HQ_LOGIN_FILE, ensure_hq_credential
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.landing import LandingHosts
@@ -78,6 +85,7 @@ class _Parts:
     shortlinks: DbShortLinkStore
     app: FastAPI
     metrics: HqMetrics
+    broker_sync: BrokerSync | None
 
 
 class HqServer:
@@ -98,6 +106,8 @@ class HqServer:
         public_base_url: str | None = None,
         landing_hosts: LandingHosts | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        broker_auth_dir: Path | None = None,
+        broker_pid: PidSource | None = None,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -111,6 +121,10 @@ class HqServer:
         self.landing_hosts = landing_hosts  # None: any http(s) host, with a warning at start
         self.learn_every_s = learn_every_s
         self.max_body_bytes = max_body_bytes
+        # the broker's password/ACL directory: HQ renders it from its registry and, with
+        # broker_pid, reloads the broker; HQ then logs in as hq.1 unless mqtt has a user
+        self.broker_auth_dir = broker_auth_dir
+        self.broker_pid = broker_pid
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -156,6 +170,10 @@ class HqServer:
     def metrics(self) -> HqMetrics:
         return self._got().metrics
 
+    @property
+    def broker_sync(self) -> BrokerSync | None:
+        return self._got().broker_sync
+
     # ---- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -172,6 +190,18 @@ class HqServer:
         db = await asyncio.to_thread(HqDb, self.db_url)
         self._stack.callback(db.close)
         signer = Signer(await asyncio.to_thread(load_or_create_signing_key, self.key_path))
+        service = (HqService(db, signer) if self.rotation_k is None
+                   else HqService(db, signer, rotation_k=self.rotation_k))
+        sync: BrokerSync | None = None
+        if self.broker_auth_dir is not None:
+            sync = BrokerSync(service.credentials, BrokerAuthFiles(self.broker_auth_dir),
+                              pid=self.broker_pid)
+            if self.mqtt.username is None:  # HQ's own login, registered on first start
+                user, password = await asyncio.to_thread(
+                    ensure_hq_credential, service.credentials,
+                    self.key_path.parent / HQ_LOGIN_FILE)
+                self.mqtt = dataclasses.replace(self.mqtt, username=user, password=password)
+            await sync.flush()  # the broker knows HQ (and everyone) before HQ connects
         acks, board = AckSender(), GatewayBoard()
         ingest = Ingest(db, reply=acks.offer)  # held feedback is acknowledged once stored
         router = Router([Route("events", topics.HQ_EVENTS_SHARED, ingest.on_events),
@@ -180,20 +210,21 @@ class HqServer:
         inbound: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(INBOUND_QUEUE_MAX)
         link = MqttLink(self.mqtt, client_id=self.client_id, subscriptions=router.subscriptions,
                         handler=inbound.put)
-        service = (HqService(db, signer, link=link) if self.rotation_k is None
-                   else HqService(db, signer, link=link, rotation_k=self.rotation_k))
+        service.link = link
         shortlinks = DbShortLinkStore(db, ingest.store_events)
         republisher, learned = Republisher(service, self.republish_s), LearnStats()
         app = create_app(service, ingest, board, stats={
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
-            **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {})},
+            **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {}),
+            **({"broker_sync": sync.stats} if sync is not None else {})},
             max_body_bytes=self.max_body_bytes)
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))
         app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,
                                             landing_hosts=self.landing_hosts))
-        self._parts = _Parts(db, service, ingest, board, link, shortlinks, app, app.state.metrics)
+        self._parts = _Parts(db, service, ingest, board, link, shortlinks, app, app.state.metrics,
+                             sync)
         self._http = http = HttpServer(uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off",
             timeout_graceful_shutdown=HTTP_SHUTDOWN_S))
@@ -207,6 +238,8 @@ class HqServer:
             tg.create_task(acks.run(link), name="hq-acks"),
             tg.create_task(republisher.run(), name="hq-republisher"),
         ]
+        if sync is not None:
+            self._tasks.append(tg.create_task(sync.run(), name="hq-broker-sync"))
         if self.learn_every_s > 0:
             self._tasks.append(tg.create_task(learn_loop(service, self.learn_every_s, learned),
                                               name="hq-learner"))

@@ -35,6 +35,7 @@ from aislecast.kernel.schema import (
 )
 from aislecast.kernel.signing import Signer
 from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
+from hq.credentials import CredentialRegistry
 from hq.db import HqDb
 
 __all__ = ["MAX_TEXT", "MAX_TZ", "Enrollment", "HqService", "InvalidInput", "NotFound",
@@ -112,12 +113,16 @@ class NotFound(LookupError):
 
 
 class Enrollment(msgspec.Struct, frozen=True):
-    """What a phone receives once at opt-in: its pseudonymous inbox and identity key."""
+    """What a phone receives once at opt-in: its pseudonymous inbox and identity key, and
+    its broker login (username = inbox; the password is shown here once, HQ keeps only
+    its hash)."""
 
     inbox: str
     identity_key: str  # hex, 16 bytes
     rotation_k: int
     consents: list[str]
+    broker_username: str | None = None
+    broker_password: str | None = None
 
 
 @dataclass(slots=True)
@@ -138,6 +143,7 @@ class HqService:
         self.db = db
         self.signer = signer
         self.rotation_k = rotation_k
+        self.credentials = CredentialRegistry(db)  # broker logins (hq.credentials)
         self.link = link
         self._eid_cache: dict[tuple[str, int], str] = {}
         self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
@@ -226,8 +232,10 @@ class HqService:
             "INSERT INTO shoppers(inbox, identity_key, consents, created_at) VALUES (?, ?, ?, ?)",
             (inbox, key.hex(), ",".join(sorted(set(consents))), time.time()),
         )
+        password = self.credentials.issue("phone", inbox)
         self.stats.shoppers_enrolled += 1
-        return Enrollment(inbox, key.hex(), self.rotation_k, sorted(set(consents)))
+        return Enrollment(inbox, key.hex(), self.rotation_k, sorted(set(consents)),
+                          broker_username=inbox, broker_password=password)
 
     def opted_out(self) -> list[str]:
         return [r[0] for r in self.db.query("SELECT inbox FROM shoppers WHERE opted_out = 1")]
@@ -316,6 +324,7 @@ class HqService:
         self.refuse("opt-out", check_id("inbox", inbox))
         if self.db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (inbox,)) == 0:
             raise NotFound("shopper", inbox)
+        self.credentials.revoke(inbox)  # the broker kicks the phone at the next reload
         self.stats.opt_outs += 1
         failed: list[str] = []
         stores = self.store_ids()

@@ -1,9 +1,15 @@
-"""A small in-process stack for tests: HQ + one gateway + phones on the test's broker."""
+"""A small in-process stack for tests: HQ + one gateway + phones on the test's broker.
+
+:func:`stack` runs on the test's anonymous ``broker`` fixture; :func:`authenticated_stack`
+starts its own Mosquitto with the password and ACL files HQ renders from its credential
+registry (no anonymous access): HQ logs in as ``hq.1``, gateways with the credential
+:meth:`Stack.gateway_config` issues, phones with their enrolment's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -13,6 +19,8 @@ from fastapi import FastAPI
 
 from aislecast.apps.phone import Phone, PhoneBehaviour
 from aislecast.apps.scenarios import setup_store
+from aislecast.kernel.acl import acl_rules
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import Campaign, Caps, Creative, Trigger
 from aislecast.kernel.signing import public_key_pem
@@ -24,6 +32,7 @@ from gateway.config import load_config
 from hq.accounts import ROLES, Accounts
 from hq.audit import AuditLog
 from hq.auth import AuthMiddleware, AuthStats
+from hq.broker_auth import BrokerAuthFiles
 from hq.db import HqDb
 from hq.server import HqServer
 from hq.service import Enrollment
@@ -71,6 +80,11 @@ class Stack:
     tg: asyncio.TaskGroup
     admin_token: str = ""
     gateways: list[tuple[Gateway, asyncio.Task[None]]] = field(default_factory=list)
+    broker: MosquittoProcess | None = None  # authenticated_stack's own broker
+
+    @property
+    def authenticated(self) -> bool:
+        return self.hq.broker_sync is not None
 
     @property
     def url(self) -> str:
@@ -85,10 +99,15 @@ class Stack:
         return token_for(self.hq.db, role, stores=stores)
 
     def gateway_config(self, name: str = "gw-1") -> dict[str, object]:
+        """A gateway's config; on an authenticated stack with a credential issued for it."""
+        broker: dict[str, object] = {"port": self.mqtt.port}
+        if self.authenticated:
+            user, password = self.hq.service.credentials.issue_gateway(STORE, name)
+            broker |= {"username": user, "password": password}
         return {
             "gateway": name, "store": STORE, "data_dir": str(self.work / name),
             "hq_public_key": public_key_pem(self.hq.service.signer.public_key),
-            "broker": {"port": self.mqtt.port},
+            "broker": broker,
             "scanner": {"backend": "sim", "receivers": self.sim.receivers},
             "health_every_s": 1.0,
         }
@@ -114,8 +133,14 @@ class Stack:
                     await task
         self.gateways = [(g, t) for g, t in self.gateways if g is not gw]
 
+    def phone_settings(self, e: Enrollment) -> MqttSettings:
+        """The broker settings with ``e``'s login (none on the anonymous stack)."""
+        if not self.authenticated:
+            return self.mqtt
+        return dataclasses.replace(self.mqtt, username=e.broker_username, password=e.broker_password)
+
     def phone(self, e: Enrollment, **kw: object) -> Phone:
-        return Phone(self.mqtt, inbox=e.inbox, identity_key=bytes.fromhex(e.identity_key),
+        return Phone(self.phone_settings(e), inbox=e.inbox, identity_key=bytes.fromhex(e.identity_key),
                      rotation_k=e.rotation_k, rng=random.Random(1),
                      behaviour=kw.pop("behaviour", PhoneBehaviour(open_p=1.0)),  # type: ignore[arg-type]
                      **kw)  # type: ignore[arg-type]
@@ -131,18 +156,49 @@ def enter_campaign(zone: str, *, validity_s: float = 600, cap: int = 1, cid: str
 
 @contextlib.asynccontextmanager
 async def stack(port: int, work: Path, campaigns: list[Campaign],
-                *, noise_db: float = 0.0, dropout: float = 0.0) -> AsyncIterator[Stack]:
+                *, noise_db: float = 0.0, dropout: float = 0.0,
+                broker: MosquittoProcess | None = None) -> AsyncIterator[Stack]:
+    """HQ on the broker at ``port``; with ``broker`` (one of
+    :func:`authenticated_broker`), HQ renders its files and reloads it."""
     mqtt = MqttSettings(port=port)
     async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem", mqtt=mqtt,
-                        http_port=0) as hq, asyncio.TaskGroup() as tg:
+                        http_port=0,
+                        broker_auth_dir=None if broker is None else _auth_files(work).directory,
+                        broker_pid=None if broker is None else (lambda: broker.pid),
+                        ) as hq, asyncio.TaskGroup() as tg:
         zones = default_zones()
         setup_store(hq.service, STORE, zones, STORE_UUID)
         for c in campaigns:
             hq.service.upsert_campaign(c)
         sim = SimStore(zones, noise_db=noise_db, dropout=dropout, seed=3)
-        st = Stack(hq, mqtt, work, sim, tg, admin_token=token_for(hq.db, "admin"))
+        st = Stack(hq, mqtt, work, sim, tg, admin_token=token_for(hq.db, "admin"), broker=broker)
         try:
             yield st
         finally:
             for _, task in st.gateways:
                 task.cancel()
+
+
+def _auth_files(work: Path) -> BrokerAuthFiles:
+    return BrokerAuthFiles(work / "broker-auth")
+
+
+@contextlib.asynccontextmanager
+async def authenticated_broker(work: Path) -> AsyncIterator[MosquittoProcess]:
+    """A private Mosquitto reading HQ's password and ACL files in ``work/broker-auth``
+    (empty until HQ renders them: nobody can log in), no anonymous access."""
+    files = _auth_files(work)
+    files.write({}, acl_rules([], []))
+    cfg = BrokerConfig(directory=work / "mosquitto", port=free_port(),
+                       password_file=files.password_path, acl_file=files.acl_path)
+    async with MosquittoProcess(cfg) as proc:
+        yield proc
+
+
+@contextlib.asynccontextmanager
+async def authenticated_stack(work: Path, campaigns: list[Campaign], *, noise_db: float = 0.0,
+                              dropout: float = 0.0) -> AsyncIterator[Stack]:
+    """:func:`stack` on its own broker whose logins come from HQ's credential registry."""
+    async with authenticated_broker(work) as broker, stack(
+            broker.port, work, campaigns, noise_db=noise_db, dropout=dropout, broker=broker) as st:
+        yield st

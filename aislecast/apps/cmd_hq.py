@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import textwrap
+from pathlib import Path
 from typing import Final
 
 from aislecast.apps.cmd_hq_accounts import register_accounts, register_init
@@ -13,6 +14,7 @@ from aislecast.apps.configfile import config_exit_code
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
+from hq.broker_sync import pid_from_file
 from hq.config import HqConfig, load_hq_config
 from hq.server import HqServer
 
@@ -115,11 +117,14 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    b = cfg.broker
     server = HqServer(db_url=cfg.db_url(), key_path=cfg.key_path(), mqtt=mqtt,
                       http_host=cfg.http.host, http_port=cfg.http.port,
                       client_id=cfg.broker.client_id, learn_every_s=cfg.learn_every_s,
                       public_base_url=cfg.http.public_base_url, landing_hosts=cfg.links.hosts(),
-                      max_body_bytes=cfg.http.max_body_bytes)
+                      max_body_bytes=cfg.http.max_body_bytes,
+                      broker_auth_dir=None if b.auth_dir is None else Path(b.auth_dir),
+                      broker_pid=None if b.pid_file is None else pid_from_file(Path(b.pid_file)))
     await server.run()
 
 

@@ -1,4 +1,4 @@
-"""Write a secret file atomically: readable by its owner only, never half-written.
+"""Secret files: written atomically (owner-only, never half-written); read one line.
 
 Keys, certificates, the broker's password and ACL files are replaced whole: the data
 goes to a temporary file in the same directory (created 0600 by ``mkstemp``, so the
@@ -15,7 +15,9 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_private"]
+from aislecast.kernel.errors import ConfigError
+
+__all__ = ["read_secret", "write_private"]
 
 
 def write_private(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
@@ -39,3 +41,18 @@ def write_private(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_secret(path: str, field: str, *, file: str | None = None) -> str:
+    """The first line of the secret file ``path`` (a password), or a :class:`ConfigError`
+    naming ``field``. The secret itself never appears in a message."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(field, f"cannot read {path}: {problem}", file=file,
+                          hint="point it at a readable file holding the password") from None
+    if not lines or not lines[0]:
+        raise ConfigError(field, f"{path} is empty", file=file,
+                          hint="write the broker password on its first line")
+    return lines[0]
