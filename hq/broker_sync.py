@@ -23,7 +23,7 @@ from aislecast.kernel.logs import get_logger
 from hq.broker_auth import BrokerAuthFiles, reload_broker
 from hq.credentials import CredentialRegistry
 
-__all__ = ["DEBOUNCE_S", "BrokerSync", "SyncStats", "pid_from_file"]
+__all__ = ["DEBOUNCE_S", "BrokerSync", "SyncStats", "apply_registry", "pid_from_file"]
 
 log = get_logger(__name__)
 
@@ -52,6 +52,23 @@ def pid_from_file(path: Path) -> PidSource:
         except (OSError, ValueError):
             return None
     return read
+
+
+def apply_registry(registry: CredentialRegistry, files: BrokerAuthFiles,
+                   pid: PidSource | None = None) -> tuple[int, bool]:
+    """Render ``files`` from ``registry`` now and SIGHUP the broker if ``pid`` finds one;
+    returns (active users, reloaded). For the shell (``aislecast hq gateways``), where no
+    :class:`BrokerSync` runs: blocking, call it off any event loop."""
+    snap = registry.snapshot()
+    files.write(snap.users, snap.rules)
+    found = pid() if pid is not None else None
+    if found is None:
+        return len(snap.users), False
+    try:
+        reload_broker(found)
+    except ProcessLookupError:
+        return len(snap.users), False
+    return len(snap.users), True
 
 
 class BrokerSync:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Final
 
 from aislecast.apps.cmd_hq_accounts import register_accounts, register_init
+from aislecast.apps.cmd_hq_gateways import register_gateways
 from aislecast.apps.configfile import config_exit_code
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.logs import setup_logging
@@ -83,6 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=config_exit_code(_run))
     register_init(hsub)
     register_accounts(hsub)
+    register_gateways(hsub)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, tuple[str, object]]:

@@ -1,0 +1,80 @@
+"""``aislecast hq gateways add|list|revoke`` against a real broker that reads HQ's files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from aislecast.apps.cli import main
+from aislecast.kernel import topics
+from aislecast.kernel.mqtt import MqttLink
+from gateway.config import load_config
+from tests.harness import authenticated_broker, until
+
+_KICK_S = 2.0
+
+
+def _hq_toml(tmp: Path, port: int, pid_file: Path) -> Path:
+    path = tmp / "hq.toml"
+    path.write_text(f'data_dir = "{tmp / "hq-data"}"\n[broker]\nport = {port}\n'
+                    f'auth_dir = "{tmp / "broker-auth"}"\npid_file = "{pid_file}"\n')
+    return path
+
+
+async def test_add_writes_a_gateway_toml_that_logs_in_and_revoke_kicks_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with authenticated_broker(tmp_path) as broker:
+        pid_file = tmp_path / "mosquitto.pid"
+        pid_file.write_text(f"{broker.pid}\n")
+        hq = _hq_toml(tmp_path, broker.port, pid_file)
+        out = tmp_path / "gw-9.toml"
+        rc = await asyncio.to_thread(main, ["hq", "gateways", "add", "store-t", "gw-9",
+                                            "--config", str(hq), "-o", str(out)])
+        text = capsys.readouterr().out
+        assert rc == 0, text
+        assert "broker reloaded" in text
+        secret = out.with_suffix(".mqtt-password")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600 == stat.S_IMODE(secret.stat().st_mode)
+        password = secret.read_text().strip()
+        assert password not in out.read_text()  # the TOML names the file, never the secret
+        cfg = await asyncio.to_thread(load_config, out)
+        assert (cfg.store, cfg.gateway, cfg.broker.username) == ("store-t", "gw-9", "gw.store-t.gw-9")
+        assert cfg.broker.password == password and "BEGIN PUBLIC KEY" in cfg.public_key_pem()
+        async with MqttLink(cfg.broker.mqtt_settings(), client_id="gw.store-t.gw-9",
+                            clean_start=True) as link:
+            await link.wait_connected(10)
+            await link.publish(topics.gateway_events("store-t", "gw-9"), b"{}", qos=1)  # its own
+            assert await asyncio.to_thread(main, ["hq", "gateways", "list", "--json", "--config",
+                                                  str(hq)]) == 0
+            listed = json.loads(capsys.readouterr().out)
+            assert [r["username"] for r in listed] == ["gw.store-t.gw-9"]
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            assert await asyncio.to_thread(main, ["hq", "gateways", "revoke", "store-t", "gw-9",
+                                                  "--config", str(hq)]) == 0
+            await until(lambda: not link.connected.is_set(), timeout=_KICK_S)
+            print(f"cli revoke -> session gone in {(loop.time() - t0) * 1000:.0f} ms")
+            await until(lambda: "Not authorized" in link.stats.last_error, timeout=10)
+        assert await asyncio.to_thread(main, ["hq", "gateways", "list", "--json", "--config",
+                                              str(hq)]) == 0
+        capsys.readouterr()
+
+
+def test_bad_ids_and_unknown_revokes_are_one_line(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    hq = tmp_path / "hq.toml"
+    hq.write_text(f'data_dir = "{tmp_path / "hq-data"}"\n')
+    db = ["--config", str(hq)]
+    assert main(["hq", "gateways", "add", "store/1", "gw-1", *db, "-o", str(tmp_path / "g.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "STORE" in err and "store/1" in err
+    assert not (tmp_path / "g.toml").exists()
+    assert main(["hq", "gateways", "revoke", "store-1", "gw-1", *db]) == 2
+    assert "has no active broker login" in capsys.readouterr().err
+    # the witness: a valid add is accepted by the same database
+    assert main(["hq", "gateways", "add", "store-1", "gw-1", *db, "-o", str(tmp_path / "g.toml")]) == 0
+    assert "registered gw.store-1.gw-1" in capsys.readouterr().out
