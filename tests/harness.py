@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from aislecast.apps.phone import Phone, PhoneBehaviour
+from aislecast.apps.phone import Phone, PhoneBehaviour, with_login
 from aislecast.apps.scenarios import setup_store
 from aislecast.kernel.acl import acl_rules
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
@@ -32,7 +31,7 @@ from gateway.config import load_config
 from hq.accounts import ROLES, Accounts
 from hq.audit import AuditLog
 from hq.auth import AuthMiddleware, AuthStats
-from hq.broker_auth import BrokerAuthFiles
+from hq.broker_auth import BrokerAuthFiles, wait_for_login
 from hq.db import HqDb
 from hq.server import HqServer
 from hq.service import Enrollment
@@ -116,6 +115,10 @@ class Stack:
                             scanner: Callable[[AdvertCallback], Scanner] | None = None,
                             wait_ready: bool = True, **overrides: object) -> Gateway:
         cfg = load_config(self.gateway_config(name) | overrides)
+        if self.hq.broker_sync is not None and cfg.broker.username and cfg.broker.password:
+            await self.hq.broker_sync.flush()  # its new login is in the broker before it starts
+            await wait_for_login("127.0.0.1", self.mqtt.port, cfg.broker.username,
+                                 cfg.broker.password)
         gw = Gateway(cfg, scanner or (lambda cb: SimScanner(self.sim, cb)))
         task = self.tg.create_task(gw.run(), name=f"test-{name}")
         self.gateways.append((gw, task))
@@ -137,7 +140,7 @@ class Stack:
         """The broker settings with ``e``'s login (none on the anonymous stack)."""
         if not self.authenticated:
             return self.mqtt
-        return dataclasses.replace(self.mqtt, username=e.broker_username, password=e.broker_password)
+        return with_login(self.mqtt, e.broker_username, e.broker_password)
 
     def phone(self, e: Enrollment, **kw: object) -> Phone:
         return Phone(self.phone_settings(e), inbox=e.inbox, identity_key=bytes.fromhex(e.identity_key),

@@ -24,8 +24,13 @@ import aiomqtt
 import pytest
 
 from aislecast.kernel import topics
+from aislecast.kernel.acl import hq_username
 from aislecast.kernel.broker import MosquittoProcess, free_port
 from aislecast.kernel.signing import load_or_create_signing_key, public_key_pem
+from hq.broker_auth import BrokerAuthFiles, wait_for_login
+from hq.broker_sync import apply_registry
+from hq.credentials import CredentialRegistry
+from hq.db import HqDb
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,8 +124,11 @@ async def test_hq_serve_stops_cleanly_on_sigterm(broker: MosquittoProcess, tmp_p
     print(f"\nhq serve: SIGTERM -> exit {rc} in {took:.2f} s")
 
 
-async def _state_messages(port: int, topic: str) -> AsyncIterator[dict[str, object]]:
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"t-{time.monotonic_ns()}") as c:
+async def _state_messages(port: int, topic: str, login: tuple[str, str] | None = None
+                          ) -> AsyncIterator[dict[str, object]]:
+    user, password = login or (f"t-{time.monotonic_ns()}", None)
+    async with aiomqtt.Client("127.0.0.1", port, identifier=user,
+                              username=user if login else None, password=password) as c:
         await c.subscribe(topic, qos=1)
         async for msg in c.messages:
             assert isinstance(msg.payload, bytes)
@@ -214,6 +222,19 @@ def _broker_port(pid: int) -> int:
                 if line.startswith("listener "))
 
 
+def _observer_login(broker_pid: int) -> tuple[str, str]:
+    """An HQ-role login for the test, added to the demo's own registry (its HQ database)
+    and applied to its broker the way `aislecast hq gateways add` applies one."""
+    args = Path(f"/proc/{broker_pid}/cmdline").read_bytes().split(b"\0")
+    work = Path(args[args.index(b"-c") + 1].decode()).parent.parent
+    registry = CredentialRegistry(HqDb(f"sqlite:///{work}/hq.sqlite"))
+    user = hq_username("test-observer")
+    password = registry.issue("hq", user)
+    apply_registry(registry, BrokerAuthFiles(work / "broker-auth"), lambda: broker_pid)
+    registry.db.close()
+    return user, password
+
+
 def _descendants(root: int) -> dict[int, str]:
     procs = _procs()
     found: dict[int, str] = {}
@@ -256,9 +277,13 @@ async def test_demo_interrupted_exits_0_and_leaves_no_broker(tmp_path: Path, ter
 
         await until(broker_running, 15, "demo's mosquitto", p)
         # the demo is running once its gateway (started after HQ) reports itself online
-        port = _broker_port(next(iter(brokers)))
+        broker_pid = next(iter(brokers))
+        port = _broker_port(broker_pid)
+        # the demo's broker has no anonymous access: the test logs in with a login of its own
+        login = await asyncio.to_thread(_observer_login, broker_pid)
+        await wait_for_login("127.0.0.1", port, *login, timeout=15)
         async with asyncio.timeout(30):
-            async for state in _state_messages(port, topics.gateway_state("+", "+")):
+            async for state in _state_messages(port, topics.gateway_state("+", "+"), login):
                 if state.get("status") == "online":
                     break
         if terminal:  # and, on a terminal, once its live view has drawn

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Final
 
-from aislecast.apps.phone import Phone, PhoneBehaviour
+from aislecast.apps.phone import Phone, PhoneBehaviour, with_login
 from aislecast.kernel import topics
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
@@ -102,7 +102,10 @@ def _settings(broker: str) -> MqttSettings:
 def _phone(args: argparse.Namespace) -> Phone:
 
     me = _load(args.me)
-    return Phone(_settings(args.broker), inbox=str(me["inbox"]),
+    user, password = me.get("broker_username"), me.get("broker_password")
+    mqtt = with_login(_settings(args.broker), None if user is None else str(user),
+                      None if password is None else str(password))
+    return Phone(mqtt, inbox=str(me["inbox"]),
                  identity_key=bytes.fromhex(str(me["identity_key"])),
                  rotation_k=int(str(me["rotation_k"])),
                  behaviour=PhoneBehaviour(open_p=0.0),

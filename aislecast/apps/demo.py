@@ -2,8 +2,11 @@
 
 Everything real but the radio: a private Mosquitto started here, HQ with its HTTP API
 and SQLite, the gateway daemon with its SQLite outbox, phones on persistent MQTT
-sessions. Shoppers walk the simulated store; their phones advertise rotating tokens
-that the gateway hears through the same scanner interface a real adapter uses.
+sessions. The broker has no anonymous access: it reads the password and ACL files HQ
+renders from its credential registry, and HQ (``hq.1``), the gateway (its issued
+``gw.store-1.gw-1`` login) and each phone (its enrolment's) log in as in production.
+Shoppers walk the simulated store; their phones advertise rotating tokens that the
+gateway hears through the same scanner interface a real adapter uses.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from aislecast.apps.demo_accounts import DemoCredentials, provision
-from aislecast.apps.phone import Phone
+from aislecast.apps.phone import Phone, with_login
 from aislecast.apps.scenarios import SCENARIOS, Scenario
+from aislecast.kernel.acl import acl_rules
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.procinfo import rss_mib
@@ -31,7 +35,8 @@ from aislecast.kernel.signing import public_key_pem
 from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
-from gateway.config import load_config
+from gateway.config import GatewayConfig, load_config
+from hq.broker_auth import BrokerAuthFiles, wait_for_login
 from hq.landing import LandingHosts
 from hq.server import HqServer
 
@@ -132,6 +137,22 @@ def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
     }
 
 
+async def _gateway_config(hq: HqServer, work: Path, port: int, sim: SimStore) -> GatewayConfig:
+    """The gateway's config with a login issued for it, once the broker accepts it (the
+    phones, enrolled before, are in the same rendered files)."""
+    user, password = hq.service.credentials.issue_gateway(STORE, "gw-1")
+    if hq.broker_sync is not None:
+        await hq.broker_sync.flush()
+        await wait_for_login("127.0.0.1", port, user, password)
+    return load_config({
+        "gateway": "gw-1", "store": STORE, "data_dir": str(work / "gateway"),
+        "hq_public_key": public_key_pem(hq.service.signer.public_key),
+        "broker": {"port": port, "username": user, "password": password},
+        "scanner": {"backend": "sim", "receivers": sim.receivers},
+        "health_every_s": 2.0,
+    })
+
+
 async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                    view: Any = None,
                    on_started: Callable[[DemoState], None] | None = None) -> dict[str, Any]:
@@ -142,14 +163,20 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
     rng = random.Random(opts.seed)
     with contextlib.ExitStack() as stack:
         work = opts.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aislecast-")))
-        broker = MosquittoProcess(BrokerConfig(directory=work / "mosquitto", port=free_port()))
+        files = BrokerAuthFiles(work / "broker-auth")
+        await asyncio.to_thread(files.write, {}, acl_rules([], []))  # nobody, until HQ renders
+        broker = MosquittoProcess(BrokerConfig(
+            directory=work / "mosquitto", port=free_port(), password_file=files.password_path,
+            acl_file=files.acl_path))
         async with broker:
             mqtt = MqttSettings(port=broker.port)
             async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite",
                                 key_path=work / "hq-signing.pem", mqtt=mqtt,
                                 http_port=opts.http_port,
                                 rotation_k=scenario.rotation_k,
-                                landing_hosts=LandingHosts(DEMO_LANDING_HOSTS)) as hq, \
+                                landing_hosts=LandingHosts(DEMO_LANDING_HOSTS),
+                                broker_auth_dir=files.directory,
+                                broker_pid=lambda: broker.pid) as hq, \
                     asyncio.TaskGroup() as tg:
                 state.hq = hq
                 state.credentials = provision(hq.db, STORE)
@@ -160,20 +187,15 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                 enrolled = [hq.service.enroll(["offers"]) for _ in range(opts.shoppers)]
                 await hq.service.publish_bundle(STORE)
                 sim = SimStore(zones, seed=opts.seed)
-                cfg = load_config({
-                    "gateway": "gw-1", "store": STORE, "data_dir": str(work / "gateway"),
-                    "hq_public_key": public_key_pem(hq.service.signer.public_key),
-                    "broker": {"port": broker.port},
-                    "scanner": {"backend": "sim", "receivers": sim.receivers},
-                    "health_every_s": 2.0,
-                })
-                gw = Gateway(cfg, lambda cb: SimScanner(sim, cb))
+                gw = Gateway(await _gateway_config(hq, work, broker.port, sim),
+                             lambda cb: SimScanner(sim, cb))
                 state.gateway = gw
                 gw_task = tg.create_task(gw.run(), name="gateway")
                 await gw.ready.wait()
                 async with contextlib.AsyncExitStack() as phones:
                     for e in enrolled:
-                        p = Phone(mqtt, inbox=e.inbox, identity_key=bytes.fromhex(e.identity_key),
+                        login = with_login(mqtt, e.broker_username, e.broker_password)
+                        p = Phone(login, inbox=e.inbox, identity_key=bytes.fromhex(e.identity_key),
                                   rotation_k=e.rotation_k, rng=random.Random(rng.random()))
                         state.phones.append(await phones.enter_async_context(p))
                     await asyncio.gather(*(p.link.wait_connected(10) for p in state.phones))

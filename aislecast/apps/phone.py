@@ -14,6 +14,7 @@ harmless).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 import uuid
@@ -38,7 +39,15 @@ from aislecast.kernel.schema import (
 )
 from aislecast.kernel.tokens import eid_for
 
-__all__ = ["Phone", "PhoneBehaviour", "PhoneStats"]
+__all__ = ["Phone", "PhoneBehaviour", "PhoneStats", "with_login"]
+
+
+def with_login(mqtt: MqttSettings, username: str | None, password: str | None) -> MqttSettings:
+    """``mqtt`` with the broker login an enrolment returned (``broker_username`` = the
+    inbox, ``broker_password``); unchanged when the enrolment carried none."""
+    if username is None:
+        return mqtt
+    return dataclasses.replace(mqtt, username=username, password=password)
 
 # HQ acknowledges stored feedback within milliseconds when up; resend after 10 s.
 _FEEDBACK_ACK_TIMEOUT_S = 10.0
