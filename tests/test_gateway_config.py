@@ -106,3 +106,21 @@ def test_cli_check_passes_a_good_file(tmp_path: Path, capsys: pytest.CaptureFixt
     path.write_text(GOOD + "[broker]\nport = 1884\n[metrics]\nport = 9108\n")
     assert main(["gateway", "check", "--config", str(path)]) == 0
     assert "ok: gateway gw-1 of store s1, scanner sim, broker 127.0.0.1:1884" in capsys.readouterr().out
+
+
+def test_broker_login_from_a_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "gw.mqtt-password"
+    secret.write_text("s3cret-from-hq\n")
+    cfg = load_config(BASE | {"broker": {"username": "gw.s1.gw-1", "password_file": str(secret),
+                                         "tls_ca": str(tmp_path / "ca.pem")}})
+    settings = cfg.broker.mqtt_settings()
+    assert (settings.username, settings.password) == ("gw.s1.gw-1", "s3cret-from-hq")
+    assert settings.tls_ca == str(tmp_path / "ca.pem")
+    with pytest.raises(ConfigError, match=r"broker\.password_file: cannot read .*none") as err:
+        load_config(BASE | {"broker": {"password_file": str(tmp_path / "none")}})
+    assert "s3cret" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"broker\.password_file: is set together with broker\.password"):
+        load_config(BASE | {"broker": {"password": "x", "password_file": str(secret)}})
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match=r"broker\.password_file: .*empty is empty"):
+        load_config(BASE | {"broker": {"password_file": str(tmp_path / "empty")}})

@@ -38,8 +38,11 @@ async def test_init_users_and_tokens_from_the_shell(
     out = _out(capsys)
     assert "added admin 'ops'" in out and "shown once" not in out  # the given password
     assert (tmp_path / "hq-data" / "ca" / "ca.crt").exists()
+    assert "HQ's broker login hq.1" in out
+    hq_login = (tmp_path / "hq-data" / "broker-hq.login").read_text()
     assert await _cli(["hq", "init"]) == 0  # again: everything kept
     assert "exists" in _out(capsys)
+    assert (tmp_path / "hq-data" / "broker-hq.login").read_text() == hq_login
     cfg = ["--config", "hq.toml"]
     assert await _cli(["hq", "users", "add", "lee", "--role", "store_staff", "--store", "s1", *cfg]) == 0
     assert "password (shown once): " in _out(capsys)

@@ -20,6 +20,7 @@ from aislecast.kernel.errors import AislecastError, ConfigError
 from hq.accounts import KINDS, ROLES, AccountError, Accounts
 from hq.audit import AuditLog
 from hq.config import load_hq_config, starter_toml
+from hq.credentials import HQ_LOGIN_FILE, CredentialRegistry, ensure_hq_credential
 from hq.db import HqDb
 from hq.pki import PkiError, init_ca
 
@@ -31,10 +32,11 @@ _INIT_HELP = textwrap.dedent(
     """\
     Set up HQ: write the commented starter hq.toml if it is missing (database, broker,
     HTTP bind and body limit, public base URL, data dir), create the database with the
-    first admin, and make the private certificate authority under DATA_DIR/ca (kept if
-    one exists). The admin's password is generated and printed once, unless you give
-    --admin-password-file. --config-only writes just the file (an existing one is kept
-    unless --force).
+    first admin, make the private certificate authority under DATA_DIR/ca (kept if
+    one exists) and register HQ's own broker login hq.1 (its password in a 0600 file
+    next to the signing key; HQ registers it on first start otherwise). The admin's
+    password is generated and printed once, unless you give --admin-password-file.
+    --config-only writes just the file (an existing one is kept unless --force).
 
     examples:
       aislecast hq init                                    # ./hq.toml, admin "admin"
@@ -199,6 +201,9 @@ def _init(args: argparse.Namespace) -> int:
     else:
         init_ca(ca_dir, common_name="aislecast HQ private CA")
         print(f"made the certificate authority in {ca_dir}")
+    login = cfg.key_path().parent / HQ_LOGIN_FILE
+    user, _ = ensure_hq_credential(CredentialRegistry(db), login)  # kept if still valid
+    print(f"HQ's broker login {user}: password in {login} (0600)")
     print(f"next: aislecast hq serve --config {args.output}")
     return 0
 
