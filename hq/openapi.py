@@ -1,7 +1,12 @@
 """HQ's OpenAPI document with its security schemes: a bearer token or the console's
 session cookie on every ``/api`` operation, and who may call it (``x-roles``, from
-:data:`hq.authz.ROUTE_ROLES`). Built when first asked for, so routers included after
-:func:`hq.api.create_app` (short links) are in it too."""
+:data:`hq.authz.ROUTE_ROLES`). Every refusal HQ gives (400 bad JSON, 401, 403, 404,
+413, 422) is declared with the body it really has (:data:`REFUSAL_SCHEMA`: ``detail``
+is a sentence or a list of ``field: problem`` lines; FastAPI's own objects for a query
+parameter of the wrong type), not only FastAPI's ``HTTPValidationError``, so a
+schema-driven client (``make fuzz``) can check the responses against it. Built when
+first asked for, so routers included after :func:`hq.api.create_app` (short links) are
+in it too."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from hq.auth import SESSION_COOKIE
 from hq.authz import allowed
 
-__all__ = ["SECURITY_SCHEMES", "secured_openapi"]
+__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "secured_openapi"]
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "bearer": {"type": "http", "scheme": "bearer",
@@ -24,22 +29,51 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
                                "need the X-CSRF-Token header"},
 }
 
+# FastAPI's own entry for a query or path parameter of the wrong type.
+_FASTAPI_ERROR: dict[str, Any] = {"type": "object", "required": ["loc", "msg"]}
+REFUSAL_SCHEMA: dict[str, Any] = {
+    "type": "object", "title": "Refusal", "required": ["detail"],
+    "properties": {
+        "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {
+                       "anyOf": [{"type": "string"}, _FASTAPI_ERROR]}}],
+                   "description": "why, naming the field and the fix (a query parameter of the "
+                                  "wrong type: FastAPI's ValidationError list)"},
+        "reason": {"type": "string", "description": "a stable code, e.g. wrong_role"},
+    },
+}
+_REFUSED = {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}
+_EVERYWHERE = {
+    "400": "the body is not valid JSON",
+    "404": "no such resource (or not in the caller's stores)",
+    "422": "a field is missing or out of bounds: `detail` names it",
+}
+_API = {
+    "401": "no credential, or a bad, expired or revoked one",
+    "403": "the caller's role may not do this",
+    "413": "the body is over [http] max_body_bytes",
+}
+
+
+def _refusals(descriptions: dict[str, str]) -> dict[str, Any]:
+    return {code: {"description": text, "content": _REFUSED} for code, text in descriptions.items()}
+
 
 def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            components = doc.setdefault("components", {})
+            components["securitySchemes"] = SECURITY_SCHEMES
+            components.setdefault("schemas", {})["Refusal"] = REFUSAL_SCHEMA
             for path, ops in doc.get("paths", {}).items():
-                if not path.startswith("/api/"):
-                    continue
                 for method, op in ops.items():
+                    responses = op.setdefault("responses", {})
+                    responses.update(_refusals(_EVERYWHERE))
+                    if not path.startswith("/api/"):
+                        continue
                     op["security"] = [{"bearer": []}, {"session": []}]
                     op["x-roles"] = sorted(allowed(method.upper(), path) or ())
-                    op.setdefault("responses", {}).update({
-                        "401": {"description": "no credential, or a bad, expired or revoked one"},
-                        "403": {"description": "the caller's role may not do this"},
-                        "413": {"description": "the body is over [http] max_body_bytes"}})
+                    responses.update(_refusals(_API))
             app.openapi_schema = doc
         return app.openapi_schema
 
