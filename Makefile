@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test check lint typecheck layers pytest bench clean deps
+.PHONY: demo test check lint typecheck layers pytest fuzz bench clean deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ layers: $(STAMP)
 
 pytest: deps
 	$(BIN)/pytest -q
+
+## fuzz: schemathesis against a real HQ's /openapi.json as an admin, bounded (~90 s):
+## no 5xx, responses match their schemas (ARGS="--max-time 300 --seed 7" for a longer one)
+fuzz: deps
+	$(BIN)/python scripts/fuzz_http.py $(ARGS)
 
 ## bench: every benchmark, as a table (ARGS="e2e --quick" for some, ARGS=--json for JSON);
 ## the run's JSON goes to docs/bench/last-run.json (date, machine) and the README's table

@@ -1,0 +1,221 @@
+"""Fuzz HQ's HTTP API with schemathesis: a real HQ, a bounded run, zero 5xx.
+
+``make fuzz`` (and ``.ci/run`` after ``make test``) runs this. It starts a private
+Mosquitto and an in-process :class:`hq.server.HqServer` on a SQLite file in a temp
+directory, seeds one store (zones, beacons, a campaign) and an admin token, then runs
+``st run`` against ``/openapi.json`` with that token as a Bearer header. Every
+operation gets at most ``--max-examples`` cases and the whole run at most
+``--max-time`` seconds (schemathesis's own budget; this script kills it past a margin).
+
+Checks: ``not_a_server_error``, ``response_schema_conformance`` and
+``status_code_conformance`` (:mod:`hq.openapi` declares the response models and every
+refusal's body; ``--only-5xx`` keeps only the first). HQ's warnings and errors are
+counted, one line per message. The exit status is non-zero when any
+check failed, and each failing request is printed on one line::
+
+    FAIL not_a_server_error POST /api/stores/{store}/zones -> 500  curl -X POST ...
+
+Usage: ``python scripts/fuzz_http.py [--max-examples 25] [--max-time 90] [--seed 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aislecast.apps.scenarios import setup_store
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import Campaign, Caps, Creative, Trigger
+from edge.simstore import STORE_UUID, default_zones
+from hq.accounts import Accounts
+from hq.server import HqServer
+
+__all__ = ["CAMPAIGN", "STORE", "Failure", "failures", "main", "run"]
+
+STORE = "store-fuzz"
+CAMPAIGN = "c-fuzz"
+# schemathesis past its own --max-time: the current request and the report being written.
+KILL_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed check, as the run report names it."""
+
+    check: str
+    method: str
+    operation: str  # "POST /api/stores/{store_id}/zones"
+    status: int | None
+    request: str  # the URL as sent, and the body
+    reason: str
+
+    def line(self) -> str:
+        return (f"FAIL {self.check} [{self.operation}] {self.method} {self.request} "
+                f"-> {self.status} {self.reason}")
+
+
+def failures(ndjson: Path) -> list[Failure]:
+    """The failed checks in schemathesis's NDJSON event stream (each finished scenario
+    records its cases, their checks and the request/response), one per distinct
+    (check, method, operation, status)."""
+    seen: dict[tuple[str, str, str, int | None], Failure] = {}
+    if not ndjson.exists():
+        return []
+    for raw in ndjson.read_text(encoding="utf-8").splitlines():
+        event = json.loads(raw) if raw.strip() else {}
+        recorder = event.get("ScenarioFinished", {}).get("recorder", {})
+        for case_id, checks in recorder.get("checks", {}).items():
+            for check in checks:
+                if check.get("status") != "failure":
+                    continue
+                f = _failure(recorder.get("label", "?"), check,
+                             recorder.get("cases", {}).get(case_id, {}).get("value", {}),
+                             recorder.get("interactions", {}).get(case_id, {}))
+                seen.setdefault((f.check, f.method, f.operation, f.status), f)
+    return list(seen.values())
+
+
+def _failure(label: str, check: dict[str, Any], case: dict[str, Any],
+             interaction: dict[str, Any]) -> Failure:
+    request = interaction.get("request", {})
+    response = interaction.get("response") or {}
+    info = check.get("failure_info", {}).get("failure", {})
+    message = str(info.get("title") or info.get("message") or "").splitlines()
+    body = case.get("body")
+    sent = "" if body is None else " body=" + json.dumps(body, default=str)[:200]
+    return Failure(check=str(check.get("name")), method=str(request.get("method", "?")),
+                   operation=label, status=response.get("status_code"),
+                   request=f"{request.get('uri', case.get('path', '?'))}{sent}",
+                   reason=message[0] if message else "")
+
+
+class _LogTally(logging.Handler):
+    """HQ's warnings and errors during the run, counted by message (the fuzzer makes
+    thousands; one line each is enough), the first traceback of each kept."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.traces: dict[tuple[str, str], str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = (record.levelname, record.getMessage().splitlines()[0][:160])
+        self.counts[key] += 1
+        if record.exc_info and key not in self.traces:
+            self.traces[key] = logging.Formatter().formatException(record.exc_info)
+
+    def report(self) -> list[str]:
+        lines = [f"hq logged {n}x {level}: {msg}" for (level, msg), n in self.counts.most_common()]
+        return lines + list(self.traces.values())
+
+
+def _seed(hq: HqServer) -> str:
+    """One store with the simulated zones and beacons, one campaign; an admin token."""
+    setup_store(hq.service, STORE, default_zones(), STORE_UUID)
+    hq.service.upsert_campaign(Campaign(
+        id=CAMPAIGN, name="fuzz offer", stores=[STORE],
+        trigger=Trigger(kind="enter", zones=[default_zones()[0].id]), validity_s=600,
+        creatives=[Creative(id="a", title="Deal")], caps=Caps(per_shopper=1)))
+    accounts = Accounts(hq.db)
+    accounts.add_user("fuzz-admin", "admin")
+    return accounts.issue_token("personal", owner="fuzz-admin", name="fuzz")[1]
+
+
+# Path parameters naming the seeded rows, so cases get past the 404 to the handlers.
+_CONFIG = f"""[parameters]
+"path.store_id" = "{STORE}"
+"path.cid" = "{CAMPAIGN}"
+"""
+
+
+def _st_binary() -> str:
+    here = Path(sys.executable).parent / "st"
+    found = str(here) if here.exists() else shutil.which("st")
+    if found is None:
+        raise SystemExit("fuzz_http: schemathesis is not installed (pip install -e '.[dev]')")
+    return found
+
+
+async def run(args: argparse.Namespace, work: Path) -> int:
+    """Serve HQ, run schemathesis against it, print failures; the exit status."""
+    tally = _LogTally()
+    logging.getLogger().addHandler(tally)
+    broker = BrokerConfig(directory=work / "mosquitto", port=free_port(), persistence=False)
+    async with MosquittoProcess(broker), HqServer(
+            db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem",
+            mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq:
+        token = _seed(hq)
+        url = f"http://127.0.0.1:{hq.http_port}/openapi.json"
+        checks = "not_a_server_error"
+        if not args.only_5xx:
+            checks += ",response_schema_conformance,status_code_conformance"
+        report = work / "events.ndjson"
+        config = work / "schemathesis.toml"
+        config.write_text(_CONFIG, encoding="utf-8")
+        cmd = [_st_binary(), "--config-file", str(config), "run", url, "-H", f"Authorization: Bearer {token}",
+               "--checks", checks, "--max-examples", str(args.max_examples),
+               "--max-time", str(args.max_time), "--workers", str(args.workers),
+               "--seed", str(args.seed), "--request-timeout", "20",
+               "--phases", args.phases, "--suppress-health-check", "all",
+               "--report", "ndjson", "--report-ndjson-path", str(report),
+               "--output-sanitize", "true", "--no-color"]
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), args.max_time + KILL_MARGIN_S)
+        except TimeoutError:
+            proc.kill()
+            out, _ = await proc.communicate()
+            print(f"fuzz_http: schemathesis ran past {args.max_time + KILL_MARGIN_S:.0f} s; killed")
+        took = time.monotonic() - started
+    text = out.decode(errors="replace")
+    if args.verbose or proc.returncode not in (0, 1):
+        print(text)
+    else:
+        summary = text.split("= SUMMARY =", 1)[-1].splitlines()[1:]
+        print("\n".join(line for line in summary if line.strip() and "NDJSON" not in line))
+    print("\n".join(tally.report()))
+    found = failures(report)
+    for f in found:
+        print(f.line())
+    print(f"fuzz_http: {len(found)} failing request(s); schemathesis exit {proc.returncode}; "
+          f"{took:.0f} s")
+    if args.report_copy is not None:
+        shutil.copy(report, args.report_copy)
+    return 0 if proc.returncode == 0 and not found else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--max-examples", type=int, default=25, help="cases per operation (25)")
+    p.add_argument("--max-time", type=int, default=90, help="schemathesis's budget, s (90)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1, help="same seed, same cases (1)")
+    p.add_argument("--phases", default="examples,coverage,fuzzing",
+                   help="schemathesis phases (examples,coverage,fuzzing)")
+    p.add_argument("--only-5xx", action="store_true",
+                   help="check only for server errors, not response schemas and status codes")
+    p.add_argument("--report-copy", type=Path, help="keep the NDJSON event report here")
+    p.add_argument("-v", "--verbose", action="store_true", help="print schemathesis's output")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="aislecast-fuzz-") as d, contextlib.suppress(
+            KeyboardInterrupt):
+        return asyncio.run(run(args, Path(d)))
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
