@@ -39,10 +39,10 @@ from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import Campaign, Caps, Creative, Trigger
 from edge.simstore import STORE_UUID, default_zones
-from hq.accounts import Accounts
+from hq.accounts import ROLES, Accounts
 from hq.server import HqServer
 
-__all__ = ["CAMPAIGN", "STORE", "Failure", "failures", "main", "run"]
+__all__ = ["CAMPAIGN", "STORE", "Failure", "failures", "main", "parser", "run", "schemathesis"]
 
 STORE = "store-fuzz"
 CAMPAIGN = "c-fuzz"
@@ -121,16 +121,18 @@ class _LogTally(logging.Handler):
         return lines + list(self.traces.values())
 
 
-def _seed(hq: HqServer) -> str:
-    """One store with the simulated zones and beacons, one campaign; an admin token."""
+def _seed(hq: HqServer, role: str) -> str:
+    """One store with the simulated zones and beacons, one campaign; a ``role`` token
+    (scoped to that store for a store-scoped role)."""
     setup_store(hq.service, STORE, default_zones(), STORE_UUID)
     hq.service.upsert_campaign(Campaign(
         id=CAMPAIGN, name="fuzz offer", stores=[STORE],
         trigger=Trigger(kind="enter", zones=[default_zones()[0].id]), validity_s=600,
         creatives=[Creative(id="a", title="Deal")], caps=Caps(per_shopper=1)))
     accounts = Accounts(hq.db)
-    accounts.add_user("fuzz-admin", "admin")
-    return accounts.issue_token("personal", owner="fuzz-admin", name="fuzz")[1]
+    name = f"fuzz-{role.replace('_', '-')}"
+    accounts.add_user(name, role, stores=[STORE] if role == "store_staff" else None)
+    return accounts.issue_token("personal", owner=name, name="fuzz")[1]
 
 
 # Path parameters naming the seeded rows, so cases get past the 404 to the handlers.
@@ -148,6 +150,35 @@ def _st_binary() -> str:
     return found
 
 
+async def schemathesis(url: str, token: str, work: Path, args: argparse.Namespace
+                       ) -> tuple[int | None, str, float]:
+    """``st run`` against the OpenAPI at ``url`` with ``token``: (exit status, output,
+    seconds); the events go to ``work/events.ndjson``."""
+    checks = "not_a_server_error"
+    if not args.only_5xx:
+        checks += ",response_schema_conformance,status_code_conformance"
+    config = work / "schemathesis.toml"
+    await asyncio.to_thread(config.write_text, _CONFIG, encoding="utf-8")
+    cmd = [_st_binary(), "--config-file", str(config), "run", url,
+           "-H", f"Authorization: Bearer {token}",
+           "--checks", checks, "--max-examples", str(args.max_examples),
+           "--max-time", str(args.max_time), "--workers", str(args.workers),
+           "--seed", str(args.seed), "--request-timeout", "20",
+           "--phases", args.phases, "--suppress-health-check", "all",
+           "--report", "ndjson", "--report-ndjson-path", str(work / "events.ndjson"),
+           "--output-sanitize", "true", "--no-color"]
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=work, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), args.max_time + KILL_MARGIN_S)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+        out += f"fuzz_http: schemathesis ran past {args.max_time + KILL_MARGIN_S:.0f} s; killed\n".encode()
+    return proc.returncode, out.decode(errors="replace"), time.monotonic() - started
+
+
 async def run(args: argparse.Namespace, work: Path) -> int:
     """Serve HQ, run schemathesis against it, print failures; the exit status."""
     tally = _LogTally()
@@ -156,49 +187,26 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     async with MosquittoProcess(broker), HqServer(
             db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem",
             mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq:
-        token = _seed(hq)
-        url = f"http://127.0.0.1:{hq.http_port}/openapi.json"
-        checks = "not_a_server_error"
-        if not args.only_5xx:
-            checks += ",response_schema_conformance,status_code_conformance"
-        report = work / "events.ndjson"
-        config = work / "schemathesis.toml"
-        config.write_text(_CONFIG, encoding="utf-8")
-        cmd = [_st_binary(), "--config-file", str(config), "run", url, "-H", f"Authorization: Bearer {token}",
-               "--checks", checks, "--max-examples", str(args.max_examples),
-               "--max-time", str(args.max_time), "--workers", str(args.workers),
-               "--seed", str(args.seed), "--request-timeout", "20",
-               "--phases", args.phases, "--suppress-health-check", "all",
-               "--report", "ndjson", "--report-ndjson-path", str(report),
-               "--output-sanitize", "true", "--no-color"]
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), args.max_time + KILL_MARGIN_S)
-        except TimeoutError:
-            proc.kill()
-            out, _ = await proc.communicate()
-            print(f"fuzz_http: schemathesis ran past {args.max_time + KILL_MARGIN_S:.0f} s; killed")
-        took = time.monotonic() - started
-    text = out.decode(errors="replace")
-    if args.verbose or proc.returncode not in (0, 1):
+        token = _seed(hq, args.role)
+        rc, text, took = await schemathesis(f"http://127.0.0.1:{hq.http_port}/openapi.json",
+                                            token, work, args)
+    if args.verbose or rc not in (0, 1):
         print(text)
     else:
         summary = text.split("= SUMMARY =", 1)[-1].splitlines()[1:]
         print("\n".join(line for line in summary if line.strip() and "NDJSON" not in line))
     print("\n".join(tally.report()))
+    report = work / "events.ndjson"
     found = failures(report)
     for f in found:
         print(f.line())
-    print(f"fuzz_http: {len(found)} failing request(s); schemathesis exit {proc.returncode}; "
-          f"{took:.0f} s")
-    if args.report_copy is not None:
+    print(f"fuzz_http: {len(found)} failing request(s); schemathesis exit {rc}; {took:.0f} s")
+    if args.report_copy is not None and report.exists():
         shutil.copy(report, args.report_copy)
-    return 0 if proc.returncode == 0 and not found else 1
+    return 0 if rc == 0 and not found else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-examples", type=int, default=25, help="cases per operation (25)")
     p.add_argument("--max-time", type=int, default=90, help="schemathesis's budget, s (90)")
@@ -206,11 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="same seed, same cases (1)")
     p.add_argument("--phases", default="examples,coverage,fuzzing",
                    help="schemathesis phases (examples,coverage,fuzzing)")
+    p.add_argument("--role", default="admin", choices=ROLES,
+                   help="whose token the requests carry (admin)")
     p.add_argument("--only-5xx", action="store_true",
                    help="check only for server errors, not response schemas and status codes")
     p.add_argument("--report-copy", type=Path, help="keep the NDJSON event report here")
     p.add_argument("-v", "--verbose", action="store_true", help="print schemathesis's output")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aislecast-fuzz-") as d, contextlib.suppress(
             KeyboardInterrupt):
         return asyncio.run(run(args, Path(d)))
