@@ -25,7 +25,7 @@ from hq.deps import PrincipalDep, ServiceDep, audit
 from hq.ingest import Ingest
 from hq.login import login_router
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
-from hq.openapi import secured_openapi
+from hq.openapi import json_body, secured_openapi
 from hq.service import HqService, InvalidInput, NotFound
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -97,7 +97,7 @@ def _api_router() -> APIRouter:
     async def bundle_key(service: ServiceDep) -> Response:
         return Response(public_key_pem(service.signer.public_key), media_type="application/x-pem-file")
 
-    @router.post("/api/stores", status_code=201)
+    @router.post("/api/stores", status_code=201, openapi_extra=json_body(Store))
     async def put_store(request: Request, service: ServiceDep) -> Response:
         store = await _body(request, Store)
         before = service.get_store(store.id) if store.id in service.store_ids() else None
@@ -105,7 +105,7 @@ def _api_router() -> APIRouter:
         audit(request, "store.upsert", f"store:{store.id}", before=before, after=store)
         return _json(store, 201)
 
-    @router.post("/api/stores/{store_id}/zones", status_code=201)
+    @router.post("/api/stores/{store_id}/zones", status_code=201, openapi_extra=json_body(Zone))
     async def put_zone(store_id: str, request: Request, service: ServiceDep) -> Response:
         zone = await _body(request, Zone)
         before = next((z for z in service.zones(store_id) if z.id == zone.id), None)
@@ -113,7 +113,7 @@ def _api_router() -> APIRouter:
         audit(request, "zone.upsert", f"zone:{store_id}/{zone.id}", before=before, after=zone)
         return _json(zone, 201)
 
-    @router.post("/api/stores/{store_id}/beacons", status_code=201)
+    @router.post("/api/stores/{store_id}/beacons", status_code=201, openapi_extra=json_body(Beacon))
     async def put_beacon(store_id: str, request: Request, service: ServiceDep) -> Response:
         beacon = await _body(request, Beacon)
         before = next((b for b in service.beacons(store_id) if b.id == beacon.id), None)
@@ -135,7 +135,7 @@ def _campaign_router() -> APIRouter:
     """Campaigns, flashes and their analytics."""
     router = APIRouter()
 
-    @router.post("/api/campaigns", status_code=201)
+    @router.post("/api/campaigns", status_code=201, openapi_extra=json_body(Campaign))
     async def put_campaign(request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
         c = await _body(request, Campaign)
         before = _existing(service, c.id)
@@ -144,7 +144,7 @@ def _campaign_router() -> APIRouter:
         audit(request, "campaign.save", f"campaign:{c.id}", before=before, after=c)
         return _json(c, 201)
 
-    @router.put("/api/campaigns/{cid}")
+    @router.put("/api/campaigns/{cid}", openapi_extra=json_body(Campaign))
     async def edit_campaign(cid: str, request: Request, service: ServiceDep,
                             p: PrincipalDep) -> Response:
         c = await _body(request, Campaign)
@@ -160,7 +160,7 @@ def _campaign_router() -> APIRouter:
     async def get_campaign(cid: str, service: ServiceDep, p: PrincipalDep) -> Response:
         return _json(_visible(p, service.get_campaign(cid)))
 
-    @router.post("/api/flash", status_code=201)
+    @router.post("/api/flash", status_code=201, openapi_extra=json_body(FlashRequest))
     async def post_flash(request: Request, service: ServiceDep) -> Response:
         c = await flash(service, await _body(request, FlashRequest))
         audit(request, "campaign.flash", f"campaign:{c.id}", after=c)
@@ -184,7 +184,7 @@ def _shopper_router() -> APIRouter:
     """Enrolment and opt-out (the wallet's service token), and campaign analytics."""
     router = APIRouter()
 
-    @router.post("/api/shoppers", status_code=201)
+    @router.post("/api/shoppers", status_code=201, openapi_extra=json_body(EnrollRequest))
     async def enroll(request: Request, service: ServiceDep) -> Response:
         req = await _body(request, EnrollRequest)
         # hashing the broker password and writing: off the loop

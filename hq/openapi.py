@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from hq.auth import SESSION_COOKIE
 from hq.authz import allowed
 
-__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "secured_openapi"]
+__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "json_body", "secured_openapi"]
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "bearer": {"type": "http", "scheme": "bearer",
@@ -54,6 +55,18 @@ _API = {
 }
 
 
+_COMPONENTS = "x-components"  # carried on an operation by json_body, moved to components
+
+
+def json_body(cls: type) -> dict[str, Any]:
+    """A route's ``openapi_extra`` declaring its JSON body as msgspec's schema of ``cls``
+    (the handler decodes the raw body with ``cls`` itself, so FastAPI cannot see it)."""
+    (schema,), components = msgspec.json.schema_components(
+        (cls,), ref_template="#/components/schemas/{name}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            _COMPONENTS: components}
+
+
 def _refusals(descriptions: dict[str, str]) -> dict[str, Any]:
     return {code: {"description": text, "content": _REFUSED} for code, text in descriptions.items()}
 
@@ -67,6 +80,7 @@ def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             components.setdefault("schemas", {})["Refusal"] = REFUSAL_SCHEMA
             for path, ops in doc.get("paths", {}).items():
                 for method, op in ops.items():
+                    components["schemas"].update(op.pop(_COMPONENTS, {}))
                     responses = op.setdefault("responses", {})
                     responses.update(_refusals(_EVERYWHERE))
                     if not path.startswith("/api/"):

@@ -45,6 +45,7 @@ from aislecast.kernel.schema import Event
 from hq.db import HqDb
 from hq.deps import PrincipalDep, audit
 from hq.landing import LandingHosts
+from hq.openapi import json_body
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
 
 __all__ = ["DbShortLinkStore", "MintRequest", "ShortLinkStats", "bound_origin", "make_mint_router"]
@@ -178,7 +179,7 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
     router = APIRouter()
     configured = None if public_base_url is None else public_base_url.rstrip("/")
 
-    @router.post("/api/shortlinks", status_code=201)
+    @router.post("/api/shortlinks", status_code=201, openapi_extra=json_body(MintRequest))
     async def mint_link(request: Request, p: PrincipalDep) -> Response:
         try:
             req = msgspec.json.decode(await request.body(), type=MintRequest)
