@@ -11,7 +11,8 @@ Checks: ``not_a_server_error``, ``response_schema_conformance`` and
 ``status_code_conformance`` (:mod:`hq.openapi` declares the response models and every
 refusal's body; ``--only-5xx`` keeps only the first). HQ's warnings and errors are
 counted, one line per message. The exit status is non-zero when any
-check failed, and each failing request is printed on one line::
+check failed, each failing request is printed on one line, and the last line counts
+the requests sent (``fuzz: N passed, N failed``)::
 
     FAIL not_a_server_error POST /api/stores/{store}/zones -> 500  curl -X POST ...
 
@@ -42,7 +43,7 @@ from edge.simstore import STORE_UUID, default_zones
 from hq.accounts import ROLES, Accounts
 from hq.server import HqServer
 
-__all__ = ["CAMPAIGN", "STORE", "Failure", "failures", "main", "parser", "run", "schemathesis"]
+__all__ = ["CAMPAIGN", "STORE", "Failure", "case_counts", "failures", "main", "parser", "run", "schemathesis"]
 
 STORE = "store-fuzz"
 CAMPAIGN = "c-fuzz"
@@ -64,6 +65,21 @@ class Failure:
     def line(self) -> str:
         return (f"FAIL {self.check} [{self.operation}] {self.method} {self.request} "
                 f"-> {self.status} {self.reason}")
+
+
+def case_counts(ndjson: Path) -> tuple[int, int]:
+    """(requests sent, requests with a failed check) in the NDJSON event stream."""
+    sent = failed = 0
+    if not ndjson.exists():
+        return 0, 0
+    for raw in ndjson.read_text(encoding="utf-8").splitlines():
+        event = json.loads(raw) if raw.strip() else {}
+        recorder = event.get("ScenarioFinished", {}).get("recorder", {})
+        checks = recorder.get("checks", {})
+        for case_id in recorder.get("interactions", {}):
+            sent += 1
+            failed += any(c.get("status") == "failure" for c in checks.get(case_id, []))
+    return sent, failed
 
 
 def failures(ndjson: Path) -> list[Failure]:
@@ -200,7 +216,9 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     found = failures(report)
     for f in found:
         print(f.line())
-    print(f"fuzz_http: {len(found)} failing request(s); schemathesis exit {rc}; {took:.0f} s")
+    sent, failed = case_counts(report)
+    print(f"fuzz_http: {len(found)} distinct failure(s); schemathesis exit {rc}; {took:.0f} s")
+    print(f"fuzz: {sent - failed} passed, {failed} failed")  # the closing line CI reads
     if args.report_copy is not None and report.exists():
         shutil.copy(report, args.report_copy)
     return 0 if rc == 0 and not found else 1

@@ -64,3 +64,5 @@ async def test_a_5xx_is_a_failure_printed_on_one_line_and_a_good_route_is_not(
     assert "\n" not in line and f"GET http://127.0.0.1:{port}/boom/" in line
     assert not [f for f in found if f.operation == "GET /ok/{n}"]
     assert '"label":"GET /ok/{n}"' in events.read_text().replace(": ", ":")  # /ok was run
+    sent, failed = fuzz.case_counts(events)
+    assert 0 < failed < sent  # the "fuzz: N passed, N failed" line counts both routes' cases
