@@ -1,7 +1,8 @@
 """HQ's OpenAPI document with its security schemes: a bearer token or the console's
 session cookie on every ``/api`` operation, and who may call it (``x-roles``, from
 :data:`hq.authz.ROUTE_ROLES`). Every refusal HQ gives (400 bad JSON, 401, 403, 404,
-413, 422) is declared with the body it really has (:data:`REFUSAL_SCHEMA`: ``detail``
+413, 422) is declared with the body it really has (a route's own declaration wins:
+the short link pages are HTML) (:data:`REFUSAL_SCHEMA`: ``detail``
 is a sentence or a list of ``field: problem`` lines; FastAPI's own objects for a query
 parameter of the wrong type), not only FastAPI's ``HTTPValidationError``, so a
 schema-driven client (``make fuzz``) can check the responses against it. Built when
@@ -82,7 +83,9 @@ def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 for method, op in ops.items():
                     components["schemas"].update(op.pop(_COMPONENTS, {}))
                     responses = op.setdefault("responses", {})
-                    responses.update(_refusals(_EVERYWHERE))
+                    for code, refusal in _refusals(_EVERYWHERE).items():
+                        if code == "422" or code not in responses:  # a route's own wins
+                            responses[code] = refusal
                     if not path.startswith("/api/"):
                         continue
                     op["security"] = [{"bearer": []}, {"session": []}]

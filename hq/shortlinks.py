@@ -60,6 +60,8 @@ log = get_logger(__name__)
 # Draws before giving up: with 62**7 codes, eight collisions in a row means the
 # store is broken (e.g. resolve() answers every code), not that the space is full.
 _MINT_ATTEMPTS: Final = 8
+# The shopper-facing refusals of GET /s/{code} are pages, not JSON (the OpenAPI says so).
+_HTML: Final = {"text/html": {"schema": {"type": "string"}}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +159,11 @@ def make_shortlink_router(
         log.warning("short links redirect to any http(s) host: no landing host allow-list",
                     hint="set [links] landing_hosts in hq.toml")
 
-    @router.get("/s/{code}", response_class=Response, include_in_schema=True)
+    @router.get("/s/{code}", response_class=Response, include_in_schema=True, responses={
+        302: {"description": "to the link's URL (not cached: every scan is counted)"},
+        400: {"description": "a malformed code: a page saying so", "content": _HTML},
+        404: {"description": "no such link: a page saying so", "content": _HTML},
+        410: {"description": "the landing host is no longer allowed", "content": _HTML}})
     async def follow_short_link(code: str, request: Request, src: str | None = None) -> Response:
         if not is_valid_code(code):
             return _page(

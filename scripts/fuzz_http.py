@@ -2,19 +2,20 @@
 
 ``make fuzz`` (and ``.ci/run`` after ``make test``) runs this. It starts a private
 Mosquitto and an in-process :class:`hq.server.HqServer` on a SQLite file in a temp
-directory, seeds one store (zones, beacons, a campaign) and an admin token, then runs
-``st run`` against ``/openapi.json`` with that token as a Bearer header. Every
-operation gets at most ``--max-examples`` cases and the whole run at most
-``--max-time`` seconds (schemathesis's own budget; this script kills it past a margin).
+directory, seeds one store (zones, beacons, a campaign, a short link, a shopper) and an
+admin token, then runs ``st run`` against ``/openapi.json`` with that token as a Bearer
+header and the path parameters pinned to the seeded rows. Every operation gets at most
+``--max-examples`` cases and the whole run at most ``--max-time`` seconds
+(schemathesis's own budget; this script kills it past a margin).
 
 Checks: ``not_a_server_error``, ``response_schema_conformance`` and
 ``status_code_conformance`` (:mod:`hq.openapi` declares the response models and every
 refusal's body; ``--only-5xx`` keeps only the first). HQ's warnings and errors are
-counted, one line per message. The exit status is non-zero when any
-check failed, each failing request is printed on one line, and the last line counts
-the requests sent (``fuzz: N passed, N failed``)::
+counted, one line per message. The exit status is non-zero when any check failed; each
+failing request is printed on one line, and the last line counts the requests sent::
 
-    FAIL not_a_server_error POST /api/stores/{store}/zones -> 500  curl -X POST ...
+    FAIL not_a_server_error [POST /api/stores/{store_id}/zones] POST http://127.0.0.1:PORT/...
+    fuzz: 2972 passed, 1 failed
 
 Usage: ``python scripts/fuzz_http.py [--max-examples 25] [--max-time 90] [--seed 1]``.
 """
@@ -43,7 +44,8 @@ from edge.simstore import STORE_UUID, default_zones
 from hq.accounts import ROLES, Accounts
 from hq.server import HqServer
 
-__all__ = ["CAMPAIGN", "STORE", "Failure", "case_counts", "failures", "main", "parser", "run", "schemathesis"]
+__all__ = ["CAMPAIGN", "STORE", "Failure", "Seeded", "case_counts", "failures", "main", "parser",
+           "run", "schemathesis"]
 
 STORE = "store-fuzz"
 CAMPAIGN = "c-fuzz"
@@ -137,25 +139,35 @@ class _LogTally(logging.Handler):
         return lines + list(self.traces.values())
 
 
-def _seed(hq: HqServer, role: str) -> str:
-    """One store with the simulated zones and beacons, one campaign; a ``role`` token
-    (scoped to that store for a store-scoped role)."""
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    """What the run's requests name: a token and the rows the path parameters point at."""
+
+    token: str
+    code: str  # a short link's code
+    inbox: str  # an enrolled shopper's inbox
+
+    def config(self) -> str:
+        """schemathesis.toml pinning the path parameters to the seeded rows, so cases get
+        past the 404 to the handlers."""
+        pins = {"store_id": STORE, "cid": CAMPAIGN, "code": self.code, "inbox": self.inbox}
+        return "[parameters]\n" + "".join(f'"path.{k}" = "{v}"\n' for k, v in pins.items())
+
+
+async def _seed(hq: HqServer, role: str) -> Seeded:
+    """One store with the simulated zones and beacons, one campaign, a short link and an
+    enrolled shopper; a ``role`` token (scoped to that store for a store-scoped role)."""
     setup_store(hq.service, STORE, default_zones(), STORE_UUID)
     hq.service.upsert_campaign(Campaign(
         id=CAMPAIGN, name="fuzz offer", stores=[STORE],
         trigger=Trigger(kind="enter", zones=[default_zones()[0].id]), validity_s=600,
         creatives=[Creative(id="a", title="Deal")], caps=Caps(per_shopper=1)))
+    link = await hq.shortlinks.mint("https://example.org/offer", store=STORE, campaign=CAMPAIGN)
+    inbox = hq.service.enroll(["offers"]).inbox
     accounts = Accounts(hq.db)
     name = f"fuzz-{role.replace('_', '-')}"
     accounts.add_user(name, role, stores=[STORE] if role == "store_staff" else None)
-    return accounts.issue_token("personal", owner=name, name="fuzz")[1]
-
-
-# Path parameters naming the seeded rows, so cases get past the 404 to the handlers.
-_CONFIG = f"""[parameters]
-"path.store_id" = "{STORE}"
-"path.cid" = "{CAMPAIGN}"
-"""
+    return Seeded(accounts.issue_token("personal", owner=name, name="fuzz")[1], link.code, inbox)
 
 
 def _st_binary() -> str:
@@ -166,17 +178,17 @@ def _st_binary() -> str:
     return found
 
 
-async def schemathesis(url: str, token: str, work: Path, args: argparse.Namespace
+async def schemathesis(url: str, seeded: Seeded, work: Path, args: argparse.Namespace
                        ) -> tuple[int | None, str, float]:
-    """``st run`` against the OpenAPI at ``url`` with ``token``: (exit status, output,
-    seconds); the events go to ``work/events.ndjson``."""
+    """``st run`` against the OpenAPI at ``url`` with ``seeded``'s token and rows:
+    (exit status, output, seconds); the events go to ``work/events.ndjson``."""
     checks = "not_a_server_error"
     if not args.only_5xx:
         checks += ",response_schema_conformance,status_code_conformance"
     config = work / "schemathesis.toml"
-    await asyncio.to_thread(config.write_text, _CONFIG, encoding="utf-8")
+    await asyncio.to_thread(config.write_text, seeded.config(), encoding="utf-8")
     cmd = [_st_binary(), "--config-file", str(config), "run", url,
-           "-H", f"Authorization: Bearer {token}",
+           "-H", f"Authorization: Bearer {seeded.token}",
            "--checks", checks, "--max-examples", str(args.max_examples),
            "--max-time", str(args.max_time), "--workers", str(args.workers),
            "--seed", str(args.seed), "--request-timeout", "20",
@@ -203,9 +215,9 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     async with MosquittoProcess(broker), HqServer(
             db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem",
             mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq:
-        token = _seed(hq, args.role)
+        seeded = await _seed(hq, args.role)
         rc, text, took = await schemathesis(f"http://127.0.0.1:{hq.http_port}/openapi.json",
-                                            token, work, args)
+                                            seeded, work, args)
     if args.verbose or rc not in (0, 1):
         print(text)
     else:
