@@ -50,8 +50,8 @@ async def test_a_5xx_is_a_failure_printed_on_one_line_and_a_good_route_is_not(
         while not server.started:
             await asyncio.sleep(0.05)
         args = fuzz.parser().parse_args(["--max-examples", "5", "--max-time", "8", "--workers", "1"])
-        rc, text, _ = await fuzz.schemathesis(f"http://127.0.0.1:{port}/openapi.json", "t",
-                                              tmp_path, args)
+        url = f"http://127.0.0.1:{port}/openapi.json"
+        rc, text, _ = await fuzz.schemathesis(url, fuzz.Seeded("t", "c", "i"), tmp_path, args)
     finally:
         server.should_exit = True
         await serving
