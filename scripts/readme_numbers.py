@@ -46,6 +46,9 @@ _LABELS = {
     "ingest": "HQ ingest: straight to the database, and over MQTT with acks",
     "fanout": "fan-out: HQ signs and publishes a flash delta to many store gateways",
     "install": "`pip install '.[gateway]'` in a fresh venv",
+    "gateway_rss": "gateway memory: RSS of `aislecast gateway run` 20 s after the bundle is applied",
+    "creds": "broker credentials: provision shoppers (hash, files, SIGHUP, first login) and revoke",
+    "tls": "QoS 1 publish → receive at 200/s, plain against TLS listener (same broker, same run)",
 }
 _OURS = "aislecast"
 
