@@ -48,7 +48,7 @@ from aislecast.kernel.config import TcpPort, decode, load_toml
 from aislecast.kernel.errors import AislecastError, ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.privatefile import read_secret
-from edge.nfc import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
+from edge.nfc.settings import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
 from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
 from gateway.presence import PresenceParams
 

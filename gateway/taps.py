@@ -32,10 +32,11 @@ from typing import Final
 
 import msgspec
 
+import edge.nfc
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import SCHEMA_VERSION, InteractionReport, decode
-from edge.nfc import NFC_BACKOFF_BASE, NFC_BACKOFF_CAP_S, NfcReader, Tap
-from edge.nfc.records import MAX_FIELD_LEN
+from edge.nfc import Tap
+from edge.nfc.settings import MAX_FIELD_LEN, NFC_BACKOFF_BASE, NFC_BACKOFF_CAP_S
 from gateway.config import NfcSection
 from gateway.decisions import Decision, DecisionEngine, TriggerEvent
 
@@ -84,14 +85,14 @@ class TapRouter:
 
     def __init__(self, cfg: NfcSection, *, resolve: Resolve, zone_of: Callable[[str], str | None],
                  zones: Callable[[], Collection[str]], act: Act, bad: Callable[[str], None],
-                 reader_factory: Callable[..., NfcReader] = NfcReader) -> None:
+                 reader_factory: Callable[..., edge.nfc.NfcReader] | None = None) -> None:
         self.cfg = cfg
         self._resolve, self._zone_of, self._zones = resolve, zone_of, zones
         self._act, self._bad = act, bad
         self._factory = reader_factory
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._recent: dict[tuple[str, str, str], float] = {}
-        self.reader: NfcReader | None = None
+        self.reader: edge.nfc.NfcReader | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("reader_taps", "reader_tags", "reader_tokens_unknown", "reports", "report_taps",
              "report_scans", "report_duplicates", "report_repeats", "reader_restarts"), 0)
@@ -122,10 +123,13 @@ class TapRouter:
         cfg = self.cfg
         if cfg.device is None:
             return
+        # The reader loads nfcpy and ndeflib (~3 MiB of RSS): edge.nfc imports it on this
+        # first use, so a gateway without a device configured never pays for it.
+        factory = self._factory or edge.nfc.NfcReader
         attempt = 0
         while True:
             try:
-                reader = self._factory(
+                reader = factory(
                     cfg.device, self.on_tap, poll_interval=cfg.poll_interval,
                     technologies=tuple(cfg.technologies), mute_after_tap_s=cfg.mute_after_tap_s,
                     repeat_holdoff_s=cfg.repeat_holdoff_s)

@@ -29,16 +29,15 @@ from edge.nfc._const import (
     NFC_REPEAT_HOLDOFF_S,
     NFC_STOP_TIMEOUT_S,
 )
-from edge.nfc._device import NfcDeviceError, check_path, classify, open_frontend, tune_udp
+from edge.nfc._device import classify, open_frontend, tune_udp
 from edge.nfc._session import ReadFailure, read_target
 from edge.nfc._tap import Tap
+from edge.nfc.settings import TECHNOLOGIES, NfcDeviceError, check_path
 
-__all__ = ["TECHNOLOGIES", "NfcReader"]
+__all__ = ["NfcReader"]
 
 log = get_logger(__name__)
 
-#: Technologies nfcpy can poll for: ISO 14443-A, -B and FeliCa at 212/424 kbit/s.
-TECHNOLOGIES = frozenset({"106A", "106B", "212F", "424F"})
 _FAILURES = (
     "read_failed", "no_ndef", "bad_ndef", "bad_record", "aid_not_found", "bad_token",
     "open_failures", "device_lost", "callback_errors",

@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import ndef
 
+from edge.nfc.settings import MAX_FIELD_LEN
+
 __all__ = [
     "MAX_FIELD_LEN",
     "MAX_NDEF_BYTES",
@@ -32,8 +34,6 @@ __all__ = [
 TAG_RECORD_TYPE = "urn:nfc:ext:aislecast.io:tag"
 #: Our record's payload is tiny; anything bigger is hostile or not ours.
 _MAX_TAG_PAYLOAD = 512
-#: Ids, zones and products are short printable tokens (shelf labels, SKUs).
-MAX_FIELD_LEN = 64
 #: NTAG216 holds 868 bytes and large Type 4 tags a few KiB; we never need more than 8 KiB.
 MAX_NDEF_BYTES = 8192
 _FIELD_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_FIELD_LEN}}}")
