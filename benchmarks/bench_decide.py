@@ -91,7 +91,7 @@ def run(n_campaigns: int, n_decisions: int, seed: int = 1) -> dict[str, float]:
             offers += e.decide(t).offer is not None
             lat.append(pc() - a)
         total = (pc() - start) / 1e9
-        db.conn.close()
+        db.close()
     lat.sort()
     return {"decisions_per_s": n_decisions / total, "p50_us": lat[len(lat) // 2] / 1e3,
             "p99_us": lat[int(len(lat) * 0.99)] / 1e3, "offers": offers,

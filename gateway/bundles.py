@@ -9,11 +9,11 @@ offline works with it until HQ is back.
 from __future__ import annotations
 
 import ctypes
+import sqlite3
 import time
 from collections.abc import Callable
 
 import msgspec
-import sqlite_utils
 
 from aislecast.kernel.errors import BundleError
 from aislecast.kernel.logs import get_logger
@@ -75,7 +75,7 @@ _ALLOCATOR = _Allocator()
 class BundleStore:
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        conn: sqlite3.Connection,
         verifier: Verifier,
         store_id: str,
         *,
@@ -85,7 +85,7 @@ class BundleStore:
     ) -> None:
         # tables ``bundle`` (the last good one) and ``deltas`` (applied since it, replayed
         # on start so a restart does not revive a paused campaign): gateway.storage
-        self._conn = db.conn
+        self._conn = conn
         _ALLOCATOR.keep_large_blocks_returnable()  # bundles are MBs: see _Allocator
         self._verifier = verifier
         self.store_id = store_id

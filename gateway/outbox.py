@@ -1,4 +1,4 @@
-"""The gateway's durable outbox: SQLite (WAL) via sqlite-utils, one writer.
+"""The gateway's durable outbox: SQLite (WAL) through sqlite3, one writer.
 
 An offer or event is committed here before it is published, and removed only after the
 broker's PUBACK (docs/architecture.md#delivery). WAL with ``synchronous=NORMAL`` makes a commit an append to
@@ -17,8 +17,6 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import sqlite_utils
 
 from aislecast.kernel.const import OUTBOX_MAX_ROWS
 from aislecast.kernel.errors import AislecastError
@@ -52,14 +50,13 @@ class Outbox:
     ``seq`` is AUTOINCREMENT: never reused after a delete, so the publisher reads new
     rows with a cursor (seq > last seen)."""
 
-    def __init__(self, db: sqlite_utils.Database, *, max_rows: int = OUTBOX_MAX_ROWS) -> None:
-        self.db = db
+    def __init__(self, conn: sqlite3.Connection, *, max_rows: int = OUTBOX_MAX_ROWS) -> None:
         self.max_rows = max_rows
         self.dropped_full = 0
         self.dropped_expired = 0
-        self._conn: sqlite3.Connection = db.conn
+        self.conn = conn
         self._ckpt_conn: sqlite3.Connection | None = None
-        self._count = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        self._count = self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     def __len__(self) -> int:
         return int(self._count)
@@ -77,7 +74,7 @@ class Outbox:
         Returns the ``seq`` of each offer, in order. Re-adding an id is a no-op.
         """
         now = time.time()
-        cur = self._conn.cursor()
+        cur = self.conn.cursor()
         count_before = self._count
         cur.execute("BEGIN")
         try:
@@ -86,13 +83,13 @@ class Outbox:
             seqs = self._insert_offers(cur, list(offers), now)
             ev = [(eid, topic, payload, now) for eid, topic, payload in events]
             if ev:
-                before = self._conn.total_changes
+                before = self.conn.total_changes
                 cur.executemany(
                     "INSERT OR IGNORE INTO outbox(id, kind, topic, payload, created_at, attempts)"
                     " VALUES (?, 'event', ?, ?, ?, 0)",
                     ev,
                 )
-                self._count += self._conn.total_changes - before
+                self._count += self.conn.total_changes - before
             if self._count > self.max_rows:
                 self._evict(cur, self._count - self.max_rows)
             cur.execute("COMMIT")
@@ -107,8 +104,8 @@ class Outbox:
         """Undo a failed transaction. SQLite may already have rolled back by itself (a
         full disk does), and then ROLLBACK would raise and hide the real error."""
         self._count = count_before
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     def _insert_offers(self, cur: sqlite3.Cursor, offers: list[tuple[str, str, bytes, float]],
                        now: float) -> list[int]:
@@ -117,13 +114,13 @@ class Outbox:
         already there (a replay), each row's seq is looked up instead."""
         if not offers:
             return []
-        before = self._conn.total_changes
+        before = self.conn.total_changes
         cur.executemany(
             "INSERT OR IGNORE INTO outbox(id, kind, topic, payload, expires_at,"
             " created_at, attempts) VALUES (?, 'offer', ?, ?, ?, ?, 0)",
             [(oid, topic, payload, exp, now) for oid, topic, payload, exp in offers],
         )
-        added = self._conn.total_changes - before
+        added = self.conn.total_changes - before
         self._count += added
         if added == len(offers):
             last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
@@ -132,18 +129,18 @@ class Outbox:
                 for o in offers]
 
     def _delete(self, cur: sqlite3.Cursor, seqs: Sequence[int]) -> None:
-        before = self._conn.total_changes
+        before = self.conn.total_changes
         cur.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-        self._count -= self._conn.total_changes - before
+        self._count -= self.conn.total_changes - before
 
     def _evict(self, cur: sqlite3.Cursor, n: int) -> None:
-        before = self._conn.total_changes
+        before = self.conn.total_changes
         cur.execute(
             "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind = 'event'"
             " ORDER BY seq LIMIT ?)",
             (n,),
         )
-        dropped = self._conn.total_changes - before
+        dropped = self.conn.total_changes - before
         self._count -= dropped
         self.dropped_full += dropped
 
@@ -154,7 +151,7 @@ class Outbox:
         ``asyncio.to_thread``; it uses its own connection for that reason.
         """
         if self._ckpt_conn is None:
-            path = self._conn.execute("PRAGMA database_list").fetchone()[2]
+            path = self.conn.execute("PRAGMA database_list").fetchone()[2]
             if not path:
                 return (0, 0)
             self._ckpt_conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -164,7 +161,7 @@ class Outbox:
     def remove(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
-        cur = self._conn.cursor()
+        cur = self.conn.cursor()
         count_before = self._count
         cur.execute("BEGIN")
         try:
@@ -182,7 +179,7 @@ class Outbox:
 
     def after(self, kind: str, seq: int, *, limit: int) -> list[OutboxRow]:
         """Rows of ``kind`` with a sequence number above ``seq``, oldest first (cursor reads)."""
-        rows = self._conn.execute(
+        rows = self.conn.execute(
             "SELECT seq, id, kind, topic, payload, expires_at, attempts FROM outbox"
             " WHERE kind = ? AND seq > ? ORDER BY seq LIMIT ?",
             (kind, seq, limit),
@@ -192,12 +189,12 @@ class Outbox:
     def drop_expired(self, now: float | None = None) -> int:
         """Delete offers whose validity has passed; they must never reach a phone."""
         now = time.time() if now is None else now
-        before = self._conn.total_changes
-        self._conn.execute(
+        before = self.conn.total_changes
+        self.conn.execute(
             "DELETE FROM outbox WHERE kind = 'offer' AND expires_at IS NOT NULL AND expires_at <= ?",
             (now,),
         )
-        n = self._conn.total_changes - before
+        n = self.conn.total_changes - before
         self._count -= n
         self.dropped_expired += n
         return n

@@ -11,6 +11,7 @@ alone.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Self
 
 import msgspec
-import sqlite_utils
 
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import SCHEMA_VERSION, Bundle, BundleDelta
@@ -61,7 +61,7 @@ class GatewayParts:
     """All components of one gateway; ``on_bundle`` is called (maybe from a worker
     thread, see :meth:`open`) after each bundle is applied."""
 
-    def __init__(self, cfg: GatewayConfig, db: sqlite_utils.Database, verifier: Verifier, *,
+    def __init__(self, cfg: GatewayConfig, db: sqlite3.Connection, verifier: Verifier, *,
                  notify: Notify, on_bundle: Callable[[], None]) -> None:
         self.cfg = cfg
         self.db = db
@@ -77,7 +77,7 @@ class GatewayParts:
         self.paused = PausedCampaigns()
         self.schedule = ScheduleTicker(cfg.store)  # `schedule` triggers at window openings
         # visit ids per shopper, persisted: per-visit caps hold across a restart
-        self.visits = VisitBook(db.conn, absence_s=cfg.presence.absence_s, now=time.time())
+        self.visits = VisitBook(db, absence_s=cfg.presence.absence_s, now=time.time())
         self.events = EventMaker(store=cfg.store, gateway=cfg.gateway, notify=notify)
         header = (b'{"v":%d,"store":%s,"gateway":%s,' % (
             SCHEMA_VERSION, msgspec.json.encode(cfg.store), msgspec.json.encode(cfg.gateway)))
@@ -110,7 +110,7 @@ class GatewayParts:
             parts = cls(cfg, db, verifier, notify=notify, on_bundle=on_bundle)
             parts.bundles.load_persisted()
         except BaseException:
-            db.conn.close()
+            db.close()
             raise
         return parts
 
@@ -172,4 +172,4 @@ class GatewayParts:
         self.visits.sync(time.time(), self.presence.present(), force=True)
         self.decider.flush()
         self.recorder.closed = True
-        self.db.conn.close()
+        self.db.close()

@@ -1,11 +1,14 @@
 """The gateway's SQLite file: opened with the pragmas the outbox relies on, then migrated.
 
 Every table of the gateway (outbox, bundle and deltas, cap charges and budget spend,
-visits) is created here by numbered migrations, run with sqlite-utils' migrations
-(``sqlite_utils.Migrations``), which records each applied step in ``_sqlite_migrations``
-under the set name ``aislecast-gateway``. The modules that use the tables
-(:mod:`gateway.outbox`, :mod:`gateway.bundles`, :mod:`gateway.caps`,
-:mod:`gateway.visits`) assume a migrated database and create nothing themselves.
+visits) is created here by numbered migrations. Each applied step is recorded in
+``_sqlite_migrations`` under the set name ``aislecast-gateway``: the table, columns,
+index and rows that sqlite-utils' ``Migrations`` writes, which earlier releases used, so
+their files stay valid; this module writes them itself with :mod:`sqlite3` so that the
+gateway does not load sqlite-utils (and click, dateutil, pluggy: ~3 MiB of its RSS).
+The modules that use the tables (:mod:`gateway.outbox`, :mod:`gateway.bundles`,
+:mod:`gateway.caps`, :mod:`gateway.visits`) assume a migrated database and create
+nothing themselves.
 
 * Step ``m0001_initial`` is exactly the schema of the releases before migrations existed,
   written with ``IF NOT EXISTS``: a file made by them has the tables but no record, is
@@ -21,6 +24,7 @@ under the set name ``aislecast-gateway``. The modules that use the tables
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import sqlite3
@@ -28,16 +32,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-import sqlite_utils
-
 from aislecast.kernel.errors import SchemaVersionError
 
-__all__ = ["MIGRATION_SET", "STEPS", "Step", "migrate", "open_db", "schema_version"]
+__all__ = ["MIGRATION_SET", "STEPS", "Step", "applied", "migrate", "open_db", "schema_version"]
 
 log = logging.getLogger("aislecast.gateway.storage")
 
 MIGRATION_SET: Final = "aislecast-gateway"
-Step = Callable[[sqlite_utils.Database], None]
+Step = Callable[[sqlite3.Connection], None]
+
+#: The record, exactly as sqlite-utils' ``Migrations.ensure_migrations_table`` creates it.
+_RECORD: Final = "_sqlite_migrations"  # spelled out in the SQL below (no f-strings in SQL)
+_RECORD_DDL: Final = (
+    'CREATE TABLE "_sqlite_migrations" (\n   "id" INTEGER PRIMARY KEY,\n'
+    '   "migration_set" TEXT,\n   "name" TEXT,\n   "applied_at" TEXT\n)',
+    'CREATE UNIQUE INDEX "idx__sqlite_migrations_migration_set_name"\n'
+    '    ON "_sqlite_migrations" ("migration_set", "name")',
+)
 
 _NAME_RE: Final = re.compile(r"m(\d{4})_\w+")
 
@@ -70,7 +81,7 @@ _V1_TABLES: Final = ("outbox", "bundle", "deltas", "cap_charges", "budget_spent"
                      "visit_meta")
 
 
-def m0001_initial(db: sqlite_utils.Database) -> None:
+def m0001_initial(db: sqlite3.Connection) -> None:
     """The pre-migration schema (``IF NOT EXISTS``, so an existing file is adopted)."""
     for stmt in _V1:
         db.execute(stmt)
@@ -84,30 +95,58 @@ def _number(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _migration_set(steps: Sequence[Step]) -> sqlite_utils.Migrations:
-    migrations = sqlite_utils.Migrations(MIGRATION_SET)
+def _check_names(steps: Sequence[Step]) -> None:
     for i, step in enumerate(steps, start=1):
         if _number(step.__name__) != i:
             raise ValueError(f"migration {step.__name__} must be named m{i:04d}_<what>")
-        migrations()(step)
-    return migrations
 
 
-def schema_version(db: sqlite_utils.Database, steps: Sequence[Step] = STEPS) -> int:
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                     (name,)).fetchone()
+    return row is not None
+
+
+def applied(db: sqlite3.Connection) -> list[str]:
+    """Names of the steps recorded in ``db``, in the order they were applied."""
+    if not _has_table(db, _RECORD):
+        return []
+    rows = db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ? ORDER BY rowid",
+                      (MIGRATION_SET,)).fetchall()
+    return [str(name) for (name,) in rows]
+
+
+def schema_version(db: sqlite3.Connection, steps: Sequence[Step] = STEPS) -> int:
     """The version recorded in ``db`` (0: none). A step name this code does not know
     counts as one past the newest it knows, whatever its number."""
+    _check_names(steps)
     known = {s.__name__ for s in steps}
     found = 0
-    for applied in _migration_set(steps).applied(db):
-        n = _number(applied.name)
-        if applied.name not in known:
+    for name in applied(db):
+        n = _number(name)
+        if name not in known:
             n = max(n or 0, len(steps) + 1)
         found = max(found, n or 0)
     return found
 
 
-def migrate(db: sqlite_utils.Database, *, path: str = "", steps: Sequence[Step] = STEPS) -> int:
-    """Bring ``db`` to the newest version of ``steps``; returns that version.
+def _apply(db: sqlite3.Connection, step: Step) -> None:
+    """Run ``step`` and record it in one transaction (rolled back if the step raises)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        step(db)
+        db.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at)"
+                   " VALUES (?, ?, ?)",
+                   (MIGRATION_SET, step.__name__, str(datetime.datetime.now(datetime.UTC))))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def migrate(db: sqlite3.Connection, *, path: str = "", steps: Sequence[Step] = STEPS) -> int:
+    """Bring ``db`` (an autocommit connection) to the newest version of ``steps``;
+    returns that version.
 
     Raises :class:`SchemaVersionError` (and writes nothing) for a file from a newer
     aislecast.
@@ -115,25 +154,31 @@ def migrate(db: sqlite_utils.Database, *, path: str = "", steps: Sequence[Step] 
     found = schema_version(db, steps)
     if found > len(steps):
         raise SchemaVersionError(path or "(gateway database)", found, len(steps))
-    if found == 0 and any(db[t].exists() for t in _V1_TABLES):
+    if found == 0 and any(_has_table(db, t) for t in _V1_TABLES):
         log.info("adopting a gateway database made before migrations as version 1 path=%s", path)
-    migrations = _migration_set(steps)
-    pending = [m.name for m in migrations.pending(db)]
-    migrations.apply(db)
+    if not _has_table(db, _RECORD):
+        for stmt in _RECORD_DDL:
+            db.execute(stmt)
+    done = set(applied(db))
+    pending = [s for s in steps if s.__name__ not in done]
+    for step in pending:
+        _apply(db, step)
     if pending:
         log.info("gateway database migrated path=%s from=%d to=%d steps=%s", path, found,
-                 len(steps), ",".join(pending))
+                 len(steps), ",".join(s.__name__ for s in pending))
     return len(steps)
 
 
-def open_db(path: Path | str, *, steps: Sequence[Step] = STEPS) -> sqlite_utils.Database:
+def open_db(path: Path | str, *, steps: Sequence[Step] = STEPS) -> sqlite3.Connection:
     """Open (or create) the gateway's SQLite file in WAL mode and migrate it.
+
+    The connection is in autocommit mode (``isolation_level=None``) and may be used from
+    worker threads (``check_same_thread=False``); the caller closes it.
 
     Raises :class:`SchemaVersionError` for a file written by a newer aislecast (the
     connection is closed again, the file untouched).
     """
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
@@ -141,8 +186,8 @@ def open_db(path: Path | str, *, steps: Sequence[Step] = STEPS) -> sqlite_utils.
     # loop: Outbox.checkpoint() runs them from a worker thread instead.
     conn.execute("PRAGMA wal_autocheckpoint=0")
     try:
-        migrate(db, path=str(path), steps=steps)
+        migrate(conn, path=str(path), steps=steps)
     except BaseException:
         conn.close()
         raise
-    return db
+    return conn

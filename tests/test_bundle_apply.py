@@ -45,12 +45,12 @@ def test_applied_bundle_is_kept_without_tables_and_persisted_intact(tmp_path: Pa
     assert gw.offer_bundle(first)  # the retained copy again
     assert (gw.redelivered, len(seen)) == (1, 1)
 
-    row = db.conn.execute("SELECT version, envelope FROM bundle WHERE id = 1").fetchone()
+    row = db.execute("SELECT version, envelope FROM bundle WHERE id = 1").fetchone()
     assert (row[0], bytes(row[1])) == (1, first)
 
     smaller = signer.sign("bundle", _bundle(2, 20))  # the blob shrinks with the bundle
     assert gw.offer_bundle(smaller)
-    assert db.conn.execute("SELECT envelope FROM bundle WHERE id = 1").fetchone()[0] == smaller
+    assert db.execute("SELECT envelope FROM bundle WHERE id = 1").fetchone()[0] == smaller
 
     restarted = store()
     assert restarted.load_persisted()

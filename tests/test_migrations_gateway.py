@@ -42,17 +42,18 @@ def _old_copy(tmp_path: Path) -> Path:
 def test_fresh_file_gets_every_table_at_the_newest_version(tmp_path: Path) -> None:
     db = open_db(tmp_path / "gw.sqlite")
     assert schema_version(db) == len(STEPS)
+    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"outbox", "bundle", "deltas", "cap_charges", "budget_spent", "visits",
-            "visit_meta"} <= set(db.table_names())
+            "visit_meta"} <= tables
     applied = db.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall()
     assert applied == [(MIGRATION_SET, s.__name__) for s in STEPS]
-    db.conn.close()
+    db.close()
     again = open_db(tmp_path / "gw.sqlite")  # reopening applies nothing twice
     assert again.execute("SELECT count(*) FROM _sqlite_migrations").fetchone() == (len(STEPS),)
 
 
 def test_step_one_is_exactly_the_schema_before_migrations(tmp_path: Path) -> None:
-    open_db(tmp_path / "new.sqlite").conn.close()
+    open_db(tmp_path / "new.sqlite").close()
     old = _schema(FIXTURES / "gateway-v1.sqlite")
     assert {n for _, n, _ in old} >= {"outbox", "outbox_id", "cap_charges_ts", "visit_meta"}
     assert _schema(tmp_path / "new.sqlite") == old
@@ -60,9 +61,10 @@ def test_step_one_is_exactly_the_schema_before_migrations(tmp_path: Path) -> Non
 
 def test_file_from_before_migrations_is_adopted_with_its_rows(tmp_path: Path) -> None:
     path = _old_copy(tmp_path)
-    raw = sqlite_utils.Database(path)
-    assert "_sqlite_migrations" not in raw.table_names()  # the fixture is really unversioned
-    raw.conn.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name = '_sqlite_migrations'"
+                       ).fetchone() == (0,)  # the fixture is really unversioned
+    raw.close()
 
     db = open_db(path)
     assert schema_version(db) == len(STEPS)
@@ -70,7 +72,7 @@ def test_file_from_before_migrations_is_adopted_with_its_rows(tmp_path: Path) ->
     assert len(outbox) == len(FACTS["offers"]) + len(FACTS["events"])
     assert [r.id for r in outbox.pending("event", limit=100)] == FACTS["events"]
     assert [r.id for r in outbox.pending("offer", limit=100)] == FACTS["offers"]
-    ledger = CapLedger(db.conn)
+    ledger = CapLedger(db)
     assert sum(ledger.by_campaign.values()) == FACTS["cap_charges"]
     assert sorted(r[0] for r in db.execute("SELECT inbox FROM visits").fetchall()) == FACTS["visits"]
     assert db.execute("SELECT version FROM bundle").fetchone() == (FACTS["bundle_version"],)
@@ -78,7 +80,7 @@ def test_file_from_before_migrations_is_adopted_with_its_rows(tmp_path: Path) ->
 
 
 def test_adopted_file_gets_the_later_steps_in_place(tmp_path: Path) -> None:
-    def m0002_outbox_note(db: sqlite_utils.Database) -> None:
+    def m0002_outbox_note(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE outbox ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
     path = _old_copy(tmp_path)
@@ -89,13 +91,13 @@ def test_adopted_file_gets_the_later_steps_in_place(tmp_path: Path) -> None:
 
 
 def test_file_from_a_newer_aislecast_is_refused_untouched(tmp_path: Path) -> None:
-    def m0002_later(db: sqlite_utils.Database) -> None:
+    def m0002_later(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE later (x INTEGER)")
 
     path = tmp_path / "gw.sqlite"
     newer = open_db(path, steps=(m0001_initial, m0002_later))  # what a newer release writes
     newer.execute("INSERT INTO later VALUES (1)")
-    newer.conn.close()
+    newer.close()
     before = path.read_bytes()
 
     with pytest.raises(SchemaVersionError) as err:
@@ -106,10 +108,10 @@ def test_file_from_a_newer_aislecast_is_refused_untouched(tmp_path: Path) -> Non
 
 
 def test_a_step_out_of_sequence_is_a_programming_error(tmp_path: Path) -> None:
-    def m0003_skipped(db: sqlite_utils.Database) -> None:
+    def m0003_skipped(db: sqlite3.Connection) -> None:
         pass
 
-    db = sqlite_utils.Database(tmp_path / "gw.sqlite")
+    db = sqlite3.connect(tmp_path / "gw.sqlite", isolation_level=None)
     with pytest.raises(ValueError, match="m0002_"):
         migrate(db, steps=(m0001_initial, m0003_skipped))
 
@@ -124,3 +126,44 @@ def test_bundle_and_paused_campaign_survive_the_upgrade(tmp_path: Path) -> None:
     assert store.load_persisted()
     assert (bundles, paused, store.delta_seq) == ([FACTS["bundle_version"]], FACTS["paused"],
                                                   FACTS["delta_seq"])
+
+
+def _record_schema(path: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT type, sql FROM sqlite_master WHERE name LIKE"
+                            " '%sqlite_migrations%' ORDER BY type DESC").fetchall()
+    finally:
+        conn.close()
+
+
+def _sqlite_utils_set() -> sqlite_utils.Migrations:
+    """The migration set as releases before this one ran it, with sqlite-utils."""
+    migrations = sqlite_utils.Migrations(MIGRATION_SET)
+    migrations(name="m0001_initial")(lambda db: m0001_initial(db.conn))
+    return migrations
+
+
+def test_a_file_migrated_by_sqlite_utils_opens_with_nothing_reapplied(tmp_path: Path) -> None:
+    old = tmp_path / "old.sqlite"
+    raw = sqlite_utils.Database(old)
+    _sqlite_utils_set().apply(raw)
+    stamp = raw.execute("SELECT applied_at FROM _sqlite_migrations").fetchall()
+    raw.conn.close()
+
+    db = open_db(old)
+    assert schema_version(db) == len(STEPS)
+    assert db.execute("SELECT applied_at FROM _sqlite_migrations").fetchall() == stamp
+    db.close()
+    open_db(tmp_path / "new.sqlite").close()
+    assert _record_schema(tmp_path / "new.sqlite") == _record_schema(old)
+    assert len(_record_schema(old)) == 2  # the table and its unique index
+
+
+def test_sqlite_utils_reads_our_record_as_applied(tmp_path: Path) -> None:
+    open_db(tmp_path / "gw.sqlite").close()
+    raw = sqlite_utils.Database(tmp_path / "gw.sqlite")
+    migrations = _sqlite_utils_set()
+    assert [m.name for m in migrations.applied(raw)] == ["m0001_initial"]
+    assert migrations.pending(raw) == []
+    raw.conn.close()

@@ -52,4 +52,4 @@ async def test_offers_expired_in_the_outbox_are_dropped_the_rest_published(
                 await task
     assert got == [b'{"o":"fresh"}']  # the witness arrived, the expired two never did
     assert pub.stats.offers_published == 1
-    ob.db.conn.close()
+    ob.conn.close()

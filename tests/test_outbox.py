@@ -15,7 +15,7 @@ def test_rows_survive_reopen_and_ids_are_idempotent(tmp_path: Path) -> None:
     seqs = ob.add(offers=[("o1", "t/o1", b"{}", time.time() + 60)], events=[("e1", "t/e", b"{}")])
     ob.add(offers=[("o1", "t/o1", b"{}", time.time() + 60)], events=[("e1", "t/e", b"{}")])
     assert len(ob) == 2
-    ob.db.conn.close()
+    ob.conn.close()
     again = Outbox(open_db(path))
     assert len(again) == 2
     assert [r.id for r in again.pending("offer", limit=10)] == ["o1"]

@@ -13,8 +13,8 @@ from gateway.storage import open_db
 
 
 def _full(ob: Outbox) -> None:
-    pages = ob.db.conn.execute("PRAGMA page_count").fetchone()[0]
-    ob.db.conn.execute(f"PRAGMA max_page_count = {pages}")
+    pages = ob.conn.execute("PRAGMA page_count").fetchone()[0]
+    ob.conn.execute(f"PRAGMA max_page_count = {pages}")
 
 
 def test_disk_full_raises_a_clear_error_and_keeps_the_count(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_disk_full_raises_a_clear_error_and_keeps_the_count(tmp_path: Path) -> N
     with pytest.raises(OutboxError) as err:
         ob.add(events=[(f"big{i}", "t", b"y" * 4000) for i in range(50)])
     assert "disk" in str(err.value).lower() or "full" in str(err.value).lower()
-    assert len(ob) == 10 == ob.db.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert len(ob) == 10 == ob.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
 
 def test_publisher_keeps_acks_when_the_write_fails_and_commits_them_later(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_publisher_keeps_acks_when_the_write_fails_and_commits_them_later(tmp_pa
     _full(ob)
     assert pub.flush() is False  # the disk is full: nothing lost, nothing raised
     assert pub.stats.write_failures == 1
-    ob.db.conn.execute("PRAGMA max_page_count = 1073741823")
+    ob.conn.execute("PRAGMA max_page_count = 1073741823")
     assert pub.flush() is True  # space again: the ack and its event land together
     assert ob.pending("offer", limit=5) == []
     assert [r.id for r in ob.pending("event", limit=5)] == ["pub1"]
@@ -49,6 +49,6 @@ def test_shutdown_flush_means_an_acked_offer_is_not_published_again(tmp_path: Pa
     pub = OutboxPublisher(ob, events_topic="t", batch_header=b"")
     pub._acked.append(seq)  # the broker's PUBACK arrived just before SIGTERM
     pub.flush()  # what Gateway.run does on the way out
-    ob.db.conn.close()
+    ob.conn.close()
     again = Outbox(open_db(path))
     assert again.pending("offer", limit=5) == []

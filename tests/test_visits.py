@@ -18,7 +18,7 @@ T0 = 1_750_000_000.0
 
 
 def _book(path: Path, now: float, **kw: float) -> tuple[sqlite3.Connection, VisitBook]:
-    conn = open_db(path).conn
+    conn = open_db(path)
     return conn, VisitBook(conn, absence_s=6.0, now=now, **kw)
 
 

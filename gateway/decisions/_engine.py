@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sqlite3
 from dataclasses import dataclass
-
-import sqlite_utils
 
 from aislecast.kernel.campaign import TRIGGER_KINDS, Campaign, Model, Profile
 from aislecast.kernel.ids import new_id
@@ -72,12 +71,12 @@ def in_holdout(inbox: str, campaign: str, pct: float) -> bool:
 
 
 class DecisionEngine:
-    def __init__(self, db: sqlite_utils.Database, store: str, *, gateway: str = "",
+    def __init__(self, conn: sqlite3.Connection, store: str, *, gateway: str = "",
                  tz: str = "UTC", rng: random.Random | None = None) -> None:
         self.store = store
         self.gateway = gateway
         self.tz = tz
-        self.ledger = CapLedger(db.conn)
+        self.ledger = CapLedger(conn)
         self.ranker = Ranker(rng)
         self.clock = LocalClock()
         self._campaigns: dict[str, Campaign] = {}
