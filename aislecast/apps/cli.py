@@ -45,9 +45,11 @@ _COMMANDS: Final = (
 _OWN_PACKAGES: Final = frozenset({"aislecast", "edge", "gateway", "hq", "firmware_config"})
 # Libraries a command's process must not load even where they are installed (a full
 # [dev] or [demo] install), because a dependency imports them when it finds them and
-# never uses them there: sqlite-utils imports numpy and pandas for column types the
-# gateway never stores (measured: numpy is 17 MiB of `gateway run`'s resident memory).
-_REFUSED: Final = {"gateway": ("numpy", "pandas")}
+# never uses them there: structlog imports rich (for pretty tracebacks the gateway's
+# log format never prints) and greenlet (for a deprecated thread-local), 3.8 and ~1 MiB
+# of `gateway run`'s resident memory, measured; numpy and pandas, which sqlite-utils
+# imported before the gateway stopped using it, stay refused (numpy was 17 MiB).
+_REFUSED: Final = {"gateway": ("greenlet", "numpy", "pandas", "rich")}
 
 
 def _unavailable(command: str, missing: str, fix: str) -> Callable[[argparse.Namespace], int]:
