@@ -31,6 +31,7 @@ import qrcode.exceptions
 from PIL import Image, ImageDraw, ImageFont
 
 from aislecast.kernel.errors import AislecastError, ConfigError
+from aislecast.kernel.httpclient import hq_ca, hq_request
 from aislecast.kernel.shortlinks import is_valid_code, short_url
 
 __all__ = [
@@ -346,12 +347,13 @@ class MintedLink:
 
 def mint_link(hq: str, url: str, *, tag: str | None = None, store: str | None = None,
               campaign: str | None = None, timeout: float = 10.0,
-              token: str | None = None) -> MintedLink:
+              token: str | None = None, ca: str | None = None) -> MintedLink:
     """The short link HQ keeps for ``url`` and this tag/store/campaign, minted or reused.
 
     ``token`` (default: the ``AISLECAST_HQ_TOKEN`` environment variable, which keeps it
     out of shell history and ``ps``) is a store staff member's personal token
-    (``aislecast hq tokens issue --kind personal --user NAME``)."""
+    (``aislecast hq tokens issue --kind personal --user NAME``). An https ``hq`` is
+    verified against ``ca`` (default: ``AISLECAST_HQ_CA``, else the system's trust store)."""
     token = token if token is not None else os.environ.get(HQ_TOKEN_ENV)
     if not token:
         raise ConfigError(HQ_TOKEN_ENV, "is not set: HQ mints short links for signed-in staff only",
@@ -367,8 +369,8 @@ def mint_link(hq: str, url: str, *, tag: str | None = None, store: str | None = 
         method="POST", headers={"Content-Type": "application/json",
                                 "Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            status, raw = int(resp.status), resp.read()
+        reply = hq_request(req, ca=hq_ca(ca), timeout=timeout)
+        status, raw = reply.status, reply.body
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:300]
         raise ConfigError("hq", f"HQ refused the short link ({exc.code}): {detail}",
@@ -386,8 +388,9 @@ def mint_link(hq: str, url: str, *, tag: str | None = None, store: str | None = 
                              hint="is --hq the HQ API's address?") from exc
 
 
-def mint_labels(labels: Sequence[Label], hq: str, *, store: str | None = None) -> list[Label]:
+def mint_labels(labels: Sequence[Label], hq: str, *, store: str | None = None,
+                ca: str | None = None) -> list[Label]:
     """Each label's ``url`` (its landing page) replaced by the QR form of its tag's short
     link at HQ, minted on first use and the same code on every later run."""
-    return [Label(lb.tag_id, mint_link(hq, lb.url, tag=lb.tag_id, store=store).qr, lb.zone,
+    return [Label(lb.tag_id, mint_link(hq, lb.url, tag=lb.tag_id, store=store, ca=ca).qr, lb.zone,
                   lb.product) for lb in labels]

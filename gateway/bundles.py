@@ -1,7 +1,8 @@
 """Bundle and delta sync at the gateway: verify, refuse stale or expired, apply, persist.
 
-Only bytes whose Ed25519 signature verifies against the pinned HQ key are parsed
-further. A bundle is applied only when its version is newer than the current one and it
+Only bytes whose Ed25519 signature verifies against a pinned HQ key are parsed
+further; the keys HQ announces in an accepted bundle widen or narrow that set
+(:mod:`gateway.keys`). A bundle is applied only when its version is newer than the current one and it
 has not expired; the last good bundle is kept in SQLite, so a gateway that restarts
 offline works with it until HQ is back.
 """
@@ -19,6 +20,7 @@ from aislecast.kernel.errors import BundleError
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Bundle, BundleDelta, decode
 from aislecast.kernel.signing import Verifier
+from gateway.keys import PinnedKeys
 
 __all__ = ["BundleStore"]
 
@@ -87,6 +89,7 @@ class BundleStore:
         # on start so a restart does not revive a paused campaign): gateway.storage
         self._conn = conn
         _ALLOCATOR.keep_large_blocks_returnable()  # bundles are MBs: see _Allocator
+        self.keys = PinnedKeys(conn, verifier)  # the persisted announcements, applied
         self._verifier = verifier
         self.store_id = store_id
         self._on_bundle = on_bundle
@@ -140,7 +143,9 @@ class BundleStore:
             return
         bundle = self._checked(raw, allow_expired=allow_expired)
         del raw  # not needed past decoding (4 MB at 10,000 shoppers)
+        announced = self.keys.check(bundle.keys)
         self._on_bundle(bundle)  # may raise BundleError if a campaign cannot be understood
+        self.keys.learn(announced)  # signed by a pinned key: its keyring news hold
         # the identity resolver keeps the token tables in its own compact form; here they
         # would keep the decoded strings and dicts (~30 MiB at 10,000 shoppers) alive
         self.current = current = msgspec.structs.replace(bundle, token_tables=[])

@@ -8,7 +8,7 @@ starter file (gateway/starter.toml, also examples/gateway.toml). Example
     gateway = "gw-1"
     store = "store-1"
     data_dir = "/var/lib/aislecast"
-    hq_public_key = "/etc/aislecast/hq.pub.pem"
+    hq_public_key = "/etc/aislecast/hq.pub.pem"   # or a list, during a key rotation
 
     [broker]
     host = "127.0.0.1"
@@ -42,12 +42,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from msgspec import Meta
 
 from aislecast.kernel.config import TcpPort, decode, load_toml
 from aislecast.kernel.errors import AislecastError, ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.privatefile import read_secret
+from aislecast.kernel.signing import public_key_from_pem
 from edge.nfc.settings import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
 from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
 from gateway.presence import PresenceParams
@@ -160,8 +162,11 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
         f'this gateway\'s id as registered at HQ, e.g. "gw-1"; {_ID_RULE}'))]
     store: Annotated[str, Meta(pattern=_ID_PATTERN, description=(
         f'the store this gateway serves, e.g. "store-1"; {_ID_RULE}'))]
+    # one key, or several while HQ rotates its key (each a path or the PEM text)
     hq_public_key: Annotated[str, Meta(min_length=1, description=(
-        "the path of HQ's bundle-signing public key (PEM), or the PEM text itself"))]
+        "the path of HQ's bundle-signing public key (PEM), or the PEM text itself"))] | Annotated[
+        list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1, max_length=8, description=(
+            "HQ's bundle-signing public keys, each a path or PEM text"))]
     data_dir: str = "/var/lib/aislecast"
     broker: BrokerSection = msgspec.field(default_factory=BrokerSection)
     scanner: ScannerSection = msgspec.field(default_factory=ScannerSection)
@@ -176,16 +181,27 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
         """``[metrics] port``: where to serve Prometheus metrics, None for nowhere."""
         return self.metrics.port
 
-    def public_key_pem(self) -> str:
-        if self.hq_public_key.lstrip().startswith("-----BEGIN"):
-            return self.hq_public_key
-        path = Path(self.hq_public_key)
-        if not path.exists():
-            raise ConfigError(
-                "hq_public_key", f"file {path} not found",
-                hint="copy HQ's public key (GET /api/keys/bundle on HQ) to this path",
-            )
-        return path.read_text()
+    def public_keys(self) -> list[Ed25519PublicKey]:
+        """The pinned HQ keys; a ConfigError names the entry that is missing or not a key."""
+        one = isinstance(self.hq_public_key, str)
+        entries = [self.hq_public_key] if isinstance(self.hq_public_key, str) else self.hq_public_key
+        keys = []
+        for i, entry in enumerate(entries):
+            field = "hq_public_key" if one else f"hq_public_key[{i}]"
+            pem = entry
+            if not entry.lstrip().startswith("-----BEGIN"):
+                path = Path(entry)
+                if not path.exists():
+                    raise ConfigError(field, f"file {path} not found", hint=(
+                        "copy HQ's public key (GET /api/keys/bundle on HQ) to this path"))
+                pem = path.read_text()
+            try:
+                keys.append(public_key_from_pem(pem))
+            except (AislecastError, ValueError):
+                raise ConfigError(field, "is not an Ed25519 public key (PEM)", hint=(
+                    "pin the PEM that GET /api/keys/bundle or aislecast hq keys list --json "
+                    "gives")) from None
+        return keys
 
 
 def _check_nfc(nfc: NfcSection, file: str | None) -> None:

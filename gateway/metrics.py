@@ -52,7 +52,7 @@ GAUGES: Final = frozenset({
     "identity_epochs", "visits_open", "visits_downtime_s", "schedule_campaigns",
     "fleet_beacons_planned", "fleet_beacons_heard", "fleet_beacons_unheard",
     "fleet_beacons_low_battery", "fleet_beacon_battery_min_mv", "taps_reader_up",
-    "scanner_last_advert_age_s", "scanner_fallback_active",
+    "scanner_last_advert_age_s", "scanner_fallback_active", "keys_pinned",
 })
 _LABEL: Final = "reason"
 
@@ -87,6 +87,9 @@ def sources(parts: GatewayParts, link: MqttLink, scanner: Scanner) -> list[Sourc
         ("mqtt", lambda: link.stats),
         ("bundle", lambda: {"version": p.bundles.version, "delta_seq": p.bundles.delta_seq,
                             "redelivered": p.bundles.redelivered, "rejected": p.bundles.rejected}),
+        ("keys", lambda: {"pinned": p.bundles.keys.stats.pinned,
+                          "learned": p.bundles.keys.stats.learned,
+                          "retired": p.bundles.keys.stats.retired}),
         ("decisions", lambda: {"campaigns_live": p.decider.live,
                                "campaigns_rejected": len(p.decider.rejected)}),
         ("identity", lambda: {"epochs": len(p.identity.epochs)}),

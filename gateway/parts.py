@@ -22,7 +22,7 @@ import msgspec
 
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import SCHEMA_VERSION, Bundle, BundleDelta
-from aislecast.kernel.signing import Verifier, public_key_from_pem
+from aislecast.kernel.signing import Verifier
 from gateway.adverts import AdvertRouter
 from gateway.bundles import BundleStore
 from gateway.config import GatewayConfig
@@ -104,7 +104,7 @@ class GatewayParts:
         (file I/O, a signature check, maybe 10k shoppers' tables): run it in a thread."""
         data = Path(cfg.data_dir)
         data.mkdir(parents=True, exist_ok=True)
-        verifier = Verifier(public_key_from_pem(cfg.public_key_pem()))
+        verifier = Verifier(*cfg.public_keys())
         db = open_db(data / f"gateway-{cfg.gateway}.sqlite")
         try:
             parts = cls(cfg, db, verifier, notify=notify, on_bundle=on_bundle)

@@ -1,7 +1,7 @@
 """The gateway's SQLite file: opened with the pragmas the outbox relies on, then migrated.
 
-Every table of the gateway (outbox, bundle and deltas, cap charges and budget spend,
-visits) is created here by numbered migrations. Each applied step is recorded in
+Every table of the gateway (outbox, bundle and deltas, pinned HQ keys, cap charges and
+budget spend, visits) is created here by numbered migrations. Each applied step is recorded in
 ``_sqlite_migrations`` under the set name ``aislecast-gateway``: the table, columns,
 index and rows that sqlite-utils' ``Migrations`` writes, which earlier releases used, so
 their files stay valid; this module writes them itself with :mod:`sqlite3` so that the
@@ -34,7 +34,8 @@ from typing import Final
 
 from aislecast.kernel.errors import SchemaVersionError
 
-__all__ = ["MIGRATION_SET", "STEPS", "Step", "applied", "migrate", "open_db", "schema_version"]
+__all__ = ["MIGRATION_SET", "STEPS", "Step", "applied", "m0001_initial", "m0002_pinned_keys",
+           "migrate", "open_db", "schema_version"]
 
 log = logging.getLogger("aislecast.gateway.storage")
 
@@ -87,7 +88,13 @@ def m0001_initial(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
-STEPS: Final[tuple[Step, ...]] = (m0001_initial,)
+def m0002_pinned_keys(db: sqlite3.Connection) -> None:
+    """HQ signing keys learned from signed announcements, and retired ones (gateway.keys)."""
+    db.execute("CREATE TABLE pinned_keys (kid TEXT PRIMARY KEY, public_key TEXT,"
+               " retired INTEGER NOT NULL, changed_at REAL NOT NULL)")
+
+
+STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_pinned_keys)
 
 
 def _number(name: str) -> int | None:

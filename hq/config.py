@@ -18,12 +18,15 @@ also examples/hq.toml)::
     pid_file = "/run/mosquitto/mosquitto.pid"
     [http]
     public_base_url = "https://hq.example.com"
+    tls_cert = "/etc/aislecast/hq-https.crt"   # aislecast hq ca init --https
+    tls_key = "/etc/aislecast/hq-https.key"
     [links]
     landing_hosts = ["shop.example.com", "recipes.example.com"]
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -90,6 +93,18 @@ class HttpSection(msgspec.Struct, forbid_unknown_fields=True):
     # request bodies above this are refused with 413 before HQ reads them (hq.api)
     max_body_bytes: Annotated[int, Meta(ge=1024, le=64 << 20, description=(
         "the largest request body HQ reads, in bytes (1 KiB to 64 MiB)"))] = MAX_BODY_BYTES
+    # HTTPS: HQ's server certificate (PEM, with its chain) and its private key; both or
+    # neither. None: plain HTTP (behind a TLS-terminating reverse proxy, or a pilot).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto HQ believes (IP addresses or
+    # networks); empty: none, the headers are ignored whoever sends them.
+    trusted_proxies: list[Annotated[str, Meta(min_length=1, max_length=64)]] = msgspec.field(
+        default_factory=list)
+
+    @property
+    def https(self) -> bool:
+        return self.tls_cert is not None
 
 
 class LinksSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -158,6 +173,7 @@ def load_hq_config(path: str | None = None,
         raise ConfigError("broker.password_file", "is set together with broker.password",
                           hint="keep one of them (password_file keeps the secret out of hq.toml)",
                           file=path)
+    _check_http(cfg.http, path)
     for i, host in enumerate(cfg.links.landing_hosts):
         try:
             LandingHosts([host])
@@ -166,6 +182,29 @@ def load_hq_config(path: str | None = None,
                               hint='write a host name, e.g. "shop.example.com" or '
                                    '"shop.example.com:8443"', file=path) from None
     return cfg
+
+
+def _check_http(http: HttpSection, file: str | None) -> None:
+    """TLS files set in pairs and readable; trusted proxies are addresses or networks."""
+    pair = {"http.tls_cert": http.tls_cert, "http.tls_key": http.tls_key}
+    for field, other in (("http.tls_cert", "http.tls_key"), ("http.tls_key", "http.tls_cert")):
+        if pair[field] is not None and pair[other] is None:
+            raise ConfigError(other, f"is missing while {field} is set", file=file,
+                              hint="set both (HTTPS) or neither (plain HTTP); "
+                                   "aislecast hq ca init --https writes the pair")
+    for field, value in pair.items():
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(field, f"file {value} not found", file=file,
+                              hint="aislecast hq ca init --https issues HQ's certificate and "
+                                   "key (PEM), or point it at the ones you have")
+    for i, proxy in enumerate(http.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies[{i}]", f"{proxy!r} is not an IP address "
+                              "or network", file=file,
+                              hint='write the reverse proxy\'s address, e.g. "10.0.0.5" or '
+                                   '"10.0.0.0/24"') from None
 
 
 def starter_toml() -> str:

@@ -8,6 +8,8 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
 - ``hq-ingest``: the inbound router (:mod:`hq.router`) reading the link's messages;
 - ``hq-acks``: batch and feedback acknowledgements (:class:`hq.tasks.AckSender`);
 - ``hq-republisher``: every store's bundle refreshed so token tables never run out;
+- ``hq-keys``: the keyring re-read when ``aislecast hq keys`` changed it, bundles
+  re-signed and republished (:class:`hq.tasks.KeyWatcher`, :mod:`hq.keyring`);
 - ``hq-learner``: model retraining, budget grant top-ups (:func:`hq.learning.learn_loop`);
 - ``hq-broker-sync``: the broker's password and ACL files re-rendered from the
   credential registry and reloaded (:class:`hq.broker_sync.BrokerSync`), when HQ is
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +43,6 @@ from aislecast.kernel import topics
 from aislecast.kernel.const import BUNDLE_REPUBLISH_S
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
-from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.api import MAX_BODY_BYTES, create_app
 from hq.broker_auth import BrokerAuthFiles
 from hq.broker_sync import BrokerSync, PidSource
@@ -48,6 +50,7 @@ from hq.console import STATE_FILTER, GatewayBoard
 from hq.credentials import HQ_LOGIN_FILE, ensure_hq_credential
 from hq.db import HqDb
 from hq.ingest import Ingest
+from hq.keyring import Keyring
 from hq.landing import LandingHosts
 from hq.learning import LearnStats, learn_loop
 from hq.metrics import HqMetrics
@@ -55,7 +58,7 @@ from hq.router import Route, Router
 from hq.service import HqService
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
-from hq.tasks import AckSender, HttpServer, Republisher
+from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher
 
 __all__ = ["HTTP_SHUTDOWN_S", "INBOUND_QUEUE_MAX", "LEARN_EVERY_S", "HqServer"]
 
@@ -86,6 +89,7 @@ class _Parts:
     app: FastAPI
     metrics: HqMetrics
     broker_sync: BrokerSync | None
+    keys: KeyWatcher
 
 
 class HqServer:
@@ -108,6 +112,10 @@ class HqServer:
         max_body_bytes: int = MAX_BODY_BYTES,
         broker_auth_dir: Path | None = None,
         broker_pid: PidSource | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        trusted_proxies: Sequence[str] = (),
+        keys_every_s: float = KEYS_EVERY_S,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -125,6 +133,12 @@ class HqServer:
         # broker_pid, reloads the broker; HQ then logs in as hq.1 unless mqtt has a user
         self.broker_auth_dir = broker_auth_dir
         self.broker_pid = broker_pid
+        # HTTPS when both are set (uvicorn's ssl options); trusted_proxies: the only peers
+        # whose X-Forwarded-For/-Proto uvicorn applies (empty: nobody's)
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.trusted_proxies = list(trusted_proxies)
+        self.keys_every_s = keys_every_s  # how often the keyring file is checked for changes
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -174,6 +188,11 @@ class HqServer:
     def broker_sync(self) -> BrokerSync | None:
         return self._got().broker_sync
 
+    @property
+    def keys(self) -> KeyWatcher:
+        """The keyring watcher: ``await hq.keys.check()`` applies a keyring change now."""
+        return self._got().keys
+
     # ---- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -189,7 +208,8 @@ class HqServer:
     async def _start(self) -> None:
         db = await asyncio.to_thread(HqDb, self.db_url)
         self._stack.callback(db.close)
-        signer = Signer(await asyncio.to_thread(load_or_create_signing_key, self.key_path))
+        ring = await asyncio.to_thread(Keyring.load, self.key_path)
+        signer = await asyncio.to_thread(ring.signer)
         service = (HqService(db, signer) if self.rotation_k is None
                    else HqService(db, signer, rotation_k=self.rotation_k))
         sync: BrokerSync | None = None
@@ -213,9 +233,11 @@ class HqServer:
         service.link = link
         shortlinks = DbShortLinkStore(db, ingest.store_events)
         republisher, learned = Republisher(service, self.republish_s), LearnStats()
+        keys = KeyWatcher(service, ring, self.keys_every_s)
         app = create_app(service, ingest, board, stats={
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
+            "keys": keys.stats,
             **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {}),
             **({"broker_sync": sync.stats} if sync is not None else {})},
             max_body_bytes=self.max_body_bytes)
@@ -224,10 +246,8 @@ class HqServer:
         app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,
                                             landing_hosts=self.landing_hosts))
         self._parts = _Parts(db, service, ingest, board, link, shortlinks, app, app.state.metrics,
-                             sync)
-        self._http = http = HttpServer(uvicorn.Config(
-            app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off",
-            timeout_graceful_shutdown=HTTP_SHUTDOWN_S))
+                             sync, keys)
+        self._http = http = HttpServer(await asyncio.to_thread(self._http_config, app))
 
         await self._stack.enter_async_context(link)
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
@@ -237,6 +257,7 @@ class HqServer:
             tg.create_task(router.serve(inbound), name="hq-ingest"),
             tg.create_task(acks.run(link), name="hq-acks"),
             tg.create_task(republisher.run(), name="hq-republisher"),
+            tg.create_task(keys.run(), name="hq-keys"),
         ]
         if sync is not None:
             self._tasks.append(tg.create_task(sync.run(), name="hq-broker-sync"))
@@ -250,8 +271,26 @@ class HqServer:
         # systemd would only restart it); HTTP serves /health meanwhile
         await link.wait_connected(None)
         self.started.set()
-        log.info("hq started", http_port=self.http_port, broker_port=self.mqtt.port,
+        log.info("hq started", http_port=self.http_port, scheme=self.scheme, broker_port=self.mqtt.port,
                  client_id=self.client_id)
+
+    def _http_config(self, app: FastAPI) -> uvicorn.Config:
+        """uvicorn's settings, loaded here (in a worker thread: the TLS files are read)."""
+        config = uvicorn.Config(
+            app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=HTTP_SHUTDOWN_S,
+            ssl_certfile=None if self.tls_cert is None else str(self.tls_cert),
+            ssl_keyfile=None if self.tls_key is None else str(self.tls_key),
+            # uvicorn's default believes X-Forwarded-* from 127.0.0.1: HQ believes nobody
+            # unless told, so a local client cannot claim to be https or another address
+            proxy_headers=bool(self.trusted_proxies),
+            forwarded_allow_ips=self.trusted_proxies or "")
+        config.load()
+        return config
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls_cert is None else "https"
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool | None:

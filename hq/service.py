@@ -292,7 +292,7 @@ class HqService:
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
             token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
-            delta_seq=self._delta_seq(store_id),
+            delta_seq=self._delta_seq(store_id), keys=list(self.signer.notices),
         )
 
     async def publish_bundle(self, store_id: str) -> Bundle:
@@ -304,6 +304,17 @@ class HqService:
         self.stats.bundles_published += 1
         log.info("bundle published", store=store_id, version=bundle.version)
         return bundle
+
+    async def republish_all(self) -> int:
+        """A fresh bundle for every store; returns how many could not be published."""
+        failures = 0
+        for store in self.store_ids():
+            try:
+                await self.publish_bundle(store)
+            except Exception:
+                failures += 1
+                log.exception("bundle republish failed", store=store)
+        return failures
 
     async def publish_delta(self, store_id: str, *, opt_outs: list[str] | None = None,
                             paused: list[str] | None = None,

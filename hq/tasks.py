@@ -1,5 +1,5 @@
-"""HQ's long-running tasks besides ingest: the ack sender, the bundle republisher and
-the HTTP server. :class:`hq.server.HqServer` runs each as a named task of its one
+"""HQ's long-running tasks besides ingest: the ack sender, the bundle republisher, the
+keyring watcher and the HTTP server. :class:`hq.server.HqServer` runs each as a named task of its one
 TaskGroup; each keeps its counters in a stats dataclass (``/metrics`` reads them).
 """
 
@@ -18,11 +18,12 @@ from aislecast.kernel.counters import count
 from aislecast.kernel.errors import PublishDenied
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink
+from hq.keyring import Keyring
 from hq.router import Reply
 from hq.service import HqService
 
-__all__ = ["ACK_IN_FLIGHT", "ACK_QUEUE_MAX", "AckSender", "AckStats", "HttpServer", "Republisher",
-           "RepublisherStats"]
+__all__ = ["ACK_IN_FLIGHT", "ACK_QUEUE_MAX", "KEYS_EVERY_S", "AckSender", "AckStats", "HttpServer",
+           "KeyWatcher", "KeyWatcherStats", "Republisher", "RepublisherStats"]
 
 log = get_logger(__name__)
 
@@ -33,6 +34,8 @@ ACK_QUEUE_MAX: Final = 10_000
 # Acks published concurrently: each waits for its PUBACK (~0.5 ms on loopback), so one
 # at a time would cap HQ near 2k acknowledged batches/s (docs/architecture.md#mosquitto, the aiomqtt figure).
 ACK_IN_FLIGHT: Final = 64
+# How often HQ looks whether `aislecast hq keys ...` changed the keyring (one stat()).
+KEYS_EVERY_S: Final = 5.0
 
 
 @dataclass(slots=True)
@@ -94,13 +97,48 @@ class Republisher:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._every_s)
-            for store in self._service.store_ids():
-                try:
-                    await self._service.publish_bundle(store)
-                except Exception:
-                    self.stats.failures += 1
-                    log.exception("bundle republish failed", store=store)
+            self.stats.failures += await self._service.republish_all()
             self.stats.rounds += 1
+
+
+@dataclass(slots=True)
+class KeyWatcherStats:
+    changes: int = count("keyring changes applied (rotate, next, retire)")
+    failures: int = count("keyring reads that failed (the old keyring stays in use)")
+
+
+class KeyWatcher:
+    """Apply the CLI's keyring changes: the service signs with the new current key and
+    every store gets a fresh bundle at once, announcing the new ring."""
+
+    def __init__(self, service: HqService, ring: Keyring, every_s: float) -> None:
+        self._service = service
+        self._ring = ring
+        self._every_s = every_s
+        self.stats = KeyWatcherStats()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            await self.check()
+
+    async def check(self) -> bool:
+        """Re-read the keyring now; True if it changed (and bundles were republished)."""
+        try:
+            changed = await asyncio.to_thread(self._ring.reload)
+            signer = await asyncio.to_thread(self._ring.signer) if changed else None
+        except Exception:
+            self.stats.failures += 1
+            log.exception("keyring reload failed; signing with the keys in use")
+            return False
+        if signer is None:
+            return False
+        self._service.signer = signer
+        self.stats.changes += 1
+        log.info("keyring changed", current=signer.kid,
+                 keys=[f"{n.kid}:{n.state}" for n in signer.notices])
+        await self._service.republish_all()
+        return True
 
 
 class HttpServer(uvicorn.Server):

@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aislecast.apps.cli import main
 from aislecast.kernel.errors import ConfigError
+from aislecast.kernel.signing import key_id, public_key_from_pem, public_key_pem
 from gateway.config import load_config
 
 BASE = {"gateway": "gw-1", "store": "s1", "hq_public_key": "-----BEGIN PUBLIC KEY-----x"}
-GOOD = 'gateway = "gw-1"\nstore = "s1"\nhq_public_key = "-----BEGIN PUBLIC KEY-----x"\n'
+_PEM = public_key_pem(Ed25519PrivateKey.generate().public_key())
+# `gateway check` parses the pinned key: a real one
+GOOD = f'gateway = "gw-1"\nstore = "s1"\nhq_public_key = """{_PEM}"""\n'
 
 
 @pytest.mark.parametrize(("data", "field", "fix"), [
@@ -60,8 +64,23 @@ def test_every_setting_and_default_is_kept() -> None:
 def test_missing_key_file_says_where_to_get_it(tmp_path: Path) -> None:
     cfg = load_config(BASE | {"hq_public_key": str(tmp_path / "hq.pem")})
     with pytest.raises(ConfigError) as err:
-        cfg.public_key_pem()
+        cfg.public_keys()
     assert "/api/keys/bundle" in str(err.value)
+
+
+def test_several_keys_are_pinned_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    pems = [public_key_pem(Ed25519PrivateKey.generate().public_key()) for _ in range(2)]
+    (tmp_path / "next.pem").write_text(pems[1])
+    cfg = load_config(BASE | {"hq_public_key": [pems[0], str(tmp_path / "next.pem")]})
+    assert [key_id(k) for k in cfg.public_keys()] == [
+        key_id(public_key_from_pem(p)) for p in pems]
+    bad = load_config(BASE | {"hq_public_key": [pems[0], "-----BEGIN PUBLIC KEY-----\nxx\n"]})
+    with pytest.raises(ConfigError) as err:
+        bad.public_keys()
+    assert err.value.field == "hq_public_key[1]" and "Ed25519" in err.value.problem
+    with pytest.raises(ConfigError) as empty:
+        load_config(BASE | {"hq_public_key": []})
+    assert empty.value.field == "hq_public_key"
 
 
 def _binary(path: Path) -> None:

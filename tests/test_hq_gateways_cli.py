@@ -43,7 +43,7 @@ async def test_add_writes_a_gateway_toml_that_logs_in_and_revoke_kicks_it(
         assert password not in out.read_text()  # the TOML names the file, never the secret
         cfg = await asyncio.to_thread(load_config, out)
         assert (cfg.store, cfg.gateway, cfg.broker.username) == ("store-t", "gw-9", "gw.store-t.gw-9")
-        assert cfg.broker.password == password and "BEGIN PUBLIC KEY" in cfg.public_key_pem()
+        assert cfg.broker.password == password and len(cfg.public_keys()) == 1
         async with MqttLink(cfg.broker.mqtt_settings(), client_id="gw.store-t.gw-9",
                             clean_start=True) as link:
             await link.wait_connected(10)

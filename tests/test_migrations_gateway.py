@@ -53,7 +53,7 @@ def test_fresh_file_gets_every_table_at_the_newest_version(tmp_path: Path) -> No
 
 
 def test_step_one_is_exactly_the_schema_before_migrations(tmp_path: Path) -> None:
-    open_db(tmp_path / "new.sqlite").close()
+    open_db(tmp_path / "new.sqlite", steps=(m0001_initial,)).close()
     old = _schema(FIXTURES / "gateway-v1.sqlite")
     assert {n for _, n, _ in old} >= {"outbox", "outbox_id", "cap_charges_ts", "visit_meta"}
     assert _schema(tmp_path / "new.sqlite") == old
@@ -80,29 +80,29 @@ def test_file_from_before_migrations_is_adopted_with_its_rows(tmp_path: Path) ->
 
 
 def test_adopted_file_gets_the_later_steps_in_place(tmp_path: Path) -> None:
-    def m0002_outbox_note(db: sqlite3.Connection) -> None:
+    def m0003_outbox_note(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE outbox ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
     path = _old_copy(tmp_path)
-    db = open_db(path, steps=(*STEPS, m0002_outbox_note))
-    assert schema_version(db, (*STEPS, m0002_outbox_note)) == len(STEPS) + 1
+    db = open_db(path, steps=(*STEPS, m0003_outbox_note))
+    assert schema_version(db, (*STEPS, m0003_outbox_note)) == len(STEPS) + 1
     notes = db.execute("SELECT note, count(*) FROM outbox GROUP BY note").fetchall()
     assert notes == [("", len(FACTS["offers"]) + len(FACTS["events"]))]
 
 
 def test_file_from_a_newer_aislecast_is_refused_untouched(tmp_path: Path) -> None:
-    def m0002_later(db: sqlite3.Connection) -> None:
+    def m0003_later(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE later (x INTEGER)")
 
     path = tmp_path / "gw.sqlite"
-    newer = open_db(path, steps=(m0001_initial, m0002_later))  # what a newer release writes
+    newer = open_db(path, steps=(*STEPS, m0003_later))  # what a newer release writes
     newer.execute("INSERT INTO later VALUES (1)")
     newer.close()
     before = path.read_bytes()
 
     with pytest.raises(SchemaVersionError) as err:
         open_db(path)
-    assert (err.value.path, err.value.found, err.value.known) == (str(path), 2, len(STEPS))
+    assert (err.value.path, err.value.found, err.value.known) == (str(path), len(STEPS) + 1, len(STEPS))
     assert "newer aislecast" in str(err.value) and "\n" not in str(err.value)
     assert path.read_bytes() == before
 
@@ -140,7 +140,8 @@ def _record_schema(path: Path) -> list[tuple[str, str]]:
 def _sqlite_utils_set() -> sqlite_utils.Migrations:
     """The migration set as releases before this one ran it, with sqlite-utils."""
     migrations = sqlite_utils.Migrations(MIGRATION_SET)
-    migrations(name="m0001_initial")(lambda db: m0001_initial(db.conn))
+    for step in STEPS:
+        migrations(name=step.__name__)(lambda db, step=step: step(db.conn))
     return migrations
 
 
@@ -164,6 +165,6 @@ def test_sqlite_utils_reads_our_record_as_applied(tmp_path: Path) -> None:
     open_db(tmp_path / "gw.sqlite").close()
     raw = sqlite_utils.Database(tmp_path / "gw.sqlite")
     migrations = _sqlite_utils_set()
-    assert [m.name for m in migrations.applied(raw)] == ["m0001_initial"]
+    assert [m.name for m in migrations.applied(raw)] == [s.__name__ for s in STEPS]
     assert migrations.pending(raw) == []
     raw.conn.close()

@@ -119,7 +119,7 @@ def _health(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    cfg.public_key_pem()
+    cfg.public_keys()
     print(f"ok: gateway {cfg.gateway} of store {cfg.store}, scanner {cfg.scanner.backend}, "
           f"broker {cfg.broker.host}:{cfg.broker.port}")
     return 0

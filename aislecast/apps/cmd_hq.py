@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Final
 
 from aislecast.apps.cmd_hq_accounts import register_accounts, register_init
+from aislecast.apps.cmd_hq_ca import register_ca
 from aislecast.apps.cmd_hq_gateways import register_gateways
+from aislecast.apps.cmd_hq_keys import register_keys
 from aislecast.apps.configfile import config_exit_code
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.logs import setup_logging
@@ -40,6 +42,9 @@ _HELP = textwrap.dedent(
     Every /api call needs a token (aislecast hq tokens issue) or a console login.
     Gateways pin HQ's public key: fetch it with
       curl -H "Authorization: Bearer $TOKEN" http://HQ:8080/api/keys/bundle
+    HTTPS: [http] tls_cert and tls_key in hq.toml (aislecast hq ca init --https issues
+    them); behind a reverse proxy, [http] trusted_proxies names it. Signing keys rotate
+    with aislecast hq keys next|rotate|retire.
     A config that does not load is one line naming the setting and the fix, exit code 2.
     """
 )
@@ -85,6 +90,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     register_init(hsub)
     register_accounts(hsub)
     register_gateways(hsub)
+    register_keys(hsub)
+    register_ca(hsub)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
@@ -126,7 +133,10 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
                       public_base_url=cfg.http.public_base_url, landing_hosts=cfg.links.hosts(),
                       max_body_bytes=cfg.http.max_body_bytes,
                       broker_auth_dir=None if b.auth_dir is None else Path(b.auth_dir),
-                      broker_pid=None if b.pid_file is None else pid_from_file(Path(b.pid_file)))
+                      broker_pid=None if b.pid_file is None else pid_from_file(Path(b.pid_file)),
+                      tls_cert=None if cfg.http.tls_cert is None else Path(cfg.http.tls_cert),
+                      tls_key=None if cfg.http.tls_key is None else Path(cfg.http.tls_key),
+                      trusted_proxies=cfg.http.trusted_proxies)
     await server.run()
 
 

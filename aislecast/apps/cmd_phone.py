@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from aislecast.apps.phone import Phone, PhoneBehaviour, with_login
 from aislecast.kernel import topics
+from aislecast.kernel.httpclient import HQ_CA_ENV, hq_ca, hq_request
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import SCHEMA_VERSION, PhoneSighting, encode
@@ -35,6 +36,7 @@ _HELP = textwrap.dedent(
     examples:
       export AISLECAST_WALLET_TOKEN=...   # aislecast hq tokens issue --kind wallet
       aislecast phone enroll --hq http://127.0.0.1:8080 > me.json     # opt in, keep the key
+      aislecast phone enroll --hq https://hq.example.com --hq-ca ca.crt > me.json
       aislecast phone listen --me me.json --broker 127.0.0.1:1883     # print offers as they come
       aislecast phone sight --me me.json --store store-1 --beacon b-bakery --rssi -62
       aislecast phone token --me me.json                              # today's rotating token
@@ -51,6 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e.add_argument("--token", metavar="TOKEN",
                    help="HQ's wallet service token (default: $AISLECAST_WALLET_TOKEN): "
                         "enrolment is the wallet's, not an anonymous caller's")
+    e.add_argument("--hq-ca", metavar="FILE",
+                   help=f"the CA HQ's HTTPS certificate must verify against (default: "
+                        f"${HQ_CA_ENV}, else the system's trust store)")
     e.add_argument("--consent", action="append", default=None,
                    help="consent purpose (repeatable; default: offers)")
     e.set_defaults(func=_enroll)
@@ -84,12 +89,15 @@ def _enroll(args: argparse.Namespace) -> int:
                                  headers={"Content-Type": "application/json",
                                           "Authorization": f"Bearer {token}"}, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - URL given by the user
-            print(resp.read().decode())
+        reply = hq_request(req, ca=hq_ca(args.hq_ca), timeout=10)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:300]
         print(f"aislecast: error: HQ refused the enrolment ({exc.code}): {detail}", file=sys.stderr)
         return 1
+    except urllib.error.URLError as exc:
+        print(f"aislecast: error: cannot reach HQ at {args.hq}: {exc.reason}", file=sys.stderr)
+        return 1
+    print(reply.body.decode())
     return 0
 
 

@@ -121,6 +121,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     qr.add_argument("--hq", metavar="URL",
                     help="mint (or reuse) the short link at this HQ for --url / each row, "
                          "as the staff token in $AISLECAST_HQ_TOKEN")
+    qr.add_argument("--hq-ca", metavar="FILE",
+                    help="the CA HQ's HTTPS certificate must verify against (default: "
+                         "$AISLECAST_HQ_CA, else the system's trust store)")
     qr.add_argument("--tag-id", metavar="ID", help="the tag the link is for (with --hq --url)")
     qr.add_argument("--store", metavar="ID", help="store of the tag (with --hq)")
     qr.add_argument("--no-src", action="store_true",
@@ -166,7 +169,8 @@ def _qr(args: argparse.Namespace) -> int:
             if not args.tag_id:
                 raise ConfigError("--tag-id", "is needed with --hq",
                                   hint="give the shelf tag's id, e.g. --tag-id T-0007")
-            link = mint_link(args.hq, args.url, tag=args.tag_id, store=args.store)
+            link = mint_link(args.hq, args.url, tag=args.tag_id, store=args.store,
+                              ca=args.hq_ca)
             print(f"{'minted' if link.created else 'reused'} {link.short} for tag {args.tag_id}")
             url = link.qr
         write_qr(url, args.output, size_px=args.size, ec=args.ec, border=args.border,
@@ -175,7 +179,7 @@ def _qr(args: argparse.Namespace) -> int:
         return 0
     labels = read_labels(args.sheet, base_url=args.base_url, tag_source=not args.no_src)
     if args.hq is not None:  # one short link per row, minted or reused at HQ
-        labels = mint_labels(labels, args.hq, store=args.store)
+        labels = mint_labels(labels, args.hq, store=args.store, ca=args.hq_ca)
     for path in write_sheet(labels, args.output):
         print(f"wrote {path}")
     print(f"{len(labels)} labels")

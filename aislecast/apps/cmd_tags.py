@@ -85,6 +85,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     w.add_argument("--hq", metavar="URL",
                    help="mint (or reuse) the short link for --url at this HQ, as the "
                         "staff token in $AISLECAST_HQ_TOKEN")
+    w.add_argument("--hq-ca", metavar="FILE",
+                   help="the CA HQ's HTTPS certificate must verify against (default: "
+                        "$AISLECAST_HQ_CA, else the system's trust store)")
     w.add_argument("--store", metavar="ID", help="store of the tag (with --hq)")
     w.add_argument("--title", help="Smart Poster title shown by phones")
     w.add_argument("--zone", help="zone id the tag sits in")
@@ -121,7 +124,7 @@ def _write(args: argparse.Namespace) -> int:
     url = args.url
     if args.hq is not None:
 
-        link = mint_link(args.hq, args.url, tag=args.tag_id, store=args.store)
+        link = mint_link(args.hq, args.url, tag=args.tag_id, store=args.store, ca=args.hq_ca)
         print(f"{'minted' if link.created else 'reused'} {link.short} for tag {args.tag_id}",
               file=sys.stderr)
         url = link.nfc

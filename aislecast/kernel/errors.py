@@ -45,7 +45,8 @@ class ConfigError(AislecastError):
 
 
 class BundleError(AislecastError):
-    """A bundle or delta was refused: ``reason`` is one of forged, stale, expired, malformed."""
+    """A bundle or delta was refused: ``reason`` is one of forged, unknown_key,
+    stale, expired, malformed."""
 
     def __init__(self, reason: str, message: str, *, version: int | None = None) -> None:
         super().__init__(message)

@@ -43,6 +43,7 @@ __all__ = [
     "FeedbackKind",
     "GatewayState",
     "InteractionReport",
+    "KeyNotice",
     "Model",
     "Offer",
     "PhoneSighting",
@@ -118,6 +119,19 @@ class TokenTable(msgspec.Struct, frozen=True):
     tokens: dict[str, str]
 
 
+class KeyNotice(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A bundle-signing key as HQ announces it inside a signed bundle (key rotation).
+
+    A gateway pins a ``next`` (and keeps a ``current`` or ``previous``) key announced by
+    a bundle it verified with a key it already pins, and drops a ``retired`` one for
+    good. ``public_key`` is the PEM (absent for a retired key); ``kid`` its key id.
+    """
+
+    kid: str
+    state: Literal["current", "next", "previous", "retired"]
+    public_key: str | None = None
+
+
 class Bundle(msgspec.Struct, frozen=True):
     v: int
     version: int
@@ -132,6 +146,7 @@ class Bundle(msgspec.Struct, frozen=True):
     opt_outs: list[str] = msgspec.field(default_factory=list)
     model: Model | None = None  # ranking weights, profiles and bandit arms (aislecast.kernel.campaign)
     delta_seq: int = 0  # HQ's last delta for the store when built: older deltas are replays
+    keys: list[KeyNotice] = msgspec.field(default_factory=list)  # HQ's keyring (rotation)
 
 
 class BundleDelta(msgspec.Struct, frozen=True):

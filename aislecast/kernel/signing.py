@@ -1,13 +1,15 @@
 """Ed25519 signing of canonical JSON bundles and deltas (docs/architecture.md#bundles-and-sync).
 
-HQ signs with its private key; gateways pin the public key and verify before they
-parse anything further. Canonical JSON here is msgspec's encoding with sorted keys.
+HQ signs with its current private key; gateways pin one or more public keys (several
+during a key rotation, see hq.keyring) and verify before they parse anything further.
+Canonical JSON here is msgspec's encoding with sorted keys.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from aislecast.kernel.errors import BundleError
-from aislecast.kernel.schema import SCHEMA_VERSION, SignedEnvelope, decode, encode
+from aislecast.kernel.schema import SCHEMA_VERSION, KeyNotice, SignedEnvelope, decode, encode
 
 __all__ = [
     "Signer",
@@ -77,10 +79,13 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
 
 
 class Signer:
-    def __init__(self, key: Ed25519PrivateKey) -> None:
+    """Signs with ``key``; ``notices`` is HQ's keyring as bundles announce it."""
+
+    def __init__(self, key: Ed25519PrivateKey, notices: Sequence[KeyNotice] = ()) -> None:
         self._key = key
         self.public_key = key.public_key()
         self.kid = key_id(self.public_key)
+        self.notices = tuple(notices)
 
     def sign(self, kind: Literal["bundle", "delta"], body: msgspec.Struct) -> bytes:
         raw = canonical_json(body)
@@ -95,11 +100,35 @@ class Signer:
 
 
 class Verifier:
-    """Verify envelopes against one pinned public key; every failure is a BundleError."""
+    """Verify envelopes against the pinned public keys; every failure is a BundleError.
 
-    def __init__(self, public_key: Ed25519PublicKey) -> None:
-        self._pub = public_key
-        self.kid = key_id(public_key)
+    The set changes during a key rotation (:meth:`pin`, :meth:`unpin`); an envelope
+    whose key id is not pinned is refused as ``unknown_key`` before any signature check.
+    """
+
+    def __init__(self, *public_keys: Ed25519PublicKey) -> None:
+        self._pubs: dict[str, Ed25519PublicKey] = {}
+        for pub in public_keys:
+            self.pin(pub)
+
+    @property
+    def kids(self) -> frozenset[str]:
+        return frozenset(self._pubs)
+
+    def pin(self, pub: Ed25519PublicKey) -> bool:
+        """Accept envelopes signed by ``pub``; False if it was pinned already."""
+        kid = key_id(pub)
+        if kid in self._pubs:
+            return False
+        self._pubs[kid] = pub
+        return True
+
+    def unpin(self, kid: str) -> bool:
+        """Refuse envelopes signed by key ``kid`` from now on; False if it was not pinned."""
+        return self._pubs.pop(kid, None) is not None
+
+    def pin_all(self, pubs: Iterable[Ed25519PublicKey]) -> int:
+        return sum(self.pin(pub) for pub in pubs)
 
     def open(self, payload: bytes, kind: Literal["bundle", "delta"]) -> bytes:
         """Return the verified canonical body bytes of an envelope of ``kind``."""
@@ -111,10 +140,12 @@ class Verifier:
             raise BundleError("malformed", f"not a signed envelope: {exc}") from exc
         if env.kind != kind:
             raise BundleError("malformed", f"expected a {kind} envelope, got {env.kind}")
-        if env.kid != self.kid:
-            raise BundleError("forged", f"signed by unknown key {env.kid}, pinned {self.kid}")
+        pub = self._pubs.get(env.kid)
+        if pub is None:
+            raise BundleError("unknown_key", f"signed by key {env.kid}, which is not pinned "
+                              f"(pinned: {', '.join(sorted(self._pubs)) or 'none'})")
         try:
-            self._pub.verify(sig, raw)
+            pub.verify(sig, raw)
         except InvalidSignature as exc:
             raise BundleError("forged", "signature does not verify") from exc
         return raw
