@@ -29,6 +29,7 @@ from hq.server import HqServer
 from tests.harness import bearer, token_for
 
 PUBLIC = "https://hq.example.com"
+PASSPHRASE = "a long passphrase here"  # noqa: S105 - a test account's
 
 
 def _write_config(tmp_path: Path, extra: str = "") -> Path:
@@ -55,8 +56,8 @@ async def _hq(port: int, tmp_path: Path, **options: object) -> AsyncIterator[HqS
 
 
 def _admin_login(hq: HqServer) -> dict[str, str]:
-    Accounts(hq.db).add_user("ops", "admin", password="a long passphrase here")
-    return {"name": "ops", "password": "a long passphrase here"}
+    Accounts(hq.db).add_user("ops", "admin", password=PASSPHRASE)
+    return {"name": "ops", "password": PASSPHRASE}
 
 
 def test_ca_init_issues_hqs_certificate_for_its_names(tmp_path: Path,
@@ -112,7 +113,7 @@ async def test_https_clients_verify_hq_against_its_ca(
         monkeypatch.delenv(HQ_CA_ENV)
         for wrong in (None, str(other.cert_path)):
             with pytest.raises(HqCertificateError) as err:
-                await asyncio.to_thread(hq_request, urllib.request.Request(f"{url}/health"),
+                await asyncio.to_thread(hq_request, urllib.request.Request(f"{url}/health"),  # noqa: S310
                                         ca=wrong, timeout=10)
             assert "--hq-ca" in str(err.value)
         assert await asyncio.to_thread(main, argv) == 1
