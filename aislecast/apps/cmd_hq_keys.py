@@ -27,8 +27,8 @@ _HELP = textwrap.dedent(
 
       1. aislecast hq keys next      a next key; every bundle announces it, signed by
                                      the current key, and gateways pin it
-      2. wait until every gateway pins it (its keys_pinned metric counts 2, or
-         its console row shows a bundle newer than step 1), or pin it by config
+      2. wait until every gateway pins it (its keys_pinned metric is 2), or pin
+         it by config: hq_public_key = ["current.pem", "next.pem"]
       3. aislecast hq keys rotate    the next key signs from now on; the old one is
                                      "previous" and still accepted
       4. aislecast hq keys retire    the previous key's private half is deleted and
