@@ -27,6 +27,7 @@ also examples/hq.toml)::
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -197,6 +198,15 @@ def _check_http(http: HttpSection, file: str | None) -> None:
             raise ConfigError(field, f"file {value} not found", file=file,
                               hint="aislecast hq ca init --https issues HQ's certificate and "
                                    "key (PEM), or point it at the ones you have")
+    if http.tls_cert is not None and http.tls_key is not None:
+        try:  # what uvicorn does at start, here so that a bad pair is one line, not a crash
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                http.tls_cert, http.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError("http.tls_key", "is not the private key of http.tls_cert, or "
+                              f"one of them is not PEM ({exc.strerror or exc})", file=file,
+                              hint="give the certificate and key issued together (PEM, "
+                                   "unencrypted)") from None
     for i, proxy in enumerate(http.trusted_proxies):
         try:
             ipaddress.ip_network(proxy, strict=False)

@@ -77,17 +77,25 @@ def test_ca_init_issues_hqs_certificate_for_its_names(tmp_path: Path,
     ('tls_cert = "{cert}"\n', "http.tls_key", "set both"),
     ('tls_key = "{key}"\n', "http.tls_cert", "set both"),
     ('tls_cert = "{cert}"\ntls_key = "/nonexistent.key"\n', "http.tls_key", "hq ca init --https"),
+    ('tls_cert = "{cert}"\ntls_key = "{other}"\n', "http.tls_key", "issued together"),
     ('trusted_proxies = ["10.0.0.5", "proxy.internal"]\n', "http.trusted_proxies[1]",
      "10.0.0.0/24"),
 ])
 def test_bad_https_settings_name_the_field_and_the_fix(tmp_path: Path, extra: str, field: str,
                                                        fix: str) -> None:
     _, cert, key = _issue(tmp_path)
-    toml = _write_config(tmp_path, extra.format(cert=cert, key=key))
+    other = init_ca(tmp_path / "other-ca").key_path  # a key, but not the certificate's
+    toml = _write_config(tmp_path, extra.format(cert=cert, key=key, other=other))
     with pytest.raises(ConfigError) as err:
         load_hq_config(str(toml))
     assert err.value.field == field and fix in (err.value.fix or "")
     assert main(["hq", "serve", "--config", str(toml)]) == 2  # one line, exit 2, no start
+
+
+def test_a_missing_ca_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["phone", "enroll", "--hq", "https://127.0.0.1:9", "--token", "t",
+                 "--hq-ca", str(tmp_path / "nope.crt")]) == 2
+    assert "--hq-ca: file" in capsys.readouterr().err
 
 
 async def test_https_clients_verify_hq_against_its_ca(

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Final
 
+from aislecast.apps.configfile import config_exit_code
 from aislecast.apps.phone import Phone, PhoneBehaviour, with_login
 from aislecast.kernel import topics
 from aislecast.kernel.httpclient import HQ_CA_ENV, hq_ca, hq_request
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         f"${HQ_CA_ENV}, else the system's trust store)")
     e.add_argument("--consent", action="append", default=None,
                    help="consent purpose (repeatable; default: offers)")
-    e.set_defaults(func=_enroll)
+    e.set_defaults(func=config_exit_code(_enroll))
     for name, fn, helptext in (("listen", _listen, "print offers sent to this phone"),
                                ("sight", _sight, "publish a phone-observed beacon sighting"),
                                ("token", _token, "print the current rotating token")):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -126,9 +126,6 @@ class Verifier:
     def unpin(self, kid: str) -> bool:
         """Refuse envelopes signed by key ``kid`` from now on; False if it was not pinned."""
         return self._pubs.pop(kid, None) is not None
-
-    def pin_all(self, pubs: Iterable[Ed25519PublicKey]) -> int:
-        return sum(self.pin(pub) for pub in pubs)
 
     def open(self, payload: bytes, kind: Literal["bundle", "delta"]) -> bytes:
         """Return the verified canonical body bytes of an envelope of ``kind``."""
