@@ -74,6 +74,8 @@ async def test_overlap_rotation_pins_next_then_retires_old(broker: MosquittoProc
         assert await st.hq.keys.check()
         await until(lambda: pins.kids == {old, new})
         assert gw.parts.bundles.keys.stats.learned == 1
+        m = gw.metrics()  # what the operator waits for before rotating
+        assert (m["keys_pinned"], m["keys_learned"], m["bundle_rejected_unknown_key"]) == (2, 1, 1)
         # ... and from then on the next key's bundles are accepted, before any rotation
         accepted = await _inject(st, await asyncio.to_thread(_private, key, new))
         await until(lambda: gw.parts.bundles.version == accepted)
@@ -131,6 +133,17 @@ async def test_a_gateway_that_pins_the_next_key_by_config_accepts_it(
         stranger = await _inject(st, Ed25519PrivateKey.generate())
         await until(lambda: _refused(gw) == 1)
         assert gw.parts.bundles.version == accepted < stranger
+
+
+async def test_a_running_hq_picks_up_the_cli_change_by_itself(broker: MosquittoProcess,
+                                                               tmp_path: Path) -> None:
+    async with stack(broker.port, tmp_path, [], keys_every_s=0.05) as st:
+        await st.hq.service.publish_bundle(STORE)
+        gw = await st.start_gateway()
+        assert len(gw.parts.bundles.keys.verifier.kids) == 1
+        assert await asyncio.to_thread(_keys, st.hq.key_path, "next") == 0
+        await until(lambda: len(gw.parts.bundles.keys.verifier.kids) == 2)
+        assert st.hq.keys.stats.changes == 1
 
 
 def test_keyring_steps_are_refused_out_of_order(tmp_path: Path) -> None:
