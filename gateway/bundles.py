@@ -2,8 +2,8 @@
 
 Only bytes whose Ed25519 signature verifies against a pinned HQ key are parsed
 further; the keys HQ announces in an accepted bundle widen or narrow that set
-(:mod:`gateway.keys`). A bundle is applied only when its version is newer than the current one and it
-has not expired; the last good bundle is kept in SQLite, so a gateway that restarts
+(:mod:`gateway.keys`). A bundle is applied only when its version is newer than the
+current one and it has not expired; the last good bundle is kept in SQLite, so a gateway that restarts
 offline works with it until HQ is back.
 """
 
