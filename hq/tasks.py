@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
+import socket
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Final
@@ -15,14 +18,14 @@ import aiomqtt
 import uvicorn
 
 from aislecast.kernel.counters import count
-from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.errors import ListenError, PublishDenied
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink
 from hq.router import Reply
 from hq.service import HqService
 
 __all__ = ["ACK_IN_FLIGHT", "ACK_QUEUE_MAX", "AckSender", "AckStats", "HttpServer", "Republisher",
-           "RepublisherStats"]
+           "RepublisherStats", "listen"]
 
 log = get_logger(__name__)
 
@@ -110,9 +113,9 @@ class HttpServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
-    async def run_until_stopped(self) -> None:
+    async def run_until_stopped(self, sock: socket.socket | None = None) -> None:
         try:
-            await self.serve()
+            await self.serve(sockets=None if sock is None else [sock])
         finally:
             self.should_exit = True
 
@@ -120,3 +123,19 @@ class HttpServer(uvicorn.Server):
         """Until the socket listens, or ``task`` (running :meth:`run_until_stopped`) ended."""
         while not self.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
             await asyncio.sleep(0.01)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound here rather than by uvicorn, whose bind failure is a
+    ``sys.exit`` inside a task (a traceback, "Task exception was never retrieved")."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        fix = (f"another process listens there (`ss -ltnp sport = :{port}`): stop it, or pick "
+               "another --http-port" if exc.errno == errno.EADDRINUSE
+               else "pick an address of this host for --http-host, and a port you may bind")
+        # create_server's own strerror carries a second copy of the address
+        plain = exc.strerror if isinstance(exc, socket.gaierror) or not exc.errno else os.strerror(exc.errno)
+        reason = (plain or str(exc)).lower()
+        raise ListenError(host, port, reason, hint=fix) from None

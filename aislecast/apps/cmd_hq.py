@@ -15,6 +15,7 @@ from aislecast.apps.configfile import config_exit_code
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.notify import Notifier
 from hq.broker_sync import pid_from_file
 from hq.config import HqConfig, load_hq_config
 from hq.server import HqServer
@@ -127,7 +128,16 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
                       max_body_bytes=cfg.http.max_body_bytes,
                       broker_auth_dir=None if b.auth_dir is None else Path(b.auth_dir),
                       broker_pid=None if b.pid_file is None else pid_from_file(Path(b.pid_file)))
-    await server.run()
+    # systemd (Type=notify): READY once HTTP listens and the broker accepted HQ; the
+    # watchdog is fed from this loop, so a blocked loop stops it; STOPPING on SIGTERM
+    async with Notifier() as notify, server:
+        status = f"serving http://{cfg.http.host}:{server.http_port}, broker {b.host}:{b.port}"
+        await notify.ready(status)
+        try:
+            await notify.watchdog(lambda: None, healthy_status=lambda: status)
+            await asyncio.Event().wait()
+        finally:
+            await notify.stopping()
 
 
 def _run(args: argparse.Namespace) -> int:

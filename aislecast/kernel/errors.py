@@ -7,6 +7,7 @@ __all__ = [
     "BrokerError",
     "BundleError",
     "ConfigError",
+    "ListenError",
     "PublishDenied",
     "SchemaVersionError",
 ]
@@ -42,6 +43,16 @@ class ConfigError(AislecastError):
         self.field = field
         self.problem = message
         self.fix = hint
+
+
+class ListenError(AislecastError):
+    """A server socket could not be bound: ``host``:``port`` and the OS's ``reason``."""
+
+    def __init__(self, host: str, port: int, reason: str, *, hint: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}", hint=hint)
+        self.host = host
+        self.port = port
+        self.reason = reason
 
 
 class BundleError(AislecastError):
