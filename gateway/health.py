@@ -58,6 +58,7 @@ class Observed:
     state: GatewayState | None
     bundle_retained: bool | None = None  # the store's bundle is retained (None: not looked)
     refused: str | None = None  # the broker refused the login: its reason
+    unreachable: str | None = None  # the broker could not be reached: why
 
 
 def scanner_problem(m: Mapping[str, float], silent_after_s: float, *, late_s: float = 0.0) -> str | None:
@@ -104,6 +105,9 @@ def verdict(obs: Observed, cfg: GatewayConfig, now: float) -> Verdict:
                        f"({cfg.broker.username or 'anonymous'}): {obs.refused} (check broker.username "
                        "and its password; `aislecast hq gateways add` issues them)")
     state = obs.state
+    if obs.unreachable is not None:
+        return Verdict(NO_REPORT, f"cannot reach the broker at {cfg.broker.host}:{cfg.broker.port} "
+                       f"({obs.unreachable}): is it running? check [broker] host and port")
     if state is None:
         return Verdict(NO_REPORT, "no state report on the broker: is the gateway running and connected?")
     if state.status != "online":
@@ -139,9 +143,11 @@ async def observe(cfg: GatewayConfig, timeout: float = 5.0) -> Observed:
         code = exc.rc if isinstance(exc.rc, int) else getattr(exc.rc, "value", None)
         if code in _REFUSED:
             return Observed(None, refused=str(exc))
-        return Observed(None)
-    except (aiomqtt.MqttError, TimeoutError):
-        return Observed(None)
+        return Observed(None, unreachable=str(exc))
+    except aiomqtt.MqttError as exc:
+        return Observed(None, unreachable=str(exc))
+    except TimeoutError:
+        return Observed(None, unreachable=f"no answer in {timeout:.0f} s")
 
 
 async def _read(client: aiomqtt.Client, state_topic: str, bundle_topic: str,

@@ -17,7 +17,7 @@ from aislecast.kernel.mqtt import MqttLink
 from aislecast.kernel.schema import SCHEMA_VERSION, GatewayState, encode
 from gateway.config import load_config
 from gateway.health import BUNDLE_GRACE_S, HEALTHY, NO_REPORT, UNHEALTHY, WARNING, Observed, verdict
-from tests.harness import STORE, enter_campaign, stack, until
+from tests.harness import STORE, authenticated_broker, enter_campaign, stack, until
 
 
 async def _health(cfg_path: Path) -> tuple[int, dict[str, object]]:
@@ -86,6 +86,8 @@ def test_verdicts_name_what_to_do() -> None:
     assert "credentials" in verdict(Observed(_state(publisher_denied=2)), CFG, 1001.0).reason
     refused = verdict(Observed(None, refused="[code:134] Bad user name or password"), CFG, 1001.0)
     assert refused.code == UNHEALTHY and "refused this gateway's login" in refused.reason
+    down = verdict(Observed(None, unreachable="[Errno 111] Connection refused"), CFG, 1001.0)
+    assert down.code == NO_REPORT and "cannot reach the broker at 127.0.0.1:1883" in down.reason
 
 
 @pytest.mark.parametrize(("metrics", "says"), [
@@ -156,3 +158,16 @@ async def test_cli_health_says_what_is_wrong_in_one_line(
     assert rc == code, (out, err)
     assert err.count("\n") == 1 and says in err and "Traceback" not in err, err
     assert err.startswith("aislecast: gw-h (store-h): "), err
+
+
+async def test_cli_health_names_a_refused_login(tmp_path: Path) -> None:
+    async with authenticated_broker(tmp_path) as broker:  # nobody may log in yet
+        path = tmp_path / "gw.toml"
+        path.write_text('gateway = "gw-h"\nstore = "store-h"\nhq_public_key = "k"\n'
+                        f'[broker]\nport = {broker.port}\nusername = "gw.store-h.gw-h"\n'
+                        'password = "not-issued"\n[scanner]\nbackend = "bluez"\n')
+        rc, out, err = await _health_line(path)
+    assert rc == UNHEALTHY, (out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "the broker refused this gateway's login (gw.store-h.gw-h): " in err, err
+    assert "aislecast hq gateways add" in err
