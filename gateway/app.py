@@ -134,7 +134,7 @@ class Gateway:
         """One line for ``systemctl status``."""
         run = self._running()
         broker = ("broker connected" if run.link.connected.is_set()
-                  else "broker unreachable, events wait in the outbox")
+                  else "broker not connected, events wait in the outbox")
         if run.parts.bundles.current is None:
             return f"starting: waiting for the first bundle from HQ ({broker})"
         return f"running: bundle v{run.parts.bundles.version}, {broker}"
@@ -204,9 +204,9 @@ class Gateway:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         run = self._running()
-        if self.notifier is not None:
-            await self.notifier.stopping("stopping: saying offline, flushing the outbox")
         try:
+            if self.notifier is not None:
+                await self.notifier.stopping("stopping: saying offline, flushing the outbox")
             for task in run.tasks:  # they run forever: cancelled, then awaited by the group
                 task.cancel()
             if exc_type is asyncio.CancelledError:  # the group's own cancel, or ours

@@ -135,15 +135,21 @@ class Notifier:
         if self.watchdog_s is None or self._sock is None:
             return
         every = self.watchdog_s * _PING_SHARE
+        withheld = False
         while True:
             problem = check()
             if problem is None:
+                if withheld:
+                    log.info("systemd watchdog resumed")
+                withheld = False
                 await self.status(healthy_status())
                 if await self.send(WATCHDOG=1):
                     self.stats.watchdog_pings += 1
             else:
+                if not withheld:  # once per episode: the reason's numbers change every tick
+                    log.warning("systemd watchdog withheld", reason=problem,
+                                watchdog_s=self.watchdog_s)
+                withheld = True
                 self.stats.watchdog_withheld += 1
-                if problem != self._status:
-                    log.warning("systemd watchdog withheld", reason=problem)
                 await self.status(problem)
             await asyncio.sleep(every)
