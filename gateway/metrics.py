@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aislecast.kernel.errors import ListenError
 from aislecast.kernel.logs import get_logger
 from edge.scanner import Scanner
 
@@ -195,7 +196,10 @@ class MetricsServer:
     async def __aenter__(self) -> Self:
         if self._server is not None:
             raise RuntimeError("MetricsServer is not reentrant")
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as exc:
+            raise ListenError.of(self.host, self.port, exc, flag="[metrics] port") from None
         self.port = self._server.sockets[0].getsockname()[1]  # port 0: the one given
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
         return self

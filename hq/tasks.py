@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import os
 import socket
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -132,10 +130,4 @@ def listen(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
-        fix = (f"another process listens there (`ss -ltnp sport = :{port}`): stop it, or pick "
-               "another --http-port" if exc.errno == errno.EADDRINUSE
-               else "pick an address of this host for --http-host, and a port you may bind")
-        # create_server's own strerror carries a second copy of the address
-        plain = exc.strerror if isinstance(exc, socket.gaierror) or not exc.errno else os.strerror(exc.errno)
-        reason = (plain or str(exc)).lower()
-        raise ListenError(host, port, reason, hint=fix) from None
+        raise ListenError.of(host, port, exc, flag="[http] host and port (--http-host, --http-port)") from None

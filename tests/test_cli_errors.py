@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aislecast.kernel.broker import free_port
+from aislecast.kernel.signing import load_or_create_signing_key, public_key_pem
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,7 +70,7 @@ def test_hq_serve_on_a_busy_port(tmp_path: Path) -> None:
                 str(tmp_path / "hq.pem"), "--http-port", str(port), "--broker", "127.0.0.1:1",
                 cwd=tmp_path)
     one_line(r, 1, f"cannot listen on 127.0.0.1:{port}: address already in use",
-             "pick another --http-port")
+             "pick another [http] host and port (--http-host, --http-port)")
     assert not (tmp_path / "hq.sqlite").exists()  # refused before anything was opened
 
 
@@ -85,3 +86,22 @@ def test_doctor_without_dbus(tmp_path: Path) -> None:
     assert "FileNotFoundError" not in r.stdout
     assert lines["adapter"].startswith("fail") and "hci0 unknown" in lines["adapter"], r.stdout
     assert lines["disk"].startswith("ok"), r.stdout  # the checks after it still ran
+
+
+def test_gateway_run_with_its_metrics_port_busy(tmp_path: Path) -> None:
+    pem = public_key_pem(load_or_create_signing_key(tmp_path / "hq.pem").public_key())
+    (tmp_path / "hq.pub.pem").write_text(pem)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        (tmp_path / "gw.toml").write_text(
+            f'gateway = "g"\nstore = "s"\nhq_public_key = "{tmp_path / "hq.pub.pem"}"\n'
+            f'data_dir = "{tmp_path / "data"}"\n[broker]\nport = {free_port()}\n'
+            f'[scanner]\nbackend = "sim"\n[metrics]\nport = {port}\n')
+        r = run("gateway", "run", "--config", "gw.toml", cwd=tmp_path)
+    # the log lines before it go to stderr too: the error is the last line, alone
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith("aislecast: error: ") and (
+        f"cannot listen on 127.0.0.1:{port}: address already in use" in last), r.stderr
+    assert "pick another [metrics] port" in last
