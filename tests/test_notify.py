@@ -211,6 +211,26 @@ async def test_a_blocked_event_loop_sends_no_watchdog(
             await until(lambda: n.stats.watchdog_pings >= held + 2)  # the loop is back: pings too
 
 
+async def test_a_gateway_with_a_persisted_bundle_is_ready_without_the_broker(
+    broker: MosquittoProcess, tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    async with stack(broker.port, tmp_path, []) as st:
+        await st.hq.service.publish_bundle(STORE)
+        cfg = load_config(st.gateway_config() | {"scanner": {"backend": "sim"}})
+        async with Gateway(cfg, Radio) as gw:
+            await gw.ready.wait()  # the bundle is in its database now
+        offline = load_config(st.gateway_config() | {"scanner": {"backend": "sim"},
+                                                      "broker": {"port": free_port()}})
+    # HQ and its bundle are gone; the gateway's broker is a port nobody listens on
+    n = Notifier(notify_socket.env(WATCHDOG_USEC=str(WATCHDOG_USEC)))
+    async with Gateway(offline, Radio, notifier=n) as gw:
+        await until(lambda: notify_socket.index("READY") is not None)
+        ready = notify_socket.messages[notify_socket.index("READY") or 0]
+        assert "broker not connected, events wait in the outbox" in ready["STATUS"]
+        assert not gw.link.connected.is_set()
+        await until(lambda: notify_socket.count("WATCHDOG") >= 2)  # alive, offline
+
+
 # ---- the processes, as systemd runs them ----------------------------------------------
 
 async def _spawn(tmp: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
