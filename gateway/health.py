@@ -126,15 +126,17 @@ def verdict(obs: Observed, cfg: GatewayConfig, now: float) -> Verdict:
 
 async def observe(cfg: GatewayConfig, timeout: float = 5.0) -> Observed:
     """The retained state and bundle of this gateway's store, with its own login."""
-    b = cfg.broker
+    # the gateway's own link settings; one plain client, not MqttLink, because a refused
+    # login must end the check with its reason rather than be retried
+    s = cfg.broker.mqtt_settings()
     state_topic = topics.gateway_state(cfg.store, cfg.gateway)
     bundle_topic = topics.bundle(cfg.store)
     try:
         async with asyncio.timeout(timeout), aiomqtt.Client(
-                b.host, b.port, username=b.username, password=b.password,
+                s.host, s.port, username=s.username, password=s.password,
                 identifier=f"health-{cfg.store}-{cfg.gateway}-{time.monotonic_ns()}",
                 protocol=aiomqtt.ProtocolVersion.V5, clean_start=True,
-                tls_params=None if b.tls_ca is None else aiomqtt.TLSParameters(ca_certs=b.tls_ca),
+                tls_params=None if s.tls_ca is None else aiomqtt.TLSParameters(ca_certs=s.tls_ca),
         ) as client:
             await client.subscribe(bundle_topic, qos=1)
             await client.subscribe(state_topic, qos=1)
