@@ -130,4 +130,5 @@ def listen(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
-        raise ListenError.of(host, port, exc, flag="[http] host and port (--http-host, --http-port)") from None
+        raise ListenError.of(host, port, exc,
+                             flag="[http] host and port (--http-host, --http-port)") from None

@@ -79,7 +79,7 @@ def test_hq_layout(tmp_path: Path) -> None:
     assert cfg.db_url() == "sqlite:////var/lib/aislecast-hq/hq.sqlite"  # the unit's StateDirectory
     assert (tmp_path / "etc/systemd/system/aislecast-hq.service").exists()
     assert not (tmp_path / "etc/udev").exists()
-    assert "aislecast hq init -o /etc/aislecast/hq.toml" in r.stdout
+    assert "/opt/aislecast/venv/bin/aislecast hq init -o /etc/aislecast/hq.toml" in r.stdout
 
 
 def test_bad_arguments_are_one_line(tmp_path: Path) -> None:

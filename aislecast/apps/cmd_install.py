@@ -59,10 +59,10 @@ class Role:
         text = resources.files("hq").joinpath("starter.toml").read_text(encoding="utf-8")
         return text.replace('data_dir = "hq-data"', f'data_dir = "/var/lib/{self.state_dir}"', 1)
 
-    def check(self, path: str) -> str:
+    def check(self, path: str, exe: str) -> str:
         if self.name == "gateway":
-            return f"sudo -u {self.user} aislecast gateway check --config {path}"
-        return f"sudo -u {self.user} aislecast hq init -o {path}   # the first admin and the CA"
+            return f"sudo -u {self.user} {exe} gateway check --config {path}"
+        return f"sudo -u {self.user} {exe} hq init -o {path}   # the first admin and the CA"
 
 
 ROLES: Final = {
@@ -116,8 +116,9 @@ def nfc_udev_rules() -> str:
 
 
 class _Installer:
-    def __init__(self, root: Path, dry_run: bool) -> None:
+    def __init__(self, root: Path, dry_run: bool, exe: str) -> None:
         self.root = root
+        self.exe = exe
         self.dry = dry_run
         self.real = root.resolve() == Path("/")
         self.privileged = os.geteuid() == 0 and self.real
@@ -170,7 +171,7 @@ class _Installer:
         if self.dry:
             self.say(f"starter config {path} 0640")
         else:  # it says "wrote ..." itself
-            write_starter(role.starter(), str(path), force=False, check=role.check("{path}"))
+            write_starter(role.starter(), str(path), force=False, check=role.check("{path}", self.exe))
             path.chmod(0o640)
             self._owner(path, "root", role.user)
         return path
@@ -197,7 +198,7 @@ def _install(args: argparse.Namespace) -> int:
     if not Path(args.exe).is_absolute():
         raise ConfigError("--exec", f"{args.exe!r} is not an absolute path",
                           hint=f"systemd needs one, e.g. {INSTALLED_EXEC}")
-    inst = _Installer(Path(args.root), args.dry_run)
+    inst = _Installer(Path(args.root), args.dry_run, args.exe)
     print(f"aislecast {role.name} under {inst.root}{' (dry run)' if inst.dry else ''}:")
     try:
         inst.user(role)
@@ -217,7 +218,7 @@ def _install(args: argparse.Namespace) -> int:
     shown = "/" + str(config.relative_to(inst.root)) if not inst.real else str(config)
     steps = [f"edit {shown}: " + ("gateway, store, hq_public_key, [broker], [scanner]"
                                   if role.name == "gateway" else "[database], [broker], [http]"),
-             role.check(shown), "systemctl daemon-reload"]
+             role.check(shown, args.exe), "systemctl daemon-reload"]
     if role.name == "gateway":
         steps.append("udevadm control --reload && udevadm trigger   # the NFC reader's rule")
     steps.append(f"systemctl enable --now {role.unit}")
