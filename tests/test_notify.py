@@ -144,6 +144,18 @@ async def test_a_missing_socket_is_counted_not_raised(tmp_path: Path) -> None:
     assert (n.stats.sent, n.stats.failed) == (0, 1)
 
 
+async def test_a_socket_nobody_reads_never_holds_up_the_sender(tmp_path: Path) -> None:
+    """A full queue (systemd gone, not reading) makes the sender give up, not wait: a
+    STOPPING=1 must not delay a stop."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as deaf:
+        deaf.bind(str(tmp_path / "deaf.sock"))
+        async with Notifier({"NOTIFY_SOCKET": str(tmp_path / "deaf.sock")}) as n:
+            for _ in range(10_000):  # the kernel queues a few hundred at most
+                if not await n.send(WATCHDOG=1):
+                    break
+            assert n.stats.sent > 0 and n.stats.failed == 1
+
+
 # ---- the gateway, in process ----------------------------------------------------------
 
 async def test_gateway_ready_after_its_first_bundle_then_watchdog_follows_the_scanner(

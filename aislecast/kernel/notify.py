@@ -38,6 +38,9 @@ log = get_logger(__name__)
 HealthCheck = Callable[[], str | None]
 
 _PING_SHARE: Final = 0.5  # ping at this share of WATCHDOG_USEC (sd_watchdog_enabled(3))
+# A datagram socket whose reader stopped reading fills up and asyncio then waits for it
+# to drain; a message never holds up a stop longer than this (systemd reads at once).
+_SEND_TIMEOUT_S: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -104,12 +107,13 @@ class Notifier:
             return False
         text = "\n".join(f"{k}={v}" for k, v in fields.items())
         try:
-            await asyncio.get_running_loop().sock_sendto(self._sock, text.encode(), self.address)
-        except OSError as exc:
+            async with asyncio.timeout(_SEND_TIMEOUT_S):
+                await asyncio.get_running_loop().sock_sendto(self._sock, text.encode(), self.address)
+        except (OSError, TimeoutError) as exc:
             self.stats.failed += 1
             if self.stats.failed == 1:  # once: a missing socket stays missing
                 log.warning("systemd notify failed", socket=self.address.replace("\0", "@"),
-                            error=str(exc))
+                            error=str(exc) or "the socket is not read")
             return False
         self.stats.sent += 1
         return True
