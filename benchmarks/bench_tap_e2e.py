@@ -116,7 +116,7 @@ async def _stack(work: Path, opts: BenchOptions) -> list[Measurement]:
             cfg = load_config({
                 "gateway": "gw-1", "store": _STORE, "data_dir": str(work / "gw"),
                 "hq_public_key": public_key_pem(hq.service.signer.public_key),
-                "broker": {"port": broker.port},
+                "broker": {"port": broker.port}, "scanner": {"backend": "sim"},
                 "nfc": {"device": f"udp:127.0.0.1:{port}", "zone": "checkout",
                         "poll_interval": _POLL_S, "repeat_holdoff_s": 0.0},
             })

@@ -9,7 +9,13 @@ One :class:`Gateway` per process, an async context manager in aiomqtt's style::
 persisted bundle: :class:`~gateway.parts.GatewayParts`, in a worker thread), the MQTT
 link, the scanner and the metrics endpoint, and starts the named tasks of one
 ``TaskGroup``; ``__aexit__`` cancels and awaits them, says ``offline`` and closes the
-database. A gateway is entered once. :meth:`Gateway.run` is the same for a task that
+database. A gateway is entered once.
+
+Under systemd (a :class:`~aislecast.kernel.notify.Notifier` given, ``Type=notify``) it
+says ``READY=1`` once a bundle is in force (the persisted one at once; a new gateway's
+first from the broker), feeds the watchdog from its own event loop only while
+:func:`gateway.health.scanner_problem` finds nothing wrong, and says ``STOPPING=1``
+first thing on the way out (SIGTERM). :meth:`Gateway.run` is the same for a task that
 runs until cancelled. The scanner runs whether or not the broker is up (events queue
 in the SQLite outbox); bundles arrive retained and signed over MQTT.
 """
@@ -28,11 +34,13 @@ from aislecast import __version__
 from aislecast.kernel import topics
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.notify import Notifier
 from aislecast.kernel.schema import SCHEMA_VERSION, GatewayState, encode
 from edge.advert import Advertisement
 from edge.scanner import AdvertCallback, Scanner
 from gateway.config import GatewayConfig
 from gateway.decisions import Decision
+from gateway.health import scanner_problem
 from gateway.inbound import InboundRouter
 from gateway.metrics import MetricsServer, Source, registry, snapshot, sources
 from gateway.parts import GatewayParts
@@ -57,7 +65,9 @@ class _Running:
     def __init__(self, parts: GatewayParts, inbound: InboundRouter, link: MqttLink,
                  scanner: Scanner) -> None:
         self.parts, self.inbound, self.link, self.scanner = parts, inbound, link, scanner
-        self.sources: list[Source] = sources(parts, link, scanner)
+        self.entered_at = time.monotonic()
+        self.connected_at = 0.0  # monotonic time of the current connection
+        self.sources: list[Source] = sources(parts, link, scanner, self.lifecycle)
         self.stack = contextlib.AsyncExitStack()
         self.tg = asyncio.TaskGroup()
         self.tasks: list[asyncio.Task[None]] = []
@@ -65,11 +75,17 @@ class _Running:
     def start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(self.tg.create_task(coro, name=name))
 
+    def lifecycle(self) -> dict[str, float | None]:
+        now = time.monotonic()
+        return {"uptime_s": now - self.entered_at,
+                "connected_s": now - self.connected_at if self.link.connected.is_set() else None}
+
 
 class Gateway:
     def __init__(self, cfg: GatewayConfig, scanner_factory: ScannerFactory, *,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
+        self.notifier = notifier  # systemd's notify socket (READY, WATCHDOG, STOPPING)
         self._scanner_factory = scanner_factory
         self.metrics_port = metrics_port  # None: no HTTP endpoint; 0: any free port
         self.metrics_server: MetricsServer | None = None
@@ -109,6 +125,20 @@ class Gateway:
         """Every component's counters, flat (:mod:`gateway.metrics`)."""
         return snapshot(self._running().sources)
 
+    def health_problem(self) -> str | None:
+        """What is wrong with this running gateway (its scanner), or None; read from the
+        same metrics the state report and Prometheus carry."""
+        return scanner_problem(self.metrics(), self.cfg.scanner.silent_after_s)
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``."""
+        run = self._running()
+        broker = ("broker connected" if run.link.connected.is_set()
+                  else "broker not connected, events wait in the outbox")
+        if run.parts.bundles.current is None:
+            return f"starting: waiting for the first bundle from HQ ({broker})"
+        return f"running: bundle v{run.parts.bundles.version}, {broker}"
+
     def _notify(self, kind: str, data: dict[str, Any]) -> None:
         for fn in self.listeners:
             fn(kind, data)
@@ -144,6 +174,8 @@ class Gateway:
             will=aiomqtt.Will(state_topic, self._state("offline"), qos=1, retain=True))
         run = self._run = _Running(parts, inbound, link, self._scanner_factory(self.on_advert))
         try:
+            if self.notifier is not None:
+                await run.stack.enter_async_context(self.notifier)
             await run.stack.enter_async_context(link)
             await run.stack.enter_async_context(run.scanner)
             if self.metrics_port is not None:
@@ -158,6 +190,8 @@ class Gateway:
         run.start("gw-health", self._health(run))
         if cfg.nfc.device is not None:  # never raises: BLE carries on
             run.start("gw-nfc-reader", parts.taps.run())
+        if self.notifier is not None and self.notifier.enabled:
+            run.start("gw-systemd", self._systemd(self.notifier))
         self.started.set()
         self._bundle_applied()  # the persisted one, if any
         return self
@@ -171,6 +205,8 @@ class Gateway:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         run = self._running()
         try:
+            if self.notifier is not None:
+                await self.notifier.stopping("stopping: saying offline, flushing the outbox")
             for task in run.tasks:  # they run forever: cancelled, then awaited by the group
                 task.cancel()
             if exc_type is asyncio.CancelledError:  # the group's own cancel, or ours
@@ -202,7 +238,15 @@ class Gateway:
             await asyncio.Event().wait()
 
     # ---- tasks ----------------------------------------------------------------------
+    async def _systemd(self, n: Notifier) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(n.watchdog(self.health_problem, healthy_status=self.status_line))
+            await self.ready.wait()
+            await n.ready(self.status_line())
+
     async def _on_connect(self, client: aiomqtt.Client) -> None:
+        if self._run is not None:
+            self._run.connected_at = time.monotonic()
         await client.publish(topics.gateway_state(self.cfg.store, self.cfg.gateway),
                              self._state("online", self._run), qos=1, retain=True)
 

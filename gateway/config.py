@@ -57,6 +57,7 @@ from gateway.presence import PresenceParams
 _PRESENCE = PresenceParams()
 
 __all__ = [
+    "SCANNER_SILENT_AFTER_S",
     "BrokerSection",
     "FleetSection",
     "GatewayConfig",
@@ -92,10 +93,20 @@ class BrokerSection(msgspec.Struct, forbid_unknown_fields=True):
                             password=self.password, tls_ca=self.tls_ca)
 
 
+# A store always hears its fixed beacons; the BlueZ scanner's own recovery (restart,
+# power cycle, recreate: edge/bluez/const.py) takes ~12 s of silence plus at most three
+# 5 s attempts. Silent longer than this, the scanner counts as dead: the systemd watchdog
+# stops and `aislecast gateway health` fails (gateway/health.py).
+SCANNER_SILENT_AFTER_S = 30.0
+
+
 class ScannerSection(msgspec.Struct, forbid_unknown_fields=True):
+    # no default: a production gateway must never fall back to the simulator unasked
     backend: Annotated[Literal["sim", "bluez"], Meta(
-        description='"bluez" is a real adapter, "sim" the simulated store')] = "sim"
+        description='backend = "bluez" for a real adapter, or "sim" for the simulated store')]
     adapter: str = "hci0"
+    silent_after_s: Annotated[float, Meta(
+        gt=0, description="longer than the scanner's own recovery, ~30 s")] = SCANNER_SILENT_AFTER_S
     mode: Literal["auto", "active", "passive"] = "auto"
     receivers: dict[str, str] = msgspec.field(default_factory=dict)
     receiver_tx_power_1m: int = -59  # phones' measured power at 1 m, calibrated per model
@@ -167,9 +178,10 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
         "the path of HQ's bundle-signing public key (PEM), or the PEM text itself"))] | Annotated[
         list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1, max_length=8, description=(
             "HQ's bundle-signing public keys, each a path or PEM text"))]
+    scanner: Annotated[ScannerSection, Meta(description=(
+        'a [scanner] table with backend = "bluez" (a real adapter) or "sim" (the simulator)'))]
     data_dir: str = "/var/lib/aislecast"
     broker: BrokerSection = msgspec.field(default_factory=BrokerSection)
-    scanner: ScannerSection = msgspec.field(default_factory=ScannerSection)
     presence: PresenceSection = msgspec.field(default_factory=PresenceSection)
     fleet: FleetSection = msgspec.field(default_factory=FleetSection)
     nfc: NfcSection = msgspec.field(default_factory=NfcSection)

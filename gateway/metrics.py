@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aislecast.kernel.errors import ListenError
 from aislecast.kernel.logs import get_logger
 from edge.scanner import Scanner
 
@@ -52,7 +53,8 @@ GAUGES: Final = frozenset({
     "identity_epochs", "visits_open", "visits_downtime_s", "schedule_campaigns",
     "fleet_beacons_planned", "fleet_beacons_heard", "fleet_beacons_unheard",
     "fleet_beacons_low_battery", "fleet_beacon_battery_min_mv", "taps_reader_up",
-    "scanner_last_advert_age_s", "scanner_fallback_active", "keys_pinned",
+    "scanner_last_advert_age_s", "scanner_fallback_active", "keys_pinned", "uptime_s",
+    "connected_s",
 })
 _LABEL: Final = "reason"
 
@@ -71,13 +73,15 @@ def _scanner(scanner: Scanner) -> dict[str, object]:
     return {k: v for k, v in scanner.stats().items() if not k.endswith("_monotonic")}
 
 
-def sources(parts: GatewayParts, link: MqttLink, scanner: Scanner) -> list[Source]:
-    """Every component of one running gateway, with the prefix its counters get."""
+def sources(parts: GatewayParts, link: MqttLink, scanner: Scanner,
+            lifecycle: Callable[[], Mapping[str, float | None]]) -> list[Source]:
+    """Every component of one running gateway, with the prefix its counters get;
+    ``lifecycle`` is the process's own (``uptime_s``, ``connected_s``: None when down)."""
     p = parts
     return [
         # the gateway's own counters keep their bare names (HQ's console reads them)
         ("", lambda: {**dataclasses.asdict(p.counters),
-                             "shoppers_present": len(p.presence.present())}),
+                             "shoppers_present": len(p.presence.present()), **lifecycle()}),
         ("triggers", lambda: p.triggers.stats),
         ("recorder", lambda: p.recorder.stats),
         ("publisher", lambda: {**dataclasses.asdict(p.publisher.stats),
@@ -196,7 +200,10 @@ class MetricsServer:
     async def __aenter__(self) -> Self:
         if self._server is not None:
             raise RuntimeError("MetricsServer is not reentrant")
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as exc:
+            raise ListenError.of(self.host, self.port, exc, flag="[metrics] port") from None
         self.port = self._server.sockets[0].getsockname()[1]  # port 0: the one given
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
         return self

@@ -58,7 +58,7 @@ from hq.router import Route, Router
 from hq.service import HqService
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
-from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher
+from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher, listen
 
 __all__ = ["HTTP_SHUTDOWN_S", "INBOUND_QUEUE_MAX", "LEARN_EVERY_S", "HqServer"]
 
@@ -206,6 +206,9 @@ class HqServer:
         return self
 
     async def _start(self) -> None:
+        # the port first: a busy one is a one-line error before anything else is opened
+        sock = await asyncio.to_thread(listen, self.http_host, self.http_port)
+        self._stack.callback(sock.close)
         db = await asyncio.to_thread(HqDb, self.db_url)
         self._stack.callback(db.close)
         ring = await asyncio.to_thread(Keyring.load, self.key_path)
@@ -251,7 +254,7 @@ class HqServer:
 
         await self._stack.enter_async_context(link)
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
-        http_task = tg.create_task(http.run_until_stopped(), name="hq-http")
+        http_task = tg.create_task(http.run_until_stopped(sock), name="hq-http")
         self._tasks = [
             http_task,
             tg.create_task(router.serve(inbound), name="hq-ingest"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Final
@@ -15,7 +16,7 @@ import aiomqtt
 import uvicorn
 
 from aislecast.kernel.counters import count
-from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.errors import ListenError, PublishDenied
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink
 from hq.keyring import Keyring
@@ -23,7 +24,7 @@ from hq.router import Reply
 from hq.service import HqService
 
 __all__ = ["ACK_IN_FLIGHT", "ACK_QUEUE_MAX", "KEYS_EVERY_S", "AckSender", "AckStats", "HttpServer",
-           "KeyWatcher", "KeyWatcherStats", "Republisher", "RepublisherStats"]
+           "KeyWatcher", "KeyWatcherStats", "Republisher", "RepublisherStats", "listen"]
 
 log = get_logger(__name__)
 
@@ -148,9 +149,9 @@ class HttpServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
-    async def run_until_stopped(self) -> None:
+    async def run_until_stopped(self, sock: socket.socket | None = None) -> None:
         try:
-            await self.serve()
+            await self.serve(sockets=None if sock is None else [sock])
         finally:
             self.should_exit = True
 
@@ -158,3 +159,14 @@ class HttpServer(uvicorn.Server):
         """Until the socket listens, or ``task`` (running :meth:`run_until_stopped`) ended."""
         while not self.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
             await asyncio.sleep(0.01)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound here rather than by uvicorn, whose bind failure is a
+    ``sys.exit`` inside a task (a traceback, "Task exception was never retrieved")."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ListenError.of(host, port, exc,
+                             flag="[http] host and port (--http-host, --http-port)") from None

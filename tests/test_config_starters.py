@@ -31,7 +31,8 @@ class Role:
 ROLES = [
     Role("gateway", ["gateway", "init"], gateway_config.starter_toml(), gateway_config.load_config,
          gateway_config.load_config({"gateway": "gw-1", "store": "store-1",
-                                     "hq_public_key": "/etc/aislecast/hq.pub.pem"})),
+                                     "hq_public_key": "/etc/aislecast/hq.pub.pem",
+                                     "scanner": {"backend": "bluez"}})),
     Role("hq", ["hq", "init", "--config-only"], hq_config.starter_toml(), hq_config.load_hq_config,
          hq_config.load_hq_config()),
 ]

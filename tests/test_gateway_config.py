@@ -13,10 +13,12 @@ from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.signing import key_id, public_key_from_pem, public_key_pem
 from gateway.config import load_config
 
-BASE = {"gateway": "gw-1", "store": "s1", "hq_public_key": "-----BEGIN PUBLIC KEY-----x"}
+BASE = {"gateway": "gw-1", "store": "s1", "hq_public_key": "-----BEGIN PUBLIC KEY-----x",
+        "scanner": {"backend": "sim"}}
 _PEM = public_key_pem(Ed25519PrivateKey.generate().public_key())
 # `gateway check` parses the pinned key: a real one
-GOOD = f'gateway = "gw-1"\nstore = "s1"\nhq_public_key = """{_PEM}"""\n'
+TOP = f'gateway = "gw-1"\nstore = "s1"\nhq_public_key = """{_PEM}"""\n'
+GOOD = TOP + '[scanner]\nbackend = "sim"\n'
 
 
 @pytest.mark.parametrize(("data", "field", "fix"), [
@@ -38,7 +40,10 @@ GOOD = f'gateway = "gw-1"\nstore = "s1"\nhq_public_key = """{_PEM}"""\n'
     (BASE | {"nfc": {"technologies": ["106A", "bogus"]}}, "nfc.technologies", "106A"),
     (BASE | {"nfc": {"device": "com3"}}, "nfc.device", "usb"),
     (BASE | {"nfc": {"tags": {"T-17": {"zne": "dairy"}}}}, "nfc.tags.T-17.zne", "zone"),
-    (BASE | {"scanner": {"receivers": {"hci0": 1}}}, "scanner.receivers.hci0", "a string"),
+    (BASE | {"scanner": {"backend": "bluez", "receivers": {"hci0": 1}}}, "scanner.receivers.hci0",
+     "a string"),
+    (BASE | {"scanner": {"adapter": "hci0"}}, "scanner.backend", 'backend = "bluez"'),
+    ({k: v for k, v in BASE.items() if k != "scanner"}, "scanner", 'backend = "bluez"'),
     (BASE | {"metrics": {"port": 65536}}, "metrics.port", "0 to 65535"),
 ])
 def test_each_error_names_field_and_fix(data: dict[str, object], field: str, fix: str) -> None:
@@ -94,8 +99,11 @@ def _binary(path: Path) -> None:
     ('store = "s1"\nhq_public_key = "k"\n', "gateway: is required (add it: "),
     (GOOD + "[scanner.receivers.hci0]\nzone = \"entrance\"\n",
      "scanner.receivers.hci0: is a table (use a string)"),
-    (GOOD + "[scanner]\nhost = \"mqtt\"\n", "scanner.host: is not a setting of [scanner] "
+    (GOOD + "host = \"mqtt\"\n", "scanner.host: is not a setting of [scanner] "
                                            "(it belongs in [broker]"),
+    (TOP + "[broker]\nport = 1884\n", 'scanner: is required (add it: a [scanner] table with '
+                                        'backend = "bluez"'),
+    (TOP + "[scanner]\nadapter = \"hci1\"\n", 'scanner.backend: is required (add it: backend = "bluez"'),
     ("gateway = \n", "is not valid TOML: Invalid value (at line 1, column 11)"),
     (b'gateway = "gw\xe9"\n', "is not UTF-8 text (byte 0xe9 at offset 13) (save the file as UTF-8)"),
     (_binary, "is a binary file, not TOML text"),

@@ -19,7 +19,7 @@ UNITS = {"gateway": ROOT / "systemd" / "aislecast-gateway.service",
 INSTALLED = "/opt/aislecast/venv/bin/aislecast"
 
 COMMON = {
-    "Type": "simple", "Restart": "on-failure", "KillSignal": "SIGTERM",
+    "Type": "notify", "NotifyAccess": "main", "Restart": "on-failure", "KillSignal": "SIGTERM",
     "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
     "PrivateTmp": "yes",
 }
@@ -57,6 +57,10 @@ def test_unit_has_required_keys(name: str) -> None:
     assert svc["User"][0] and svc["User"][0] != "root"
     assert svc["StateDirectory"], name
     assert 0 < int(svc["TimeoutStopSec"][0]) <= 30
+    # the process pings at half the timeout (tests/test_notify.py); a hang is a restart
+    assert 10 <= int(svc["WatchdogSec"][0]) <= 60
+    assert int(svc["TimeoutStartSec"][0]) >= 60  # READY waits for the broker (and a bundle)
+    assert "PYTHONFAULTHANDLER=1" in svc["Environment"][0].split()  # SIGABRT shows the stacks
     assert svc["ExecStart"][0].startswith(INSTALLED)
     families = set(svc["RestrictAddressFamilies"][0].split())
     assert {"AF_UNIX", "AF_INET"} <= families
@@ -69,7 +73,7 @@ def test_unit_has_required_keys(name: str) -> None:
         assert svc.get("PrivateDevices") is None  # the NFC reader's USB/serial node
         assert "char-usb_device rw" in svc["DeviceAllow"]
     else:
-        assert " hq serve " in svc["ExecStart"][0]
+        assert " hq serve --config /etc/aislecast/hq.toml" in svc["ExecStart"][0]
         assert svc["PrivateDevices"] == ["yes"]
 
 

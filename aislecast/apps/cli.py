@@ -38,6 +38,7 @@ _COMMANDS: Final = (
     ("hq", "aislecast.apps.cmd_hq", "pip install 'aislecast[hq]'"),
     ("phone", "aislecast.apps.cmd_phone", "pip install aislecast"),
     ("doctor", "aislecast.apps.cmd_doctor", "pip install 'aislecast[gateway]'"),
+    ("install", "aislecast.apps.cmd_install", "pip install aislecast"),
     ("bench", "benchmarks.command", "run it from a source checkout: make bench"),
     ("tags", "aislecast.apps.cmd_tags", "pip install 'aislecast[staff]'"),
     ("qr beacons", "aislecast.apps.cmd_staff", "pip install 'aislecast[staff]'"),

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes.util
 import json
+import os
 import re
 import shutil
 import textwrap
@@ -75,8 +76,12 @@ async def _check_bluetooth(adapter: str) -> list[Check]:
         return [Check("permissions", "fail", f"D-Bus refused us: {exc}",
                       "run as root or a user allowed by the system bus policy")]
     except (OSError, TimeoutError, ValueError) as exc:
-        return [Check("permissions", "fail", f"system D-Bus unreachable: {exc!r}",
-                      "apt-get install -y dbus && systemctl start dbus")]
+        reason = (exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror
+                  else "no answer" if isinstance(exc, TimeoutError) else str(exc))
+        return [Check("permissions", "fail", f"system D-Bus unreachable ({reason}): "
+                      f"{_system_bus_address()}", "apt-get install -y dbus && systemctl start dbus"),
+                Check("adapter", "fail", f"{adapter} unknown: BlueZ is asked over the system D-Bus",
+                      "start D-Bus first (above), then run doctor again")]
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             state = await read_adapter_state(bus, path)
@@ -108,6 +113,11 @@ async def _check_bluetooth(adapter: str) -> list[Check]:
                        "start bluetoothd with --experimental (BlueZ >= 5.56, kernel >= 5.10)")
         )
     return out
+
+
+def _system_bus_address() -> str:
+    """Where dbus-fast looks for the system bus (its default, or the variable)."""
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/var/run/dbus/system_bus_socket")
 
 
 async def _check_bluez_version() -> Check:

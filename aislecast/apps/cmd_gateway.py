@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 import textwrap
 import time
 
@@ -13,10 +14,11 @@ import msgspec
 
 from aislecast.apps.configfile import add_init_arguments, config_exit_code, write_starter
 from aislecast.kernel.logs import setup_logging
+from aislecast.kernel.notify import Notifier
 from edge.factory import make_scanner
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config, starter_toml
-from gateway.health import read_state, verdict
+from gateway.health import HEALTHY, observe, verdict
 
 __all__ = ["register"]
 
@@ -83,9 +85,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_init_arguments(init, "gateway.toml")
     init.set_defaults(func=config_exit_code(_init))
     hl = gsub.add_parser(
-        "health", help="read the gateway's health from the broker (exit 0 healthy, 1 not, 2 unknown)",
+        "health", help="judge the gateway's health from the broker (exit 0 healthy, 1 unhealthy, "
+                       "2 no report, 3 warning)",
         description="Read the running gateway's retained state report from the broker named "
-        "in its config and judge it.\n\nexamples:\n"
+        "in its config, with the gateway's own login, and judge it: unhealthy (1) when the "
+        "login is refused, the gateway is offline or its report stale, the scanner never "
+        "started or has been silent past [scanner] silent_after_s, or the broker refused its "
+        "publishes; a warning (3) when it has no bundle a minute after connecting, with the "
+        "likely cause. A verdict other than healthy is one line on stderr.\n\nexamples:\n"
         "  aislecast gateway health --config /etc/aislecast/gateway.toml\n"
         "  aislecast gateway health --config gw.toml --json | jq .metrics.offers_published",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,11 +109,14 @@ def _init(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    state = asyncio.run(read_state(cfg, args.timeout))
-    v = verdict(state, cfg, time.time())
+    seen = asyncio.run(observe(cfg, args.timeout))
+    state = seen.state
+    v = verdict(seen, cfg, time.time())
     if args.json:
         print(json.dumps({"verdict": v.reason, "code": v.code,
                           "state": None if state is None else msgspec.to_builtins(state)}))
+    elif v.code != HEALTHY:  # one line, on stderr, for a person or a monitoring check
+        print(f"aislecast: {cfg.gateway} ({cfg.store}): {v.reason}", file=sys.stderr)
     else:
         print(f"{cfg.gateway} ({cfg.store}): {v.reason}")
         if state is not None:
@@ -133,7 +143,7 @@ async def _serve(cfg: GatewayConfig) -> None:
     sc = cfg.scanner
     gw = Gateway(cfg, lambda cb: make_scanner(sc.backend, cb, adapter=sc.adapter, mode=sc.mode,
                                               sim_seed=sc.sim_seed),
-                 metrics_port=cfg.metrics_port)
+                 metrics_port=cfg.metrics_port, notifier=Notifier())  # NOTIFY_SOCKET, if any
     await gw.run()
 
 

@@ -17,6 +17,7 @@ from aislecast.apps.configfile import config_exit_code
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.notify import Notifier
 from hq.broker_sync import pid_from_file
 from hq.config import HqConfig, load_hq_config
 from hq.server import HqServer
@@ -137,7 +138,16 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
                       tls_cert=None if cfg.http.tls_cert is None else Path(cfg.http.tls_cert),
                       tls_key=None if cfg.http.tls_key is None else Path(cfg.http.tls_key),
                       trusted_proxies=cfg.http.trusted_proxies)
-    await server.run()
+    # systemd (Type=notify): READY once HTTP listens and the broker accepted HQ; the
+    # watchdog is fed from this loop, so a blocked loop stops it; STOPPING on SIGTERM
+    async with Notifier() as notify, server:
+        status = f"serving {server.scheme}://{cfg.http.host}:{server.http_port}, broker {b.host}:{b.port}"
+        await notify.ready(status)
+        try:
+            await notify.watchdog(lambda: None, healthy_status=lambda: status)
+            await asyncio.Event().wait()
+        finally:
+            await notify.stopping()
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -58,12 +58,16 @@ def render_gateway_toml(*, store: str, gateway: str, host: str, port: int, usern
                         password_file: Path, public_key: str, tls_ca: str | None) -> str:
     """A gateway.toml that ``gateway.config.load_config`` accepts as is."""
     lines = [
-        f"# written by `aislecast hq gateways add {store} {gateway}`; the scanner and the",
-        "# other sections keep their defaults (`aislecast gateway init` lists them all)",
+        f"# written by `aislecast hq gateways add {store} {gateway}`; the other sections",
+        "# keep their defaults (`aislecast gateway init` lists them all)",
         f"gateway = {json.dumps(gateway)}",
         f"store = {json.dumps(store)}",
         "# HQ's bundle-signing key, pinned: bundles signed by any other key are refused",
         f'hq_public_key = """\n{public_key.strip()}\n"""',
+        "",
+        '[scanner]  # required: "bluez" is a real adapter, "sim" the simulated store',
+        'backend = "bluez"',
+        'adapter = "hci0"',
         "",
         "[broker]",
         f"host = {json.dumps(host)}",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 from aislecast.apps.configfile import config_exit_code
 from aislecast.apps.phone import Phone, PhoneBehaviour, with_login
 from aislecast.kernel import topics
+from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.httpclient import HQ_CA_ENV, hq_ca, hq_request
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
@@ -66,17 +67,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         a = psub.add_parser(name, help=helptext)
         a.add_argument("--me", required=True, help="enrollment JSON written by `phone enroll`")
         a.add_argument("--broker", default="127.0.0.1:1883")
-        a.set_defaults(func=fn)
+        a.set_defaults(func=config_exit_code(fn))
         if name == "sight":
             a.add_argument("--store", required=True)
             a.add_argument("--beacon", required=True)
             a.add_argument("--rssi", type=int, required=True)
 
 
+_ENROLLMENT_KEYS: Final = ("inbox", "identity_key", "rotation_k")
+
+
 def _load(path: str) -> dict[str, object]:
-    with open(path) as f:
-        data: dict[str, object] = json.load(f)
-    return data
+    """The enrolment file; a missing or broken one is a :class:`ConfigError` on --me."""
+    fix = "pass the file `aislecast phone enroll > me.json` wrote"
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError("--me", f"{path} does not exist", hint=fix) from None
+    except OSError as exc:
+        raise ConfigError("--me", f"{path} cannot be read ({exc.strerror})", hint=fix) from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError("--me", f"{path} is not an enrolment (not JSON)", hint=fix) from None
+    missing = [k for k in _ENROLLMENT_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConfigError("--me", f"{path} is not an enrolment (no {', '.join(missing)})",
+                          hint=fix)
+    return data  # type: ignore[no-any-return]
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -95,8 +112,12 @@ def _enroll(args: argparse.Namespace) -> int:
         detail = exc.read().decode("utf-8", "replace")[:300]
         print(f"aislecast: error: HQ refused the enrolment ({exc.code}): {detail}", file=sys.stderr)
         return 1
-    except urllib.error.URLError as exc:
-        print(f"aislecast: error: cannot reach HQ at {args.hq}: {exc.reason}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:  # refused, no route, DNS, timeout
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror.lower()
+        print(f"aislecast: error: --hq: cannot reach HQ at {args.hq} ({reason}) "
+              "(is HQ running there? check the address)", file=sys.stderr)
         return 1
     print(reply.body.decode())
     return 0

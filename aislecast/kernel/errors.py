@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
+
 __all__ = [
     "AislecastError",
     "BrokerError",
     "BundleError",
     "ConfigError",
+    "ListenError",
     "PublishDenied",
     "SchemaVersionError",
 ]
@@ -42,6 +47,28 @@ class ConfigError(AislecastError):
         self.field = field
         self.problem = message
         self.fix = hint
+
+
+class ListenError(AislecastError):
+    """A server socket could not be bound: ``host``:``port`` and the OS's ``reason``."""
+
+    def __init__(self, host: str, port: int, reason: str, *, hint: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}", hint=hint)
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+    @classmethod
+    def of(cls, host: str, port: int, exc: OSError, *, flag: str) -> ListenError:
+        """From the bind's ``OSError``; ``flag`` is the setting that names the port."""
+        # asyncio's and socket.create_server's strerror carry a second copy of the address
+        plain = (exc.strerror if isinstance(exc, socket.gaierror) or not exc.errno
+                 else os.strerror(exc.errno))
+        busy = exc.errno == errno.EADDRINUSE
+        hint = (f"another process listens there (`ss -ltnp sport = :{port}`): stop it, or "
+                f"pick another {flag}" if busy
+                else f"pick an address of this host, and a port you may bind, for {flag}")
+        return cls(host, port, (plain or str(exc)).lower(), hint=hint)
 
 
 class BundleError(AislecastError):
