@@ -12,7 +12,8 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
 - ``hq-broker-sync``: the broker's password and ACL files re-rendered from the
   credential registry and reloaded (:class:`hq.broker_sync.BrokerSync`), when HQ is
   given the broker's ``auth_dir``;
-- ``hq-http``: uvicorn serving the API, the console, short links and ``/metrics``.
+- ``hq-http``: uvicorn serving the API, the console, short links, ``/metrics`` and the
+  rendered broker files for brokers on other hosts (:mod:`hq.broker_feed`).
 
 It returns once HTTP listens and the broker has accepted the connection; a broker that
 starts later is waited for (HTTP answers ``/health`` with 503 meanwhile). ``__aexit__``
