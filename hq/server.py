@@ -214,6 +214,8 @@ class HqServer:
         service.link = link
         shortlinks = DbShortLinkStore(db, ingest.store_events)
         republisher, learned = Republisher(service, self.republish_s), LearnStats()
+        # a store's bundle lists its gateways: republish it when one is added or revoked
+        service.credentials.gateway_listeners.append(republisher.request)
         app = create_app(service, ingest, board, stats={
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,

@@ -292,7 +292,7 @@ class HqService:
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
             token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
-            delta_seq=self._delta_seq(store_id),
+            delta_seq=self._delta_seq(store_id), gateways=self.credentials.gateways_of(store_id),
         )
 
     async def publish_bundle(self, store_id: str) -> Bundle:

@@ -80,27 +80,49 @@ class AckSender:
 @dataclass(slots=True)
 class RepublisherStats:
     rounds: int = count("bundle refresh rounds")
+    requested: int = count("store bundles published early on request (a gateway added or revoked)")
     failures: int = count("store bundles a refresh round could not publish")
 
 
 class Republisher:
-    """Refresh every store's bundle every ``every_s`` so token tables never run out."""
+    """Refresh every store's bundle every ``every_s`` so token tables never run out, and
+    a store's at once when :meth:`request` names it (its provisioned gateways changed)."""
 
     def __init__(self, service: HqService, every_s: float) -> None:
         self._service = service
         self._every_s = every_s
+        self._asked: set[str] = set()
+        self._wake = asyncio.Event()
         self.stats = RepublisherStats()
 
+    def request(self, store: str) -> None:
+        self._asked.add(store)
+        self._wake.set()
+
+    async def _publish(self, stores: list[str]) -> None:
+        for store in stores:
+            try:
+                await self._service.publish_bundle(store)
+            except Exception:
+                self.stats.failures += 1
+                log.exception("bundle republish failed", store=store)
+
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self._every_s
         while True:
-            await asyncio.sleep(self._every_s)
-            for store in self._service.store_ids():
-                try:
-                    await self._service.publish_bundle(store)
-                except Exception:
-                    self.stats.failures += 1
-                    log.exception("bundle republish failed", store=store)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(next_round):
+                    await self._wake.wait()
+            if self._wake.is_set():
+                self._wake.clear()
+                asked, self._asked = sorted(self._asked), set()
+                await self._publish(asked)
+                self.stats.requested += len(asked)
+                continue
+            await self._publish(self._service.store_ids())
             self.stats.rounds += 1
+            next_round = loop.time() + self._every_s
 
 
 class HttpServer(uvicorn.Server):
