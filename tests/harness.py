@@ -13,6 +13,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -160,15 +161,17 @@ def enter_campaign(zone: str, *, validity_s: float = 600, cap: int = 1, cid: str
 @contextlib.asynccontextmanager
 async def stack(port: int, work: Path, campaigns: list[Campaign],
                 *, noise_db: float = 0.0, dropout: float = 0.0,
-                broker: MosquittoProcess | None = None) -> AsyncIterator[Stack]:
+                broker: MosquittoProcess | None = None,
+                hq_options: dict[str, Any] | None = None) -> AsyncIterator[Stack]:
     """HQ on the broker at ``port``; with ``broker`` (one of
-    :func:`authenticated_broker`), HQ renders its files and reloads it."""
+    :func:`authenticated_broker`), HQ renders its files and reloads it. ``hq_options``
+    are more :class:`HqServer` keywords (``landing_hosts=...``)."""
     mqtt = MqttSettings(port=port)
     async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem", mqtt=mqtt,
                         http_port=0,
                         broker_auth_dir=None if broker is None else _auth_files(work).directory,
                         broker_pid=None if broker is None else (lambda: broker.pid),
-                        ) as hq, asyncio.TaskGroup() as tg:
+                        **(hq_options or {})) as hq, asyncio.TaskGroup() as tg:
         zones = default_zones()
         setup_store(hq.service, STORE, zones, STORE_UUID)
         for c in campaigns:
@@ -200,8 +203,10 @@ async def authenticated_broker(work: Path) -> AsyncIterator[MosquittoProcess]:
 
 @contextlib.asynccontextmanager
 async def authenticated_stack(work: Path, campaigns: list[Campaign], *, noise_db: float = 0.0,
-                              dropout: float = 0.0) -> AsyncIterator[Stack]:
+                              dropout: float = 0.0, hq_options: dict[str, Any] | None = None,
+                              ) -> AsyncIterator[Stack]:
     """:func:`stack` on its own broker whose logins come from HQ's credential registry."""
     async with authenticated_broker(work) as broker, stack(
-            broker.port, work, campaigns, noise_db=noise_db, dropout=dropout, broker=broker) as st:
+            broker.port, work, campaigns, noise_db=noise_db, dropout=dropout, broker=broker,
+            hq_options=hq_options) as st:
         yield st
