@@ -31,27 +31,17 @@ from fastapi import APIRouter, Header, Query, Response
 
 from aislecast.kernel.broker import render_acl
 from aislecast.kernel.counters import count, gauge
+from aislecast.kernel.registry_schema import RegistryRendering
 from hq.broker_auth import BrokerAuthFiles
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
 
-__all__ = ["MAX_WAIT_S", "RECHECK_S", "BrokerFeed", "FeedStats", "RegistryRendering",
-           "broker_feed_router"]
+__all__ = ["MAX_WAIT_S", "RECHECK_S", "BrokerFeed", "FeedStats", "broker_feed_router"]
 
 #: The longest a caller may hold a request open (a long poll); proxies often cut at 60 s.
 MAX_WAIT_S: Final = 55.0
 #: How often a waiting request looks for changes made outside this process.
 RECHECK_S: Final = 1.0
-
-
-class RegistryRendering(msgspec.Struct, frozen=True):
-    """What the broker's two files hold, and the version naming that content."""
-
-    version: str
-    passwords: list[str]  # "user:$7$ITER$salt$hash" lines, sorted by user
-    acl: str
-    users: int
-    rendered_at: float
 
 
 @dataclass(slots=True)

@@ -17,11 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aislecast.apps.broker_follow import RegistryFollower, RegistryRefused, Rendering
+from aislecast.apps.broker_follow import RegistryFollower, RegistryRefused
 from aislecast.apps.cli import main
 from aislecast.kernel.acl import acl_rules
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.registry_schema import RegistryRendering
 from hq.broker_auth import BrokerAuthFiles, hash_password, try_login, wait_for_login
 from hq.credentials import CredentialRegistry, ensure_hq_credential
 from hq.db import HqDb
@@ -219,9 +220,9 @@ async def test_sync_once_from_the_command_line(hq_only: HqServer, tmp_path: Path
 def test_a_rendering_with_anything_but_hashes_is_refused(tmp_path: Path) -> None:
     files = BrokerAuthFiles(tmp_path)
     follower = RegistryFollower("http://hq.invalid", "t", files)
-    good = Rendering("v1", [f"0000000000000001:{hash_password('x')}\n"], "pattern read a\n", 1)
+    good = RegistryRendering("v1", [f"0000000000000001:{hash_password('x')}\n"], "pattern read a\n", 1)
     assert follower._apply(good) and not follower._apply(good)  # written once, then equal
-    plain = Rendering("v2", ["0000000000000001:hunter2\n"], "", 1)
+    plain = RegistryRendering("v2", ["0000000000000001:hunter2\n"], "", 1)
     with pytest.raises(RegistryRefused, match="passwords\\[0\\]"):
         follower._apply(plain)
     assert "hunter2" not in files.password_path.read_text()

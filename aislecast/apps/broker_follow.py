@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, write_to_textfile
 from aislecast.kernel.counters import StatsCollector, count, gauge
 from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.logs import get_logger
+from aislecast.kernel.registry_schema import RegistryRendering
 from hq.broker_auth import BrokerAuthFiles, CredentialError, parse_password_lines, reload_broker
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "PidSource",
     "RegistryFollower",
     "RegistryRefused",
-    "Rendering",
     "SyncFailed",
 ]
 
@@ -73,15 +73,6 @@ class RegistryRefused(SyncFailed):
         super().__init__(f"{field}: {problem}",
                          hint="HQ and this host may run different versions; nothing was written")
         self.field = field
-
-
-class Rendering(msgspec.Struct, frozen=True):
-    """What HQ's route sends (``hq.broker_feed.RegistryRendering``; unknown fields ignored)."""
-
-    version: str
-    passwords: list[str]
-    acl: str
-    users: int
 
 
 @dataclass(slots=True)
@@ -125,7 +116,7 @@ class RegistryFollower:
         return httpx.AsyncClient(base_url=self.hq_url, headers=self._headers, verify=self.verify,
                                  timeout=httpx.Timeout(self.long_poll_s + _SLACK_S, connect=5.0))
 
-    async def _fetch(self, http: httpx.AsyncClient, wait_s: float) -> Rendering | None:
+    async def _fetch(self, http: httpx.AsyncClient, wait_s: float) -> RegistryRendering | None:
         headers = {} if self.version is None else {"If-None-Match": f'"{self.version}"'}
         params = {"wait": f"{wait_s:g}"} if self.version is not None and wait_s > 0 else {}
         try:
@@ -140,11 +131,11 @@ class RegistryFollower:
                     if r.status_code in {401, 403} else None)
             raise SyncFailed(f"HQ answered {r.status_code}: {detail}", hint=hint)
         try:
-            return msgspec.json.decode(r.content, type=Rendering)
+            return msgspec.json.decode(r.content, type=RegistryRendering)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise RegistryRefused("body", f"not a registry rendering ({exc})") from None
 
-    def _apply(self, got: Rendering) -> bool:
+    def _apply(self, got: RegistryRendering) -> bool:
         """Write ``got`` if it differs from the disk (blocking: call it in a thread)."""
         try:
             users = parse_password_lines(got.passwords)
