@@ -228,6 +228,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.service, app.state.ingest, app.state.board = service, ingest, board
     app.state.accounts, app.state.audit, app.state.auth_stats = accounts, audit_log, auth
     feed = BrokerFeed(service.credentials)  # GET /api/broker/registry, for remote brokers
+    app.state.broker_feed = feed  # HqServer closes it first on the way out (held requests)
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
                                    "broker_feed": feed.stats, **(stats or {})})

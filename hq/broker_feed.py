@@ -69,6 +69,7 @@ class BrokerFeed:
         self._fingerprint: tuple[object, ...] | None = None
         self._checked = 0.0
         self._dirty = True
+        self._closing = False
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         registry.listeners.append(self.request)
@@ -78,6 +79,11 @@ class BrokerFeed:
         self._dirty = True
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def close(self) -> None:
+        """HQ is stopping: answer every held request now (304), so none delays the exit."""
+        self._closing = True
+        self._changed.set()
 
     def _render(self) -> tuple[RegistryRendering, tuple[object, ...]]:
         fp = _fingerprint(self.registry.db)  # before the snapshot: a change between is seen again
@@ -119,7 +125,7 @@ class BrokerFeed:
                 left = deadline - loop.time()
                 if cur.version != version:
                     return cur
-                if left <= 0:
+                if left <= 0 or self._closing:
                     return None
                 try:
                     async with asyncio.timeout(min(left, self.recheck_s)):

@@ -262,6 +262,8 @@ class HqServer:
         was_running = bool(self._tasks)
         http = self._http
         if http is not None and self._tasks:
+            if self._parts is not None:  # long polls of remote brokers' syncs end now
+                self._parts.app.state.broker_feed.close()
             http.should_exit = True  # uvicorn closes its sockets and connections itself
             await asyncio.wait(self._tasks[:1], timeout=HTTP_SHUTDOWN_S + 1.0)
         for task in self._tasks:

@@ -226,3 +226,17 @@ def test_a_rendering_with_anything_but_hashes_is_refused(tmp_path: Path) -> None
     with pytest.raises(RegistryRefused, match="passwords\\[0\\]"):
         follower._apply(plain)
     assert "hunter2" not in files.password_path.read_text()
+
+
+async def test_stopping_hq_answers_held_long_polls(broker: MosquittoProcess, tmp_path: Path) -> None:
+    async with httpx.AsyncClient() as http:
+        async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "hq.pem",
+                            mqtt=MqttSettings(port=broker.port), http_port=0, learn_every_s=0) as hq:
+            sync = bearer(token_for(hq.db, "broker_sync"))
+            url = f"http://127.0.0.1:{hq.http_port}/api/broker/registry"
+            first = await http.get(url, headers=sync)
+            held = asyncio.create_task(http.get(url, params={"wait": "50"}, timeout=60,
+                                                headers=sync | {"If-None-Match": first.headers["etag"]}))
+            await until(lambda: _waiting(hq) >= 1, timeout=10)
+        # HQ is gone; the request it held was answered (304), not cut off mid-way
+        assert (await asyncio.wait_for(held, 10)).status_code == 304
