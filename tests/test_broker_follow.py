@@ -30,7 +30,7 @@ from hq.server import HqServer
 from tests.harness import bearer, token_for, until
 
 _KICK_S = 5.0  # generous bound on shared cores; the measured numbers are printed
-_REVOKES = 8
+_REVOKES = 20
 
 
 def _prepare(work: Path) -> tuple[str, str, str]:
@@ -71,6 +71,9 @@ async def _kicked_after_revoke(hq: HqServer, port: int, n: int, *, elsewhere: Pa
     async with MqttLink(MqttSettings(port=port, username=user, password=password),
                         client_id=user, clean_start=True) as link:
         await link.wait_connected(10)
+        # a quiet spell first, as `aislecast bench creds` measures: HQ's local BrokerSync
+        # spaces renders 0.25 s apart, which would otherwise add to the local side's time
+        await asyncio.sleep(0.3)
         t0 = loop.time()
         if elsewhere is None:
             assert hq.service.credentials.revoke(user)
