@@ -148,6 +148,7 @@ class RegistryFollower:
         return True
 
     def _reload(self) -> None:
+        """SIGHUP the broker (blocking: the pid source may read a file)."""
         found = self.pid() if self.pid is not None else None
         if self.pid is None:
             return
@@ -181,7 +182,7 @@ class RegistryFollower:
         self.stats.changes += 1
         self.stats.last_change_timestamp_seconds = time.time()
         log.info("broker files updated from HQ", version=got.version, users=got.users)
-        self._reload()
+        await asyncio.to_thread(self._reload)  # a pid file is read: off the loop
         return True
 
     def retry_delay(self, failures: int) -> float:
