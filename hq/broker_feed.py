@@ -13,7 +13,8 @@ HQ process wakes the waiters at once; one made elsewhere (another HQ worker, the
 ``aislecast hq gateways`` shell) is noticed within :data:`RECHECK_S` by a cheap
 fingerprint query (row count, newest creation and revocation), so a revoke reaches a
 remote broker in about a second either way. Rendering and the fingerprint run in a
-worker thread; concurrent callers share one rendering.
+worker thread on HQ's read connection (:meth:`hq.db.HqDb.offload`); concurrent callers
+share one rendering.
 
 Only the ``broker_sync`` service token (and admins) may read it (:data:`hq.authz.ROUTE_ROLES`).
 """
@@ -58,6 +59,18 @@ def _fingerprint(db: HqDb) -> tuple[object, ...]:
     return tuple(row or ())
 
 
+def _render(db: HqDb) -> tuple[RegistryRendering, tuple[object, ...]]:
+    """The registry in ``db`` rendered, with its fingerprint (taken first: a change made
+    in between shows as a new fingerprint and is rendered again)."""
+    fp = _fingerprint(db)
+    snap = CredentialRegistry(db).snapshot()
+    passwords = BrokerAuthFiles.render_password_lines(snap.users)
+    acl = render_acl(snap.rules)
+    digest = hashlib.sha256("".join(passwords).encode() + b"\0" + acl.encode())
+    return RegistryRendering(digest.hexdigest()[:32], passwords, acl, len(snap.users),
+                             time.time()), fp
+
+
 class BrokerFeed:
     """``BrokerFeed(registry)``: the current rendering, and waits for the next one."""
 
@@ -85,14 +98,6 @@ class BrokerFeed:
         self._closing = True
         self._changed.set()
 
-    def _render(self) -> tuple[RegistryRendering, tuple[object, ...]]:
-        fp = _fingerprint(self.registry.db)  # before the snapshot: a change between is seen again
-        snap = self.registry.snapshot()
-        passwords = BrokerAuthFiles.render_password_lines(snap.users)
-        acl = render_acl(snap.rules)
-        digest = hashlib.sha256("".join(passwords).encode() + b"\0" + acl.encode())
-        return RegistryRendering(digest.hexdigest()[:32], passwords, acl, len(snap.users),
-                                 time.time()), fp
 
     async def current(self) -> RegistryRendering:
         """The rendering of the registry as it is now (at most ``recheck_s`` old for
@@ -101,13 +106,13 @@ class BrokerFeed:
             loop = asyncio.get_running_loop()
             stale = loop.time() - self._checked >= self.recheck_s
             if not self._dirty and self._current is not None and stale:
-                fp = await asyncio.to_thread(_fingerprint, self.registry.db)
+                fp = await self.registry.db.offload(_fingerprint)
                 self._dirty = fp != self._fingerprint
                 self._checked = loop.time()
             if self._current is not None and not self._dirty:
                 return self._current
             self._dirty = False
-            got, self._fingerprint = await asyncio.to_thread(self._render)
+            got, self._fingerprint = await self.registry.db.offload(_render)
             self._current, self._checked = got, loop.time()
             self.stats.renders += 1
             return got
