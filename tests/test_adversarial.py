@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,7 @@ from aislecast.kernel.errors import PublishDenied
 from aislecast.kernel.ids import new_id
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, Feedback, encode
+from edge.scanner import AdvertCallback, Scanner
 from edge.sim_scanner import SimScanner
 from edge.simstore import SimShopper, SimStore, default_zones
 from gateway.app import Gateway
@@ -236,7 +237,7 @@ async def oversize_http(r: Run) -> None:
                              content=big)
     assert resp.status_code == 413 and resp.json()["reason"] == "body_too_large"
 
-    async def chunks():  # type: ignore[no-untyped-def]  # no Content-Length: counted as read
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it is read
         for _ in range(40):
             yield b"x" * 65536
 
@@ -321,7 +322,7 @@ ATTEMPTS: list[tuple[str, Callable[[Run], Awaitable[None]]]] = [
 ]
 
 
-def _quiet(cb):  # type: ignore[no-untyped-def]
+def _quiet(cb: AdvertCallback) -> Scanner:
     """A scanner over an empty store: gw-2 hears nobody (it is only a peer here)."""
     return SimScanner(SimStore(default_zones(), seed=5), cb)
 
