@@ -121,6 +121,11 @@ class Gateway:
                     detail: dict[str, float | int | str]) -> Decision | None:
         return self.parts.triggers.interaction(kind, inbox, zone, tags, detail)
 
+    @property
+    def sources(self) -> list[Source]:
+        """Every component's counters, as :func:`gateway.metrics.registry` takes them."""
+        return self._running().sources
+
     def metrics(self) -> dict[str, float]:
         """Every component's counters, flat (:mod:`gateway.metrics`)."""
         return snapshot(self._running().sources)

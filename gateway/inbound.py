@@ -5,6 +5,11 @@ keeps only this store's topics, and hands the payload to the handler of that top
 kind in its table. Handlers never raise on bad input: a payload that does not decode,
 or does not belong to its sender, is counted in the gateway's ``bad_payloads`` by
 reason and dropped. Topics of another kind or store are counted as ``topic``.
+
+Peers' batches and presence summaries are taken only from the gateway ids the bundle
+lists as the store's provisioned gateways (``peer_unprovisioned`` otherwise), and a
+batch only when it names the gateway of its topic (``peer_sender``): defence in depth
+behind the broker's ACL, which already pins each gateway's own topics.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import msgspec
 from aislecast.kernel import topics
 from aislecast.kernel.schema import BatchAck, PhoneSighting, decode
 from aislecast.kernel.topics import Kind, TopicMatch
-from gateway.decisions import apply_peer_batch
+from gateway.decisions import PeerBatchRefused, apply_peer_batch
 from gateway.parts import GatewayParts
 
 __all__ = ["Handler", "InboundRouter"]
@@ -89,8 +94,18 @@ class InboundRouter:
             return
         self.parts.publisher.batch_acked(ack.batch)
 
+    def _provisioned(self, peer: str | None) -> bool:
+        """``peer`` is one of the store's gateways in the bundle (or the bundle names none)."""
+        bundle = self.parts.bundles.current
+        if bundle is None or not bundle.gateways or peer in bundle.gateways:
+            return True
+        self.parts.bad("peer_unprovisioned")
+        return False
+
     def _presence(self, m: TopicMatch, payload: bytes) -> None:
         assert m.gateway is not None  # the pattern has the level
+        if m.gateway != self.gateway and not self._provisioned(m.gateway):
+            return
         events = self.parts.pool.ingest(m.gateway, payload, time.monotonic())
         if events is None:
             self.parts.bad("presence_summary")
@@ -100,8 +115,12 @@ class InboundRouter:
     def _peer_events(self, m: TopicMatch, payload: bytes) -> None:
         if m.gateway == self.gateway:
             return  # our own batch (No Local stops most of them)
-        if apply_peer_batch(self.parts.decider, payload, self.gateway) < 0:
-            self.parts.bad("peer_events")
+        if not self._provisioned(m.gateway):
+            return
+        try:
+            apply_peer_batch(self.parts.decider, payload, self.gateway, sender=m.gateway)
+        except PeerBatchRefused as exc:
+            self.parts.bad(exc.reason)
 
     def _sighting(self, m: TopicMatch, payload: bytes) -> None:
         """A phone heard one of the store's fixed beacons; the token in it must be the

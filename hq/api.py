@@ -19,6 +19,7 @@ from hq.analytics import campaign_stats
 from hq.audit import AuditLog, audit_router
 from hq.auth import AuthMiddleware, AuthStats, BodyLimitMiddleware, Refused, refusal_response
 from hq.authz import LIVE_MAKERS, campaigns_for, redact_coupons, visible_campaign
+from hq.broker_feed import BrokerFeed, broker_feed_router
 from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
 from hq.console import GatewayBoard, mount_console
 from hq.deps import PrincipalDep, ServiceDep, audit
@@ -226,9 +227,11 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     accounts, audit_log = Accounts(service.db), AuditLog(service.db)
     app.state.service, app.state.ingest, app.state.board = service, ingest, board
     app.state.accounts, app.state.audit, app.state.auth_stats = accounts, audit_log, auth
+    feed = BrokerFeed(service.credentials)  # GET /api/broker/registry, for remote brokers
+    app.state.broker_feed = feed  # HqServer closes it first on the way out (held requests)
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
-                                   **(stats or {})})
+                                   "broker_feed": feed.stats, **(stats or {})})
     ingest.listeners.append(board.on_events)  # the console's "last event" per gateway
     # the last added runs first: count everything, then identify, then limit the body
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, stats=auth)
@@ -256,6 +259,6 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     async def _not_found(_: Request, exc: NotFound) -> Response:
         return _json({"detail": str(exc)}, 404)
 
-    for router in (_api_router(), _campaign_router(), _shopper_router()):
+    for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed)):
         app.include_router(router)
     return app

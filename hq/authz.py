@@ -60,7 +60,9 @@ PUBLIC_PATHS: Final = ("/health", "/metrics", "/s/", "/console/login", "/console
 #: (method, route path) -> who may call it. Store-scoped roles are filtered per store.
 ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("GET", "/api/keys/bundle"): _ALL_PEOPLE | {"gateway_provisioning", "till", "wallet"},
-    ("GET", "/api/me"): _ALL_PEOPLE | {"gateway_provisioning", "till", "wallet"},
+    ("GET", "/api/me"): _ALL_PEOPLE | {"gateway_provisioning", "till", "wallet", "broker_sync"},
+    # the broker's password-file lines (hashes) and ACL, for `aislecast broker sync`
+    ("GET", "/api/broker/registry"): frozenset({"admin", "broker_sync"}),
     ("POST", "/api/stores"): _ADMIN,
     ("POST", "/api/stores/{store_id}/zones"): _ADMIN,
     ("POST", "/api/stores/{store_id}/beacons"): _ADMIN,

@@ -44,6 +44,7 @@ __all__ = [
     "check_username",
     "hash_password",
     "new_password",
+    "parse_password_lines",
     "reload_broker",
     "try_login",
     "verify_password",
@@ -111,6 +112,21 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(mine, digest)
 
 
+def parse_password_lines(lines: Sequence[str]) -> dict[str, str]:
+    """``user:$7$...`` lines (as HQ's registry route sends them) back to username -> hash,
+    every name and hash checked: a line holding anything but a ``$7$`` hash (a plain
+    password, say) is refused, never written to a broker's file."""
+    users: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        user, sep, encoded = line.rstrip("\n").partition(":")
+        if not sep or not _ENCODED.fullmatch(encoded):
+            raise CredentialError(f"passwords[{i}]", user[:32], "not a user:$7$ PBKDF2-SHA512 line")
+        if user in users:
+            raise CredentialError(f"passwords[{i}]", user, "username listed twice")
+        users[check_username(user)] = encoded
+    return users
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerAuthFiles:
     """The broker's ``password_file`` and ``acl_file`` in ``directory``.
@@ -130,8 +146,9 @@ class BrokerAuthFiles:
     def acl_path(self) -> Path:
         return self.directory / "acl"
 
-    def render_passwords(self, users: Mapping[str, str]) -> str:
-        """``user:hash`` lines, sorted; every name and hash checked first."""
+    @staticmethod
+    def render_password_lines(users: Mapping[str, str]) -> list[str]:
+        """``user:hash`` lines (newline-terminated), sorted; every name and hash checked first."""
         lines = []
         for user in sorted(users):
             check_username(user)
@@ -140,20 +157,36 @@ class BrokerAuthFiles:
                 raise CredentialError("hash", user, "not a $7$ PBKDF2-SHA512 hash",
                                       hint="store hash_password(password), never the password")
             lines.append(f"{user}:{encoded}\n")
-        return "".join(lines)
+        return lines
+
+    def render_passwords(self, users: Mapping[str, str]) -> str:
+        """The password file's text: :meth:`render_password_lines` joined."""
+        return "".join(self.render_password_lines(users))
 
     def write(self, users: Mapping[str, str], acl_rules: Sequence[AclRule]) -> None:
-        """Replace both files atomically (0600): ``users`` maps username -> ``$7$`` hash.
-
-        The ACL goes first: a reload between the two writes then sees the new rules
-        with the old users, never a new user without its rules (ACLs deny by default).
-        """
+        """Replace both files atomically (0600): ``users`` maps username -> ``$7$`` hash."""
         for rule in acl_rules:
             if rule.user is not None:
                 check_username(rule.user)
         passwords = self.render_passwords(users)  # validate everything before writing
-        write_private(self.acl_path, render_acl(acl_rules))
+        self.write_rendered(passwords, render_acl(acl_rules))
+
+    def write_rendered(self, passwords: str, acl: str) -> None:
+        """Replace both files with already rendered text, atomically and 0600.
+
+        The ACL goes first: a reload between the two writes then sees the new rules
+        with the old users, never a new user without its rules (ACLs deny by default).
+        """
+        write_private(self.acl_path, acl)
         write_private(self.password_path, passwords)
+
+    def read_rendered(self) -> tuple[str, str] | None:
+        """``(passwords, acl)`` as they are on disk; None while either is missing."""
+        try:
+            return (self.password_path.read_text(encoding="utf-8"),
+                    self.acl_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
 
 
 def reload_broker(pid: int) -> None:

@@ -66,10 +66,15 @@ class CredentialRegistry:
 
     db: HqDb
     listeners: list[Callable[[], None]] = field(default_factory=list)
+    # called with the store whose provisioned gateways changed (its bundle lists them)
+    gateway_listeners: list[Callable[[str], None]] = field(default_factory=list)
 
-    def _changed(self) -> None:
+    def _changed(self, store: str | None = None) -> None:
         for notify in self.listeners:
             notify()
+        if store is not None:
+            for tell in self.gateway_listeners:
+                tell(store)
 
     def issue(self, kind: Kind, username: str, *, store: str | None = None,
               gateway: str | None = None, password: str | None = None) -> str:
@@ -86,7 +91,7 @@ class CredentialRegistry:
             " gateway = excluded.gateway, created_at = excluded.created_at, revoked_at = NULL",
             (username, kind, hash_password(password), store, gateway, time.time()))
         log.info("broker credential issued", kind=kind, username=username)
-        self._changed()
+        self._changed(store if kind == "gateway" else None)
         return password
 
     def issue_gateway(self, store: str, gateway: str) -> tuple[str, str]:
@@ -100,8 +105,15 @@ class CredentialRegistry:
                             " AND revoked_at IS NULL", (time.time(), username))
         if n:
             log.info("broker credential revoked", username=username)
-            self._changed()
+            user = self.get(username)
+            self._changed(user.store if user is not None and user.kind == "gateway" else None)
         return n > 0
+
+    def gateways_of(self, store: str) -> list[str]:
+        """The ids of ``store``'s gateways with an active login (what its bundle lists)."""
+        rows = self.db.query("SELECT gateway FROM broker_users WHERE kind = 'gateway' AND store = ?"
+                             " AND revoked_at IS NULL ORDER BY gateway", (store,))
+        return [r[0] for r in rows]
 
     def get(self, username: str) -> BrokerUser | None:
         row = self.db.one(f"SELECT {_COLUMNS} FROM broker_users WHERE username = ?",  # noqa: S608

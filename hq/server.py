@@ -14,7 +14,8 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
 - ``hq-broker-sync``: the broker's password and ACL files re-rendered from the
   credential registry and reloaded (:class:`hq.broker_sync.BrokerSync`), when HQ is
   given the broker's ``auth_dir``;
-- ``hq-http``: uvicorn serving the API, the console, short links and ``/metrics``.
+- ``hq-http``: uvicorn serving the API, the console, short links, ``/metrics`` and the
+  rendered broker files for brokers on other hosts (:mod:`hq.broker_feed`).
 
 It returns once HTTP listens and the broker has accepted the connection; a broker that
 starts later is waited for (HTTP answers ``/health`` with 503 meanwhile). ``__aexit__``
@@ -237,6 +238,8 @@ class HqServer:
         shortlinks = DbShortLinkStore(db, ingest.store_events)
         republisher, learned = Republisher(service, self.republish_s), LearnStats()
         keys = KeyWatcher(service, ring, self.keys_every_s)
+        # a store's bundle lists its gateways: republish it when one is added or revoked
+        service.credentials.gateway_listeners.append(republisher.request)
         app = create_app(service, ingest, board, stats={
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
@@ -301,6 +304,8 @@ class HqServer:
         was_running = bool(self._tasks)
         http = self._http
         if http is not None and self._tasks:
+            if self._parts is not None:  # long polls of remote brokers' syncs end now
+                self._parts.app.state.broker_feed.close()
             http.should_exit = True  # uvicorn closes its sockets and connections itself
             await asyncio.wait(self._tasks[:1], timeout=HTTP_SHUTDOWN_S + 1.0)
         for task in self._tasks:

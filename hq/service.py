@@ -293,6 +293,7 @@ class HqService:
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
             token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
             delta_seq=self._delta_seq(store_id), keys=list(self.signer.notices),
+            gateways=self.credentials.gateways_of(store_id),
         )
 
     async def publish_bundle(self, store_id: str) -> Bundle:
@@ -305,10 +306,11 @@ class HqService:
         log.info("bundle published", store=store_id, version=bundle.version)
         return bundle
 
-    async def republish_all(self) -> int:
-        """A fresh bundle for every store; returns how many could not be published."""
+    async def republish_all(self, stores: list[str] | None = None) -> int:
+        """A fresh bundle for every store (or those named); returns how many could not be
+        published."""
         failures = 0
-        for store in self.store_ids():
+        for store in self.store_ids() if stores is None else stores:
             try:
                 await self.publish_bundle(store)
             except Exception:

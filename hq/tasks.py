@@ -84,22 +84,41 @@ class AckSender:
 @dataclass(slots=True)
 class RepublisherStats:
     rounds: int = count("bundle refresh rounds")
+    requested: int = count("store bundles published early on request (a gateway added or revoked)")
     failures: int = count("store bundles a refresh round could not publish")
 
 
 class Republisher:
-    """Refresh every store's bundle every ``every_s`` so token tables never run out."""
+    """Refresh every store's bundle every ``every_s`` so token tables never run out, and
+    a store's at once when :meth:`request` names it (its provisioned gateways changed)."""
 
     def __init__(self, service: HqService, every_s: float) -> None:
         self._service = service
         self._every_s = every_s
+        self._asked: set[str] = set()
+        self._wake = asyncio.Event()
         self.stats = RepublisherStats()
 
+    def request(self, store: str) -> None:
+        self._asked.add(store)
+        self._wake.set()
+
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self._every_s
         while True:
-            await asyncio.sleep(self._every_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(next_round):
+                    await self._wake.wait()
+            if self._wake.is_set():
+                self._wake.clear()
+                asked, self._asked = sorted(self._asked), set()
+                self.stats.failures += await self._service.republish_all(asked)
+                self.stats.requested += len(asked)
+                continue
             self.stats.failures += await self._service.republish_all()
             self.stats.rounds += 1
+            next_round = loop.time() + self._every_s
 
 
 @dataclass(slots=True)

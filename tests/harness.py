@@ -164,7 +164,7 @@ async def stack(port: int, work: Path, campaigns: list[Campaign],
                 broker: MosquittoProcess | None = None, **hq_options: Any) -> AsyncIterator[Stack]:
     """HQ on the broker at ``port``; with ``broker`` (one of
     :func:`authenticated_broker`), HQ renders its files and reloads it; ``hq_options``
-    are more :class:`HqServer` settings (e.g. ``keys_every_s``)."""
+    are more :class:`HqServer` settings (e.g. ``keys_every_s``, ``landing_hosts``)."""
     mqtt = MqttSettings(port=port)
     async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem", mqtt=mqtt,
                         http_port=0,
@@ -202,8 +202,9 @@ async def authenticated_broker(work: Path) -> AsyncIterator[MosquittoProcess]:
 
 @contextlib.asynccontextmanager
 async def authenticated_stack(work: Path, campaigns: list[Campaign], *, noise_db: float = 0.0,
-                              dropout: float = 0.0) -> AsyncIterator[Stack]:
+                              dropout: float = 0.0, **hq_options: Any) -> AsyncIterator[Stack]:
     """:func:`stack` on its own broker whose logins come from HQ's credential registry."""
     async with authenticated_broker(work) as broker, stack(
-            broker.port, work, campaigns, noise_db=noise_db, dropout=dropout, broker=broker) as st:
+            broker.port, work, campaigns, noise_db=noise_db, dropout=dropout, broker=broker,
+            **hq_options) as st:
         yield st

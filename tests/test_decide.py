@@ -8,6 +8,7 @@ import zoneinfo
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from aislecast.kernel.campaign import (
     ArmStats,
@@ -23,7 +24,13 @@ from aislecast.kernel.campaign import (
     Window,
 )
 from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, encode
-from gateway.decisions import DecisionEngine, TriggerEvent, apply_peer_batch, in_holdout
+from gateway.decisions import (
+    DecisionEngine,
+    PeerBatchRefused,
+    TriggerEvent,
+    apply_peer_batch,
+    in_holdout,
+)
 from gateway.storage import open_db
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
@@ -198,7 +205,14 @@ def test_peer_gateway_charges(tmp_path: Path) -> None:
     batch = encode(EventBatch(v=SCHEMA_VERSION, store="s1", gateway="gw-2", events=[ev]))
     assert apply_peer_batch(e, batch, "gw-1") == 1
     assert apply_peer_batch(e, batch, "gw-1") == 0  # idempotent
-    assert apply_peer_batch(e, b"junk", "gw-1") == -1
+    with pytest.raises(PeerBatchRefused, match="peer_events"):
+        apply_peer_batch(e, b"junk", "gw-1")
+    # a batch on another gateway's topic, or naming another store, charges nothing
+    with pytest.raises(PeerBatchRefused, match="peer_sender"):
+        apply_peer_batch(e, batch, "gw-1", sender="gw-3")
+    other = encode(EventBatch(v=SCHEMA_VERSION, store="s9", gateway="gw-2", events=[ev]))
+    with pytest.raises(PeerBatchRefused, match="peer_sender"):
+        apply_peer_batch(e, other, "gw-1", sender="gw-2")
     # the peer's offer belongs to the visit the shopper starts here now ...
     assert e.decide(trig()).reason == "cap_per_visit"
     # ... and to the campaign's lifetime count in every later visit

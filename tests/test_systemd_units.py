@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = {"gateway": ROOT / "systemd" / "aislecast-gateway.service",
-         "hq": ROOT / "systemd" / "aislecast-hq.service"}
+         "hq": ROOT / "systemd" / "aislecast-hq.service",
+         "broker-sync": ROOT / "systemd" / "aislecast-broker-sync.service"}
 INSTALLED = "/opt/aislecast/venv/bin/aislecast"
 
 COMMON = {
@@ -72,6 +73,11 @@ def test_unit_has_required_keys(name: str) -> None:
         assert svc["StateDirectory"] == ["aislecast"]  # = gateway.toml's default data_dir
         assert svc.get("PrivateDevices") is None  # the NFC reader's USB/serial node
         assert "char-usb_device rw" in svc["DeviceAllow"]
+    elif name == "broker-sync":
+        assert " broker sync " in svc["ExecStart"][0] and "--pid-file" in svc["ExecStart"][0]
+        assert svc["User"] == ["mosquitto"]  # may write the broker's files and SIGHUP it
+        assert svc["ReadWritePaths"] == ["/etc/mosquitto/aislecast"]
+        assert svc["PrivateDevices"] == ["yes"]
     else:
         assert " hq serve --config /etc/aislecast/hq.toml" in svc["ExecStart"][0]
         assert svc["PrivateDevices"] == ["yes"]

@@ -36,6 +36,7 @@ _COMMANDS: Final = (
     ("decode", "aislecast.apps.cmd_decode", "pip install aislecast"),
     ("gateway", "aislecast.apps.cmd_gateway", "pip install 'aislecast[gateway]'"),
     ("hq", "aislecast.apps.cmd_hq", "pip install 'aislecast[hq]'"),
+    ("broker", "aislecast.apps.cmd_broker", "pip install 'aislecast[broker]'"),
     ("phone", "aislecast.apps.cmd_phone", "pip install aislecast"),
     ("doctor", "aislecast.apps.cmd_doctor", "pip install 'aislecast[gateway]'"),
     ("install", "aislecast.apps.cmd_install", "pip install aislecast"),

@@ -147,6 +147,9 @@ class Bundle(msgspec.Struct, frozen=True):
     model: Model | None = None  # ranking weights, profiles and bandit arms (aislecast.kernel.campaign)
     delta_seq: int = 0  # HQ's last delta for the store when built: older deltas are replays
     keys: list[KeyNotice] = msgspec.field(default_factory=list)  # HQ's keyring (rotation)
+    # the store's provisioned gateway ids (HQ's registry): peers' batches and presence
+    # from any other gateway id are dropped; empty: HQ named none, peers are not checked
+    gateways: list[str] = msgspec.field(default_factory=list)
 
 
 class BundleDelta(msgspec.Struct, frozen=True):

@@ -3,7 +3,7 @@
 from gateway.decisions._compiled import Compiled, LocalClock, Rejection, in_windows
 from gateway.decisions._engine import Decision, DecisionEngine, TriggerEvent, in_holdout
 from gateway.decisions._paused import PausedCampaigns
-from gateway.decisions._peers import apply_peer_batch
+from gateway.decisions._peers import PeerBatchRefused, apply_peer_batch
 
 __all__ = [
     "Compiled",
@@ -11,6 +11,7 @@ __all__ = [
     "DecisionEngine",
     "LocalClock",
     "PausedCampaigns",
+    "PeerBatchRefused",
     "Rejection",
     "TriggerEvent",
     "apply_peer_batch",
