@@ -10,6 +10,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 
 from aislecast import __version__
 from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
@@ -17,15 +18,17 @@ from aislecast.kernel.signing import public_key_pem
 from hq.accounts import Accounts, Principal
 from hq.analytics import campaign_stats
 from hq.audit import AuditLog, audit_router
-from hq.auth import AuthMiddleware, AuthStats, BodyLimitMiddleware, Refused, refusal_response
+from hq.auth import AuthMiddleware, BodyLimitMiddleware
 from hq.authz import LIVE_MAKERS, campaigns_for, redact_coupons, visible_campaign
 from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
 from hq.console import GatewayBoard, mount_console
 from hq.deps import PrincipalDep, ServiceDep, audit
 from hq.ingest import Ingest
 from hq.login import login_router
+from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
+from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response
 from hq.service import HqService, InvalidInput, NotFound
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -215,17 +218,20 @@ def _shopper_router() -> APIRouter:
 
 def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = None, *,
                stats: Mapping[str, object] | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES,
+               login_limiter: LoginLimiter | None = None) -> FastAPI:
     """HQ's API on ``service`` and ``ingest`` (kept in ``app.state``, read by the routes
     through :mod:`hq.deps`); ``stats`` adds components' counters to ``/metrics``.
     Accounts and the audit log live in ``service.db``; bodies over ``max_body_bytes``
-    are refused with 413."""
+    are refused with 413; failed console logins are limited by ``login_limiter``
+    (default :class:`hq.login_limits.LoginLimiter` on the monotonic clock)."""
     app = FastAPI(title="aislecast HQ", version=__version__)
     board = board or GatewayBoard()
     http, auth = HttpStats(), AuthStats()
     accounts, audit_log = Accounts(service.db), AuditLog(service.db)
     app.state.service, app.state.ingest, app.state.board = service, ingest, board
     app.state.accounts, app.state.audit, app.state.auth_stats = accounts, audit_log, auth
+    app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
                                    **(stats or {})})
@@ -243,6 +249,10 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:
         return refusal_response(request, auth, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        return refusal_response(request, auth, parameter_refusal(exc))
 
     @app.exception_handler(CampaignInvalid)
     async def _invalid(_: Request, exc: CampaignInvalid) -> Response:

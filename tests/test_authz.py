@@ -98,7 +98,7 @@ async def test_roles_are_checked_and_revoked_tokens_stop_working(
     db = _db(app)
     analyst = token_for(db, "analyst")
     assert (await http.get("/api/campaigns", headers=bearer(analyst))).status_code == 200
-    with caplog.at_level(logging.WARNING, logger="aislecast.hq.auth"):
+    with caplog.at_level(logging.WARNING, logger="aislecast.hq.refusals"):
         r = await http.post("/api/stores", json={"id": "s1", "name": "x"}, headers=bearer(analyst))
     assert r.status_code == 403 and r.json()["reason"] == "wrong_role"
     assert "a analyst may not POST /api/stores" in r.json()["detail"]
@@ -231,8 +231,7 @@ def _fits_refusal(body: Any) -> bool:
     """``body`` has the shape :data:`hq.openapi.REFUSAL_SCHEMA` declares."""
     detail = body.get("detail") if isinstance(body, dict) else None
     items = detail if isinstance(detail, list) else [detail]
-    return all(isinstance(d, str) or (isinstance(d, dict) and {"loc", "msg"} <= set(d))
-               for d in items) and isinstance(body.get("reason", ""), str)
+    return all(isinstance(d, str) for d in items) and isinstance(body.get("reason", ""), str)
 
 
 async def test_openapi_declares_each_refusal_with_the_body_it_really_has(
@@ -251,7 +250,7 @@ async def test_openapi_declares_each_refusal_with_the_body_it_really_has(
     admin, marketer = bearer(token_for(_db(app), "admin")), bearer(token_for(_db(app), "marketer"))
     calls = [  # method, path template, path, query, headers, body, status
         ("GET", "/api/audit", "/api/audit", "limit=0", admin, None, 422),  # HQ's own words
-        ("GET", "/api/audit", "/api/audit", "since=soon", admin, None, 422),  # FastAPI's check
+        ("GET", "/api/audit", "/api/audit", "since=soon", admin, None, 422),  # a parameter's type
         ("GET", "/api/campaigns/{cid}", "/api/campaigns/nope", "", admin, None, 404),
         ("POST", "/api/stores", "/api/stores", "", admin, b"{", 400),
         ("GET", "/api/audit", "/api/audit", "", marketer, None, 403),
