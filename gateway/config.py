@@ -183,7 +183,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
         if not path.exists():
             raise ConfigError(
                 "hq_public_key", f"file {path} not found",
-                hint="copy HQ's public key (GET /api/keys/bundle on HQ) to this path",
+                hint="copy HQ's public key to this path (GET /api/keys/bundle on HQ, with "
+                     "any HQ token)",
             )
         return path.read_text()
 

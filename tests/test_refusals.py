@@ -171,3 +171,8 @@ async def test_failed_logins_are_limited_per_user_and_address_on_a_real_hq(
         assert 'aislecast_hq_auth_refusals_total{reason="bad_login"} 8.0' in text
         assert "aislecast_hq_auth_login_failures_total 8.0" in text
         assert 'aislecast_hq_auth_refusals_total{reason="bad_token"} 1.0' in text
+        # systemd/README.md's key fetch: refused without a token, the PEM with one
+        async with httpx.AsyncClient(base_url=st.url) as c:
+            assert (await c.get("/api/keys/bundle")).status_code == 401
+            key = await c.get("/api/keys/bundle", headers=bearer(st.token("gateway_provisioning")))
+        assert key.status_code == 200 and key.text.startswith("-----BEGIN PUBLIC KEY-----")
