@@ -29,7 +29,7 @@ from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response
-from hq.service import HqService, InvalidInput, NotFound
+from hq.service import Enrollment, HqService, InvalidInput, NotFound
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -190,11 +190,16 @@ def _shopper_router() -> APIRouter:
     @router.post("/api/shoppers", status_code=201, openapi_extra=json_body(EnrollRequest))
     async def enroll(request: Request, service: ServiceDep) -> Response:
         req = await _body(request, EnrollRequest)
-        # hashing the broker password and writing: off the loop
-        e = await asyncio.to_thread(service.enroll, req.consents)
-        # the identity key and broker password are the shopper's secrets: never audited
-        audit(request, "shopper.enroll", f"shopper:{e.inbox}", after={"consents": req.consents})
-        return _json(e, 201)
+
+        def enroll_audited() -> Enrollment:
+            e = service.enroll(req.consents)
+            # the identity key and broker password are the shopper's secrets: never audited
+            audit(request, "shopper.enroll", f"shopper:{e.inbox}", after={"consents": req.consents})
+            return e
+
+        # hashing the broker password and the three writes: one hop off the loop, and
+        # the audit entry is committed before the answer, as for every other change
+        return _json(await asyncio.to_thread(enroll_audited), 201)
 
     @router.post("/api/shoppers/{inbox}/opt-out")
     async def opt_out(inbox: str, request: Request, service: ServiceDep) -> Response:

@@ -5,6 +5,7 @@ over the limit are 413, and every state change is in the audit log."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,14 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
-from hq.accounts import Accounts
+from hq.accounts import TOKEN_CACHE_S, Accounts
 from hq.api import create_app
 from hq.authz import ROUTE_ROLES, markdown_table
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.service import HqService
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
+from tests.fakeclock import FakeClock
 from tests.harness import bearer, token_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,3 +267,28 @@ async def test_openapi_declares_each_refusal_with_the_body_it_really_has(
             "$ref": "#/components/schemas/Refusal"}
     ok = await http.get("/api/audit", params={"limit": 5}, headers=admin)
     assert ok.status_code == 200  # the witness: the same route with a good query answers
+
+
+def test_a_remembered_token_honours_revocation_here_at_once_and_elsewhere_within_a_second(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    url = f"sqlite:///{tmp_path}/hq.sqlite"
+    here, elsewhere = HqDb(url), HqDb(url)  # HQ, and `aislecast hq tokens revoke` in another process
+    try:
+        hq = Accounts(here, monotonic=clock.monotonic)
+        tid, secret = hq.issue_token("wallet")
+        tid2, secret2 = hq.issue_token("wallet")
+        assert hq.token_principal(secret) is not None and hq.token_principal(secret2) is not None
+        Accounts(here).revoke_token(tid)  # this process: every remembered token forgotten
+        assert hq.token_principal(secret) is None
+        assert hq.token_principal(secret2) is not None  # looked up again, still live
+        Accounts(elsewhere).revoke_token(tid2)
+        assert hq.token_principal(secret2) is not None  # remembered: the DB is not asked
+        clock.advance(TOKEN_CACHE_S)
+        assert hq.token_principal(secret2) is None
+        _, soon = hq.issue_token("wallet", ttl_s=10)
+        assert hq.token_principal(soon) is not None
+        assert hq.token_principal(soon, now=time.time() + 11) is None  # expiry checked on a hit
+    finally:
+        here.close()
+        elsewhere.close()
