@@ -109,7 +109,7 @@ def test_the_limiter_counts_per_user_and_address_and_forgets_with_time() -> None
     clock = FakeClock()
     lim = LoginLimiter(LoginLimits(per_pair=3, per_address=5, per_account=4, window_s=60,
                                    max_keys=50), clock=clock.monotonic)
-    for i in range(3):
+    for _ in range(3):
         assert lim.check("alice", "10.0.0.9") is None
         lim.failed("alice", "10.0.0.9")
         clock.advance(10)
