@@ -98,14 +98,13 @@ def login_router() -> APIRouter:
         accounts, limiter = _accounts(request), _limiter(request)
         address = request.client.host if request.client else "unknown"
         caller = f"login:{req.name[:64]}"
-        if (verdict := limiter.check(req.name, address)) is not None:
+        if (verdict := limiter.attempt(req.name, address)) is not None:
             raise Refused(429, "login_rate_limited",
                           f"too many failed logins ({_BOUNDS[verdict.bound]}); try again in "
                           f"{verdict.retry_after_s} s", caller=caller,
                           headers=[("Retry-After", str(verdict.retry_after_s))])
         p = await asyncio.to_thread(accounts.check_password, req.name, req.password)
-        if p is None:
-            limiter.failed(req.name, address)
+        if p is None:  # the limiter counted it already
             _stats(request).login_failures += 1
             raise Refused(401, "bad_login", "wrong user name or password, or a disabled user",
                           caller=caller)

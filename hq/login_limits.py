@@ -15,8 +15,11 @@ costs no argon2 work and tells nothing) while:
   (the owner's, usually) is still let in, so nobody can lock a user out by failing on
   purpose from elsewhere.
 
-Refused attempts are not failures (they do not extend the lock); a successful login
-clears its pair. The answer carries ``Retry-After``: the seconds until the window has
+An attempt counts as a failure from the moment it is let through (:meth:`LoginLimiter.attempt`)
+until its password proves right (:meth:`LoginLimiter.succeeded` then clears its pair and
+takes it back from the other two), so a burst of parallel guesses cannot all pass the
+check while the first are still being verified. Refused attempts are not counted (they
+do not extend the lock). The answer carries ``Retry-After``: the seconds until the window has
 room again. The counts live in HQ's memory (a restart forgets them, which only helps the
 owner) and at most :attr:`~LoginLimits.max_keys` keys are kept: expired ones go first,
 then the oldest. The client address is the TCP peer's; behind a reverse proxy every
@@ -54,7 +57,7 @@ class Verdict(NamedTuple):
 
 
 class LoginLimiter:
-    """``check`` before the password, ``failed`` or ``succeeded`` after it."""
+    """``attempt`` before the password is checked, ``succeeded`` when it was right."""
 
     def __init__(self, limits: LoginLimits = LoginLimits(), *,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -97,16 +100,28 @@ class LoginLimiter:
                                           self._wait(account, lim.per_account, now)))
         return None
 
-    def failed(self, name: str, address: str) -> None:
-        now = self.clock()
-        for key in self._keys(name, address):
-            q = self._fails.pop(key, None) or deque()
-            q.append(now)
-            self._fails[key] = q  # re-inserted: the dict's order is least recently failed first
-        self._bound(now)
+    def attempt(self, name: str, address: str) -> Verdict | None:
+        """A refusal, or None: then this attempt is counted as failed until :meth:`succeeded`."""
+        verdict = self.check(name, address)
+        if verdict is None:
+            now = self.clock()
+            for key in self._keys(name, address):
+                q = self._fails.pop(key, None) or deque()
+                q.append(now)
+                self._fails[key] = q  # re-inserted: the dict's order is least recently failed first
+            self._bound(now)
+        return verdict
 
     def succeeded(self, name: str, address: str) -> None:
-        self._fails.pop(self._keys(name, address)[0], None)
+        """The password was right: the pair starts afresh and the attempt is taken back."""
+        pair, *others = self._keys(name, address)
+        self._fails.pop(pair, None)
+        for key in others:
+            q = self._fails.get(key)
+            if q:
+                q.pop()
+            if not q:
+                self._fails.pop(key, None)
 
     def _bound(self, now: float) -> None:
         if len(self._fails) <= self.limits.max_keys:

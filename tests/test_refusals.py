@@ -109,24 +109,25 @@ def test_the_limiter_counts_per_user_and_address_and_forgets_with_time() -> None
     clock = FakeClock()
     lim = LoginLimiter(LoginLimits(per_pair=3, per_address=5, per_account=4, window_s=60,
                                    max_keys=50), clock=clock.monotonic)
-    for _ in range(3):
-        assert lim.check("alice", "10.0.0.9") is None
-        lim.failed("alice", "10.0.0.9")
+    for _ in range(3):  # failed attempts (never followed by succeeded)
+        assert lim.attempt("alice", "10.0.0.9") is None
         clock.advance(10)
     # failures at 0, 10, 20; now 30: room again when the one at 0 leaves the window
-    assert lim.check("alice", "10.0.0.9") == ("pair", 30)
+    assert lim.attempt("alice", "10.0.0.9") == ("pair", 30)
     assert lim.check("alice", "10.0.0.1") is None  # the owner elsewhere
     assert lim.check("bob", "10.0.0.9") is None  # another user from that address
     clock.advance(30)
-    assert lim.check("alice", "10.0.0.9") is None
-    lim.failed("alice", "10.0.0.9")
+    assert lim.attempt("alice", "10.0.0.9") is None  # the one at 0 has left; 10, 20, 60 now
+    assert lim.attempt("alice", "10.0.0.9") == ("pair", 10)
     lim.succeeded("alice", "10.0.0.9")  # a good login clears its pair
     assert lim.check("alice", "10.0.0.9") is None
+    # parallel guesses: each is counted as it is let through, before its answer is known
+    assert [lim.attempt("carol", "10.0.0.8") for _ in range(4)][-1] == ("pair", 60)
     for name in ("c", "d", "e", "f", "g"):  # one address spraying names
-        lim.failed(name, "10.0.0.7")
-    assert lim.check("h", "10.0.0.7") == ("address", 60)
+        assert lim.attempt(name, "10.0.0.7") is None
+    assert lim.attempt("h", "10.0.0.7") == ("address", 60)
     for i in range(300):  # bounded: a scanner's random names and addresses do not grow it
-        lim.failed(f"u{i}", f"10.1.{i // 250}.{i % 250}")
+        lim.attempt(f"u{i}", f"10.1.{i // 250}.{i % 250}")
     assert len(lim) == 50
 
 
