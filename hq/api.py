@@ -10,7 +10,9 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aislecast import __version__
 from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
@@ -28,7 +30,7 @@ from hq.login import login_router
 from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
-from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response
+from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
 from hq.service import Enrollment, HqService, InvalidInput, NotFound
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -254,6 +256,12 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:
         return refusal_response(request, auth, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        why = router_refusal(request, exc)
+        return (refusal_response(request, auth, why) if why is not None
+                else await http_exception_handler(request, exc))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_parameter(request: Request, exc: RequestValidationError) -> Response:

@@ -9,7 +9,9 @@ the login name tried, or ``anonymous``) and the client address, and counted in
 status). :class:`Refused` carries it from wherever it is decided: the ASGI middlewares
 answer it with :func:`refuse`, handlers raise it and ``create_app``'s exception handler
 answers with :func:`refusal_response`. :func:`parameter_refusal` turns FastAPI's
-validation error for a query or path parameter into one.
+validation error for a query or path parameter into one, :func:`router_refusal` the
+router's own 404 and 405 outside ``/api`` (inside, :class:`hq.auth.AuthMiddleware`
+answers them before any router).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Final
 import msgspec
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.types import Scope, Send
 
 from aislecast.kernel.counters import by, count
@@ -28,7 +31,7 @@ from aislecast.kernel.logs import get_logger
 from hq.accounts import Principal
 
 __all__ = ["AuthStats", "Refused", "note_refusal", "parameter_refusal", "principal_of_scope",
-           "refusal_response", "refuse"]
+           "refusal_response", "refuse", "router_refusal"]
 
 log = get_logger(__name__)
 
@@ -114,3 +117,16 @@ def parameter_refusal(exc: RequestValidationError) -> Refused:
     """422 ``bad_parameter`` naming every bad query, path or header parameter, one line."""
     problems = [_problem(dict(e)) for e in exc.errors()]
     return Refused(422, "bad_parameter", "; ".join(problems) or "invalid request parameters")
+
+
+def router_refusal(request: Request, exc: HTTPException) -> Refused | None:
+    """The router's 404 (no such path) or 405 (with its ``Allow``) as a refusal; None
+    for any other status (a handler's own HTTPException keeps FastAPI's answer)."""
+    path, method = request.url.path, request.method
+    if exc.status_code == 404:
+        return Refused(404, "no_such_route", f"no route {path}: see /openapi.json")
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        return Refused(405, "method_not_allowed", f"{path} does not take {method}; it takes {allow}",
+                       headers=[("Allow", allow)])
+    return None

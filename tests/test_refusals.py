@@ -177,3 +177,18 @@ async def test_failed_logins_are_limited_per_user_and_address_on_a_real_hq(
             assert (await c.get("/api/keys/bundle")).status_code == 401
             key = await c.get("/api/keys/bundle", headers=bearer(st.token("gateway_provisioning")))
         assert key.status_code == 200 and key.text.startswith("-----BEGIN PUBLIC KEY-----")
+
+
+async def test_outside_the_api_the_routers_404_and_405_are_refusals_too(
+        app: FastAPI, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        missing = await http.get("/nope")
+        wrong = await http.post("/health")
+        bad_body = await http.post("/api/stores", content=b"{", headers=_admin(app))
+    assert missing.status_code == 404 and missing.json()["reason"] == "no_such_route"
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+    assert wrong.json() == {"reason": "method_not_allowed",
+                            "detail": "/health does not take POST; it takes GET"}
+    assert len(_refusals(caplog)) == 2
+    # a handler's own HTTPException keeps its answer
+    assert bad_body.status_code == 400 and "not valid JSON" in bad_body.json()["detail"]
