@@ -3,7 +3,7 @@
 nothing is global: every test app and every HqServer in a process has its own.
 The dependencies are ``async def`` although they only read attributes: FastAPI runs a
 plain ``def`` dependency in its thread pool, a thread hop per dependency per request
-(about a third of a bare authenticated GET's time, measured).
+(a bare authenticated GET, called in-process, took 0.7-1.0 ms with them and 0.4 ms without).
 
 :func:`principal_of` is the caller that :class:`hq.auth.AuthMiddleware` identified;
 :func:`audit` writes a handler's audit entry as that caller."""
@@ -62,7 +62,8 @@ async def principal_of(request: Request) -> Principal:
 
 def audit(request: Request, action: str, obj: str, *, before: object = None,
           after: object = None) -> None:
-    """Record the request's state change as its caller (once per request is the rule)."""
+    """Record the request's state change as its caller (once per request is the rule);
+    a handler may call it from the worker thread that makes the change."""
     log = request.app.state.audit
     assert isinstance(log, AuditLog), "create_app() sets app.state.audit"
     log.record(_principal(request).actor, action, obj, before=before, after=after)
