@@ -49,6 +49,7 @@ _MODULES = (
     "benchmarks.bench_tap_e2e",
     "benchmarks.bench_presence",
     "benchmarks.bench_creds",
+    "benchmarks.bench_enrol",
     "benchmarks.bench_gateway_rss",
 )
 

@@ -205,7 +205,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
                 path = Path(entry)
                 if not path.exists():
                     raise ConfigError(field, f"file {path} not found", hint=(
-                        "copy HQ's public key (GET /api/keys/bundle on HQ) to this path"))
+                        "copy HQ's public key to this path (GET /api/keys/bundle on HQ, with "
+                        "any HQ token)"))
                 pem = path.read_text()
             try:
                 keys.append(public_key_from_pem(pem))

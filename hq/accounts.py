@@ -24,6 +24,14 @@ stolen hash costs ~2^255 hashes however fast each one is, so a slow KDF would ad
 nothing but ~0.2 s and 64 MiB to every request (an argon2 verify measured here: 200 ms;
 a token lookup: 21 µs), and an unsalted hash lets HQ find a
 token by its hash with one indexed lookup. Every secret is shown once, when made.
+
+A token that was found live is remembered for :data:`TOKEN_CACHE_S` (1 s; its own expiry
+is still checked on every request), so a burst of calls does not query the database,
+and wait for its lock, on the event loop for each one. Revoking a token or disabling a
+user in this process (any :class:`Accounts` on the same :class:`~hq.db.HqDb`) forgets
+every remembered token at once; a revocation by another process (``aislecast hq tokens
+revoke``) is honoured within :data:`TOKEN_CACHE_S`. Unknown or refused tokens are never
+remembered.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import json
 import re
 import secrets
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
@@ -47,6 +57,7 @@ __all__ = [
     "KINDS",
     "ROLES",
     "SESSION_S",
+    "TOKEN_CACHE_S",
     "AccountError",
     "Accounts",
     "Kind",
@@ -71,6 +82,10 @@ _TOKEN_PREFIX: Final = "ac_"  # noqa: S105 - a prefix, not a secret; recognisabl
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # NIST SP 800-63B asks at least 8; a console that can pause every campaign asks more
 _MIN_PASSWORD: Final = 12
+
+# how long a live token is remembered (see the module docstring), and how many at most
+TOKEN_CACHE_S: Final = 1.0
+_TOKEN_CACHE_MAX: Final = 4_096
 
 _hasher = PasswordHasher()
 # verified against when the user does not exist, so both answers take as long
@@ -146,12 +161,21 @@ def _check_stores(role: str, stores: list[str]) -> list[str]:
     return sorted(set(stores))
 
 
-class Accounts:
-    """Users, tokens and sessions on ``db`` (tables from migration m0002_accounts)."""
+# secret hash -> (principal, the token's expiry, remembered until): one per database
+_Remembered = dict[str, tuple[Principal, float | None, float]]
+_token_caches: weakref.WeakKeyDictionary[HqDb, _Remembered] = weakref.WeakKeyDictionary()
 
-    def __init__(self, db: HqDb, *, session_s: float = SESSION_S) -> None:
+
+class Accounts:
+    """Users, tokens and sessions on ``db`` (tables from migration m0002_accounts);
+    ``monotonic`` times the token cache."""
+
+    def __init__(self, db: HqDb, *, session_s: float = SESSION_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.session_s = session_s
+        self.monotonic = monotonic
+        self._remembered = _token_caches.setdefault(db, {})
 
     # ---- users --------------------------------------------------------------------
     def add_user(self, name: str, role: str, *, password: str | None = None,
@@ -186,6 +210,7 @@ class Accounts:
         """Refuse ``name``'s logins and personal tokens from now on; ends its sessions."""
         if self.db.execute("UPDATE users SET disabled = 1 WHERE name = ?", (name,)) == 0:
             raise AccountError("name", f"no user {name!r}", hint="see `aislecast hq users list`")
+        self._remembered.clear()  # its personal tokens
         self.db.execute("DELETE FROM sessions WHERE username = ?", (name,))
 
     def check_password(self, name: str, password: str) -> Principal | None:
@@ -240,6 +265,7 @@ class Accounts:
                 for r in rows]
 
     def revoke_token(self, tid: str) -> None:
+        self._remembered.clear()
         if self.db.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                            (time.time(), tid)) == 0:
             raise AccountError("ID", f"no live token {tid!r}", hint="see `aislecast hq tokens list`")
@@ -248,14 +274,26 @@ class Accounts:
         """The principal of a live token, or None (unknown, expired, revoked, owner disabled)."""
         if not secret.startswith(_TOKEN_PREFIX):
             return None
+        digest, now = secret_hash(secret), time.time() if now is None else now
+        hit = self._remembered.get(digest)
+        if hit is not None and hit[2] > self.monotonic():
+            known, expires_at, _ = hit
+            return known if expires_at is None or expires_at > now else None
         row = self.db.one("SELECT id, kind, owner, stores, expires_at, revoked_at FROM api_tokens"
-                          " WHERE secret_hash = ?", (secret_hash(secret),))
-        now = time.time() if now is None else now
+                          " WHERE secret_hash = ?", (digest,))
         if row is None or row[5] is not None or (row[4] is not None and row[4] <= now):
             return None
-        tid, kind, owner, stores = row[0], row[1], row[2], json.loads(row[3])
+        p = self._token_row_principal(row[0], row[1], row[2], json.loads(row[3]))
+        if p is not None:
+            if len(self._remembered) >= _TOKEN_CACHE_MAX:
+                self._remembered.clear()
+            self._remembered[digest] = (p, row[4], self.monotonic() + TOKEN_CACHE_S)
+        return p
+
+    def _token_row_principal(self, tid: str, kind: str, owner: str | None,
+                             stores: list[str]) -> Principal | None:
         if kind == "personal":
-            user = self._user_principal(owner, "bearer")
+            user = None if owner is None else self._user_principal(owner, "bearer")
             if user is None:
                 return None
             narrowed = frozenset(stores) & user.stores if stores and user.stores else (

@@ -10,6 +10,9 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aislecast import __version__
 from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
@@ -17,7 +20,7 @@ from aislecast.kernel.signing import public_key_pem
 from hq.accounts import Accounts, Principal
 from hq.analytics import campaign_stats
 from hq.audit import AuditLog, audit_router
-from hq.auth import AuthMiddleware, AuthStats, BodyLimitMiddleware, Refused, refusal_response
+from hq.auth import AuthMiddleware, BodyLimitMiddleware
 from hq.authz import LIVE_MAKERS, campaigns_for, redact_coupons, visible_campaign
 from hq.broker_feed import BrokerFeed, broker_feed_router
 from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
@@ -25,9 +28,11 @@ from hq.console import GatewayBoard, mount_console
 from hq.deps import PrincipalDep, ServiceDep, audit
 from hq.ingest import Ingest
 from hq.login import login_router
+from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
-from hq.service import HqService, InvalidInput, NotFound
+from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
+from hq.service import Enrollment, HqService, InvalidInput, NotFound
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -188,11 +193,16 @@ def _shopper_router() -> APIRouter:
     @router.post("/api/shoppers", status_code=201, openapi_extra=json_body(EnrollRequest))
     async def enroll(request: Request, service: ServiceDep) -> Response:
         req = await _body(request, EnrollRequest)
-        # hashing the broker password and writing: off the loop
-        e = await asyncio.to_thread(service.enroll, req.consents)
-        # the identity key and broker password are the shopper's secrets: never audited
-        audit(request, "shopper.enroll", f"shopper:{e.inbox}", after={"consents": req.consents})
-        return _json(e, 201)
+
+        def enroll_audited() -> Enrollment:
+            e = service.enroll(req.consents)
+            # the identity key and broker password are the shopper's secrets: never audited
+            audit(request, "shopper.enroll", f"shopper:{e.inbox}", after={"consents": req.consents})
+            return e
+
+        # hashing the broker password and the three writes: one hop off the loop, and
+        # the audit entry is committed before the answer, as for every other change
+        return _json(await asyncio.to_thread(enroll_audited), 201)
 
     @router.post("/api/shoppers/{inbox}/opt-out")
     async def opt_out(inbox: str, request: Request, service: ServiceDep) -> Response:
@@ -216,11 +226,13 @@ def _shopper_router() -> APIRouter:
 
 def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = None, *,
                stats: Mapping[str, object] | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES,
+               login_limiter: LoginLimiter | None = None) -> FastAPI:
     """HQ's API on ``service`` and ``ingest`` (kept in ``app.state``, read by the routes
     through :mod:`hq.deps`); ``stats`` adds components' counters to ``/metrics``.
     Accounts and the audit log live in ``service.db``; bodies over ``max_body_bytes``
-    are refused with 413."""
+    are refused with 413; failed console logins are limited by ``login_limiter``
+    (default :class:`hq.login_limits.LoginLimiter` on the monotonic clock)."""
     app = FastAPI(title="aislecast HQ", version=__version__)
     board = board or GatewayBoard()
     http, auth = HttpStats(), AuthStats()
@@ -229,6 +241,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.accounts, app.state.audit, app.state.auth_stats = accounts, audit_log, auth
     feed = BrokerFeed(service.credentials)  # GET /api/broker/registry, for remote brokers
     app.state.broker_feed = feed  # HqServer closes it first on the way out (held requests)
+    app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
                                    "broker_feed": feed.stats, **(stats or {})})
@@ -246,6 +259,16 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:
         return refusal_response(request, auth, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        why = router_refusal(request, exc)
+        return (refusal_response(request, auth, why) if why is not None
+                else await http_exception_handler(request, exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        return refusal_response(request, auth, parameter_refusal(exc))
 
     @app.exception_handler(CampaignInvalid)
     async def _invalid(_: Request, exc: CampaignInvalid) -> Response:

@@ -7,8 +7,9 @@
   not even which routes exist);
 - the route's roles come from :data:`hq.authz.ROUTE_ROLES`, matched on the path
   templates there (not on FastAPI's router, so no router can slip past): a wrong role
-  is 403, and a method and path missing from the table is 403 too (deny by default),
-  logged as an error;
+  is 403; a method and path the app serves but the table lacks is 403 too (deny by
+  default, logged as an error: a programming error), another method of a listed path is
+  405 with ``Allow``, and a path the table does not have is 404;
 - a cookie-authenticated POST/PUT/PATCH/DELETE must carry the session's CSRF token in
   ``X-CSRF-Token`` (double submit: the console reads it from the ``aislecast_csrf``
   cookie, which another origin cannot read), and an ``Origin`` header, when the
@@ -21,41 +22,33 @@
 ``Content-Length`` says so, else (chunked) as soon as the bytes received pass the limit,
 without reading the rest.
 
-Every refusal is JSON ``{"detail": ..., "reason": ...}``, logged once (warning, with the
-caller's actor id or ``anonymous``) and counted (``aislecast_hq_auth_refusals_total``
-by reason; the HTTP counters also count it by status).
+Every refusal is JSON ``{"detail": ..., "reason": ...}``, logged once and counted
+(:mod:`hq.refusals`).
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Final
 
-import msgspec
-from fastapi import Request, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aislecast.kernel.counters import by, count
 from aislecast.kernel.logs import get_logger
 from hq.accounts import Accounts, Principal
 from hq.audit import AuditLog
-from hq.authz import route_of
+from hq.authz import methods_of, route_of
+from hq.refusals import AuthStats, Refused, refuse
 
 __all__ = [
     "CSRF_COOKIE",
     "CSRF_HEADER",
     "SESSION_COOKIE",
     "AuthMiddleware",
-    "AuthStats",
     "BodyLimitMiddleware",
     "BodyTooLarge",
-    "Refused",
     "cookie",
-    "principal_of_scope",
-    "refusal_response",
-    "refuse",
 ]
 
 log = get_logger(__name__)
@@ -64,13 +57,6 @@ SESSION_COOKIE: Final = "aislecast_session"
 CSRF_COOKIE: Final = "aislecast_csrf"
 CSRF_HEADER: Final = "x-csrf-token"
 _SAFE: Final = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-@dataclass(slots=True)
-class AuthStats:
-    refusals: dict[str, int] = by("reason", "HTTP requests refused by authentication, "
-                                            "authorisation, CSRF or body size checks")
-    unaudited: int = count("state changes a handler did not audit (recorded generically)")
 
 
 class BodyTooLarge(Exception):
@@ -86,45 +72,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def principal_of_scope(scope: Scope) -> Principal | None:
-    p = scope.get("state", {}).get("principal")
-    return p if isinstance(p, Principal) else None
+def _served(scope: Scope) -> bool:
+    """Whether the app behind the middleware has a route for this method and path."""
+    app = scope.get("app")
+    return any(route.matches(scope)[0] is Match.FULL for route in getattr(app, "routes", ()))
 
 
-class Refused(Exception):
-    """Raised by a handler for a 403/404 it decides itself (e.g. a marketer making a
-    campaign live); ``create_app`` answers it like the middleware's refusals."""
-
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.reason, self.detail = status, reason, detail
-
-
-def _note(scope: Scope, stats: AuthStats, status: int, reason: str) -> None:
-    p = principal_of_scope(scope)
-    client = scope.get("client")
-    log.warning("http refused", status=status, reason=reason, caller=p.actor if p else "anonymous",
-                method=scope.get("method"), path=scope.get("path"),
-                client=client[0] if client else None)
-    stats.refusals[reason] = stats.refusals.get(reason, 0) + 1
-
-
-def refusal_response(request: Request, stats: AuthStats, exc: Refused) -> Response:
-    _note(request.scope, stats, exc.status, exc.reason)
-    return Response(msgspec.json.encode({"detail": exc.detail, "reason": exc.reason}),
-                    status_code=exc.status, media_type="application/json")
-
-
-async def refuse(scope: Scope, send: Send, stats: AuthStats, why: Refused) -> None:
-    """Answer ``why.status`` with a JSON reason; log it once and count it."""
-    status = why.status
-    _note(scope, stats, status, why.reason)
-    body = msgspec.json.encode({"detail": why.detail, "reason": why.reason})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="aislecast-hq"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _unlisted(scope: Scope, method: str, path: str) -> Refused:
+    """Why a request outside :data:`hq.authz.ROUTE_ROLES` is refused: a route the app
+    serves but the table forgot is a programming error (403, deny by default, logged as
+    an error); another method of a listed path is 405 with ``Allow``; else 404."""
+    if _served(scope):
+        log.error("route missing from hq.authz.ROUTE_ROLES: refused", method=method, path=path)
+        return Refused(403, "route_not_listed",
+                       f"{method} {path} is not in HQ's route table; nobody may call it")
+    if allow := methods_of(path):
+        return Refused(405, "method_not_allowed",
+                       f"{path} does not take {method}; it takes {', '.join(allow)}",
+                       headers=[("Allow", ", ".join(allow))])
+    return Refused(404, "no_such_route", f"no API route {path}: see /openapi.json")
 
 
 def _own_origin(scope: Scope) -> str:
@@ -186,9 +152,7 @@ class AuthMiddleware:
         method = str(scope.get("method", ""))
         route, roles = route_of(method, path)
         if roles is None:
-            log.error("route missing from hq.authz.ROUTE_ROLES: refused", method=method, path=path)
-            await refuse(scope, send, self.stats, Refused(403, "route_not_listed",
-                         f"{method} {path} is not in HQ's route table; nobody may call it"))
+            await refuse(scope, send, self.stats, _unlisted(scope, method, path))
             return
         if principal.role not in roles:
             await refuse(scope, send, self.stats, Refused(403, "wrong_role",

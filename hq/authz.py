@@ -2,7 +2,9 @@
 
 :data:`ROUTE_ROLES` names every ``/api`` route (method and path template, as FastAPI
 has them) with the roles and service-token kinds allowed. :class:`hq.auth.AuthMiddleware`
-refuses a route that is missing from it (deny by default, logged as an error), and
+refuses a route that HQ serves but is missing from it (403, deny by default, logged as
+an error), another method of a listed path (405 with ``Allow``: :func:`methods_of`) and
+an unknown path (404); and
 tests/test_authz.py walks ``app.routes`` and fails for any ``/api`` route without an
 entry, so a new route can never be left open by accident. docs/architecture.md's table
 is :func:`markdown_table` (a test keeps them equal).
@@ -36,6 +38,7 @@ __all__ = [
     "allowed",
     "campaigns_for",
     "markdown_table",
+    "methods_of",
     "redact_coupons",
     "route_of",
     "visible_campaign",
@@ -107,6 +110,11 @@ def route_of(method: str, path: str) -> tuple[str | None, frozenset[str] | None]
         if m == method and pattern.fullmatch(path):
             return template, ROUTE_ROLES[(m, template)]
     return None, None
+
+
+def methods_of(path: str) -> list[str]:
+    """The methods the table lists for ``path`` (a request's), sorted: a 405's ``Allow``."""
+    return sorted({m for m, _, pattern in _PATTERNS if pattern.fullmatch(path)})
 
 
 def visible_campaign(p: Principal, c: Campaign) -> bool:

@@ -136,7 +136,7 @@ def _campaign_rows(db: HqDb) -> list[dict[str, Any]]:
     return rows
 
 
-def _board_of(request: Request) -> GatewayBoard:
+async def _board_of(request: Request) -> GatewayBoard:
     board = request.app.state.board
     assert isinstance(board, GatewayBoard), "create_app() sets app.state.board"
     return board

@@ -1,6 +1,9 @@
 """What HQ's HTTP handlers depend on, read from ``app.state`` (set once by
 :func:`hq.api.create_app`), so routes take their services as FastAPI dependencies and
 nothing is global: every test app and every HqServer in a process has its own.
+The dependencies are ``async def`` although they only read attributes: FastAPI runs a
+plain ``def`` dependency in its thread pool, a thread hop per dependency per request
+(a bare authenticated GET, called in-process, took 0.7-1.0 ms with them and 0.4 ms without).
 
 :func:`principal_of` is the caller that :class:`hq.auth.AuthMiddleware` identified;
 :func:`audit` writes a handler's audit entry as that caller."""
@@ -29,36 +32,41 @@ __all__ = [
 ]
 
 
-def service_of(request: Request) -> HqService:
+async def service_of(request: Request) -> HqService:
     service = request.app.state.service
     assert isinstance(service, HqService), "create_app() sets app.state.service"
     return service
 
 
-def ingest_of(request: Request) -> Ingest:
+async def ingest_of(request: Request) -> Ingest:
     ingest = request.app.state.ingest
     assert isinstance(ingest, Ingest), "create_app() sets app.state.ingest"
     return ingest
 
 
-def accounts_of(request: Request) -> Accounts:
+async def accounts_of(request: Request) -> Accounts:
     accounts = request.app.state.accounts
     assert isinstance(accounts, Accounts), "create_app() sets app.state.accounts"
     return accounts
 
 
-def principal_of(request: Request) -> Principal:
+def _principal(request: Request) -> Principal:
     p = getattr(request.state, "principal", None)
     assert isinstance(p, Principal), "AuthMiddleware identifies every /api caller"
     return p
 
 
+async def principal_of(request: Request) -> Principal:
+    return _principal(request)
+
+
 def audit(request: Request, action: str, obj: str, *, before: object = None,
           after: object = None) -> None:
-    """Record the request's state change as its caller (once per request is the rule)."""
+    """Record the request's state change as its caller (once per request is the rule);
+    a handler may call it from the worker thread that makes the change."""
     log = request.app.state.audit
     assert isinstance(log, AuditLog), "create_app() sets app.state.audit"
-    log.record(principal_of(request).actor, action, obj, before=before, after=after)
+    log.record(_principal(request).actor, action, obj, before=before, after=after)
     request.state.audited = True
 
 

@@ -11,7 +11,11 @@ never carries them) and ``Secure`` when HQ is reached over HTTPS:
 
 The login itself takes JSON only (a cross-site form cannot send it without a preflight
 HQ does not grant) and refuses a foreign ``Origin``; a wrong name or password is one
-401 for both, after the same argon2 work. Logging out deletes the session row.
+401 for both, after the same argon2 work, counted in
+``aislecast_hq_auth_login_failures_total``. Repeated failures are refused with 429 and
+``Retry-After`` before any password is checked (:mod:`hq.login_limits`: per user and
+address, with looser bounds per address and per user). Logging out deletes the session
+row.
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ from fastapi.responses import HTMLResponse
 
 from hq.accounts import Accounts, Principal
 from hq.audit import AuditLog
-from hq.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Refused, cookie
+from hq.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, cookie
+from hq.login_limits import LoginLimiter
+from hq.refusals import AuthStats, Refused
 
 __all__ = ["LoginRequest", "login_router", "session_of"]
 
 _STATIC = files("hq") / "static"
+_BOUNDS = {"pair": "for this user from this address", "address": "from this address",
+           "account": "for this user, and this address has failed on it"}
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,6 +50,18 @@ def _accounts(request: Request) -> Accounts:
     accounts = request.app.state.accounts
     assert isinstance(accounts, Accounts), "create_app() sets app.state.accounts"
     return accounts
+
+
+def _limiter(request: Request) -> LoginLimiter:
+    limiter = request.app.state.login_limiter
+    assert isinstance(limiter, LoginLimiter), "create_app() sets app.state.login_limiter"
+    return limiter
+
+
+def _stats(request: Request) -> AuthStats:
+    stats = request.app.state.auth_stats
+    assert isinstance(stats, AuthStats), "create_app() sets app.state.auth_stats"
+    return stats
 
 
 def session_of(request: Request) -> Principal | None:
@@ -75,10 +95,20 @@ def login_router() -> APIRouter:
             req = msgspec.json.decode(await request.body(), type=LoginRequest)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise Refused(422, "bad_login_body", f"invalid login: {exc}") from None
-        accounts = _accounts(request)
+        accounts, limiter = _accounts(request), _limiter(request)
+        address = request.client.host if request.client else "unknown"
+        caller = f"login:{req.name[:64]}"
+        if (verdict := limiter.attempt(req.name, address)) is not None:
+            raise Refused(429, "login_rate_limited",
+                          f"too many failed logins ({_BOUNDS[verdict.bound]}); try again in "
+                          f"{verdict.retry_after_s} s", caller=caller,
+                          headers=[("Retry-After", str(verdict.retry_after_s))])
         p = await asyncio.to_thread(accounts.check_password, req.name, req.password)
-        if p is None:
-            raise Refused(401, "bad_login", "wrong user name or password, or a disabled user")
+        if p is None:  # the limiter counted it already
+            _stats(request).login_failures += 1
+            raise Refused(401, "bad_login", "wrong user name or password, or a disabled user",
+                          caller=caller)
+        limiter.succeeded(req.name, address)
         session = accounts.open_session(req.name)
         log = request.app.state.audit
         assert isinstance(log, AuditLog)

@@ -3,8 +3,9 @@ session cookie on every ``/api`` operation, and who may call it (``x-roles``, fr
 :data:`hq.authz.ROUTE_ROLES`). Every refusal HQ gives (400 bad JSON, 401, 403, 404,
 413, 422) is declared with the body it really has (a route's own declaration wins:
 the short link pages are HTML) (:data:`REFUSAL_SCHEMA`: ``detail``
-is a sentence or a list of ``field: problem`` lines; FastAPI's own objects for a query
-parameter of the wrong type), not only FastAPI's ``HTTPValidationError``, so a
+is a sentence or a list of ``field: problem`` lines, a bad query or path parameter
+included: :func:`hq.refusals.parameter_refusal`), instead of FastAPI's
+``HTTPValidationError``, so a
 schema-driven client (``make fuzz``) can check the responses against it. Built when
 first asked for, so routers included after :func:`hq.api.create_app` (short links) are
 in it too."""
@@ -31,18 +32,17 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
                                "need the X-CSRF-Token header"},
 }
 
-# FastAPI's own entry for a query or path parameter of the wrong type.
-_FASTAPI_ERROR: dict[str, Any] = {"type": "object", "required": ["loc", "msg"]}
 REFUSAL_SCHEMA: dict[str, Any] = {
     "type": "object", "title": "Refusal", "required": ["detail"],
     "properties": {
-        "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {
-                       "anyOf": [{"type": "string"}, _FASTAPI_ERROR]}}],
-                   "description": "why, naming the field and the fix (a query parameter of the "
-                                  "wrong type: FastAPI's ValidationError list)"},
-        "reason": {"type": "string", "description": "a stable code, e.g. wrong_role"},
+        "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                   "description": "why, naming the field or parameter and the fix (a list of "
+                                  "`field: problem` lines for a body with several problems)"},
+        "reason": {"type": "string", "description": "a stable code, e.g. wrong_role, bad_parameter"},
     },
 }
+# FastAPI's own validation error objects, which HQ never sends (hq.refusals answers them)
+_UNUSED_SCHEMAS = ("HTTPValidationError", "ValidationError")
 _REFUSED = {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}
 _EVERYWHERE = {
     "400": "the body is not valid JSON",
@@ -91,6 +91,8 @@ def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     op["security"] = [{"bearer": []}, {"session": []}]
                     op["x-roles"] = sorted(allowed(method.upper(), path) or ())
                     responses.update(_refusals(_API))
+            for name in _UNUSED_SCHEMAS:
+                components["schemas"].pop(name, None)
             app.openapi_schema = doc
         return app.openapi_schema
 

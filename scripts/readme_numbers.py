@@ -49,6 +49,7 @@ _LABELS = {
     "gateway_rss": "gateway memory: RSS of `aislecast gateway run` 20 s after the bundle is applied",
     "creds": "broker credentials: provision shoppers (hash, files, SIGHUP, first login) and revoke",
     "tls": "QoS 1 publish → receive at 200/s, plain against TLS listener (same broker, same run)",
+    "enrol": "shopper enrolment: `POST /api/shoppers` on a real HQ (4 connections), and the service alone",
 }
 _OURS = "aislecast"
 

@@ -31,9 +31,10 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from hq.accounts import ROLES, Accounts
 from hq.audit import AuditLog
-from hq.auth import AuthMiddleware, AuthStats
+from hq.auth import AuthMiddleware
 from hq.broker_auth import BrokerAuthFiles, wait_for_login
 from hq.db import HqDb
+from hq.refusals import AuthStats
 from hq.server import HqServer
 from hq.service import Enrollment
 

@@ -12,7 +12,7 @@ import pytest
 
 from aislecast.apps.cli import main
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
-from hq.accounts import Accounts
+from hq.accounts import TOKEN_CACHE_S, Accounts
 from hq.api import create_app
 from hq.audit import AuditLog
 from hq.db import HqDb
@@ -62,6 +62,11 @@ async def test_init_users_and_tokens_from_the_shell(
         auth = {"Authorization": f"Bearer {issued['token']}"}
         assert (await c.post("/api/shoppers", json={}, headers=auth)).status_code == 201
         assert await _cli(["hq", "tokens", "revoke", issued["id"], "--db", db.url]) == 0
+        # another connection revoked it: the running HQ honours it within TOKEN_CACHE_S
+        # (tests/test_authz.py times that on a fake clock)
+        async with asyncio.timeout(20):
+            while (await c.get("/api/me", headers=auth)).status_code != 401:
+                await asyncio.sleep(TOKEN_CACHE_S / 4)
         assert (await c.post("/api/shoppers", json={}, headers=auth)).status_code == 401
     assert await _cli(["hq", "users", "disable", "lee", *cfg]) == 0
     assert Accounts(db).check_password("lee", "whatever-it-was") is None

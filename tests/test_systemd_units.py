@@ -100,3 +100,14 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     problems = [line for line in (r.stdout + r.stderr).splitlines()
                 if line.strip() and "Failed to connect to bus" not in line]
     assert r.returncode == 0 and not problems, "\n".join(problems)
+
+
+def test_every_documented_curl_to_hqs_api_sends_a_token() -> None:
+    """/api/keys/bundle needs a token like every /api route (tests/test_refusals.py fetches
+    it with the gateway_provisioning token these lines issue)."""
+    docs = [ROOT / "systemd" / "README.md", ROOT / "gateway" / "starter.toml",
+            ROOT / "hq" / "starter.toml"]
+    curls = [line for p in docs for line in p.read_text(encoding="utf-8").splitlines()
+             if "curl" in line and "/api/" in line]
+    assert len(curls) >= 4  # the witness: the lines are there
+    assert all('-H "Authorization: Bearer $TOKEN"' in line for line in curls), curls

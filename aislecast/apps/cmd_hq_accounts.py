@@ -67,7 +67,7 @@ _TOKENS_HELP = textwrap.dedent(
     API tokens for services and scripts, sent as 'Authorization: Bearer TOKEN'. Kinds:
     {", ".join(KINDS)}. A till token is scoped to --store; a personal token acts as
     --user with that user's role. The token is printed once: HQ keeps only its SHA-256.
-    Revoking takes effect on the next request.
+    A running HQ stops accepting a revoked token within a second.
 
     examples:
       aislecast hq tokens issue --kind wallet --name phone-app
