@@ -16,7 +16,7 @@ import aiomqtt
 import msgspec
 
 from aislecast.kernel import topics
-from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.mqtt import MqttLink
 from aislecast.kernel.schema import GatewayState, decode
 from gateway.config import GatewayConfig
 
@@ -41,9 +41,8 @@ async def read_state(cfg: GatewayConfig, timeout: float = 5.0) -> GatewayState |
         except (msgspec.ValidationError, msgspec.DecodeError):
             return
 
-    b = cfg.broker
-    settings = MqttSettings(host=b.host, port=b.port, username=b.username, password=b.password)
-    link = MqttLink(settings, client_id=f"health-{cfg.store}-{cfg.gateway}-{time.monotonic_ns()}",
+    link = MqttLink(cfg.broker.mqtt_settings(),
+                    client_id=f"health-{cfg.store}-{cfg.gateway}-{time.monotonic_ns()}",
                     subscriptions=[(topics.gateway_state(cfg.store, cfg.gateway), 1)],
                     handler=on, clean_start=True)
     async with link:

@@ -113,9 +113,10 @@ def verify_password(password: str, encoded: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class BrokerAuthFiles:
-    """The broker's ``password_file`` and ``acl_file`` in ``directory``.
+    """The broker's ``password_file``, ``acl_file`` and ``crlfile`` in ``directory``.
 
-    Pass :attr:`password_path` and :attr:`acl_path` to
+    Pass :attr:`password_path`, :attr:`acl_path` (and :attr:`crl_path` as the mutual-TLS
+    listener's ``crlfile``) to
     :class:`aislecast.kernel.broker.BrokerConfig`; after each :meth:`write`, call
     :func:`reload_broker` with the broker's pid.
     """
@@ -129,6 +130,11 @@ class BrokerAuthFiles:
     @property
     def acl_path(self) -> Path:
         return self.directory / "acl"
+
+    @property
+    def crl_path(self) -> Path:
+        """The CRL of revoked gateway certificates (``hq.gateway_certs`` writes it)."""
+        return self.directory / "gateways.crl"
 
     def render_passwords(self, users: Mapping[str, str]) -> str:
         """``user:hash`` lines, sorted; every name and hash checked first."""
