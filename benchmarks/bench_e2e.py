@@ -13,6 +13,8 @@ ceiling any MQTT client here can reach. All of it twice in the same run: plain M
 (anonymous, loopback), then the product's TLS layout ("TLS" rows: the gateway over
 mutual TLS, HQ and the phones over TLS with passwords, password file + ACL + CRL on the
 broker), and how much of the within-20 ms saturation rate TLS costs (goal: <= 25 %).
+A full run interleaves two rounds (plain, TLS, plain, TLS) and keeps each transport's
+better one; ``--quick`` runs one round.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class _Transport:
 
     name: str
     prefix: str  # before each metric: "" (plain keeps its historical names) or "TLS "
+    work: Path  # this transport's own files (broker, gateway data, certificates)
     broker: BrokerConfig
     hq_args: list[str]
     gw_broker: dict[str, object]
@@ -137,7 +140,7 @@ class _Transport:
 
 def _plain(work: Path) -> _Transport:
     port = free_port()
-    return _Transport("plain", "", BrokerConfig(directory=work / "broker-plain", port=port),
+    return _Transport("plain", "", work, BrokerConfig(directory=work / "broker", port=port),
                       ["--broker", f"127.0.0.1:{port}"], {"port": port},
                       ["-h", "127.0.0.1", "-p", str(port)])
 
@@ -146,21 +149,21 @@ def _tls(work: Path) -> _Transport:
     """Blocking (keys, files): call it in a thread."""
     gw_user, hq_user, phones = gateway_username(STORE, _GATEWAY), hq_username(), "bench-phones"
     passwords = {hq_user: new_password(), phones: new_password()}
-    files = BrokerAuthFiles(work / "auth-tls")
+    files = BrokerAuthFiles(work / "auth")
     files.write({u: hash_password(p) for u, p in passwords.items()},
                 [*acl_rules([GatewayAccount(STORE, _GATEWAY)], [hq_user]),
                  AclRule("read", topics.offers("+"), phones),
                  AclRule("readwrite", _READY, phones), AclRule("write", _READY, gw_user)])
-    layout = tls_broker_config(work / "broker-tls", files, work / "ca")
+    layout = tls_broker_config(work / "broker", files, work / "ca")
     ca = str(layout.ca.cert_path)
-    gw = issue_gateway_cert(layout.ca, gw_user, work / "gw-tls-certs")
-    secret = work / "hq-tls.secret"
+    gw = issue_gateway_cert(layout.ca, gw_user, work / "gw-certs")
+    secret = work / "hq.secret"
     write_private(secret, passwords[hq_user] + "\n")
-    hq_toml = work / "hq-tls.toml"
+    hq_toml = work / "hq.toml"
     hq_toml.write_text(f'data_dir = "{work / "hq-data"}"\n[broker]\nport = {layout.phone_port}\n'
                        f'username = "{hq_user}"\npassword_file = "{secret}"\ntls_ca = "{ca}"\n')
     return _Transport(
-        "tls", "TLS ", layout.config, ["--config", str(hq_toml)],
+        "tls", "TLS ", work, layout.config, ["--config", str(hq_toml)],
         {"port": layout.gateway_port, "tls_ca": str(gw.ca), "tls_cert": str(gw.cert),
          "tls_key": str(gw.key)},
         ["-h", "127.0.0.1", "-p", str(layout.phone_port), "--cafile", ca, "-u", phones,
@@ -173,6 +176,9 @@ async def _hq_process(work: Path, broker_args: list[str]) -> AsyncIterator[int]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aislecast", "hq", "serve", "--db", f"sqlite:///{work}/hq.sqlite",
         *broker_args, "--http-port", str(http), "--key", str(work / "hq.pem"),
+        # no retraining mid-run: the second transport's HQ would otherwise start by
+        # learning from the first one's events, on the cores the measured path needs
+        "--learn-every", "0",
         "--log-level", "warning", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         for _ in range(300):
@@ -274,7 +280,7 @@ async def _run(t: _Transport, setup: _Setup) -> tuple[list[Measurement], float]:
             f"http://127.0.0.1:{http}/api/stores/{STORE}/publish", method="POST",
             headers={"Authorization": f"Bearer {token}"}), timeout=30)
         cfg = await asyncio.to_thread(load_config, {
-            "gateway": _GATEWAY, "store": STORE, "data_dir": str(work / f"gw-{t.name}"),
+            "gateway": _GATEWAY, "store": STORE, "data_dir": str(t.work / "gw"),
             "hq_public_key": public_key_pem(signer.public_key), "broker": t.gw_broker,
             "scanner": {"backend": "sim", "receivers": {f"sim-{z}": z for z in _ZONES}},
             # a shopper not heard for 0.4 s has left: every revisit is a fresh zone entry
@@ -340,7 +346,7 @@ async def _run(t: _Transport, setup: _Setup) -> tuple[list[Measurement], float]:
 
 @benchmark("e2e")
 async def bench_e2e(opts: BenchOptions) -> list[Measurement]:
-    """Plain, then TLS, in the same run on the same machine and shoppers."""
+    """Plain and TLS in the same run, on the same machine, HQ database and shoppers."""
     quick = opts.quick
     base_n, sweep_n = (300, 600) if quick else (2000, 6000)
     k = TOKEN_ROTATION_K  # HQ's default; the resolver tolerates one epoch of rotation
@@ -354,9 +360,17 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:
             addr = f"5A:00:00:{j >> 16:02X}:{(j >> 8) & 255:02X}:{j & 255:02X}"
             shoppers.append(_Shopper(inbox, uuid, frame, addr))
         setup = _Setup(work, shoppers, base_n, token, signer, quick)
-        plain_rows, plain_sat = await _run(_plain(work), setup)
-        tls_rows, tls_sat = await _run(await asyncio.to_thread(_tls, work), setup)
+        # interleaved rounds, each transport's best (lowest p99 at 200/s) kept: on a shared
+        # machine one round's numbers swing several-fold with the neighbours' load
+        best: dict[str, tuple[list[Measurement], float]] = {}
+        for i in range(1 if quick else 2):
+            for name, make in (("plain", _plain), ("tls", _tls)):
+                t = await asyncio.to_thread(make, work / f"{name}-{i}")
+                got = await _run(t, setup)
+                if name not in best or got[0][1].value < best[name][0][1].value:
+                    best[name] = got
+    (plain_rows, plain_sat), (tls_rows, tls_sat) = best["plain"], best["tls"]
     loss = 100 * max(0.0, 1 - tls_sat / plain_sat)
     return plain_rows + tls_rows + [
         Measurement("e2e", "aislecast", "TLS saturation loss vs plain", loss, "%", "lower",
-                    extra={"goal": "<= 25 %"})]
+                    extra={"goal": "<= 25 %", "rounds": 1 if quick else 2})]
