@@ -44,6 +44,7 @@ __all__ = [
     "end_gateway_session",
     "ensure_crl",
     "issue_gateway_cert",
+    "issued_serials",
     "revoke_gateway_certs",
     "throwaway_certs",
 ]
@@ -79,7 +80,8 @@ def issue_gateway_cert(ca: CertificateAuthority, username: str, out_dir: Path) -
     return GatewayTlsFiles(ca_copy, issued.cert_path, issued.key_path, issued.serial)
 
 
-def _serials_of(ca: CertificateAuthority, username: str) -> set[int]:
+def issued_serials(ca: CertificateAuthority, username: str) -> set[int]:
+    """The serials of every certificate :func:`issue_gateway_cert` issued to ``username``."""
     out: set[int] = set()
     for path in _issued_dir(ca).glob(f"{username}.*.crt"):
         if path.name.removesuffix(".crt").rpartition(".")[0] == username:
@@ -92,7 +94,7 @@ def revoke_gateway_certs(ca: CertificateAuthority, username: str, *, crl_copies:
     """Add every certificate issued to ``username`` (and the serials ``also``) to the
     CA's CRL, written to ``ca.crl`` and to each of ``crl_copies`` (the broker's
     ``crlfile``); returns the serials of ``username`` that it lists."""
-    mine = _serials_of(ca, username)
+    mine = issued_serials(ca, username)
     listed = revoked_serials(ca.crl_path) | mine | set(also)
     build_crl(ca, listed)
     for copy in crl_copies:

@@ -46,6 +46,7 @@ from hq.gateway_certs import (
     end_gateway_session,
     ensure_crl,
     issue_gateway_cert,
+    issued_serials,
     revoke_gateway_certs,
     throwaway_certs,
 )
@@ -220,8 +221,9 @@ def _revoke(args: argparse.Namespace) -> int:
     if not registry.revoke(username):
         raise ConfigError("GW", f"{username} has no active broker login",
                           hint="see `aislecast hq gateways list`")
-    if not (Path(cfg.data_dir) / "ca" / "ca.key").exists():  # no CA: password logins only
-        _audit_revoke(db, username, set())
+    ca_dir = Path(cfg.data_dir) / "ca"
+    if not (ca_dir / "ca.key").exists() or not issued_serials(_ca(cfg), username):
+        _audit_revoke(db, username, set())  # a password login: the registry is all
         print(f"revoked {username}")
         print(_apply(cfg, registry))
         return 0
@@ -239,10 +241,8 @@ def _revoke_certs(cfg: HqConfig, db: HqDb, registry: CredentialRegistry, usernam
     serials = revoke_gateway_certs(ca, username, crl_copies=broker_crl, also=[ender.probe.serial])
     _audit_revoke(db, username, serials)
     listed = ", ".join(f"{n:x}" for n in sorted(serials))
-    print(f"revoked {username}" + (f" and its certificate(s) {listed}" if serials else ""))
+    print(f"revoked {username} and its certificate(s) {listed}")
     print(_apply(cfg, registry))
-    if not serials:
-        return
     if not broker_crl or b.gateway_port is None:
         print("the broker refuses the certificate once it reloads the CRL (ca.crl); an open "
               "session is ended only where hq.toml sets [broker] auth_dir and gateway_port")
