@@ -308,7 +308,9 @@ async def _run(t: _Transport, setup: _Setup) -> tuple[list[Measurement], float]:
                 Measurement("e2e", "aislecast", f"{t.prefix}p99 @200/s", p99, "ms", "lower",
                             extra={"offers": len(lat), "achieved_per_s": round(rate, 1)}),
             ]
-            doubling, within_goal, doubled = 200.0, 200.0, False
+            # 200/s counts as within the goal only if it was (a loaded machine can miss it)
+            met = rate >= 0.95 * 200 and p99 <= _P99_GOAL_MS
+            doubling, within_goal, doubled = 200.0, 200.0 if met else 0.0, False
             pool = shoppers[base_n:]
             for target in ([600.0] if quick else [500.0, 1000, 1500, 2000, 2500, 3000, 4000]):
                 rate, lat = await _drive(gw, pool, rec, target, 2 if quick else 4)
@@ -322,7 +324,7 @@ async def _run(t: _Transport, setup: _Setup) -> tuple[list[Measurement], float]:
                     doubling = target
                 else:
                     doubled = True
-                if not keeps_up or q99 > _P99_GOAL_MS:
+                if not met or not keeps_up or q99 > _P99_GOAL_MS:
                     break
                 within_goal = target
             rows.append(Measurement("e2e", "aislecast",
@@ -370,6 +372,9 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:
                 if name not in best or got[0][1].value < best[name][0][1].value:
                     best[name] = got
     (plain_rows, plain_sat), (tls_rows, tls_sat) = best["plain"], best["tls"]
+    if plain_sat == 0:  # plain missed the goal at 200/s already: no rate to compare against
+        print("[bench] e2e: plain missed p99 < 20 ms at 200/s; no TLS saturation loss", file=sys.stderr)
+        return plain_rows + tls_rows
     loss = 100 * max(0.0, 1 - tls_sat / plain_sat)
     return plain_rows + tls_rows + [
         Measurement("e2e", "aislecast", "TLS saturation loss vs plain", loss, "%", "lower",

@@ -5,6 +5,7 @@ phones over TLS with their passwords. Refusals come with a positive witness."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from aislecast.apps.cli import main
 from aislecast.kernel import topics
 from aislecast.kernel.acl import gateway_username
 from aislecast.kernel.errors import ConfigError, PublishDenied
@@ -76,7 +78,7 @@ async def test_certificates_of_another_ca_or_another_name_get_nothing(tmp_path: 
 
 
 async def test_plain_mqtt_is_refused_on_the_tls_listeners_and_phones_log_in_over_tls(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async with authenticated_stack(tmp_path, [], tls=True) as st:
         assert st.tls_broker is not None
         e = st.hq.service.enroll(["offers"])
@@ -90,6 +92,18 @@ async def test_plain_mqtt_is_refused_on_the_tls_listeners_and_phones_log_in_over
         for port in (st.tls_broker.phone_port, st.tls_broker.gateway_port):  # no plain listener
             with pytest.raises(aiomqtt.MqttError):
                 await try_login("127.0.0.1", port, user, pw, timeout=2)
+        # `aislecast phone sight --tls-ca`: the reference client over TLS (its publish is
+        # acknowledged, or the command fails), and a CA file that is not there is one line
+        me = tmp_path / "me.json"
+        me.write_text(json.dumps({"inbox": e.inbox, "identity_key": e.identity_key,
+                                  "rotation_k": e.rotation_k, "broker_username": user,
+                                  "broker_password": pw}))
+        sight = ["phone", "sight", "--me", str(me), "--broker", f"127.0.0.1:{st.tls_broker.phone_port}",
+                 "--store", STORE, "--beacon", "b-1", "--rssi", "-60", "--tls-ca"]
+        assert await asyncio.to_thread(main, [*sight, str(st.tls_broker.ca.cert_path)]) == 0
+        assert await asyncio.to_thread(main, [*sight, str(tmp_path / "none.pem")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--tls-ca" in err
 
 
 async def st_login(port: int, user: str, pw: str, ctx: object) -> bool:

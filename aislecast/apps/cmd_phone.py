@@ -128,8 +128,10 @@ def _phone(args: argparse.Namespace) -> Phone:
 def _listen(args: argparse.Namespace) -> int:
     setup_logging("warning")
 
+    phone = _phone(args)  # reads --me and checks the settings before any loop runs
+
     async def main() -> None:
-        async with _phone(args):
+        async with phone:
             print("listening for offers (Ctrl-C to stop)", file=sys.stderr)
             await asyncio.Event().wait()
 
@@ -142,8 +144,9 @@ def _listen(args: argparse.Namespace) -> int:
 
 def _sight(args: argparse.Namespace) -> int:
 
+    phone = _phone(args)  # reads --me and checks the settings before any loop runs
+
     async def main() -> None:
-        phone = _phone(args)
         async with phone:
             s = PhoneSighting(v=SCHEMA_VERSION, token=phone.token().hex(),
                               beacon=args.beacon, rssi=args.rssi, ts=time.time())
