@@ -218,7 +218,13 @@ async def _subscriber(connect: list[str], rec: _Receipts, ready: asyncio.Event) 
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
-        await proc.wait()
+        try:
+            await asyncio.wait_for(proc.wait(), 2)
+        except TimeoutError:
+            # blocked writing to the pipe nobody reads any more (a backlog of offers after
+            # an overloaded sweep), it never gets to act on SIGTERM: seen as a hung bench
+            proc.kill()
+            await proc.wait()
 
 
 async def _drive(gw: Gateway, shoppers: list[_Shopper], rec: _Receipts, rate: float,
