@@ -33,7 +33,7 @@ import aiomqtt
 from aislecast import __version__
 from aislecast.kernel import topics
 from aislecast.kernel.logs import get_logger
-from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.mqtt import MqttLink
 from aislecast.kernel.notify import Notifier
 from aislecast.kernel.schema import SCHEMA_VERSION, GatewayState, encode
 from edge.advert import Advertisement
@@ -170,10 +170,9 @@ class Gateway:
         parts = await asyncio.to_thread(GatewayParts.open, cfg, notify=self._notify,
                                         on_bundle=bundle_applied)
         inbound = InboundRouter(parts)
-        b = cfg.broker
         state_topic = topics.gateway_state(cfg.store, cfg.gateway)
         link = MqttLink(
-            MqttSettings(host=b.host, port=b.port, username=b.username, password=b.password),
+            cfg.broker.mqtt_settings(),
             client_id=f"gw-{cfg.store}-{cfg.gateway}", subscriptions=inbound.subscriptions(),
             handler=inbound, on_connect=self._on_connect,
             will=aiomqtt.Will(state_topic, self._state("offline"), qos=1, retain=True))

@@ -11,10 +11,11 @@ starter file (gateway/starter.toml, also examples/gateway.toml). Example
     hq_public_key = "/etc/aislecast/hq.pub.pem"   # or a list, during a key rotation
 
     [broker]
-    host = "127.0.0.1"
-    port = 1883
-    username = "gw.store-1.gw-1"           # from `aislecast hq gateways add`
-    password_file = "/etc/aislecast/gw-1.mqtt-password"
+    host = "mqtt.example.com"
+    port = 8883                            # the broker's mutual-TLS listener
+    tls_ca = "/etc/aislecast/gw-1.ca.crt"  # all three from `aislecast hq gateways add --tls`
+    tls_cert = "/etc/aislecast/gw-1.crt"
+    tls_key = "/etc/aislecast/gw-1.key"    # 0600
 
     [scanner]
     backend = "bluez"      # or "sim"
@@ -48,7 +49,7 @@ from msgspec import Meta
 from aislecast.kernel.config import TcpPort, decode, load_toml
 from aislecast.kernel.errors import AislecastError, ConfigError
 from aislecast.kernel.mqtt import MqttSettings
-from aislecast.kernel.privatefile import read_secret
+from aislecast.kernel.privatefile import check_tls_files, read_secret
 from aislecast.kernel.signing import public_key_from_pem
 from edge.nfc.settings import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
 from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
@@ -86,11 +87,17 @@ class BrokerSection(msgspec.Struct, forbid_unknown_fields=True):
     password_file: str | None = None
     # CA certificate(s), PEM, that signed the broker's TLS certificate; None: plain TCP
     tls_ca: str | None = None
+    # this gateway's client certificate and its key (0600) for the broker's mutual-TLS
+    # listener: the certificate's CN is the broker username, so no username or password
+    # (`aislecast hq gateways add --tls` writes all three files)
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def mqtt_settings(self) -> MqttSettings:
         """The link settings (the password already read from ``password_file``)."""
         return MqttSettings(host=self.host, port=self.port, username=self.username,
-                            password=self.password, tls_ca=self.tls_ca)
+                            password=self.password, tls_ca=self.tls_ca, tls_cert=self.tls_cert,
+                            tls_key=self.tls_key)
 
 
 # A store always hears its fixed beacons; the BlueZ scanner's own recovery (restart,
@@ -240,6 +247,8 @@ def load_config(source: Path | str | Mapping[str, object]) -> GatewayConfig:
         file = None
         cfg = decode(source, GatewayConfig)
     _check_nfc(cfg.nfc, file)
+    b = cfg.broker
+    check_tls_files("broker", ca=b.tls_ca, cert=b.tls_cert, key=b.tls_key, file=file)
     return _with_password(cfg, file)
 
 

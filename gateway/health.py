@@ -136,7 +136,7 @@ async def observe(cfg: GatewayConfig, timeout: float = 5.0) -> Observed:
                 s.host, s.port, username=s.username, password=s.password,
                 identifier=f"health-{cfg.store}-{cfg.gateway}-{time.monotonic_ns()}",
                 protocol=aiomqtt.ProtocolVersion.V5, clean_start=True,
-                tls_params=None if s.tls_ca is None else aiomqtt.TLSParameters(ca_certs=s.tls_ca),
+                tls_params=s.tls_params(),
         ) as client:
             await client.subscribe(bundle_topic, qos=1)
             await client.subscribe(state_topic, qos=1)

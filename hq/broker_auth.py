@@ -129,9 +129,10 @@ def parse_password_lines(lines: Sequence[str]) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class BrokerAuthFiles:
-    """The broker's ``password_file`` and ``acl_file`` in ``directory``.
+    """The broker's ``password_file``, ``acl_file`` and ``crlfile`` in ``directory``.
 
-    Pass :attr:`password_path` and :attr:`acl_path` to
+    Pass :attr:`password_path`, :attr:`acl_path` (and :attr:`crl_path` as the mutual-TLS
+    listener's ``crlfile``) to
     :class:`aislecast.kernel.broker.BrokerConfig`; after each :meth:`write`, call
     :func:`reload_broker` with the broker's pid.
     """
@@ -145,6 +146,11 @@ class BrokerAuthFiles:
     @property
     def acl_path(self) -> Path:
         return self.directory / "acl"
+
+    @property
+    def crl_path(self) -> Path:
+        """The CRL of revoked gateway certificates (``hq.gateway_certs`` writes it)."""
+        return self.directory / "gateways.crl"
 
     @staticmethod
     def render_password_lines(users: Mapping[str, str]) -> list[str]:

@@ -14,6 +14,7 @@ also examples/hq.toml)::
     username = "hq"
     password_file = "/etc/aislecast/hq-mqtt.secret"
     tls_ca = "/etc/aislecast/broker-ca.pem"
+    gateway_port = 8884                     # mutual TLS: gateways get certificates
     auth_dir = "/etc/mosquitto/aislecast"   # or, on the broker's host: HQ writes the files
     pid_file = "/run/mosquitto/mosquitto.pid"
     [http]
@@ -39,7 +40,7 @@ from msgspec import Meta
 from aislecast.kernel.config import TcpPort, decode, read_toml
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
-from aislecast.kernel.privatefile import read_secret
+from aislecast.kernel.privatefile import check_tls_files, read_secret
 from hq.api import MAX_BODY_BYTES
 from hq.landing import LandingHosts
 from hq.server import LEARN_EVERY_S
@@ -73,6 +74,13 @@ class HqBrokerSection(msgspec.Struct, forbid_unknown_fields=True):
     password_file: str | None = None
     # CA certificate(s), PEM, that signed the broker's TLS certificate; None: plain TCP
     tls_ca: str | None = None
+    # HQ's own client certificate and key (0600) when it logs in on a mutual-TLS listener
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # The broker's mutual-TLS listener for gateways, on ``host``: `hq gateways add` then
+    # issues each gateway a client certificate from HQ's CA (DATA_DIR/ca) and points its
+    # gateway.toml here; None: gateways get a password login on ``port``
+    gateway_port: TcpPort | None = None
     client_id: Annotated[str, Meta(min_length=1, max_length=64, description=(
         "this HQ worker's MQTT client id, unique per worker"))] = "hq-1"
     # the directory of the broker's password_file and acl_file when the broker runs on
@@ -141,7 +149,8 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
         """The broker settings, with the password read from ``password_file`` if set."""
         b = self.broker
         return MqttSettings(host=b.host, port=b.port, username=b.username,
-                            password=_password(b), tls_ca=b.tls_ca)
+                            password=_password(b), tls_ca=b.tls_ca, tls_cert=b.tls_cert,
+                            tls_key=b.tls_key)
 
 
 def _password(b: HqBrokerSection) -> str | None:
@@ -175,6 +184,8 @@ def load_hq_config(path: str | None = None,
                           hint="keep one of them (password_file keeps the secret out of hq.toml)",
                           file=path)
     _check_http(cfg.http, path)
+    b = cfg.broker
+    check_tls_files("broker", ca=b.tls_ca, cert=b.tls_cert, key=b.tls_key, file=path)
     for i, host in enumerate(cfg.links.landing_hosts):
         try:
             LandingHosts([host])

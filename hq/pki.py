@@ -39,6 +39,7 @@ __all__ = [
     "issue_client",
     "issue_server",
     "load_ca",
+    "revoked_serials",
 ]
 
 # The CA outlives many leaf rotations; leaves stay under the 825 days some TLS clients
@@ -169,7 +170,8 @@ def load_ca(directory: Path) -> CertificateAuthority:
 
 
 def _issue(ca: CertificateAuthority, common_name: str, extensions: list[x509.ExtensionType],
-           out_dir: Path | None) -> IssuedCert:
+           out_dir: Path | None, lifetime: dt.timedelta = dt.timedelta(days=_LEAF_DAYS),
+           ) -> IssuedCert:
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     builder = (
@@ -177,7 +179,7 @@ def _issue(ca: CertificateAuthority, common_name: str, extensions: list[x509.Ext
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca.cert.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE).not_valid_after(now + dt.timedelta(days=_LEAF_DAYS))
+        .not_valid_before(now - _BACKDATE).not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False,
@@ -220,15 +222,28 @@ def issue_server(ca: CertificateAuthority, hosts: Sequence[str], *, stem: str = 
 
 
 def issue_client(ca: CertificateAuthority, common_name: str, *,
-                 out_dir: Path | None = None) -> IssuedCert:
+                 out_dir: Path | None = None, lifetime: dt.timedelta | None = None) -> IssuedCert:
     """A client certificate whose CN is the broker username (a gateway's ``gw.S.G``).
 
     The name is repeated as a DNS SAN: Mosquitto reads the CN, but RFC 5280 path
-    validators (cryptography's, rustls') want the identity in the SAN.
+    validators (cryptography's, rustls') want the identity in the SAN. ``lifetime``
+    (default: 825 days) shortens it for a throw-away certificate.
     """
     name = _check_name(common_name, "common name")
     return _issue(ca, name, [x509.SubjectAlternativeName([x509.DNSName(name)]),
-                             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])], out_dir)
+                             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])], out_dir,
+                  lifetime or dt.timedelta(days=_LEAF_DAYS))
+
+
+def revoked_serials(path: Path) -> set[int]:
+    """The serials a CRL file lists; an empty set when there is no file yet."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except FileNotFoundError:
+        return set()
+    except ValueError as exc:
+        raise PkiError(path, f"not a PEM CRL ({exc})") from exc
+    return {r.serial_number for r in crl}
 
 
 def build_crl(ca: CertificateAuthority, revoked: Iterable[int], *,

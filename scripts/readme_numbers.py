@@ -36,7 +36,8 @@ END = "<!-- numbers:end -->"
 
 # What each benchmark measures, in the README's words; others show their registry name.
 _LABELS = {
-    "e2e": "e2e: advert at the gateway → offer on a phone via Mosquitto (outbox committed first)",
+    "e2e": ("e2e: advert at the gateway → offer on a phone via Mosquitto (outbox committed first); "
+            "plain MQTT, then \"TLS\": the gateway over mutual TLS, HQ and phones over TLS + password"),
     "decode": "decode BLE adverts (iBeacon, AltBeacon, Eddystone)",
     "decode_pipe": "`aislecast decode -` on a capture, through a pipe",
     "decide": "decide: one trigger → at most one offer",

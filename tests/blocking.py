@@ -47,7 +47,8 @@ ANYWHERE: Final[list[tuple[str, set[str]]]] = [
     # HQ's start, which runs in a worker thread), config files read before a process
     # serves. Tests call them from async fixtures, on the loop.
     ("hq/pki.py", {"init_ca", "load_ca", "issue_server", "issue_client", "build_crl"}),
-    ("aislecast/kernel/privatefile.py", {"write_private"}),
+    ("hq/gateway_certs.py", {"issue_gateway_cert", "revoke_gateway_certs", "ensure_crl"}),
+    ("aislecast/kernel/privatefile.py", {"write_private", "check_tls_files"}),
     ("aislecast/kernel/config.py", {"read_toml", "load_toml"}),
     ("hq/config.py", {"_password"}),
     # Libraries' own first-use reads, cached afterwards: the system MIME table (the

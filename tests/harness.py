@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from hq.audit import AuditLog
 from hq.auth import AuthMiddleware
 from hq.broker_auth import BrokerAuthFiles, wait_for_login
 from hq.db import HqDb
+from hq.gateway_certs import issue_gateway_cert
+from hq.local_broker import LocalTlsBroker, tls_broker_config
 from hq.refusals import AuthStats
 from hq.server import HqServer
 from hq.service import Enrollment
@@ -82,6 +85,8 @@ class Stack:
     admin_token: str = ""
     gateways: list[tuple[Gateway, asyncio.Task[None]]] = field(default_factory=list)
     broker: MosquittoProcess | None = None  # authenticated_stack's own broker
+    tls_broker: LocalTlsBroker | None = None  # its TLS layout, with tls=True
+    logins: dict[str, tuple[str, str]] = field(default_factory=dict)  # gateway -> registry login
 
     @property
     def authenticated(self) -> bool:
@@ -100,11 +105,17 @@ class Stack:
         return token_for(self.hq.db, role, stores=stores)
 
     def gateway_config(self, name: str = "gw-1") -> dict[str, object]:
-        """A gateway's config; on an authenticated stack with a credential issued for it."""
+        """A gateway's config; on an authenticated stack with a credential issued for it
+        (with TLS: a client certificate from HQ's CA for the mutual-TLS listener)."""
         broker: dict[str, object] = {"port": self.mqtt.port}
         if self.authenticated:
             user, password = self.hq.service.credentials.issue_gateway(STORE, name)
+            self.logins[name] = (user, password)
             broker |= {"username": user, "password": password}
+        if self.tls_broker is not None:
+            files = issue_gateway_cert(self.tls_broker.ca, self.logins[name][0], self.work / "gw-tls")
+            broker = {"port": self.tls_broker.gateway_port, "tls_ca": str(files.ca),
+                      "tls_cert": str(files.cert), "tls_key": str(files.key)}
         return {
             "gateway": name, "store": STORE, "data_dir": str(self.work / name),
             "hq_public_key": public_key_pem(self.hq.service.signer.public_key),
@@ -116,11 +127,13 @@ class Stack:
     async def start_gateway(self, name: str = "gw-1",
                             scanner: Callable[[AdvertCallback], Scanner] | None = None,
                             wait_ready: bool = True, **overrides: object) -> Gateway:
-        cfg = load_config(self.gateway_config(name) | overrides)
-        if self.hq.broker_sync is not None and cfg.broker.username and cfg.broker.password:
-            await self.hq.broker_sync.flush()  # its new login is in the broker before it starts
-            await wait_for_login("127.0.0.1", self.mqtt.port, cfg.broker.username,
-                                 cfg.broker.password)
+        cfg = await asyncio.to_thread(load_config, self.gateway_config(name) | overrides)
+        if self.hq.broker_sync is not None and name in self.logins:
+            # its new login (the ACL block a certificate login uses too) is in the broker
+            # before it starts: the registry's password for it logs in on the same render
+            await self.hq.broker_sync.flush()
+            await wait_for_login("127.0.0.1", self.mqtt.port, *self.logins[name],
+                                 tls_context=self.tls_context())
         gw = Gateway(cfg, scanner or (lambda cb: SimScanner(self.sim, cb)))
         task = self.tg.create_task(gw.run(), name=f"test-{name}")
         self.gateways.append((gw, task))
@@ -137,6 +150,12 @@ class Stack:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self.gateways = [(g, t) for g, t in self.gateways if g is not gw]
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A client context trusting the stack's CA (None on a plain stack)."""
+        if self.tls_broker is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.tls_broker.ca.cert_path))
 
     def phone_settings(self, e: Enrollment) -> MqttSettings:
         """The broker settings with ``e``'s login (none on the anonymous stack)."""
@@ -162,11 +181,14 @@ def enter_campaign(zone: str, *, validity_s: float = 600, cap: int = 1, cid: str
 @contextlib.asynccontextmanager
 async def stack(port: int, work: Path, campaigns: list[Campaign],
                 *, noise_db: float = 0.0, dropout: float = 0.0,
-                broker: MosquittoProcess | None = None, **hq_options: Any) -> AsyncIterator[Stack]:
+                broker: MosquittoProcess | None = None,
+                tls: LocalTlsBroker | None = None, **hq_options: Any) -> AsyncIterator[Stack]:
     """HQ on the broker at ``port``; with ``broker`` (one of
-    :func:`authenticated_broker`), HQ renders its files and reloads it; ``hq_options``
-    are more :class:`HqServer` settings (e.g. ``keys_every_s``, ``landing_hosts``)."""
-    mqtt = MqttSettings(port=port)
+    :func:`authenticated_broker`), HQ renders its files and reloads it; with ``tls``, HQ
+    and phones use its TLS + password listener and gateways its mutual-TLS one;
+    ``hq_options`` are more :class:`HqServer` settings (``keys_every_s``, ...)."""
+    mqtt = MqttSettings(port=port) if tls is None else MqttSettings(
+        port=tls.phone_port, tls_ca=str(tls.ca.cert_path))
     async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite", key_path=work / "hq.pem", mqtt=mqtt,
                         http_port=0,
                         broker_auth_dir=None if broker is None else _auth_files(work).directory,
@@ -177,7 +199,8 @@ async def stack(port: int, work: Path, campaigns: list[Campaign],
         for c in campaigns:
             hq.service.upsert_campaign(c)
         sim = SimStore(zones, noise_db=noise_db, dropout=dropout, seed=3)
-        st = Stack(hq, mqtt, work, sim, tg, admin_token=token_for(hq.db, "admin"), broker=broker)
+        st = Stack(hq, mqtt, work, sim, tg, admin_token=token_for(hq.db, "admin"), broker=broker,
+                   tls_broker=tls)
         try:
             yield st
         finally:
@@ -202,10 +225,29 @@ async def authenticated_broker(work: Path) -> AsyncIterator[MosquittoProcess]:
 
 
 @contextlib.asynccontextmanager
+async def tls_broker(work: Path) -> AsyncIterator[tuple[MosquittoProcess, LocalTlsBroker]]:
+    """:func:`authenticated_broker` with the product's TLS layout
+    (:func:`hq.local_broker.tls_broker_config`; HQ's CA in ``work/hq-data/ca``)."""
+    files = _auth_files(work)
+    files.write({}, acl_rules([], []))
+    layout = await asyncio.to_thread(tls_broker_config, work / "mosquitto", files,
+                                     work / "hq-data" / "ca")
+    async with MosquittoProcess(layout.config) as proc:
+        yield proc, layout
+
+
+@contextlib.asynccontextmanager
 async def authenticated_stack(work: Path, campaigns: list[Campaign], *, noise_db: float = 0.0,
-                              dropout: float = 0.0, **hq_options: Any) -> AsyncIterator[Stack]:
-    """:func:`stack` on its own broker whose logins come from HQ's credential registry."""
-    async with authenticated_broker(work) as broker, stack(
-            broker.port, work, campaigns, noise_db=noise_db, dropout=dropout, broker=broker,
-            **hq_options) as st:
+                              dropout: float = 0.0, tls: bool = False, **hq_options: Any,
+                              ) -> AsyncIterator[Stack]:
+    """:func:`stack` on its own broker whose logins come from HQ's credential registry;
+    with ``tls``, on :func:`tls_broker` (gateways over mutual TLS, HQ and phones over TLS)."""
+    async with contextlib.AsyncExitStack() as es:
+        if tls:
+            broker, layout = await es.enter_async_context(tls_broker(work))
+        else:
+            broker, layout = await es.enter_async_context(authenticated_broker(work)), None
+        st = await es.enter_async_context(stack(broker.port, work, campaigns, noise_db=noise_db,
+                                                dropout=dropout, broker=broker, tls=layout,
+                                                **hq_options))
         yield st

@@ -138,6 +138,7 @@ def test_cli_check_passes_a_good_file(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_broker_login_from_a_password_file(tmp_path: Path) -> None:
     secret = tmp_path / "gw.mqtt-password"
     secret.write_text("s3cret-from-hq\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")  # read at connect, not here
     cfg = load_config(BASE | {"broker": {"username": "gw.s1.gw-1", "password_file": str(secret),
                                          "tls_ca": str(tmp_path / "ca.pem")}})
     settings = cfg.broker.mqtt_settings()

@@ -14,6 +14,7 @@ import json
 import os
 import pty
 import signal
+import ssl
 import sys
 import time
 import urllib.request
@@ -124,10 +125,10 @@ async def test_hq_serve_stops_cleanly_on_sigterm(broker: MosquittoProcess, tmp_p
     print(f"\nhq serve: SIGTERM -> exit {rc} in {took:.2f} s")
 
 
-async def _state_messages(port: int, topic: str, login: tuple[str, str] | None = None
-                          ) -> AsyncIterator[dict[str, object]]:
+async def _state_messages(port: int, topic: str, login: tuple[str, str] | None = None,
+                          tls: ssl.SSLContext | None = None) -> AsyncIterator[dict[str, object]]:
     user, password = login or (f"t-{time.monotonic_ns()}", None)
-    async with aiomqtt.Client("127.0.0.1", port, identifier=user,
+    async with aiomqtt.Client("127.0.0.1", port, identifier=user, tls_context=tls,
                               username=user if login else None, password=password) as c:
         await c.subscribe(topic, qos=1)
         async for msg in c.messages:
@@ -214,12 +215,15 @@ def _procs() -> dict[int, tuple[int, int, str]]:
     return out
 
 
-def _broker_port(pid: int) -> int:
-    """The plain listener's port of a running mosquitto, from the config it was given."""
+def _phone_listener(pid: int) -> tuple[int, ssl.SSLContext]:
+    """The TLS + password listener of a running mosquitto (the one with a CA and no
+    client certificates), from the config it was given, and a context trusting its CA."""
     args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     conf = Path(args[args.index(b"-c") + 1].decode())
-    return next(int(line.split()[1]) for line in conf.read_text().splitlines()
-                if line.startswith("listener "))
+    blocks = conf.read_text().split("\nlistener ")[1:]
+    block = next(b for b in blocks if "cafile " in b and "require_certificate" not in b)
+    cafile = next(line.split(None, 1)[1] for line in block.splitlines() if line.startswith("cafile "))
+    return int(block.split()[0]), ssl.create_default_context(cafile=cafile)
 
 
 def _observer_login(broker_pid: int) -> tuple[str, str]:
@@ -278,12 +282,13 @@ async def test_demo_interrupted_exits_0_and_leaves_no_broker(tmp_path: Path, ter
         await until(broker_running, 15, "demo's mosquitto", p)
         # the demo is running once its gateway (started after HQ) reports itself online
         broker_pid = next(iter(brokers))
-        port = _broker_port(broker_pid)
-        # the demo's broker has no anonymous access: the test logs in with a login of its own
+        port, tls = await asyncio.to_thread(_phone_listener, broker_pid)
+        # the demo's broker has no anonymous access: the test logs in with a login of its
+        # own, over TLS as HQ does (the demo's one plain listener is only its readiness probe)
         login = await asyncio.to_thread(_observer_login, broker_pid)
-        await wait_for_login("127.0.0.1", port, *login, timeout=15)
+        await wait_for_login("127.0.0.1", port, *login, tls_context=tls, timeout=15)
         async with asyncio.timeout(30):
-            async for state in _state_messages(port, topics.gateway_state("+", "+"), login):
+            async for state in _state_messages(port, topics.gateway_state("+", "+"), login, tls):
                 if state.get("status") == "online":
                     break
         if terminal:  # and, on a terminal, once its live view has drawn

@@ -3,23 +3,32 @@
 ``add`` registers ``gw.{store}.{gateway}`` in HQ's credential registry and writes a
 ready gateway.toml: HQ's broker address, the username, the password in a 0600 file next
 to it (never in the TOML), HQ's bundle-signing public key pinned inline, the store and
-gateway ids. ``revoke`` removes the login. When hq.toml names the broker's
-``auth_dir`` (the broker runs on this host), both re-render the broker's files and
-SIGHUP it through ``pid_file`` at once, so a revoked gateway is kicked within a second;
-otherwise a running HQ (or the broker host's sync) applies the registry.
+gateway ids. With ``--tls`` (the default when hq.toml sets ``[broker] gateway_port``)
+the gateway gets a client certificate from HQ's CA instead of a password: key (0600),
+certificate and CA next to gateway.toml, which then points at the broker's mutual-TLS
+listener (:mod:`hq.gateway_certs`). ``revoke`` removes the login and lists the
+gateway's certificates in the CRL. When hq.toml names the broker's ``auth_dir`` (the
+broker runs on this host), both re-render the broker's files (and its CRL copy) and
+SIGHUP it through ``pid_file`` at once, so a revoked gateway is kicked within a second
+(a certificate's open session by a take-over of its client id); otherwise a running HQ
+(or the broker host's sync) applies the registry.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import getpass
 import json
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
+
+import aiomqtt
 
 from aislecast.apps.configfile import config_exit_code
 from aislecast.kernel.acl import gateway_username
@@ -32,6 +41,16 @@ from hq.broker_sync import apply_registry, pid_from_file
 from hq.config import HqConfig, load_hq_config
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
+from hq.gateway_certs import (
+    GatewayTlsFiles,
+    end_gateway_session,
+    ensure_crl,
+    issue_gateway_cert,
+    issued_serials,
+    revoke_gateway_certs,
+    throwaway_certs,
+)
+from hq.pki import CertificateAuthority, PkiError, load_ca
 from hq.service import check_id
 
 __all__ = ["register_gateways", "render_gateway_toml"]
@@ -41,13 +60,16 @@ _HELP = textwrap.dedent(
     """\
     Gateways' broker logins, kept in HQ's credential registry (HQ stores only the
     password's hash). `add` prints where it wrote gateway.toml and the password file
-    (0600; copy both to the gateway); `revoke` ends the gateway's session within seconds
-    when the broker runs on this host (hq.toml [broker] auth_dir and pid_file), and it
-    is refused from then on.
+    (0600; copy both to the gateway), or with --tls (the default when hq.toml sets
+    [broker] gateway_port) the gateway's client certificate, its key (0600) and HQ's CA;
+    `revoke` ends the gateway's session within seconds when the broker runs on this host
+    (hq.toml [broker] auth_dir and pid_file, and gateway_port for certificates), and it
+    is refused from then on (its certificates are in the CRL).
 
     examples:
       aislecast hq gateways add store-1 gw-1 --config hq.toml -o gw-1.toml
       aislecast hq gateways add store-1 gw-2 --broker mqtt.store-1.example:1883
+      aislecast hq gateways add store-1 gw-3 --tls --broker mqtt.example:8884 -o gw-3.toml
       aislecast hq gateways list --json
       aislecast hq gateways revoke store-1 gw-1 --config hq.toml
     """
@@ -55,8 +77,11 @@ _HELP = textwrap.dedent(
 
 
 def render_gateway_toml(*, store: str, gateway: str, host: str, port: int, username: str,
-                        password_file: Path, public_key: str, tls_ca: str | None) -> str:
-    """A gateway.toml that ``gateway.config.load_config`` accepts as is."""
+                        password_file: Path | None, public_key: str, tls_ca: str | None,
+                        tls: GatewayTlsFiles | None = None) -> str:
+    """A gateway.toml that ``gateway.config.load_config`` accepts as is: a password
+    login (``password_file``) or, with ``tls``, a client certificate (its CN is the
+    username, so neither username nor password)."""
     lines = [
         f"# written by `aislecast hq gateways add {store} {gateway}`; the other sections",
         "# keep their defaults (`aislecast gateway init` lists them all)",
@@ -72,6 +97,16 @@ def render_gateway_toml(*, store: str, gateway: str, host: str, port: int, usern
         "[broker]",
         f"host = {json.dumps(host)}",
         f"port = {port}",
+    ]
+    if tls is not None:
+        lines += [
+            f"# mutual TLS: this certificate's CN {username} is the broker username",
+            f"tls_ca = {json.dumps(str(tls.ca))}  # HQ's CA: verifies the broker",
+            f"tls_cert = {json.dumps(str(tls.cert))}",
+            f"tls_key = {json.dumps(str(tls.key))}  # 0600",
+        ]
+        return "\n".join(lines) + "\n"
+    lines += [
         f"username = {json.dumps(username)}",
         f"password_file = {json.dumps(str(password_file))}  # 0600, read once at start",
     ]
@@ -102,6 +137,32 @@ def _ids(args: argparse.Namespace) -> None:
                           hint="use the ids the store and gateway have in HQ")
 
 
+def _address(args: argparse.Namespace, cfg: HqConfig, tls: bool) -> tuple[str, int]:
+    """The broker address for gateway.toml: ``--broker``, else hq.toml's [broker]
+    (``gateway_port``, the mutual-TLS listener, for a certificate login)."""
+    b = cfg.broker
+    host, port = b.host, b.gateway_port if tls else b.port
+    if args.broker is not None:
+        host, _, raw = args.broker.rpartition(":") if ":" in args.broker else (args.broker, "", "")
+        if raw and not raw.isdecimal():
+            raise ConfigError("--broker", f"{args.broker!r} is not HOST[:PORT]",
+                              hint="e.g. --broker mqtt.store-1.example:8884")
+        port = int(raw) if raw else port
+    if port is None:
+        raise ConfigError("--tls", "no port for the broker's mutual-TLS listener",
+                          hint="set [broker] gateway_port in hq.toml or pass --broker HOST:PORT")
+    return host, port
+
+
+def _ca(cfg: HqConfig) -> CertificateAuthority:
+    directory = Path(cfg.data_dir) / "ca"
+    try:
+        return load_ca(directory)
+    except PkiError as exc:
+        raise ConfigError("--tls", f"no certificate authority in {directory} ({exc.message})",
+                          hint="create it with `aislecast hq init --config hq.toml`") from None
+
+
 def _add(args: argparse.Namespace) -> int:
     _ids(args)
     cfg, db = _open(args)
@@ -109,24 +170,31 @@ def _add(args: argparse.Namespace) -> int:
     secret = out.with_suffix(".mqtt-password")
     if out.exists() and not args.force:
         raise ConfigError("-o", f"{out} exists", hint="choose another path or pass --force")
-    host, port = cfg.broker.host, cfg.broker.port
-    if args.broker is not None:
-        host, _, raw = args.broker.rpartition(":") if ":" in args.broker else (args.broker, "", "")
-        if raw and not raw.isdecimal():
-            raise ConfigError("--broker", f"{args.broker!r} is not HOST[:PORT]",
-                              hint="e.g. --broker mqtt.store-1.example:1883")
-        port = int(raw) if raw else port
+    tls = args.tls or cfg.broker.gateway_port is not None
+    host, port = _address(args, cfg, tls)
+    ca = _ca(cfg) if tls else None
     key = public_key_pem(load_or_create_signing_key(cfg.key_path()).public_key())
     registry = CredentialRegistry(db)
+    # with a certificate the registry entry carries the ACL block; its password is
+    # random and never written anywhere, so only the certificate logs in
     username, password = registry.issue_gateway(args.store, args.gateway)
-    write_private(secret, password + "\n")
+    files = None
+    if ca is not None:
+        files = issue_gateway_cert(ca, username, out.parent.resolve())
+        if cfg.broker.auth_dir is not None:
+            ensure_crl(ca, BrokerAuthFiles(Path(cfg.broker.auth_dir)).crl_path)
+        wrote = f"{out}, {files.cert} and {files.ca}, key {files.key} (0600)"
+    else:
+        write_private(secret, password + "\n")
+        wrote = f"{out} and {secret} (0600)"
     write_private(out, render_gateway_toml(store=args.store, gateway=args.gateway, host=host,
                                            port=port, username=username,
-                                           password_file=secret.resolve(), public_key=key,
-                                           tls_ca=cfg.broker.tls_ca))
+                                           password_file=None if files else secret.resolve(),
+                                           public_key=key, tls_ca=cfg.broker.tls_ca, tls=files))
     AuditLog(db).record(f"cli:{getpass.getuser()}", "broker.gateway.add", f"broker_user:{username}",
-                        after={"store": args.store, "gateway": args.gateway})
-    print(f"registered {username}; wrote {out} and {secret} (0600: copy both to the gateway)")
+                        after={"store": args.store, "gateway": args.gateway,
+                               "certificate_serial": None if files is None else f"{files.serial:x}"})
+    print(f"registered {username}; wrote {wrote}: copy them to the gateway")
     print(_apply(cfg, registry))
     return 0
 
@@ -157,11 +225,46 @@ def _revoke(args: argparse.Namespace) -> int:
     if not registry.revoke(username):
         raise ConfigError("GW", f"{username} has no active broker login",
                           hint="see `aislecast hq gateways list`")
-    AuditLog(db).record(f"cli:{getpass.getuser()}", "broker.gateway.revoke",
-                        f"broker_user:{username}", after={"revoked": True})
-    print(f"revoked {username}")
-    print(_apply(cfg, registry))
+    ca_dir = Path(cfg.data_dir) / "ca"
+    if not (ca_dir / "ca.key").exists() or not issued_serials(_ca(cfg), username):
+        _audit_revoke(db, username, set())  # a password login: the registry is all
+        print(f"revoked {username}")
+        print(_apply(cfg, registry))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="aislecast-revoke-") as tmp:
+        _revoke_certs(cfg, db, registry, username, Path(tmp))
     return 0
+
+
+def _revoke_certs(cfg: HqConfig, db: HqDb, registry: CredentialRegistry, username: str,
+                  tmp: Path) -> None:
+    """CRL (HQ's and the broker's copy), then the broker's reload, then the open session."""
+    ca, b = _ca(cfg), cfg.broker
+    broker_crl = [] if b.auth_dir is None else [BrokerAuthFiles(Path(b.auth_dir)).crl_path]
+    ender = throwaway_certs(ca, username, tmp)
+    serials = revoke_gateway_certs(ca, username, crl_copies=broker_crl, also=[ender.probe.serial])
+    _audit_revoke(db, username, serials)
+    listed = ", ".join(f"{n:x}" for n in sorted(serials))
+    print(f"revoked {username} and its certificate(s) {listed}")
+    print(_apply(cfg, registry))
+    if not broker_crl or b.gateway_port is None:
+        print("the broker refuses the certificate once it reloads the CRL (ca.crl); an open "
+              "session is ended only where hq.toml sets [broker] auth_dir and gateway_port")
+        return
+    cafile = Path(b.tls_ca) if b.tls_ca else ca.cert_path
+    try:
+        waited = asyncio.run(end_gateway_session(ender, username, b.host, b.gateway_port, cafile))
+    except (TimeoutError, aiomqtt.MqttError) as exc:
+        raise AislecastError(f"the CRL is written but {username}'s open session could not be "
+                             f"ended on {b.host}:{b.gateway_port}: {exc or 'timeout'}",
+                             hint="check that the broker runs and reloads (pid_file)") from exc
+    print(f"broker reloaded the CRL in {waited:.2f} s; {username}'s session ended")
+
+
+def _audit_revoke(db: HqDb, username: str, serials: set[int]) -> None:
+    AuditLog(db).record(f"cli:{getpass.getuser()}", "broker.gateway.revoke",
+                        f"broker_user:{username}",
+                        after={"revoked": True, "certificate_serials": sorted(f"{n:x}" for n in serials)})
 
 
 def _run(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -196,6 +299,10 @@ def register_gateways(hsub: argparse._SubParsersAction[argparse.ArgumentParser])
     add.add_argument("--broker", metavar="HOST[:PORT]",
                      help="the broker address the gateway uses (default: hq.toml's [broker])")
     add.add_argument("--force", action="store_true", help="overwrite an existing FILE")
+    add.add_argument("--tls", action="store_true",
+                     help="issue a client certificate from HQ's CA (DATA_DIR/ca) for the "
+                          "broker's mutual-TLS listener instead of a password (the default "
+                          "when hq.toml sets [broker] gateway_port)")
     ls = gsub.add_parser("list", help="list gateways' logins (never their passwords)",
                          description=_HELP, formatter_class=_RAW)
     ls.add_argument("--all", action="store_true", help="revoked ones too")

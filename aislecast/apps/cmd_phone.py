@@ -11,7 +11,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aislecast.apps.configfile import config_exit_code
 from aislecast.apps.phone import Phone, PhoneBehaviour, with_login
@@ -22,10 +22,6 @@ from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import SCHEMA_VERSION, PhoneSighting, encode
 from aislecast.kernel.tokens import eid_for
-
-if TYPE_CHECKING:
-    from aislecast.apps.phone import Phone
-    from aislecast.kernel.mqtt import MqttSettings
 
 __all__ = ["WALLET_TOKEN_ENV", "register"]
 
@@ -40,6 +36,7 @@ _HELP = textwrap.dedent(
       aislecast phone enroll --hq http://127.0.0.1:8080 > me.json     # opt in, keep the key
       aislecast phone enroll --hq https://hq.example.com --hq-ca ca.crt > me.json
       aislecast phone listen --me me.json --broker 127.0.0.1:1883     # print offers as they come
+      aislecast phone listen --me me.json --broker mqtt.example:8883 --tls-ca ca.crt   # over TLS
       aislecast phone sight --me me.json --store store-1 --beacon b-bakery --rssi -62
       aislecast phone token --me me.json                              # today's rotating token
     """
@@ -66,7 +63,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                ("token", _token, "print the current rotating token")):
         a = psub.add_parser(name, help=helptext)
         a.add_argument("--me", required=True, help="enrollment JSON written by `phone enroll`")
-        a.add_argument("--broker", default="127.0.0.1:1883")
+        a.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT",
+                       help="the broker's phone listener (default: %(default)s)")
+        a.add_argument("--tls-ca", metavar="FILE",
+                       help="connect over TLS, verifying the broker with this CA certificate "
+                            "(PEM); without it: plain TCP")
         a.set_defaults(func=config_exit_code(fn))
         if name == "sight":
             a.add_argument("--store", required=True)
@@ -123,17 +124,21 @@ def _enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(broker: str) -> MqttSettings:
-
+def _settings(broker: str, tls_ca: str | None) -> MqttSettings:
     host, _, port = broker.rpartition(":")
-    return MqttSettings(host=host or "127.0.0.1", port=int(port))
+    if not port.isdecimal():
+        raise ConfigError("--broker", f"{broker!r} is not HOST:PORT", hint="e.g. 127.0.0.1:8883")
+    if tls_ca is not None and not os.path.isfile(tls_ca):
+        raise ConfigError("--tls-ca", f"{tls_ca} is not a file",
+                          hint="give the CA certificate (PEM) that signed the broker's certificate")
+    return MqttSettings(host=host or "127.0.0.1", port=int(port), tls_ca=tls_ca)
 
 
 def _phone(args: argparse.Namespace) -> Phone:
 
     me = _load(args.me)
     user, password = me.get("broker_username"), me.get("broker_password")
-    mqtt = with_login(_settings(args.broker), None if user is None else str(user),
+    mqtt = with_login(_settings(args.broker, args.tls_ca), None if user is None else str(user),
                       None if password is None else str(password))
     return Phone(mqtt, inbox=str(me["inbox"]),
                  identity_key=bytes.fromhex(str(me["identity_key"])),
@@ -147,8 +152,10 @@ def _phone(args: argparse.Namespace) -> Phone:
 def _listen(args: argparse.Namespace) -> int:
     setup_logging("warning")
 
+    phone = _phone(args)  # reads --me and checks the settings before any loop runs
+
     async def main() -> None:
-        async with _phone(args):
+        async with phone:
             print("listening for offers (Ctrl-C to stop)", file=sys.stderr)
             await asyncio.Event().wait()
 
@@ -161,8 +168,9 @@ def _listen(args: argparse.Namespace) -> int:
 
 def _sight(args: argparse.Namespace) -> int:
 
+    phone = _phone(args)  # reads --me and checks the settings before any loop runs
+
     async def main() -> None:
-        phone = _phone(args)
         async with phone:
             s = PhoneSighting(v=SCHEMA_VERSION, token=phone.token().hex(),
                               beacon=args.beacon, rssi=args.rssi, ts=time.time())

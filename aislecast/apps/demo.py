@@ -2,9 +2,12 @@
 
 Everything real but the radio: a private Mosquitto started here, HQ with its HTTP API
 and SQLite, the gateway daemon with its SQLite outbox, phones on persistent MQTT
-sessions. The broker has no anonymous access: it reads the password and ACL files HQ
-renders from its credential registry, and HQ (``hq.1``), the gateway (its issued
-``gw.store-1.gw-1`` login) and each phone (its enrolment's) log in as in production.
+sessions. The broker has no anonymous access and the product's TLS layout
+(:func:`hq.local_broker.tls_broker_config`, a CA made for this run in the temp dir): it
+reads the password, ACL and CRL files HQ renders; HQ (``hq.1``) and each phone (its
+enrolment's login) connect over TLS with their passwords, the gateway over mutual TLS
+with a certificate issued to ``gw.store-1.gw-1``, as in production. The one plain
+listener, on 127.0.0.1, carries no traffic: it tells that the broker is up.
 Shoppers walk the simulated store; their phones advertise rotating tokens that the
 gateway hears through the same scanner interface a real adapter uses.
 """
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import statistics
 import tempfile
 import time
@@ -28,7 +32,7 @@ from aislecast.apps.demo_accounts import DemoCredentials, provision
 from aislecast.apps.phone import Phone, with_login
 from aislecast.apps.scenarios import SCENARIOS, Scenario
 from aislecast.kernel.acl import acl_rules
-from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.procinfo import rss_mib
 from aislecast.kernel.signing import public_key_pem
@@ -37,7 +41,9 @@ from edge.simstore import STORE_UUID, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
 from hq.broker_auth import BrokerAuthFiles, wait_for_login
+from hq.gateway_certs import issue_gateway_cert
 from hq.landing import LandingHosts
+from hq.local_broker import LocalTlsBroker, tls_broker_config
 from hq.server import HqServer
 
 __all__ = ["DemoOptions", "DemoState", "run_demo"]
@@ -137,17 +143,23 @@ def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
     }
 
 
-async def _gateway_config(hq: HqServer, work: Path, port: int, sim: SimStore) -> GatewayConfig:
-    """The gateway's config with a login issued for it, once the broker accepts it (the
-    phones, enrolled before, are in the same rendered files)."""
+async def _gateway_config(hq: HqServer, work: Path, tls: LocalTlsBroker,
+                          sim: SimStore) -> GatewayConfig:
+    """The gateway's config with a client certificate issued for it, once the broker has
+    its ACL block (the phones, enrolled before, are in the same rendered files). The
+    registry's password for it never leaves this function: logging in with it on the
+    phones' listener shows that the render with its ACL block has been loaded."""
     user, password = hq.service.credentials.issue_gateway(STORE, "gw-1")
     if hq.broker_sync is not None:
         await hq.broker_sync.flush()
-        await wait_for_login("127.0.0.1", port, user, password)
-    return load_config({
+        ctx = await asyncio.to_thread(ssl.create_default_context, cafile=str(tls.ca.cert_path))
+        await wait_for_login("127.0.0.1", tls.phone_port, user, password, tls_context=ctx)
+    files = await asyncio.to_thread(issue_gateway_cert, tls.ca, user, work / "gateway-tls")
+    return await asyncio.to_thread(load_config, {
         "gateway": "gw-1", "store": STORE, "data_dir": str(work / "gateway"),
         "hq_public_key": public_key_pem(hq.service.signer.public_key),
-        "broker": {"port": port, "username": user, "password": password},
+        "broker": {"port": tls.gateway_port, "tls_ca": str(files.ca), "tls_cert": str(files.cert),
+                   "tls_key": str(files.key)},
         "scanner": {"backend": "sim", "receivers": sim.receivers},
         "health_every_s": 2.0,
     })
@@ -165,11 +177,10 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
         work = opts.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aislecast-")))
         files = BrokerAuthFiles(work / "broker-auth")
         await asyncio.to_thread(files.write, {}, acl_rules([], []))  # nobody, until HQ renders
-        broker = MosquittoProcess(BrokerConfig(
-            directory=work / "mosquitto", port=free_port(), password_file=files.password_path,
-            acl_file=files.acl_path))
+        tls = await asyncio.to_thread(tls_broker_config, work / "mosquitto", files, work / "ca")
+        broker = MosquittoProcess(tls.config)
         async with broker:
-            mqtt = MqttSettings(port=broker.port)
+            mqtt = MqttSettings(port=tls.phone_port, tls_ca=str(tls.ca.cert_path))
             async with HqServer(db_url=f"sqlite:///{work}/hq.sqlite",
                                 key_path=work / "hq-signing.pem", mqtt=mqtt,
                                 http_port=opts.http_port,
@@ -187,7 +198,7 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                 enrolled = [hq.service.enroll(["offers"]) for _ in range(opts.shoppers)]
                 await hq.service.publish_bundle(STORE)
                 sim = SimStore(zones, seed=opts.seed)
-                gw = Gateway(await _gateway_config(hq, work, broker.port, sim),
+                gw = Gateway(await _gateway_config(hq, work, tls, sim),
                              lambda cb: SimScanner(sim, cb))
                 state.gateway = gw
                 gw_task = tg.create_task(gw.run(), name="gateway")

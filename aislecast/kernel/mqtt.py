@@ -34,7 +34,7 @@ from aislecast.kernel.const import (
     MQTT_LINK_CANCEL_RETRY_S,
     MQTT_SESSION_EXPIRY_S,
 )
-from aislecast.kernel.errors import PublishDenied
+from aislecast.kernel.errors import ConfigError, PublishDenied
 
 __all__ = ["CheckedClient", "MessageHandler", "MqttLink", "MqttSettings", "backoff_delay"]
 
@@ -49,10 +49,33 @@ class MqttSettings:
     port: int = 1883
     username: str | None = None
     password: str | None = None
-    tls_ca: str | None = None  # CA file (PEM) to verify the broker's certificate; None: plain TCP
+    # TLS: on when any of these is set. tls_ca: CA file (PEM) that verifies the broker's
+    # certificate (None with a client certificate: the system's CAs); tls_cert/tls_key:
+    # this client's certificate and key for a mutual-TLS listener (both or neither)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     keepalive: int = MQTT_KEEPALIVE_S
     session_expiry_s: int = MQTT_SESSION_EXPIRY_S
     max_inflight: int = 256
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise ConfigError(f"broker.{missing}", "a client certificate needs both tls_cert and tls_key",
+                              hint="set both (`aislecast hq gateways add --tls` writes the pair)")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None or self.tls_cert is not None
+
+    def tls_params(self) -> aiomqtt.TLSParameters | None:
+        """aiomqtt's TLS settings (paho loads the files at each connect, so a renewed
+        certificate is picked up on the next reconnect); None for plain TCP."""
+        if not self.tls:
+            return None
+        return aiomqtt.TLSParameters(ca_certs=self.tls_ca, certfile=self.tls_cert,
+                                     keyfile=self.tls_key)
 
 
 class _PackedProperties(Properties):
@@ -85,6 +108,15 @@ def _sub_options(topic: str, qos: int) -> SubscribeOptions:
 def backoff_delay(attempt: int) -> float:
     """aiomqtt's reconnect idiom: full jitter over ``1.5 ** min(attempt, 10)`` seconds."""
     return random.uniform(0, min(MQTT_BACKOFF_CAP_S, MQTT_BACKOFF_BASE ** min(attempt, 10)))
+
+
+def _tls_hint(settings: MqttSettings, exc: aiomqtt.MqttError) -> str:
+    """aiomqtt reports a TLS refusal (client certificate missing, revoked or from another
+    CA; plain MQTT sent to a TLS port) only as a timeout: say what to check."""
+    if settings.tls and "timed out" in str(exc):
+        return (" (over TLS this is often a refused handshake: check tls_ca, tls_cert and"
+                " tls_key against the broker's CA and CRL, and that the port is TLS)")
+    return ""
 
 
 class CheckedClient(aiomqtt.Client):
@@ -236,7 +268,7 @@ class MqttLink:
             s.port,
             username=s.username,
             password=s.password,
-            tls_params=None if s.tls_ca is None else aiomqtt.TLSParameters(ca_certs=s.tls_ca),
+            tls_params=s.tls_params(),
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=self._clean_start,
@@ -274,7 +306,8 @@ class MqttLink:
             except aiomqtt.MqttError as exc:
                 self.stats.last_error = str(exc)
                 log.warning(
-                    "mqtt link down client=%s attempt=%d error=%s", self.client_id, attempt, exc
+                    "mqtt link down client=%s attempt=%d error=%s%s", self.client_id, attempt,
+                    exc, _tls_hint(self.settings, exc),
                 )
             finally:
                 if self._client is not None:
