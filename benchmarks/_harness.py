@@ -50,6 +50,7 @@ _MODULES = (
     "benchmarks.bench_presence",
     "benchmarks.bench_creds",
     "benchmarks.bench_gateway_rss",
+    "benchmarks.bench_kill",
 )
 
 

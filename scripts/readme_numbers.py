@@ -49,6 +49,7 @@ _LABELS = {
     "gateway_rss": "gateway memory: RSS of `aislecast gateway run` 20 s after the bundle is applied",
     "creds": "broker credentials: provision shoppers (hash, files, SIGHUP, first login) and revoke",
     "tls": "QoS 1 publish → receive at 200/s, plain against TLS listener (same broker, same run)",
+    "kill": "crash safety: SIGKILL `aislecast gateway run` under load, restart, audit (goal 0, 0, 0)",
 }
 _OURS = "aislecast"
 
