@@ -4,15 +4,16 @@ Every presence event, decision, tap and health note becomes an :class:`Event`; o
 become outbox rows with their expiry. Everything recorded in one event-loop turn shares
 one SQLite transaction, committed before any of its offers reaches the publisher
 (docs/architecture.md#group-commit): at 1,000 offers/s that turns ~4,000 commits a second into a few hundred.
-The cap charges and budget spends of those decisions are written in the same
-transaction (``charges``), so after a crash an offer and its charge exist together or
-not at all (docs/storage.md#caps-and-the-offer-commit).
+The cap charges and budget spends of those decisions, and the visits they started, are
+written in the same transaction (``charges``, ``visits``), so after a crash an offer, its
+charge and its visit exist together or not at all (docs/storage.md#caps-and-the-offer-commit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from aislecast.kernel.schema import Event, encode
 from gateway.caps import CapLedger
 from gateway.decisions import Decision
 from gateway.outbox import Outbox, OutboxError, OutboxRow
+from gateway.visits import VisitBook
 
 __all__ = ["EventMaker", "EventRecorder", "EventRow", "OfferRow", "RecorderStats", "published_id"]
 
@@ -88,13 +90,14 @@ class EventMaker:
 class EventRecorder:
     """Group commit of this loop turn's events and offers, with the cap charges of
     ``charges`` (the decision engine's ledger, which then leaves its writes to this
-    commit), then the offers to ``publisher`` (None for offline tools: rows are durable,
-    a publisher reads its backlog at start)."""
+    commit) and the new visits of ``visits``, then the offers to ``publisher`` (None
+    for offline tools: rows are durable, a publisher reads its backlog at start)."""
 
     def __init__(self, outbox: Outbox, events: EventMaker, publisher: _Publisher | None, *,
-                 charges: CapLedger | None = None) -> None:
+                 charges: CapLedger | None = None, visits: VisitBook | None = None) -> None:
         self.outbox = outbox
         self.charges = charges
+        self.visits = visits
         if charges is not None:
             charges.defer_to_group_commit()
         self.events = events
@@ -139,14 +142,23 @@ class EventRecorder:
         taken = self.charges.take() if self.charges is not None else None
         if not offers and not rows and not taken:
             return
+        new = self.visits.take_new() if self.visits is not None else None
+
+        def also(cur: sqlite3.Cursor) -> None:
+            if taken:
+                taken.write(cur)
+            if new:
+                new.write(cur)
+
         try:
-            seqs = self.outbox.add(offers=offers, events=rows,
-                                   also=taken.write if taken else None)
+            seqs = self.outbox.add(offers=offers, events=rows, also=also)
         except OutboxError as exc:
             # keep them for the next turn; never hand an uncommitted offer to the publisher
             self._offers[:0], self._rows[:0] = offers, rows
             if taken and self.charges is not None:
                 self.charges.give_back(taken)
+            if new and self.visits is not None:
+                self.visits.give_back(new)
             self.stats.write_failures += 1
             n = self.stats.write_failures
             if n == 1 or n % 100 == 0:

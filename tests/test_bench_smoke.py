@@ -14,7 +14,7 @@ import sys
 from benchmarks._harness import REGISTRY, _load
 
 EXPECTED = {"creds", "decide", "decode", "decode_pipe", "e2e", "fanout", "gateway_rss", "hotpath", "ingest",
-            "nfc", "tap", "tls"}
+            "kill", "nfc", "tap", "tls"}
 
 
 def test_every_benchmark_runs_quick_and_reports_numbers() -> None:

@@ -16,6 +16,7 @@ from gateway.decisions import Decision, DecisionEngine, TriggerEvent, apply_peer
 from gateway.outbox import Outbox, OutboxError, OutboxRow
 from gateway.recorder import EventMaker, EventRecorder, EventRow, OfferRow, published_id
 from gateway.storage import open_db
+from gateway.visits import VisitBook
 from tests.fakeclock import FakeClock
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -37,9 +38,10 @@ class _Gateway:
         self.engine = DecisionEngine(self.db, "s1", gateway="gw-1", rng=random.Random(1))
         self.engine.load([campaign], [], zones=["bakery"])
         self.outbox = Outbox(self.db)
+        self.visits = VisitBook(self.db, absence_s=6.0, now=NOW)
         self.recorder = EventRecorder(
             self.outbox, EventMaker(store="s1", gateway="gw-1", notify=lambda k, d: None), None,
-            charges=self.engine.ledger)
+            charges=self.engine.ledger, visits=self.visits)
 
     def decide(self, inbox: str, visit: str = "v1") -> tuple[Decision, list[EventRow],
                                                             list[OfferRow]]:
@@ -116,6 +118,22 @@ def test_outbox_error_gives_the_taken_writes_back(tmp_path: Path) -> None:
     with pytest.raises(OutboxError):
         Outbox(db).add(events=[("e1", "t", b"{}")], also=lambda cur: cur.execute("SELECT nope"))
     assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0  # rolled back whole
+
+
+def test_a_new_visit_commits_with_its_offer_so_the_per_visit_cap_holds(tmp_path: Path) -> None:
+    path = tmp_path / "gw.sqlite"
+    camp = _campaign(caps=Caps())  # one offer per visit, nothing else
+    gw = _Gateway(path, camp)
+    visit = gw.visits.visit("i1", NOW)
+    d, rows, offers = gw.decide("i1", visit=visit)
+    assert d.reason == "offer"
+    gw.recorder.commit(offers, rows)
+    gw.db.close()  # killed before the visit book's own sync
+    again = _Gateway(path, camp)
+    assert again.visits.resumed == 1
+    resumed = again.visits.visit("i1", NOW + 1)
+    assert resumed == visit
+    assert again.decide("i1", visit=resumed)[0].reason == "cap_per_visit"
 
 
 def test_budget_spend_is_exact_across_restarts(tmp_path: Path) -> None:
