@@ -49,6 +49,7 @@ from gateway.storage import open_db
 __all__ = ["bench_decide", "make_campaigns"]
 
 ZONES = [f"z{i}" for i in range(20)]
+_SYNC_EVERY = 1_000  # events between visit syncs on the gateway path (~1 s of them)
 KINDS = ["enter", "dwell", "exit", "tap"]
 
 
@@ -134,6 +135,8 @@ def run_gateway_path(n_campaigns: int, n_events: int, *, batch: int = 8,
         start = time.perf_counter()
         for i in range(0, n_events, batch):
             parts.triggers.presence_events(evs[i:i + batch])  # no loop: commits at once
+            if i % _SYNC_EVERY < batch:  # the ticker's visit sync, about once a second
+                parts.visits.sync(time.time(), parts.presence.present(), force=True)
         total = time.perf_counter() - start
         offers = parts.recorder.stats.offers
         parts.close()
