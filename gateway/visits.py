@@ -153,13 +153,18 @@ class VisitBook:
         """The visits started since the last write, for the caller's transaction."""
         taken = {inbox: v for inbox, v in self._new.items() if inbox in self._open}
         self._new = {}
-        # stored_seen stays unset: the next sync rewrites the row with the zone flag
+        # Written as they are now, maybe not yet flagged as in a zone (the next sync
+        # flags them); rewritten only when stale, as any other row. A crash in that
+        # first second resumes the visit within the longer idle window: stricter caps.
+        for v in taken.values():
+            v.stored_seen = v.last_seen
         return NewVisits(taken)
 
     def give_back(self, taken: NewVisits) -> None:
         """``taken`` was not committed: the next write takes the visits still open."""
         for inbox, v in taken.visits.items():
             if self._open.get(inbox) is v:
+                v.stored_seen = float("-inf")
                 self._new.setdefault(inbox, v)
 
     # ---- periodic ---------------------------------------------------------------------
