@@ -7,6 +7,14 @@ caps hold across restarts. Charges made by the store's *other* gateways arrive a
 event id), so caps hold across the gateways of one store within one event batch
 interval. Budgets are not shared that way: each gateway spends only HQ's cumulative
 grant to it (``Budget.grants``), and its own cumulative spend is persisted here.
+
+Durability (docs/storage.md#caps-and-the-offer-commit): in the gateway the ledger's
+writes ride in the group commit of the offers they charge
+(:meth:`CapLedger.defer_to_group_commit`, then :meth:`CapLedger.take` from the event
+recorder), so a crash keeps both an offer and its charge or neither. Used alone (offline
+tools, benches) the ledger writes its charges itself every ``FLUSH_S`` seconds or
+``FLUSH_ROWS`` rows. Rows older than the keep window are deleted on start and every
+``PRUNE_EVERY_S`` seconds after.
 """
 
 from __future__ import annotations
@@ -14,21 +22,29 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from aislecast.kernel.campaign import Caps
 
-__all__ = ["FLUSH_ROWS", "FLUSH_S", "SPEND_BLOCK", "VISIT_GAP_S", "CapLedger", "Charge"]
+__all__ = ["FLUSH_ROWS", "FLUSH_S", "PRUNE_EVERY_S", "VISIT_GAP_S", "CapLedger", "Charge",
+           "PendingWrites"]
 
 _DAY_S = 86_400.0
-# Charges are written in batches of at most FLUSH_ROWS rows or FLUSH_S seconds: a crash
-# forgets at most that much of the cap history (budgets are protected separately).
+# Without a group commit to ride in, charges are written in batches of at most
+# FLUSH_ROWS rows or FLUSH_S seconds.
 FLUSH_ROWS = 256
 FLUSH_S = 0.25
 # A peer's charge belongs to the shopper's visit here if we saw them this recently.
 VISIT_GAP_S = 1800.0
-# Budget spend is persisted ahead in blocks (hi-lo allocator).
-SPEND_BLOCK = 8
+# Expired charges are deleted on start and then this often (a DELETE on the ts index).
+PRUNE_EVERY_S = 3600.0
+
+_Row = tuple[str, str, str, str, float, int, str]
+_INSERT = ("INSERT INTO cap_charges(inbox, campaign, visit, day, ts, offer, source)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
+_UPSERT_SPENT = ("INSERT INTO budget_spent(campaign, spent) VALUES (?, ?) ON CONFLICT(campaign)"
+                 " DO UPDATE SET spent = excluded.spent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +58,31 @@ class Charge:
     source: str = ""  # remote event id, "" when local
 
 
+@dataclass(slots=True)
+class PendingWrites:
+    """Charges and budget spends not yet written, taken out of the ledger for one
+    transaction (:meth:`write` inside it; :meth:`CapLedger.give_back` if it failed)."""
+
+    charges: list[_Row] = field(default_factory=list)
+    spent: dict[str, int] = field(default_factory=dict)  # campaign -> cumulative spend
+
+    def __bool__(self) -> bool:
+        return bool(self.charges or self.spent)
+
+    def write(self, cur: sqlite3.Cursor) -> None:
+        if self.charges:
+            cur.executemany(_INSERT, self.charges)
+        if self.spent:
+            cur.executemany(_UPSERT_SPENT, list(self.spent.items()))
+
+
 class CapLedger:
-    def __init__(self, conn: sqlite3.Connection, *, keep_days: float = 35.0) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, keep_days: float = 35.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._conn = conn  # tables cap_charges and budget_spent (gateway.storage)
         self.keep_s = keep_days * _DAY_S
+        self._clock = clock  # wall clock, for pruning (charges carry unix times)
+        self.self_flush = True  # False once a group commit takes the writes
         self.by_visit: dict[tuple[str, str, str], int] = defaultdict(int)
         self.by_campaign: dict[tuple[str, str], int] = defaultdict(int)
         self.by_day: dict[tuple[str, str, str], int] = defaultdict(int)
@@ -54,24 +91,28 @@ class CapLedger:
         self.visit_of: dict[str, str] = {}
         self.spent: dict[str, int] = {}
         self._sources: set[str] = set()
-        self._pending: list[tuple[str, str, str, str, float, int, str]] = []
+        self._pending = PendingWrites()  # local charges and spends
+        self._remote: list[_Row] = []  # peers' charges (written by commit_remote)
         self._flushed = time.monotonic()
-        self._mark: dict[str, int] = {}
         self._seen: dict[str, float] = {}  # inbox -> last local trigger
         self._orphans: dict[str, list[tuple[str, float, bool]]] = {}  # peer charges, no visit yet
+        self.pruned = 0  # rows deleted by prune so far
+        self._next_prune = clock() + PRUNE_EVERY_S
         self._restore()
 
     def _restore(self) -> None:
+        """Replay the keep window before the newest charge (not before now: a gateway
+        switched off for weeks still knows its caps), after deleting what is older."""
+        newest = self._conn.execute("SELECT max(ts) FROM cap_charges").fetchone()[0]
+        if newest is not None:
+            self.prune(float(newest))
         rows = self._conn.execute(
-            "SELECT inbox, campaign, visit, day, ts, offer, source FROM cap_charges"
-            " WHERE ts >= (SELECT coalesce(max(ts), 0) FROM cap_charges) - ? ORDER BY ts",
-            (self.keep_s,),
+            "SELECT inbox, campaign, visit, day, ts, offer, source FROM cap_charges ORDER BY ts",
         ).fetchall()
         for r in rows:
             self._count(Charge(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]))
         self.spent = {c: int(n) for c, n in self._conn.execute(
             "SELECT campaign, spent FROM budget_spent")}
-        self._mark = dict(self.spent)
 
     def _count(self, ch: Charge) -> None:
         self.by_visit[ch.inbox, ch.campaign, ch.visit] += 1
@@ -104,32 +145,69 @@ class CapLedger:
     def charge(self, ch: Charge) -> None:
         self._count(ch)
         self.visit_of[ch.inbox] = ch.visit
-        self._pending.append((ch.inbox, ch.campaign, ch.visit, ch.day, ch.ts, int(ch.offer),
-                              ch.source))
-        now = time.monotonic()
-        if len(self._pending) >= FLUSH_ROWS or now - self._flushed >= FLUSH_S:
-            self.flush(now)
+        self._pending.charges.append((ch.inbox, ch.campaign, ch.visit, ch.day, ch.ts,
+                                      int(ch.offer), ch.source))
+        if self.self_flush:
+            now = time.monotonic()
+            if len(self._pending.charges) >= FLUSH_ROWS or now - self._flushed >= FLUSH_S:
+                self.flush(now)
 
     def tick(self) -> None:
-        """Flush pending charges once they are ``FLUSH_S`` old (cheap when nothing is)."""
-        if self._pending and time.monotonic() - self._flushed >= FLUSH_S:
+        """Called per decision: flush pending charges once they are ``FLUSH_S`` old (when
+        no group commit takes them) and prune every ``PRUNE_EVERY_S``; cheap otherwise."""
+        if self.self_flush and (self._pending or self._remote) \
+                and time.monotonic() - self._flushed >= FLUSH_S:
             self.flush()
+        now = self._clock()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY_S
+            self.prune(now)
 
-    def flush(self, now: float | None = None) -> None:
-        """Write pending charges in one transaction (also called on a timer and at exit)."""
-        self._flushed = time.monotonic() if now is None else now
-        if not self._pending:
+    # ---- writes ----------------------------------------------------------------------
+    def defer_to_group_commit(self) -> None:
+        """From now on the caller writes the local charges and spends, inside the same
+        transaction as the offers they charge (:meth:`take`); the ledger no longer
+        flushes them by itself."""
+        self.self_flush = False
+
+    def take(self) -> PendingWrites:
+        """The local charges and spends not yet written (peers' ones too), now owned by
+        the caller's transaction."""
+        taken, self._pending = self._pending, PendingWrites()
+        if self._remote:
+            taken.charges += self._remote
+            self._remote = []
+        return taken
+
+    def give_back(self, taken: PendingWrites) -> None:
+        """``taken`` was not committed: keep it for the next transaction, before anything
+        charged meanwhile (spends: the newer total wins)."""
+        self._pending.charges[:0] = taken.charges
+        self._pending.spent = taken.spent | self._pending.spent
+
+    def _write(self, taken: PendingWrites) -> None:
+        if not taken:
             return
-        rows, self._pending = self._pending, []
         self._conn.execute("BEGIN")
         try:
-            self._conn.executemany(
-                "INSERT INTO cap_charges(inbox, campaign, visit, day, ts, offer, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            taken.write(self._conn.cursor())
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self.give_back(taken)
             raise
+
+    def flush(self, now: float | None = None) -> None:
+        """Write everything pending in one transaction (on a timer, and at exit)."""
+        self._flushed = time.monotonic() if now is None else now
+        self._write(self.take())
+
+    def commit_remote(self) -> None:
+        """Write the peers' charges applied since the last write (after a peer batch)."""
+        if self._remote:
+            rows, self._remote = self._remote, []
+            self._write(PendingWrites(charges=rows))
 
     def seen_visit(self, inbox: str, visit: str, now: float) -> None:
         """A local trigger of ``inbox`` in ``visit``: a new visit adopts the peers'
@@ -155,7 +233,7 @@ class CapLedger:
             self._orphans.setdefault(inbox, []).append((campaign, ts, offer))
             visit = f"remote:{source}"
         self._count(Charge(inbox, campaign, visit, day, ts, offer, source))
-        self._pending.append((inbox, campaign, visit, day, ts, int(offer), source))
+        self._remote.append((inbox, campaign, visit, day, ts, int(offer), source))
         return True
 
     # ---- budget ------------------------------------------------------------------------
@@ -163,18 +241,16 @@ class CapLedger:
         return allowance - self.spent.get(campaign, 0)
 
     def spend(self, campaign: str) -> None:
-        """Spend one unit. The persisted mark runs ahead in blocks of ``SPEND_BLOCK``
-        (hi-lo): after a crash the gateway resumes from the mark, so it may waste up to
-        a block of its grant but can never spend a unit twice."""
+        """Spend one unit; the new total is written with the charge of the same offer."""
         n = self.spent.get(campaign, 0) + 1
         self.spent[campaign] = n
-        if n > self._mark.get(campaign, 0):
-            self._mark[campaign] = n + SPEND_BLOCK - 1
-            self._conn.execute(
-                "INSERT INTO budget_spent(campaign, spent) VALUES (?, ?) ON CONFLICT(campaign)"
-                " DO UPDATE SET spent = excluded.spent", (campaign, self._mark[campaign]))
+        self._pending.spent[campaign] = n
 
     def prune(self, now: float) -> int:
-        """Forget charges older than the keep window (called rarely, e.g. daily)."""
+        """Delete charges older than the keep window (on start, then every
+        ``PRUNE_EVERY_S`` from :meth:`tick`); returns the rows deleted. The counts in
+        memory keep them until the next start."""
         cur = self._conn.execute("DELETE FROM cap_charges WHERE ts < ?", (now - self.keep_s,))
-        return int(cur.rowcount or 0)
+        n = int(cur.rowcount or 0)
+        self.pruned += n
+        return n

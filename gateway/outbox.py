@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aislecast.kernel.const import OUTBOX_MAX_ROWS
@@ -67,9 +67,12 @@ class Outbox:
         offers: Iterable[tuple[str, str, bytes, float]] = (),
         events: Iterable[tuple[str, str, bytes]] = (),
         remove: Sequence[int] = (),
+        also: Callable[[sqlite3.Cursor], object] | None = None,
     ) -> list[int]:
         """Commit offers ``(id, topic, payload, expires_at)`` and events ``(id, topic, payload)``
-        in one transaction (optionally removing acknowledged rows in the same one).
+        in one transaction (optionally removing acknowledged rows in the same one, and
+        running ``also`` in it: the cap charges of these offers, see
+        :meth:`gateway.caps.CapLedger.take`).
 
         Returns the ``seq`` of each offer, in order. Re-adding an id is a no-op.
         """
@@ -92,6 +95,8 @@ class Outbox:
                 self._count += self.conn.total_changes - before
             if self._count > self.max_rows:
                 self._evict(cur, self._count - self.max_rows)
+            if also is not None:
+                also(cur)
             cur.execute("COMMIT")
         except BaseException as exc:
             self._abort(count_before)

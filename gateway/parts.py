@@ -83,7 +83,10 @@ class GatewayParts:
             SCHEMA_VERSION, msgspec.json.encode(cfg.store), msgspec.json.encode(cfg.gateway)))
         self.publisher = OutboxPublisher(self.outbox, events_topic=self.events.topic,
                                          batch_header=header, on_offer_acked=self.events.offer_acked)
-        self.recorder = EventRecorder(self.outbox, self.events, self.publisher)
+        # cap charges and new visits commit with their offers (one transaction: a crash
+        # keeps all of them or none)
+        self.recorder = EventRecorder(self.outbox, self.events, self.publisher,
+                                      charges=self.decider.ledger, visits=self.visits)
         self.triggers = Triggers(presence=self.presence, visits=self.visits, decider=self.decider,
                                  paused=self.paused, schedule=self.schedule,
                                  recorder=self.recorder, notify=notify)

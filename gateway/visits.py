@@ -11,12 +11,14 @@ in the store a fresh visit and the capped offer again. The rules:
   *window*: ``absence_s`` (+ one sync interval of slack) for a shopper who was in a zone
   at the last sync, ``idle_s`` for one known only from taps, scans or flashes, whom
   presence never exits.
-* Each open visit is a row ``visits(inbox, visit, last_seen, zoned)``. New and ended
-  visits, and ``last_seen`` of shoppers whose stored value is older than half their
-  window, are written in one transaction every ``sync_s`` by the gateway's ticker,
-  together with a heartbeat ``watched_until`` (per-trigger autocommits cost ~40 µs per
-  offer at 1,500 offers/s). A crash loses at most ``sync_s`` of new visits, the same
-  order as the cap charges (``caps.FLUSH_S``).
+* Each open visit is a row ``visits(inbox, visit, last_seen, zoned)``. A new visit is
+  written in the group commit of the decisions made in it (:meth:`VisitBook.take_new`
+  from the event recorder, the transaction that also holds their offers and cap
+  charges), so a crash never keeps an offer charged to a visit the restarted gateway
+  does not know. Ended visits, and ``last_seen`` of shoppers whose stored value is older
+  than half their window, are written in one transaction every ``sync_s`` by the
+  gateway's ticker, together with a heartbeat ``watched_until`` (per-trigger autocommits
+  cost ~40 µs per offer at 1,500 offers/s).
 * A restart does not count as absence: the gateway could not see anyone leave while it
   was down, so on start every row's ``last_seen`` moves forward by the downtime
   (``now - watched_until``). A shopper seen again within the window of *watched* time
@@ -33,7 +35,7 @@ from typing import Final
 
 from aislecast.kernel.ids import new_id
 
-__all__ = ["VISIT_IDLE_S", "VISIT_MAX_DOWN_S", "VISIT_SYNC_S", "VisitBook"]
+__all__ = ["VISIT_IDLE_S", "VISIT_MAX_DOWN_S", "VISIT_SYNC_S", "NewVisits", "VisitBook"]
 
 # A shopper known only from taps/scans (no presence) is on the same visit while their
 # interactions are at most this far apart: caps.VISIT_GAP_S uses the same 30 minutes
@@ -52,6 +54,28 @@ class _Visit:
     def __init__(self, vid: str, last_seen: float, zoned: bool) -> None:
         self.id, self.last_seen, self.zoned = vid, last_seen, zoned
         self.stored_seen = float("-inf")  # last_seen as written to the file
+
+
+_UPSERT: Final = (
+    "INSERT INTO visits(inbox, visit, last_seen, zoned) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT(inbox) DO UPDATE SET visit = excluded.visit,"
+    " last_seen = excluded.last_seen, zoned = excluded.zoned")
+
+
+class NewVisits:
+    """Visits started since the last write, taken out for one transaction."""
+
+    __slots__ = ("visits",)
+
+    def __init__(self, visits: dict[str, _Visit]) -> None:
+        self.visits = visits
+
+    def __bool__(self) -> bool:
+        return bool(self.visits)
+
+    def write(self, cur: sqlite3.Cursor) -> None:
+        cur.executemany(_UPSERT, [(inbox, v.id, v.last_seen, int(v.zoned))
+                                  for inbox, v in self.visits.items()])
 
 
 class VisitBook:
@@ -124,6 +148,25 @@ class VisitBook:
     def __len__(self) -> int:
         return len(self._open)
 
+    # ---- group commit -----------------------------------------------------------------
+    def take_new(self) -> NewVisits:
+        """The visits started since the last write, for the caller's transaction."""
+        taken = {inbox: v for inbox, v in self._new.items() if inbox in self._open}
+        self._new = {}
+        # Written as they are now, maybe not yet flagged as in a zone (the next sync
+        # flags them); rewritten only when stale, as any other row. A crash in that
+        # first second resumes the visit within the longer idle window: stricter caps.
+        for v in taken.values():
+            v.stored_seen = v.last_seen
+        return NewVisits(taken)
+
+    def give_back(self, taken: NewVisits) -> None:
+        """``taken`` was not committed: the next write takes the visits still open."""
+        for inbox, v in taken.visits.items():
+            if self._open.get(inbox) is v:
+                v.stored_seen = float("-inf")
+                self._new.setdefault(inbox, v)
+
     # ---- periodic ---------------------------------------------------------------------
     def sync(self, now: float, present: Iterable[str], *, force: bool = False) -> bool:
         """Refresh ``last_seen`` of shoppers ``present`` in a zone, expire visits whose
@@ -154,10 +197,7 @@ class VisitBook:
         self._conn.execute("BEGIN")
         try:
             self._conn.executemany("DELETE FROM visits WHERE inbox = ?", gone)
-            self._conn.executemany(
-                "INSERT INTO visits(inbox, visit, last_seen, zoned) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(inbox) DO UPDATE SET visit = excluded.visit,"
-                " last_seen = excluded.last_seen, zoned = excluded.zoned", new)
+            self._conn.executemany(_UPSERT, new)
             self._conn.executemany("UPDATE visits SET last_seen = ?, zoned = ? WHERE inbox = ?",
                                    rows)
             self._heartbeat(now)

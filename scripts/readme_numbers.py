@@ -51,6 +51,7 @@ _LABELS = {
     "creds": "broker credentials: provision shoppers (hash, files, SIGHUP, first login) and revoke",
     "tls": "QoS 1 publish → receive at 200/s, plain against TLS listener (same broker, same run)",
     "enrol": "shopper enrolment: `POST /api/shoppers` on a real HQ (4 connections), and the service alone",
+    "kill": "crash safety: SIGKILL `aislecast gateway run` under load, restart, audit (goal 0, 0, 0)",
 }
 _OURS = "aislecast"
 

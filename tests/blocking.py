@@ -77,7 +77,9 @@ SQLITE_INLINE: Final[list[tuple[str, set[str]]]] = [
     ("gateway/outbox.py", {"open_db", "__init__", "add", "after", "pending", "_delete",
                            "_insert_offers", "drop_expired", "checkpoint", "__len__"}),
     ("gateway/bundles.py", {"__init__", "_apply", "load_persisted", "offer_delta"}),
-    ("gateway/caps.py", {"__init__", "_restore", "flush"}),
+    # cap charges ride in the outbox's group commit (PendingWrites.write inside add);
+    # peers' charges are one small transaction per batch; the hourly prune is one DELETE
+    ("gateway/caps.py", {"__init__", "_restore", "flush", "_write", "commit_remote", "prune"}),
     ("gateway/visits.py", {"__init__", "_restore", "_heartbeat", "_write"}),
     ("hq/db.py", {"execute", "executemany", "query", "transaction"}),
 ]

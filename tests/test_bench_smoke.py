@@ -14,7 +14,7 @@ import sys
 from benchmarks._harness import REGISTRY, _load
 
 EXPECTED = {"creds", "decide", "decode", "decode_pipe", "e2e", "enrol", "fanout", "gateway_rss", "hotpath",
-            "ingest", "nfc", "tap", "tls"}
+            "ingest", "kill", "nfc", "tap", "tls"}
 
 
 def test_every_benchmark_runs_quick_and_reports_numbers() -> None:

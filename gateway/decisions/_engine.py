@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import random
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aislecast.kernel.campaign import TRIGGER_KINDS, Campaign, Model, Profile
@@ -72,11 +74,12 @@ def in_holdout(inbox: str, campaign: str, pct: float) -> bool:
 
 class DecisionEngine:
     def __init__(self, conn: sqlite3.Connection, store: str, *, gateway: str = "",
-                 tz: str = "UTC", rng: random.Random | None = None) -> None:
+                 tz: str = "UTC", rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.gateway = gateway
         self.tz = tz
-        self.ledger = CapLedger(conn)
+        self.ledger = CapLedger(conn, clock=clock)  # clock: when to prune expired charges
         self.ranker = Ranker(rng)
         self.clock = LocalClock()
         self._campaigns: dict[str, Campaign] = {}

@@ -49,4 +49,6 @@ def apply_peer_batch(engine: DecisionEngine, payload: bytes, own_gateway: str, *
         if e.kind == "decision" and e.reason in {"offer", "holdout"} and e.inbox and e.campaign:
             n += engine.remote_charge(e.id, e.inbox, e.campaign, ts=e.ts,
                                       offer=e.reason == "offer")
+    if n:
+        engine.ledger.commit_remote()  # one transaction per batch
     return n
