@@ -1,31 +1,29 @@
 """Ed25519 signing of canonical JSON bundles and deltas (docs/architecture.md#bundles-and-sync).
 
 HQ signs with its private key; gateways pin the public key and verify before they
-parse anything further. Canonical JSON here is msgspec's encoding with sorted keys.
+parse anything further, with :mod:`aislecast.kernel.verify` (PyNaCl: a gateway never
+loads this module's ``cryptography``). Canonical JSON here is msgspec's encoding with
+sorted keys.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 from pathlib import Path
 from typing import Literal
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from aislecast.kernel.errors import BundleError
-from aislecast.kernel.schema import SCHEMA_VERSION, SignedEnvelope, decode, encode
+from aislecast.kernel.schema import SCHEMA_VERSION, SignedEnvelope, encode
+from aislecast.kernel.verify import key_id
 
 __all__ = [
     "Signer",
-    "Verifier",
     "canonical_json",
-    "key_id",
     "load_or_create_signing_key",
-    "public_key_from_pem",
     "public_key_pem",
 ]
 
@@ -38,22 +36,10 @@ def _raw_public(pub: Ed25519PublicKey) -> bytes:
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def key_id(pub: Ed25519PublicKey) -> str:
-    """Short fingerprint of a public key (first 8 bytes of SHA-256, hex)."""
-    return hashlib.sha256(_raw_public(pub)).hexdigest()[:16]
-
-
 def public_key_pem(pub: Ed25519PublicKey) -> str:
     return pub.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
-
-
-def public_key_from_pem(pem: str | bytes) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
-    if not isinstance(key, Ed25519PublicKey):
-        raise BundleError("malformed", "the pinned HQ key is not an Ed25519 public key")
-    return key
 
 
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -80,7 +66,8 @@ class Signer:
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key
         self.public_key = key.public_key()
-        self.kid = key_id(self.public_key)
+        self.public_raw = _raw_public(self.public_key)  # what a Verifier pins
+        self.kid = key_id(self.public_raw)
 
     def sign(self, kind: Literal["bundle", "delta"], body: msgspec.Struct) -> bytes:
         raw = canonical_json(body)
@@ -92,29 +79,3 @@ class Signer:
             sig=base64.b64encode(self._key.sign(raw)).decode(),
         )
         return encode(env)
-
-
-class Verifier:
-    """Verify envelopes against one pinned public key; every failure is a BundleError."""
-
-    def __init__(self, public_key: Ed25519PublicKey) -> None:
-        self._pub = public_key
-        self.kid = key_id(public_key)
-
-    def open(self, payload: bytes, kind: Literal["bundle", "delta"]) -> bytes:
-        """Return the verified canonical body bytes of an envelope of ``kind``."""
-        try:
-            env = decode(payload, SignedEnvelope)
-            raw = base64.b64decode(env.body, validate=True)
-            sig = base64.b64decode(env.sig, validate=True)
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
-            raise BundleError("malformed", f"not a signed envelope: {exc}") from exc
-        if env.kind != kind:
-            raise BundleError("malformed", f"expected a {kind} envelope, got {env.kind}")
-        if env.kid != self.kid:
-            raise BundleError("forged", f"signed by unknown key {env.kid}, pinned {self.kid}")
-        try:
-            self._pub.verify(sig, raw)
-        except InvalidSignature as exc:
-            raise BundleError("forged", "signature does not verify") from exc
-        return raw
