@@ -93,6 +93,7 @@ def test_pem_that_is_not_an_ed25519_public_key_is_refused(pem: object) -> None:
     with pytest.raises(BundleError) as err:
         public_key_from_pem(pem())
     assert err.value.reason == "malformed"
+    assert "set hq_public_key to HQ's bundle key" in str(err.value)  # the fix, in one line
 
 
 def test_a_raw_key_of_the_wrong_length_is_refused() -> None:

@@ -32,6 +32,7 @@ _KEY_LEN: Final = 32
 _SIG_LEN: Final = 64
 _PEM_BEGIN: Final = "-----BEGIN PUBLIC KEY-----"
 _PEM_END: Final = "-----END PUBLIC KEY-----"
+_FIX: Final = "set hq_public_key to HQ's bundle key (GET /api/keys/bundle on HQ)"
 
 
 def key_id(raw_public: bytes) -> str:
@@ -45,13 +46,13 @@ def public_key_from_pem(pem: str | bytes) -> bytes:
     begin, end = text.find(_PEM_BEGIN), text.find(_PEM_END)
     if begin < 0 or end < begin:
         raise BundleError("malformed", "the pinned HQ key is not a PEM public key "
-                                       f"({_PEM_BEGIN} ... {_PEM_END})")
+                                       f"({_PEM_BEGIN} ... {_PEM_END}): {_FIX}")
     try:
         der = base64.b64decode("".join(text[begin + len(_PEM_BEGIN):end].split()), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise BundleError("malformed", f"the pinned HQ key's PEM body is not base64: {exc}") from exc
+        raise BundleError("malformed", f"the pinned HQ key's PEM body is not base64 ({exc}): {_FIX}") from exc
     if len(der) != len(_SPKI_ED25519_PREFIX) + _KEY_LEN or not der.startswith(_SPKI_ED25519_PREFIX):
-        raise BundleError("malformed", "the pinned HQ key is not an Ed25519 public key")
+        raise BundleError("malformed", f"the pinned HQ key is not an Ed25519 public key: {_FIX}")
     return der[len(_SPKI_ED25519_PREFIX):]
 
 
