@@ -22,7 +22,8 @@ from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.procinfo import rss_mib
 from aislecast.kernel.schema import Campaign, Creative, Store, Trigger
-from aislecast.kernel.signing import Signer, Verifier, load_or_create_signing_key
+from aislecast.kernel.signing import Signer, load_or_create_signing_key
+from aislecast.kernel.verify import Verifier
 from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from hq.db import HqDb
 from hq.service import HqService
@@ -78,7 +79,7 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
                 await link.__aexit__(None, None, None)
     lat = [arrived[s] - t0 for s in stores]
     envelope = signer.sign("delta", service.build_bundle(stores[0]))
-    verifier = Verifier(signer.public_key)
+    verifier = Verifier(signer.public_raw)
     t = time.perf_counter()
     for _ in range(200):
         verifier.open(envelope, "delta")

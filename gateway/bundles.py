@@ -19,7 +19,7 @@ import msgspec
 from aislecast.kernel.errors import BundleError
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Bundle, BundleDelta, decode
-from aislecast.kernel.signing import Verifier
+from aislecast.kernel.verify import Verifier
 from gateway.keys import PinnedKeys
 
 __all__ = ["BundleStore"]

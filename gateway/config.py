@@ -43,14 +43,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from msgspec import Meta
 
 from aislecast.kernel.config import TcpPort, decode, load_toml
 from aislecast.kernel.errors import AislecastError, ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.privatefile import check_tls_files, read_secret
-from aislecast.kernel.signing import public_key_from_pem
+from aislecast.kernel.verify import public_key_from_pem
 from edge.nfc.settings import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
 from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
 from gateway.presence import PresenceParams
@@ -200,7 +199,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
         """``[metrics] port``: where to serve Prometheus metrics, None for nowhere."""
         return self.metrics.port
 
-    def public_keys(self) -> list[Ed25519PublicKey]:
+    def public_keys(self) -> list[bytes]:
         """The pinned HQ keys; a ConfigError names the entry that is missing or not a key."""
         one = isinstance(self.hq_public_key, str)
         entries = [self.hq_public_key] if isinstance(self.hq_public_key, str) else self.hq_public_key

@@ -19,12 +19,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from aislecast.kernel.errors import BundleError
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import KeyNotice
-from aislecast.kernel.signing import Verifier, key_id, public_key_from_pem, public_key_pem
+from aislecast.kernel.verify import Verifier, key_id, public_key_from_pem
 
 __all__ = ["KeyStats", "PinnedKeys"]
 
@@ -57,9 +55,9 @@ class PinnedKeys:
         self.stats.pinned = len(verifier.kids)
 
     @staticmethod
-    def check(notices: Sequence[KeyNotice]) -> list[tuple[KeyNotice, Ed25519PublicKey | None]]:
+    def check(notices: Sequence[KeyNotice]) -> list[tuple[KeyNotice, bytes | None]]:
         """Each notice with its parsed key; ``malformed`` if a key is not the id it claims."""
-        out: list[tuple[KeyNotice, Ed25519PublicKey | None]] = []
+        out: list[tuple[KeyNotice, bytes | None]] = []
         for notice in notices:
             if notice.public_key is None:
                 if notice.state != "retired":
@@ -69,7 +67,7 @@ class PinnedKeys:
                 continue
             try:
                 pub = public_key_from_pem(notice.public_key)
-            except (BundleError, ValueError) as exc:
+            except BundleError as exc:
                 raise BundleError("malformed", f"announced key {notice.kid} is not an Ed25519 "
                                                "public key") from exc
             if key_id(pub) != notice.kid:
@@ -77,7 +75,7 @@ class PinnedKeys:
             out.append((notice, pub))
         return out
 
-    def learn(self, checked: Sequence[tuple[KeyNotice, Ed25519PublicKey | None]]) -> None:
+    def learn(self, checked: Sequence[tuple[KeyNotice, bytes | None]]) -> None:
         """Apply the announcements of an accepted bundle (from :meth:`check`)."""
         now = time.time()
         for notice, pub in checked:
@@ -99,11 +97,11 @@ class PinnedKeys:
         self.verifier.unpin(kid)
         log.info("HQ key retired: bundles signed by it are refused from now on", kid=kid)
 
-    def _pin(self, notice: KeyNotice, pub: Ed25519PublicKey, now: float) -> None:
+    def _pin(self, notice: KeyNotice, pub: bytes, now: float) -> None:
         if notice.kid in self.stats.retired_kids or not self.verifier.pin(pub):
             return  # retirement is for good; a key pinned already stays as it is
         self._conn.execute(
             "INSERT INTO pinned_keys(kid, public_key, retired, changed_at) VALUES (?, ?, 0, ?)"
-            " ON CONFLICT(kid) DO NOTHING", (notice.kid, public_key_pem(pub), now))
+            " ON CONFLICT(kid) DO NOTHING", (notice.kid, notice.public_key, now))
         self.stats.learned += 1
         log.info("HQ key pinned from a signed announcement", kid=notice.kid, state=notice.state)

@@ -22,7 +22,7 @@ import msgspec
 
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import SCHEMA_VERSION, Bundle, BundleDelta
-from aislecast.kernel.signing import Verifier
+from aislecast.kernel.verify import Verifier
 from gateway.adverts import AdvertRouter
 from gateway.bundles import BundleStore
 from gateway.config import GatewayConfig

@@ -1,6 +1,6 @@
 """HQ's bundle-signing keyring: rotation of the Ed25519 key with an overlap.
 
-Each key has an id (:func:`aislecast.kernel.signing.key_id`) and a state:
+Each key has an id (:func:`aislecast.kernel.signing.public_key_id`) and a state:
 
 - ``current``: signs every bundle and delta (exactly one);
 - ``next``: made by ``aislecast hq keys next``; announced in every bundle, so gateways
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.privatefile import write_private
 from aislecast.kernel.schema import KeyNotice
-from aislecast.kernel.signing import Signer, key_id, load_or_create_signing_key, public_key_pem
+from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_id, public_key_pem
 
 __all__ = ["KeyState", "Keyring", "KeyringError", "RingKey", "ring_path"]
 
@@ -70,7 +70,7 @@ def _private_pem(key: Ed25519PrivateKey) -> str:
 
 def _new_key(key: Ed25519PrivateKey, state: KeyState) -> RingKey:
     now = time.time()
-    return RingKey(kid=key_id(key.public_key()), state=state, created_at=now,
+    return RingKey(kid=public_key_id(key.public_key()), state=state, created_at=now,
                    public_key=public_key_pem(key.public_key()), private_key=_private_pem(key),
                    changed_at=now)
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from aislecast.kernel.schema import SCHEMA_VERSION, Bundle, Store, TokenTable
-from aislecast.kernel.signing import Signer, Verifier, load_or_create_signing_key
+from aislecast.kernel.signing import Signer, load_or_create_signing_key
+from aislecast.kernel.verify import Verifier
 from gateway.bundles import BundleStore
 from gateway.storage import open_db
 
@@ -32,7 +33,7 @@ def test_applied_bundle_is_kept_without_tables_and_persisted_intact(tmp_path: Pa
     seen: list[Bundle] = []
 
     def store() -> BundleStore:
-        return BundleStore(db, Verifier(signer.public_key), "s1", on_bundle=seen.append,
+        return BundleStore(db, Verifier(signer.public_raw), "s1", on_bundle=seen.append,
                            on_delta=lambda d: None)
 
     first = signer.sign("bundle", _bundle(1, 500))

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aislecast.apps.cli import main
 from aislecast.kernel.errors import ConfigError
-from aislecast.kernel.signing import key_id, public_key_from_pem, public_key_pem
+from aislecast.kernel.signing import public_key_pem
+from aislecast.kernel.verify import key_id, public_key_from_pem
 from gateway.config import load_config
 
 BASE = {"gateway": "gw-1", "store": "s1", "hq_public_key": "-----BEGIN PUBLIC KEY-----x",

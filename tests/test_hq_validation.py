@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from aislecast.kernel.schema import SCHEMA_VERSION, BundleDelta, Store
-from aislecast.kernel.signing import Signer, Verifier, load_or_create_signing_key
+from aislecast.kernel.signing import Signer, load_or_create_signing_key
+from aislecast.kernel.verify import Verifier
 from gateway.bundles import BundleStore
 from gateway.storage import open_db
 from hq.api import create_app
@@ -64,12 +65,12 @@ def test_a_replayed_delta_is_stale_even_after_a_restart(tmp_path: Path) -> None:
     bundle = service.build_bundle("s1")
     gw_db = open_db(tmp_path / "gw.sqlite")
     applied: list[BundleDelta] = []
-    store = BundleStore(gw_db, Verifier(signer.public_key), "s1", on_bundle=lambda b: None,
+    store = BundleStore(gw_db, Verifier(signer.public_raw), "s1", on_bundle=lambda b: None,
                         on_delta=applied.append)
     assert store.offer_bundle(signer.sign("bundle", bundle))
     assert not store.offer_delta(signer.sign("delta", old))  # delta 1 is already in the bundle
     assert store.rejected == {"stale": 1}
-    restarted = BundleStore(gw_db, Verifier(signer.public_key), "s1", on_bundle=lambda b: None,
+    restarted = BundleStore(gw_db, Verifier(signer.public_raw), "s1", on_bundle=lambda b: None,
                             on_delta=applied.append)
     assert restarted.load_persisted()
     assert not restarted.offer_delta(signer.sign("delta", old))

@@ -11,7 +11,7 @@ import pytest
 import sqlite_utils
 
 from aislecast.kernel.errors import SchemaVersionError
-from aislecast.kernel.signing import Verifier, public_key_from_pem
+from aislecast.kernel.verify import Verifier, public_key_from_pem
 from gateway.bundles import BundleStore
 from gateway.caps import CapLedger
 from gateway.outbox import Outbox
