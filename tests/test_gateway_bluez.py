@@ -63,6 +63,7 @@ async def advertise_token(fake: FakeBlueZ, phone: Phone, hz: float = 10.0) -> No
     while True:
         fake.advertise(PHONE_ADDRESS, rssi=-52,
                        service_data={EDDYSTONE_UUID: eid_frame(phone.token())})
+        await fake.drain()
         await asyncio.sleep(1 / hz)  # the advertising interval: pacing, not a wait
 
 
