@@ -11,12 +11,15 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks._harness import REGISTRY, _load
 
 EXPECTED = {"creds", "decide", "decode", "decode_pipe", "e2e", "fanout", "gateway_rss", "hotpath", "ingest",
             "nfc", "tap", "tls"}
 
 
+@pytest.mark.slow
 def test_every_benchmark_runs_quick_and_reports_numbers() -> None:
     _load()
     assert set(REGISTRY) >= EXPECTED

@@ -34,7 +34,9 @@ from tests import harness
 from tests.harness import STORE, Stack, enter_campaign, stack
 
 pytest_plugins = ["fakebluez.fixtures"]
-pytestmark = pytest.mark.timeout(90)
+# real-time recovery bounds (the scanner's own clock): one worker with the other
+# wall-clock checks (xdist group "realtime")
+pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("realtime")]
 
 # The fixed beacons of fakebluez.beacon_loop, planned at HQ in the entrance.
 FAKE_BEACONS = [
