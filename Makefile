@@ -21,7 +21,7 @@ deps: $(STAMP)
 demo: deps
 	$(BIN)/aislecast demo
 
-## test: ruff, mypy --strict, import-linter layer contracts and pytest
+## test: ruff, mypy --strict, import-linter layer contracts and pytest (four xdist workers, see pyproject)
 test: check pytest
 
 ## check: ruff, mypy --strict and the import-linter contracts (layers, role extras, privacy)

@@ -307,7 +307,7 @@ async def _run(t: _Transport, setup: _Setup) -> tuple[list[Measurement], float]:
             while not ready.is_set():
                 await gw.link.publish(_READY, b"1", qos=1)
                 await asyncio.sleep(0.1)
-            rate, lat = await _drive(gw, shoppers[:base_n], rec, 200, 3 if quick else 10)
+            rate, lat = await _drive(gw, shoppers[:base_n], rec, 200, 1 if quick else 10)
             p50, p99 = percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000
             rows += [
                 Measurement("e2e", "aislecast", f"{t.prefix}p50 @200/s", p50, "ms", "lower"),
@@ -319,7 +319,7 @@ async def _run(t: _Transport, setup: _Setup) -> tuple[list[Measurement], float]:
             doubling, within_goal, doubled = 200.0, 200.0 if met else 0.0, False
             pool = shoppers[base_n:]
             for target in ([600.0] if quick else [500.0, 1000, 1500, 2000, 2500, 3000, 4000]):
-                rate, lat = await _drive(gw, pool, rec, target, 2 if quick else 4)
+                rate, lat = await _drive(gw, pool, rec, target, 1 if quick else 4)
                 q99 = percentile(lat, 0.99) * 1000
                 print(f"[bench] e2e {t.name} {target:.0f}/s -> {rate:.0f}/s p99 {q99:.1f} ms",
                       file=sys.stderr)
@@ -356,7 +356,7 @@ async def _run(t: _Transport, setup: _Setup) -> tuple[list[Measurement], float]:
 async def bench_e2e(opts: BenchOptions) -> list[Measurement]:
     """Plain and TLS in the same run, on the same machine, HQ database and shoppers."""
     quick = opts.quick
-    base_n, sweep_n = (300, 600) if quick else (2000, 6000)
+    base_n, sweep_n = (200, 400) if quick else (2000, 6000)
     k = TOKEN_ROTATION_K  # HQ's default; the resolver tolerates one epoch of rotation
     with tempfile.TemporaryDirectory(prefix="aislecast-bench-") as tmp:
         work = Path(tmp)

@@ -186,12 +186,12 @@ def _lookups(shoppers: int, repeat: int) -> list[Measurement]:
 
 @benchmark("gateway_rss")
 async def bench_gateway_rss(opts: BenchOptions) -> list[Measurement]:
-    settle = 2.0 if opts.quick else 20.0
-    large = 1000 if opts.quick else 10_000
+    settle = 1.0 if opts.quick else 20.0
+    large = 500 if opts.quick else 10_000
     small_rss, small_entries = await measure_gateway_rss(6, settle)
     large_rss, large_entries = await measure_gateway_rss(large, settle)
     note = {"after_s": settle, "goal_mib": _GOAL_MIB}
-    rows = _lookups(large, 20 if opts.quick else 200)
+    rows = _lookups(large, 5 if opts.quick else 200)
     rows += [
         Measurement("gateway_rss", "aislecast", "gateway RSS, 6 shoppers", small_rss, "MiB", "lower",
                     extra={**note, "token_entries": small_entries}),

@@ -1,5 +1,7 @@
 """Shared fixtures: a private Mosquitto per test on a free port (docs/architecture.md#mosquitto), and a guard
-that fails any test whose code blocks the event loop (blockbuster; see tests/blocking.py)."""
+that fails any test whose code blocks the event loop (blockbuster; see tests/blocking.py).
+Tests marked ``slow`` are collected first, so each xdist worker starts on one of them and
+the run does not end waiting for a long test begun last (docs/architecture.md#how-the-suite-runs)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,11 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from tests.blocking import SCANNED, allow_known_blocking
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``slow`` tests first, each group in collection order (a stable sort)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

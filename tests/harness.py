@@ -44,8 +44,9 @@ from hq.service import Enrollment
 STORE = "store-t"
 
 
-async def until(pred: Callable[[], object], timeout: float = 20.0, step: float = 0.02) -> None:
-    """Poll ``pred`` until it is true; TimeoutError after ``timeout`` seconds."""
+async def until(pred: Callable[[], object], timeout: float = 60.0, step: float = 0.02) -> None:
+    """Poll ``pred`` until it is true; TimeoutError after ``timeout`` seconds (a liveness
+    bound for a loaded machine: a latency a test holds something to is asserted apart)."""
     async with asyncio.timeout(timeout):
         while not pred():
             await asyncio.sleep(step)

@@ -11,12 +11,16 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks._harness import REGISTRY, _load
 
 EXPECTED = {"creds", "decide", "decode", "decode_pipe", "e2e", "enrol", "fanout", "gateway_rss", "hotpath",
             "ingest", "kill", "nfc", "tap", "tls"}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # the run's own bound below: 35 s idle, 120 s+ at load 15
 def test_every_benchmark_runs_quick_and_reports_numbers() -> None:
     _load()
     assert set(REGISTRY) >= EXPECTED

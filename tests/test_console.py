@@ -81,6 +81,7 @@ async def _cell(page: Any, cid: str, field: str) -> str:
     return str(text or "")
 
 
+@pytest.mark.slow
 async def test_console_shows_live_numbers_pauses_and_sends_flash(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from edge.simstore import SimShopper
 from tests.harness import STORE, enter_campaign, stack
@@ -42,6 +44,7 @@ async def test_expired_offer_never_reaches_a_phone_that_connects_late(
             assert late.stats.offers_late == 0  # the broker dropped it, not the phone
 
 
+@pytest.mark.slow
 async def test_gateway_restart_replays_outbox_without_loss(tmp_path: Path) -> None:
     port = free_port()
     bdir = tmp_path / "broker"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -40,6 +41,7 @@ def _app() -> FastAPI:
     return app
 
 
+@pytest.mark.slow
 async def test_a_5xx_is_a_failure_printed_on_one_line_and_a_good_route_is_not(
         tmp_path: Path) -> None:
     fuzz = _script()

@@ -34,7 +34,9 @@ from tests import harness
 from tests.harness import STORE, Stack, enter_campaign, stack
 
 pytest_plugins = ["fakebluez.fixtures"]
-pytestmark = pytest.mark.timeout(90)
+# real-time recovery bounds (the scanner's own clock): one worker with the other
+# wall-clock checks (xdist group "realtime")
+pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("realtime")]
 
 # The fixed beacons of fakebluez.beacon_loop, planned at HQ in the entrance.
 FAKE_BEACONS = [
@@ -63,6 +65,7 @@ async def advertise_token(fake: FakeBlueZ, phone: Phone, hz: float = 10.0) -> No
     while True:
         fake.advertise(PHONE_ADDRESS, rssi=-52,
                        service_data={EDDYSTONE_UUID: eid_frame(phone.token())})
+        await fake.drain()
         await asyncio.sleep(1 / hz)  # the advertising interval: pacing, not a wait
 
 

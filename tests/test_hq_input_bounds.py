@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ def _write_calls(v: str) -> list[tuple[str, str, Any]]:
     ]
 
 
+@pytest.mark.slow
 async def test_odd_values_on_every_write_route_get_4xx_never_5xx(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:

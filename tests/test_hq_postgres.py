@@ -225,7 +225,7 @@ async def test_cli_hq_serve_on_postgresql(broker: MosquittoProcess, tmp_path: Pa
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=os.environ | {"PYTHONUNBUFFERED": "1"})
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60  # start-up liveness (20 s was missed at load 15)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
                 while True:
                     try:

@@ -22,6 +22,7 @@ from edge.nfc.emulator import CardEmulator, Type2Card, free_udp_port, type2_imag
 from firmware_config.qr import HQ_TOKEN_ENV, mint_link
 from hq.server import HqServer
 from tests.harness import token_for
+from tests.nfc.nfc_helpers import CARD_WAIT_S
 
 LANDING = "https://shop.example/coffee"
 
@@ -57,7 +58,8 @@ async def test_qr_and_nfc_carry_the_same_minted_link(
 
         port = free_udp_port()
         dev = f"udp:127.0.0.1:{port}"
-        with CardEmulator(port, Type2Card(type2_image(b"", data_size=496)), presentations=2):
+        with CardEmulator(port, Type2Card(type2_image(b"", data_size=496)), presentations=2,
+                          timeout=CARD_WAIT_S):
             assert await asyncio.to_thread(main, [
                 "tags", "write", "--device", dev, "--tag-id", "T-7", "--store", "s1",
                 "--hq", base, "--url", LANDING, "--timeout", "5"]) == 0

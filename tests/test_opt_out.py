@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from aislecast.kernel.broker import MosquittoProcess
 from edge.sim_scanner import SimScanner
@@ -16,6 +17,7 @@ from tests.harness import STORE, bearer, enter_campaign, stack, until
 _until = functools.partial(until, timeout=10.0)
 
 
+@pytest.mark.xdist_group("realtime")  # held to 5 s of wall time (see test_scenarios)
 async def test_opt_out_reaches_all_gateways_within_seconds(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:

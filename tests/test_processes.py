@@ -176,6 +176,7 @@ def _get(url: str, token: str) -> tuple[int, bytes]:
         return int(r.status), r.read()
 
 
+@pytest.mark.slow
 async def test_demo_json_summary(tmp_path: Path) -> None:
     port = free_port()
     p = await spawn(tmp_path, "demo-json", "demo", "--seconds", "8", "--json",
@@ -252,6 +253,7 @@ def _descendants(root: int) -> dict[int, str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("terminal", [True, False], ids=["pty", "pipe"])
 async def test_demo_interrupted_exits_0_and_leaves_no_broker(tmp_path: Path, terminal: bool) -> None:
     screen = bytearray()

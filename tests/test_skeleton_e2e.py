@@ -6,6 +6,8 @@ import functools
 import time
 from pathlib import Path
 
+import pytest
+
 from aislecast.kernel.broker import MosquittoProcess
 from edge.simstore import SimShopper
 from tests.harness import STORE, enter_campaign, stack, until
@@ -13,6 +15,7 @@ from tests.harness import STORE, enter_campaign, stack, until
 _until = functools.partial(until, timeout=15.0)
 
 
+@pytest.mark.slow
 async def test_shopper_walks_into_zone_and_phone_gets_exactly_one_offer(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:

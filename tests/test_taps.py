@@ -31,6 +31,7 @@ from edge.nfc.emulator import CardEmulator, IsoDepCard, free_udp_port
 from edge.simstore import SimShopper
 from gateway.app import Gateway
 from tests.harness import STORE, Stack, enter_campaign, stack, until
+from tests.nfc.nfc_helpers import CARD_WAIT_S
 
 _until = functools.partial(until, timeout=10.0)
 
@@ -85,7 +86,7 @@ async def test_phone_tap_on_the_gateway_reader_gives_exactly_one_offer(
             await asyncio.gather(phone.link.wait_connected(10), bystander.link.wait_connected(10))
             card = IsoDepCard(token=phone.token, aid=AISLECAST_AID)
             # the shopper holds the phone to the reader: three presentations, one tap
-            with CardEmulator(port, card, presentations=3, gap_s=0.05) as emu:
+            with CardEmulator(port, card, presentations=3, gap_s=0.05, timeout=CARD_WAIT_S) as emu:
                 assert await asyncio.to_thread(emu.wait_sessions, 3, 10.0), emu.error
             await _until(lambda: phone.stats.offers_received >= 1)
             # the witness: the reader handled all three presentations (one tap, repeats

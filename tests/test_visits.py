@@ -88,7 +88,9 @@ async def test_restart_mid_visit_keeps_the_per_visit_cap(broker: MosquittoProces
         phone = st.phone(e)
         async with phone:
             await phone.link.wait_connected(10)
-            st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 60.0)],
+            # in the entrance for the whole test (it ends sooner): a restart late in a slow run
+            # must still find the shopper there
+            st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 600.0)],
                                           start=time.monotonic(), speed_mps=5.0))
             await _until(lambda: phone.stats.offers_received >= 1)
             visit = gw1.parts.visits.current(e.inbox)

@@ -7,6 +7,10 @@ adapter itself (:class:`~edge.bluez.adapter.AdapterWatch`) and recovers in stage
 restart discovery -> power-cycle the adapter over D-Bus -> recreate the BleakScanner.
 Each step is bounded by ``asyncio.timeout``, failed steps back off with full jitter,
 and every recovery is logged on one line and counted in :meth:`BlueZScanner.stats`.
+
+Every watchdog decision (silence, the powered-off grace, when a retry is due) and every
+advert's ``ts`` read the scanner's ``clock`` (``time.monotonic`` unless one is given), so
+tests drive the whole ladder on a fake clock; bounds on one D-Bus step stay real time.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Literal, Self
 
@@ -66,12 +71,14 @@ class BlueZScanner:
         mode: ScanMode = "auto",
         watchdog: WatchdogSettings | None = None,
         or_patterns: list[OrPatternLike] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = f"bluez:{adapter}"
         self._on_advert = on_advert
         self._adapter = adapter
         self._requested: ScanMode = mode
         self._s = watchdog or WatchdogSettings()
+        self._clock = clock
         self._patterns = list(PASSIVE_OR_PATTERNS if or_patterns is None else or_patterns)
         self._mode: Literal["active", "passive"] | None = None
         self._bleak: BleakScanner | None = None
@@ -97,6 +104,7 @@ class BlueZScanner:
         self._fallbacks = 0
         self._recoveries: Counter[Stage] = Counter()
         self._errors: Counter[ErrorClass] = Counter()
+        self._ticks = 0  # supervisor passes completed
 
     # hot path ---------------------------------------------------------------------------
     def _on_bleak(self, device: BLEDevice, adv: AdvertisementData) -> None:
@@ -105,7 +113,7 @@ class BlueZScanner:
         if not md and not sd and adv.local_name is None:
             self._empty += 1  # RSSI-only: nothing to decode, and not proof of health
             return
-        now = time.monotonic()
+        now = self._clock()
         self._last_advert = now
         self._adverts += 1
         try:
@@ -272,7 +280,7 @@ class BlueZScanner:
     def _schedule(self, stage: Stage, reason: str, delay: float) -> None:
         if self._need is None or stage > self._need:
             self._need, self._need_reason = stage, reason
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = self._clock() + delay
 
     def _backoff(self, attempt: int) -> float:
         return full_jitter(attempt, self._s.backoff_base_s, self._s.backoff_cap_s)
@@ -287,7 +295,7 @@ class BlueZScanner:
         return cls
 
     async def _supervise(self) -> None:
-        wd = Watchdog(self._s, time.monotonic())
+        wd = Watchdog(self._s, self._clock())
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._s.tick_s):
@@ -298,9 +306,10 @@ class BlueZScanner:
             except Exception as exc:  # noqa: BLE001 - the supervisor must never die
                 self._record(exc, "supervise", 0)
                 self._schedule(Stage.RECREATE, "supervisor_error", self._backoff(self._attempt))
+            self._ticks += 1
 
     async def _supervise_once(self, wd: Watchdog) -> None:
-        now = time.monotonic()
+        now = self._clock()
         watch = self._watch
         if watch is not None and watch.connected and not watch.state.present:
             await self._stop()
@@ -330,7 +339,7 @@ class BlueZScanner:
             await self._recover(stage_due, "silence", wd)
 
     async def _recover(self, stage: Stage, reason: str, wd: Watchdog) -> None:
-        t0 = time.monotonic()
+        t0 = time.monotonic()  # the step's own duration, in real time
         self._state = "recovering"
         try:
             async with asyncio.timeout(self._s.attempt_timeout_s):
@@ -352,12 +361,12 @@ class BlueZScanner:
                 self._schedule(Stage.RECREATE, reason, delay)
             else:
                 self._schedule(Stage(min(stage + 1, Stage.RECREATE)), reason, delay)
-            wd.acted(time.monotonic())
+            wd.acted(self._clock())
             return
         self._attempt = 0
         self._recoveries[stage] += 1
         self._state = "scanning"
-        wd.acted(time.monotonic())
+        wd.acted(self._clock())
         elapsed_ms = (time.monotonic() - t0) * 1000
         _LOG.info("bluez recovery ok adapter=%s stage=%s reason=%s mode=%s elapsed_ms=%.1f",
                   self._adapter, stage.label, reason, self._mode, elapsed_ms,
@@ -379,11 +388,12 @@ class BlueZScanner:
             "adverts_empty": self._empty,
             "restarts": sum(self._recoveries.values()),
             "last_advert_monotonic": last,
-            "last_advert_age_s": None if last is None else time.monotonic() - last,
+            "last_advert_age_s": None if last is None else self._clock() - last,
             "recovery_failures": self._failures,
             "fallback_active": self._fallbacks,
             "callback_errors": self._callback_errors,
             "stop_errors": self._stop_errors,
+            "supervisor_ticks": self._ticks,
         }
         for stage in Stage:
             out[f"recoveries_{stage.label}"] = self._recoveries[stage]

@@ -50,11 +50,11 @@ class PrivateBus:
         sock = self._dir / "bus"
         conf = self._dir / "bus.conf"
         conf.write_text(_CONFIG.format(socket=sock))
-        self._proc = subprocess.Popen(
-            [binary, f"--config-file={conf}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE,
-            stderr=(self._dir / "dbus-daemon.log").open("wb"),  # "fd limit" noise as root
-        )
+        with (self._dir / "dbus-daemon.log").open("wb") as log:  # "fd limit" noise as root
+            self._proc = subprocess.Popen(
+                [binary, f"--config-file={conf}", "--nofork", "--print-address=1"],
+                stdout=subprocess.PIPE, stderr=log,
+            )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().decode().strip()
         if not line:
@@ -71,6 +71,8 @@ class PrivateBus:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
             self._proc = None
         shutil.rmtree(self._dir, ignore_errors=True)
 

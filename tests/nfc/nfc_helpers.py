@@ -5,9 +5,17 @@ from __future__ import annotations
 from edge.nfc import AISLECAST_AID, NfcReader, Tap
 from edge.nfc.emulator import IsoDepCard, Type2Card, Type3Card, type2_image, type3_blocks
 
-__all__ = ["AISLECAST_AID", "TOKEN", "count", "make_reader", "make_tag"]
+__all__ = ["AISLECAST_AID", "CARD_WAIT_S", "TOKEN", "count", "make_reader", "make_tag"]
 
 TOKEN = bytes.fromhex("0badc0ffee123456")
+
+# How long an emulated card waits for the reader's next command before it counts the
+# session as over (CardEmulator's ``timeout``). Its 0.25 s default is a card leaving the
+# field; a reader or writer thread starved of the CPU (four test workers on two cores)
+# took longer, the card left mid-read and the test saw a finished session but no tap
+# ({'polls': 2, 'taps': 0}; reproduced by delaying each reader exchange 0.4 s). Readers
+# end a session with RFOFF, so the longer wait costs nothing when all is well.
+CARD_WAIT_S = 5.0
 
 
 def make_reader(port: int, taps: list[Tap], **kw: object) -> NfcReader:

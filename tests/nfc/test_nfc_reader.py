@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from nfc_helpers import AISLECAST_AID, TOKEN, count, make_reader, make_tag
+from nfc_helpers import AISLECAST_AID, CARD_WAIT_S, TOKEN, count, make_reader, make_tag
 
 import edge.nfc._reader as reader_mod
 from edge.nfc import NfcDeviceError, NfcReader, Tap
@@ -26,9 +26,9 @@ async def _run(port: int, card: Any, *, sessions: int = 1, techs: tuple[str, ...
                emu_kw: dict[str, Any] | None = None, **kw: Any) -> tuple[list[Tap], NfcReader]:
     taps: list[Tap] = []
     async with make_reader(port, taps, technologies=techs, **kw) as reader:
-        with CardEmulator(port, card, presentations=sessions, **(emu_kw or {})) as emu:
-            # a liveness bound, not a latency goal: one clean-clone CI run missed a 10 s
-            # bound here with no error from the emulator (the first NFC test, cold start)
+        with CardEmulator(port, card, presentations=sessions,
+                          **({"timeout": CARD_WAIT_S} | (emu_kw or {}))) as emu:
+            # a liveness bound, not a latency goal
             assert await asyncio.to_thread(emu.wait_sessions, sessions, 30.0), emu.error
     # no wait needed: leaving the reader awaits the thread's last call_soon_threadsafe,
     # queued after every tap it delivered (the loop runs them in order)
@@ -187,6 +187,7 @@ async def test_callback_error_is_counted_not_fatal(port: int, message: bytes) ->
     reader = NfcReader(f"udp:127.0.0.1:{port}", boom, poll_interval=0.02,
                        mute_after_tap_s=0.002, repeat_holdoff_s=0.0)
     async with reader:
-        with CardEmulator(port, Type2Card(type2_image(message)), presentations=2) as emu:
+        with CardEmulator(port, Type2Card(type2_image(message)), presentations=2,
+                          timeout=CARD_WAIT_S) as emu:
             assert await asyncio.to_thread(emu.wait_sessions, 2, 10.0)
     assert reader.stats()["callback_errors"] == 2  # delivered before the reader stopped

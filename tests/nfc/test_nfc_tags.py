@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from nfc_helpers import make_tag
+from nfc_helpers import CARD_WAIT_S, make_tag
 
 from aislecast.apps.cli import main
 from edge.nfc.emulator import (
@@ -34,7 +34,7 @@ def test_tag_url_adds_src_and_id() -> None:
 def test_write_then_verify_each_type(port: int, kind: str) -> None:
     card = make_tag(kind, b"")
     message = _msg()
-    with CardEmulator(port, card, presentations=1):
+    with CardEmulator(port, card, presentations=1, timeout=CARD_WAIT_S):
         report = write_tag(f"udp:127.0.0.1:{port}", message, timeout=5.0)
     assert report.length == len(message)
     assert report.records == summarize(decode_message(message) or [])
@@ -46,7 +46,7 @@ def test_write_then_verify_each_type(port: int, kind: str) -> None:
 def test_too_small_names_capacity_needed(port: int) -> None:
     message = _msg()
     card = Type2Card(type2_image(b"", data_size=48))
-    with CardEmulator(port, card, presentations=1), pytest.raises(TagWriteError) as info:
+    with CardEmulator(port, card, presentations=1, timeout=CARD_WAIT_S), pytest.raises(TagWriteError) as info:
         write_tag(f"udp:127.0.0.1:{port}", message, timeout=5.0)
     assert info.value.reason == "too_small" and info.value.needed == len(message)
     assert f"needs {len(message)} bytes" in str(info.value)
@@ -54,7 +54,8 @@ def test_too_small_names_capacity_needed(port: int) -> None:
 
 def test_read_only_refused(port: int) -> None:
     with CardEmulator(port, Type2Card(type2_image(b"\xd0\x00\x00", read_only=True)),
-                      presentations=1), pytest.raises(TagWriteError, match="read-only") as info:
+                      presentations=1, timeout=CARD_WAIT_S), \
+            pytest.raises(TagWriteError, match="read-only") as info:
         write_tag(f"udp:127.0.0.1:{port}", _msg(), timeout=5.0)
     assert info.value.reason == "read_only"
 
@@ -78,7 +79,7 @@ def test_no_tag_times_out(port: int) -> None:
 def test_cli_write_then_read_json(port: int, capsys: pytest.CaptureFixture[str]) -> None:
     dev = f"udp:127.0.0.1:{port}"
     card = Type2Card(type2_image(b"", data_size=496))
-    with CardEmulator(port, card, presentations=2):
+    with CardEmulator(port, card, presentations=2, timeout=CARD_WAIT_S):
         assert main(["tags", "write", "--device", dev, "--tag-id", "T-9", "--url", URL,
                      "--title", "Cheese", "--zone", "deli", "--timeout", "5"]) == 0
         assert "verified in" in capsys.readouterr().out
