@@ -73,8 +73,16 @@ class HqBrokerSection(msgspec.Struct, forbid_unknown_fields=True):
     password_file: str | None = None
     # CA certificate(s), PEM, that signed the broker's TLS certificate; None: plain TCP
     tls_ca: str | None = None
+    # this HQ worker's name, unique among the workers on one database: it logs in as
+    # hq.{worker} (with auth_dir) and its MQTT client id is hq-{worker} unless client_id
+    worker: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}\Z", description=(
+        "this HQ worker's name: 1-32 letters, digits, '-' or '_' (e.g. 1, 2, 3)"))] = "1"
     client_id: Annotated[str, Meta(min_length=1, max_length=64, description=(
-        "this HQ worker's MQTT client id, unique per worker"))] = "hq-1"
+        "this HQ worker's MQTT client id, unique per worker"))] | None = None
+
+    def mqtt_client_id(self) -> str:
+        """``client_id`` if set, else ``hq-{worker}``."""
+        return self.client_id or f"hq-{self.worker}"
     # the directory of the broker's password_file and acl_file when the broker runs on
     # HQ's host: HQ renders both from its credential registry (0600) and logs in as hq.1
     # unless username is set; None: HQ writes no broker files
