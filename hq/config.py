@@ -37,6 +37,7 @@ import msgspec
 from msgspec import Meta
 
 from aislecast.kernel.config import TcpPort, decode, read_toml
+from aislecast.kernel.const import MQTT_SESSION_EXPIRY_S
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.privatefile import read_secret
@@ -79,6 +80,14 @@ class HqBrokerSection(msgspec.Struct, forbid_unknown_fields=True):
         "this HQ worker's name: 1-32 letters, digits, '-' or '_' (e.g. 1, 2, 3)"))] = "1"
     client_id: Annotated[str, Meta(min_length=1, max_length=64, description=(
         "this HQ worker's MQTT client id, unique per worker"))] | None = None
+
+    # How long the broker keeps this worker's session (and queues its share of the
+    # shared subscription) after it vanished. Mosquitto keeps sending a dead member its
+    # round-robin share until the session expires: with several workers, a short expiry
+    # (e.g. 30) hands a dead worker's share to the others; gateways resend what was lost.
+    session_expiry_s: Annotated[int, Meta(ge=0, le=MQTT_SESSION_EXPIRY_S, description=(
+        "seconds the broker keeps this worker's session after it disconnects"))
+    ] = MQTT_SESSION_EXPIRY_S
 
     def mqtt_client_id(self) -> str:
         """``client_id`` if set, else ``hq-{worker}``."""
@@ -149,7 +158,8 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
         """The broker settings, with the password read from ``password_file`` if set."""
         b = self.broker
         return MqttSettings(host=b.host, port=b.port, username=b.username,
-                            password=_password(b), tls_ca=b.tls_ca)
+                            password=_password(b), tls_ca=b.tls_ca,
+                            session_expiry_s=b.session_expiry_s)
 
 
 def _password(b: HqBrokerSection) -> str | None:

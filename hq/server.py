@@ -275,6 +275,7 @@ class HqServer:
             **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {}),
             **({"broker_sync": sync.stats} if sync is not None else {})},
             max_body_bytes=self.max_body_bytes)
+        app.state.role = lambda: election.role  # /health says "leader" or "follower"
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))
         app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,
