@@ -71,6 +71,7 @@ class WorkerRefused(Exception):
 @dataclass(slots=True)
 class LeaderStats:
     leader: int = gauge("1 while this worker is the leader (publishes bundles, trains), else 0")
+    tries: int = count("lock tries (a follower tries every few seconds)")
     elected: int = count("times this worker became the leader")
     lost: int = count("times this worker lost the leadership (its lock connection broke)")
     lock_errors: int = count("lock tries or checks that failed on a database error")
@@ -197,6 +198,7 @@ class Election:
     async def run(self) -> None:
         try:
             while True:
+                self.stats.tries += 1
                 if not await self._lock.try_acquire():
                     self._waited = True
                     await asyncio.sleep(self._every_s)
