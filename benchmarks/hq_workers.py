@@ -256,12 +256,17 @@ class SimGateway:
         if done is not None:
             done.set()
 
-    async def send(self, evs: list[Event], tag: str) -> float:
-        """Publish ``evs`` in batches until all are acknowledged; returns the seconds taken."""
-        batches = {f"{tag}-b{i}": encode(EventBatch(
+    def batches(self, evs: list[Event], tag: str) -> dict[str, bytes]:
+        """``evs`` as encoded batches (ids ``{tag}-b{i}``), for :meth:`send`."""
+        return {f"{tag}-b{i}": encode(EventBatch(
             v=SCHEMA_VERSION, store=STORE, gateway=self._gateway, batch=f"{tag}-b{i}",
             events=evs[i * self._batch:(i + 1) * self._batch]))
             for i in range((len(evs) + self._batch - 1) // self._batch)}
+
+    async def send(self, evs: list[Event] | dict[str, bytes], tag: str = "") -> float:
+        """Publish ``evs`` (or :meth:`batches`) until every batch is acknowledged; returns
+        the seconds from the first publish."""
+        batches = evs if isinstance(evs, dict) else self.batches(evs, tag)
         topic = topics.gateway_events(STORE, self._gateway)
         async with MqttLink(self._settings, client_id=self._user, clean_start=True,
                             subscriptions=[(topics.gateway_acks(STORE, self._gateway), 1)],
