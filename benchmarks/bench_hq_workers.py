@@ -3,12 +3,12 @@
 Real ``aislecast hq serve`` processes (:class:`benchmarks.hq_workers.WorkerPool`) on an
 authenticated Mosquitto, each logged in as ``hq.N``:
 
-- ``failover_s_p50`` / ``failover_s_max``: the leader is SIGKILLed; the clock stops when
+- failover p50 / max: the leader is SIGKILLed; the clock stops when
   the bundle the new leader publishes at takeover arrives at a subscriber. It is the
   follower's lock retry (every ``hq.leader.LEADER_EVERY_S``, so 0 to 2 s) plus the
   takeover round (train, sign, publish). The killed worker is restarted (it follows)
   before the next run.
-- ``ingest_1_worker`` / ``ingest_3_workers``: three simulated gateways send ``EVENTS``
+- ingest with 1 and with 3 workers: three simulated gateways send ``EVENTS``
   events in batches of 100 (16 unacknowledged each, resent after 10 s as a gateway
   does); the clock stops at the last end-to-end ack (every event stored). First one
   worker, then three (the shared subscription spreads the batches).
@@ -76,11 +76,12 @@ async def bench_hq_workers(opts: BenchOptions) -> list[Measurement]:
     extra: dict[str, float | int | str] = {"runs": runs, "workers": 3}
     load: dict[str, float | int | str] = {"events": n, "gateways": len(GATEWAYS), "batch": 100}
     return [
-        Measurement("hq_workers", "aislecast", "ingest_1_worker", one, "events/s", extra=load),
-        Measurement("hq_workers", "aislecast", "ingest_3_workers", three, "events/s", extra=load),
-        Measurement("hq_workers", "aislecast", "failover_s_p50", statistics.median(took), "s",
+        Measurement("hq_workers", "aislecast", "ingest, 1 worker", one, "events/s", extra=load),
+        Measurement("hq_workers", "aislecast", "ingest, 3 workers", three, "events/s", extra=load),
+        Measurement("hq_workers", "aislecast", "failover (SIGKILL -> next bundle) p50",
+                    statistics.median(took), "s",
                     better="lower", extra=extra),
-        Measurement("hq_workers", "aislecast", "failover_s_max", max(took), "s",
+        Measurement("hq_workers", "aislecast", "failover (SIGKILL -> next bundle) max", max(took), "s",
                     better="lower", extra=extra),
     ]
 
