@@ -97,6 +97,11 @@ class PgLeaderLock:
         self._timeout = connect_timeout_s
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
 
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process of the lock's session (for ``pg_terminate_backend``)."""
+        return None if self._conn is None or self._conn.closed else int(self._conn.info.backend_pid)
+
     async def try_acquire(self) -> bool:
         import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres"), as in hq.db
 
@@ -216,10 +221,10 @@ class Election:
         async with asyncio.TaskGroup() as tg:
             duties = tg.create_task(self._run_duties(), name="hq-leader-duties")
             await self._lock.hold(self._every_s)
+            self._step_down()  # from the moment the loss is seen, before the duties end
+            self.stats.lost += 1
+            log.warning("hq worker lost the leadership; following", worker=self._worker)
             duties.cancel()
-        self._step_down()
-        self.stats.lost += 1
-        log.warning("hq worker lost the leadership; following", worker=self._worker)
 
     async def _run_duties(self) -> None:
         await self._duties(self._waited)

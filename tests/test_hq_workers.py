@@ -45,8 +45,9 @@ async def test_one_lock_holder_per_schema_and_a_closed_session_frees_it(pg_url: 
                 assert await c.try_acquire()
             finally:
                 await c.close()
-        await a.close()  # the session ends: the server releases the lock
-        assert await b.try_acquire()
+        await a.close()  # the session ends: the server releases the lock (soon after)
+        while not await b.try_acquire():
+            await asyncio.sleep(0.02)
         assert not await a.try_acquire()
     finally:
         await a.close()
@@ -80,6 +81,41 @@ async def test_election_runs_duties_only_while_leading(pg_url: str) -> None:
             await task
         await holder.close()
     assert election.role == "follower" and election.stats.leader == 0
+
+
+async def test_a_broken_lock_connection_ends_the_duties_until_taken_again(pg_url: str) -> None:
+    stats = LeaderStats()
+    lock = PgLeaderLock(pg_url, stats)
+    duties_started, duties_ended = asyncio.Event(), asyncio.Event()
+
+    async def duties(_took_over: bool) -> None:
+        duties_started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            duties_ended.set()
+
+    election = Election(lock, duties, every_s=0.05, stats=stats)
+    task = asyncio.create_task(election.run())
+    try:
+        await duties_started.wait()
+        pid = lock.backend_pid
+        assert pid is not None and election.role == "leader"
+        duties_started.clear()
+        admin = await asyncio.to_thread(HqDb, pg_url, create_schema=False)
+        try:  # the database drops the leader's session (a failover, a network cut)
+            await asyncio.to_thread(admin.query, "SELECT pg_terminate_backend(?)", (pid,))
+        finally:
+            await asyncio.to_thread(admin.close)
+        await duties_ended.wait()  # its duties stop: no longer the leader
+        assert election.stats.lost == 1
+        await duties_started.wait()  # nobody else holds it: taken again on a new session
+        assert election.stats.elected == 2 and lock.backend_pid not in {None, pid}
+        assert election.stats.lock_errors >= 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def test_a_second_worker_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
