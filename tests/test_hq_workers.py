@@ -15,12 +15,15 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from aislecast.kernel.broker import free_port
+from aislecast.kernel.broker import MosquittoProcess, free_port
+from aislecast.kernel.mqtt import MqttSettings
 from benchmarks.hq_workers import SimGateway, WorkerPool, events
 from hq.db import HqDb
 from hq.leader import Election, LeaderStats, PgLeaderLock, WorkerRefused, claim_sqlite
+from hq.server import HqServer
 from tests.conftest_pg import pg_schema
 
 pytestmark = pytest.mark.timeout(240)
@@ -138,6 +141,20 @@ def test_a_second_worker_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
     assert again is not None
     again.close()
     assert claim_sqlite(":memory:") is None
+
+
+async def test_a_sqlite_worker_leads_and_says_so(broker: MosquittoProcess, tmp_path: Path) -> None:
+    async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
+                        mqtt=MqttSettings(port=broker.port), http_port=0) as hq:
+        await hq.election.leading.wait()
+        async with httpx.AsyncClient() as client:
+            health = (await client.get(f"http://127.0.0.1:{hq.http_port}/health")).json()
+        assert health["role"] == "leader" and health["status"] == "ok"
+        assert b"aislecast_hq_leader_leader 1.0" in hq.metrics.exposition()
+        with pytest.raises(WorkerRefused):  # a second worker on the same file, same process
+            async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=tmp_path / "k.pem",
+                                mqtt=MqttSettings(port=broker.port), http_port=0):
+                pass
 
 
 @contextlib.asynccontextmanager
