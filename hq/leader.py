@@ -96,6 +96,7 @@ class PgLeaderLock:
         self._stats = stats
         self._timeout = connect_timeout_s
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._failing = False  # a database that stays down is logged once, then counted
 
     @property
     def backend_pid(self) -> int | None:
@@ -116,9 +117,12 @@ class PgLeaderLock:
             row = await cur.fetchone()
         except psycopg.Error as exc:
             self._stats.lock_errors += 1
-            log.warning("leader lock try failed", error=str(exc).strip()[:200])
+            if not self._failing:
+                log.warning("leader lock try failed; trying again", error=str(exc).strip()[:200])
+            self._failing = True
             await self.close()
             return False
+        self._failing = False
         return bool(row and row[0])
 
     async def hold(self, every_s: float) -> None:
