@@ -53,6 +53,8 @@ LEADER_EVERY_S: Final = 2.0
 # The advisory lock's first key ("AC" for aislecast); the second is the schema's hash.
 LOCK_CLASS: Final = 0x4143
 _TRY: Final = "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))"
+_KEEPALIVES: Final = ("SET tcp_keepalives_idle = 5", "SET tcp_keepalives_interval = 2",
+                      "SET tcp_keepalives_count = 2")
 
 
 class WorkerRefused(Exception):
@@ -108,11 +110,14 @@ class PgLeaderLock:
 
         try:
             if self._conn is None or self._conn.closed:
-                # keepalives: a leader whose database host vanished notices within the
-                # check's timeout either way; these close the socket on the OS side too
+                # keepalives on both ends: the server ends the session (and frees the
+                # lock) ~10 s after the leader's host vanished, not after the default 2 h;
+                # the leader's own check times out sooner, so it steps down first
                 self._conn = await psycopg.AsyncConnection.connect(
                     self._url, autocommit=True, connect_timeout=self._timeout,
                     keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
+                for setting in _KEEPALIVES:
+                    await self._conn.execute(setting)
             cur = await self._conn.execute(_TRY, (LOCK_CLASS,))
             row = await cur.fetchone()
         except psycopg.Error as exc:
