@@ -230,8 +230,9 @@ class HqServer:
         return self
 
     async def _start(self) -> None:
-        if HqDb.sqlite_path(self.db_url) is not None:  # one worker per SQLite file
-            claim = await asyncio.to_thread(claim_sqlite, HqDb.sqlite_path(self.db_url) or "")
+        sqlite_file = HqDb.sqlite_path(self.db_url)
+        if sqlite_file is not None:  # one worker per SQLite file
+            claim = await asyncio.to_thread(claim_sqlite, sqlite_file)
             if claim is not None:
                 self._stack.callback(claim.close)
         db = await asyncio.to_thread(HqDb, self.db_url)

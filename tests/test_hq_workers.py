@@ -18,12 +18,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aislecast.apps.cli import main
 from aislecast.kernel.broker import MosquittoProcess, free_port
-from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from aislecast.kernel.schema import Store
 from benchmarks.hq_workers import SimGateway, WorkerPool, events
 from hq.db import HqDb
+from hq.keyring import Keyring
 from hq.leader import Election, LeaderStats, PgLeaderLock, WorkerRefused, claim_sqlite
 from hq.server import HqServer
+from hq.service import HqService
+from hq.tasks import KeyWatcher
 from tests.conftest_pg import pg_schema
 
 pytestmark = pytest.mark.timeout(240)
@@ -204,3 +209,26 @@ async def test_a_worker_killed_mid_ingest_loses_no_event(tmp_path: Path, pg_url:
         assert stored == {e.id for e in sent}
         print(f"\nkilled hq.3 after {acked_at_kill} of {total // 100} batches; "
               f"{gw.resent} resends; all {total} events stored once")
+
+
+async def test_only_the_leader_republishes_after_a_keyring_change(broker: MosquittoProcess,
+                                                                   tmp_path: Path) -> None:
+    key = tmp_path / "hq-signing.pem"
+    db = await asyncio.to_thread(HqDb, f"sqlite:///{tmp_path}/hq.sqlite")
+    ring = await asyncio.to_thread(Keyring.load, key)
+    service = HqService(db, await asyncio.to_thread(ring.signer))
+    service.upsert_store(Store("s1", "S1", tz="Europe/Berlin"))
+    try:
+        async with MqttLink(MqttSettings(port=broker.port), client_id="t-keys") as link:
+            await link.wait_connected(10)
+            service.link = link
+            follower = KeyWatcher(service, ring, 60.0, publish=lambda: False)
+            leader = KeyWatcher(service, await asyncio.to_thread(Keyring.load, key), 60.0)
+            assert await asyncio.to_thread(main, ["hq", "keys", "next", "--key", str(key)]) == 0
+            assert await follower.check()  # the follower signs with the new ring ...
+            assert len(service.signer.notices) == 2
+            assert service.stats.bundles_published == 0  # ... and publishes nothing
+            assert await leader.check()
+            assert service.stats.bundles_published == 1  # the leader republishes the store
+    finally:
+        await asyncio.to_thread(db.close)
