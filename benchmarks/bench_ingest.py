@@ -40,7 +40,7 @@ from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.server import HqServer
 
-__all__ = ["bench_ingest"]
+__all__ = ["PG_URL", "bench_ingest", "pg_schema"]
 
 BATCH = 100  # events per batch: the gateway publisher's batch size order of magnitude
 INFLIGHT = 16  # QoS 1 batches in flight from the publisher
@@ -56,17 +56,20 @@ def _events(n: int, tag: str) -> list[Event]:
 
 
 @contextlib.contextmanager
-def _pg_schema() -> Iterator[str | None]:
+def pg_schema(bench: str = "ingest") -> Iterator[str | None]:
+    """A fresh schema's URL on the server at ``PG_URL`` (dropped after), or None with
+    the reason printed when the server or psycopg is missing."""
     try:
         import psycopg  # noqa: PLC0415
     except ImportError:
-        print("[bench] ingest: PostgreSQL rows skipped: psycopg is not installed", file=sys.stderr)
+        print(f"[bench] {bench}: PostgreSQL rows skipped: psycopg is not installed", file=sys.stderr)
         yield None
         return
     try:
         admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        print(f"[bench] ingest: PostgreSQL rows skipped: {PG_URL} unreachable: {exc}", file=sys.stderr)
+        print(f"[bench] {bench}: PostgreSQL rows skipped: {PG_URL} unreachable: {exc}",
+              file=sys.stderr)
         yield None
         return
     schema = f"aislecast_bench_{uuid.uuid4().hex[:10]}"
@@ -129,7 +132,7 @@ async def _over_mqtt(url: str, port: int, work: Path, n_batches: int) -> float:
 async def bench_ingest(opts: BenchOptions) -> list[Measurement]:
     n_batches = 20 if opts.quick else 1000
     rows: list[Measurement] = []
-    with tempfile.TemporaryDirectory(prefix="aislecast-ingest-") as tmp, _pg_schema() as pg:
+    with tempfile.TemporaryDirectory(prefix="aislecast-ingest-") as tmp, pg_schema() as pg:
         work = Path(tmp)
         backends = [("sqlite", f"sqlite:///{work}/direct.sqlite", f"sqlite:///{work}/mqtt.sqlite")]
         if pg is not None:

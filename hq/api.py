@@ -88,11 +88,15 @@ def _api_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/health")
-    async def health(service: ServiceDep) -> Response:
+    async def health(request: Request, service: ServiceDep) -> Response:
         link = service.link
         ok = link is not None and link.connected.is_set()
-        return _json({"status": "ok" if ok else "degraded", "mqtt": ok, "version": __version__},
-                     200 if ok else 503)
+        body: dict[str, object] = {"status": "ok" if ok else "degraded", "mqtt": ok,
+                                   "version": __version__}
+        role = getattr(request.app.state, "role", None)  # set by hq.server: leader/follower
+        if callable(role):
+            body["role"] = role()
+        return _json(body, 200 if ok else 503)
 
     @router.get("/api/me")
     async def me(p: PrincipalDep) -> Response:

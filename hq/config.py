@@ -38,6 +38,7 @@ import msgspec
 from msgspec import Meta
 
 from aislecast.kernel.config import TcpPort, decode, read_toml
+from aislecast.kernel.const import MQTT_SESSION_EXPIRY_S
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.privatefile import check_tls_files, read_secret
@@ -81,8 +82,24 @@ class HqBrokerSection(msgspec.Struct, forbid_unknown_fields=True):
     # issues each gateway a client certificate from HQ's CA (DATA_DIR/ca) and points its
     # gateway.toml here; None: gateways get a password login on ``port``
     gateway_port: TcpPort | None = None
+    # this HQ worker's name, unique among the workers on one database: it logs in as
+    # hq.{worker} (with auth_dir) and its MQTT client id is hq-{worker} unless client_id
+    worker: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}\Z", description=(
+        "this HQ worker's name: 1-32 letters, digits, '-' or '_' (e.g. 1, 2, 3)"))] = "1"
     client_id: Annotated[str, Meta(min_length=1, max_length=64, description=(
-        "this HQ worker's MQTT client id, unique per worker"))] = "hq-1"
+        "this HQ worker's MQTT client id, unique per worker"))] | None = None
+
+    # How long the broker keeps this worker's session (and queues its share of the
+    # shared subscription) after it vanished. Mosquitto keeps sending a dead member its
+    # round-robin share until the session expires: with several workers, a short expiry
+    # (e.g. 30) hands a dead worker's share to the others; gateways resend what was lost.
+    session_expiry_s: Annotated[int, Meta(ge=0, le=MQTT_SESSION_EXPIRY_S, description=(
+        "seconds the broker keeps this worker's session after it disconnects"))
+    ] = MQTT_SESSION_EXPIRY_S
+
+    def mqtt_client_id(self) -> str:
+        """``client_id`` if set, else ``hq-{worker}``."""
+        return self.client_id or f"hq-{self.worker}"
     # the directory of the broker's password_file and acl_file when the broker runs on
     # HQ's host: HQ renders both from its credential registry (0600) and logs in as hq.1
     # unless username is set; None: HQ writes no broker files
@@ -150,7 +167,7 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
         b = self.broker
         return MqttSettings(host=b.host, port=b.port, username=b.username,
                             password=_password(b), tls_ca=b.tls_ca, tls_cert=b.tls_cert,
-                            tls_key=b.tls_key)
+                            tls_key=b.tls_key, session_expiry_s=b.session_expiry_s)
 
 
 def _password(b: HqBrokerSection) -> str | None:

@@ -27,13 +27,19 @@ from hq.broker_auth import CredentialError, check_username, hash_password, new_p
 from hq.db import HqDb
 
 __all__ = ["HQ_LOGIN_FILE", "BrokerUser", "CredentialRegistry", "Kind", "RegistrySnapshot",
-           "ensure_hq_credential"]
+           "ensure_hq_credential", "hq_login_file"]
 
 log = get_logger(__name__)
 
 Kind = Literal["phone", "gateway", "hq"]
 # where HQ keeps its own broker password (0600) under its data directory
 HQ_LOGIN_FILE: Final = "broker-hq.login"
+
+
+def hq_login_file(worker: str = "1") -> str:
+    """The login file of HQ worker ``worker`` (hq.{worker}): worker 1 keeps the original
+    name, so several workers sharing a data directory never overwrite each other's."""
+    return HQ_LOGIN_FILE if worker == "1" else f"broker-hq.{worker}.login"
 _COLUMNS: Final = "username, kind, password_hash, store, gateway, created_at, revoked_at"
 
 

@@ -80,8 +80,7 @@ class HqDb:
         self.url = url
         self.safe_url = redact(url)  # for messages and logs
         self.dialect = "postgresql" if _is_postgres(url) else "sqlite"
-        self._path = "" if self.dialect == "postgresql" else (
-            url.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:")
+        self._path = self.sqlite_path(url) or ""
         # re-entrant: statements run under it inside transaction(), which holds it too
         self._lock = threading.RLock()
         self._reader: HqDb | None = None
@@ -93,6 +92,13 @@ class HqDb:
             except BaseException:
                 self.close()
                 raise
+
+    @staticmethod
+    def sqlite_path(url: str) -> str | None:
+        """The SQLite file of ``url`` (``":memory:"`` for none); None for PostgreSQL."""
+        if _is_postgres(url):
+            return None
+        return url.removeprefix("sqlite:///").removeprefix("sqlite://") or ":memory:"
 
     def _connect(self) -> Any:  # a sqlite3 or a psycopg connection
         if self.dialect == "postgresql":

@@ -7,10 +7,14 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
 
 - ``hq-ingest``: the inbound router (:mod:`hq.router`) reading the link's messages;
 - ``hq-acks``: batch and feedback acknowledgements (:class:`hq.tasks.AckSender`);
-- ``hq-republisher``: every store's bundle refreshed so token tables never run out;
 - ``hq-keys``: the keyring re-read when ``aislecast hq keys`` changed it, bundles
-  re-signed and republished (:class:`hq.tasks.KeyWatcher`, :mod:`hq.keyring`);
-- ``hq-learner``: model retraining, budget grant top-ups (:func:`hq.learning.learn_loop`);
+  re-signed (:class:`hq.tasks.KeyWatcher`, :mod:`hq.keyring`), and republished by the leader;
+- ``hq-leader``: the election (:mod:`hq.leader`); while this worker leads it runs the
+  leader's duties: ``hq-republisher`` (every store's bundle refreshed so token tables
+  never run out), ``hq-learner`` (model retraining, budget grant top-ups,
+  :func:`hq.learning.learn_loop`) and, for a worker that took over from another, a
+  takeover round first (:func:`hq.tasks.takeover`). On SQLite the one worker leads
+  (a second worker on the same file is refused: :class:`hq.leader.WorkerRefused`);
 - ``hq-broker-sync``: the broker's password and ACL files re-rendered from the
   credential registry and reloaded (:class:`hq.broker_sync.BrokerSync`), when HQ is
   given the broker's ``auth_dir``;
@@ -48,18 +52,27 @@ from hq.api import MAX_BODY_BYTES, create_app
 from hq.broker_auth import BrokerAuthFiles
 from hq.broker_sync import BrokerSync, PidSource
 from hq.console import STATE_FILTER, GatewayBoard
-from hq.credentials import HQ_LOGIN_FILE, ensure_hq_credential
+from hq.credentials import ensure_hq_credential, hq_login_file
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.keyring import Keyring
 from hq.landing import LandingHosts
+from hq.leader import (
+    LEADER_EVERY_S,
+    Election,
+    LeaderLock,
+    LeaderStats,
+    PgLeaderLock,
+    SoleLeaderLock,
+    claim_sqlite,
+)
 from hq.learning import LearnStats, learn_loop
 from hq.metrics import HqMetrics
 from hq.router import Route, Router
 from hq.service import HqService
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
-from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher, listen
+from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher, listen, takeover
 
 __all__ = ["HTTP_SHUTDOWN_S", "INBOUND_QUEUE_MAX", "LEARN_EVERY_S", "HqServer"]
 
@@ -91,6 +104,7 @@ class _Parts:
     metrics: HqMetrics
     broker_sync: BrokerSync | None
     keys: KeyWatcher
+    election: Election
 
 
 class HqServer:
@@ -105,6 +119,7 @@ class HqServer:
         http_host: str = "127.0.0.1",
         http_port: int = 8080,
         client_id: str = "hq-1",
+        worker: str = "1",
         rotation_k: int | None = None,
         republish_s: float = BUNDLE_REPUBLISH_S,
         learn_every_s: float = LEARN_EVERY_S,
@@ -117,6 +132,7 @@ class HqServer:
         tls_key: Path | None = None,
         trusted_proxies: Sequence[str] = (),
         keys_every_s: float = KEYS_EVERY_S,
+        leader_every_s: float = LEADER_EVERY_S,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -124,6 +140,9 @@ class HqServer:
         self.http_host = http_host
         self.http_port = http_port  # 0 picks a free port; the bound one is set on entry
         self.client_id = client_id
+        # this worker's name among several on one database: it logs in as hq.{worker}
+        self.worker = worker
+        self.leader_every_s = leader_every_s  # lock tries (follower) and checks (leader)
         self.rotation_k = rotation_k
         self.republish_s = republish_s
         self.public_base_url = public_base_url
@@ -194,6 +213,11 @@ class HqServer:
         """The keyring watcher: ``await hq.keys.check()`` applies a keyring change now."""
         return self._got().keys
 
+    @property
+    def election(self) -> Election:
+        """Whether this worker leads (``election.leading``, ``election.role``)."""
+        return self._got().election
+
     # ---- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -210,6 +234,11 @@ class HqServer:
         # the port first: a busy one is a one-line error before anything else is opened
         sock = await asyncio.to_thread(listen, self.http_host, self.http_port)
         self._stack.callback(sock.close)
+        sqlite_file = HqDb.sqlite_path(self.db_url)
+        if sqlite_file is not None:  # one worker per SQLite file
+            claim = await asyncio.to_thread(claim_sqlite, sqlite_file)
+            if claim is not None:
+                self._stack.callback(claim.close)
         db = await asyncio.to_thread(HqDb, self.db_url)
         self._stack.callback(db.close)
         ring = await asyncio.to_thread(Keyring.load, self.key_path)
@@ -223,7 +252,7 @@ class HqServer:
             if self.mqtt.username is None:  # HQ's own login, registered on first start
                 user, password = await asyncio.to_thread(
                     ensure_hq_credential, service.credentials,
-                    self.key_path.parent / HQ_LOGIN_FILE)
+                    self.key_path.parent / hq_login_file(self.worker), self.worker)
                 self.mqtt = dataclasses.replace(self.mqtt, username=user, password=password)
             await sync.flush()  # the broker knows HQ (and everyone) before HQ connects
         acks, board = AckSender(), GatewayBoard()
@@ -237,22 +266,30 @@ class HqServer:
         service.link = link
         shortlinks = DbShortLinkStore(db, ingest.store_events)
         republisher, learned = Republisher(service, self.republish_s), LearnStats()
-        keys = KeyWatcher(service, ring, self.keys_every_s)
+        leader_stats = LeaderStats()
+        lock: LeaderLock = (PgLeaderLock(self.db_url, leader_stats) if db.dialect == "postgresql"
+                            else SoleLeaderLock())
+        election = Election(lock, lambda took_over: self._duties(service, republisher, learned,
+                                                                 took_over=took_over),
+                            every_s=self.leader_every_s, stats=leader_stats, worker=self.worker)
+        keys = KeyWatcher(service, ring, self.keys_every_s, publish=election.leading.is_set)
         # a store's bundle lists its gateways: republish it when one is added or revoked
+        # (the leader's republisher publishes; a follower's request waits for its round)
         service.credentials.gateway_listeners.append(republisher.request)
         app = create_app(service, ingest, board, stats={
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
-            "keys": keys.stats,
+            "keys": keys.stats, "leader": election.stats,
             **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {}),
             **({"broker_sync": sync.stats} if sync is not None else {})},
             max_body_bytes=self.max_body_bytes)
+        app.state.role = lambda: election.role  # /health says "leader" or "follower"
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))
         app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,
                                             landing_hosts=self.landing_hosts))
         self._parts = _Parts(db, service, ingest, board, link, shortlinks, app, app.state.metrics,
-                             sync, keys)
+                             sync, keys, election)
         self._http = http = HttpServer(await asyncio.to_thread(self._http_config, app))
 
         await self._stack.enter_async_context(link)
@@ -262,14 +299,11 @@ class HqServer:
             http_task,
             tg.create_task(router.serve(inbound), name="hq-ingest"),
             tg.create_task(acks.run(link), name="hq-acks"),
-            tg.create_task(republisher.run(), name="hq-republisher"),
             tg.create_task(keys.run(), name="hq-keys"),
+            tg.create_task(election.run(), name="hq-leader"),
         ]
         if sync is not None:
             self._tasks.append(tg.create_task(sync.run(), name="hq-broker-sync"))
-        if self.learn_every_s > 0:
-            self._tasks.append(tg.create_task(learn_loop(service, self.learn_every_s, learned),
-                                              name="hq-learner"))
         await http.wait_listening(http_task)
         if http.servers and http.servers[0].sockets:
             self.http_port = int(http.servers[0].sockets[0].getsockname()[1])
@@ -278,7 +312,18 @@ class HqServer:
         await link.wait_connected(None)
         self.started.set()
         log.info("hq started", http_port=self.http_port, scheme=self.scheme, broker_port=self.mqtt.port,
-                 client_id=self.client_id)
+                 client_id=self.client_id, worker=self.worker)
+
+    async def _duties(self, service: HqService, republisher: Republisher, learned: LearnStats,
+                      *, took_over: bool) -> None:
+        """The leader's tasks, cancelled when it loses the lock. A worker that had to wait
+        for the lock (another led) first trains and republishes every store's bundle."""
+        async with asyncio.TaskGroup() as tg:
+            if took_over:
+                await takeover(service, train_model=self.learn_every_s > 0)
+            tg.create_task(republisher.run(), name="hq-republisher")
+            if self.learn_every_s > 0:
+                tg.create_task(learn_loop(service, self.learn_every_s, learned), name="hq-learner")
 
     def _http_config(self, app: FastAPI) -> uvicorn.Config:
         """uvicorn's settings, loaded here (in a worker thread: the TLS files are read)."""

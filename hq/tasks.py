@@ -1,6 +1,7 @@
 """HQ's long-running tasks besides ingest: the ack sender, the bundle republisher, the
-keyring watcher and the HTTP server. :class:`hq.server.HqServer` runs each as a named task of its one
-TaskGroup; each keeps its counters in a stats dataclass (``/metrics`` reads them).
+keyring watcher, the leader's takeover round and the HTTP server.
+:class:`hq.server.HqServer` runs each as a named task of its one TaskGroup; each keeps
+its counters in a stats dataclass (``/metrics`` reads them).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,11 +21,12 @@ from aislecast.kernel.errors import ListenError, PublishDenied
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink
 from hq.keyring import Keyring
+from hq.learning import train
 from hq.router import Reply
 from hq.service import HqService
 
 __all__ = ["ACK_IN_FLIGHT", "ACK_QUEUE_MAX", "KEYS_EVERY_S", "AckSender", "AckStats", "HttpServer",
-           "KeyWatcher", "KeyWatcherStats", "Republisher", "RepublisherStats", "listen"]
+           "KeyWatcher", "KeyWatcherStats", "Republisher", "RepublisherStats", "listen", "takeover"]
 
 log = get_logger(__name__)
 
@@ -129,12 +131,15 @@ class KeyWatcherStats:
 
 class KeyWatcher:
     """Apply the CLI's keyring changes: the service signs with the new current key and
-    every store gets a fresh bundle at once, announcing the new ring."""
+    every store gets a fresh bundle at once, announcing the new ring. Every worker
+    reloads its ring; only one for which ``publish()`` is true (the leader) republishes."""
 
-    def __init__(self, service: HqService, ring: Keyring, every_s: float) -> None:
+    def __init__(self, service: HqService, ring: Keyring, every_s: float, *,
+                 publish: Callable[[], bool] = lambda: True) -> None:
         self._service = service
         self._ring = ring
         self._every_s = every_s
+        self._publish = publish
         self.stats = KeyWatcherStats()
 
     async def run(self) -> None:
@@ -157,8 +162,22 @@ class KeyWatcher:
         self.stats.changes += 1
         log.info("keyring changed", current=signer.kid,
                  keys=[f"{n.kid}:{n.state}" for n in signer.notices])
-        await self._service.republish_all()
+        if self._publish():
+            await self._service.republish_all()
         return True
+
+
+async def takeover(service: HqService, *, train_model: bool) -> None:
+    """A new leader's first round: the model trained from the shared event log (so its
+    bundles carry one), then a fresh bundle for every store."""
+    if train_model:
+        try:
+            model = train(service)
+            log.info("model trained at takeover", samples=model.samples)
+        except Exception:
+            log.exception("training at takeover failed; bundles go out without a model")
+    failures = await service.republish_all()
+    log.info("takeover bundles published", stores=len(service.store_ids()), failures=failures)
 
 
 class HttpServer(uvicorn.Server):

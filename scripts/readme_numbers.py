@@ -45,6 +45,7 @@ _LABELS = {
     "nfc": "NFC tap read and tag write (nfcpy UDP emulation)",
     "tap": "NFC tap → offer on the phone via Mosquitto",
     "ingest": "HQ ingest: straight to the database, and over MQTT with acks",
+    "hq_workers": "HQ workers on PostgreSQL: ingest with 1 and 3, leader failover (SIGKILL → next bundle)",
     "fanout": "fan-out: HQ signs and publishes a flash delta to many store gateways",
     "install": "`pip install '.[gateway]'` in a fresh venv",
     "gateway_rss": "gateway memory: RSS of `aislecast gateway run` 20 s after the bundle is applied",

@@ -39,14 +39,16 @@ def test_no_file_gives_the_old_flag_defaults() -> None:
     cfg = load(_serve_args())
     assert cfg.db_url() == "sqlite:///hq-data/hq.sqlite"
     assert str(cfg.key_path()) == "hq-data/hq-signing.pem"
-    assert (cfg.broker.host, cfg.broker.port, cfg.broker.client_id) == ("127.0.0.1", 1883, "hq-1")
+    assert (cfg.broker.host, cfg.broker.port, cfg.broker.mqtt_client_id()) == (
+        "127.0.0.1", 1883, "hq-1")
     assert (cfg.http.host, cfg.http.port, cfg.http.public_base_url) == ("127.0.0.1", 8080, None)
     assert (cfg.learn_every_s, cfg.log_level) == (60.0, "info")
     flags = load(_serve_args("--db", "postgresql://hq@db/a", "--broker", "mqtt.internal:1884",
-                             "--key", "k.pem", "--worker", "hq-2", "--learn-every", "0",
+                             "--key", "k.pem", "--worker", "2", "--learn-every", "0",
                              "--log-level", "DEBUG"))
-    assert (flags.db_url(), str(flags.key_path()), flags.broker.client_id) == (
+    assert (flags.db_url(), str(flags.key_path()), flags.broker.mqtt_client_id()) == (
         "postgresql://hq@db/a", "k.pem", "hq-2")
+    assert flags.broker.worker == "2"
     assert (flags.broker.host, flags.broker.port, flags.learn_every_s, flags.log_level) == (
         "mqtt.internal", 1884, 0.0, "debug")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 import textwrap
 from pathlib import Path
 from typing import Final
@@ -13,13 +14,14 @@ from aislecast.apps.cmd_hq_accounts import register_accounts, register_init
 from aislecast.apps.cmd_hq_ca import register_ca
 from aislecast.apps.cmd_hq_gateways import register_gateways
 from aislecast.apps.cmd_hq_keys import register_keys
-from aislecast.apps.configfile import config_exit_code
+from aislecast.apps.configfile import CONFIG_EXIT, config_exit_code
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.logs import setup_logging
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.notify import Notifier
 from hq.broker_sync import pid_from_file
 from hq.config import HqConfig, load_hq_config
+from hq.leader import WorkerRefused
 from hq.server import HqServer
 
 __all__ = ["register"]
@@ -39,6 +41,7 @@ _HELP = textwrap.dedent(
       aislecast hq serve --db postgresql://hq@db/aislecast --broker mqtt.internal:1883
       aislecast hq serve --http-port 8080 --key /etc/aislecast/hq-signing.pem
       aislecast hq serve --learn-every 300                 # retrain every 5 min
+      aislecast hq serve --config hq.toml --worker 2       # a second worker (PostgreSQL)
 
     Every /api call needs a token (aislecast hq tokens issue) or a console login.
     Gateways pin HQ's public key: fetch it with
@@ -46,6 +49,9 @@ _HELP = textwrap.dedent(
     HTTPS: [http] tls_cert and tls_key in hq.toml (aislecast hq ca init --https issues
     them); behind a reverse proxy, [http] trusted_proxies names it. Signing keys rotate
     with aislecast hq keys next|rotate|retire.
+    Several workers on one PostgreSQL database all ingest and serve HTTP; the one holding
+    the database's leader lock publishes bundles and trains (/metrics: leader_leader).
+    A second worker on one SQLite file is refused (exit 2).
     A config that does not load is one line naming the setting and the fix, exit code 2.
     """
 )
@@ -57,7 +63,7 @@ _FLAGS: Final = {
     "http_port": "http.port",
     "public_url": "http.public_base_url",
     "key": "signing_key",
-    "worker": "broker.client_id",
+    "worker": "broker.worker",
     "learn_every": "learn_every_s",
     "log_level": "log_level",
 }
@@ -81,7 +87,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "(default: the address each request came to)")
     s.add_argument("--key", help="Ed25519 signing key (PEM); created with mode 0600 if missing "
                                  "(default: hq-data/hq-signing.pem, under data_dir)")
-    s.add_argument("--worker", help="MQTT client id of this HQ worker (default: hq-1)")
+    s.add_argument("--worker", metavar="NAME",
+                   help="this HQ worker's name, unique per worker on one database: it logs in "
+                        "as hq.NAME, MQTT client id hq-NAME (default: 1)")
     s.add_argument("--learn-every", type=float, default=None, metavar="S",
                    help="retrain the ranking model, top up budget grants and republish "
                         "bundles every S seconds; 0 turns it off (default: 60)")
@@ -130,7 +138,7 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
     b = cfg.broker
     server = HqServer(db_url=cfg.db_url(), key_path=cfg.key_path(), mqtt=mqtt,
                       http_host=cfg.http.host, http_port=cfg.http.port,
-                      client_id=cfg.broker.client_id, learn_every_s=cfg.learn_every_s,
+                      client_id=b.mqtt_client_id(), worker=b.worker, learn_every_s=cfg.learn_every_s,
                       public_base_url=cfg.http.public_base_url, landing_hosts=cfg.links.hosts(),
                       max_body_bytes=cfg.http.max_body_bytes,
                       broker_auth_dir=None if b.auth_dir is None else Path(b.auth_dir),
@@ -158,4 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(_serve(cfg, mqtt))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
+    except WorkerRefused as exc:
+        print(f"aislecast: error: {exc}", file=sys.stderr)
+        return CONFIG_EXIT
     return 0
