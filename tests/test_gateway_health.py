@@ -283,3 +283,16 @@ async def test_no_write_lands_after_the_stopped_report(tmp_path: Path) -> None:
         {"gateway": "g", "store": "s", "hq_public_key": "k", "data_dir": str(tmp_path),
          "scanner": {"backend": "sim"}}))
     assert isinstance(seen, LocalReport) and seen.stopped and seen.state.ts == 1000.0
+
+
+def test_a_timeout_over_tls_names_the_handshake(tmp_path: Path) -> None:
+    """aiomqtt shows a refused TLS handshake (a revoked certificate) only as a timeout."""
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")  # only its presence is checked at load
+    cfg = load_config({"gateway": "g", "store": "s", "hq_public_key": "k",
+                       "broker": {"port": 8883, "tls_ca": str(ca)}, "scanner": {"backend": "sim"}})
+    down = LinkReport(connected=False, last_error="Operation timed out")
+    v = verdict(_local(link=down), cfg, 1001.0)
+    assert v.code == NO_REPORT and "cannot reach the broker at 127.0.0.1:8883" in v.reason, v
+    assert "often a refused handshake: check tls_ca, tls_cert and tls_key" in v.reason
+    assert "handshake" not in verdict(_local(link=down), CFG, 1001.0).reason  # plain TCP
