@@ -18,12 +18,18 @@ first from the broker), feeds the watchdog from its own event loop only while
 first thing on the way out (SIGTERM). :meth:`Gateway.run` is the same for a task that
 runs until cancelled. The scanner runs whether or not the broker is up (events queue
 in the SQLite outbox); bundles arrive retained and signed over MQTT.
+
+Every ``health_every_s`` it publishes its retained state report and writes the same
+report, with what it knows of its link and bundle, to ``DATA_DIR/state.json``
+(:mod:`gateway.report`), which ``aislecast gateway health`` judges; the last one, on
+the way out, says ``stopped``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Self
@@ -45,6 +51,7 @@ from gateway.inbound import InboundRouter
 from gateway.metrics import MetricsServer, Source, registry, snapshot, sources
 from gateway.parts import GatewayParts
 from gateway.pooling import POOL_EXPIRY_S
+from gateway.report import BundleReport, LinkReport, LocalReport, ReportWriter, report_path
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -67,6 +74,8 @@ class _Running:
         self.parts, self.inbound, self.link, self.scanner = parts, inbound, link, scanner
         self.entered_at = time.monotonic()
         self.connected_at = 0.0  # monotonic time of the current connection
+        self.bundles_at_connect = 0  # inbound.bundles_in when it began
+        self.report_due = asyncio.Event()  # write the local report now (a new connection)
         self.sources: list[Source] = sources(parts, link, scanner, self.lifecycle)
         self.stack = contextlib.AsyncExitStack()
         self.tg = asyncio.TaskGroup()
@@ -94,6 +103,8 @@ class Gateway:
         self.ready = asyncio.Event()  # a bundle is in force
         self._run: _Running | None = None
         self._entered = False
+        self._reports = ReportWriter(report_path(cfg))
+        self._report_error = ""  # the last failed write, logged once
 
     # ---- what runs ------------------------------------------------------------------
     def _running(self) -> _Running:
@@ -148,14 +159,18 @@ class Gateway:
         for fn in self.listeners:
             fn(kind, data)
 
-    def _state(self, status: str, run: _Running | None = None) -> bytes:
-        """The retained state report; without ``run`` (the MQTT will, made before the
-        link exists) it carries no metrics."""
-        return encode(GatewayState(
+    def _gateway_state(self, status: str, run: _Running | None) -> GatewayState:
+        """The state report; without ``run`` (the MQTT will, made before the link
+        exists) it carries no metrics."""
+        return GatewayState(
             v=SCHEMA_VERSION, gateway=self.cfg.gateway, store=self.cfg.store,
             status=status, version=__version__,  # type: ignore[arg-type]
             bundle_version=run.parts.bundles.version if run is not None else 0,
-            metrics=snapshot(run.sources) if run is not None else {}, ts=time.time()))
+            metrics=snapshot(run.sources) if run is not None else {}, ts=time.time())
+
+    def _state(self, status: str, run: _Running | None = None) -> bytes:
+        """The retained state report, encoded."""
+        return encode(self._gateway_state(status, run))
 
     # ---- lifecycle ------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -219,6 +234,7 @@ class Gateway:
                 await run.tg.__aexit__(None, None, None)
         finally:
             await self._offline(run)
+            await self._write_report(run, stopped=True)
             await self._close(run)
 
     async def _offline(self, run: _Running) -> None:
@@ -251,6 +267,8 @@ class Gateway:
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         if self._run is not None:
             self._run.connected_at = time.monotonic()
+            self._run.bundles_at_connect = self._run.inbound.bundles_in
+            self._run.report_due.set()
         await client.publish(topics.gateway_state(self.cfg.store, self.cfg.gateway),
                              self._state("online", self._run), qos=1, retain=True)
 
@@ -276,11 +294,44 @@ class Gateway:
                         log.debug("presence summary publish failed: %s", exc)
 
     async def _health(self, run: _Running) -> None:
+        topic = topics.gateway_state(self.cfg.store, self.cfg.gateway)
         while True:
-            await asyncio.sleep(self.cfg.health_every_s)
+            run.report_due.clear()
+            await self._write_report(run)
+            try:  # the next report is due in health_every_s, or now after a connect
+                async with asyncio.timeout(self.cfg.health_every_s):
+                    await run.report_due.wait()
+                continue  # a new connection: _on_connect has just published
+            except TimeoutError:
+                pass
             if run.link.connected.is_set():
                 try:
-                    await run.link.publish(topics.gateway_state(self.cfg.store, self.cfg.gateway),
-                                           self._state("online", run), retain=True)
+                    await run.link.publish(topic, self._state("online", run), retain=True)
                 except aiomqtt.MqttError as exc:
                     log.debug("health publish failed: %s", exc)
+
+    # ---- the local report (gateway.report) ----------------------------------------------
+    def _report(self, run: _Running, *, stopped: bool) -> LocalReport:
+        link, bundles = run.link, run.parts.bundles
+        connected = link.connected.is_set() and not stopped
+        return LocalReport(
+            pid=os.getpid(), stopped=stopped,
+            state=self._gateway_state("online" if connected else "offline", run),
+            link=LinkReport(connected=connected, connects=link.stats.connects,
+                            last_error=link.stats.last_error, login_refused=link.login_refused),
+            bundle=BundleReport(
+                received_since_connect=run.inbound.bundles_in - run.bundles_at_connect,
+                refused=dict(bundles.rejected), last_refused=bundles.last_rejected,
+                subscription_refused=link.refused_subscriptions.get(topics.bundle(self.cfg.store))))
+
+    async def _write_report(self, run: _Running, *, stopped: bool = False) -> None:
+        """Write the local report in a worker thread; a failure is logged (once per
+        cause), never raised: the gateway's work does not depend on it."""
+        try:
+            await asyncio.to_thread(self._reports.write, self._report(run, stopped=stopped))
+        except OSError as exc:
+            if str(exc) != self._report_error:
+                log.warning("cannot write the state report %s: %s", self._reports.path, exc)
+            self._report_error = str(exc)
+        else:
+            self._report_error = ""

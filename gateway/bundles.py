@@ -98,6 +98,7 @@ class BundleStore:
         self.current: Bundle | None = None
         self.delta_seq = 0
         self.rejected: dict[str, int] = {}
+        self.last_rejected = ""  # "reason: why" of the last refusal (gateway health says it)
         self.redelivered = 0  # the retained bundle again after a (re)subscribe: not an error
 
     @property
@@ -106,6 +107,7 @@ class BundleStore:
 
     def _reject(self, err: BundleError) -> None:
         self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
+        self.last_rejected = f"{err.reason}: {err.message}"
         log.warning("bundle rejected reason=%s version=%s: %s", err.reason, err.version, err.message)
 
     def load_persisted(self) -> bool:

@@ -39,6 +39,7 @@ class InboundRouter:
         self.store = parts.cfg.store
         self.gateway = parts.cfg.gateway
         self.closed = False  # set on the way out: the database is closed, the link not yet
+        self.bundles_in = 0  # bundle messages handed over (the local state report reads it)
         self.table: Mapping[Kind, Handler] = {
             Kind.BUNDLE: self._bundle,
             Kind.BUNDLE_DELTA: self._delta,
@@ -73,6 +74,7 @@ class InboundRouter:
 
     # ---- handlers ---------------------------------------------------------------------
     def _bundle(self, m: TopicMatch, payload: bytes) -> None:
+        self.bundles_in += 1
         if not self.parts.bundles.offer_bundle(payload):
             self.parts.bad("bundle")
 

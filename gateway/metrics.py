@@ -6,9 +6,10 @@ returns those counters as they are. :func:`samples` flattens every reader the sa
 way (numbers become samples, a dict of numbers becomes one labelled family, text and
 ``None`` are skipped), and both exporters read only that:
 
-* :func:`snapshot`: the flat ``{name: value}`` of the retained
-  :class:`~aislecast.kernel.schema.GatewayState` (``aislecast gateway health``, HQ's
-  console); a labelled family appears as its total and as ``name_label`` entries.
+* :func:`snapshot`: the flat ``{name: value}`` of the
+  :class:`~aislecast.kernel.schema.GatewayState`, retained on the broker (HQ's console)
+  and in the local report (``aislecast gateway health``, :mod:`gateway.report`); a
+  labelled family appears as its total and as ``name_label`` entries.
 * :class:`GatewayCollector`: Prometheus exposition for a per-gateway
   ``CollectorRegistry``, served by :class:`MetricsServer` (asyncio, no thread).
 

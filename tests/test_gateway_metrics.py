@@ -1,5 +1,6 @@
 """One metrics source per component: every counter a component keeps is in the Prometheus
-exposition (scraped over HTTP) and in the retained state report, under the same name."""
+exposition (scraped over HTTP), in the retained state report (HQ's console) and in the
+local one (`aislecast gateway health`), under the same name."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import aiomqtt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from aislecast.kernel import topics
 from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.mqtt import MqttLink
+from aislecast.kernel.schema import GatewayState, decode
 from edge.sim_scanner import SimScanner
 from gateway.app import Gateway
 from gateway.config import load_config
-from gateway.health import read_state
+from gateway.health import observe
 from gateway.metrics import NAMESPACE
+from gateway.report import LocalReport
 from tests.harness import STORE, enter_campaign, stack, until
 
 # settings, not counters: attributes of the components that are not metrics
@@ -84,11 +90,19 @@ async def test_every_component_counter_is_exposed_and_reported(
             decoded = families[f"{NAMESPACE}_adverts_decoded"].samples[0].value
             assert decoded > 0  # the scrape read live values
             assert families[f"{NAMESPACE}_bundle_version"].samples[0].value >= 1
-            state = None
-            async with asyncio.timeout(15):  # the retained report, as `gateway health` reads it
-                while state is None or not state.metrics:
-                    state = await read_state(cfg, timeout=2)
-            assert kept - set(state.metrics) == set()
+            local = await asyncio.to_thread(observe, cfg)  # as `gateway health` reads it
+            assert isinstance(local, LocalReport)
+            assert kept - set(local.state.metrics) == set()
+            retained: list[GatewayState] = []
+
+            async def on_state(msg: aiomqtt.Message) -> None:
+                assert isinstance(msg.payload, bytes)
+                retained.append(decode(msg.payload, GatewayState))
+
+            async with MqttLink(st.mqtt, client_id="test-metrics-watch", handler=on_state,
+                                subscriptions=[(topics.gateway_state(STORE, cfg.gateway), 1)]):
+                await until(lambda: any(r.metrics for r in retained))
+            assert kept - set(next(r for r in retained if r.metrics).metrics) == set()
 
 
 async def test_a_gateway_is_entered_once(broker: MosquittoProcess, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from edge.factory import make_scanner
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config, starter_toml
 from gateway.health import HEALTHY, observe, verdict
+from gateway.report import NoReport
 
 __all__ = ["register"]
 
@@ -85,20 +86,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_init_arguments(init, "gateway.toml")
     init.set_defaults(func=config_exit_code(_init))
     hl = gsub.add_parser(
-        "health", help="judge the gateway's health from the broker (exit 0 healthy, 1 unhealthy, "
-                       "2 no report, 3 warning)",
-        description="Read the running gateway's retained state report from the broker named "
-        "in its config, with the gateway's own login, and judge it: unhealthy (1) when the "
-        "login is refused, the gateway is offline or its report stale, the scanner never "
+        "health", help="judge the running gateway's health on its host (exit 0 healthy, "
+                       "1 unhealthy, 2 no report, 3 warning)",
+        description="Read the state report the running gateway writes to DATA_DIR/state.json "
+        "(on this host, as its user or group; it never logs in to the broker, so it cannot "
+        "disturb the gateway) and judge it: unhealthy (1) when the broker refused the "
+        "gateway's login, the gateway stopped or its report is stale, the scanner never "
         "started or has been silent past [scanner] silent_after_s, or the broker refused its "
-        "publishes; a warning (3) when it has no bundle a minute after connecting, with the "
+        "publishes; no report (2) when there is no report file or the gateway cannot reach "
+        "the broker; a warning (3) when it has no bundle a minute after connecting, with the "
         "likely cause. A verdict other than healthy is one line on stderr.\n\nexamples:\n"
         "  aislecast gateway health --config /etc/aislecast/gateway.toml\n"
-        "  aislecast gateway health --config gw.toml --json | jq .metrics.offers_published",
+        "  aislecast gateway health --config gw.toml --json | jq .state.metrics.publisher_offers_published",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     hl.add_argument("--config", required=True)
     hl.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    hl.add_argument("--timeout", type=float, default=5.0)
+    hl.add_argument("--timeout", type=float, default=5.0,
+                    help="seconds to wait for a report file to appear (a gateway just started)")
     hl.set_defaults(func=config_exit_code(_health))
 
 
@@ -109,11 +113,12 @@ def _init(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    seen = asyncio.run(observe(cfg, args.timeout))
-    state = seen.state
+    seen = observe(cfg, args.timeout)
+    state = None if isinstance(seen, NoReport) else seen.state
     v = verdict(seen, cfg, time.time())
     if args.json:
         print(json.dumps({"verdict": v.reason, "code": v.code,
+                          "report": None if isinstance(seen, NoReport) else msgspec.to_builtins(seen),
                           "state": None if state is None else msgspec.to_builtins(state)}))
     elif v.code != HEALTHY:  # one line, on stderr, for a person or a monitoring check
         print(f"aislecast: {cfg.gateway} ({cfg.store}): {v.reason}", file=sys.stderr)

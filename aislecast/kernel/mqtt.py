@@ -6,6 +6,9 @@ session-present), hands each message to a handler that may not raise into the lo
 offers :meth:`MqttLink.publish`, which waits for a connection and raises
 :class:`~aislecast.kernel.errors.PublishDenied` when the broker refuses a QoS 1 publish (PUBACK
 reason >= 0x80), something aiomqtt's own ``publish`` silently accepts (docs/architecture.md#denied-publishes).
+The link also remembers what the broker refused on its way in: the login of the last
+attempt (:attr:`MqttLink.login_refused`) and any subscription of the current connection
+(:attr:`MqttLink.refused_subscriptions`, from the SUBACK reason codes).
 """
 
 from __future__ import annotations
@@ -36,11 +39,23 @@ from aislecast.kernel.const import (
 )
 from aislecast.kernel.errors import ConfigError, PublishDenied
 
-__all__ = ["CheckedClient", "MessageHandler", "MqttLink", "MqttSettings", "backoff_delay"]
+__all__ = ["CheckedClient", "MessageHandler", "MqttLink", "MqttSettings", "backoff_delay",
+           "is_login_refusal", "tls_hint"]
 
 log = logging.getLogger("aislecast.kernel.mqtt")
 
 MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
+# CONNACK codes of a refused login: MQTT 3.1.1 (4, 5) and MQTT 5 (bad user name or
+# password, not authorized, bad authentication method)
+_LOGIN_REFUSED = frozenset({0x04, 0x05, 0x86, 0x87, 0x8C})
+
+
+def is_login_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` (from a connect) is the broker refusing the login, not a network error."""
+    if not isinstance(exc, aiomqtt.MqttCodeError):
+        return False
+    code = exc.rc if isinstance(exc.rc, int) else getattr(exc.rc, "value", None)
+    return code in _LOGIN_REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +125,10 @@ def backoff_delay(attempt: int) -> float:
     return random.uniform(0, min(MQTT_BACKOFF_CAP_S, MQTT_BACKOFF_BASE ** min(attempt, 10)))
 
 
-def _tls_hint(settings: MqttSettings, exc: aiomqtt.MqttError) -> str:
+def tls_hint(settings: MqttSettings, error: str) -> str:
     """aiomqtt reports a TLS refusal (client certificate missing, revoked or from another
-    CA; plain MQTT sent to a TLS port) only as a timeout: say what to check."""
-    if settings.tls and "timed out" in str(exc):
+    CA; plain MQTT sent to a TLS port) only as a timeout: what to check, after ``error``."""
+    if settings.tls and "timed out" in error:
         return (" (over TLS this is often a refused handshake: check tls_ca, tls_cert and"
                 " tls_key against the broker's CA and CRL, and that the port is TLS)")
     return ""
@@ -224,6 +239,10 @@ class MqttLink:
         self.stats = _LinkStats()
         self._task: asyncio.Task[None] | None = None
         self._entered = False
+        # the broker's reason when it refused the last login (None once one succeeds)
+        self.login_refused: str | None = None
+        # topic -> the broker's SUBACK reason, for subscriptions it refused on this connection
+        self.refused_subscriptions: dict[str, str] = {}
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -288,8 +307,10 @@ class MqttLink:
         while True:
             try:
                 async with self._make_client() as client:
+                    self.login_refused = None
+                    self.refused_subscriptions.clear()
                     for topic, qos in self._subs:
-                        await client.subscribe(topic, options=_sub_options(topic, qos))
+                        await self._subscribe(client, topic, qos)
                     if self._on_connect is not None:
                         await self._on_connect(client)
                     self._client = client
@@ -305,9 +326,11 @@ class MqttLink:
                         del message
             except aiomqtt.MqttError as exc:
                 self.stats.last_error = str(exc)
+                if self._client is None and is_login_refusal(exc):
+                    self.login_refused = str(exc)
                 log.warning(
                     "mqtt link down client=%s attempt=%d error=%s%s", self.client_id, attempt,
-                    exc, _tls_hint(self.settings, exc),
+                    exc, tls_hint(self.settings, str(exc)),
                 )
             finally:
                 if self._client is not None:
@@ -355,4 +378,13 @@ class MqttLink:
         """Add a subscription now (if connected) and on every reconnect."""
         self._subs.append((topic, qos))
         if self._client is not None:
-            await self._client.subscribe(topic, options=_sub_options(topic, qos))
+            await self._subscribe(self._client, topic, qos)
+
+    async def _subscribe(self, client: CheckedClient, topic: str, qos: int) -> None:
+        """Subscribe; a refusal in the SUBACK (reason >= 0x80) is remembered and logged."""
+        granted = await client.subscribe(topic, options=_sub_options(topic, qos))
+        refused = [c for c in granted if isinstance(c, ReasonCode) and c.is_failure]
+        if refused:
+            self.refused_subscriptions[topic] = f"{refused[0]} (0x{int(refused[0].value):02x})"
+            log.warning("mqtt subscription refused client=%s topic=%s reason=%s",
+                        self.client_id, topic, refused[0])
