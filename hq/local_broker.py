@@ -8,6 +8,8 @@ HQ's password, ACL and CRL files (:class:`hq.broker_auth.BrokerAuthFiles`):
   client id, checked against the CRL; gateways' certificates come from
   :func:`hq.gateway_certs.issue_gateway_cert`;
 - ``phone_tls_port``: TLS with username/password, for phones and HQ itself;
+- ``wss_port``: secure WebSockets with username/password, for browsers (the wallet);
+  Mosquitto cannot ask for client certificates there, so no gateway uses it;
 - ``port``: plain MQTT on 127.0.0.1 only. No component's traffic uses it: it is where
   :class:`~aislecast.kernel.broker.MosquittoProcess` sees that the broker is up (Mosquitto
   opens it last, after every TLS listener has loaded its certificates).
@@ -43,6 +45,11 @@ class LocalTlsBroker:
         assert self.config.phone_tls_port is not None
         return self.config.phone_tls_port
 
+    @property
+    def browser_port(self) -> int:
+        assert self.config.wss_port is not None
+        return self.config.wss_port
+
 
 def tls_broker_config(directory: Path, files: BrokerAuthFiles, ca_dir: Path) -> LocalTlsBroker:
     """The config of a broker in ``directory`` with HQ's files and the CA in ``ca_dir``
@@ -53,6 +60,6 @@ def tls_broker_config(directory: Path, files: BrokerAuthFiles, ca_dir: Path) -> 
     ensure_crl(ca, files.crl_path)
     tls = ServerTls(ca.cert_path, server.cert_path, server.key_path, crlfile=files.crl_path)
     cfg = BrokerConfig(directory=directory, port=free_port(), tls=tls,
-                       gateway_tls_port=free_port(), phone_tls_port=free_port(),
+                       gateway_tls_port=free_port(), phone_tls_port=free_port(), wss_port=free_port(),
                        password_file=files.password_path, acl_file=files.acl_path)
     return LocalTlsBroker(ca, cfg)

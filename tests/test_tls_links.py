@@ -47,6 +47,36 @@ async def test_gateway_over_mutual_tls_delivers_an_offer_to_a_phone_over_tls(tmp
         await until(lambda: st.hq.ingest.stats.events_ingested >= 1)
 
 
+async def test_a_browser_phone_gets_its_offer_over_secure_websockets(tmp_path: Path) -> None:
+    """The layout's wss listener (the wallet's way in): the same login and ACL as TLS."""
+    async with authenticated_stack(tmp_path, [enter_campaign("entrance")], tls=True) as st:
+        assert st.tls_broker is not None
+        e = st.hq.service.enroll(["offers"])
+        assert e.broker_username and e.broker_password
+        await st.hq.service.publish_bundle(STORE)
+        await st.start_gateway()
+        ws = MqttSettings(port=st.tls_broker.browser_port, tls_ca=str(st.tls_broker.ca.cert_path))
+
+        def client(password: str) -> aiomqtt.Client:
+            return aiomqtt.Client("localhost", ws.port, username=e.broker_username, password=password,
+                                  identifier="ignored", transport="websockets",
+                                  tls_params=ws.tls_params(), protocol=aiomqtt.ProtocolVersion.V5,
+                                  timeout=10)
+
+        with pytest.raises(aiomqtt.MqttError):  # a wrong password is refused there too
+            async with client(e.broker_password + "x"):
+                pass
+        async with client(e.broker_password) as c:
+            await c.subscribe(topics.offers(e.inbox), qos=1)
+            token = st.phone(e).token
+            st.sim.add_shopper(SimShopper(e.inbox, token, [("entrance", 2.0)],
+                                          start=time.monotonic(), speed_mps=5.0))
+            async with asyncio.timeout(60):
+                msg = await anext(aiter(c.messages))
+        assert msg.topic.matches(topics.offers(e.inbox)) and isinstance(msg.payload, bytes)
+        assert json.loads(msg.payload)["inbox"] == e.inbox
+
+
 async def test_certificates_of_another_ca_or_another_name_get_nothing(tmp_path: Path) -> None:
     async with authenticated_stack(tmp_path, [], tls=True) as st:
         assert st.tls_broker is not None
