@@ -25,14 +25,11 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from aislecast.apps.scenarios import setup_store
 from aislecast.kernel import topics
 from aislecast.kernel.acl import GatewayAccount, acl_rules, gateway_username, hq_username
 from aislecast.kernel.broker import AclRule, BrokerConfig, MosquittoProcess, free_port
@@ -41,21 +38,19 @@ from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.privatefile import write_private
 from aislecast.kernel.procinfo import rss_mib
 from aislecast.kernel.schema import Campaign, Creative, Trigger
-from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
+from aislecast.kernel.signing import Signer, public_key_pem
 from aislecast.kernel.tokens import eid_for
 from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
+from benchmarks._hq import hq_serve, publish_bundle, seed_hq
 from edge.advert import Advertisement
 from edge.frames import encode_eddystone_eid
 from edge.scanner import AdvertCallback
-from edge.simstore import STORE_UUID, default_zones
+from edge.simstore import default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
-from hq.accounts import Accounts
 from hq.broker_auth import BrokerAuthFiles, hash_password, new_password
-from hq.db import HqDb
 from hq.gateway_certs import issue_gateway_cert
 from hq.local_broker import tls_broker_config
-from hq.service import HqService
 
 __all__ = ["bench_e2e"]
 
@@ -99,27 +94,11 @@ class _Receipts:
     received: int = 0
 
 
-def _prepare_hq(work: Path, n_shoppers: int, k: int
-                ) -> tuple[list[tuple[str, bytes]], Signer, str]:
-    """The enrolled shoppers, HQ's signer and an admin token (HQ's API needs one)."""
-    db = HqDb(f"sqlite:///{work}/hq.sqlite")
-    signer = Signer(load_or_create_signing_key(work / "hq.pem"))
-    service = HqService(db, signer, rotation_k=k)
-    setup_store(service, STORE, default_zones(), STORE_UUID)
-    for zone in _ZONES:
-        service.upsert_campaign(Campaign(
-            id=f"bench-{zone}", name=zone, stores=[STORE], trigger=Trigger(kind="enter", zones=[zone]),
-            creatives=[Creative(id="a", title=f"{zone} deal", format="coupon", coupon_code="B1")],
-            validity_s=600))
-    out = []
-    for _ in range(n_shoppers):
-        e = service.enroll(["offers"])
-        out.append((e.inbox, bytes.fromhex(e.identity_key)))
-    accounts = Accounts(db)
-    accounts.add_user("bench-admin", "admin")
-    _, token = accounts.issue_token("personal", owner="bench-admin")
-    db.close()
-    return out, signer, token
+def _campaigns() -> list[Campaign]:
+    return [Campaign(id=f"bench-{zone}", name=zone, stores=[STORE],
+                     trigger=Trigger(kind="enter", zones=[zone]), validity_s=600,
+                     creatives=[Creative(id="a", title=f"{zone} deal", format="coupon",
+                                         coupon_code="B1")]) for zone in _ZONES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,29 +147,6 @@ def _tls(work: Path) -> _Transport:
          "tls_key": str(gw.key)},
         ["-h", "127.0.0.1", "-p", str(layout.phone_port), "--cafile", ca, "-u", phones,
          "-P", passwords[phones]])
-
-
-@contextlib.asynccontextmanager
-async def _hq_process(work: Path, broker_args: list[str]) -> AsyncIterator[int]:
-    http = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aislecast", "hq", "serve", "--db", f"sqlite:///{work}/hq.sqlite",
-        *broker_args, "--http-port", str(http), "--key", str(work / "hq.pem"),
-        # no retraining mid-run: the second transport's HQ would otherwise start by
-        # learning from the first one's events, on the cores the measured path needs
-        "--learn-every", "0",
-        "--log-level", "warning", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            try:
-                await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{http}/health", timeout=1)
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
-        yield http
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 async def _subscriber(connect: list[str], rec: _Receipts, ready: asyncio.Event) -> None:
@@ -281,10 +237,11 @@ async def _run(t: _Transport, setup: _Setup) -> tuple[list[Measurement], float]:
     work, shoppers, base_n, token, signer, quick = (
         setup.work, setup.shoppers, setup.base_n, setup.token, setup.signer, setup.quick)
     rows: list[Measurement] = []
-    async with MosquittoProcess(t.broker), _hq_process(work, t.hq_args) as http:
-        await asyncio.to_thread(urllib.request.urlopen, urllib.request.Request(
-            f"http://127.0.0.1:{http}/api/stores/{STORE}/publish", method="POST",
-            headers={"Authorization": f"Bearer {token}"}), timeout=30)
+    # no retraining mid-run (--learn-every 0): the second transport's HQ would otherwise
+    # start by learning from the first one's events, on the cores the measured path needs
+    async with MosquittoProcess(t.broker), hq_serve(work, t.hq_args,
+                                                    extra=["--learn-every", "0"]) as http:
+        await asyncio.to_thread(publish_bundle, http, STORE, token)
         cfg = await asyncio.to_thread(load_config, {
             "gateway": _GATEWAY, "store": STORE, "data_dir": str(t.work / "gw"),
             "hq_public_key": public_key_pem(signer.public_key), "broker": t.gw_broker,
@@ -360,7 +317,9 @@ async def bench_e2e(opts: BenchOptions) -> list[Measurement]:
     k = TOKEN_ROTATION_K  # HQ's default; the resolver tolerates one epoch of rotation
     with tempfile.TemporaryDirectory(prefix="aislecast-bench-") as tmp:
         work = Path(tmp)
-        enrolled, signer, token = await asyncio.to_thread(_prepare_hq, work, base_n + sweep_n, k)
+        seeded = await asyncio.to_thread(seed_hq, work, STORE, _campaigns(), base_n + sweep_n,
+                                         admin="bench-admin", rotation_k=k)
+        enrolled, signer, token = seeded.shoppers, seeded.signer, seeded.admin_token
         now = time.time()
         shoppers = []
         for j, (inbox, key) in enumerate(enrolled):

@@ -41,16 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.signing import public_key_pem
 from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._hq import hq_serve, publish_bundle, seed_hq
 from benchmarks.bench_kill_load import Phones, Wire
 from benchmarks.bench_kill_stack import (
     GATEWAY,
+    STORE,
     GatewayProcess,
     OutboxSnapshot,
-    hq_process,
     integrity,
-    prepare_hq,
-    publish_bundle,
+    kill_campaigns,
 )
 
 __all__ = ["KillPlan", "KillReport", "bench_kill", "run_kill"]
@@ -193,18 +194,19 @@ async def run_kill(plan: KillPlan, *, progress: bool = True) -> KillReport:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aislecast-kill-") as tmp:
         work = Path(tmp)
-        hq = await asyncio.to_thread(prepare_hq, work, plan.shoppers)
+        hq = await asyncio.to_thread(seed_hq, work, STORE, kill_campaigns(), plan.shoppers,
+                                     admin="kill-admin")
         port = free_port()
         seen, wire, cycles = _Seen(), Wire(), []
         async with MosquittoProcess(BrokerConfig(directory=work / "broker", port=port)), \
-                hq_process(work, port) as http, asyncio.TaskGroup() as tg:
+                hq_serve(work, ["--broker", f"127.0.0.1:{port}"]) as http, asyncio.TaskGroup() as tg:
             subscribed = asyncio.Event()
             wire_task = tg.create_task(wire.run(port, subscribed), name="kill-wire")
             await subscribed.wait()
-            await asyncio.to_thread(publish_bundle, http, hq.admin_token)
+            await asyncio.to_thread(publish_bundle, http, STORE, hq.admin_token)
             phones = Phones(hq.shoppers, active=plan.active, rng=rng, dwell_s=plan.dwell_s)
             phones_task = tg.create_task(phones.run(port), name="kill-phones")
-            gw = GatewayProcess(work, port, hq.public_pem)
+            gw = GatewayProcess(work, port, public_key_pem(hq.signer.public_key))
             for n in range(1, plan.cycles + 1):
                 c, snap = await _cycle(gw, wire, plan, rng, rep)
                 cycles.append(c)

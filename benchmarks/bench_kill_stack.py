@@ -1,9 +1,9 @@
 """The real processes of the kill bench: HQ (``aislecast hq serve`` on SQLite) and the
 gateway (``aislecast gateway run``, the simulated scanner), which the bench SIGKILLs.
 
-:func:`prepare_hq` builds HQ's database with HQ's own code: the store's six zones and
-beacons, one ``enter`` campaign per zone capped at one offer per shopper ever
-(``per_campaign = 1``), and the enrolled shoppers whose phones the load plays.
+:func:`kill_campaigns` are the store's campaigns (HQ's database is seeded with them by
+:func:`benchmarks._hq.seed_hq`): one ``enter`` campaign per zone, capped at one offer per
+shopper ever (``per_campaign = 1``).
 :class:`GatewayProcess` starts, kills and restarts the gateway and, while it is down,
 reads its SQLite file the way the next start will: ``PRAGMA integrity_check`` and the
 outbox rows it holds (:class:`OutboxSnapshot`).
@@ -12,102 +12,32 @@ outbox rows it holds (:class:`OutboxSnapshot`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sqlite3
 import sys
-import urllib.request
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
-from aislecast.apps.scenarios import setup_store
-from aislecast.kernel.broker import free_port
-from aislecast.kernel.const import TOKEN_ROTATION_K
 from aislecast.kernel.schema import Campaign, Caps, Creative, Trigger
-from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
-from edge.simstore import STORE_UUID, default_zones
-from hq.accounts import Accounts
-from hq.db import HqDb
-from hq.service import HqService
+from edge.simstore import default_zones
 
-__all__ = ["GATEWAY", "STORE", "ZONES", "GatewayProcess", "HqSetup", "OutboxSnapshot",
-           "hq_process", "integrity", "prepare_hq", "publish_bundle"]
+__all__ = ["GATEWAY", "STORE", "ZONES", "GatewayProcess", "OutboxSnapshot", "integrity",
+           "kill_campaigns"]
 
 STORE = "store-kill"
 GATEWAY = "gw-kill"
 ZONES = [z.id for z in default_zones()]
-_HQ_UP_WITHIN_S = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class HqSetup:
-    shoppers: list[tuple[str, bytes]]  # (inbox, identity key)
-    public_pem: str
-    admin_token: str
-
-
-def prepare_hq(work: Path, shoppers: int) -> HqSetup:
-    """HQ's database and signing key in ``work`` (blocking: run it in a thread)."""
-    db = HqDb(f"sqlite:///{work}/hq.sqlite")
-    try:
-        signer = Signer(load_or_create_signing_key(work / "hq.pem"))
-        service = HqService(db, signer, rotation_k=TOKEN_ROTATION_K)
-        setup_store(service, STORE, default_zones(), STORE_UUID)
-        for zone in ZONES:
-            service.upsert_campaign(Campaign(
-                id=f"kill-{zone}", name=zone, stores=[STORE],
-                trigger=Trigger(kind="enter", zones=[zone]), caps=Caps(per_campaign=1),
-                creatives=[Creative(id="a", title=f"{zone} deal")], validity_s=600))
-        enrolled = []
-        for _ in range(shoppers):
-            e = service.enroll(["offers"])
-            enrolled.append((e.inbox, bytes.fromhex(e.identity_key)))
-        accounts = Accounts(db)
-        accounts.add_user("kill-admin", "admin")
-        _, token = accounts.issue_token("personal", owner="kill-admin")
-        return HqSetup(enrolled, public_key_pem(signer.public_key), token)
-    finally:
-        db.close()
-
-
-@contextlib.asynccontextmanager
-async def hq_process(work: Path, port: int) -> AsyncIterator[int]:
-    """``aislecast hq serve`` on ``work/hq.sqlite`` and the broker at ``port``; yields
-    its HTTP port once /health answers."""
-    http = free_port()
-    with (work / "hq.err").open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aislecast", "hq", "serve", "--db", f"sqlite:///{work}/hq.sqlite",
-            "--broker", f"127.0.0.1:{port}", "--http-port", str(http), "--key",
-            str(work / "hq.pem"), "--log-level", "warning",
-            stdout=asyncio.subprocess.DEVNULL, stderr=err)
-    try:
-        async with asyncio.timeout(_HQ_UP_WITHIN_S):
-            while True:
-                if proc.returncode is not None:
-                    raise RuntimeError(f"hq serve exited with {proc.returncode}; see {work}/hq.err")
-                try:
-                    await asyncio.to_thread(urllib.request.urlopen,
-                                            f"http://127.0.0.1:{http}/health", timeout=1)
-                    break
-                except OSError:
-                    await asyncio.sleep(0.1)
-        yield http
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
-
-
-def publish_bundle(http: int, token: str) -> None:
-    """Ask HQ to sign and publish the store's bundle (retained on the broker)."""
-    urllib.request.urlopen(urllib.request.Request(
-        f"http://127.0.0.1:{http}/api/stores/{STORE}/publish", method="POST",
-        headers={"Authorization": f"Bearer {token}"}), timeout=30)
+def kill_campaigns() -> list[Campaign]:
+    """One ``enter`` campaign per zone, at most one offer per shopper ever."""
+    return [Campaign(id=f"kill-{zone}", name=zone, stores=[STORE],
+                     trigger=Trigger(kind="enter", zones=[zone]), caps=Caps(per_campaign=1),
+                     creatives=[Creative(id="a", title=f"{zone} deal")], validity_s=600)
+            for zone in ZONES]
 
 
 def integrity(path: Path) -> str:
