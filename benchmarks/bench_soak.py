@@ -70,7 +70,7 @@ class SoakParams:
 
 
 FULL = SoakParams(shoppers=1000, hours=24.0, first_hour=0.0, scale=90.0)
-QUICK = SoakParams(shoppers=60, hours=1.5, first_hour=11.0, scale=240.0)
+QUICK = SoakParams(shoppers=60, hours=1.25, first_hour=11.0, scale=240.0)
 
 
 def _campaigns() -> list[Campaign]:

@@ -5,6 +5,7 @@ a report directory (report.md plus PNG plots of RSS, latency and outbox over sim
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +126,10 @@ def _plot(path: Path, title: str, ylabel: str, series: list[tuple[str, Any, Any]
 
 
 def write_report(run: SoakRun, out: Path) -> None:
-    """``out``/report.md with the rows and three plots beside it."""
+    """``out``/report.md with the rows, three plots and every sample (samples.jsonl, to
+    look again without running again) beside it."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*run.samples, *run.hours]))
     first = run.params["first_hour"]
     t = run.sim_hours() + first
     _plot(out / "rss.png", "gateway RSS over the simulated day", "MiB", [("VmRSS", t, run.rss())],
@@ -151,7 +154,7 @@ def write_report(run: SoakRun, out: Path) -> None:
         "Real: Mosquitto, HQ (ingest, signed bundles republished every simulated 5 min), the "
         "gateway process and the bytes on air. Accelerated: `time.time`/`time.monotonic` in "
         "both processes; the event loop's sleeps stay real, so periodic tasks run coarser in "
-        "simulated time (see docs/architecture.md, Soak).", "",
+        "simulated time (docs/architecture.md, section Soak). samples.jsonl holds every sample.", "",
         "| metric | value | unit |", "|---|---:|---|",
         *(f"| {r.metric} | {r.value:,.3f} | {r.unit} |" for r in rows), "",
         "| simulated hour | adverts | decisions | advert p50 µs | advert p99 µs | decision p99 µs |",

@@ -67,10 +67,11 @@ def test_summary_counts_a_task_missing_from_one_sample_and_fits_the_slope() -> N
     assert {r.metric: r.value for r in summarize(_run(died_at=None))}["named tasks died"] == 0
 
 
-def test_report_writes_markdown_and_three_plots(tmp_path: Path) -> None:
+def test_report_writes_markdown_plots_and_samples(tmp_path: Path) -> None:
     write_report(_run(died_at=None), tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "| named tasks died | 0.000 | tasks |" in text
     assert "| 10:00 | 1,000 | 10 |" in text  # simulated hour 2 of a run from 08:00
+    assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 9 + 4
     for png in ("rss.png", "latency.png", "load.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
