@@ -53,6 +53,7 @@ _MODULES = (
     "benchmarks.bench_enrol",
     "benchmarks.bench_gateway_rss",
     "benchmarks.bench_kill",
+    "benchmarks.bench_soak",
 )
 
 
