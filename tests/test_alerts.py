@@ -20,12 +20,15 @@ import pytest
 from prometheus_client import generate_latest
 
 from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.mqtt import MqttSettings
 from edge.sim_scanner import SimScanner
 from edge.simstore import SimShopper, SimStore, default_zones
 from hq.accounts import Accounts
 from hq.alerts import AlertBook, AlertWatch, Condition, CounterRule
 from hq.console import GatewayBoard
+from hq.keyring import ring_path
 from hq.metrics import HqMetrics
+from hq.server import HqServer
 from tests.fakeclock import FakeClock
 from tests.harness import STORE, bearer, enter_campaign, stack, token_for
 from tests.test_console import ARTIFACTS, PASSWORD, _log_in, browser_page
@@ -107,6 +110,27 @@ def test_gateway_offline_and_stale_are_judged_at_hq() -> None:
     assert len(watch.check()) == 2 and _open_of(watch.book) == []
 
 
+async def test_a_keyring_that_fails_to_reload_alerts_hq_roles_only(
+        broker: MosquittoProcess, tmp_path: Path) -> None:
+    """A real HQ whose keyring file is broken under it: the watcher's failure counter rises
+    and an HQ alert opens, for unscoped roles only (it names no store)."""
+    key = tmp_path / "k.pem"
+    async with HqServer(db_url=f"sqlite:///{tmp_path}/hq.sqlite", key_path=key,
+                        mqtt=MqttSettings(port=broker.port), http_port=0, keys_every_s=3600) as hq, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}") as http:
+        admin, staff = token_for(hq.db, "admin"), token_for(hq.db, "store_staff", stores=[STORE])
+        assert await _alerts(http, admin) == []  # witness: a healthy HQ has none
+        await asyncio.to_thread(ring_path(key).write_text, "not a keyring", encoding="utf-8")
+        assert not await hq.keys.check()
+        assert hq.keys.stats.failures == 1
+        (a,) = await _alerts(http, admin)
+        assert (a["id"], a["severity"], a["store"]) == ("hq:1/keyring_reload_failing", "critical", None)
+        assert "key file" in a["message"]
+        assert await _alerts(http, staff) == []
+        text = (await http.get("/metrics")).text
+        assert 'aislecast_hq_alerts_opened_total{kind="keyring_reload_failing"} 1.0' in text
+
+
 async def _alerts(http: httpx.AsyncClient, token: str) -> list[dict[str, Any]]:
     r = await http.get("/api/alerts", headers=bearer(token))
     assert r.status_code == 200, r.text
@@ -174,6 +198,9 @@ async def test_a_silent_scanner_raises_an_alert_in_the_console_and_it_clears(
             assert await page.locator(f'li[data-alert="{aid}"]').count() == 0
             await page.screenshot(path=str(ARTIFACTS / "6-alert-cleared.png"), full_page=True)
         assert st.hq.metrics.snapshot()["alerts"]["cleared"].get("gateway_problem") == 1
+        # nothing else was ever raised (no "no bundle" warning from the report made as it
+        # connected, before its bundle arrived)
+        assert [a["kind"] for a in await _alerts(http, admin)] == ["gateway_problem"]
 
 
 async def _until_async(pred: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
