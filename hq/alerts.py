@@ -39,6 +39,7 @@ from hq.broker_sync import SyncStats
 from hq.console import GatewayBoard
 from hq.deps import PrincipalDep
 from hq.leader import LeaderStats
+from hq.openapi import json_response
 from hq.tasks import KeyWatcherStats, RepublisherStats
 
 __all__ = ["ALERTS_EVERY_S", "Alert", "AlertBook", "AlertStats", "AlertWatch", "Condition",
@@ -232,19 +233,12 @@ class AlertWatch:
             await asyncio.sleep(self.every_s)
 
 
-def _openapi() -> dict[str, object]:
-    (schema,), components = msgspec.json.schema_components(
-        (AlertsPage,), ref_template="#/components/schemas/{name}")
-    return {"responses": {"200": {"description": "open alerts, then recently cleared ones",
-                                  "content": {"application/json": {"schema": schema}}}},
-            "x-components": components}
-
-
 def alerts_router() -> APIRouter:
     """``GET /api/alerts`` from ``app.state.alerts``: store staff see their stores' only."""
     router = APIRouter()
 
-    @router.get("/api/alerts", openapi_extra=_openapi())
+    @router.get("/api/alerts", openapi_extra=json_response(
+        AlertsPage, "open alerts, then recently cleared ones"))
     async def alerts(request: Request, p: PrincipalDep) -> Response:
         watch = request.app.state.alerts
         assert isinstance(watch, AlertWatch), "create_app() sets app.state.alerts"
