@@ -46,7 +46,7 @@ from edge.advert import Advertisement
 from edge.scanner import AdvertCallback, Scanner
 from gateway.config import GatewayConfig
 from gateway.decisions import Decision
-from gateway.health import scanner_problem
+from gateway.health import live_judgement, scanner_problem
 from gateway.inbound import InboundRouter
 from gateway.metrics import MetricsServer, Source, registry, snapshot, sources
 from gateway.parts import GatewayParts
@@ -162,11 +162,14 @@ class Gateway:
     def _gateway_state(self, status: str, run: _Running | None) -> GatewayState:
         """The state report; without ``run`` (the MQTT will, made before the link
         exists) it carries no metrics."""
+        metrics = snapshot(run.sources) if run is not None else {}
+        problem, warning = ((None, None) if run is None or status != "online"
+                            else live_judgement(metrics, self._bundle_report(run), self.cfg))
         return GatewayState(
             v=SCHEMA_VERSION, gateway=self.cfg.gateway, store=self.cfg.store,
             status=status, version=__version__,  # type: ignore[arg-type]
             bundle_version=run.parts.bundles.version if run is not None else 0,
-            metrics=snapshot(run.sources) if run is not None else {}, ts=time.time())
+            metrics=metrics, ts=time.time(), problem=problem, warning=warning)
 
     def _state(self, status: str, run: _Running | None = None) -> bytes:
         """The retained state report, encoded."""
@@ -312,17 +315,21 @@ class Gateway:
 
     # ---- the local report (gateway.report) ----------------------------------------------
     def _report(self, run: _Running, *, stopped: bool) -> LocalReport:
-        link, bundles = run.link, run.parts.bundles
+        link = run.link
         connected = link.connected.is_set() and not stopped
         return LocalReport(
             pid=os.getpid(), stopped=stopped,
             state=self._gateway_state("online" if connected else "offline", run),
             link=LinkReport(connected=connected, connects=link.stats.connects,
                             last_error=link.stats.last_error, login_refused=link.login_refused),
-            bundle=BundleReport(
-                received_since_connect=run.inbound.bundles_in - run.bundles_at_connect,
-                refused=dict(bundles.rejected), last_refused=bundles.last_rejected,
-                subscription_refused=link.refused_subscriptions.get(topics.bundle(self.cfg.store))))
+            bundle=self._bundle_report(run))
+
+    def _bundle_report(self, run: _Running) -> BundleReport:
+        bundles = run.parts.bundles
+        return BundleReport(
+            received_since_connect=run.inbound.bundles_in - run.bundles_at_connect,
+            refused=dict(bundles.rejected), last_refused=bundles.last_rejected,
+            subscription_refused=run.link.refused_subscriptions.get(topics.bundle(self.cfg.store)))
 
     async def _write_report(self, run: _Running, *, stopped: bool = False) -> None:
         """Write the local report in a worker thread; a failure is logged (once per

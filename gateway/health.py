@@ -12,6 +12,8 @@ exporters read), so the running gateway and a person at a terminal see the same 
   and never logs in to the broker, so it cannot disturb the gateway it checks; it
   turns the report into an exit code: 0 healthy, 1 unhealthy, 2 no report, 3 a warning
   (running, but without a bundle a minute after connecting, with the likely cause).
+- :func:`live_judgement`: the same judgement of the running gateway, put into every
+  state report it publishes (``problem``, ``warning``), so HQ raises an alert from it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import Final
 
 from aislecast.kernel.mqtt import tls_hint
 from gateway.config import GatewayConfig
-from gateway.report import LocalReport, NoReport, read_report, report_path
+from gateway.report import BundleReport, LocalReport, NoReport, read_report, report_path
 
 __all__ = ["BUNDLE_GRACE_S", "HEALTHY", "NO_REPORT", "UNHEALTHY", "WARNING", "Verdict",
-           "observe", "scanner_problem", "verdict"]
+           "live_judgement", "observe", "scanner_problem", "verdict"]
 
 HEALTHY: Final = 0
 UNHEALTHY: Final = 1
@@ -67,14 +69,13 @@ def _login(cfg: GatewayConfig) -> str:
     return b.username or (f"certificate {b.tls_cert}" if b.tls_cert else "anonymous")
 
 
-def _no_bundle(report: LocalReport, cfg: GatewayConfig, m: Mapping[str, float]) -> Verdict | None:
+def _no_bundle(b: BundleReport, cfg: GatewayConfig, m: Mapping[str, float]) -> Verdict | None:
     if m.get("bundle_version", 0) > 0:
         return None
     connected = m.get("connected_s")
     if connected is not None and connected < BUNDLE_GRACE_S:
         return Verdict(HEALTHY, f"starting: connected {connected:.0f} s ago, waiting for "
                        "the first bundle")
-    b = report.bundle
     if rejected := sum(b.refused.values()):
         last = f" (last: {b.last_refused})" if b.last_refused else ""
         cause = (f"it refused {rejected} bundle(s){last}: is hq_public_key HQ's current key "
@@ -112,13 +113,27 @@ def verdict(seen: LocalReport | NoReport, cfg: GatewayConfig, now: float) -> Ver
         return Verdict(NO_REPORT, f"cannot reach the broker at {cfg.broker.host}:{cfg.broker.port} "
                        f"({why}{tls_hint(cfg.broker.mqtt_settings(), why)}): is it running? "
                        "check [broker] host and port")
-    m = state.metrics
+    return _judge(state.metrics, seen.bundle, cfg, late)
+
+
+def _judge(m: Mapping[str, float], bundle: BundleReport, cfg: GatewayConfig, late: float) -> Verdict:
+    """The judgement of a connected gateway's metrics ``late`` seconds old."""
     problem = scanner_problem(m, cfg.scanner.silent_after_s, late_s=late)
     if problem is not None:
         return Verdict(UNHEALTHY, problem)
     if m.get("publisher_denied", 0) > 0:
         return Verdict(UNHEALTHY, "the broker refused publishes: check this gateway's credentials and ACL")
-    return _no_bundle(seen, cfg, m) or Verdict(HEALTHY, "healthy")
+    return _no_bundle(bundle, cfg, m) or Verdict(HEALTHY, "healthy")
+
+
+def live_judgement(m: Mapping[str, float], bundle: BundleReport,
+                   cfg: GatewayConfig) -> tuple[str | None, str | None]:
+    """``(problem, warning)`` of a running gateway from its current metrics, for its state
+    report (HQ raises alerts from them): the same judgement ``gateway health`` makes."""
+    if m.get("connected_s") is None:  # the report made as it connects: starting
+        m = {**m, "connected_s": 0.0}
+    v = _judge(m, bundle, cfg, 0.0)
+    return (v.reason if v.code == UNHEALTHY else None, v.reason if v.code == WARNING else None)
 
 
 def observe(cfg: GatewayConfig, wait_s: float = 0.0) -> LocalReport | NoReport:

@@ -18,6 +18,7 @@ from aislecast import __version__
 from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
 from aislecast.kernel.signing import public_key_pem
 from hq.accounts import Accounts, Principal
+from hq.alerts import AlertWatch, alerts_router
 from hq.analytics import campaign_stats
 from hq.audit import AuditLog, audit_router
 from hq.auth import AuthMiddleware, BodyLimitMiddleware
@@ -231,12 +232,14 @@ def _shopper_router() -> APIRouter:
 def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = None, *,
                stats: Mapping[str, object] | None = None,
                max_body_bytes: int = MAX_BODY_BYTES,
-               login_limiter: LoginLimiter | None = None) -> FastAPI:
+               login_limiter: LoginLimiter | None = None,
+               alerts: AlertWatch | None = None) -> FastAPI:
     """HQ's API on ``service`` and ``ingest`` (kept in ``app.state``, read by the routes
     through :mod:`hq.deps`); ``stats`` adds components' counters to ``/metrics``.
     Accounts and the audit log live in ``service.db``; bodies over ``max_body_bytes``
     are refused with 413; failed console logins are limited by ``login_limiter``
-    (default :class:`hq.login_limits.LoginLimiter` on the monotonic clock)."""
+    (default :class:`hq.login_limits.LoginLimiter` on the monotonic clock); ``alerts``
+    serves ``GET /api/alerts`` (default: the gateways' alerts from ``board``)."""
     app = FastAPI(title="aislecast HQ", version=__version__)
     board = board or GatewayBoard()
     http, auth = HttpStats(), AuthStats()
@@ -246,9 +249,11 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     feed = BrokerFeed(service.credentials)  # GET /api/broker/registry, for remote brokers
     app.state.broker_feed = feed  # HqServer closes it first on the way out (held requests)
     app.state.login_limiter = login_limiter or LoginLimiter()
+    app.state.alerts = alerts = alerts or AlertWatch(board)
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
-                                   "broker_feed": feed.stats, **(stats or {})})
+                                   "broker_feed": feed.stats, "alerts": alerts.stats,
+                                   **(stats or {})})
     ingest.listeners.append(board.on_events)  # the console's "last event" per gateway
     # the last added runs first: count everything, then identify, then limit the body
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, stats=auth)
@@ -259,6 +264,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.include_router(login_router())  # /console/login, /console/logout
     app.include_router(audit_router(audit_log))
     mount_console(app)  # /console and the JSON it polls
+    app.include_router(alerts_router())  # GET /api/alerts
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:

@@ -83,6 +83,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("GET", "/api/analytics/campaigns/{cid}"): _ANALYSTS,
     ("GET", "/api/console/campaigns"): _READERS,
     ("GET", "/api/console/stores"): _READERS,
+    ("GET", "/api/alerts"): _READERS,  # store staff: their stores' gateways' only
     ("GET", "/api/metrics"): frozenset({"admin", "analyst"}),
     ("POST", "/api/shortlinks"): frozenset({"admin", "marketer", "approver", "store_staff"}),
     ("GET", "/api/shortlinks/{code}"): _READERS,

@@ -44,6 +44,7 @@ class SyncStats:
     renders: int = count("broker password/ACL files rewritten from the registry")
     reloads: int = count("SIGHUPs sent to the broker")
     reload_failures: int = count("SIGHUPs that found no broker (pid file missing or stale)")
+    render_failures: int = count("renders that failed to write the files (retried in a second)")
     users: int = count("active broker users in the last rendered files")
 
 
@@ -134,6 +135,7 @@ class BrokerSync:
             try:
                 await self.flush()
             except Exception:  # a full disk must not end HQ: retry in a second
+                self.stats.render_failures += 1
                 log.exception("broker files not rewritten")
                 await asyncio.sleep(_RETRY_S)
                 self._dirty.set()

@@ -1,7 +1,8 @@
 """The marketers' web console: static pages under ``/console`` and the JSON they poll.
 
 No build step and no CDN: ``hq/static`` holds plain HTML, CSS and JS shipped as
-package data. The page polls two endpoints every two seconds:
+package data. The page polls these every two seconds, and ``GET /api/alerts``
+(:mod:`hq.alerts`) for its alerts panel:
 
 - ``GET /api/console/campaigns``: every campaign with its live funnel (impressions,
   deliveries, opens, clicks, CTR, redemptions, lift with its 95 % interval);
@@ -57,6 +58,8 @@ class GatewayView:
     last_event_at: float | None = None  # ts of the newest event ingested from it
     shoppers_present: int = 0
     outbox_rows: int = 0
+    problem: str | None = None  # the gateway's own health judgement (gateway.health)
+    warning: str | None = None
 
 
 @dataclass(slots=True)
@@ -92,6 +95,7 @@ class GatewayBoard:
         v.state_at = time.time()
         v.shoppers_present = int(st.metrics.get("shoppers_present", 0))
         v.outbox_rows = int(st.metrics.get("outbox_rows", 0))
+        v.problem, v.warning = st.problem, st.warning
 
     def on_events(self, events: list[Event]) -> None:
         """An :class:`~hq.ingest.Ingest` listener."""
@@ -112,6 +116,9 @@ class GatewayBoard:
 
     def gateways(self, store: str) -> list[GatewayView]:
         return sorted((v for (s, _), v in self._gws.items() if s == store), key=lambda v: v.gateway)
+
+    def views(self) -> list[GatewayView]:
+        return list(self._gws.values())
 
     def stores(self) -> set[str]:
         return {s for s, _ in self._gws}

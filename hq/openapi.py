@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from hq.auth import SESSION_COOKIE
 from hq.authz import allowed
 
-__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "json_body", "secured_openapi"]
+__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "json_body", "json_response", "secured_openapi"]
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "bearer": {"type": "http", "scheme": "bearer",
@@ -65,6 +65,16 @@ def json_body(cls: type) -> dict[str, Any]:
     (schema,), components = msgspec.json.schema_components(
         (cls,), ref_template="#/components/schemas/{name}")
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            _COMPONENTS: components}
+
+
+def json_response(cls: type, description: str) -> dict[str, Any]:
+    """A route's ``openapi_extra`` declaring its 200 answer as msgspec's schema of ``cls``
+    (the handler encodes ``cls`` itself and returns a plain Response)."""
+    (schema,), components = msgspec.json.schema_components(
+        (cls,), ref_template="#/components/schemas/{name}")
+    return {"responses": {"200": {"description": description,
+                                  "content": {"application/json": {"schema": schema}}}},
             _COMPONENTS: components}
 
 

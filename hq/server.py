@@ -18,6 +18,7 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
 - ``hq-broker-sync``: the broker's password and ACL files re-rendered from the
   credential registry and reloaded (:class:`hq.broker_sync.BrokerSync`), when HQ is
   given the broker's ``auth_dir``;
+- ``hq-alerts``: the alerts judged every few seconds (:mod:`hq.alerts`);
 - ``hq-http``: uvicorn serving the API, the console, short links, ``/metrics`` and the
   rendered broker files for brokers on other hosts (:mod:`hq.broker_feed`).
 
@@ -48,6 +49,7 @@ from aislecast.kernel import topics
 from aislecast.kernel.const import BUNDLE_REPUBLISH_S
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
+from hq.alerts import AlertWatch, component_rules
 from hq.api import MAX_BODY_BYTES, create_app
 from hq.broker_auth import BrokerAuthFiles
 from hq.broker_sync import BrokerSync, PidSource
@@ -265,8 +267,8 @@ class HqServer:
                         handler=inbound.put)
         service.link = link
         shortlinks = DbShortLinkStore(db, ingest.store_events)
-        republisher, learned = Republisher(service, self.republish_s), LearnStats()
-        leader_stats = LeaderStats()
+        republisher, learned, leader_stats = (Republisher(service, self.republish_s), LearnStats(),
+                                              LeaderStats())
         lock: LeaderLock = (PgLeaderLock(self.db_url, leader_stats) if db.dialect == "postgresql"
                             else SoleLeaderLock())
         election = Election(lock, lambda took_over: self._duties(service, republisher, learned,
@@ -276,7 +278,10 @@ class HqServer:
         # a store's bundle lists its gateways: republish it when one is added or revoked
         # (the leader's republisher publishes; a follower's request waits for its round)
         service.credentials.gateway_listeners.append(republisher.request)
-        app = create_app(service, ingest, board, stats={
+        alerts = AlertWatch(board, component_rules(
+            keys=keys.stats, republisher=republisher.stats, leader=election.stats,
+            broker_sync=sync.stats if sync is not None else None), source=f"hq:{self.worker}")
+        app = create_app(service, ingest, board, alerts=alerts, stats={
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
             "keys": keys.stats, "leader": election.stats,
@@ -301,6 +306,7 @@ class HqServer:
             tg.create_task(acks.run(link), name="hq-acks"),
             tg.create_task(keys.run(), name="hq-keys"),
             tg.create_task(election.run(), name="hq-leader"),
+            tg.create_task(alerts.run(), name="hq-alerts"),
         ]
         if sync is not None:
             self._tasks.append(tg.create_task(sync.run(), name="hq-broker-sync"))

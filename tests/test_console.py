@@ -215,4 +215,6 @@ async def test_console_empty_state(broker: MosquittoProcess, tmp_path: Path) -> 
             await page.locator("#campaigns-empty").wait_for(state="visible", timeout=10_000)
             assert await page.locator("#campaigns").is_hidden()
             await page.locator("#stores-empty").wait_for(state="visible", timeout=10_000)
+            await page.locator("#alerts-empty").wait_for(state="visible", timeout=10_000)
+            assert await page.locator("#alerts").is_hidden()
             await page.screenshot(path=str(ARTIFACTS / "0-empty.png"), full_page=True)

@@ -286,6 +286,10 @@ class GatewayState(msgspec.Struct, frozen=True):
     bundle_version: int = 0
     metrics: dict[str, float] = msgspec.field(default_factory=dict)
     ts: float = 0.0  # unix time of this report (the will's: when the gateway started)
+    # the gateway's own health judgement (gateway.health): what a person must fix now
+    # (unhealthy), or what looks wrong but may pass (a warning); None when all is well
+    problem: str | None = None
+    warning: str | None = None
 
 
 _ENCODER = msgspec.json.Encoder()

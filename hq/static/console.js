@@ -1,4 +1,4 @@
-// aislecast HQ console: polls HQ's JSON every 2 s and renders campaigns and gateways.
+// aislecast HQ console: polls HQ's JSON every 2 s and renders alerts, campaigns and gateways.
 // Plain DOM, no framework; values are set with textContent only (never innerHTML).
 "use strict";
 
@@ -138,9 +138,25 @@ function renderStores(data) {
   }
 }
 
+// Open alerts only (the API also lists recently cleared ones): severity, source,
+// the message with its fix, and how long it has been open.
+function renderAlerts(data) {
+  const open = data.alerts.filter((a) => a.cleared_at === null || a.cleared_at === undefined);
+  $("#alerts-empty").hidden = open.length > 0;
+  const list = $("#alerts");
+  list.hidden = open.length === 0;
+  list.replaceChildren(...open.map((a) => el("li", { class: `alert ${a.severity}`, "data-alert": a.id },
+    el("span", { class: `badge ${a.severity}`, "data-field": "severity" }, a.severity),
+    el("span", { class: "source", "data-field": "source" }, a.source),
+    el("span", { class: "message", "data-field": "message" }, a.message),
+    el("span", { class: "muted", "data-field": "age" }, `open since ${ago(a.first_seen, data.now)}`))));
+}
+
 async function refresh() {
   try {
-    const [c, s] = await Promise.all([api("GET", "/api/console/campaigns"), api("GET", "/api/console/stores")]);
+    const [a, c, s] = await Promise.all([api("GET", "/api/alerts"), api("GET", "/api/console/campaigns"),
+      api("GET", "/api/console/stores")]);
+    renderAlerts(a);
     renderCampaigns(c.campaigns);
     renderStores(s);
     $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
