@@ -89,10 +89,14 @@ def _api_router() -> APIRouter:
 
     @router.get("/health")
     async def health(request: Request, service: ServiceDep) -> Response:
-        link = service.link
-        ok = link is not None and link.connected.is_set()
+        shards = service.link
+        down = ["default"] if shards is None else shards.down()
+        ok = not down
         body: dict[str, object] = {"status": "ok" if ok else "degraded", "mqtt": ok,
                                    "version": __version__}
+        if shards is not None and len(shards.links) > 1:  # which broker, and whose stores
+            body["shards_down"] = [{"shard": name, "stores": shards.stores_of(name)}
+                                   for name in down]
         role = getattr(request.app.state, "role", None)  # set by hq.server: leader/follower
         if callable(role):
             body["role"] = role()

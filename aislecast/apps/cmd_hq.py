@@ -145,7 +145,8 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
                       broker_pid=None if b.pid_file is None else pid_from_file(Path(b.pid_file)),
                       tls_cert=None if cfg.http.tls_cert is None else Path(cfg.http.tls_cert),
                       tls_key=None if cfg.http.tls_key is None else Path(cfg.http.tls_key),
-                      trusted_proxies=cfg.http.trusted_proxies)
+                      trusted_proxies=cfg.http.trusted_proxies,
+                      shards=cfg.shard_settings())
     # systemd (Type=notify): READY once HTTP listens and the broker accepted HQ; the
     # watchdog is fed from this loop, so a blocked loop stops it; STOPPING on SIGTERM
     async with Notifier() as notify, server:

@@ -9,7 +9,8 @@ Because the collector walks the dataclass fields, a counter added to a component
 up in ``/metrics`` and in the JSON :func:`snapshot` without anyone listing it again.
 
 Declare fields with :func:`count` (a counter), :func:`gauge` (a value that goes up and
-down) and :func:`by` (a counter per label value, a ``dict``); plain ``int`` fields of a
+down), :func:`by` (a counter per label value, a ``dict``) and :func:`gauge_by` (a gauge per
+label value); plain ``int`` fields of a
 dataclass that does not use them (``MqttLink``'s stats) are exposed as counters::
 
     @dataclass(slots=True)
@@ -33,7 +34,7 @@ from typing import Any, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["StatsCollector", "by", "count", "gauge", "metric_names", "snapshot"]
+__all__ = ["StatsCollector", "by", "count", "gauge", "gauge_by", "metric_names", "snapshot"]
 
 _KIND: Final = "aislecast.kind"
 _DOC: Final = "aislecast.doc"
@@ -56,6 +57,13 @@ def by(labels: str | tuple[str, ...], doc: str) -> Any:
     names = (labels,) if isinstance(labels, str) else labels
     return dataclasses.field(default_factory=dict,
                              metadata={_KIND: "counter", _DOC: doc, _LABELS: names})
+
+
+def gauge_by(labels: str | tuple[str, ...], doc: str) -> Any:
+    """A gauge per label value (a ``dict``): e.g. whether each broker link is up."""
+    names = (labels,) if isinstance(labels, str) else labels
+    return dataclasses.field(default_factory=dict,
+                             metadata={_KIND: "gauge", _DOC: doc, _LABELS: names})
 
 
 def _numeric(field: dataclasses.Field[Any], value: Any) -> str | None:
