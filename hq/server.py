@@ -330,7 +330,8 @@ class HqServer:
         await link.wait_connected(None)
         self.started.set()
         log.info("hq started", http_port=self.http_port, scheme=self.scheme, broker_port=self.mqtt.port,
-                 client_id=self.client_id, worker=self.worker)
+                 client_id=self.client_id, worker=self.worker,
+                 shards={s.name: s.mqtt.port for s in self.shard_settings} or None)
 
     async def _broker_files(self, service: HqService) -> tuple[
             BrokerSync | None, dict[str, MqttSettings], dict[str, BrokerSync]]:

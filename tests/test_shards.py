@@ -139,14 +139,21 @@ async def _events_and_flash(st: Stack, *, gw_a: Gateway, gw_b: Gateway, spy_a: S
 
 
 async def _health_names_b(st: Stack) -> None:
+    """/health goes 503 naming shard b and its store; /metrics says b is not connected."""
     async with httpx.AsyncClient(base_url=st.url) as http:
         for _ in range(600):  # 60 s at most; HQ notices a lost broker in about a second
             r = await http.get("/health")
             if r.status_code == 503 and r.json().get("shards_down") == [
                     {"shard": "b", "stores": [STORE_B]}]:
-                return
+                assert r.json()["mqtt"] is True  # the default broker is fine
+                break
             await asyncio.sleep(0.1)
-    pytest.fail(f"/health never named shard b as down: {r.status_code} {r.text}")
+        else:
+            pytest.fail(f"/health never named shard b as down: {r.status_code} {r.text}")
+        await until(lambda: st.hq.shards.stats.connected.get("b") == 0)
+        text = (await http.get("/metrics")).text
+        assert 'aislecast_hq_shards_connected{shard="b"} 0.0' in text
+        assert 'aislecast_hq_shards_connected{shard="default"} 1.0' in text
 
 
 @pytest.mark.slow
@@ -168,6 +175,10 @@ async def test_two_stores_on_two_brokers(tmp_path: Path) -> None:
             setup_store(hq.service, STORE_B, default_zones(), STORE_UUID)
             e = hq.service.enroll(["offers"])
             assert await hq.service.republish_all() == 0
+            await until(lambda: hq.shards.down() == [])
+            async with httpx.AsyncClient(base_url=st.url) as http:
+                r = await http.get("/health")
+            assert r.status_code == 200 and r.json()["shards_down"] == [], r.text
 
             # each gateway gets its own store's bundle on its own broker
             gw_a = await st.start_gateway("gw-a")
@@ -191,7 +202,6 @@ async def test_two_stores_on_two_brokers(tmp_path: Path) -> None:
             await st.stop_gateway(gw_b)
             await b_side.aclose()
             await _health_names_b(st)
-            await until(lambda: hq.shards.stats.connected.get("b") == 0)
             seq_a = gw_a.parts.bundles.delta_seq
             await _flash(st, STORE)
             await until(lambda: gw_a.parts.bundles.delta_seq > seq_a)

@@ -9,9 +9,9 @@ Because the collector walks the dataclass fields, a counter added to a component
 up in ``/metrics`` and in the JSON :func:`snapshot` without anyone listing it again.
 
 Declare fields with :func:`count` (a counter), :func:`gauge` (a value that goes up and
-down), :func:`by` (a counter per label value, a ``dict``) and :func:`gauge_by` (a gauge per
-label value); plain ``int`` fields of a
-dataclass that does not use them (``MqttLink``'s stats) are exposed as counters::
+down), :func:`by` (a counter per label value, a ``dict``) and :func:`gauge_by` (a gauge
+per label value); plain ``int`` fields of a dataclass that does not use them
+(``MqttLink``'s stats) are exposed as counters::
 
     @dataclass(slots=True)
     class IngestStats:
