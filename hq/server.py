@@ -320,7 +320,8 @@ class HqServer:
         self._tasks += [tg.create_task(s.run(), name=f"hq-broker-sync-{name}")
                         for name, s in shard_syncs.items()]
         if self.shard_settings:
-            self._tasks.append(tg.create_task(shards.watch(), name="hq-shards"))
+            self._tasks.append(tg.create_task(shards.watch(on_up=republisher.request),
+                                              name="hq-shards"))
         await http.wait_listening(http_task)
         if http.servers and http.servers[0].sockets:
             self.http_port = int(http.servers[0].sockets[0].getsockname()[1])

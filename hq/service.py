@@ -311,7 +311,11 @@ class HqService:
         """A fresh bundle for every store (or those named); returns how many could not be
         published."""
         failures = 0
+        down = set() if self.link is None else set(self.link.down())
         for store in self.store_ids() if stores is None else stores:
+            if self.link is not None and self.link.shard_of(store) in down:
+                failures += 1  # not waited for: the next round (or request) publishes it
+                continue
             try:
                 await self.publish_bundle(store)
             except Exception:

@@ -15,10 +15,12 @@ with the new list costs nothing more, and no API, role or migration is needed fo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+import aiomqtt
 
 from aislecast.kernel import topics
 from aislecast.kernel.counters import by, gauge_by
@@ -94,23 +96,32 @@ class BrokerShards:
         return [name for name, link in self.links.items() if not link.connected.is_set()]
 
     async def publish(self, topic: str, payload: bytes, *, store: str | None = None,
-                      qos: int = 1, retain: bool = False) -> None:
-        """Publish on the broker of ``store`` (default: the store the topic names)."""
+                      qos: int = 1, retain: bool = False, wait: bool = True) -> None:
+        """Publish on the broker of ``store`` (default: the store the topic names). With
+        ``wait=False`` a broker that is down now fails the publish at once instead of
+        being waited for (acks: their senders resend, and a wait would hold one of the
+        ack sender's slots for seconds per message)."""
         if store is None:
             m = topics.parse(topic)
             store = None if m is None else m.store
             if store is None:
                 raise NoStore(topic)
         shard = self.shard_of(store)
+        link = self.links[shard]
         try:
-            await self.links[shard].publish(topic, payload, qos=qos, retain=retain)
+            if not wait and not link.connected.is_set():
+                raise aiomqtt.MqttError(f"broker shard {shard!r} is down")
+            await link.publish(topic, payload, qos=qos, retain=retain)
         except Exception:
             self.stats.failed[shard] = self.stats.failed.get(shard, 0) + 1
             raise
         self.stats.publishes[shard] = self.stats.publishes.get(shard, 0) + 1
 
-    async def watch(self, every_s: float = WATCH_EVERY_S) -> None:
-        """Keep the ``connected`` gauges current; log each shard going down or up once."""
+    async def watch(self, every_s: float = WATCH_EVERY_S,
+                    on_up: Callable[[str], None] | None = None) -> None:
+        """Keep the ``connected`` gauges current; log each shard going down or up once,
+        and call ``on_up`` with each store of a shard whose link came (back) up (HQ
+        republishes their bundles: a round that ran while it was down skipped them)."""
         was: dict[str, bool] = {}
         while True:
             for name, link in self.links.items():
@@ -119,6 +130,9 @@ class BrokerShards:
                 if name in was and was[name] != up:
                     if up:
                         log.info("broker shard connected", shard=name)
+                        if on_up is not None:
+                            for store in self.stores_of(name):
+                                on_up(store)
                     else:
                         log.warning("broker shard down", shard=name, stores=self.stores_of(name),
                                     error=link.stats.last_error)

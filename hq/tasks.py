@@ -65,7 +65,7 @@ class AckSender:
 
     async def _send(self, link: BrokerShards, reply: Reply, slots: asyncio.Semaphore) -> None:
         try:
-            await link.publish(reply.topic, reply.payload, store=reply.store, qos=1)
+            await link.publish(reply.topic, reply.payload, store=reply.store, qos=1, wait=False)
         except (aiomqtt.MqttError, PublishDenied, TimeoutError, NoStore) as exc:
             self.stats.failed += 1
             log.warning("ack not sent", topic=reply.topic, error=str(exc))
