@@ -22,6 +22,7 @@ import pytest
 
 from aislecast.apps.scenarios import setup_store
 from aislecast.kernel import topics
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.signing import public_key_pem
@@ -30,7 +31,7 @@ from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
-from hq.broker_auth import wait_for_login
+from hq.broker_auth import BrokerAuthFiles, wait_for_login
 from hq.config import load_hq_config
 from hq.service import Enrollment
 from hq.shards import ShardSettings
@@ -208,6 +209,16 @@ async def test_two_stores_on_two_brokers(tmp_path: Path) -> None:
             version = gw_a.parts.bundles.version
             assert await hq.service.republish_all() == 1  # B's store, skipped: its broker is down
             await until(lambda: gw_a.parts.bundles.version > version)
+
+            # broker b back (empty: a fresh directory, no retained bundle): HQ republishes
+            # store B's bundle there as soon as its link is up again
+            files = BrokerAuthFiles(broker_auth_dir(work_b))
+            again = BrokerConfig(directory=work_b / "mosquitto-again", port=broker_b.port,
+                                 password_file=files.password_path, acl_file=files.acl_path)
+            async with MosquittoProcess(again):
+                await until(lambda: hq.shards.down() == [])
+                async with spy_on(broker_b.port, spy_login) as spy_b:
+                    await until(lambda: topics.bundle(STORE_B) in spy_b.topics)
 
 
 def test_shards_in_hq_toml(tmp_path: Path) -> None:
