@@ -27,6 +27,7 @@ from aislecast.kernel.verify import Verifier
 from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from hq.db import HqDb
 from hq.service import HqService
+from hq.shards import BrokerShards
 
 __all__ = ["bench_fanout"]
 
@@ -39,7 +40,8 @@ async def bench_fanout(opts: BenchOptions) -> list[Measurement]:
         signer = Signer(load_or_create_signing_key(work / "hq.pem"))
         mqtt = MqttSettings(port=free_port())
         hq = MqttLink(mqtt, client_id="hq-fanout")
-        service = HqService(HqDb(f"sqlite:///{work}/hq.sqlite"), signer, link=hq)
+        service = HqService(HqDb(f"sqlite:///{work}/hq.sqlite"), signer,
+                            link=BrokerShards(hq, {}))
         stores = [f"s{i:04d}" for i in range(n)]
         for s in stores:
             service.upsert_store(Store(id=s, name=s))

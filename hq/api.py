@@ -34,6 +34,7 @@ from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_rout
 from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
 from hq.service import Enrollment, HqService, InvalidInput, NotFound
+from hq.shards import DEFAULT_SHARD
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -90,10 +91,15 @@ def _api_router() -> APIRouter:
 
     @router.get("/health")
     async def health(request: Request, service: ServiceDep) -> Response:
-        link = service.link
-        ok = link is not None and link.connected.is_set()
-        body: dict[str, object] = {"status": "ok" if ok else "degraded", "mqtt": ok,
-                                   "version": __version__}
+        shards = service.link
+        down = [DEFAULT_SHARD] if shards is None else shards.down()
+        ok = not down
+        # "mqtt": the default broker ([broker]); any broker down makes HQ degraded (503)
+        body: dict[str, object] = {"status": "ok" if ok else "degraded",
+                                   "mqtt": DEFAULT_SHARD not in down, "version": __version__}
+        if shards is not None and len(shards.links) > 1:  # which broker, and whose stores
+            body["shards_down"] = [{"shard": name, "stores": shards.stores_of(name)}
+                                   for name in down]
         role = getattr(request.app.state, "role", None)  # set by hq.server: leader/follower
         if callable(role):
             body["role"] = role()

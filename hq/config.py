@@ -23,6 +23,10 @@ also examples/hq.toml)::
     tls_key = "/etc/aislecast/hq-https.key"
     [links]
     landing_hosts = ["shop.example.com", "recipes.example.com"]
+    [[shards]]                               # stores on a second broker (hq.shards)
+    name = "b"
+    host = "mqtt-b.internal"
+    stores = ["store-b", "store-c"]
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.privatefile import check_tls_files, read_secret
 from hq.api import MAX_BODY_BYTES
+from hq.broker_sync import pid_from_file
 from hq.landing import LandingHosts
 from hq.server import LEARN_EVERY_S
+from hq.shards import DEFAULT_SHARD, ShardSettings
 
 __all__ = [
     "DatabaseSection",
@@ -52,6 +58,7 @@ __all__ = [
     "HqConfig",
     "HttpSection",
     "LinksSection",
+    "ShardSection",
     "load_hq_config",
     "starter_toml",
 ]
@@ -108,6 +115,30 @@ class HqBrokerSection(msgspec.Struct, forbid_unknown_fields=True):
     pid_file: str | None = None
 
 
+_SHARD_NAME = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,32}\Z", description=(
+    "the shard's name in metrics and /health: 1-32 lowercase letters, digits or '_'"))]
+_STORE_ID = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z", description=(
+    "a store id: 1-64 letters, digits, '-' or '_'"))]
+
+
+class ShardSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One more broker and the stores on it (``[[shards]]``); HQ logs in to it like to
+    ``[broker]`` and renders its password/ACL files when ``auth_dir`` is set."""
+
+    name: _SHARD_NAME
+    stores: Annotated[list[_STORE_ID], Meta(min_length=1)]
+    host: str = "127.0.0.1"
+    port: TcpPort = 1883
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_dir: str | None = None
+    pid_file: str | None = None
+
+
 class HttpSection(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"  # the address to bind; 0.0.0.0 only behind a firewall or proxy
     port: TcpPort = 8080
@@ -155,6 +186,8 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
     broker: HqBrokerSection = msgspec.field(default_factory=HqBrokerSection)
     http: HttpSection = msgspec.field(default_factory=HttpSection)
     links: LinksSection = msgspec.field(default_factory=LinksSection)
+    # stores sharded across brokers (hq.shards); a store no shard lists is on [broker]
+    shards: list[ShardSection] = msgspec.field(default_factory=list)
 
     def db_url(self) -> str:
         return self.database.url or f"sqlite:///{Path(self.data_dir) / 'hq.sqlite'}"
@@ -166,14 +199,28 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
         """The broker settings, with the password read from ``password_file`` if set."""
         b = self.broker
         return MqttSettings(host=b.host, port=b.port, username=b.username,
-                            password=_password(b), tls_ca=b.tls_ca, tls_cert=b.tls_cert,
+                            password=_password(b, "broker"), tls_ca=b.tls_ca, tls_cert=b.tls_cert,
                             tls_key=b.tls_key, session_expiry_s=b.session_expiry_s)
 
+    def shard_settings(self) -> list[ShardSettings]:
+        """Each ``[[shards]]`` broker, passwords read from their files."""
+        out = []
+        for i, sh in enumerate(self.shards):
+            mqtt = MqttSettings(host=sh.host, port=sh.port, username=sh.username,
+                                password=_password(sh, f"shards[{i}]"), tls_ca=sh.tls_ca,
+                                tls_cert=sh.tls_cert, tls_key=sh.tls_key,
+                                session_expiry_s=self.broker.session_expiry_s)
+            out.append(ShardSettings(
+                sh.name, mqtt, frozenset(sh.stores),
+                auth_dir=None if sh.auth_dir is None else Path(sh.auth_dir),
+                pid=None if sh.pid_file is None else pid_from_file(Path(sh.pid_file))))
+        return out
 
-def _password(b: HqBrokerSection) -> str | None:
+
+def _password(b: HqBrokerSection | ShardSection, where: str) -> str | None:
     if b.password_file is None:
         return b.password
-    return read_secret(b.password_file, "broker.password_file")
+    return read_secret(b.password_file, f"{where}.password_file")
 
 
 def _set(data: dict[str, Any], path: str, value: object) -> None:
@@ -203,6 +250,7 @@ def load_hq_config(path: str | None = None,
     _check_http(cfg.http, path)
     b = cfg.broker
     check_tls_files("broker", ca=b.tls_ca, cert=b.tls_cert, key=b.tls_key, file=path)
+    _check_shards(cfg.shards, path)
     for i, host in enumerate(cfg.links.landing_hosts):
         try:
             LandingHosts([host])
@@ -211,6 +259,29 @@ def load_hq_config(path: str | None = None,
                               hint='write a host name, e.g. "shop.example.com" or '
                                    '"shop.example.com:8443"', file=path) from None
     return cfg
+
+
+def _check_shards(shards: list[ShardSection], file: str | None) -> None:
+    """Names unique, each store on one shard at most, a password or its file, TLS readable."""
+    names: set[str] = set()
+    owner: dict[str, str] = {}
+    for i, sh in enumerate(shards):
+        where = f"shards[{i}]"
+        if sh.name in names or sh.name == DEFAULT_SHARD:
+            raise ConfigError(f"{where}.name", f"{sh.name!r} is used twice (or is the default "
+                              "broker's name)", hint="give each [[shards]] its own name",
+                              file=file)
+        names.add(sh.name)
+        for store in sh.stores:
+            if store in owner:
+                raise ConfigError(f"{where}.stores", f"store {store!r} is on shard "
+                                  f"{owner[store]!r} too", hint="list each store on one shard "
+                                  "only (unlisted stores are on [broker])", file=file)
+            owner[store] = sh.name
+        if sh.password is not None and sh.password_file is not None:
+            raise ConfigError(f"{where}.password_file", f"is set together with {where}.password",
+                              hint="keep one of them", file=file)
+        check_tls_files(where, ca=sh.tls_ca, cert=sh.tls_cert, key=sh.tls_key, file=file)
 
 
 def _check_http(http: HttpSection, file: str | None) -> None:

@@ -173,15 +173,15 @@ class Ingest:
         key = _event_id(fb)
         await self._expire()
         if self.hold.refused(key) is not None:  # a resend of a refused one: ack again, once counted
-            return _ack(fb.inbox, [fb.id])
+            return _ack(fb, [fb.id])
         found = await self._db(delivered_to, self.db, fb)
         if isinstance(found, Delivered):
             held = self.hold.take(key)
             await self._accept(fb, found)
-            return _ack(fb.inbox, sorted({fb.id, *(held.ids if held else [])}))
+            return _ack(fb, sorted({fb.id, *(held.ids if held else [])}))
         if found is not None:
             self._refuse(key, fb, found)
-            return _ack(fb.inbox, [fb.id])
+            return _ack(fb, [fb.id])
         entry, new = self.hold.hold(key, fb)
         self.stats.feedback_hold_dropped += self.hold.evicted
         self.hold.evicted = 0
@@ -194,7 +194,7 @@ class Ingest:
                       offer=fb.offer[:64])
         elif self.hold.overdue(entry):
             self._refuse(key, fb, "offer_unknown")
-            return _ack(fb.inbox, entry.ids)
+            return _ack(fb, entry.ids)
         return None  # not acknowledged: the phone resends it
 
     async def _accept(self, fb: Feedback, d: Delivered) -> None:
@@ -224,14 +224,14 @@ class Ingest:
                 await self._accept(held.fb, Delivered(store=e.store, campaign=e.campaign))
                 self.stats.feedback_released += 1
                 if self.reply is not None:
-                    self.reply(_ack(held.fb.inbox, held.ids))
+                    self.reply(_ack(held.fb, held.ids))
         self.stats.feedback_holding = len(self.hold)
 
     async def _expire(self) -> None:
         for key, entry in list(self.hold.expired()):
             self._refuse(key, entry.fb, "offer_unknown")
             if self.reply is not None:
-                self.reply(_ack(entry.fb.inbox, entry.ids))
+                self.reply(_ack(entry.fb, entry.ids))
 
 
 def _event_id(fb: Feedback) -> str:
@@ -239,5 +239,8 @@ def _event_id(fb: Feedback) -> str:
     return f"fb{key}"
 
 
-def _ack(inbox: str, ids: list[str]) -> Reply:
-    return Reply(topics.feedback_ack(inbox), encode(FeedbackAck(v=SCHEMA_VERSION, ids=ids)))
+def _ack(fb: Feedback, ids: list[str]) -> Reply:
+    """The ack goes to the broker of the store the phone says it is in: its topic names no
+    store, and a phone that lies about it only loses its own ack (and resends)."""
+    return Reply(topics.feedback_ack(fb.inbox), encode(FeedbackAck(v=SCHEMA_VERSION, ids=ids)),
+                 store=fb.store)

@@ -30,10 +30,12 @@ log = get_logger(__name__)
 
 
 class Reply(NamedTuple):
-    """A message a handler wants published in answer (QoS 1)."""
+    """A message a handler wants published in answer (QoS 1), on the broker of ``store``
+    (None: the store the topic names, :class:`hq.shards.BrokerShards`)."""
 
     topic: str
     payload: bytes
+    store: str | None = None
 
 
 Handler = Callable[[aiomqtt.Message], Awaitable[Reply | None]]

@@ -17,7 +17,10 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
   (a second worker on the same file is refused: :class:`hq.leader.WorkerRefused`);
 - ``hq-broker-sync``: the broker's password and ACL files re-rendered from the
   credential registry and reloaded (:class:`hq.broker_sync.BrokerSync`), when HQ is
-  given the broker's ``auth_dir``;
+  given the broker's ``auth_dir`` (``hq-broker-sync-{shard}`` for each shard's);
+- ``hq-shards``: the per-broker "connected" gauges, with stores sharded across brokers
+  (:mod:`hq.shards`: one link per broker, each publish on its store's broker; every
+  link feeds the same inbound queue);
 - ``hq-alerts``: the alerts judged every few seconds (:mod:`hq.alerts`);
 - ``hq-http``: uvicorn serving the API, the console, short links, ``/metrics`` and the
   rendered broker files for brokers on other hosts (:mod:`hq.broker_feed`).
@@ -72,6 +75,7 @@ from hq.learning import LearnStats, learn_loop
 from hq.metrics import HqMetrics
 from hq.router import Route, Router
 from hq.service import HqService
+from hq.shards import BrokerShards, ShardSettings
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
 from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher, listen, takeover
@@ -101,6 +105,7 @@ class _Parts:
     ingest: Ingest
     board: GatewayBoard
     link: MqttLink
+    shards: BrokerShards
     shortlinks: DbShortLinkStore
     app: FastAPI
     metrics: HqMetrics
@@ -135,6 +140,7 @@ class HqServer:
         trusted_proxies: Sequence[str] = (),
         keys_every_s: float = KEYS_EVERY_S,
         leader_every_s: float = LEADER_EVERY_S,
+        shards: Sequence[ShardSettings] = (),
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -161,6 +167,8 @@ class HqServer:
         self.tls_key = tls_key
         self.trusted_proxies = list(trusted_proxies)
         self.keys_every_s = keys_every_s  # how often the keyring file is checked for changes
+        # more brokers, each serving its stores (hq.shards); [broker] serves the rest
+        self.shard_settings = list(shards)
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -192,7 +200,13 @@ class HqServer:
 
     @property
     def link(self) -> MqttLink:
+        """The default broker's link (``[broker]``)."""
         return self._got().link
+
+    @property
+    def shards(self) -> BrokerShards:
+        """Every broker's link, by shard name: ``shards.links["b"]``, ``shards.down()``."""
+        return self._got().shards
 
     @property
     def shortlinks(self) -> DbShortLinkStore:
@@ -247,16 +261,7 @@ class HqServer:
         signer = await asyncio.to_thread(ring.signer)
         service = (HqService(db, signer) if self.rotation_k is None
                    else HqService(db, signer, rotation_k=self.rotation_k))
-        sync: BrokerSync | None = None
-        if self.broker_auth_dir is not None:
-            sync = BrokerSync(service.credentials, BrokerAuthFiles(self.broker_auth_dir),
-                              pid=self.broker_pid)
-            if self.mqtt.username is None:  # HQ's own login, registered on first start
-                user, password = await asyncio.to_thread(
-                    ensure_hq_credential, service.credentials,
-                    self.key_path.parent / hq_login_file(self.worker), self.worker)
-                self.mqtt = dataclasses.replace(self.mqtt, username=user, password=password)
-            await sync.flush()  # the broker knows HQ (and everyone) before HQ connects
+        sync, shard_mqtt, shard_syncs = await self._broker_files(service)
         acks, board = AckSender(), GatewayBoard()
         ingest = Ingest(db, reply=acks.offer)  # held feedback is acknowledged once stored
         router = Router([Route("events", topics.HQ_EVENTS_SHARED, ingest.on_events),
@@ -265,7 +270,11 @@ class HqServer:
         inbound: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(INBOUND_QUEUE_MAX)
         link = MqttLink(self.mqtt, client_id=self.client_id, subscriptions=router.subscriptions,
                         handler=inbound.put)
-        service.link = link
+        # each shard's link subscribes the same routes into the same queue
+        shards = BrokerShards(link, {s.name: (MqttLink(
+            shard_mqtt[s.name], client_id=self.client_id, subscriptions=router.subscriptions,
+            handler=inbound.put), s.stores) for s in self.shard_settings})
+        service.link = shards
         shortlinks = DbShortLinkStore(db, ingest.store_events)
         republisher, learned, leader_stats = (Republisher(service, self.republish_s), LearnStats(),
                                               LeaderStats())
@@ -286,39 +295,84 @@ class HqServer:
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
             "keys": keys.stats, "leader": election.stats,
             **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {}),
-            **({"broker_sync": sync.stats} if sync is not None else {})},
+            **({"broker_sync": sync.stats} if sync is not None else {}),
+            **({"shards": shards.stats} if self.shard_settings else {}),
+            **{f"mqtt_shard_{name}": shards.links[name].stats for name in shard_mqtt},
+            **{f"broker_sync_shard_{name}": s.stats for name, s in shard_syncs.items()}},
             max_body_bytes=self.max_body_bytes)
         app.state.role = lambda: election.role  # /health says "leader" or "follower"
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))
         app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,
                                             landing_hosts=self.landing_hosts))
-        self._parts = _Parts(db, service, ingest, board, link, shortlinks, app, app.state.metrics,
+        self._parts = _Parts(db, service, ingest, board, link, shards, shortlinks, app, app.state.metrics,
                              sync, keys, election)
         self._http = http = HttpServer(await asyncio.to_thread(self._http_config, app))
 
-        await self._stack.enter_async_context(link)
+        for each in shards.links.values():
+            await self._stack.enter_async_context(each)
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         http_task = tg.create_task(http.run_until_stopped(sock), name="hq-http")
         self._tasks = [
             http_task,
             tg.create_task(router.serve(inbound), name="hq-ingest"),
-            tg.create_task(acks.run(link), name="hq-acks"),
+            tg.create_task(acks.run(shards), name="hq-acks"),
             tg.create_task(keys.run(), name="hq-keys"),
             tg.create_task(election.run(), name="hq-leader"),
             tg.create_task(alerts.run(), name="hq-alerts"),
         ]
         if sync is not None:
             self._tasks.append(tg.create_task(sync.run(), name="hq-broker-sync"))
+        self._tasks += [tg.create_task(s.run(), name=f"hq-broker-sync-{name}")
+                        for name, s in shard_syncs.items()]
+        if self.shard_settings:
+            self._tasks.append(tg.create_task(shards.watch(on_up=republisher.request),
+                                              name="hq-shards"))
         await http.wait_listening(http_task)
         if http.servers and http.servers[0].sockets:
             self.http_port = int(http.servers[0].sockets[0].getsockname()[1])
         # a broker that starts later is simply waited for (a timeout would end HQ, and
-        # systemd would only restart it); HTTP serves /health meanwhile
+        # systemd would only restart it); HTTP serves /health meanwhile. A shard's broker
+        # is not: its stores wait, the others are served (/health names it)
         await link.wait_connected(None)
         self.started.set()
         log.info("hq started", http_port=self.http_port, scheme=self.scheme, broker_port=self.mqtt.port,
-                 client_id=self.client_id, worker=self.worker)
+                 client_id=self.client_id, worker=self.worker,
+                 shards={s.name: s.mqtt.port for s in self.shard_settings} or None)
+
+    async def _broker_files(self, service: HqService) -> tuple[
+            BrokerSync | None, dict[str, MqttSettings], dict[str, BrokerSync]]:
+        """The syncs of the brokers whose files HQ renders (``[broker]``'s, then each
+        shard's: one registry, every broker), each flushed so that broker knows HQ and
+        everyone before HQ connects; HQ's registry login (hq.{worker}) goes to each such
+        broker configured without a username. Returns the default broker's sync, every
+        shard's settings and the shards' syncs."""
+        login: tuple[str, str] | None = None
+        if ((self.broker_auth_dir is not None and self.mqtt.username is None)
+                or any(s.auth_dir and s.mqtt.username is None for s in self.shard_settings)):
+            login = await asyncio.to_thread(  # registered on first start
+                ensure_hq_credential, service.credentials,
+                self.key_path.parent / hq_login_file(self.worker), self.worker)
+        sync: BrokerSync | None = None
+        if self.broker_auth_dir is not None:
+            sync = BrokerSync(service.credentials, BrokerAuthFiles(self.broker_auth_dir),
+                              pid=self.broker_pid)
+            if self.mqtt.username is None and login is not None:
+                self.mqtt = dataclasses.replace(self.mqtt, username=login[0], password=login[1])
+            await sync.flush()
+        shard_mqtt: dict[str, MqttSettings] = {}
+        syncs: dict[str, BrokerSync] = {}
+        for shard in self.shard_settings:
+            shard_mqtt[shard.name] = shard.mqtt
+            if shard.auth_dir is None:
+                continue
+            syncs[shard.name] = BrokerSync(service.credentials, BrokerAuthFiles(shard.auth_dir),
+                                           pid=shard.pid)
+            if shard.mqtt.username is None and login is not None:
+                shard_mqtt[shard.name] = dataclasses.replace(
+                    shard.mqtt, username=login[0], password=login[1])
+            await syncs[shard.name].flush()
+        return sync, shard_mqtt, syncs
 
     async def _duties(self, service: HqService, republisher: Republisher, learned: LearnStats,
                       *, took_over: bool) -> None:

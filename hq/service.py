@@ -20,7 +20,6 @@ from aislecast.kernel import topics
 from aislecast.kernel.const import TOKEN_EPOCHS_AHEAD, TOKEN_ROTATION_K
 from aislecast.kernel.counters import by, count
 from aislecast.kernel.logs import get_logger
-from aislecast.kernel.mqtt import MqttLink
 from aislecast.kernel.schema import (
     SCHEMA_VERSION,
     Beacon,
@@ -37,6 +36,7 @@ from aislecast.kernel.signing import Signer
 from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
+from hq.shards import BrokerShards
 
 __all__ = ["MAX_TEXT", "MAX_TZ", "Enrollment", "HqService", "InvalidInput", "NotFound",
            "ServiceStats", "check_id", "check_text", "check_tz"]
@@ -135,10 +135,11 @@ class ServiceStats:
 
 
 class HqService:
-    """``link`` publishes bundles and deltas; without one (offline tools, tests of the
-    registry) everything but publishing works."""
+    """``link`` publishes bundles and deltas, each on its store's broker
+    (:class:`hq.shards.BrokerShards`); without one (offline tools, tests of the registry)
+    everything but publishing works."""
 
-    def __init__(self, db: HqDb, signer: Signer, *, link: MqttLink | None = None,
+    def __init__(self, db: HqDb, signer: Signer, *, link: BrokerShards | None = None,
                  rotation_k: int = TOKEN_ROTATION_K) -> None:
         self.db = db
         self.signer = signer
@@ -310,7 +311,11 @@ class HqService:
         """A fresh bundle for every store (or those named); returns how many could not be
         published."""
         failures = 0
+        down = set() if self.link is None else set(self.link.down())
         for store in self.store_ids() if stores is None else stores:
+            if self.link is not None and self.link.shard_of(store) in down:
+                failures += 1  # not waited for: the next round (or request) publishes it
+                continue
             try:
                 await self.publish_bundle(store)
             except Exception:

@@ -19,11 +19,11 @@ import uvicorn
 from aislecast.kernel.counters import count
 from aislecast.kernel.errors import ListenError, PublishDenied
 from aislecast.kernel.logs import get_logger
-from aislecast.kernel.mqtt import MqttLink
 from hq.keyring import Keyring
 from hq.learning import train
 from hq.router import Reply
 from hq.service import HqService
+from hq.shards import BrokerShards, NoStore
 
 __all__ = ["ACK_IN_FLIGHT", "ACK_QUEUE_MAX", "KEYS_EVERY_S", "AckSender", "AckStats", "HttpServer",
            "KeyWatcher", "KeyWatcherStats", "Republisher", "RepublisherStats", "listen", "takeover"]
@@ -63,10 +63,10 @@ class AckSender:
         except asyncio.QueueFull:
             self.stats.dropped += 1
 
-    async def _send(self, link: MqttLink, reply: Reply, slots: asyncio.Semaphore) -> None:
+    async def _send(self, link: BrokerShards, reply: Reply, slots: asyncio.Semaphore) -> None:
         try:
-            await link.publish(reply.topic, reply.payload, qos=1)
-        except (aiomqtt.MqttError, PublishDenied, TimeoutError) as exc:
+            await link.publish(reply.topic, reply.payload, store=reply.store, qos=1, wait=False)
+        except (aiomqtt.MqttError, PublishDenied, TimeoutError, NoStore) as exc:
             self.stats.failed += 1
             log.warning("ack not sent", topic=reply.topic, error=str(exc))
         else:
@@ -74,7 +74,7 @@ class AckSender:
         finally:
             slots.release()
 
-    async def run(self, link: MqttLink) -> None:
+    async def run(self, link: BrokerShards) -> None:
         slots = asyncio.Semaphore(self._in_flight)
         async with asyncio.TaskGroup() as tg:
             while True:

@@ -210,7 +210,12 @@ async def stack(port: int, work: Path, campaigns: list[Campaign],
 
 
 def _auth_files(work: Path) -> BrokerAuthFiles:
-    return BrokerAuthFiles(work / "broker-auth")
+    return BrokerAuthFiles(broker_auth_dir(work))
+
+
+def broker_auth_dir(work: Path) -> Path:
+    """Where :func:`authenticated_broker` (``work``) reads its password and ACL files."""
+    return work / "broker-auth"
 
 
 @contextlib.asynccontextmanager

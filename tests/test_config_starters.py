@@ -61,8 +61,8 @@ def test_commented_values_are_the_defaults(role: Role) -> None:
     table: tuple[str, ...] = ()
     checked = 0
     for line in role.text.splitlines():
-        if m := re.fullmatch(r"#? ?\[([\w.]+)\].*", line):
-            table = tuple(m.group(1).split("."))
+        if m := re.fullmatch(r"#? ?\[\[?([\w.]+)\]\]?.*", line):
+            table = tuple(m.group(1).split("."))  # [[shards]]: a list, no defaults to compare
             continue
         m = re.fullmatch(r"(?:# )?(\w+) = (.+?)(\s+#.*)?", line)
         if m is None:
@@ -70,7 +70,9 @@ def test_commented_values_are_the_defaults(role: Role) -> None:
         value = tomllib.loads(f"v = {m.group(2)}")["v"]
         node: Any = msgspec.to_builtins(role.defaults)
         for part in table:
-            node = node.get(part, {})
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if not isinstance(node, dict):
+            continue
         default = node.get(m.group(1))
         if default is None:
             continue

@@ -28,6 +28,7 @@ from hq.keyring import Keyring
 from hq.leader import Election, LeaderStats, PgLeaderLock, WorkerRefused, claim_sqlite
 from hq.server import HqServer
 from hq.service import HqService
+from hq.shards import BrokerShards
 from hq.tasks import KeyWatcher
 from tests.conftest_pg import pg_schema
 
@@ -221,7 +222,7 @@ async def test_only_the_leader_republishes_after_a_keyring_change(broker: Mosqui
     try:
         async with MqttLink(MqttSettings(port=broker.port), client_id="t-keys") as link:
             await link.wait_connected(10)
-            service.link = link
+            service.link = BrokerShards(link, {})
             follower = KeyWatcher(service, ring, 60.0, publish=lambda: False)
             leader = KeyWatcher(service, await asyncio.to_thread(Keyring.load, key), 60.0)
             assert await asyncio.to_thread(main, ["hq", "keys", "next", "--key", str(key)]) == 0

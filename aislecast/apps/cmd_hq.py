@@ -23,6 +23,7 @@ from hq.broker_sync import pid_from_file
 from hq.config import HqConfig, load_hq_config
 from hq.leader import WorkerRefused
 from hq.server import HqServer
+from hq.shards import ShardSettings
 
 __all__ = ["register"]
 
@@ -131,7 +132,7 @@ def load(args: argparse.Namespace) -> HqConfig:
         raise ConfigError(overrides[exc.field][0], exc.problem, hint=exc.fix) from None
 
 
-async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
+async def _serve(cfg: HqConfig, mqtt: MqttSettings, shards: list[ShardSettings]) -> None:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -145,7 +146,8 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
                       broker_pid=None if b.pid_file is None else pid_from_file(Path(b.pid_file)),
                       tls_cert=None if cfg.http.tls_cert is None else Path(cfg.http.tls_cert),
                       tls_key=None if cfg.http.tls_key is None else Path(cfg.http.tls_key),
-                      trusted_proxies=cfg.http.trusted_proxies)
+                      trusted_proxies=cfg.http.trusted_proxies,
+                      shards=shards)
     # systemd (Type=notify): READY once HTTP listens and the broker accepted HQ; the
     # watchdog is fed from this loop, so a blocked loop stops it; STOPPING on SIGTERM
     async with Notifier() as notify, server:
@@ -161,9 +163,10 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings) -> None:
 def _run(args: argparse.Namespace) -> int:
     cfg = load(args)  # before the loop: a bad file or flag is exit 2, not a crash
     mqtt = cfg.mqtt_settings()  # reads broker.password_file
+    shards = cfg.shard_settings()  # and each shard's
     setup_logging(cfg.log_level, json_lines=args.log_json)
     try:
-        asyncio.run(_serve(cfg, mqtt))
+        asyncio.run(_serve(cfg, mqtt, shards))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
     except WorkerRefused as exc:
