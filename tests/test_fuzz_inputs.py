@@ -6,6 +6,7 @@ SQLite's 64-bit INTEGER was applied, then failed to persist with OverflowError."
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -21,10 +22,10 @@ _DEEP = b'{"v":1,"x":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Rig:
+def rig(tmp_path: Path) -> Iterator[Rig]:
     with quiet_logs():
         r = Rig(tmp_path)
-    yield r  # type: ignore[misc]
+    yield r
     r.close()
 
 
