@@ -49,9 +49,11 @@ from aislecast.kernel.schema import (
     InteractionReport,
     PhoneSighting,
     SignedEnvelope,
+    decode,
     encode,
 )
 from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
+from aislecast.kernel.verify import Verifier
 from benchmarks.fuzz_engine import Target
 from benchmarks.fuzz_schemas import (
     json_for,
@@ -94,6 +96,7 @@ class Rig:
         self.root = root
         self.key = load_or_create_signing_key(root / "hq.pem")
         self.signer = Signer(self.key)
+        self.verifier = Verifier(self.signer.public_raw)  # the test's own, to re-open envelopes
         self.hq_db = HqDb(f"sqlite:///{root}/hq.sqlite")
         self.svc = svc = HqService(self.hq_db, self.signer)
         setup_store(svc, STORE, default_zones(), STORE_UUID)
@@ -198,12 +201,16 @@ def _level(vocab: list[str]) -> st.SearchStrategy[str]:
     return st.one_of(known, known, known, st.text(max_size=12))
 
 
-def _topics_for(kind: topics.Kind, vocab: list[str]) -> st.SearchStrategy[str]:
-    level = _level(vocab)
+def _topics_for(kind: topics.Kind, rig: Rig) -> st.SearchStrategy[str]:
+    """Mostly the topic the sample's sender uses, else other levels, stores or any text."""
+    level = _level(rig.vocab)
+    peer = kind in (topics.Kind.GATEWAY_PRESENCE, topics.Kind.GATEWAY_EVENTS)
+    right = st.just(topics.build(kind, store=STORE, gateway=PEER if peer else GATEWAY,
+                                 inbox=rig.inboxes[0]))
     own = st.builds(lambda g, i: topics.build(kind, store=STORE, gateway=g, inbox=i), level, level)
     other = st.builds(lambda s, g, i: topics.build(kind, store=s, gateway=g, inbox=i),
                       level, level, level)
-    return st.one_of(own, own, own, other, st.text(max_size=60))
+    return st.one_of(right, right, right, own, other, st.text(max_size=60))
 
 
 def _vary_message(case: tuple[str, bytes], rng: random.Random) -> tuple[str, bytes]:
@@ -215,7 +222,7 @@ def _gateway_mqtt_target(rig: Rig) -> Target:
     cases = []
     for kind, (schema, samples) in _gateway_samples(rig).items():
         body = st.one_of(payloads(schema, rig.vocab), mutated(samples), st.binary(max_size=200))
-        cases.append(st.tuples(_topics_for(kind, rig.vocab), body))
+        cases.append(st.tuples(_topics_for(kind, rig), body))
 
     def feed(case: tuple[str, bytes]) -> None:
         router.route(*case)
@@ -228,6 +235,18 @@ def _gateway_mqtt_target(rig: Rig) -> Target:
 
 
 # ---- gateway: signed bundles and deltas ---------------------------------------------------
+def _check_applied(rig: Rig, kind: str, envelope: bytes) -> None:
+    """What the gateway applied is a valid, signed, live body of its store (raises if not)."""
+    if kind == "bundle":
+        b = decode(rig.verifier.open(envelope, "bundle"), Bundle)
+        store, expires = b.store.id, b.expires_at
+    else:
+        d = decode(rig.verifier.open(envelope, "delta"), BundleDelta)
+        store, expires = d.store, d.expires_at
+    if store != STORE or expires <= time.time():
+        raise AssertionError(f"applied a {kind} of store {store!r} expiring at {expires}")
+
+
 def _bundles_target(rig: Rig) -> Target:
     parts, router = rig.parts, rig.router
     now = time.time()
@@ -276,6 +295,8 @@ def _bundles_target(rig: Rig) -> Target:
                      envelope)
         changed = (parts.bundles.version, parts.bundles.delta_seq) != before
         stats["applied" if changed else "refused"] += 1
+        if changed:
+            _check_applied(rig, kind, envelope)
 
     def check() -> list[str]:
         again = rig.open_gateway()  # what a restart does with the persisted bundle and deltas
@@ -333,7 +354,11 @@ def _hq_target(rig: Rig) -> Target:
             v=1, gateway=GATEWAY, store=STORE, status="online", version="1",
             metrics={"shoppers_present": 3.0}))),
     ]
-    cases = [st.tuples(st.builds(topic, level, level),
+    def topic_of(topic: Callable[[str, str], str], sender: str) -> st.SearchStrategy[str]:
+        right = st.just(topic(STORE, sender))
+        return st.one_of(right, right, right, st.builds(topic, level, level))
+
+    cases = [st.tuples(topic_of(topic, inbox if schema is Feedback else GATEWAY),
                        st.one_of(payloads(schema, rig.vocab), mutated([sample]), st.binary(max_size=100)))
              for topic, schema, sample in shapes]
 
