@@ -45,7 +45,7 @@ fuzz: deps
 	$(BIN)/python scripts/fuzz_http.py $(ARGS)
 
 ## fuzz-inputs: hypothesis against NDEF, every MQTT payload kind, signed bundles and deltas,
-## in-process on real components, 12 s a target: no exception escapes, no hang, memory bounded
+## in-process on real components, 11 s a target: no exception escapes, no hang, memory bounded
 ## (ARGS="--budget 160 --seed 7 -v" for a longer one)
 fuzz-inputs: $(STAMP)
 	$(BIN)/python -m benchmarks.fuzz_inputs $(ARGS)

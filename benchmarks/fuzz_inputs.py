@@ -7,7 +7,7 @@ escaped, or a run invariant broken), the slowest input, the traced memory peak a
 growth over the run. The last line is ``fuzz-inputs: N inputs, F failures``; the exit
 status is 1 when F > 0 or a target's peak passes ``--max-peak-mib``.
 
-    python -m benchmarks.fuzz_inputs                  # bounded: 12 s a target, ~50 s in all
+    python -m benchmarks.fuzz_inputs                  # bounded: 11 s a target, under 60 s in all
     python -m benchmarks.fuzz_inputs --budget 160 --seed 7 -v        # the longer run
 """
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=1_000_000,
                         help="drawn inputs per target at most (each with its variants)")
-    parser.add_argument("--budget", type=float, default=12.0, help="seconds per target at most")
+    parser.add_argument("--budget", type=float, default=11.0, help="seconds per target at most")
     parser.add_argument("--seed", type=int, default=None, help="default: a random seed")
     parser.add_argument("--variants", type=int, default=20,
                         help="cheap variants (byte and node edits) fed after each drawn input")
