@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test check lint typecheck layers pytest fuzz bench clean deps
+.PHONY: demo test check lint typecheck layers pytest fuzz fuzz-inputs bench clean deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ pytest: deps
 ## no 5xx, responses match their schemas (ARGS="--max-time 300 --seed 7" for a longer one)
 fuzz: deps
 	$(BIN)/python scripts/fuzz_http.py $(ARGS)
+
+## fuzz-inputs: hypothesis against NDEF, every MQTT payload kind, signed bundles and deltas,
+## in-process on real components, 11 s a target: no exception escapes, no hang, memory bounded
+## (ARGS="--budget 160 --seed 7 -v" for a longer one)
+fuzz-inputs: $(STAMP)
+	$(BIN)/python -m benchmarks.fuzz_inputs $(ARGS)
 
 ## bench: every benchmark, as a table (ARGS="e2e --quick" for some, ARGS=--json for JSON);
 ## the run's JSON goes to docs/bench/last-run.json (date, machine) and the README's table

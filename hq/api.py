@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aislecast import __version__
-from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
+from aislecast.kernel.schema import Beacon, Campaign, Store, Zone, decode
 from aislecast.kernel.signing import public_key_pem
 from hq.accounts import Accounts, Principal
 from hq.alerts import AlertWatch, alerts_router
@@ -57,7 +57,7 @@ def _json(obj: Any, status: int = 200) -> Response:
 async def _body(request: Request, cls: type[T]) -> T:
     raw = await request.body()
     try:
-        return msgspec.json.decode(raw, type=cls)
+        return decode(raw, cls)  # deep nesting too is a DecodeError (400)
     except msgspec.ValidationError as exc:
         raise HTTPException(422, detail=f"invalid {cls.__name__}: {exc}") from exc
     except msgspec.DecodeError as exc:

@@ -28,6 +28,7 @@ import msgspec
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
+from aislecast.kernel.schema import decode
 from hq.accounts import Accounts, Principal
 from hq.audit import AuditLog
 from hq.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, cookie
@@ -92,7 +93,7 @@ def login_router() -> APIRouter:
             raise Refused(415, "not_json", "log in with a JSON body "
                           '{"name": ..., "password": ...} (Content-Type: application/json)')
         try:
-            req = msgspec.json.decode(await request.body(), type=LoginRequest)
+            req = decode(await request.body(), LoginRequest)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise Refused(422, "bad_login_body", f"invalid login: {exc}") from None
         accounts, limiter = _accounts(request), _limiter(request)

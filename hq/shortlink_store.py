@@ -41,7 +41,7 @@ from fastapi import APIRouter, Request, Response
 from aislecast.kernel.counters import by, count
 from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.logs import get_logger
-from aislecast.kernel.schema import Event
+from aislecast.kernel.schema import Event, decode
 from hq.db import HqDb
 from hq.deps import PrincipalDep, audit
 from hq.landing import LandingHosts
@@ -182,7 +182,7 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
     @router.post("/api/shortlinks", status_code=201, openapi_extra=json_body(MintRequest))
     async def mint_link(request: Request, p: PrincipalDep) -> Response:
         try:
-            req = msgspec.json.decode(await request.body(), type=MintRequest)
+            req = decode(await request.body(), MintRequest)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _json({"detail": f"invalid MintRequest: {exc}"}, 422)
         if req.tag is not None and not _TAG_RE.fullmatch(req.tag):

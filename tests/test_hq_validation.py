@@ -75,3 +75,13 @@ def test_a_replayed_delta_is_stale_even_after_a_restart(tmp_path: Path) -> None:
     assert restarted.load_persisted()
     assert not restarted.offer_delta(signer.sign("delta", old))
     assert applied == []
+
+
+@pytest.mark.parametrize("path", ["/api/stores", "/api/campaigns"])
+async def test_a_deeply_nested_body_is_refused_not_a_server_error(http: httpx.AsyncClient,
+                                                                  path: str) -> None:
+    """msgspec recurses to skip an unknown field: 50,000 levels once raised RecursionError (500)."""
+    deep = b'{"id":"s1","name":"x","junk":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    r = await http.post(path, content=deep, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422), r.text
+    assert "nested too deeply" in r.text

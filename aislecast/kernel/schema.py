@@ -62,6 +62,12 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
+#: A version or sequence number: gateways keep them in SQLite, whose INTEGER is 64-bit
+#: signed; a bigger one (even validly signed) is refused as malformed, never half-applied.
+_Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+#: Token rotation: epoch = unix time >> k; a negative shift would fail every lookup.
+_RotationK = Annotated[int, msgspec.Meta(ge=0, le=32)]
+
 T = TypeVar("T")
 
 EventKind = Literal[
@@ -134,18 +140,18 @@ class KeyNotice(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class Bundle(msgspec.Struct, frozen=True):
     v: int
-    version: int
+    version: _Seq
     store: Store
     issued_at: float
     expires_at: float
     zones: list[Zone]
     beacons: list[Beacon]
     campaigns: list[Campaign]
-    rotation_k: int
+    rotation_k: _RotationK
     token_tables: list[TokenTable]
     opt_outs: list[str] = msgspec.field(default_factory=list)
     model: Model | None = None  # ranking weights, profiles and bandit arms (aislecast.kernel.campaign)
-    delta_seq: int = 0  # HQ's last delta for the store when built: older deltas are replays
+    delta_seq: _Seq = 0  # HQ's last delta for the store when built: older deltas are replays
     keys: list[KeyNotice] = msgspec.field(default_factory=list)  # HQ's keyring (rotation)
     # the store's provisioned gateway ids (HQ's registry): peers' batches and presence
     # from any other gateway id are dropped; empty: HQ named none, peers are not checked
@@ -156,7 +162,7 @@ class BundleDelta(msgspec.Struct, frozen=True):
     """Urgent changes between bundles: applied on top of bundle ``base_version``."""
 
     v: int
-    seq: int  # strictly increasing per store
+    seq: _Seq  # strictly increasing per store
     store: str
     issued_at: float
     expires_at: float
@@ -301,10 +307,17 @@ def encode(obj: msgspec.Struct) -> bytes:
 
 
 def decode(data: bytes | str, cls: type[T]) -> T:
-    """Decode untrusted JSON into ``cls``; raises msgspec errors, never anything else."""
+    """Decode untrusted JSON into ``cls``; raises msgspec errors, never anything else.
+
+    msgspec recurses into nested arrays and objects, also to skip a field ``cls`` does
+    not have, so ``{"x": [[[...]]]}`` a few thousand levels deep ends in RecursionError:
+    that is malformed input like any other, a :class:`msgspec.DecodeError` here."""
     dec = _DECODERS.get(cls)
     if dec is None:
         dec = msgspec.json.Decoder(cls)
         _DECODERS[cls] = dec
-    result: T = dec.decode(data)  # type: ignore[assignment]
+    try:
+        result: T = dec.decode(data)  # type: ignore[assignment]
+    except RecursionError:
+        raise msgspec.DecodeError("JSON is nested too deeply") from None
     return result
