@@ -30,6 +30,7 @@ from aislecast.kernel.procinfo import rss_mib
 from aislecast.kernel.tokens import eid_for
 from benchmarks._harness import percentile
 from benchmarks.simclock import SimClock, installed, run_on_real_loop
+from benchmarks.soak_probe import Probe
 from edge.advert import Advertisement
 from edge.scanner import AdvertCallback
 from edge.simstore import SimBeacon, SimShopper, SimStore, default_zones
@@ -170,6 +171,8 @@ async def _gateway(plan: dict[str, Any], clock: SimClock) -> None:
         return _StepScanner(store, timed, clock)
 
     end = plan["sim_seconds"]
+    probe = Probe()
+    n = 0
     async with Gateway(cfg, scanner) as gw:
         gw.listeners.append(timed.listener)
         feeder = asyncio.create_task(_feed(store, pending, clock), name="soak-feeder")
@@ -178,12 +181,15 @@ async def _gateway(plan: dict[str, Any], clock: SimClock) -> None:
             hour = int(elapsed // 3600)
             if hour != timed.hour:
                 timed.roll(hour)
+            extra = probe.sample(snapshot=n > 0 and n % 10 == 0)
+            n += 1
             alive = {t.get_name() for t in asyncio.all_tasks() if not t.done()}
             _emit({"sim": elapsed, "rss_mib": rss_mib(), "died": [n for n in GATEWAY_TASKS if n not in alive],
-                   "present": len(store.shoppers), "metrics": gw.metrics()})
+                   "present": len(store.shoppers), "metrics": gw.metrics(), **extra})
             await asyncio.sleep(_SAMPLE_S)
         timed.roll(timed.hour + 1)
         feeder.cancel()
+    probe.write()
 
 
 def main(argv: list[str]) -> int:
