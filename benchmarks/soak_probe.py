@@ -62,6 +62,8 @@ class Probe:
         self.traced = os.environ.get("AISLECAST_SOAK_TRACEMALLOC") == "1"
         self._first: tracemalloc.Snapshot | None = None
         self._last: tracemalloc.Snapshot | None = None
+        self._peak: tracemalloc.Snapshot | None = None
+        self._peak_size = 0
         if self.dir is not None and self.traced:
             tracemalloc.start(_FRAMES)
 
@@ -85,15 +87,26 @@ class Probe:
             if self._first is None:
                 self._first = snap
             self._last = snap
+            size = tracemalloc.get_traced_memory()[0]
+            if size > self._peak_size:
+                self._peak, self._peak_size = snap, size
         return row
 
     def write(self) -> None:
+        """``tracemalloc-diff.txt`` (last snapshot against the first) and
+        ``tracemalloc-peak.txt`` (the snapshot with the most traced memory against the first)."""
         if self.dir is None or self._first is None or self._last is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for stat in self._last.compare_to(self._first, "traceback")[:_TOP]:
-            lines.append(f"{stat.size_diff / 1024:+.1f} KiB ({stat.count_diff:+d} blocks), "
-                         f"now {stat.size / 1024:.1f} KiB")
-            lines += [f"    {f.filename}:{f.lineno}" for f in stat.traceback]
-        (self.dir / "tracemalloc-diff.txt").write_text("\n".join(lines) + "\n")
+        _diff(self._last, self._first, self.dir / "tracemalloc-diff.txt")
+        if self._peak is not None:
+            _diff(self._peak, self._first, self.dir / "tracemalloc-peak.txt")
+
+
+def _diff(late: tracemalloc.Snapshot, early: tracemalloc.Snapshot, out: Path) -> None:
+    lines = []
+    for stat in late.compare_to(early, "traceback")[:_TOP]:
+        lines.append(f"{stat.size_diff / 1024:+.1f} KiB ({stat.count_diff:+d} blocks), "
+                     f"now {stat.size / 1024:.1f} KiB")
+        lines += [f"    {f.filename}:{f.lineno}" for f in stat.traceback]
+    out.write_text("\n".join(lines) + "\n")
