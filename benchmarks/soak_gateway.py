@@ -182,6 +182,7 @@ async def _gateway(plan: dict[str, Any], clock: SimClock) -> None:
         gw.listeners.append(timed.listener)
         feeder = asyncio.create_task(_feed(store, pending, clock), name="soak-feeder")
         _emit({"started": True, "sim": clock.elapsed()})
+        probe.malloc_stats("mallocstats-start.txt")
         while (elapsed := clock.elapsed()) < end:
             hour = int(elapsed // 3600)
             if hour != timed.hour:
@@ -194,6 +195,7 @@ async def _gateway(plan: dict[str, Any], clock: SimClock) -> None:
             await asyncio.sleep(_SAMPLE_S)
         timed.roll(timed.hour + 1)
         feeder.cancel()
+    probe.malloc_stats("mallocstats-end.txt")
     probe.write()
 
 

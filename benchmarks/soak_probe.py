@@ -92,6 +92,22 @@ class Probe:
                 self._peak, self._peak_size = snap, size
         return row
 
+    def malloc_stats(self, name: str) -> None:
+        """``DIR/NAME``: Python's object allocator's arenas, pools and free blocks
+        (``sys._debugmallocstats``, which writes on file descriptor 2)."""
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with (self.dir / name).open("wb") as f:
+                os.dup2(f.fileno(), 2)
+                sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
     def write(self) -> None:
         """``tracemalloc-diff.txt`` (last snapshot against the first) and
         ``tracemalloc-peak.txt`` (the snapshot with the most traced memory against the first)."""
