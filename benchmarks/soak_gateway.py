@@ -41,7 +41,7 @@ from edge.simstore import SimBeacon, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
 
-__all__ = ["GATEWAY_TASKS", "main"]
+__all__ = ["GATEWAY_TASKS", "hour_percentile", "main"]
 
 #: The named tasks a running gateway (no NFC, no systemd) and its scanner keep alive.
 GATEWAY_TASKS = ("gw-publisher", "gw-presence-tick", "gw-health", "sim-scanner")
@@ -59,7 +59,7 @@ _EDGES = [0.1 * 1.001 ** i for i in range(int(math.log(1e9) / math.log(1.001)) +
 _bucket = partial(bisect_right, _EDGES)
 
 
-def _percentile(values: array[float], q: float) -> float:
+def hour_percentile(values: array[float], q: float) -> float:
     """The nearest-rank percentile of ``values`` (as ``benchmarks._harness.percentile``)
     without sorting them into one float object each: a busy hour's few hundred thousand
     floats, allocated at once among the gateway's objects, would stay as allocator arenas
@@ -119,10 +119,10 @@ class _Timed:
         """Report the hour just ended (if any adverts) and start ``hour``."""
         if self.adverts or self.decisions:
             _emit({"hour": self.hour, "adverts": len(self.adverts), "decisions": len(self.decisions),
-                   "advert_p50_us": _percentile(self.adverts, 0.5),
-                   "advert_p99_us": _percentile(self.adverts, 0.99),
-                   "decision_p50_us": _percentile(self.decisions, 0.5) if self.decisions else None,
-                   "decision_p99_us": _percentile(self.decisions, 0.99) if self.decisions else None})
+                   "advert_p50_us": hour_percentile(self.adverts, 0.5),
+                   "advert_p99_us": hour_percentile(self.adverts, 0.99),
+                   "decision_p50_us": hour_percentile(self.decisions, 0.5) if self.decisions else None,
+                   "decision_p99_us": hour_percentile(self.decisions, 0.99) if self.decisions else None})
         self.hour, self.adverts, self.decisions = hour, array("d"), array("d")
 
 
