@@ -106,13 +106,35 @@ class CapLedger:
         newest = self._conn.execute("SELECT max(ts) FROM cap_charges").fetchone()[0]
         if newest is not None:
             self.prune(float(newest))
+        self._recount()
+        self.spent = {c: int(n) for c, n in self._conn.execute(
+            "SELECT campaign, spent FROM budget_spent")}
+
+    def _recount(self) -> None:
+        """Counts from the rows kept in SQLite and the charges not yet written (on start,
+        and after a prune deleted rows, so memory forgets what the file forgot)."""
+        for counts in (self.by_visit, self.by_campaign, self.by_day, self.all_visit):
+            counts.clear()
+        self.last_offer.clear()
+        self._sources.clear()
         rows = self._conn.execute(
             "SELECT inbox, campaign, visit, day, ts, offer, source FROM cap_charges ORDER BY ts",
         ).fetchall()
-        for r in rows:
+        for r in [*rows, *self._pending.charges, *self._remote]:
             self._count(Charge(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]))
-        self.spent = {c: int(n) for c, n in self._conn.execute(
-            "SELECT campaign, spent FROM budget_spent")}
+
+    def _forget_before(self, cutoff: float) -> None:
+        """Drop the shoppers last seen before ``cutoff`` and peers' charges made before
+        it that no visit adopted (a visit adopts only those of the last VISIT_GAP_S)."""
+        for inbox in [i for i, ts in self._seen.items() if ts < cutoff]:
+            del self._seen[inbox]
+            self.visit_of.pop(inbox, None)
+        for inbox, orphans in list(self._orphans.items()):
+            kept = [o for o in orphans if o[1] >= cutoff]
+            if kept:
+                self._orphans[inbox] = kept
+            else:
+                del self._orphans[inbox]
 
     def _count(self, ch: Charge) -> None:
         self.by_visit[ch.inbox, ch.campaign, ch.visit] += 1
@@ -248,9 +270,14 @@ class CapLedger:
 
     def prune(self, now: float) -> int:
         """Delete charges older than the keep window (on start, then every
-        ``PRUNE_EVERY_S`` from :meth:`tick`); returns the rows deleted. The counts in
-        memory keep them until the next start."""
-        cur = self._conn.execute("DELETE FROM cap_charges WHERE ts < ?", (now - self.keep_s,))
+        ``PRUNE_EVERY_S`` from :meth:`tick`); returns the rows deleted. When rows went,
+        the counts in memory are rebuilt from what is kept (plus what is not yet written),
+        so a gateway running for months holds only the keep window's counts."""
+        cutoff = now - self.keep_s
+        cur = self._conn.execute("DELETE FROM cap_charges WHERE ts < ?", (cutoff,))
         n = int(cur.rowcount or 0)
         self.pruned += n
+        if n:
+            self._recount()
+        self._forget_before(min(cutoff, now - VISIT_GAP_S))
         return n

@@ -190,3 +190,33 @@ def test_offer_published_keeps_one_id_per_offer() -> None:
     first, again = maker.offer_acked(row)[0], maker.offer_acked(row)[0]
     assert first[0] == again[0] == published_id("offer-1") != published_id("offer-2")
     assert len(first[0]) == 32
+
+
+def test_pruning_bounds_the_counts_in_memory_over_many_days(tmp_path: Path) -> None:
+    clock = FakeClock(wall=NOW)
+    db = open_db(tmp_path / "gw.sqlite")
+    ledger = CapLedger(db, keep_days=1, clock=clock.time)
+    ledger.defer_to_group_commit()
+    caps = Caps(per_campaign=1)
+    sizes = []
+    for day in range(10):
+        for n in range(50):  # each day's shoppers are new ones
+            inbox, now = f"d{day}-i{n}", clock.time()
+            ledger.seen_visit(inbox, "v1", now)
+            ledger.charge(Charge(inbox, "c1", "v1", f"day{day}", now, offer=True))
+        ledger.take().write(db.cursor())  # the group commit that carries them
+        for _ in range(24):
+            clock.advance(3600)
+            ledger.tick()
+        sizes.append((len(ledger.by_campaign), len(ledger.by_day), len(ledger.visit_of)))
+    # a charge made meanwhile and not yet written survives the rebuild of the counts
+    ledger.seen_visit("late", "v1", clock.time())
+    ledger.charge(Charge("late", "c1", "v1", "day10", clock.time(), offer=True))
+    clock.advance(PRUNE_EVERY_S)
+    ledger.tick()
+    assert ledger.pruned == 10 * 50  # every day's charges have passed the keep window
+    assert sizes == [(50, 50, 50)] * 10  # the last day's shoppers only: older ones went with their rows
+    assert ledger.blocked(caps, "late", "c1", "v2", day="day10", now=clock.time()) == \
+        "cap_per_campaign"
+    assert ledger.blocked(caps, "d0-i0", "c1", "v2", day="day10", now=clock.time()) is None
+    assert (len(ledger.by_campaign), len(ledger.by_day), len(ledger.visit_of)) == (1, 1, 1)

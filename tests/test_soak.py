@@ -7,13 +7,18 @@ tests/test_bench_smoke.py as ``aislecast bench --quick``.
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks._harness import percentile
 from benchmarks.simclock import RealTimeLoop, SimClock
+from benchmarks.soak_gateway import hour_percentile
 from benchmarks.soak_report import SoakRun, summarize, write_report
 
 
@@ -75,3 +80,12 @@ def test_report_writes_markdown_plots_and_samples(tmp_path: Path) -> None:
     assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 9 + 4
     for png in ("rss.png", "latency.png", "load.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hour_percentile_is_the_nearest_rank_of_the_sorted_samples() -> None:
+    rng = random.Random(3)
+    for n in (1, 2, 10, 1000, 20_000):
+        values = [rng.lognormvariate(3, 1.5) for _ in range(n)] + [5.0] * (n // 3) + [0.01, 1e10]
+        for q in (0.0, 0.5, 0.99, 1.0):
+            assert hour_percentile(array("d", values), q) == percentile(values, q), (n, q)
+    assert math.isnan(hour_percentile(array("d"), 0.5))
