@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
@@ -25,7 +27,7 @@ import secrets
 import signal
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -169,6 +171,21 @@ class BrokerAuthFiles:
         """The password file's text: :meth:`render_password_lines` joined."""
         return "".join(self.render_password_lines(users))
 
+    @contextlib.contextmanager
+    def render_lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on :attr:`directory` (``flock`` on the folder itself)
+        across "read the registry, write the files": HQ and a shell command
+        (``aislecast hq gateways add``) rendering at once would otherwise let the one
+        with the older snapshot write last and drop the other's new login until the next
+        render. Blocking: call it off the event loop."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
     def write(self, users: Mapping[str, str], acl_rules: Sequence[AclRule]) -> None:
         """Replace both files atomically (0600): ``users`` maps username -> ``$7$`` hash."""
         for rule in acl_rules:
@@ -235,12 +252,30 @@ async def wait_for_login(host: str, port: int, username: str, password: str, *,
                          tls_context: ssl.SSLContext | None = None, timeout: float = 5.0,
                          step: float = 0.005) -> float:
     """Poll :func:`try_login` until accepted (a reload has taken effect); return the
-    seconds it took, or raise TimeoutError after ``timeout``."""
+    seconds it took, or raise TimeoutError after ``timeout``.
+
+    A broker that is starting (its process is up, the listener not yet bound) is waited
+    for too: a refused TCP connection is "not yet", a refused login is "not yet", and
+    anything else (TLS, protocol) raises."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     async with asyncio.timeout(timeout):
+        await _wait_listening(host, port, step)
         while True:  # the broker signals nothing when a reload is done: only a login tells
             if await try_login(host, port, username, password, tls_context=tls_context,
                                timeout=timeout):
                 return loop.time() - t0
             await asyncio.sleep(step)
+
+
+async def _wait_listening(host: str, port: int, step: float) -> None:
+    """Return once ``host:port`` accepts a TCP connection (the caller bounds the wait)."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except ConnectionRefusedError:
+            await asyncio.sleep(step)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return

@@ -63,8 +63,9 @@ def apply_registry(registry: CredentialRegistry, files: BrokerAuthFiles,
     """Render ``files`` from ``registry`` now and SIGHUP the broker if ``pid`` finds one;
     returns (active users, reloaded). For the shell (``aislecast hq gateways``), where no
     :class:`BrokerSync` runs: blocking, call it off any event loop."""
-    snap = registry.snapshot()
-    files.write(snap.users, snap.rules)
+    with files.render_lock():
+        snap = registry.snapshot()
+        files.write(snap.users, snap.rules)
     found = pid() if pid is not None else None
     if found is None:
         return len(snap.users), False
@@ -98,8 +99,9 @@ class BrokerSync:
 
     def _render(self) -> int:
         t0 = time.perf_counter()
-        snap = self.registry.snapshot()
-        self.files.write(snap.users, snap.rules)
+        with self.files.render_lock():  # a shell command may render at the same time
+            snap = self.registry.snapshot()
+            self.files.write(snap.users, snap.rules)
         self.last_render_s = time.perf_counter() - t0
         return len(snap.users)
 

@@ -7,6 +7,7 @@ import base64
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -147,3 +148,53 @@ async def test_sighup_adds_and_removes_users_live(
             await until(lambda: got == [topics.offers("inboxb")], timeout=10)
         assert b.stats.disconnects == 0 and b.stats.connects == 1
     print(f"removed user kicked {kicked_after * 1000:.0f} ms after SIGHUP")
+
+
+async def test_wait_for_login_waits_for_a_broker_that_is_still_binding(tmp_path: Path) -> None:
+    """A broker whose process is up but whose listener is not bound yet refuses the TCP
+    connection: that is "not yet" (CI once saw the demo's broker in that state), and
+    the login that follows once it listens is what returns."""
+    files = BrokerAuthFiles(tmp_path / "auth")
+    files.write({"inboxa": hash_password("pa")}, acl_rules([], []))
+    port = free_port()
+    waiting = asyncio.create_task(wait_for_login("127.0.0.1", port, "inboxa", "pa", timeout=30))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # refused connections so far, and still polling
+    cfg = BrokerConfig(directory=tmp_path / "b", port=port,
+                       password_file=files.password_path, acl_file=files.acl_path)
+    async with MosquittoProcess(cfg):
+        took = await waiting
+    assert took >= 0.2
+
+
+def test_render_lock_serialises_two_renderers(tmp_path: Path) -> None:
+    """HQ and a shell command rendering at once: the second waits for the first's
+    write, so it reads a registry that already holds the first one's change."""
+    files = BrokerAuthFiles(tmp_path / "auth")
+    order: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        with files.render_lock():
+            order.append("first in")
+            inside.set()
+            release.wait(10)
+            order.append("first out")
+
+    def second() -> None:
+        with files.render_lock():
+            order.append("second in")
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert inside.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.3)
+    assert b.is_alive() and order == ["first in"]  # blocked while the first holds it
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert order == ["first in", "first out", "second in"]
+    assert sorted(p.name for p in files.directory.iterdir()) == []  # the lock leaves no file
