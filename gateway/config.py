@@ -45,10 +45,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from aislecast.kernel.config import TcpPort, decode, load_toml
+from aislecast.kernel.broker_login import BrokerLogin
+from aislecast.kernel.config import decode, load_toml
 from aislecast.kernel.errors import AislecastError, ConfigError
-from aislecast.kernel.mqtt import MqttSettings
-from aislecast.kernel.privatefile import check_tls_files, read_secret
 from aislecast.kernel.verify import public_key_from_pem
 from edge.nfc.settings import NFC_MUTE_AFTER_TAP_S, NFC_POLL_INTERVAL_S, TECHNOLOGIES, check_path
 from gateway.fleet import LOW_BATTERY_MV, UNHEARD_AFTER_S
@@ -76,27 +75,10 @@ _ID_RULE = "1-64 letters, digits, '-' and '_'; no '.', '/', '+' or '#' (an MQTT 
 _Seconds = Annotated[float, Meta(ge=0)]
 
 
-class BrokerSection(msgspec.Struct, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
-    port: TcpPort = 1883
-    # this gateway's broker login, gw.{store}.{gateway} (`aislecast hq gateways add`)
-    username: str | None = None
-    password: str | None = None
-    # a file (0600) whose first line is the password, read once at load; never logged
-    password_file: str | None = None
-    # CA certificate(s), PEM, that signed the broker's TLS certificate; None: plain TCP
-    tls_ca: str | None = None
-    # this gateway's client certificate and its key (0600) for the broker's mutual-TLS
-    # listener: the certificate's CN is the broker username, so no username or password
-    # (`aislecast hq gateways add --tls` writes all three files)
-    tls_cert: str | None = None
-    tls_key: str | None = None
-
-    def mqtt_settings(self) -> MqttSettings:
-        """The link settings (the password already read from ``password_file``)."""
-        return MqttSettings(host=self.host, port=self.port, username=self.username,
-                            password=self.password, tls_ca=self.tls_ca, tls_cert=self.tls_cert,
-                            tls_key=self.tls_key)
+class BrokerSection(BrokerLogin):
+    """``[broker]``: :class:`~aislecast.kernel.broker_login.BrokerLogin` as it is; a
+    gateway logs in as gw.{store}.{gateway} with a password, or with the client
+    certificate `aislecast hq gateways add --tls` writes (its CN is the username)."""
 
 
 # A store always hears its fixed beacons; the BlueZ scanner's own recovery (restart,
@@ -247,20 +229,11 @@ def load_config(source: Path | str | Mapping[str, object]) -> GatewayConfig:
         cfg = decode(source, GatewayConfig)
     _check_nfc(cfg.nfc, file)
     b = cfg.broker
-    check_tls_files("broker", ca=b.tls_ca, cert=b.tls_cert, key=b.tls_key, file=file)
-    return _with_password(cfg, file)
-
-
-def _with_password(cfg: GatewayConfig, file: str | None) -> GatewayConfig:
-    """``[broker] password_file`` read into ``password`` (once, at load)."""
-    b = cfg.broker
+    b.check("broker", file=file)
     if b.password_file is None:
         return cfg
-    if b.password is not None:
-        raise ConfigError("broker.password_file", "is set together with broker.password",
-                          hint="keep one of them (password_file keeps the secret out of the file)",
-                          file=file)
-    password = read_secret(b.password_file, "broker.password_file", file=file)
+    # the password read once, at load (mqtt_settings then uses it as it is)
+    password = b.secret("broker", file=file)
     return msgspec.structs.replace(cfg, broker=msgspec.structs.replace(b, password=password))
 
 

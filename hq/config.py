@@ -41,11 +41,11 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
+from aislecast.kernel.broker_login import BrokerLogin
 from aislecast.kernel.config import TcpPort, decode, read_toml
 from aislecast.kernel.const import MQTT_SESSION_EXPIRY_S
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
-from aislecast.kernel.privatefile import check_tls_files, read_secret
 from hq.api import MAX_BODY_BYTES
 from hq.broker_sync import pid_from_file
 from hq.landing import LandingHosts
@@ -73,18 +73,11 @@ class DatabaseSection(msgspec.Struct, forbid_unknown_fields=True):
         description="sqlite:///PATH or postgresql://USER@HOST/DB")] | None = None
 
 
-class HqBrokerSection(msgspec.Struct, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
-    port: TcpPort = 1883
-    username: str | None = None
-    password: str | None = None
-    # a file whose first line is the password (keeps the secret out of hq.toml)
-    password_file: str | None = None
-    # CA certificate(s), PEM, that signed the broker's TLS certificate; None: plain TCP
-    tls_ca: str | None = None
-    # HQ's own client certificate and key (0600) when it logs in on a mutual-TLS listener
-    tls_cert: str | None = None
-    tls_key: str | None = None
+class HqBrokerSection(BrokerLogin):
+    """``[broker]``: the login (:class:`~aislecast.kernel.broker_login.BrokerLogin`;
+    HQ logs in as hq.{worker}), and what only HQ needs: its worker name and session, the
+    gateways' mutual-TLS port, and where the broker's password/ACL files live."""
+
     # The broker's mutual-TLS listener for gateways, on ``host``: `hq gateways add` then
     # issues each gateway a client certificate from HQ's CA (DATA_DIR/ca) and points its
     # gateway.toml here; None: gateways get a password login on ``port``
@@ -121,20 +114,12 @@ _STORE_ID = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z", description=(
     "a store id: 1-64 letters, digits, '-' or '_'"))]
 
 
-class ShardSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ShardSection(BrokerLogin):
     """One more broker and the stores on it (``[[shards]]``); HQ logs in to it like to
     ``[broker]`` and renders its password/ACL files when ``auth_dir`` is set."""
 
     name: _SHARD_NAME
     stores: Annotated[list[_STORE_ID], Meta(min_length=1)]
-    host: str = "127.0.0.1"
-    port: TcpPort = 1883
-    username: str | None = None
-    password: str | None = None
-    password_file: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
     auth_dir: str | None = None
     pid_file: str | None = None
 
@@ -197,30 +182,18 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     def mqtt_settings(self) -> MqttSettings:
         """The broker settings, with the password read from ``password_file`` if set."""
-        b = self.broker
-        return MqttSettings(host=b.host, port=b.port, username=b.username,
-                            password=_password(b, "broker"), tls_ca=b.tls_ca, tls_cert=b.tls_cert,
-                            tls_key=b.tls_key, session_expiry_s=b.session_expiry_s)
+        return self.broker.mqtt_settings("broker", session_expiry_s=self.broker.session_expiry_s)
 
     def shard_settings(self) -> list[ShardSettings]:
         """Each ``[[shards]]`` broker, passwords read from their files."""
         out = []
         for i, sh in enumerate(self.shards):
-            mqtt = MqttSettings(host=sh.host, port=sh.port, username=sh.username,
-                                password=_password(sh, f"shards[{i}]"), tls_ca=sh.tls_ca,
-                                tls_cert=sh.tls_cert, tls_key=sh.tls_key,
-                                session_expiry_s=self.broker.session_expiry_s)
+            mqtt = sh.mqtt_settings(f"shards[{i}]", session_expiry_s=self.broker.session_expiry_s)
             out.append(ShardSettings(
                 sh.name, mqtt, frozenset(sh.stores),
                 auth_dir=None if sh.auth_dir is None else Path(sh.auth_dir),
                 pid=None if sh.pid_file is None else pid_from_file(Path(sh.pid_file))))
         return out
-
-
-def _password(b: HqBrokerSection | ShardSection, where: str) -> str | None:
-    if b.password_file is None:
-        return b.password
-    return read_secret(b.password_file, f"{where}.password_file")
 
 
 def _set(data: dict[str, Any], path: str, value: object) -> None:
@@ -243,13 +216,8 @@ def load_hq_config(path: str | None = None,
     for name, value in (overrides or {}).items():
         _set(data, name, value)
     cfg = decode(data, HqConfig, file=path)
-    if cfg.broker.password is not None and cfg.broker.password_file is not None:
-        raise ConfigError("broker.password_file", "is set together with broker.password",
-                          hint="keep one of them (password_file keeps the secret out of hq.toml)",
-                          file=path)
+    cfg.broker.check("broker", file=path)
     _check_http(cfg.http, path)
-    b = cfg.broker
-    check_tls_files("broker", ca=b.tls_ca, cert=b.tls_cert, key=b.tls_key, file=path)
     _check_shards(cfg.shards, path)
     for i, host in enumerate(cfg.links.landing_hosts):
         try:
@@ -278,10 +246,7 @@ def _check_shards(shards: list[ShardSection], file: str | None) -> None:
                                   f"{owner[store]!r} too", hint="list each store on one shard "
                                   "only (unlisted stores are on [broker])", file=file)
             owner[store] = sh.name
-        if sh.password is not None and sh.password_file is not None:
-            raise ConfigError(f"{where}.password_file", f"is set together with {where}.password",
-                              hint="keep one of them", file=file)
-        check_tls_files(where, ca=sh.tls_ca, cert=sh.tls_cert, key=sh.tls_key, file=file)
+        sh.check(where, file=file)
 
 
 def _check_http(http: HttpSection, file: str | None) -> None:

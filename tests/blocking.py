@@ -50,7 +50,7 @@ ANYWHERE: Final[list[tuple[str, set[str]]]] = [
     ("hq/gateway_certs.py", {"issue_gateway_cert", "revoke_gateway_certs", "ensure_crl"}),
     ("aislecast/kernel/privatefile.py", {"write_private", "check_tls_files"}),
     ("aislecast/kernel/config.py", {"read_toml", "load_toml"}),
-    ("hq/config.py", {"_password"}),
+    ("aislecast/kernel/broker_login.py", {"secret"}),  # HQ reads its password_file at start
     # Libraries' own first-use reads, cached afterwards: the system MIME table (the
     # console's static files), sqlite-utils' plugin entry points (pluggy) when a
     # database is first wrapped.
