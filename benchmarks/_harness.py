@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -12,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "percentile", "run_benchmarks"]
+__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "percentile", "run_benchmarks",
+           "stop_process"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,21 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def stop_process(proc: asyncio.subprocess.Process, within: float = 10.0) -> None:
+    """SIGTERM ``proc`` (a clean shutdown), SIGKILL it if it is not gone ``within``
+    seconds (a child blocked writing to a pipe nobody reads never acts on SIGTERM), and
+    reap it. A process that already exited is only reaped."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    try:
+        async with asyncio.timeout(within):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def benchmark(name: str) -> Callable[[BenchFn], BenchFn]:

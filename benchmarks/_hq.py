@@ -22,6 +22,7 @@ from aislecast.kernel.broker import free_port
 from aislecast.kernel.const import TOKEN_ROTATION_K
 from aislecast.kernel.schema import Campaign
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
+from benchmarks._harness import stop_process
 from edge.simstore import STORE_UUID, default_zones
 from hq.accounts import Accounts
 from hq.db import HqDb
@@ -85,9 +86,7 @@ async def hq_serve(work: Path, broker_args: Sequence[str], *, extra: Sequence[st
                     await asyncio.sleep(0.1)
         yield http
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
+        await stop_process(proc, 30)
 
 
 def publish_bundle(http: int, store: str, token: str) -> None:

@@ -20,7 +20,6 @@ better one; ``--quick`` runs one round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from aislecast.kernel.procinfo import rss_mib
 from aislecast.kernel.schema import Campaign, Creative, Trigger
 from aislecast.kernel.signing import Signer, public_key_pem
 from aislecast.kernel.tokens import eid_for
-from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
+from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile, stop_process
 from benchmarks._hq import hq_serve, publish_bundle, seed_hq
 from edge.advert import Advertisement
 from edge.frames import encode_eddystone_eid
@@ -172,15 +171,9 @@ async def _subscriber(connect: list[str], rec: _Receipts, ready: asyncio.Event) 
             if sent is not None:
                 rec.latencies.append(float(ts_s) - sent)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 2)
-        except TimeoutError:
-            # blocked writing to the pipe nobody reads any more (a backlog of offers after
-            # an overloaded sweep), it never gets to act on SIGTERM: seen as a hung bench
-            proc.kill()
-            await proc.wait()
+        # 2 s: blocked writing to the pipe nobody reads any more (a backlog of offers
+        # after an overloaded sweep), it never gets to act on SIGTERM (seen as a hung bench)
+        await stop_process(proc, 2)
 
 
 async def _drive(gw: Gateway, shoppers: list[_Shopper], rec: _Receipts, rate: float,

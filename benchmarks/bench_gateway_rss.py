@@ -39,7 +39,7 @@ from aislecast.kernel.const import TOKEN_EPOCHS_AHEAD, TOKEN_ROTATION_K
 from aislecast.kernel.procinfo import rss_mib
 from aislecast.kernel.schema import Campaign, Creative, TokenTable, Trigger
 from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
-from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._harness import BenchOptions, Measurement, benchmark, stop_process
 from edge.simstore import STORE_UUID, default_zones
 from gateway.identity import IdentityResolver
 from hq.db import HqDb
@@ -95,14 +95,7 @@ async def _gateway_process(work: Path, config: Path) -> AsyncIterator[asyncio.su
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, 10)
 
 
 async def _wait_applied(client: aiomqtt.Client, version: int, proc: asyncio.subprocess.Process,

@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from aislecast.kernel.schema import Campaign, Caps, Creative, Trigger
+from benchmarks._harness import stop_process
 from edge.simstore import default_zones
 
 __all__ = ["GATEWAY", "STORE", "ZONES", "GatewayProcess", "OutboxSnapshot", "integrity",
@@ -127,12 +128,5 @@ class GatewayProcess:
     async def stop(self) -> OutboxSnapshot:
         """SIGTERM (a clean shutdown), then the same reading as after a kill."""
         assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                async with asyncio.timeout(30):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc, 30)
         return await asyncio.to_thread(_snapshot, self.db_path)

@@ -44,7 +44,7 @@ from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.campaign import Caps, Schedule, Window
 from aislecast.kernel.schema import Campaign, Creative, Trigger
 from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
-from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._harness import BenchOptions, Measurement, benchmark, stop_process
 from benchmarks.soak_report import SoakRun, summarize, write_report
 from edge.simstore import STORE_UUID, default_zones
 from hq.db import HqDb
@@ -147,14 +147,7 @@ async def _child(role: str, plan: Path, err: Path) -> AsyncIterator[asyncio.subp
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(15):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, 15)
 
 
 async def _started(proc: asyncio.subprocess.Process, role: str, err: Path) -> None:
