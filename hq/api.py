@@ -267,6 +267,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     ingest.listeners.append(board.on_events)  # the console's "last event" per gateway
     ingest.listeners.append(live.on_events)  # and its pushed updates
     service.campaign_listeners.append(live.on_campaign)
+    board.listeners.append(live.on_gateway)
     # the last added runs first: count everything, then identify, then limit the body
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, stats=auth)
     app.add_middleware(AuthMiddleware, accounts=accounts, audit=audit_log, stats=auth)

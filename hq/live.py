@@ -1,7 +1,8 @@
 """Live updates for the console: ``GET /api/live``, a server-sent event stream.
 
-Ingest (an :class:`~hq.ingest.Ingest` listener, after each stored batch) and campaign
-saves (:attr:`hq.service.HqService.campaign_listeners`) tell the :class:`LiveHub` which
+Ingest (an :class:`~hq.ingest.Ingest` listener, after each stored batch), campaign
+saves (:attr:`hq.service.HqService.campaign_listeners`) and gateway state changes
+(:attr:`hq.console.GatewayBoard.listeners`) tell the :class:`LiveHub` which
 stores and campaigns changed; the hub tells every connected console that may see one
 of those stores (store staff: theirs only), and the page fetches the numbers it shows.
 A notification carries ids, never shopper data::
@@ -15,7 +16,11 @@ is refused with 503 and ``Retry-After``), and a client's pending notifications a
 ``max_ids`` long (beyond that it is told ``{"all": true}``: refetch everything).
 A comment line every ``heartbeat_s`` keeps proxies from closing an idle stream and
 lets HQ notice a client that went away. ``retry: 2000`` tells the browser's
-EventSource to reconnect two seconds after a drop. Notifications may come from worker
+EventSource to reconnect two seconds after a drop. A stream ends after ``max_age_s``
+(five minutes) and the browser reconnects, so a session that expired or was ended
+(logout, a disabled user) stops receiving within that time: the reconnect is
+authenticated afresh. Each stream starts with ``event: hello``, on which the console
+refetches what it shows (it may have missed changes while disconnected). Notifications may come from worker
 threads (PostgreSQL ingest): they are handed to the event loop thread-safely.
 
 Each HQ worker's hub hears its own ingest only: with several workers behind a load
@@ -66,8 +71,9 @@ class _Client:
 
 class LiveHub:
     def __init__(self, *, max_clients: int = 64, max_ids: int = 256,
-                 heartbeat_s: float = 15.0) -> None:
+                 heartbeat_s: float = 15.0, max_age_s: float = 300.0) -> None:
         self.max_clients, self.max_ids, self.heartbeat_s = max_clients, max_ids, heartbeat_s
+        self.max_age_s = max_age_s
         self.stats = LiveStats()
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,6 +88,10 @@ class LiveHub:
     def on_campaign(self, c: Campaign) -> None:
         """A campaign was saved (created, edited, paused, resumed)."""
         self._notify("campaign", set(c.stores), {c.id}, 0)
+
+    def on_gateway(self, store: str) -> None:
+        """A gateway of ``store`` changed state (online, offline, a health problem)."""
+        self._notify("gateway", {store}, set(), 0)
 
     def _notify(self, kind: str, stores: set[str], campaigns: set[str], n: int) -> None:
         loop = self._loop
@@ -128,7 +138,8 @@ class LiveHub:
         """The SSE bytes for ``c`` until HQ closes the hub or the client goes away."""
         try:
             yield f"retry: {_RETRY_MS}\nevent: hello\ndata: {{\"at\": {time.time():.3f}}}\n\n".encode()
-            while not self._closed:
+            end = time.monotonic() + self.max_age_s
+            while not self._closed and time.monotonic() < end:
                 try:
                     await asyncio.wait_for(c.wake.wait(), self.heartbeat_s)
                 except TimeoutError:
