@@ -61,7 +61,7 @@ class LiveStats:
     overflowed: int = count("pending notifications cut to 'refetch all' (a slow client)")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashed by identity: a set of clients
 class _Client:
     stores: frozenset[str] | None
     wake: asyncio.Event = field(default_factory=asyncio.Event)

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from fastapi import APIRouter, FastAPI, Query, Response
+from starlette.routing import Match
 
 from hq.authz import visible_campaign
 from hq.db import HqDb
@@ -103,5 +104,6 @@ def _router() -> APIRouter:
 
 def mount_series(app: FastAPI) -> None:
     """Serve :data:`FUNNEL_PATH` unless another router (rollups) already does."""
-    if not any(getattr(r, "path", None) == FUNNEL_PATH for r in app.routes):
+    probe = {"type": "http", "path": FUNNEL_PATH, "method": "GET", "root_path": ""}
+    if not any(r.matches(probe)[0] is Match.FULL for r in app.router.routes):
         app.include_router(_router())
