@@ -30,14 +30,14 @@ function storeWeek(store, campaigns, dates) {
     ...dates.map((d, i) => el("th", { scope: "col" }, `${DAYS[i]} ${d.getDate()}`)));
   const rows = mine.map((c) => {
     const active = c.status === "live" || c.status === "scheduled";
-    return el("tr", { "data-campaign": c.id, class: active ? "" : "inactive" },
+    return el("tr", { "data-calendar-campaign": c.id, class: active ? "" : "inactive" },
       el("th", { scope: "row" }, c.name, el("span", { class: "sub" }, c.status)),
       ...dates.map((d, i) => {
         const spans = runsOn(c, d, i + 1);
         return el("td", { class: spans.length ? "runs" : "", "data-day": String(i + 1) }, spans.join(", "));
       }));
   });
-  return el("div", { class: "store-week", "data-store": store.id },
+  return el("div", { class: "store-week", "data-calendar-store": store.id },
     el("h3", {}, `${store.name} `, el("span", { class: "muted" }, `${store.id} · times in ${store.tz || "store time"}`)),
     rows.length ? el("div", { class: "scroll" }, el("table", { class: "calendar" },
       el("caption", { class: "sr-only" }, `This week's campaigns at ${store.name}`),

@@ -74,7 +74,7 @@ const CAMPAIGN_FORM = [
 ];
 
 const editor = { role: null, loaded: null, campaigns: [] };
-const fieldId = (path) => `ed-${path.replace(/[^a-z0-9]+/gi, "-")}`;
+const fieldId = (path) => `ed-${path.replace(/[^a-z0-9_]+/gi, "-").replace(/-$/, "")}`;
 const errorBox = (path) => el("p", { class: "field-error", "data-error-for": path, hidden: true });
 
 function defaults(spec) {

@@ -67,7 +67,7 @@ function renderHeatmap(rows) {
   const max = Math.max(1, ...rows.map((r) => r.deliveries));
   const at = new Map(rows.map((r) => [`${r.store ?? ""}/${r.key}`, r]));
   const head = el("tr", {}, el("th", { scope: "col" }, "Store"), ...zones.map((z) => el("th", { scope: "col", class: "num" }, z)));
-  const body = stores.map((s) => el("tr", { "data-store": s }, el("th", { scope: "row" }, s || "–"), ...zones.map((z) => {
+  const body = stores.map((s) => el("tr", { "data-heat-store": s }, el("th", { scope: "row" }, s || "–"), ...zones.map((z) => {
     const n = at.get(`${s}/${z}`)?.deliveries ?? 0;
     const td = el("td", { class: "num heat", "data-zone": z }, int(n));
     td.style.setProperty("--heat", String(n / max));
