@@ -22,8 +22,8 @@ const TRIGGER = {
 };
 const CREATIVE = {
   id: { t: "str", label: "Variant id", def: "a" },
-  title: { t: "str", label: "Title", def: "" },
-  body: { t: "str", label: "Body", def: "" },
+  title: { t: "str", label: "Headline", def: "" },
+  body: { t: "str", label: "Variant text", def: "" },
   format: { t: "enum", label: "Format", options: ["banner", "button", "landing", "coupon"] },
   cta: { t: "str", label: "Button text", def: "Open" },
   url: { t: "optstr", label: "Link (https://…)" },
