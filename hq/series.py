@@ -66,10 +66,11 @@ def funnel_rows(db: HqDb, by: By, campaign: str | None = None,
             return []
         where.append(f"e.store IN ({','.join('?' * len(stores))})")
         params.extend(sorted(stores))
+    join = ("" if by in {"hour", "store"} else  # feedback rows lack only zone and variant
+            " LEFT JOIN events p ON p.offer = e.offer AND p.kind = 'offer_published'"
+            " AND e.kind <> 'offer_published'")
     sql = (f"SELECT {key}, e.store, e.kind, count(*), count(DISTINCT e.inbox) FROM events e"  # noqa: S608 - fixed text, values are placeholders
-           " LEFT JOIN events p ON p.offer = e.offer AND p.kind = 'offer_published'"
-           " AND e.kind <> 'offer_published'"
-           f" WHERE {' AND '.join(where)} GROUP BY {key}, e.store, e.kind")
+           f"{join} WHERE {' AND '.join(where)} GROUP BY {key}, e.store, e.kind")
     rows: dict[tuple[Any, str], dict[str, Any]] = {}
     for k, store, kind, n, shoppers in db.query(sql, params):
         if k is None:
