@@ -79,7 +79,8 @@ async def _publish(port: int, i: int) -> None:
 async def _first_paint(page: Any, base: str) -> tuple[float, float]:
     await page.goto(f"{base}/console")
     await page.wait_for_function(
-        """() => { const td = document.querySelector('#campaigns tr[data-campaign="bench-deal"] [data-field="impressions"]');
+        """() => { const td = document.querySelector(
+                     '#campaigns tr[data-campaign="bench-deal"] [data-field="impressions"]');
                    return td && td.textContent !== "" && td.textContent !== "0"; }""", timeout=30_000)
     numbers = float(await page.evaluate("performance.now()"))
     fcp = float(await page.evaluate(
@@ -153,7 +154,7 @@ async def _run(work: Path, samples: int, repeats: int) -> dict[str, Any]:
 
 @benchmark("console")
 async def bench_console(opts: BenchOptions) -> list[Measurement]:
-    if not Path(_CHROMIUM).exists():
+    if not await asyncio.to_thread(Path(_CHROMIUM).exists):
         raise AislecastError(f"chromium is not installed at {_CHROMIUM} (apt-get install chromium, "
                              "or set AISLECAST_CHROMIUM)")
     samples, repeats = (5, 3) if opts.quick else (20, 10)

@@ -114,7 +114,8 @@ async def _create_through_the_form(page: Any, svc: HqService) -> None:
     assert [cr.id for cr in c.creatives] == ["a", "b"] and c.caps.per_day == 2
     assert [(w.start, w.end, w.days) for w in c.schedule.windows] == [("07:00", "11:00", [1, 2, 3, 4, 5])]
     # the calendar shows it on weekdays only, pushed (no reload)
-    cal = page.locator(f'#calendar [data-calendar-store="{STORE}"] tr[data-calendar-campaign="bakery-morning"]')
+    cal = page.locator(f'#calendar [data-calendar-store="{STORE}"] '
+                       'tr[data-calendar-campaign="bakery-morning"]')
     await cal.locator('td[data-day="1"]').filter(has_text="07:00\u201311:00").wait_for(timeout=10_000)
     assert await cal.locator('td[data-day="7"]').text_content() == ""
     await page.screenshot(path=str(ARTIFACTS / "editor-1-created.png"), full_page=True)
