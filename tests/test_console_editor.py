@@ -28,7 +28,7 @@ from hq.accounts import Accounts
 from hq.server import HqServer
 from hq.service import HqService
 from tests.harness import STORE, enter_campaign, until
-from tests.test_console import ARTIFACTS, PASSWORD, browser_page
+from tests.test_console import ARTIFACTS, PASSWORD, _log_in, browser_page
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,12 +47,8 @@ async def hq_with_store(broker: MosquittoProcess, tmp_path: Path) -> AsyncIterat
 
 
 async def log_in(page: Any, base: str, name: str) -> None:
-    await page.goto(f"{base}/console")
-    await page.wait_for_url(f"{base}/console/login")
-    await page.get_by_label("User name").fill(name)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Log in").click()
-    await page.wait_for_url(f"{base}/console")
+    """test_console's login, then until the live stream is open."""
+    await _log_in(page, base, name)
     await page.locator('#live[data-state="online"]').wait_for(timeout=15_000)
 
 

@@ -4,6 +4,7 @@ bounded, role-filtered push of hq.live (its hub directly, and GET /api/live over
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,7 +87,7 @@ async def test_the_stand_in_funnel_route_gives_way_to_another() -> None:
     mount_series(app)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
         assert (await c.get(FUNNEL_PATH)).json() == {"from": "rollups"}
-    # without rollups, create_app's stand-in answers: test_live_route_needs_a_login_and_streams
+    # without rollups, create_app's stand-in answers: test_live_and_funnel_routes_check_their_callers
 
 
 async def _next(stream: object) -> bytes:
@@ -138,13 +139,28 @@ async def test_hub_hears_worker_threads() -> None:
     hub.close()
 
 
-async def test_live_route_needs_a_login_and_streams(tmp_path: Path) -> None:
+async def test_live_and_funnel_routes_check_their_callers(tmp_path: Path) -> None:
     db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
     service = HqService(db, Signer(load_or_create_signing_key(tmp_path / "k.pem")))
     ingest = Ingest(db)
     app = create_app(service, ingest)
     transport = httpx.ASGITransport(app=app)
+    service.upsert_campaign(Campaign(id="c1", name="n", stores=["s1"],
+                                     creatives=[Creative(id="a", title="t")]))
+    Ingest(db).store_events(_offer(1, time.time() - HOUR, "a", "produce"))
     async with httpx.AsyncClient(transport=transport, base_url="http://hq") as c:
         assert (await c.get("/api/live")).status_code == 401
-        assert (await c.get(FUNNEL_PATH, headers=bearer(token_for(db, "analyst")))).json()["rows"] == []
+        assert (await c.get(FUNNEL_PATH)).status_code == 401
+        analyst = bearer(token_for(db, "analyst"))
+        r = await c.get(FUNNEL_PATH, params={"campaign": "c1", "by": "variant", "hours": 2160},
+                        headers=analyst)
+        assert r.status_code == 200 and r.json()["rows"][0]["key"] == "a"
+        # store staff of another store: 404, the same body as a campaign that does not exist
+        staff = bearer(token_for(db, "store_staff", stores=["s9"]))
+        hidden = await c.get(FUNNEL_PATH, params={"campaign": "c1"}, headers=staff)
+        missing = await c.get(FUNNEL_PATH, params={"campaign": "nope"}, headers=staff)
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["detail"].replace("c1", "nope") == missing.json()["detail"]
+        bad = await c.get(FUNNEL_PATH, params={"by": "shopper"}, headers=analyst)
+        assert bad.status_code == 422 and "by" in bad.text
     db.close()
