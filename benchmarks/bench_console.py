@@ -5,7 +5,8 @@ store and one campaign carrying 90 days of hourly funnel events (2,160 hours x 5
 kinds), and Debian's chromium driven by Playwright, logged in as an analyst. Rows:
 
 - first contentful paint of ``/console`` (the browser's own ``first-contentful-paint``
-  entry) and the time until the campaigns table shows its numbers;
+  entry) and the time from navigation until the campaigns table shows its numbers
+  (a MutationObserver in the page, on the page's clock);
 - update latency, **event ingested -> number on screen** (goal < 1 s): a gateway's
   batch of one offer is published over MQTT; the clock starts when HQ's ingest has
   stored it (an ingest listener in this process) and stops when a MutationObserver in
@@ -76,13 +77,23 @@ async def _publish(port: int, i: int) -> None:
         await c.publish(topics.gateway_events(_STORE, "gw-b"), encode(batch), qos=1)
 
 
+# Installed before the page's own scripts: when the campaign's impressions first show a
+# number, in the page's clock (the Python side shares its event loop with HQ, so its
+# own clock would add HQ's work to the page's).
+_NUMBERS_AT = """new MutationObserver((_, obs) => {
+  const td = document.querySelector('#campaigns tr[data-campaign="bench-deal"] [data-field="impressions"]');
+  if (td && td.textContent !== "" && td.textContent !== "0") {
+    window.__numbersAt = performance.now();
+    obs.disconnect();
+  }
+}).observe(document, {childList: true, characterData: true, subtree: true});"""
+
+
 async def _first_paint(page: Any, base: str) -> tuple[float, float]:
+    await page.add_init_script(_NUMBERS_AT)
     await page.goto(f"{base}/console")
-    await page.wait_for_function(
-        """() => { const td = document.querySelector(
-                     '#campaigns tr[data-campaign="bench-deal"] [data-field="impressions"]');
-                   return td && td.textContent !== "" && td.textContent !== "0"; }""", timeout=30_000)
-    numbers = float(await page.evaluate("performance.now()"))
+    await page.wait_for_function("window.__numbersAt !== undefined", timeout=30_000)
+    numbers = float(await page.evaluate("window.__numbersAt"))
     fcp = float(await page.evaluate(
         "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1"))
     return fcp, numbers

@@ -201,4 +201,5 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#flash").addEventListener("submit", sendFlash);
   $("#logout").addEventListener("submit", logout);
   window.addEventListener("aislecast:live", refreshSoon);  // hello (after each connect), ingest, campaign
+  refreshSoon();  // now, not only once the live stream says hello
 });

@@ -98,8 +98,9 @@ async function loadInsights() {
 }
 const loadInsightsSoon = coalesced(() => loadInsights().catch((err) => notify(`Results: ${err.message}`, true)));
 
-// The charts' queries scan more than the table's: on ingest they wait CHART_DELAY_MS, so
-// the table's numbers come first, and a burst of batches costs one reload.
+// The charts' queries scan more than the table's: on connect and on ingest they wait
+// CHART_DELAY_MS, so the table's numbers come first, and a burst of batches costs one
+// reload. Picking a campaign or a period loads at once.
 const CHART_DELAY_MS = 400;
 let chartTimer = null;
 function chartsLater() {
@@ -113,7 +114,7 @@ async function listResults() {
   sel.replaceChildren(el("option", { value: "" }, "Choose a campaign"),
     ...list.map((c) => el("option", { value: c.id }, `${c.name} (${c.id})`)));
   sel.value = list.some((c) => c.id === keep) ? keep : (list[0]?.id ?? "");
-  if (sel.value !== insights.campaign) { insights.campaign = sel.value; loadInsightsSoon(); }
+  if (sel.value !== insights.campaign) { insights.campaign = sel.value; chartsLater(); }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -122,7 +123,7 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("aislecast:live", (ev) => {
     const d = ev.detail;
     if (d.kind === "hello" || d.kind === "campaign") listResults().catch(() => {});
-    if (d.kind === "hello") loadInsightsSoon();
+    if (d.kind === "hello") chartsLater();
     else if (d.all || (d.campaigns ?? []).includes(insights.campaign)) chartsLater();
   });
 });
