@@ -115,6 +115,11 @@ async def _create_through_the_form(page: Any, svc: HqService) -> None:
     await cal.locator('td[data-day="1"]').filter(has_text="07:00\u201311:00").wait_for(timeout=10_000)
     assert await cal.locator('td[data-day="7"]').text_content() == ""
     await page.screenshot(path=str(ARTIFACTS / "editor-1-created.png"), full_page=True)
+    # the form holds every field: read back as JSON it is the stored campaign, exactly
+    await page.locator(".json-view summary").click()
+    await page.get_by_role("button", name="Show the form as JSON").click()
+    shown = json.loads(await page.locator("#editor-json").input_value())
+    assert shown == msgspec.to_builtins(svc.get_campaign("bakery-morning"))
 
 
 async def _refused_edits_change_nothing(page: Any, svc: HqService) -> None:
@@ -136,7 +141,6 @@ async def _refused_edits_change_nothing(page: Any, svc: HqService) -> None:
     await page.screenshot(path=str(ARTIFACTS / "editor-2-refused-inline.png"), full_page=True)
 
     # msgspec's type errors name the field too (the JSON view sends any shape)
-    await page.locator(".json-view summary").click()
     bad = {**msgspec.to_builtins(before), "caps": {"per_shopper": "many"}}
     await page.locator("#editor-json").fill(json.dumps(bad))
     await page.get_by_role("button", name="Save this JSON").click()
