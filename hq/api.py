@@ -28,11 +28,13 @@ from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
 from hq.console import GatewayBoard, mount_console
 from hq.deps import PrincipalDep, ServiceDep, audit
 from hq.ingest import Ingest
+from hq.live import LiveHub, live_router
 from hq.login import login_router
 from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
+from hq.series import mount_series
 from hq.service import Enrollment, HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
 
@@ -256,11 +258,16 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.broker_feed = feed  # HqServer closes it first on the way out (held requests)
     app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.alerts = alerts = alerts or AlertWatch(board)
+    app.state.live = live = LiveHub()  # GET /api/live (hq.live); HqServer closes it on exit
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
                                    "broker_feed": feed.stats, "alerts": alerts.stats,
+                                   "live": live.stats,
                                    **(stats or {})})
     ingest.listeners.append(board.on_events)  # the console's "last event" per gateway
+    ingest.listeners.append(live.on_events)  # and its pushed updates
+    service.campaign_listeners.append(live.on_campaign)
+    board.listeners.append(live.on_gateway)
     # the last added runs first: count everything, then identify, then limit the body
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, stats=auth)
     app.add_middleware(AuthMiddleware, accounts=accounts, audit=audit_log, stats=auth)
@@ -298,6 +305,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     async def _not_found(_: Request, exc: NotFound) -> Response:
         return _json({"detail": str(exc)}, 404)
 
-    for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed)):
+    for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
+                   live_router(live)):
         app.include_router(router)
+    mount_series(app)  # GET /api/analytics/funnel, unless a router above serves it
     return app

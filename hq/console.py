@@ -1,8 +1,10 @@
 """The marketers' web console: static pages under ``/console`` and the JSON they poll.
 
 No build step and no CDN: ``hq/static`` holds plain HTML, CSS and JS shipped as
-package data. The page polls these every two seconds, and ``GET /api/alerts``
-(:mod:`hq.alerts`) for its alerts panel:
+package data (vendored libraries in ``hq/static/vendor``, see its README). The page
+fetches these, and ``GET /api/alerts`` (:mod:`hq.alerts`) for its alerts panel, when
+it connects and whenever HQ pushes a change on ``GET /api/live`` (:mod:`hq.live`:
+ingested batches, campaign saves, gateway state changes through :attr:`GatewayBoard.listeners`):
 
 - ``GET /api/console/campaigns``: every campaign with its live funnel (impressions,
   deliveries, opens, clicks, CTR, redemptions, lift with its 95 % interval);
@@ -21,6 +23,7 @@ store staff see only their stores' campaigns and gateways.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Annotated, Any
@@ -75,6 +78,7 @@ class GatewayBoard:
     def __init__(self) -> None:
         self._gws: dict[tuple[str, str], GatewayView] = {}
         self.stats = BoardStats()
+        self.listeners: list[Callable[[str], None]] = []  # store id, after a state change
 
     def _view(self, store: str, gateway: str) -> GatewayView:
         return self._gws.setdefault((store, gateway), GatewayView(store, gateway))
@@ -83,6 +87,7 @@ class GatewayBoard:
         if not payload:  # an empty retained message clears a decommissioned gateway
             self._gws.pop((store, gateway), None)
             self.stats.cleared += 1
+            self._changed(store)
             return
         try:
             st = decode(payload, GatewayState)
@@ -96,6 +101,11 @@ class GatewayBoard:
         v.shoppers_present = int(st.metrics.get("shoppers_present", 0))
         v.outbox_rows = int(st.metrics.get("outbox_rows", 0))
         v.problem, v.warning = st.problem, st.warning
+        self._changed(store)
+
+    def _changed(self, store: str) -> None:
+        for fn in self.listeners:
+            fn(store)
 
     def on_events(self, events: list[Event]) -> None:
         """An :class:`~hq.ingest.Ingest` listener."""

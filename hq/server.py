@@ -411,6 +411,7 @@ class HqServer:
         if http is not None and self._tasks:
             if self._parts is not None:  # long polls of remote brokers' syncs end now
                 self._parts.app.state.broker_feed.close()
+                self._parts.app.state.live.close()  # and the consoles' live streams
             http.should_exit = True  # uvicorn closes its sockets and connections itself
             await asyncio.wait(self._tasks[:1], timeout=HTTP_SHUTDOWN_S + 1.0)
         for task in self._tasks:

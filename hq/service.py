@@ -11,6 +11,7 @@ import functools
 import re
 import time
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -149,6 +150,7 @@ class HqService:
         self._eid_cache: dict[tuple[str, int], str] = {}
         self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
         self.stats = ServiceStats()
+        self.campaign_listeners: list[Callable[[Campaign], None]] = []  # after each save
 
     def refuse(self, what: str, problems: list[str]) -> None:
         """Raise :class:`InvalidInput` (422) for ``problems``, if any, counted and logged once."""
@@ -211,6 +213,8 @@ class HqService:
             " updated_at = excluded.updated_at",
             (c.id, msgspec.json.encode(c).decode(), c.status, time.time()),
         )
+        for fn in self.campaign_listeners:
+            fn(c)
 
     def campaigns(self, store: str | None = None) -> list[Campaign]:
         out = [decode(r[0], Campaign) for r in self.db.query("SELECT body FROM campaigns ORDER BY id")]

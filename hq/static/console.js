@@ -1,8 +1,8 @@
-// aislecast HQ console: polls HQ's JSON every 2 s and renders alerts, campaigns and gateways.
+// aislecast HQ console: renders alerts, campaigns and gateways from HQ's JSON, fetched
+// again whenever HQ pushes a change (live.js: "aislecast:live" events), never polled.
 // Plain DOM, no framework; values are set with textContent only (never innerHTML).
 "use strict";
 
-const REFRESH_MS = 2000;
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, attrs = {}, ...children) {
@@ -161,11 +161,10 @@ async function refresh() {
     renderStores(s);
     $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (err) {
-    $("#updated").textContent = `HQ unreachable (${err.message}); retrying`;
-  } finally {
-    setTimeout(refresh, REFRESH_MS);
+    $("#updated").textContent = `HQ unreachable (${err.message}); waiting for it`;
   }
 }
+const refreshSoon = coalesced(refresh);  // live.js
 
 async function toggle(id, status) {
   const action = status === "live" || status === "scheduled" ? "pause" : "resume";
@@ -201,5 +200,6 @@ async function logout(ev) {
 document.addEventListener("DOMContentLoaded", () => {
   $("#flash").addEventListener("submit", sendFlash);
   $("#logout").addEventListener("submit", logout);
-  refresh();
+  window.addEventListener("aislecast:live", refreshSoon);  // hello (after each connect), ingest, campaign
+  refreshSoon();  // now, not only once the live stream says hello
 });
