@@ -232,3 +232,11 @@ class Outbox:
             raise
         self._count -= deleted
         return deleted, len(changed)
+
+    def purge_events_before(self, cutoff: float) -> int:
+        """Delete events made before ``cutoff`` that were never sent (gateway.retention)."""
+        before = self.conn.total_changes
+        self.conn.execute("DELETE FROM outbox WHERE kind = 'event' AND created_at < ?", (cutoff,))
+        n = self.conn.total_changes - before
+        self._count -= n
+        return n

@@ -35,6 +35,7 @@ from gateway.pooling import SightingPool
 from gateway.presence import PresenceEngine
 from gateway.publisher import OutboxPublisher
 from gateway.recorder import EventMaker, EventRecorder
+from gateway.retention import EdgeRetention
 from gateway.schedule import ScheduleTicker
 from gateway.storage import open_db
 from gateway.taps import TapRouter
@@ -102,6 +103,7 @@ class GatewayParts:
         # enrolments, opt-ins, opt-outs and erasures from deltas, held over older bundles
         self.consent = ConsentOverlay(self.identity, self.decider, self.decider.ledger,
                                       self.visits, self.presence, self.outbox)
+        self.retention = EdgeRetention(db, self.outbox, self.decider.ledger)  # from the ticker
         self.bundles = BundleStore(db, verifier, cfg.store, on_bundle=self.apply_bundle,
                                    on_delta=self.apply_delta)
 
