@@ -38,6 +38,7 @@ _HELP = textwrap.dedent(
       aislecast phone enroll --hq https://hq.example.com --hq-ca ca.crt > me.json
       aislecast phone listen --me me.json --broker 127.0.0.1:1883     # print offers as they come
       aislecast phone listen --me me.json --broker mqtt.example:8883 --tls-ca ca.crt   # over TLS
+      aislecast phone listen --me me.json --sightings-stdin   # and sightings, one connection
       aislecast phone sight --me me.json --store store-1 --beacon b-bakery --rssi -62
       aislecast phone token --me me.json                              # today's rotating token
     """
@@ -57,7 +58,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"the CA HQ's HTTPS certificate must verify against (default: "
                         f"${HQ_CA_ENV}, else the system's trust store)")
     e.add_argument("--consent", action="append", default=None,
-                   help="consent purpose (repeatable; default: offers)")
+                   help="consent purpose: offers, personalisation or analytics (repeatable; "
+                        "default: offers)")
+    e.add_argument("--home-store", action="append", default=[], metavar="STORE",
+                   help="a store the shopper shops at (repeatable; default: every store)")
     e.set_defaults(func=config_exit_code(_enroll))
     for name, fn, helptext in (("listen", _listen, "print offers sent to this phone"),
                                ("sight", _sight, "publish a phone-observed beacon sighting"),
@@ -112,7 +116,8 @@ def _enroll(args: argparse.Namespace) -> int:
         print(f"aislecast: error: --token: no wallet token (nor ${WALLET_TOKEN_ENV}) "
               "(issue one with: aislecast hq tokens issue --kind wallet)", file=sys.stderr)
         return 2
-    body = json.dumps({"consents": args.consent or ["offers"]}).encode()
+    body = json.dumps({"consents": args.consent or ["offers"],
+                       "home_stores": args.home_store}).encode()
     req = urllib.request.Request(f"{args.hq.rstrip('/')}/api/shoppers", data=body,  # noqa: S310
                                  headers={"Content-Type": "application/json",
                                           "Authorization": f"Bearer {token}"}, method="POST")
