@@ -51,7 +51,7 @@ class _StandIn:
         self.at: float | None = None
 
     async def on(self, msg: aiomqtt.Message) -> None:
-        d = decode(self.verifier.open(bytes(msg.payload), "delta"), BundleDelta)  # type: ignore[arg-type]
+        d = decode(self.verifier.open(bytes(msg.payload), "delta"), BundleDelta)
         self.identity.admit(d.opt_ins, d.tokens)
         want = self.want
         if want is not None and self.at is None and self.identity.resolve(want[0], time.time()) == want[1]:

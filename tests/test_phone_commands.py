@@ -44,8 +44,8 @@ async def test_sight_beside_listen_does_not_kick_it(broker: MosquittoProcess, tm
         await listening.link.wait_connected(10)
 
         async def collect() -> None:
-            async for m in watch.messages:  # noqa: PERF401 - as they come, not at the end
-                got.append(decode(bytes(m.payload), PhoneSighting))
+            async for m in watch.messages:
+                got.append(decode(bytes(m.payload), PhoneSighting))  # noqa: PERF401 - as they come
 
         task = asyncio.create_task(collect())
         argv = ["phone", "sight", "--me", str(me), "--broker", f"127.0.0.1:{broker.port}",
