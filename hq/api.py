@@ -32,6 +32,7 @@ from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
+from hq.rights import source_of
 from hq.rights_api import rights_router
 from hq.service import HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
@@ -199,8 +200,8 @@ def _shopper_router() -> APIRouter:
 
     # enrolment (POST /api/shoppers, /api/enroll), consent, export, erase: hq.rights_api
     @router.post("/api/shoppers/{inbox}/opt-out")
-    async def opt_out(inbox: str, request: Request, service: ServiceDep) -> Response:
-        await service.opt_out(inbox)
+    async def opt_out(inbox: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
+        await service.opt_out(inbox, source=source_of(p))  # withdraws "offers" (hq.consent)
         audit(request, "shopper.opt_out", f"shopper:{inbox}", after={"opted_out": True})
         return _json({"inbox": inbox, "opted_out": True})
 
