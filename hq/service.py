@@ -314,6 +314,9 @@ class HqService:
     def build_bundle(self, store_id: str, now: float | None = None) -> Bundle:
         now = time.time() if now is None else now
         store = self.get_store(store_id)
+        # read before the shoppers: a delta sent while this bundle is built has a higher
+        # seq, so gateways apply it again on top of the bundle (gateway.consent)
+        delta_seq = self._delta_seq(store_id)
         version = self._bump("bundle_version", store_id)
         live = [c for c in self.campaigns(store_id) if c.status in {"live", "scheduled"}]
         return Bundle(
@@ -321,7 +324,7 @@ class HqService:
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
             token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
-            delta_seq=self._delta_seq(store_id), keys=list(self.signer.notices),
+            delta_seq=delta_seq, keys=list(self.signer.notices),
             gateways=self.credentials.gateways_of(store_id),
         )
 

@@ -3,12 +3,16 @@ gateway's day-old history and cap ledger (gateway.retention), with moved clocks.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.errors import ConfigError
+from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import Event
 from gateway.caps import CapLedger, Charge
 from gateway.outbox import Outbox
@@ -18,8 +22,10 @@ from hq.config import load_hq_config
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.retention import EVENTS_DAYS, EventRetention
+from hq.server import HqServer
 from tests.conftest_pg import BACKENDS, hq_url
 from tests.fakeclock import FakeClock
+from tests.harness import until
 
 _DAY = 86_400.0
 
@@ -81,3 +87,18 @@ def test_the_gateway_keeps_no_history_older_than_a_day(tmp_path: Path) -> None:
     assert retention.tick(clock.time()) is True and retention.runs == 2
     assert EDGE_HISTORY_S == _DAY
     conn.close()
+
+
+async def test_the_leader_runs_retention_as_a_named_task(broker: MosquittoProcess,
+                                                         tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/hq.sqlite"
+    db = HqDb(url)
+    now = time.time()
+    Ingest(db).store_events([Event(id="old", kind="zone_enter", ts=now - 3 * _DAY, store="s"),
+                             Event(id="new", kind="zone_enter", ts=now - 60, store="s")])
+    db.close()
+    async with HqServer(db_url=url, key_path=tmp_path / "hq.pem", http_port=0,
+                        mqtt=MqttSettings(port=broker.port), retention_days=2) as hq:
+        await until(lambda: hq.retention is not None and hq.retention.stats.runs >= 1, timeout=30)
+        assert any(t.get_name() == "hq-retention" for t in asyncio.all_tasks())
+        assert hq.db.query("SELECT id FROM events") == [("new",)]
