@@ -15,7 +15,8 @@ Service tokens act as their kind: ``gateway_provisioning`` (fetches HQ's bundle 
 ``broker_sync`` (reads the rendered broker password and ACL files, for
 ``aislecast broker sync`` next to a broker on another host). A
 ``personal`` token acts as the user who owns it, with that user's role and stores, and
-stops working when the user is disabled.
+stops working when the user is disabled. A ``shopper`` token (issued at enrolment,
+owner = the inbox) acts as ``shopper:INBOX`` on that shopper's own routes (hq.rights).
 
 Secrets: passwords are hashed with argon2id (argon2-cffi's RFC 9106 defaults, a salt
 each; memory-hard, because people choose guessable passwords). Tokens and session
@@ -244,8 +245,9 @@ class Accounts:
                 raise AccountError("--user", f"a personal token needs an existing user, not {owner!r}",
                                    hint="add --user NAME (see `aislecast hq users list`)")
         elif kind == "shopper":  # hq.consent: the shopper's own token, owner = their inbox
-            if owner is None:
-                raise AccountError("--user", "a shopper token needs the shopper's inbox as owner")
+            if owner is None or self.db.one("SELECT 1 FROM shoppers WHERE inbox = ?", (owner,)) is None:
+                raise AccountError("--user", "a shopper token needs an enrolled shopper's inbox,"
+                                   f" not {owner!r}")
         elif owner is not None:
             raise AccountError("--user", f"only personal and shopper tokens have an owner, not {kind}")
         scoped = _check_stores(kind, stores or []) if kind != "personal" or stores else []
