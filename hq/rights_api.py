@@ -28,7 +28,7 @@ _LIST_MAX: Final = 4 * len(PURPOSES)
 T = TypeVar("T")
 
 
-class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True):
+class EnrollRequest(msgspec.Struct):  # unknown fields ignored, as before
     consents: Annotated[list[str], msgspec.Meta(max_length=_LIST_MAX)] = msgspec.field(
         default_factory=lambda: ["offers"])
     home_stores: Annotated[list[str], msgspec.Meta(max_length=MAX_HOME_STORES)] = msgspec.field(
