@@ -54,6 +54,7 @@ _MODULES = (
     "benchmarks.bench_presence",
     "benchmarks.bench_creds",
     "benchmarks.bench_enrol",
+    "benchmarks.bench_enrol_delta",
     "benchmarks.bench_gateway_rss",
     "benchmarks.bench_kill",
     "benchmarks.bench_soak",

@@ -288,6 +288,7 @@ class Gateway:
                 await asyncio.sleep(0)
             parts.triggers.schedule_tick(time.time())
             parts.visits.sync(time.time(), parts.presence.present())
+            parts.retention.tick(time.time())  # day-old history, the cap ledger (gateway.retention)
             parts.beacon_health(parts.fleet.check(now))
             if parts.pool.due(now) and link.connected.is_set():
                 for payload in parts.pool.build(now, time.time()):

@@ -237,6 +237,7 @@ class BundleStore:
         self._conn.execute(
             "INSERT INTO deltas(seq, issued_at, envelope) VALUES (?, ?, ?) ON CONFLICT(seq)"
             " DO NOTHING", (delta.seq, delta.issued_at, envelope))
-        log.info("delta applied seq=%d opt_outs=%d paused=%d campaigns=%d", delta.seq,
-                 len(delta.opt_outs), len(delta.paused), len(delta.campaigns))
+        log.info("delta applied seq=%d opt_outs=%d paused=%d campaigns=%d opt_ins=%d erased=%d",
+                 delta.seq, len(delta.opt_outs), len(delta.paused), len(delta.campaigns),
+                 len(delta.opt_ins), len(delta.erased))
         return True

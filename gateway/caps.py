@@ -268,6 +268,20 @@ class CapLedger:
         self.spent[campaign] = n
         self._pending.spent[campaign] = n
 
+    def forget(self, inbox: str) -> int:
+        """An erased shopper (gateway.consent): their charges gone from the file, the
+        writes not yet made and the counts; returns the rows deleted. Budgets keep
+        their spend (a campaign's, not the shopper's)."""
+        self._pending.charges = [c for c in self._pending.charges if c[0] != inbox]
+        self._remote = [r for r in self._remote if r[0] != inbox]
+        self._seen.pop(inbox, None)
+        self.visit_of.pop(inbox, None)
+        self._orphans.pop(inbox, None)
+        self.last_offer.pop(inbox, None)
+        n = int(self._conn.execute("DELETE FROM cap_charges WHERE inbox = ?", (inbox,)).rowcount or 0)
+        self._recount()
+        return n
+
     def prune(self, now: float) -> int:
         """Delete charges older than the keep window (on start, then every
         ``PRUNE_EVERY_S`` from :meth:`tick`); returns the rows deleted. When rows went,

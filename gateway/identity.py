@@ -56,13 +56,16 @@ class IdentityResolver:
     a token of the clock's epoch is found and returned inline; one of the epochs
     around it, or sharing its text with another epoch's, goes to :meth:`_ranked`."""
 
-    __slots__ = ("_after", "_before", "_epoch_pos", "_hot", "_inbox_at", "_inbox_text", "_k",
+    __slots__ = ("_added", "_after", "_before", "_epoch_pos", "_hot", "_inbox_at", "_inbox_text", "_k",
                  "_meta", "_now", "_opted_out", "_shared", "_size", "_slots", "_text", "_window")
 
     def __init__(self) -> None:
         self._k = 9
         self._epoch_pos: dict[int, int] = {}  # epoch -> its position in the sorted epochs
         self._opted_out: set[str] = set()
+        # token -> (epoch, inbox) of shoppers admitted by deltas since the bundle (a few:
+        # looked up only when the bundle's tables miss; the next bundle carries them)
+        self._added: dict[str, tuple[int, str]] = {}
         self._index([], array("I", [0]), [""])
 
     def _index(self, tokens: list[str], meta: array[int], inboxes: list[str]) -> None:
@@ -116,6 +119,7 @@ class IdentityResolver:
         self._k = k
         self._epoch_pos = {e: pos for pos, e in enumerate(epochs)}
         self._opted_out = set(opt_outs)
+        self._added = {}
         # the inboxes as one string, never one str each: an inbox string made while the
         # bundle's 80,000 token strings are alive sits between them and keeps their
         # allocator pools from being returned once the bundle is freed (~3 MiB measured)
@@ -123,6 +127,33 @@ class IdentityResolver:
 
     def opt_out(self, inboxes: list[str]) -> None:
         self._opted_out.update(inboxes)  # the set _hot holds too
+
+    def admit(self, inboxes: list[str], tables: list[TokenTable]) -> int:
+        """Shoppers (re-)admitted by a delta, with their tokens (gateway.consent): they
+        resolve from now on, whatever opt-out came before. Returns the tokens added."""
+        self._opted_out.difference_update(inboxes)
+        n = 0
+        for t in tables:
+            for token, inbox in t.tokens.items():
+                if len(token) == _TOKEN_LEN and token.isascii():
+                    self._added[token] = (t.epoch, inbox)
+                    n += 1
+        return n
+
+    def forget(self, inboxes: list[str]) -> None:
+        """Erased shoppers: never resolve again, and their added tokens are dropped."""
+        gone = set(inboxes)
+        self._opted_out |= gone
+        self._added = {t: v for t, v in self._added.items() if v[1] not in gone}
+
+    def _resolve_added(self, token_hex: str, unix_now: float) -> str | None:
+        hit = self._added.get(token_hex)
+        if hit is None:
+            return None
+        epoch, inbox = hit
+        if abs(epoch - (int(unix_now) >> self._k)) > 1 or inbox in self._opted_out:
+            return None
+        return inbox
 
     @property
     def epochs(self) -> list[int]:
@@ -179,4 +210,4 @@ class IdentityResolver:
                 inbox = inbox_text[inbox_at[n]:inbox_at[n + 1]]
                 return None if inbox in opted_out else inbox
             i = (i + 1) % size
-        return None
+        return self._resolve_added(token_hex, unix_now) if self._added else None

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from aislecast.kernel.const import OUTBOX_MAX_ROWS
 from aislecast.kernel.errors import AislecastError
 
@@ -202,4 +204,39 @@ class Outbox:
         n = self.conn.total_changes - before
         self._count -= n
         self.dropped_expired += n
+        return n
+
+    def forget(self, inbox: str, offers_topic: str) -> tuple[int, int]:
+        """An erased shopper (gateway.consent): their offers (on ``offers_topic``) not yet
+        sent are deleted, and events about them lose the pseudonym but still go to HQ,
+        which counts them anonymously. Returns ``(offers deleted, events anonymised)``."""
+        needle = b'"inbox":' + msgspec.json.encode(inbox)
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            before = self.conn.total_changes
+            cur.execute("DELETE FROM outbox WHERE kind = 'offer' AND topic = ?", (offers_topic,))
+            deleted = self.conn.total_changes - before
+            rows = cur.execute("SELECT seq, payload FROM outbox WHERE kind = 'event'"
+                               " AND instr(payload, ?) > 0", (needle,)).fetchall()
+            changed = []
+            for seq, payload in rows:
+                body = msgspec.json.decode(bytes(payload))
+                if isinstance(body, dict) and body.get("inbox") == inbox:
+                    del body["inbox"]
+                    changed.append((msgspec.json.encode(body), seq))
+            cur.executemany("UPDATE outbox SET payload = ? WHERE seq = ?", changed)
+            cur.execute("COMMIT")
+        except BaseException:
+            self._abort(self._count)
+            raise
+        self._count -= deleted
+        return deleted, len(changed)
+
+    def purge_events_before(self, cutoff: float) -> int:
+        """Delete events made before ``cutoff`` that were never sent (gateway.retention)."""
+        before = self.conn.total_changes
+        self.conn.execute("DELETE FROM outbox WHERE kind = 'event' AND created_at < ?", (cutoff,))
+        n = self.conn.total_changes - before
+        self._count -= n
         return n

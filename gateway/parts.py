@@ -26,6 +26,7 @@ from aislecast.kernel.verify import Verifier
 from gateway.adverts import AdvertRouter
 from gateway.bundles import BundleStore
 from gateway.config import GatewayConfig
+from gateway.consent import ConsentOverlay
 from gateway.decisions import DecisionEngine, PausedCampaigns, Rejection
 from gateway.fleet import BeaconAlert, FleetHealth
 from gateway.identity import IdentityResolver
@@ -34,6 +35,7 @@ from gateway.pooling import SightingPool
 from gateway.presence import PresenceEngine
 from gateway.publisher import OutboxPublisher
 from gateway.recorder import EventMaker, EventRecorder
+from gateway.retention import EdgeRetention
 from gateway.schedule import ScheduleTicker
 from gateway.storage import open_db
 from gateway.taps import TapRouter
@@ -98,6 +100,10 @@ class GatewayParts:
                               zones=lambda: self.presence.max_radius,
                               act=self.triggers.interaction, bad=self.bad)
         self.beacons: dict[str, tuple[str, int]] = {}  # beacon id -> (zone, tx power @ 1 m)
+        # enrolments, opt-ins, opt-outs and erasures from deltas, held over older bundles
+        self.consent = ConsentOverlay(self.identity, self.decider, self.decider.ledger,
+                                      self.visits, self.presence, self.outbox)
+        self.retention = EdgeRetention(db, self.outbox, self.decider.ledger)  # from the ticker
         self.bundles = BundleStore(db, verifier, cfg.store, on_bundle=self.apply_bundle,
                                    on_delta=self.apply_delta)
 
@@ -128,6 +134,7 @@ class GatewayParts:
         self.identity.load(b.rotation_k, b.token_tables, b.opt_outs)
         self._refused(self.decider.load(b.campaigns, b.opt_outs, tz=b.store.tz,
                                         zones=[z.id for z in b.zones], model=b.model))
+        self.consent.bundle(b.delta_seq)  # consent deltas the bundle does not include yet
         self.fleet.plan(b.beacons, time.monotonic())
         self.adverts.reset_tokens()
         self.beacons = {bc.id: (bc.zone, bc.tx_power_1m) for bc in b.beacons}
@@ -136,9 +143,8 @@ class GatewayParts:
         self._on_bundle()
 
     def apply_delta(self, d: BundleDelta) -> None:
-        self.identity.opt_out(d.opt_outs)
+        self.consent.delta(d)  # opt-ins (with tokens), opt-outs, erasures
         self.adverts.reset_tokens()
-        self.decider.opt_out(d.opt_outs)
         current = self.bundles.current
         known = {c.id: c for c in current.campaigns} if current is not None else {}
         known |= {c.id: c for c in d.campaigns}

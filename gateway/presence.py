@@ -346,3 +346,7 @@ class PresenceEngine:
 
     def __len__(self) -> int:
         return len(self._shoppers)
+
+    def forget(self, shopper: str) -> None:
+        """An erased shopper: their tracks are dropped without an exit event."""
+        self._shoppers.pop(shopper, None)

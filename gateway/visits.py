@@ -148,6 +148,14 @@ class VisitBook:
     def __len__(self) -> int:
         return len(self._open)
 
+    def forget(self, inbox: str) -> int:
+        """An erased shopper (gateway.consent): their visit gone from memory and the file;
+        returns the rows deleted."""
+        self._open.pop(inbox, None)
+        self._new.pop(inbox, None)
+        self._ended.discard(inbox)
+        return int(self._conn.execute("DELETE FROM visits WHERE inbox = ?", (inbox,)).rowcount or 0)
+
     # ---- group commit -----------------------------------------------------------------
     def take_new(self) -> NewVisits:
         """The visits started since the last write, for the caller's transaction."""

@@ -15,7 +15,8 @@ Service tokens act as their kind: ``gateway_provisioning`` (fetches HQ's bundle 
 ``broker_sync`` (reads the rendered broker password and ACL files, for
 ``aislecast broker sync`` next to a broker on another host). A
 ``personal`` token acts as the user who owns it, with that user's role and stores, and
-stops working when the user is disabled.
+stops working when the user is disabled. A ``shopper`` token (issued at enrolment,
+owner = the inbox) acts as ``shopper:INBOX`` on that shopper's own routes (hq.rights).
 
 Secrets: passwords are hashed with argon2id (argon2-cffi's RFC 9106 defaults, a salt
 each; memory-hard, because people choose guessable passwords). Tokens and session
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 Role = Literal["admin", "marketer", "approver", "store_staff", "analyst"]
-Kind = Literal["gateway_provisioning", "till", "wallet", "broker_sync", "personal"]
+Kind = Literal["gateway_provisioning", "till", "wallet", "broker_sync", "personal", "shopper"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
@@ -243,8 +244,12 @@ class Accounts:
             if owner is None or self.user(owner) is None:
                 raise AccountError("--user", f"a personal token needs an existing user, not {owner!r}",
                                    hint="add --user NAME (see `aislecast hq users list`)")
+        elif kind == "shopper":  # hq.consent: the shopper's own token, owner = their inbox
+            if owner is None or self.db.one("SELECT 1 FROM shoppers WHERE inbox = ?", (owner,)) is None:
+                raise AccountError("--user", "a shopper token needs an enrolled shopper's inbox,"
+                                   f" not {owner!r}")
         elif owner is not None:
-            raise AccountError("--user", f"only personal tokens have an owner, not {kind}")
+            raise AccountError("--user", f"only personal and shopper tokens have an owner, not {kind}")
         scoped = _check_stores(kind, stores or []) if kind != "personal" or stores else []
         if ttl_s is not None and ttl_s <= 0:
             raise AccountError("--expires-days", "must be above 0")
@@ -299,6 +304,8 @@ class Accounts:
             narrowed = frozenset(stores) & user.stores if stores and user.stores else (
                 frozenset(stores) if stores else user.stores)
             return Principal(f"token:{tid}", user.role, narrowed, "bearer")
+        if kind == "shopper":  # acts only on its own inbox (hq.consent), sees no store
+            return Principal(f"shopper:{owner}", kind, frozenset(), "bearer")
         return Principal(f"token:{tid}", kind, frozenset(stores) if stores else None, "bearer")
 
     # ---- console sessions ---------------------------------------------------------

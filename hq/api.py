@@ -4,7 +4,6 @@ and MQTT accept exactly the same shapes; a bad body gets 422 naming the field.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
@@ -34,8 +33,10 @@ from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
+from hq.rights import source_of
+from hq.rights_api import rights_router
 from hq.series import mount_series
-from hq.service import Enrollment, HqService, InvalidInput, NotFound
+from hq.service import HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -46,10 +47,6 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 MAX_BODY_BYTES: Final = 1 << 20
 
 T = TypeVar("T")
-
-
-class EnrollRequest(msgspec.Struct):
-    consents: list[str] = msgspec.field(default_factory=lambda: ["offers"])
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -203,23 +200,10 @@ def _shopper_router() -> APIRouter:
     """Enrolment and opt-out (the wallet's service token), and campaign analytics."""
     router = APIRouter()
 
-    @router.post("/api/shoppers", status_code=201, openapi_extra=json_body(EnrollRequest))
-    async def enroll(request: Request, service: ServiceDep) -> Response:
-        req = await _body(request, EnrollRequest)
-
-        def enroll_audited() -> Enrollment:
-            e = service.enroll(req.consents)
-            # the identity key and broker password are the shopper's secrets: never audited
-            audit(request, "shopper.enroll", f"shopper:{e.inbox}", after={"consents": req.consents})
-            return e
-
-        # hashing the broker password and the three writes: one hop off the loop, and
-        # the audit entry is committed before the answer, as for every other change
-        return _json(await asyncio.to_thread(enroll_audited), 201)
-
+    # enrolment (POST /api/shoppers, /api/enroll), consent, export, erase: hq.rights_api
     @router.post("/api/shoppers/{inbox}/opt-out")
-    async def opt_out(inbox: str, request: Request, service: ServiceDep) -> Response:
-        await service.opt_out(inbox)
+    async def opt_out(inbox: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
+        await service.opt_out(inbox, source=source_of(p))  # withdraws "offers" (hq.consent)
         audit(request, "shopper.opt_out", f"shopper:{inbox}", after={"opted_out": True})
         return _json({"inbox": inbox, "opted_out": True})
 
@@ -306,7 +290,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
         return _json({"detail": str(exc)}, 404)
 
     for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
-                   live_router(live)):
+                   live_router(live), rights_router()):
         app.include_router(router)
     mount_series(app)  # GET /api/analytics/funnel, unless a router above serves it
     return app

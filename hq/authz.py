@@ -49,6 +49,7 @@ _EDITORS: Final = frozenset({"admin", "marketer", "approver"})
 _READERS: Final = _ALL_PEOPLE
 _ANALYSTS: Final = frozenset({"admin", "marketer", "approver", "analyst"})
 _ADMIN: Final = frozenset({"admin"})
+_FOR_SHOPPER: Final = frozenset({"admin", "wallet", "shopper"})
 
 #: Roles that may make a campaign live (create or edit it with status live or
 #: scheduled, resume it, flash): a marketer's campaign waits for an approver.
@@ -79,6 +80,12 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/api/flash"): LIVE_MAKERS,
     ("POST", "/api/shoppers"): frozenset({"admin", "wallet"}),
     ("POST", "/api/shoppers/{inbox}/opt-out"): frozenset({"admin", "wallet"}),
+    ("POST", "/api/enroll"): frozenset({"admin", "wallet"}),  # the same as POST /api/shoppers
+    # hq.rights: a shopper's own token (kind "shopper") acts for that inbox only
+    ("POST", "/api/shoppers/{inbox}/consent"): _FOR_SHOPPER,
+    ("GET", "/api/shoppers/{inbox}/consent"): _FOR_SHOPPER,
+    ("GET", "/api/shoppers/{inbox}/export"): _FOR_SHOPPER,
+    ("DELETE", "/api/shoppers/{inbox}"): _FOR_SHOPPER,
     ("GET", "/api/analytics/campaigns"): _ANALYSTS,
     ("GET", "/api/analytics/campaigns/{cid}"): _ANALYSTS,
     ("GET", "/api/console/campaigns"): _READERS,

@@ -49,6 +49,7 @@ from aislecast.kernel.mqtt import MqttSettings
 from hq.api import MAX_BODY_BYTES
 from hq.broker_sync import pid_from_file
 from hq.landing import LandingHosts
+from hq.retention import EVENTS_DAYS
 from hq.server import LEARN_EVERY_S
 from hq.shards import DEFAULT_SHARD, ShardSettings
 
@@ -159,6 +160,11 @@ class LinksSection(msgspec.Struct, forbid_unknown_fields=True):
         return LandingHosts(self.landing_hosts)
 
 
+class RetentionSection(msgspec.Struct, forbid_unknown_fields=True):
+    # events older than this many days are deleted by the leader (hq.retention); 0: kept
+    events_days: Annotated[float, Meta(ge=0)] = EVENTS_DAYS
+
+
 class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
     data_dir: str = "hq-data"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -171,6 +177,7 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
     broker: HqBrokerSection = msgspec.field(default_factory=HqBrokerSection)
     http: HttpSection = msgspec.field(default_factory=HttpSection)
     links: LinksSection = msgspec.field(default_factory=LinksSection)
+    retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
     # stores sharded across brokers (hq.shards); a store no shard lists is on [broker]
     shards: list[ShardSection] = msgspec.field(default_factory=list)
 

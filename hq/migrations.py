@@ -116,8 +116,31 @@ def m0004_broker_users(db: HqDb) -> None:
     db.execute("CREATE INDEX broker_users_kind ON broker_users (kind, revoked_at)")
 
 
+_V10: Final = (
+    # the shopper's stores, chosen at enrolment (JSON list; empty: every store)
+    "ALTER TABLE shoppers ADD COLUMN home_stores TEXT NOT NULL DEFAULT '[]'",
+    # every consent change (hq.consent); the current state is the latest per purpose
+    "CREATE TABLE consent_history (id TEXT PRIMARY KEY, inbox TEXT NOT NULL,"
+    " purpose TEXT NOT NULL, granted INTEGER NOT NULL, at DOUBLE PRECISION NOT NULL,"
+    " source TEXT NOT NULL)",
+    "CREATE INDEX consent_history_inbox ON consent_history (inbox, at)",
+    # one anonymous row per erasure: when, and how much was deleted or anonymised
+    "CREATE TABLE erasures (id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL,"
+    " consent_changes INTEGER NOT NULL, events INTEGER NOT NULL)",
+    # retention (hq.retention) deletes by age; export and erase find a shopper's events
+    "CREATE INDEX events_ts ON events (ts)",
+    "CREATE INDEX events_inbox ON events (inbox)",
+)
+
+
+def m0005_consent(db: HqDb) -> None:
+    """Consent history, home stores, erasure tombstones (docs/architecture.md#consent-and-data-rights)."""
+    for stmt in _V10:
+        db.execute(stmt)
+
+
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
-                                  m0004_broker_users)
+                                  m0004_broker_users, m0005_consent)
 
 
 def schema_version(db: HqDb) -> int:

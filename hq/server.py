@@ -73,6 +73,7 @@ from hq.leader import (
 )
 from hq.learning import LearnStats, learn_loop
 from hq.metrics import HqMetrics
+from hq.retention import EVENTS_DAYS, EventRetention
 from hq.router import Route, Router
 from hq.service import HqService
 from hq.shards import BrokerShards, ShardSettings
@@ -141,6 +142,7 @@ class HqServer:
         keys_every_s: float = KEYS_EVERY_S,
         leader_every_s: float = LEADER_EVERY_S,
         shards: Sequence[ShardSettings] = (),
+        retention_days: float = EVENTS_DAYS,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -169,6 +171,8 @@ class HqServer:
         self.keys_every_s = keys_every_s  # how often the keyring file is checked for changes
         # more brokers, each serving its stores (hq.shards); [broker] serves the rest
         self.shard_settings = list(shards)
+        self.retention_days = retention_days  # [retention] events_days (hq.retention)
+        self.retention: EventRetention | None = None  # run by the leader (set on entry)
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -290,7 +294,9 @@ class HqServer:
         alerts = AlertWatch(board, component_rules(
             keys=keys.stats, republisher=republisher.stats, leader=election.stats,
             broker_sync=sync.stats if sync is not None else None), source=f"hq:{self.worker}")
+        self.retention = EventRetention(db, events_days=self.retention_days)
         app = create_app(service, ingest, board, alerts=alerts, stats={
+            "retention": self.retention.stats,
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
             "keys": keys.stats, "leader": election.stats,
@@ -384,6 +390,8 @@ class HqServer:
             tg.create_task(republisher.run(), name="hq-republisher")
             if self.learn_every_s > 0:
                 tg.create_task(learn_loop(service, self.learn_every_s, learned), name="hq-learner")
+            if self.retention is not None:
+                tg.create_task(self.retention.run(), name="hq-retention")
 
     def _http_config(self, app: FastAPI) -> uvicorn.Config:
         """uvicorn's settings, loaded here (in a worker thread: the TLS files are read)."""

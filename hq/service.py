@@ -35,6 +35,7 @@ from aislecast.kernel.schema import (
 )
 from aislecast.kernel.signing import Signer
 from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
+from hq.consent import Source, check_home_stores, check_purposes, record_consent, record_enrolment
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
 from hq.shards import BrokerShards
@@ -124,6 +125,9 @@ class Enrollment(msgspec.Struct, frozen=True):
     consents: list[str]
     broker_username: str | None = None
     broker_password: str | None = None
+    home_stores: list[str] = msgspec.field(default_factory=list)  # empty: every store
+    # the shopper's own HQ API token (consent, export, erase: hq.rights), shown once
+    api_token: str | None = None
 
 
 @dataclass(slots=True)
@@ -227,48 +231,72 @@ class HqService:
         return decode(row[0], Campaign)
 
     # ---- shoppers -------------------------------------------------------------------
-    def enroll(self, consents: list[str]) -> Enrollment:
-        problems = [p for i, c in enumerate(consents) for p in check_id(f"consents[{i}]", c)]
-        if len(consents) > 16:
-            problems.append(f"consents: {len(consents)} purposes, at most 16")
+    def enroll(self, consents: list[str], home_stores: list[str] | None = None, *,
+               source: Source = "api") -> Enrollment:
+        """A new shopper granting ``consents`` (purposes of :data:`hq.consent.PURPOSES`),
+        shopping at ``home_stores`` (stores HQ has; empty: any). Raises InvalidInput."""
+        homes = sorted(set(home_stores or []))
+        problems = check_purposes("consents", consents)
+        if homes:
+            problems += check_home_stores("home_stores", homes, set(self.store_ids()))
         self.refuse("shopper", problems)
         inbox, key = new_inbox(), new_identity_key()
-        self.db.execute(
-            "INSERT INTO shoppers(inbox, identity_key, consents, created_at) VALUES (?, ?, ?, ?)",
-            (inbox, key.hex(), ",".join(sorted(set(consents))), time.time()),
-        )
+        granted = sorted(set(consents))
+        with self.db.transaction(immediate=True):
+            self.db.execute(
+                "INSERT INTO shoppers(inbox, identity_key, consents, created_at, home_stores)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (inbox, key.hex(), ",".join(granted), time.time(), msgspec.json.encode(homes).decode()),
+            )
+            record_enrolment(self.db, inbox, granted, source=source)
         password = self.credentials.issue("phone", inbox)
         self.stats.shoppers_enrolled += 1
-        return Enrollment(inbox, key.hex(), self.rotation_k, sorted(set(consents)),
-                          broker_username=inbox, broker_password=password)
+        return Enrollment(inbox, key.hex(), self.rotation_k, granted,
+                          broker_username=inbox, broker_password=password, home_stores=homes)
 
     def opted_out(self) -> list[str]:
         return [r[0] for r in self.db.query("SELECT inbox FROM shoppers WHERE opted_out = 1")]
 
     def token_tables(self, now: float, purpose: str = "offers") -> list[TokenTable]:
         """``token -> inbox`` for the previous, current and next epochs, opted-in only."""
-        k = self.rotation_k
         rows = self.db.query(
             "SELECT inbox, identity_key, consents FROM shoppers WHERE opted_out = 0"
         )
-        first = epoch_of(now, k) - 1
+        epochs = self._token_epochs(now)
         tables = []
-        for epoch in range(first, first + TOKEN_EPOCHS_AHEAD + 2):
-            ts = epoch_start(epoch, k)
+        for epoch in epochs:
             tokens: dict[str, str] = {}
             for inbox, key_hex, consents in rows:
                 if purpose not in consents.split(","):
                     continue
-                tok = self._eid_cache.get((inbox, epoch))
-                if tok is None:
-                    tok = eid_for(bytes.fromhex(key_hex), ts, k).hex()
-                    self._eid_cache[(inbox, epoch)] = tok
-                tokens[tok] = inbox
+                tokens[self._eid(inbox, key_hex, epoch)] = inbox
             tables.append(TokenTable(epoch, tokens))
-        stale = first - 2
+        stale = epochs.start - 2
         for key in [k_ for k_ in self._eid_cache if k_[1] < stale]:
             del self._eid_cache[key]
         return tables
+
+    def _token_epochs(self, now: float) -> range:
+        """The epochs a bundle carries tables for: the one before now's to the last ahead."""
+        first = epoch_of(now, self.rotation_k) - 1
+        return range(first, first + TOKEN_EPOCHS_AHEAD + 2)
+
+    def _eid(self, inbox: str, key_hex: str, epoch: int) -> str:
+        tok = self._eid_cache.get((inbox, epoch))
+        if tok is None:
+            k = self.rotation_k
+            tok = eid_for(bytes.fromhex(key_hex), epoch_start(epoch, k), k).hex()
+            self._eid_cache[(inbox, epoch)] = tok
+        return tok
+
+    def shopper_tokens(self, inbox: str, now: float | None = None) -> list[TokenTable]:
+        """One shopper's part of :meth:`token_tables` (the same epochs and tokens), for
+        the delta that admits them (hq.rights); empty for no such shopper."""
+        row = self.db.one("SELECT identity_key FROM shoppers WHERE inbox = ?", (inbox,))
+        if row is None:
+            return []
+        epochs = self._token_epochs(time.time() if now is None else now)
+        return [TokenTable(e, {self._eid(inbox, row[0], e): inbox}) for e in epochs]
 
     # ---- bundles and deltas ------------------------------------------------------------
     def _delta_seq(self, store_id: str) -> int:
@@ -290,6 +318,9 @@ class HqService:
     def build_bundle(self, store_id: str, now: float | None = None) -> Bundle:
         now = time.time() if now is None else now
         store = self.get_store(store_id)
+        # read before the shoppers: a delta sent while this bundle is built has a higher
+        # seq, so gateways apply it again on top of the bundle (gateway.consent)
+        delta_seq = self._delta_seq(store_id)
         version = self._bump("bundle_version", store_id)
         live = [c for c in self.campaigns(store_id) if c.status in {"live", "scheduled"}]
         return Bundle(
@@ -297,7 +328,7 @@ class HqService:
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
             token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
-            delta_seq=self._delta_seq(store_id), keys=list(self.signer.notices),
+            delta_seq=delta_seq, keys=list(self.signer.notices),
             gateways=self.credentials.gateways_of(store_id),
         )
 
@@ -329,22 +360,27 @@ class HqService:
 
     async def publish_delta(self, store_id: str, *, opt_outs: list[str] | None = None,
                             paused: list[str] | None = None,
-                            campaigns: list[Campaign] | None = None) -> BundleDelta:
+                            campaigns: list[Campaign] | None = None,
+                            opt_ins: list[str] | None = None,
+                            tokens: list[TokenTable] | None = None,
+                            erased: list[str] | None = None) -> BundleDelta:
         seq = self._bump("delta_seq", store_id)
         now = time.time()
         delta = BundleDelta(v=SCHEMA_VERSION, seq=seq, store=store_id, issued_at=now,
                             expires_at=now + _DELTA_TTL_S, opt_outs=opt_outs or [],
-                            paused=paused or [], campaigns=campaigns or [])
+                            paused=paused or [], campaigns=campaigns or [],
+                            opt_ins=opt_ins or [], tokens=tokens or [], erased=erased or [])
         if self.link is None:
             raise RuntimeError("HQ has no MQTT link")
         await self.link.publish(topics.bundle_delta(store_id), self.signer.sign("delta", delta), qos=1)
         self.stats.deltas_published += 1
         return delta
 
-    async def opt_out(self, inbox: str) -> None:
-        """Opt a shopper out everywhere: a delta to every store now, bundles right after."""
+    async def opt_out(self, inbox: str, *, source: Source = "api") -> None:
+        """Opt a shopper out everywhere (withdraw "offers", recorded in the consent
+        history, and log the phone out): a delta to every store now, bundles right after."""
         self.refuse("opt-out", check_id("inbox", inbox))
-        if self.db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (inbox,)) == 0:
+        if record_consent(self.db, inbox, "offers", False, source=source) is None:
             raise NotFound("shopper", inbox)
         self.credentials.revoke(inbox)  # the broker kicks the phone at the next reload
         self.stats.opt_outs += 1

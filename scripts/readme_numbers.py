@@ -52,6 +52,7 @@ _LABELS = {
     "creds": "broker credentials: provision shoppers (hash, files, SIGHUP, first login) and revoke",
     "tls": "QoS 1 publish → receive at 200/s, plain against TLS listener (same broker, same run)",
     "enrol": "shopper enrolment: `POST /api/shoppers` on a real HQ (4 connections), and the service alone",
+    "enrol_delta": "enrolment → the last of 100 gateways of the home store has the shopper (goal <= 5 s)",
     "kill": "crash safety: SIGKILL `aislecast gateway run` under load, restart, audit (goal 0, 0, 0)",
     "soak": ("soak: 1,000 shoppers through a real gateway and HQ for a simulated 24 h on an "
              "accelerated clock (RSS goal <= 50 MiB, tasks died goal 0)"),

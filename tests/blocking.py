@@ -81,6 +81,10 @@ SQLITE_INLINE: Final[list[tuple[str, set[str]]]] = [
     # peers' charges are one small transaction per batch; the hourly prune is one DELETE
     ("gateway/caps.py", {"__init__", "_restore", "flush", "_write", "commit_remote", "prune"}),
     ("gateway/visits.py", {"__init__", "_restore", "_heartbeat", "_write"}),
+    # consent deltas purge an erased shopper inside offer_delta; retention (every 10 min):
+    # a few DELETEs by indexed or small tables (gateway.consent, gateway.retention)
+    ("gateway/retention.py", {"purge"}),
+    ("gateway/consent.py", {"purge"}),
     ("hq/db.py", {"execute", "executemany", "query", "transaction"}),
 ]
 

@@ -15,8 +15,25 @@ import pytest
 
 from benchmarks._harness import REGISTRY, _load
 
-EXPECTED = {"creds", "decide", "decode", "decode_pipe", "e2e", "enrol", "fanout", "gateway_rss", "hotpath",
-            "hq_workers", "ingest", "kill", "nfc", "soak", "tap", "tls", "console"}
+EXPECTED = {
+    "console",
+    "creds",
+    "decide",
+    "decode",
+    "decode_pipe",
+    "enrol",
+    "enrol_delta",
+    "fanout",
+    "gateway_rss",
+    "hotpath",
+    "hq_workers",
+    "ingest",
+    "kill",
+    "nfc",
+    "soak",
+    "tap",
+    "tls",
+}
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import textwrap
 import time
@@ -37,6 +38,7 @@ _HELP = textwrap.dedent(
       aislecast phone enroll --hq https://hq.example.com --hq-ca ca.crt > me.json
       aislecast phone listen --me me.json --broker 127.0.0.1:1883     # print offers as they come
       aislecast phone listen --me me.json --broker mqtt.example:8883 --tls-ca ca.crt   # over TLS
+      aislecast phone listen --me me.json --sightings-stdin   # and sightings, one connection
       aislecast phone sight --me me.json --store store-1 --beacon b-bakery --rssi -62
       aislecast phone token --me me.json                              # today's rotating token
     """
@@ -56,7 +58,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"the CA HQ's HTTPS certificate must verify against (default: "
                         f"${HQ_CA_ENV}, else the system's trust store)")
     e.add_argument("--consent", action="append", default=None,
-                   help="consent purpose (repeatable; default: offers)")
+                   help="consent purpose: offers, personalisation or analytics (repeatable; "
+                        "default: offers)")
+    e.add_argument("--home-store", action="append", default=[], metavar="STORE",
+                   help="a store the shopper shops at (repeatable; default: every store)")
     e.set_defaults(func=config_exit_code(_enroll))
     for name, fn, helptext in (("listen", _listen, "print offers sent to this phone"),
                                ("sight", _sight, "publish a phone-observed beacon sighting"),
@@ -73,9 +78,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             a.add_argument("--store", required=True)
             a.add_argument("--beacon", required=True)
             a.add_argument("--rssi", type=int, required=True)
+        if name == "listen":
+            a.add_argument("--sightings-stdin", action="store_true",
+                           help="also publish sightings read from standard input, one "
+                                "'STORE BEACON RSSI' a line, on this same connection (a broker "
+                                "that makes the username the client id lets one connection "
+                                "per phone in: `phone sight` beside `phone listen` would "
+                                "take over its session)")
 
 
 _ENROLLMENT_KEYS: Final = ("inbox", "identity_key", "rotation_k")
+_LEVEL: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a store id, one MQTT topic level
 
 
 def _load(path: str) -> dict[str, object]:
@@ -103,7 +116,8 @@ def _enroll(args: argparse.Namespace) -> int:
         print(f"aislecast: error: --token: no wallet token (nor ${WALLET_TOKEN_ENV}) "
               "(issue one with: aislecast hq tokens issue --kind wallet)", file=sys.stderr)
         return 2
-    body = json.dumps({"consents": args.consent or ["offers"]}).encode()
+    body = json.dumps({"consents": args.consent or ["offers"],
+                       "home_stores": args.home_store}).encode()
     req = urllib.request.Request(f"{args.hq.rstrip('/')}/api/shoppers", data=body,  # noqa: S310
                                  headers={"Content-Type": "application/json",
                                           "Authorization": f"Bearer {token}"}, method="POST")
@@ -134,7 +148,7 @@ def _settings(broker: str, tls_ca: str | None) -> MqttSettings:
     return MqttSettings(host=host or "127.0.0.1", port=int(port), tls_ca=tls_ca)
 
 
-def _phone(args: argparse.Namespace) -> Phone:
+def _phone(args: argparse.Namespace, role: str) -> Phone:
 
     me = _load(args.me)
     user, password = me.get("broker_username"), me.get("broker_password")
@@ -143,7 +157,7 @@ def _phone(args: argparse.Namespace) -> Phone:
     return Phone(mqtt, inbox=str(me["inbox"]),
                  identity_key=bytes.fromhex(str(me["identity_key"])),
                  rotation_k=int(str(me["rotation_k"])),
-                 behaviour=PhoneBehaviour(open_p=0.0),
+                 behaviour=PhoneBehaviour(open_p=0.0), role=role,
                  on_offer=lambda o: print(json.dumps({"title": o.title, "campaign": o.campaign,
                                                       "expires_in_s": round(o.expires_at - time.time()),
                                                       "coupon": o.coupon_code}), flush=True))
@@ -152,12 +166,16 @@ def _phone(args: argparse.Namespace) -> Phone:
 def _listen(args: argparse.Namespace) -> int:
     setup_logging("warning")
 
-    phone = _phone(args)  # reads --me and checks the settings before any loop runs
+    phone = _phone(args, "listen")  # reads --me and checks the settings before any loop runs
 
     async def main() -> None:
         async with phone:
             print("listening for offers (Ctrl-C to stop)", file=sys.stderr)
-            await asyncio.Event().wait()
+            if not args.sightings_stdin:
+                await asyncio.Event().wait()
+            while line := await asyncio.to_thread(sys.stdin.readline):
+                await _sight_line(phone, line)
+            await asyncio.Event().wait()  # standard input closed: keep listening
 
     try:
         asyncio.run(main())
@@ -168,16 +186,35 @@ def _listen(args: argparse.Namespace) -> int:
 
 def _sight(args: argparse.Namespace) -> int:
 
-    phone = _phone(args)  # reads --me and checks the settings before any loop runs
+    phone = _phone(args, "sight")  # reads --me and checks the settings before any loop runs
 
     async def main() -> None:
         async with phone:
-            s = PhoneSighting(v=SCHEMA_VERSION, token=phone.token().hex(),
-                              beacon=args.beacon, rssi=args.rssi, ts=time.time())
-            await phone.link.publish(topics.sightings(args.store, phone.inbox), encode(s), qos=1)
+            await _publish_sighting(phone, args.store, args.beacon, args.rssi)
 
     asyncio.run(main())
     return 0
+
+
+async def _publish_sighting(phone: Phone, store: str, beacon: str, rssi: int) -> None:
+    s = PhoneSighting(v=SCHEMA_VERSION, token=phone.token().hex(), beacon=beacon, rssi=rssi,
+                      ts=time.time())
+    await phone.link.publish(topics.sightings(store, phone.inbox), encode(s), qos=1)
+
+
+async def _sight_line(phone: Phone, line: str) -> None:
+    """One 'STORE BEACON RSSI' line of ``listen --sightings-stdin``; a bad one is said on
+    standard error and skipped (the listener keeps running)."""
+    parts = line.split()
+    if not parts:
+        return
+    if len(parts) != 3 or not parts[2].lstrip("-").isdecimal() or not _LEVEL.fullmatch(parts[0]):
+        print(f"aislecast: error: stdin: {line.strip()[:80]!r} is not 'STORE BEACON RSSI' "
+              "(e.g. store-1 b-bakery -62); skipped", file=sys.stderr)
+        return
+    await _publish_sighting(phone, parts[0], parts[1], int(parts[2]))
+    print(json.dumps({"sighting": {"store": parts[0], "beacon": parts[1], "rssi": int(parts[2])}}),
+          flush=True)
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -86,7 +86,13 @@ class Phone:
         behaviour: PhoneBehaviour | None = None,
         rng: random.Random | None = None,
         on_offer: Callable[[Offer], None] | None = None,
+        role: str = "app",
     ) -> None:
+        """``role`` names this connection in its client id (``phone-INBOX-ROLE``), so two
+        commands of one phone on an open broker do not take over each other's session.
+        A broker with ``use_username_as_clientid`` (every authenticated listener here)
+        gives both the username as client id whatever they ask: one process must do
+        both there (``aislecast phone listen --sightings-stdin``)."""
         self.inbox = inbox
         self.identity_key = identity_key
         self.rotation_k = rotation_k
@@ -98,7 +104,7 @@ class Phone:
         self._tasks: set[asyncio.Task[None]] = set()
         self.unacked: dict[str, tuple[float, bytes]] = {}  # feedback id -> (sent, payload)
         self.ack_timeout_s = _FEEDBACK_ACK_TIMEOUT_S
-        self.link = MqttLink(mqtt, client_id=f"phone-{inbox}",
+        self.link = MqttLink(mqtt, client_id=f"phone-{inbox}-{role}",
                              subscriptions=[(topics.offers(inbox), 1),
                                             (topics.feedback_ack(inbox), 1)],
                              handler=self._handle)

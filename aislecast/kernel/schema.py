@@ -169,6 +169,11 @@ class BundleDelta(msgspec.Struct, frozen=True):
     opt_outs: list[str] = msgspec.field(default_factory=list)
     paused: list[str] = msgspec.field(default_factory=list)
     campaigns: list[Campaign] = msgspec.field(default_factory=list)  # flash / edits
+    # consent and data rights (hq.consent): shoppers (re-)admitted with the token tables
+    # the bundle would carry for them; shoppers whose every row a gateway purges
+    opt_ins: list[str] = msgspec.field(default_factory=list)
+    tokens: list[TokenTable] = msgspec.field(default_factory=list)
+    erased: list[str] = msgspec.field(default_factory=list)
 
 
 class SignedEnvelope(msgspec.Struct, frozen=True):

@@ -119,6 +119,10 @@ class DecisionEngine:
     def opt_out(self, inboxes: list[str]) -> None:
         self._opted_out.update(inboxes)
 
+    def opt_in(self, inboxes: list[str]) -> None:
+        """Shoppers who granted offers again (a consent delta): decided for once more."""
+        self._opted_out.difference_update(inboxes)
+
     def set_model(self, model: Model | None) -> None:
         self.ranker.set_model(model)
 
