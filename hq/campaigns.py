@@ -102,6 +102,10 @@ async def save_campaign(service: HqService, c: Campaign, *, push: bool = True) -
         old: Campaign | None = service.get_campaign(c.id)
     except NotFound:
         old = None
+    # paused_by is HQ's own record of an auto-pause (hq.autopause): never taken from the
+    # body, kept while the campaign stays paused, gone once it is resumed or edited live
+    c = msgspec.structs.replace(c, paused_by=old.paused_by if old is not None
+                                and c.status == "paused" else None)
     if old is not None and old.budget.grants and c.budget.kind == old.budget.kind:
         c = msgspec.structs.replace(c, budget=msgspec.structs.replace(
             c.budget, grants=old.budget.grants))  # grants only grow: never reset by an edit

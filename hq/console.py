@@ -136,7 +136,8 @@ def _campaign_rows(db: HqDb) -> list[dict[str, Any]]:
         c = decode(body, Campaign)
         s = stats.get(c.id)
         row: dict[str, Any] = {"id": c.id, "name": c.name, "status": c.status,
-                               "scenario": c.scenario, "stores": c.stores, "priority": c.priority}
+                               "scenario": c.scenario, "stores": c.stores, "priority": c.priority,
+                               "paused_by": msgspec.to_builtins(c.paused_by)}
         row |= msgspec.to_builtins(s) if s is not None else {}
         row.pop("campaign", None)
         rows.append(row)
