@@ -28,7 +28,7 @@ after). Every worker raises a ``campaign_auto_paused`` alert (:mod:`hq.alerts`) 
 each campaign paused by a rule until a person resumes or edits it.
 
 Redemption-code failure spikes are not a rule yet: HQ has no event for a refused
-code, so such a rule is refused as an unknown kind.
+code, so such a rule is refused as an unknown kind. See docs/architecture.md#auto-pause.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ independent proportions: comparison of eleven methods", Statistics in Medicine 1
 rate_c) * n_t`` with the interval scaled alike; incremental revenue is ``(mean_t -
 mean_c) * n_t`` of revenue per shopper with a Welch (normal, unequal variances)
 interval, a large-sample approximation. Below ``min_per_arm`` shoppers in either arm
-no number is given: ``status`` is ``not_enough_data`` with the counts.
+no number is given: ``status`` is ``not_enough_data`` with the counts. See
+docs/architecture.md#lift.
 """
 
 from __future__ import annotations
