@@ -34,11 +34,10 @@ class CampaignStats(msgspec.Struct):
     ctr: float = 0.0  # clicks per delivery
     open_rate: float = 0.0
     stopped: dict[str, int] = msgspec.field(default_factory=dict)  # reason -> decisions
-    # lift (hq.lift): shoppers by their first decision, purchases in the window
+    # lift (hq.lift): shoppers by their first decision, purchases in the window; the
+    # flat fields for a glance, `overall` with the counts and incremental numbers
     treated: int = 0  # shoppers offered
     control: int = 0  # holdout shoppers
-    converted_treated: int = 0
-    converted_control: int = 0
     conv_treated: float = 0.0  # conversion rates
     conv_control: float = 0.0
     lift_status: str = "not_enough_data"  # or "ok": both arms have min_per_arm shoppers
@@ -47,12 +46,7 @@ class CampaignStats(msgspec.Struct):
     lift: float | None = None  # conv_treated - conv_control, only when lift_status is ok
     lift_lo: float | None = None
     lift_hi: float | None = None
-    incremental_conversions: float | None = None
-    incremental_conversions_lo: float | None = None
-    incremental_conversions_hi: float | None = None
-    incremental_revenue_cents: float | None = None
-    incremental_revenue_lo: float | None = None
-    incremental_revenue_hi: float | None = None
+    overall: ArmLift | None = None
     variants: list[ArmLift] = msgspec.field(default_factory=list)  # each vs the shared holdout
 
 
@@ -102,15 +96,8 @@ def _settings(db: HqDb) -> dict[str, Attribution]:
 
 
 def _fill_lift(s: CampaignStats, db: HqDb, a: Attribution) -> None:
-    overall, s.variants = campaign_lift(db, s.campaign, a)
-    s.treated, s.control = overall.treated, overall.control
-    s.converted_treated, s.converted_control = overall.converted_treated, overall.converted_control
-    s.conv_treated, s.conv_control = overall.rate_treated, overall.rate_control
-    s.lift_status, s.min_per_arm, s.attribution_s = overall.status, a.min_per_arm, a.window_s
-    s.lift, s.lift_lo, s.lift_hi = overall.lift, overall.lift_lo, overall.lift_hi
-    s.incremental_conversions = overall.incremental_conversions
-    s.incremental_conversions_lo = overall.incremental_conversions_lo
-    s.incremental_conversions_hi = overall.incremental_conversions_hi
-    s.incremental_revenue_cents = overall.incremental_revenue_cents
-    s.incremental_revenue_lo = overall.incremental_revenue_lo
-    s.incremental_revenue_hi = overall.incremental_revenue_hi
+    s.overall, s.variants = o, _ = campaign_lift(db, s.campaign, a)
+    s.treated, s.control, s.conv_treated, s.conv_control = (o.treated, o.control, o.rate_treated,
+                                                            o.rate_control)
+    s.lift_status, s.min_per_arm, s.attribution_s = o.status, a.min_per_arm, a.window_s
+    s.lift, s.lift_lo, s.lift_hi = o.lift, o.lift_lo, o.lift_hi

@@ -40,11 +40,12 @@ def test_campaign_stats_funnel_and_lift(tmp_path: Path) -> None:
                     reason="cap_per_visit"))
     ing.store_events(ev)
     [s] = campaign_stats(db)
+    assert s.overall is not None
     assert (s.offered, s.holdout, s.impressions, s.deliveries) == (150, 50, 150, 150)
     assert s.stopped == {"cap_per_visit": 1}
     assert s.clicks == 30 and s.ctr == 0.2
     assert s.treated == 150 and s.control == 50 and s.lift_status == "ok"
-    assert (s.converted_treated, s.converted_control) == (50, 17)
+    assert (s.overall.converted_treated, s.overall.converted_control) == (50, 17)
     assert s.lift is not None and s.lift_lo is not None and s.lift_hi is not None
     assert s.lift_lo < s.lift < s.lift_hi
     assert campaign_stats(db, "nope") == []

@@ -131,10 +131,11 @@ async def test_analytics_give_the_same_numbers(db: HqDb) -> None:
     for i in range(0, 120, 3):  # the till: every third shopper buys, a quarter of them held out
         add_purchase(db, store="s", inbox=f"i{i}", ts=2.0, value_cents=300)
     [s] = campaign_stats(db)
+    assert s.overall is not None
     assert (s.offered, s.holdout, s.impressions, s.deliveries, s.clicks) == (90, 30, 90, 90, 18)
     assert s.stopped == {"cap_per_visit": 1} and s.ctr == 0.2
     assert (s.treated, s.control) == (90, 30)
-    assert (s.converted_treated, s.converted_control, s.lift_status) == (30, 10, "ok")
+    assert (s.overall.converted_treated, s.overall.converted_control, s.lift_status) == (30, 10, "ok")
     assert s.lift is not None and s.lift_lo is not None and s.lift_hi is not None
     assert s.lift_lo < s.lift < s.lift_hi
     # the same aggregate off the event loop, on the second connection

@@ -91,11 +91,13 @@ def test_arms_and_conversions_from_decisions_and_till_purchases(tmp_path: Path) 
     add_purchase(db, store="other", inbox="i4", ts=1010.0, value_cents=999)
     add_purchase(db, store="s", inbox=None, ts=1010.0, value_cents=999)
     [s] = campaign_stats(db, "c")
-    assert (s.treated, s.control, s.converted_treated, s.converted_control) == (90, 60, 30, 20)
+    assert s.overall is not None
+    o = s.overall
+    assert (s.treated, s.control, o.converted_treated, o.converted_control) == (90, 60, 30, 20)
     assert s.lift_status == "ok" and s.attribution_s == 7200.0 and s.min_per_arm == 30
     assert s.lift == 0.0 and s.lift_lo is not None and s.lift_hi is not None
     assert s.lift_lo < 0 < s.lift_hi
-    assert s.incremental_conversions == 0.0 and s.incremental_revenue_cents == 0
+    assert s.overall.incremental_conversions == 0.0 and s.overall.incremental_revenue_cents == 0
     # per variant, each against the whole holdout; a: i0, i2... (every third of them buys)
     assert [(v.variant, v.treated, v.control, v.converted_treated) for v in s.variants] == [
         ("a", 45, 60, 15), ("b", 45, 60, 15)]
@@ -103,8 +105,9 @@ def test_arms_and_conversions_from_decisions_and_till_purchases(tmp_path: Path) 
     # a second purchase in the window adds revenue, not a second conversion
     add_purchase(db, store="s", inbox="i0", ts=1100.0, value_cents=9_000)
     [s] = campaign_stats(db, "c")
-    assert s.converted_treated == 30 and s.incremental_revenue_cents == 9_000
-    lo, hi = s.incremental_revenue_lo, s.incremental_revenue_hi
+    assert s.overall is not None
+    assert s.overall.converted_treated == 30 and s.overall.incremental_revenue_cents == 9_000
+    lo, hi = s.overall.incremental_revenue_lo, s.overall.incremental_revenue_hi
     assert lo is not None and hi is not None and lo < 9_000 < hi
 
 
@@ -114,9 +117,10 @@ def test_no_lift_number_below_the_minimum_sample(tmp_path: Path) -> None:
     _campaign(db, min_per_arm=30)
     _plant(db, treated=40, control=29)
     [s] = campaign_stats(db, "c")
+    assert s.overall is not None
     assert s.lift_status == "not_enough_data"
-    assert (s.treated, s.control, s.converted_treated, s.converted_control) == (40, 29, 14, 9)
-    assert s.lift is None and s.lift_lo is None and s.incremental_conversions is None
+    assert (s.treated, s.control, s.overall.converted_treated, s.overall.converted_control) == (40, 29, 14, 9)
+    assert s.lift is None and s.lift_lo is None and s.overall.incremental_conversions is None
     assert [v.status for v in s.variants] == ["not_enough_data"] * 2
 
 
@@ -129,5 +133,6 @@ def test_without_a_purchases_table_nobody_converts(tmp_path: Path) -> None:
     Ingest(db).store_events([Event(id="r0", kind="offer_redeemed", ts=1001.0, store="s",
                                    campaign="c", inbox="i0", offer="o0")])
     [s] = campaign_stats(db, "c")
-    assert (s.treated, s.control, s.converted_treated, s.converted_control) == (40, 40, 0, 0)
+    assert s.overall is not None
+    assert (s.treated, s.control, s.overall.converted_treated, s.overall.converted_control) == (40, 40, 0, 0)
     assert s.redemptions == 1 and s.lift == 0.0 and s.lift_status == "ok"
