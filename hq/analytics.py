@@ -79,10 +79,10 @@ def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]
         elif kind in _KIND_FIELD:
             name = _KIND_FIELD[kind]
             setattr(s, name, getattr(s, name) + n)
-    settings = _settings(db)
+    settings, till = _settings(db), "purchases" in db.tables()
     for cid, s in out.items():
         if campaign is None or cid == campaign:
-            _fill_lift(s, db, settings.get(cid, Attribution()))
+            _fill_lift(s, db, settings.get(cid, Attribution()), till)
     for s in out.values():
         s.ctr = round(s.clicks / s.deliveries, 4) if s.deliveries else 0.0
         s.open_rate = round(s.opens / s.deliveries, 4) if s.deliveries else 0.0
@@ -95,8 +95,8 @@ def _settings(db: HqDb) -> dict[str, Attribution]:
                                           db.query("SELECT body FROM campaigns"))}
 
 
-def _fill_lift(s: CampaignStats, db: HqDb, a: Attribution) -> None:
-    s.overall, s.variants = o, _ = campaign_lift(db, s.campaign, a)
+def _fill_lift(s: CampaignStats, db: HqDb, a: Attribution, till: bool) -> None:
+    s.overall, s.variants = o, _ = campaign_lift(db, s.campaign, a, till=till)
     s.treated, s.control, s.conv_treated, s.conv_control = (o.treated, o.control, o.rate_treated,
                                                             o.rate_control)
     s.lift_status, s.min_per_arm, s.attribution_s = o.status, a.min_per_arm, a.window_s

@@ -34,7 +34,6 @@ docs/architecture.md#lift.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,8 +42,8 @@ import msgspec
 from aislecast.kernel.campaign import Attribution
 from hq.db import HqDb
 
-__all__ = ["Z95", "ArmLift", "Exposure", "Outcome", "arm_lift", "campaign_lift", "exposures",
-           "newcombe_diff", "outcomes", "welch_diff", "wilson"]
+__all__ = ["Z95", "Arm", "ArmLift", "arm_lift", "arms", "campaign_lift", "newcombe_diff",
+           "welch_diff", "wilson"]
 
 Z95: Final = 1.959963984540054  # the standard normal's 97.5 % quantile
 
@@ -74,36 +73,33 @@ def newcombe_diff(x_t: int, n_t: int, x_c: int, n_c: int, z: float = Z95
     return d, lo, hi
 
 
-def welch_diff(t: Sequence[float], c: Sequence[float], z: float = Z95
-               ) -> tuple[float, float, float]:
-    """Difference of means with the normal interval on Welch's standard error."""
-    def mean_var(xs: Sequence[float]) -> tuple[float, float]:
-        m = sum(xs) / len(xs)
-        return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0)
-    (m_t, v_t), (m_c, v_c) = mean_var(t), mean_var(c)
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """One arm's shoppers: how many, how many converted, revenue and its sum of squares
+    (per shopper, in cents) for the variance."""
+
+    shoppers: int = 0
+    converted: int = 0
+    cents: float = 0.0
+    cents_sq: float = 0.0
+
+    def __add__(self, o: Arm) -> Arm:
+        return Arm(self.shoppers + o.shoppers, self.converted + o.converted,
+                   self.cents + o.cents, self.cents_sq + o.cents_sq)
+
+    def mean_var(self) -> tuple[float, float]:
+        """Mean revenue per shopper and its sample variance."""
+        n = self.shoppers
+        m = self.cents / n
+        return m, (max(0.0, self.cents_sq - n * m * m) / (n - 1) if n > 1 else 0.0)
+
+
+def welch_diff(t: Arm, c: Arm, z: float = Z95) -> tuple[float, float, float]:
+    """Difference of mean revenue per shopper, normal interval on Welch's standard error."""
+    (m_t, v_t), (m_c, v_c) = t.mean_var(), c.mean_var()
     d = m_t - m_c
-    se = math.sqrt(v_t / len(t) + v_c / len(c))
+    se = math.sqrt(v_t / t.shoppers + v_c / c.shoppers)
     return d, d - z * se, d + z * se
-
-
-@dataclass(frozen=True, slots=True)
-class Exposure:
-    """A shopper's first decision for a campaign."""
-
-    inbox: str
-    t0: float
-    store: str
-    holdout: bool
-    variant: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one exposed shopper bought within the attribution window."""
-
-    exposure: Exposure
-    converted: bool
-    cents: int
 
 
 class ArmLift(msgspec.Struct):
@@ -131,52 +127,59 @@ class ArmLift(msgspec.Struct):
     incremental_revenue_hi: float | None = None
 
 
-def exposures(db: HqDb, campaign: str) -> list[Exposure]:
-    """Every exposed shopper of ``campaign``: its first ``offer`` or ``holdout`` decision."""
-    first: dict[str, Exposure] = {}
-    for inbox, ts, reason, variant, store in db.query(
-            "SELECT inbox, ts, reason, variant, store FROM events WHERE campaign = ?"
-            " AND kind = 'decision' AND reason IN ('offer', 'holdout') AND inbox IS NOT NULL"
-            " AND store IS NOT NULL ORDER BY ts, id", (campaign,)):
-        if inbox not in first:
-            first[inbox] = Exposure(str(inbox), float(ts), str(store), reason == "holdout",
-                                    None if reason == "holdout" or variant is None else str(variant))
-    return list(first.values())
+# Each exposed shopper's first offer or holdout decision (ties: by event id), its
+# purchases in the window in that store, then summed per (arm, variant): a few rows
+# whatever the counts. The store is matched after the join, not in it, so the planner
+# finds each shopper's purchases by the (inbox, ts) index rather than scanning a busy
+# store's whole window through (store, ts).
+_ARMS: Final = (
+    "WITH d AS (SELECT inbox, ts, reason, variant, store,"
+    " ROW_NUMBER() OVER (PARTITION BY inbox ORDER BY ts, id) AS k FROM events"
+    " WHERE campaign = ? AND kind = 'decision' AND reason IN ('offer', 'holdout')"
+    " AND inbox IS NOT NULL AND store IS NOT NULL),"
+    " x AS (SELECT d.inbox, d.reason, d.variant,"
+    " count(CASE WHEN p.store = d.store THEN p.id END) AS bought,"
+    " coalesce(sum(CASE WHEN p.store = d.store THEN p.value_cents END), 0) AS cents"
+    " FROM d LEFT JOIN purchases p ON p.inbox = d.inbox AND p.ts >= d.ts AND p.ts <= d.ts + ?"
+    " WHERE d.k = 1 GROUP BY d.inbox, d.reason, d.variant)"
+    " SELECT reason, variant, count(*), sum(CASE WHEN bought > 0 THEN 1 ELSE 0 END),"
+    " sum(cents), sum(cents * cents) FROM x GROUP BY reason, variant")
+_ARMS_NO_TILL: Final = (  # before the purchases table exists: shoppers, nobody converts
+    "WITH d AS (SELECT inbox, reason, variant,"
+    " ROW_NUMBER() OVER (PARTITION BY inbox ORDER BY ts, id) AS k FROM events"
+    " WHERE campaign = ? AND kind = 'decision' AND reason IN ('offer', 'holdout')"
+    " AND inbox IS NOT NULL AND store IS NOT NULL)"
+    " SELECT reason, variant, count(*), 0, 0, 0 FROM d WHERE k = 1 GROUP BY reason, variant")
 
 
-def outcomes(db: HqDb, exposed: Sequence[Exposure], window_s: float) -> list[Outcome]:
-    """Each exposure with its purchases in ``[t0, t0 + window_s]`` in its store."""
-    if not exposed:
-        return []
-    by_inbox: dict[tuple[str, str], list[tuple[float, int]]] = {}
-    stores = sorted({e.store for e in exposed})
-    if "purchases" in db.tables():
-        marks = ", ".join("?" * len(stores))
-        rows = db.query(
-            f"SELECT inbox, store, ts, value_cents FROM purchases WHERE store IN ({marks})"  # noqa: S608 - placeholders only
-            " AND ts >= ? AND ts <= ? AND inbox IS NOT NULL",
-            [*stores, min(e.t0 for e in exposed), max(e.t0 for e in exposed) + window_s])
-        for inbox, store, ts, cents in rows:
-            by_inbox.setdefault((str(inbox), str(store)), []).append((float(ts), int(cents)))
-    out = []
-    for e in exposed:
-        bought = [cents for ts, cents in by_inbox.get((e.inbox, e.store), ())
-                  if e.t0 <= ts <= e.t0 + window_s]
-        out.append(Outcome(e, bool(bought), sum(bought)))
-    return out
+def arms(db: HqDb, campaign: str, window_s: float, *, till: bool = True
+         ) -> tuple[dict[str, Arm], Arm]:
+    """``campaign``'s treated shoppers by variant (``""``: none recorded) and its holdout.
+    ``till``: the ``purchases`` table exists."""
+    rows = (db.query(_ARMS, (campaign, window_s)) if till
+            else db.query(_ARMS_NO_TILL, (campaign,)))
+    treated: dict[str, Arm] = {}
+    control = Arm()
+    for reason, variant, n, x, cents, sq in rows:
+        arm = Arm(int(n), int(x), float(cents or 0), float(sq or 0))
+        if reason == "holdout":
+            control += arm
+        else:
+            key = "" if variant is None else str(variant)
+            treated[key] = treated.get(key, Arm()) + arm
+    return treated, control
 
 
-def arm_lift(variant: str | None, treated: Sequence[Outcome], control: Sequence[Outcome],
-             min_per_arm: int) -> ArmLift:
-    n_t, n_c = len(treated), len(control)
-    x_t, x_c = sum(o.converted for o in treated), sum(o.converted for o in control)
-    a = ArmLift(variant, n_t, n_c, x_t, x_c, round(x_t / n_t, 4) if n_t else 0.0,
-                round(x_c / n_c, 4) if n_c else 0.0, sum(o.cents for o in treated),
-                sum(o.cents for o in control), "not_enough_data", min_per_arm)
-    if n_t < min_per_arm or n_c < min_per_arm:
+def arm_lift(variant: str | None, t: Arm, c: Arm, min_per_arm: int) -> ArmLift:
+    a = ArmLift(variant, t.shoppers, c.shoppers, t.converted, c.converted,
+                round(t.converted / t.shoppers, 4) if t.shoppers else 0.0,
+                round(c.converted / c.shoppers, 4) if c.shoppers else 0.0,
+                round(t.cents), round(c.cents), "not_enough_data", min_per_arm)
+    if t.shoppers < min_per_arm or c.shoppers < min_per_arm:
         return a
-    d, lo, hi = newcombe_diff(x_t, n_t, x_c, n_c)
-    r, r_lo, r_hi = welch_diff([o.cents for o in treated], [o.cents for o in control])
+    n_t = t.shoppers
+    d, lo, hi = newcombe_diff(t.converted, n_t, c.converted, c.shoppers)
+    r, r_lo, r_hi = welch_diff(t, c)
     a.status = "ok"
     a.lift, a.lift_lo, a.lift_hi = round(d, 4), round(lo, 4), round(hi, 4)
     a.incremental_conversions = round(d * n_t, 1)
@@ -186,20 +189,10 @@ def arm_lift(variant: str | None, treated: Sequence[Outcome], control: Sequence[
     return a
 
 
-def _split(outs: Iterable[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
-    treated: list[Outcome] = []
-    control: list[Outcome] = []
-    for o in outs:
-        (control if o.exposure.holdout else treated).append(o)
-    return treated, control
-
-
-def campaign_lift(db: HqDb, campaign: str, settings: Attribution
+def campaign_lift(db: HqDb, campaign: str, settings: Attribution, *, till: bool = True
                   ) -> tuple[ArmLift, list[ArmLift]]:
     """Lift of ``campaign``'s treated shoppers overall, and per variant (each against
-    the shared holdout), under ``settings``."""
-    treated, control = _split(outcomes(db, exposures(db, campaign), settings.window_s))
-    overall = arm_lift(None, treated, control, settings.min_per_arm)
-    variants = sorted({o.exposure.variant or "" for o in treated})
-    return overall, [arm_lift(v, [o for o in treated if (o.exposure.variant or "") == v], control,
-                              settings.min_per_arm) for v in variants]
+    the shared holdout), under ``settings``; ``till``: the purchases table exists."""
+    treated, control = arms(db, campaign, settings.window_s, till=till)
+    overall = arm_lift(None, sum(treated.values(), Arm()), control, settings.min_per_arm)
+    return overall, [arm_lift(v, treated[v], control, settings.min_per_arm) for v in sorted(treated)]
