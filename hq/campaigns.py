@@ -23,7 +23,15 @@ import uuid
 
 import msgspec
 
-from aislecast.kernel.campaign import CAMPAIGN_ENGINE, Budget, Campaign, Creative, Trigger, check_campaign
+from aislecast.kernel.campaign import (
+    CAMPAIGN_ENGINE,
+    Budget,
+    Campaign,
+    Creative,
+    Trigger,
+    check_campaign,
+    check_hq_settings,
+)
 from aislecast.kernel.logs import get_logger
 from hq.service import HqService, NotFound, check_id, check_text, check_tz
 
@@ -86,7 +94,7 @@ def validate(service: HqService, c: Campaign) -> list[str]:
         if check_tz("tz", store.tz):
             problems.append(f"stores: store {s!r} has an unknown time zone {store.tz!r}")
         zones |= {z.id for z in service.zones(s)}
-    problems += check_campaign(c, zones)
+    problems += check_campaign(c, zones) + check_hq_settings(c)
     return problems
 
 

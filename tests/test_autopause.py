@@ -12,7 +12,14 @@ import httpx
 import msgspec
 
 from aislecast.kernel.broker import MosquittoProcess
-from aislecast.kernel.campaign import Budget, Campaign, PauseRule, Schedule, check_campaign
+from aislecast.kernel.campaign import (
+    Budget,
+    Campaign,
+    PauseRule,
+    Schedule,
+    check_campaign,
+    check_hq_settings,
+)
 from aislecast.kernel.schema import Event
 from hq.autopause import ACTION, ACTOR, AutoPauseStats, judge
 from tests.harness import STORE, enter_campaign, stack, until
@@ -42,14 +49,15 @@ def test_rules_fire_on_their_numbers_only() -> None:
 def test_malformed_rules_and_attribution_are_refused() -> None:
     bad = _with([PauseRule("code_failures", above=3), PauseRule("dismiss_rate"),
                  PauseRule("ctr_floor", below=2.0), PauseRule("budget_pace", ahead_by=0.1)])
-    problems = check_campaign(bad)
+    assert check_campaign(bad) == []  # a gateway ignores HQ's settings
+    problems = check_hq_settings(bad)
     assert any("auto_pause[0]: unknown kind 'code_failures'" in p for p in problems)
     assert "auto_pause[1]: needs above" in problems
     assert any(p.startswith("auto_pause[2].below: 2.0 is not a share") for p in problems)
     assert any("auto_pause[3]: budget_pace needs a budget and a schedule" in p for p in problems)
     c = msgspec.convert({"id": "x", "name": "x", "stores": ["s"], "creatives": [{"id": "a", "title": "A"}],
                          "attribution": {"window_s": 0, "min_per_arm": 3}}, Campaign)
-    assert [p.split(":")[0] for p in check_campaign(c)] == ["attribution.window_s",
+    assert [p.split(":")[0] for p in check_hq_settings(c)] == ["attribution.window_s",
                                                            "attribution.min_per_arm"]
 
 
@@ -75,6 +83,8 @@ async def test_dismissals_pause_the_campaign_at_the_gateway(broker: MosquittoPro
             body["paused_by"] = {"rule": {"kind": "ctr_floor"}, "at": 1.0, "reason": "forged"}
             r = await api.put("/api/campaigns/ap", json=body)
             assert r.status_code == 200 and r.json()["paused_by"] is None
+            r = await api.put("/api/campaigns/ap", json=body | {"auto_pause": [{"kind": "code_failures"}]})
+            assert r.status_code == 422 and "auto_pause[0]: unknown kind 'code_failures'" in r.text
             # 49 deliveries, all dismissed: below `after`, judged and left live
             st.hq.ingest.store_events(_feedback("offer_delivered", 49) + _feedback("offer_dismissed", 49))
             rounds = stats.rounds

@@ -7,6 +7,8 @@ much* (caps, budget, holdout, priority). Enumerated fields are plain strings on 
 so that one campaign a gateway does not understand is refused on its own, with a
 reason, instead of making the whole bundle undecodable; :func:`check_campaign` is the
 single rule book used by HQ (refuse with 422) and by gateways (skip and report).
+``attribution`` (how HQ measures lift) and ``auto_pause`` (rules that pause the
+campaign) are HQ's alone, checked by :func:`check_hq_settings` at HQ only.
 
 ``Model`` carries the ranking model HQ trains (logistic weights, per-shopper features,
 bandit statistics per creative variant); :func:`features` is the feature map both
@@ -48,6 +50,7 @@ __all__ = [
     "TriggerKind",
     "Window",
     "check_campaign",
+    "check_hq_settings",
     "features",
     "minute_of",
 ]
@@ -374,18 +377,21 @@ def check_campaign(c: Campaign, zones: set[str] | None = None, *,
         p.append(f"budget.kind: unknown {b.kind!r}")
     elif b.kind != "none" and b.total < 1:
         p.append("budget.total: a budget needs total >= 1")
-    _check_hq_settings(c, p)
     return p
 
 
 MAX_ATTRIBUTION_S = 30 * 86_400.0  # a purchase a month after the offer is not its doing
 
 
-def _check_hq_settings(c: Campaign, p: list[str]) -> None:
-    """The settings only HQ acts on: attribution (lift) and auto-pause rules."""
+def check_hq_settings(c: Campaign) -> list[str]:
+    """Problems with the settings only HQ acts on (attribution for lift, auto-pause
+    rules). Not part of :func:`check_campaign`: a gateway ignores them, so a rule kind
+    newer than the gateway never makes it refuse the campaign."""
+    p: list[str] = []
     _check_attribution(c.attribution, p)
     for i, r in enumerate(c.auto_pause):
         _check_rule(f"auto_pause[{i}]", r, c, p)
+    return p
 
 
 def _check_attribution(a: Attribution, p: list[str]) -> None:
