@@ -5,7 +5,9 @@ package data. The page polls these every two seconds, and ``GET /api/alerts``
 (:mod:`hq.alerts`) for its alerts panel:
 
 - ``GET /api/console/campaigns``: every campaign with its live funnel (impressions,
-  deliveries, opens, clicks, CTR, redemptions, lift with its 95 % interval);
+  deliveries, opens, clicks, CTR, redemptions, lift with its 95 % interval or "not
+  enough data yet" with the counts, see :mod:`hq.lift`) and ``paused_by`` when one of
+  its auto-pause rules paused it (:mod:`hq.autopause`);
 - ``GET /api/console/stores``: stores and their gateways, online or offline from the
   gateways' retained state topic (their MQTT will says ``offline`` when the link
   dies), with the time of the last state message and of the last event ingested.
