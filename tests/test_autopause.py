@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import msgspec
+import pytest
 
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.campaign import (
@@ -21,7 +23,13 @@ from aislecast.kernel.campaign import (
     check_hq_settings,
 )
 from aislecast.kernel.schema import Event
-from hq.autopause import ACTION, ACTOR, AutoPauseStats, judge
+from aislecast.kernel.signing import Signer, load_or_create_signing_key
+from hq.audit import AuditLog
+from hq.autopause import ACTION, ACTOR, AutoPauser, AutoPauseStats, judge, numbers_of, rules_since
+from hq.db import HqDb
+from hq.ingest import Ingest
+from hq.service import HqService
+from tests.conftest_pg import BACKENDS, hq_url
 from tests.harness import STORE, enter_campaign, stack, until
 
 
@@ -124,3 +132,35 @@ async def test_dismissals_pause_the_campaign_at_the_gateway(broker: MosquittoPro
             [a] = [a for a in alerts if a["kind"] == "campaign_auto_paused"]
             assert a["cleared_at"] is not None
 
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqDb]:
+    with hq_url(request.param, tmp_path) as url:
+        d = HqDb(url)
+        yield d
+        d.close()
+
+
+async def test_only_the_leader_pauses_and_a_failed_delta_still_pauses(db: HqDb, tmp_path: Path) -> None:
+    """On SQLite and PostgreSQL: a follower judges nothing; the leader pauses, and when
+    the delta cannot be published (no broker link here) the campaign is still stored
+    paused and the action audited, the failure counted."""
+    svc = HqService(db, Signer(load_or_create_signing_key(tmp_path / "k.pem")))
+    svc.upsert_campaign(_with([PauseRule("dismiss_rate", above=0.5, after=10)]))
+    Ingest(db).store_events(_feedback("offer_delivered", 10) + _feedback("offer_dismissed", 6))
+    audit = AuditLog(db)
+    leading = False
+    pauser = AutoPauser(svc, audit, lambda: leading)
+    assert await pauser.check() == [] and pauser.stats.rounds == 0  # a follower: not judged
+    assert svc.get_campaign("ap").status == "live"
+    leading = True
+    [c] = await pauser.check()
+    assert c.status == "paused" and c.paused_by is not None and pauser.stats.failures == 1
+    assert svc.get_campaign("ap").paused_by == c.paused_by
+    [e] = audit.entries(obj="campaign:ap")
+    assert (e.actor, e.action, e.after["paused_by"]["numbers"]["dismissals"]) == (ACTOR, ACTION, 6)
+    assert [x.kind for x in pauser.conditions()] == ["campaign_auto_paused"]
+    # counts restart at the pause: the same dismissals do not count again
+    since = rules_since(db, "ap")
+    assert since == e.ts and numbers_of(db, c, since)["dismissals"] == 0
