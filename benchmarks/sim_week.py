@@ -7,7 +7,7 @@ decision engine (two gateways per store, each its own SQLite file), then checkin
 - budgets never overspent by more than one in-flight offer per gateway (HQ tops up
   cumulative grants every simulated hour with :func:`hq.campaigns.top_up`);
 - the holdout lift is recovered: conversions are planted with a known true lift and
-  measured per shopper x campaign with :func:`hq.analytics.lift_ci`.
+  measured per shopper x campaign with :func:`hq.lift.newcombe_diff`.
 
 Peer gateways learn each other's charges with a lag (their event batches), as live.
 
@@ -34,8 +34,8 @@ import numpy as np
 from aislecast.kernel.campaign import Budget, Campaign, Caps, Creative, Schedule, Trigger, Window
 from gateway.decisions import Decision, DecisionEngine, LocalClock, TriggerEvent, in_windows
 from gateway.storage import open_db
-from hq.analytics import lift_ci
 from hq.campaigns import top_up
+from hq.lift import newcombe_diff
 
 __all__ = ["simulate"]
 
@@ -211,13 +211,13 @@ def _check(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, D
             n_t, x_t = n_t + 1, x_t + conv
         else:
             n_c, x_c = n_c + 1, x_c + conv
-    lift, lo, hi = lift_ci(n_t, x_t, n_c, x_c)
+    lift, lo, hi = newcombe_diff(x_t, n_t, x_c, n_c)
     # calibration: re-plant the same units 200 times; a 95 % interval should cover ~95 %
     g = np.random.default_rng(p.seed)
     cover = 0
     for _ in range(200):
-        _, lo_r, hi_r = lift_ci(n_t, int(g.binomial(n_t, p.base_conv + p.true_lift)),
-                                n_c, int(g.binomial(n_c, p.base_conv)))
+        _, lo_r, hi_r = newcombe_diff(int(g.binomial(n_t, p.base_conv + p.true_lift)), n_t,
+                                      int(g.binomial(n_c, p.base_conv)), n_c)
         cover += lo_r <= p.true_lift <= hi_r
     budgeted = [c for c in camps.values() if c.budget.kind != "none"]
     return {

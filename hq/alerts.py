@@ -10,6 +10,8 @@ asked), the conditions that are true now:
   (:func:`gateway.health.live_judgement`, carried in :class:`GatewayState` as
   ``problem`` and ``warning``) names a problem (``gateway_problem``, critical) or a
   warning (``gateway_warning``, warning);
+- per campaign paused by one of its auto-pause rules (:mod:`hq.autopause`, passed in as
+  one of ``sources``): ``campaign_auto_paused`` (warning) until a person resumes it;
 - per HQ worker, from :class:`CounterRule`: a failure counter rose (broker files not
   synced, keyring reload failed, a bundle not republished, leadership lost). It clears
   once the matching success counter rises after the failure, or after ``quiet_s``
@@ -209,8 +211,10 @@ class AlertWatch:
     def __init__(self, board: GatewayBoard, rules: Sequence[CounterRule] = (), *, source: str = "hq",
                  stale_after_s: float = STALE_AFTER_S, quiet_s: float = QUIET_S,
                  every_s: float = ALERTS_EVERY_S, clock: Callable[[], float] = time.time,
-                 book: AlertBook | None = None) -> None:
+                 book: AlertBook | None = None,
+                 sources: Sequence[Callable[[], Iterable[Condition]]] = ()) -> None:
         self.board, self.rules, self.source = board, list(rules), source
+        self.sources = list(sources)  # more conditions, e.g. hq.autopause's paused campaigns
         self.stale_after_s, self.quiet_s, self.every_s = stale_after_s, quiet_s, every_s
         self.clock = clock
         self.book = book or AlertBook()
@@ -224,6 +228,7 @@ class AlertWatch:
         conditions = list(_gateway_conditions(self.board, now, self.stale_after_s))
         conditions += [Condition(self.source, r.kind, r.severity, r.message)
                        for r in self.rules if r.failing(now, self.quiet_s)]
+        conditions += [c for source in self.sources for c in source()]
         self.book.update(conditions, now)
         return self.book.alerts()
 

@@ -1,23 +1,23 @@
 """Per-campaign numbers from the event log: the funnel a marketer watches live, and lift.
 
-Lift compares the conversion rate of shoppers who were offered the campaign with the
-holdout (control) shoppers the gateways logged but never messaged, per shopper. A
-treated shopper converts when one of their offers of the campaign is redeemed; a
-control shopper converts when the till reports the campaign's product bought by them
-(an ``offer_redeemed`` event with ``holdout: true``, from the POS feed or the
-simulator). The 95 % interval is the normal (Wald) interval of a difference of two
-proportions; lift is reported only when both groups have shoppers.
+Lift (:mod:`hq.lift`) compares the till purchases of shoppers who were offered the
+campaign with those of the holdout shoppers the gateways logged but never messaged,
+within the campaign's attribution window, with Newcombe's hybrid score interval; it
+is given only once both arms have the campaign's minimum of shoppers (``lift_status``
+``ok``), else ``not_enough_data`` with the counts. ``offer_redeemed`` events (the
+phone's report) count in the funnel only: holdout shoppers have no offer to redeem.
 """
 
 from __future__ import annotations
 
-import math
-
 import msgspec
 
+from aislecast.kernel.campaign import Attribution, Campaign
+from aislecast.kernel.schema import decode
 from hq.db import HqDb
+from hq.lift import ArmLift, campaign_lift
 
-__all__ = ["CampaignStats", "campaign_stats", "lift_ci"]
+__all__ = ["CampaignStats", "campaign_stats"]
 
 
 class CampaignStats(msgspec.Struct):
@@ -34,13 +34,20 @@ class CampaignStats(msgspec.Struct):
     ctr: float = 0.0  # clicks per delivery
     open_rate: float = 0.0
     stopped: dict[str, int] = msgspec.field(default_factory=dict)  # reason -> decisions
+    # lift (hq.lift): shoppers by their first decision, purchases in the window; the
+    # flat fields for a glance, `overall` with the counts and incremental numbers
     treated: int = 0  # shoppers offered
     control: int = 0  # holdout shoppers
-    conv_treated: float = 0.0
+    conv_treated: float = 0.0  # conversion rates
     conv_control: float = 0.0
-    lift: float | None = None
+    lift_status: str = "not_enough_data"  # or "ok": both arms have min_per_arm shoppers
+    min_per_arm: int = 0
+    attribution_s: float = 0.0
+    lift: float | None = None  # conv_treated - conv_control, only when lift_status is ok
     lift_lo: float | None = None
     lift_hi: float | None = None
+    overall: ArmLift | None = None
+    variants: list[ArmLift] = msgspec.field(default_factory=list)  # each vs the shared holdout
 
 
 _KIND_FIELD = {
@@ -51,33 +58,6 @@ _KIND_FIELD = {
     "offer_redeemed": "redemptions",
     "offer_dismissed": "dismissals",
 }
-
-
-def lift_ci(n_t: int, x_t: int, n_c: int, x_c: int, z: float = 1.96
-            ) -> tuple[float, float, float]:
-    """Difference of conversion rates (treated - control) with its Wald interval."""
-    p_t, p_c = x_t / n_t, x_c / n_c
-    se = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
-    d = p_t - p_c
-    return d, d - z * se, d + z * se
-
-
-def _groups(db: HqDb) -> dict[str, tuple[int, int, int, int]]:
-    """campaign -> (treated shoppers, treated converted, control, control converted)."""
-    q = {
-        "t": "SELECT campaign, count(DISTINCT inbox) FROM events WHERE kind = 'decision'"
-             " AND reason = 'offer' GROUP BY campaign",
-        "c": "SELECT campaign, count(DISTINCT inbox) FROM events WHERE kind = 'decision'"
-             " AND reason = 'holdout' GROUP BY campaign",
-        "xt": "SELECT campaign, count(DISTINCT inbox) FROM events WHERE kind = 'offer_redeemed'"
-              " AND (holdout IS NULL OR holdout = 0) GROUP BY campaign",
-        "xc": "SELECT campaign, count(DISTINCT inbox) FROM events WHERE kind = 'offer_redeemed'"
-              " AND holdout = 1 GROUP BY campaign",
-    }
-    got = {k: {str(c): int(n) for c, n in db.query(sql) if c} for k, sql in q.items()}
-    ids = set().union(*got.values())
-    return {c: (got["t"].get(c, 0), got["xt"].get(c, 0), got["c"].get(c, 0),
-                got["xc"].get(c, 0)) for c in ids}
 
 
 def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]:
@@ -99,16 +79,25 @@ def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]
         elif kind in _KIND_FIELD:
             name = _KIND_FIELD[kind]
             setattr(s, name, getattr(s, name) + n)
-    for cid, (n_t, x_t, n_c, x_c) in _groups(db).items():
-        s = out.setdefault(cid, CampaignStats(cid))
-        s.treated, s.control = n_t, n_c
-        s.conv_treated = round(x_t / n_t, 4) if n_t else 0.0
-        s.conv_control = round(x_c / n_c, 4) if n_c else 0.0
-        if n_t and n_c:
-            d, lo, hi = lift_ci(n_t, x_t, n_c, x_c)
-            s.lift, s.lift_lo, s.lift_hi = round(d, 4), round(lo, 4), round(hi, 4)
+    settings, till = _settings(db), "purchases" in db.tables()
+    for cid, s in out.items():
+        if campaign is None or cid == campaign:
+            _fill_lift(s, db, settings.get(cid, Attribution()), till)
     for s in out.values():
         s.ctr = round(s.clicks / s.deliveries, 4) if s.deliveries else 0.0
         s.open_rate = round(s.opens / s.deliveries, 4) if s.deliveries else 0.0
     stats = sorted(out.values(), key=lambda s: s.campaign)
     return stats if campaign is None else [s for s in stats if s.campaign == campaign]
+
+
+def _settings(db: HqDb) -> dict[str, Attribution]:
+    return {c.id: c.attribution for c in (decode(body, Campaign) for (body,) in
+                                          db.query("SELECT body FROM campaigns"))}
+
+
+def _fill_lift(s: CampaignStats, db: HqDb, a: Attribution, till: bool) -> None:
+    s.overall, s.variants = o, _ = campaign_lift(db, s.campaign, a, till=till)
+    s.treated, s.control, s.conv_treated, s.conv_control = (o.treated, o.control, o.rate_treated,
+                                                            o.rate_control)
+    s.lift_status, s.min_per_arm, s.attribution_s = o.status, a.min_per_arm, a.window_s
+    s.lift, s.lift_lo, s.lift_hi = o.lift, o.lift_lo, o.lift_hi

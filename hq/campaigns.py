@@ -23,7 +23,15 @@ import uuid
 
 import msgspec
 
-from aislecast.kernel.campaign import CAMPAIGN_ENGINE, Budget, Campaign, Creative, Trigger, check_campaign
+from aislecast.kernel.campaign import (
+    CAMPAIGN_ENGINE,
+    Budget,
+    Campaign,
+    Creative,
+    Trigger,
+    check_campaign,
+    check_hq_settings,
+)
 from aislecast.kernel.logs import get_logger
 from hq.service import HqService, NotFound, check_id, check_text, check_tz
 
@@ -86,7 +94,7 @@ def validate(service: HqService, c: Campaign) -> list[str]:
         if check_tz("tz", store.tz):
             problems.append(f"stores: store {s!r} has an unknown time zone {store.tz!r}")
         zones |= {z.id for z in service.zones(s)}
-    problems += check_campaign(c, zones)
+    problems += check_campaign(c, zones) + check_hq_settings(c)
     return problems
 
 
@@ -102,6 +110,10 @@ async def save_campaign(service: HqService, c: Campaign, *, push: bool = True) -
         old: Campaign | None = service.get_campaign(c.id)
     except NotFound:
         old = None
+    # paused_by is HQ's own record of an auto-pause (hq.autopause): never taken from the
+    # body, kept while the campaign stays paused, gone once it is resumed or edited live
+    c = msgspec.structs.replace(c, paused_by=old.paused_by if old is not None
+                                and c.status == "paused" else None)
     if old is not None and old.budget.grants and c.budget.kind == old.budget.kind:
         c = msgspec.structs.replace(c, budget=msgspec.structs.replace(
             c.budget, grants=old.budget.grants))  # grants only grow: never reset by an edit

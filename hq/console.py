@@ -7,7 +7,9 @@ it connects and whenever HQ pushes a change on ``GET /api/live`` (:mod:`hq.live`
 ingested batches, campaign saves, gateway state changes through :attr:`GatewayBoard.listeners`):
 
 - ``GET /api/console/campaigns``: every campaign with its live funnel (impressions,
-  deliveries, opens, clicks, CTR, redemptions, lift with its 95 % interval);
+  deliveries, opens, clicks, CTR, redemptions, lift with its 95 % interval or "not
+  enough data yet" with the counts, see :mod:`hq.lift`) and ``paused_by`` when one of
+  its auto-pause rules paused it (:mod:`hq.autopause`);
 - ``GET /api/console/stores``: stores and their gateways, online or offline from the
   gateways' retained state topic (their MQTT will says ``offline`` when the link
   dies), with the time of the last state message and of the last event ingested.
@@ -146,7 +148,8 @@ def _campaign_rows(db: HqDb) -> list[dict[str, Any]]:
         c = decode(body, Campaign)
         s = stats.get(c.id)
         row: dict[str, Any] = {"id": c.id, "name": c.name, "status": c.status,
-                               "scenario": c.scenario, "stores": c.stores, "priority": c.priority}
+                               "scenario": c.scenario, "stores": c.stores, "priority": c.priority,
+                               "paused_by": msgspec.to_builtins(c.paused_by)}
         row |= msgspec.to_builtins(s) if s is not None else {}
         row.pop("campaign", None)
         rows.append(row)

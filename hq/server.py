@@ -22,6 +22,8 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
   (:mod:`hq.shards`: one link per broker, each publish on its store's broker; every
   link feeds the same inbound queue);
 - ``hq-alerts``: the alerts judged every few seconds (:mod:`hq.alerts`);
+- ``hq-autopause``: campaigns' auto-pause rules, judged and acted on by the leader
+  every few seconds, their alerts on every worker (:mod:`hq.autopause`);
 - ``hq-http``: uvicorn serving the API, the console, short links, ``/metrics`` and the
   rendered broker files for brokers on other hosts (:mod:`hq.broker_feed`).
 
@@ -54,6 +56,8 @@ from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from hq.alerts import AlertWatch, component_rules
 from hq.api import MAX_BODY_BYTES, create_app
+from hq.audit import AuditLog
+from hq.autopause import AUTOPAUSE_EVERY_S, AutoPauser
 from hq.broker_auth import BrokerAuthFiles
 from hq.broker_sync import BrokerSync, PidSource
 from hq.console import STATE_FILTER, GatewayBoard
@@ -143,6 +147,7 @@ class HqServer:
         leader_every_s: float = LEADER_EVERY_S,
         shards: Sequence[ShardSettings] = (),
         retention_days: float = EVENTS_DAYS,
+        autopause_every_s: float = AUTOPAUSE_EVERY_S,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -173,6 +178,7 @@ class HqServer:
         self.shard_settings = list(shards)
         self.retention_days = retention_days  # [retention] events_days (hq.retention)
         self.retention: EventRetention | None = None  # run by the leader (set on entry)
+        self.autopause_every_s = autopause_every_s  # campaigns' auto-pause rules judged this often
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -291,15 +297,17 @@ class HqServer:
         # a store's bundle lists its gateways: republish it when one is added or revoked
         # (the leader's republisher publishes; a follower's request waits for its round)
         service.credentials.gateway_listeners.append(republisher.request)
+        pauser = AutoPauser(service, AuditLog(db), election.leading.is_set, self.autopause_every_s)
         alerts = AlertWatch(board, component_rules(
             keys=keys.stats, republisher=republisher.stats, leader=election.stats,
-            broker_sync=sync.stats if sync is not None else None), source=f"hq:{self.worker}")
+            broker_sync=sync.stats if sync is not None else None), source=f"hq:{self.worker}",
+            sources=[pauser.conditions])
         self.retention = EventRetention(db, events_days=self.retention_days)
         app = create_app(service, ingest, board, alerts=alerts, stats={
             "retention": self.retention.stats,
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
-            "keys": keys.stats, "leader": election.stats,
+            "keys": keys.stats, "leader": election.stats, "autopause": pauser.stats,
             **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {}),
             **({"broker_sync": sync.stats} if sync is not None else {}),
             **({"shards": shards.stats} if self.shard_settings else {}),
@@ -326,6 +334,7 @@ class HqServer:
             tg.create_task(keys.run(), name="hq-keys"),
             tg.create_task(election.run(), name="hq-leader"),
             tg.create_task(alerts.run(), name="hq-alerts"),
+            tg.create_task(pauser.run(), name="hq-autopause"),
         ]
         if sync is not None:
             self._tasks.append(tg.create_task(sync.run(), name="hq-broker-sync"))

@@ -18,6 +18,7 @@ from typing import Any, Final
 import msgspec
 
 from aislecast.kernel import topics
+from aislecast.kernel.campaign import PausedBy
 from aislecast.kernel.const import TOKEN_EPOCHS_AHEAD, TOKEN_ROTATION_K
 from aislecast.kernel.counters import by, count
 from aislecast.kernel.logs import get_logger
@@ -401,8 +402,11 @@ class HqService:
         if failed:
             raise RuntimeError(f"opt-out stored, but not yet published to stores {sorted(set(failed))}")
 
-    async def pause_campaign(self, cid: str) -> Campaign:
-        c = msgspec.structs.replace(self.get_campaign(cid), status="paused")
+    async def pause_campaign(self, cid: str, *, paused_by: PausedBy | None = None) -> Campaign:
+        """Pause ``cid`` and tell its stores' gateways by delta; ``paused_by``: the
+        auto-pause rule that did it (hq.autopause), kept on the campaign while paused."""
+        c = self.get_campaign(cid)
+        c = msgspec.structs.replace(c, status="paused", paused_by=paused_by or c.paused_by)
         self.upsert_campaign(c)
         for store in c.stores:
             # the paused body rides along so gateways can name the pause in decisions

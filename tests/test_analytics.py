@@ -1,22 +1,20 @@
-"""Per-campaign analytics: funnel, stop reasons and lift against holdout with its CI."""
+"""Per-campaign analytics: funnel, stop reasons and lift against holdout with its CI
+(the lift itself is tested in tests/test_lift.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from aislecast.kernel.schema import Event
-from hq.analytics import campaign_stats, lift_ci
+from hq.analytics import campaign_stats
 from hq.db import HqDb
 from hq.ingest import Ingest
-
-
-def test_lift_ci_contains_difference() -> None:
-    d, lo, hi = lift_ci(1000, 150, 1000, 100)
-    assert abs(d - 0.05) < 1e-9 and lo < 0.05 < hi and hi - lo < 0.07
+from tests.purchases_table import add_purchase, create_purchases_table
 
 
 def test_campaign_stats_funnel_and_lift(tmp_path: Path) -> None:
     db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
+    create_purchases_table(db)
     ing = Ingest(db)
     ev: list[Event] = []
     for i in range(200):
@@ -36,17 +34,18 @@ def test_campaign_stats_funnel_and_lift(tmp_path: Path) -> None:
             if i % 3 == 0:
                 ev.append(Event(id=f"r{i}", kind="offer_redeemed", ts=3, store="s",
                                 campaign="c", offer=f"o{i}", inbox=inbox))
-        elif i % 12 == 0:  # POS: holdout shopper bought the product anyway
-            ev.append(Event(id=f"r{i}", kind="offer_redeemed", ts=3, store="s", campaign="c",
-                            inbox=inbox, holdout=True))
+        if i % 3 == 0 if not held else i % 12 == 0:  # the till: a purchase after the offer
+            add_purchase(db, store="s", inbox=inbox, ts=5.0, value_cents=400)
     ev.append(Event(id="x", kind="decision", ts=1, store="s", campaign="c", inbox="z",
                     reason="cap_per_visit"))
     ing.store_events(ev)
     [s] = campaign_stats(db)
+    assert s.overall is not None
     assert (s.offered, s.holdout, s.impressions, s.deliveries) == (150, 50, 150, 150)
     assert s.stopped == {"cap_per_visit": 1}
     assert s.clicks == 30 and s.ctr == 0.2
-    assert s.treated == 150 and s.control == 50
+    assert s.treated == 150 and s.control == 50 and s.lift_status == "ok"
+    assert (s.overall.converted_treated, s.overall.converted_control) == (50, 17)
     assert s.lift is not None and s.lift_lo is not None and s.lift_hi is not None
     assert s.lift_lo < s.lift < s.lift_hi
     assert campaign_stats(db, "nope") == []

@@ -7,6 +7,8 @@ much* (caps, budget, holdout, priority). Enumerated fields are plain strings on 
 so that one campaign a gateway does not understand is refused on its own, with a
 reason, instead of making the whole bundle undecodable; :func:`check_campaign` is the
 single rule book used by HQ (refuse with 422) and by gateways (skip and report).
+``attribution`` (how HQ measures lift) and ``auto_pause`` (rules that pause the
+campaign) are HQ's alone, checked by :func:`check_hq_settings` at HQ only.
 
 ``Model`` carries the ranking model HQ trains (logistic weights, per-shopper features,
 bandit statistics per creative variant); :func:`features` is the feature map both
@@ -26,23 +28,29 @@ __all__ = [
     "CAMPAIGN_ENGINE",
     "FEATURES",
     "FORMATS",
+    "MAX_ATTRIBUTION_S",
     "MAX_VALIDITY_S",
+    "PAUSE_RULE_KINDS",
     "SCENARIOS",
     "STATUSES",
     "TRIGGER_KINDS",
     "ArmStats",
+    "Attribution",
     "Audience",
     "Budget",
     "Campaign",
     "Caps",
     "Creative",
     "Model",
+    "PauseRule",
+    "PausedBy",
     "Profile",
     "Schedule",
     "Trigger",
     "TriggerKind",
     "Window",
     "check_campaign",
+    "check_hq_settings",
     "features",
     "minute_of",
 ]
@@ -143,6 +151,42 @@ class Budget(msgspec.Struct, frozen=True):
     grants: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+class Attribution(msgspec.Struct, frozen=True):
+    """How HQ measures lift (HQ only; gateways ignore it): a shopper converts with a till
+    purchase within ``window_s`` after their first decision, and lift is shown once both
+    arms (offered, holdout) have ``min_per_arm`` shoppers."""
+
+    window_s: float = 86_400.0
+    min_per_arm: int = 30
+
+
+PAUSE_RULE_KINDS = frozenset({"dismiss_rate", "ctr_floor", "budget_pace"})
+
+
+class PauseRule(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An auto-pause rule HQ evaluates (hq.autopause; gateways ignore it):
+
+    - ``dismiss_rate``: dismissals per delivery ``above`` a share, once ``after`` deliveries;
+    - ``ctr_floor``: clicks per delivery ``below`` a share, once ``after`` deliveries;
+    - ``budget_pace``: budget spent ahead of the schedule's elapsed share by ``ahead_by``
+      (needs a budget and a schedule with start and end)."""
+
+    kind: str
+    above: float | None = None
+    below: float | None = None
+    after: int = 0
+    ahead_by: float | None = None
+
+
+class PausedBy(msgspec.Struct, frozen=True):
+    """Set by HQ when an auto-pause rule paused the campaign: which, when, on what numbers."""
+
+    rule: PauseRule
+    at: float
+    numbers: dict[str, float] = msgspec.field(default_factory=dict)
+    reason: str = ""
+
+
 class Campaign(msgspec.Struct, frozen=True):
     id: str
     name: str
@@ -162,6 +206,9 @@ class Campaign(msgspec.Struct, frozen=True):
     budget: Budget = msgspec.field(default_factory=Budget)
     countdown: bool = False  # time-limited: the phone shows a countdown to expires_at
     engine: int = 1  # campaign engine level needed to apply it (see CAMPAIGN_ENGINE)
+    attribution: Attribution = msgspec.field(default_factory=Attribution)  # HQ's lift settings
+    auto_pause: list[PauseRule] = msgspec.field(default_factory=list)  # HQ's auto-pause rules
+    paused_by: PausedBy | None = None  # set by HQ's auto-pause; cleared when resumed
 
     def all_triggers(self) -> list[Trigger]:
         return [self.trigger, *self.triggers]
@@ -331,3 +378,48 @@ def check_campaign(c: Campaign, zones: set[str] | None = None, *,
     elif b.kind != "none" and b.total < 1:
         p.append("budget.total: a budget needs total >= 1")
     return p
+
+
+MAX_ATTRIBUTION_S = 30 * 86_400.0  # a purchase a month after the offer is not its doing
+
+
+def check_hq_settings(c: Campaign) -> list[str]:
+    """Problems with the settings only HQ acts on (attribution for lift, auto-pause
+    rules). Not part of :func:`check_campaign`: a gateway ignores them, so a rule kind
+    newer than the gateway never makes it refuse the campaign."""
+    p: list[str] = []
+    _check_attribution(c.attribution, p)
+    for i, r in enumerate(c.auto_pause):
+        _check_rule(f"auto_pause[{i}]", r, c, p)
+    return p
+
+
+def _check_attribution(a: Attribution, p: list[str]) -> None:
+    if not 0 < a.window_s <= MAX_ATTRIBUTION_S:
+        p.append(f"attribution.window_s: {a.window_s} outside (0, {MAX_ATTRIBUTION_S:.0f}] seconds")
+    if not 10 <= a.min_per_arm <= 1_000_000:
+        p.append(f"attribution.min_per_arm: {a.min_per_arm} outside [10, 1000000] shoppers "
+                 "(fewer makes the interval meaningless)")
+
+
+def _share(where: str, name: str, v: float | None, p: list[str]) -> None:
+    if v is None:
+        p.append(f"{where}: needs {name}")
+    elif not 0 <= v <= 1:
+        p.append(f"{where}.{name}: {v} is not a share in [0, 1]")
+
+
+def _check_rule(where: str, r: PauseRule, c: Campaign, p: list[str]) -> None:
+    if r.kind not in PAUSE_RULE_KINDS:
+        p.append(f"{where}: unknown kind {r.kind!r} (one of {sorted(PAUSE_RULE_KINDS)})")
+        return
+    if r.after < 0:
+        p.append(f"{where}.after: negative")
+    if r.kind == "dismiss_rate":
+        _share(where, "above", r.above, p)
+    elif r.kind == "ctr_floor":
+        _share(where, "below", r.below, p)
+    else:
+        _share(where, "ahead_by", r.ahead_by, p)
+        if c.budget.kind == "none" or c.schedule.start is None or c.schedule.end is None:
+            p.append(f"{where}: budget_pace needs a budget and a schedule with start and end")

@@ -18,10 +18,14 @@ function el(tag, attrs = {}, ...children) {
 
 const int = (n) => (n ?? 0).toLocaleString();
 const pct = (x) => `${((x ?? 0) * 100).toFixed(1)}%`;
+// Lift only once both arms have the campaign's minimum of shoppers (HQ says lift_status "ok").
 function lift(c) {
-  if (c.lift === null || c.lift === undefined) return "–";
+  const counts = `offered ${int(c.treated)}, holdout ${int(c.control)}`;
+  if (c.lift_status !== "ok" || c.lift === null || c.lift === undefined) {
+    return c.treated || c.control ? `not enough data yet (${counts}; ${int(c.min_per_arm)} each needed)` : "–";
+  }
   const pp = (x) => `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}`;
-  return `${pp(c.lift)} pp [${pp(c.lift_lo)}, ${pp(c.lift_hi)}]`;
+  return `${pp(c.lift)} pp [${pp(c.lift_lo)}, ${pp(c.lift_hi)}] (${counts})`;
 }
 function ago(ts, now) {
   if (!ts) return "never";
@@ -98,7 +102,8 @@ function renderCampaigns(list) {
     if (!tr) { tr = campaignRow(c); body.append(tr); }
     tr.dataset.status = c.status;
     const badge = tr.querySelector('[data-field="status"]');
-    badge.textContent = c.status;
+    badge.textContent = c.paused_by ? `${c.status} by rule ${c.paused_by.rule.kind}` : c.status;
+    badge.title = c.paused_by ? c.paused_by.reason : "";
     badge.className = `badge ${c.status}`;
     for (const [f, fmt, whole] of FIELDS) {
       setCell(tr.querySelector(`td[data-field="${f}"]`), whole ? fmt(c) : fmt(c[f]));
