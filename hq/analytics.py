@@ -99,6 +99,14 @@ def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]
         elif kind in _KIND_FIELD:
             name = _KIND_FIELD[kind]
             setattr(s, name, getattr(s, name) + n)
+    # a till code's redemption is the till's (hq.till); a phone's "redeemed" on an offer
+    # that carries one is the shopper's claim, not counted again
+    for cid, n in db.query(
+            "SELECT r.campaign, count(*) FROM events r WHERE r.kind = 'offer_redeemed'"
+            " AND r.reason IS NULL AND r.campaign IS NOT NULL AND EXISTS (SELECT 1 FROM events p"
+            " WHERE p.offer = r.offer AND p.kind = 'offer_published' AND p.reason = 'till_code')"
+            " GROUP BY r.campaign"):
+        out[cid].redemptions -= n
     for cid, (n_t, x_t, n_c, x_c) in _groups(db).items():
         s = out.setdefault(cid, CampaignStats(cid))
         s.treated, s.control = n_t, n_c

@@ -35,6 +35,8 @@ from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
 from hq.service import Enrollment, HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
+from hq.till import TillDesk
+from hq.till_routes import till_router
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -256,9 +258,12 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.broker_feed = feed  # HqServer closes it first on the way out (held requests)
     app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.alerts = alerts = alerts or AlertWatch(board)
+    till = TillDesk(service.db, lambda: service.redeem)  # /api/till/*
+    ingest.listeners.append(till.on_events)  # binds redemptions that beat their batch
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
                                    "broker_feed": feed.stats, "alerts": alerts.stats,
+                                   "till": till.stats,
                                    **(stats or {})})
     ingest.listeners.append(board.on_events)  # the console's "last event" per gateway
     # the last added runs first: count everything, then identify, then limit the body
@@ -298,6 +303,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     async def _not_found(_: Request, exc: NotFound) -> Response:
         return _json({"detail": str(exc)}, 404)
 
-    for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed)):
+    for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
+                   till_router(till)):
         app.include_router(router)
     return app

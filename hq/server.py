@@ -73,6 +73,7 @@ from hq.leader import (
 )
 from hq.learning import LearnStats, learn_loop
 from hq.metrics import HqMetrics
+from hq.redeem_keys import RedeemKeys
 from hq.router import Route, Router
 from hq.service import HqService
 from hq.shards import BrokerShards, ShardSettings
@@ -261,6 +262,7 @@ class HqServer:
         signer = await asyncio.to_thread(ring.signer)
         service = (HqService(db, signer) if self.rotation_k is None
                    else HqService(db, signer, rotation_k=self.rotation_k))
+        service.redeem = await asyncio.to_thread(RedeemKeys.load, self.key_path)
         sync, shard_mqtt, shard_syncs = await self._broker_files(service)
         acks, board = AckSender(), GatewayBoard()
         ingest = Ingest(db, reply=acks.offer)  # held feedback is acknowledged once stored

@@ -1,0 +1,103 @@
+"""HTTP routes of the till desk (:mod:`hq.till`), for till tokens and the wallet.
+
+- ``POST /api/till/redeem`` ``{"code", "txn"}``: 200 with the redemption (also for the
+  same till transaction replayed), else ``{"detail", "reason"}`` with ``forged`` 422,
+  ``expired`` 410, ``used`` 409, ``foreign_store`` or ``unknown_till`` 403;
+- ``POST /api/till/purchases`` ``{"txn", "member"?, "ts"?, "lines": [...]}``: 200 with
+  how many lines were stored; more than :data:`hq.till.MAX_LINES` lines is 413
+  (``too_many_lines``), a bad line 422;
+- ``POST /api/shoppers/{inbox}/member``: the shopper's member id for the wallet's
+  member QR (wallet token or admin).
+
+A till token names its store: one store, or the request's ``store`` among its stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+import msgspec
+from fastapi import APIRouter, Request, Response
+
+from aislecast.kernel.schema import decode
+from hq.accounts import Principal
+from hq.deps import IngestDep, PrincipalDep, ServiceDep
+from hq.openapi import json_body
+from hq.refusals import Refused
+from hq.service import NotFound, check_id
+from hq.till import MAX_LINES, PurchaseFeed, RedeemRequest, TillDesk, TillRefused, member_of
+
+__all__ = ["till_router"]
+
+_MAX_TILL_BODY = 256 * 1024  # 500 lines of ~200 bytes, with room
+T = TypeVar("T")
+
+
+def _json(obj: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+
+
+async def _decoded(request: Request, cls: type[T]) -> T:
+    raw = await request.body()
+    if len(raw) > _MAX_TILL_BODY:
+        raise Refused(413, "body_too_large", f"a till call is at most {_MAX_TILL_BODY} bytes; "
+                      "send a long basket in several calls with the same txn and more lines")
+    try:
+        return decode(raw, cls)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise Refused(422, "invalid_body", f"invalid {cls.__name__}: {exc}") from None
+
+
+def _store(desk: TillDesk, p: Principal, asked: str | None, known: list[str]) -> str:
+    """The store a till token acts for, or ``unknown_till``."""
+    stores = sorted(p.stores or ())
+    store = asked if asked is not None else (stores[0] if len(stores) == 1 else None)
+    if store is None or store not in stores or store not in known:
+        why = ("name the store: this till token serves several" if store is None
+               else f"this till token does not serve store {store!r}")
+        raise desk.refuse("unknown_till", why, till=p.actor, code="")
+    return store
+
+
+def till_router(desk: TillDesk) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/api/till/redeem", openapi_extra=json_body(RedeemRequest))
+    async def redeem(request: Request, p: PrincipalDep, service: ServiceDep,
+                     ingest: IngestDep) -> Response:
+        req = await _decoded(request, RedeemRequest)
+        try:
+            store = _store(desk, p, req.store, service.store_ids())
+            done, event = await asyncio.to_thread(desk.redeem, req.code, store=store,
+                                                  till=p.actor, txn=req.txn)
+        except TillRefused as exc:
+            return _json({"detail": exc.detail, "reason": exc.reason}, exc.status)
+        await ingest.astore_events([event])  # the analytics' redemption: once, by its id
+        return _json(done)
+
+    @router.post("/api/till/purchases", openapi_extra=json_body(PurchaseFeed))
+    async def purchases(request: Request, p: PrincipalDep, service: ServiceDep) -> Response:
+        feed = await _decoded(request, PurchaseFeed)
+        if len(feed.lines) > MAX_LINES:
+            raise Refused(413, "too_many_lines", f"lines: {len(feed.lines)}, at most "
+                          f"{MAX_LINES}; send the rest in another call")
+        if not feed.lines:
+            raise Refused(422, "invalid_body", "lines: a purchase needs at least one line")
+        if any(ln.product is None and ln.category is None for ln in feed.lines):
+            raise Refused(422, "invalid_body", "lines: each line needs a product or a category")
+        try:
+            store = _store(desk, p, feed.store, service.store_ids())
+        except TillRefused as exc:
+            return _json({"detail": exc.detail, "reason": exc.reason}, exc.status)
+        return _json(await asyncio.to_thread(desk.purchases, feed, store=store, till=p.actor))
+
+    @router.post("/api/shoppers/{inbox}/member")
+    async def member(inbox: str, service: ServiceDep) -> Response:
+        if check_id("inbox", inbox) or service.db.one(
+                "SELECT 1 FROM shoppers WHERE inbox = ? AND opted_out = 0", (inbox,)) is None:
+            raise NotFound("shopper", inbox[:64])
+        return _json({"inbox": inbox, "member": await asyncio.to_thread(
+            member_of, service.db, inbox)})
+
+    return router
