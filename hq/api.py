@@ -258,7 +258,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.broker_feed = feed  # HqServer closes it first on the way out (held requests)
     app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.alerts = alerts = alerts or AlertWatch(board)
-    till = TillDesk(service.db, lambda: service.redeem)  # /api/till/*
+    app.state.till = till = TillDesk(service.db, lambda: service.redeem)  # /api/till/*
     ingest.listeners.append(till.on_events)  # binds redemptions that beat their batch
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
