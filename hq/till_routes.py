@@ -20,13 +20,21 @@ from typing import TypeVar
 import msgspec
 from fastapi import APIRouter, Request, Response
 
-from aislecast.kernel.schema import decode
+from aislecast.kernel.schema import Event, decode
 from hq.accounts import Principal
-from hq.deps import IngestDep, PrincipalDep, ServiceDep
+from hq.deps import IngestDep, PrincipalDep, ServiceDep, audit
 from hq.openapi import json_body
 from hq.refusals import Refused
 from hq.service import NotFound, check_id
-from hq.till import MAX_LINES, PurchaseFeed, RedeemRequest, TillDesk, TillRefused, member_of
+from hq.till import (
+    MAX_LINES,
+    PurchaseFeed,
+    Redeemed,
+    RedeemRequest,
+    TillDesk,
+    TillRefused,
+    member_of,
+)
 
 __all__ = ["till_router"]
 
@@ -67,10 +75,16 @@ def till_router(desk: TillDesk) -> APIRouter:
     async def redeem(request: Request, p: PrincipalDep, service: ServiceDep,
                      ingest: IngestDep) -> Response:
         req = await _decoded(request, RedeemRequest)
+
+        def redeem_audited(store: str) -> tuple[Redeemed, Event]:
+            done, event = desk.redeem(req.code, store=store, till=p.actor, txn=req.txn)
+            audit(request, "till.redeem", f"code:{done.code}",
+                  after={"campaign": done.campaign, "txn": done.txn, "replay": done.replay})
+            return done, event
+
         try:
             store = _store(desk, p, req.store, service.store_ids())
-            done, event = await asyncio.to_thread(desk.redeem, req.code, store=store,
-                                                  till=p.actor, txn=req.txn)
+            done, event = await asyncio.to_thread(redeem_audited, store)
         except TillRefused as exc:
             return _json({"detail": exc.detail, "reason": exc.reason}, exc.status)
         await ingest.astore_events([event])  # the analytics' redemption: once, by its id
@@ -90,14 +104,25 @@ def till_router(desk: TillDesk) -> APIRouter:
             store = _store(desk, p, feed.store, service.store_ids())
         except TillRefused as exc:
             return _json({"detail": exc.detail, "reason": exc.reason}, exc.status)
-        return _json(await asyncio.to_thread(desk.purchases, feed, store=store, till=p.actor))
+
+        def purchases_audited() -> dict[str, object]:
+            got = desk.purchases(feed, store=store, till=p.actor)
+            audit(request, "till.purchase", f"txn:{store}/{feed.txn}", after=got)
+            return got
+
+        return _json(await asyncio.to_thread(purchases_audited))
 
     @router.post("/api/shoppers/{inbox}/member")
-    async def member(inbox: str, service: ServiceDep) -> Response:
+    async def member(inbox: str, request: Request, service: ServiceDep) -> Response:
         if check_id("inbox", inbox) or service.db.one(
                 "SELECT 1 FROM shoppers WHERE inbox = ? AND opted_out = 0", (inbox,)) is None:
             raise NotFound("shopper", inbox[:64])
-        return _json({"inbox": inbox, "member": await asyncio.to_thread(
-            member_of, service.db, inbox)})
+
+        def member_audited() -> str:
+            member = member_of(service.db, inbox)
+            audit(request, "shopper.member", f"shopper:{inbox}")  # the id is not audited
+            return member
+
+        return _json({"inbox": inbox, "member": await asyncio.to_thread(member_audited)})
 
     return router
