@@ -53,6 +53,7 @@ _LABELS = {
     "tls": "QoS 1 publish → receive at 200/s, plain against TLS listener (same broker, same run)",
     "enrol": "shopper enrolment: `POST /api/shoppers` on a real HQ (4 connections), and the service alone",
     "kill": "crash safety: SIGKILL `aislecast gateway run` under load, restart, audit (goal 0, 0, 0)",
+    "till": "till: `POST /api/till/redeem` of single-use codes at 200 requests/s on a real HQ (open loop)",
     "soak": ("soak: 1,000 shoppers through a real gateway and HQ for a simulated 24 h on an "
              "accelerated clock (RSS goal <= 50 MiB, tasks died goal 0)"),
 }
