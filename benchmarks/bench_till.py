@@ -8,13 +8,17 @@ client, in its own process (``python -m benchmarks.bench_till PORT TOKEN CODES R
 sends one new code per request on an open-loop schedule of RATE requests a second over
 16 keep-alive connections; each latency is counted from the request's scheduled time,
 so a stall that delays the requests behind it is counted in all of them. Every request
-must be a 200 and HQ must hold exactly one redemption per code afterwards.
+must be a 200 and HQ must hold exactly one redemption per code afterwards. Also
+reported: HQ's CPU per redemption (its process's CPU time over the run, from /proc) and
+the machine's load when the run began, since on a shared machine other work competes
+with HQ for the CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -104,6 +108,21 @@ def _codes(work: Path, n: int) -> list[str]:
                       serial=i.to_bytes(5, "big"), expires_at=expires) for i in range(n)]
 
 
+def _child_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's children, HQ being the only one
+    besides the broker and the client (read from /proc; 0 elsewhere)."""
+    total, me = 0.0, os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me and b"serve" in cmd:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _redeemed(work: Path) -> int:
     db = HqDb(f"sqlite:///{work}/hq.sqlite")
     try:
@@ -124,12 +143,14 @@ async def bench_till(opts: BenchOptions) -> list[Measurement]:
                 hq_serve(work, ["--broker", f"127.0.0.1:{broker.port}"]) as http:
             codes = await asyncio.to_thread(_codes, work, n)
             (work / "codes.json").write_text(json.dumps(codes), encoding="utf-8")
+            load, cpu0 = os.getloadavg()[0], _child_cpu_s()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "benchmarks.bench_till", str(http), token,
                 str(work / "codes.json"), str(_RATE), stdout=asyncio.subprocess.PIPE)
             out, _ = await proc.communicate()
             if proc.returncode != 0:
                 raise RuntimeError(f"the till client exited with {proc.returncode}")
+            cpu_ms = (_child_cpu_s() - cpu0) / n * 1000
         got = json.loads(out)
         redeemed = await asyncio.to_thread(_redeemed, work)
     if got["status"] != {"200": n} or redeemed != n:
@@ -137,12 +158,16 @@ async def bench_till(opts: BenchOptions) -> list[Measurement]:
     extra: dict[str, float | int | str] = {
         "requests": n, "target_rate": _RATE, "achieved_rate": round(got["rate"], 1),
         "connections": _CONNECTIONS, "p50_ms": round(got["p50_ms"], 2),
-        "max_ms": round(got["max_ms"], 2)}
+        "max_ms": round(got["max_ms"], 2),
+        # the machine's 1-minute load when the run began: other work competes with HQ
+        "loadavg_1m": round(load, 1)}
     return [
         Measurement("till", "aislecast", f"redeem API p99 at {_RATE:.0f} requests/s",
                     got["p99_ms"], "ms", better="lower", extra=extra),
         Measurement("till", "aislecast", f"redeem API p50 at {_RATE:.0f} requests/s",
                     got["p50_ms"], "ms", better="lower", extra={"requests": n}),
+        Measurement("till", "aislecast", "HQ CPU per redemption", cpu_ms, "ms", better="lower",
+                    extra={"requests": n}),
     ]
 
 

@@ -210,11 +210,12 @@ class TillDesk:
             raise self.refuse("forged", "code: does not verify (mistyped or made up)",
                               till=till, code=p.code)
         campaign, variant = got
-        done = self._replay_or_used(p.code, till, txn)
-        if done is None:
-            if p.expires_at <= now:
+        if p.expires_at <= now:  # its own transaction replayed still gets its answer
+            done = self._replay_or_used(p.code, till, txn)
+            if done is None:
                 raise self.refuse("expired", f"code: expired at {_utc(p.expires_at)}",
                                   till=till, code=p.code)
+        else:  # the insert is the check: a code already there was used (or is ours)
             offer, inbox = self._offer(p, store, campaign)
             fresh = self.db.execute(
                 "INSERT INTO redemptions (code, store, campaign, variant, serial, offer, inbox,"
@@ -222,14 +223,16 @@ class TillDesk:
                 " ON CONFLICT (code) DO NOTHING", (p.code, store, campaign, variant,
                                                    p.serial.hex(), offer, inbox, p.expires_at,
                                                    till, txn, now))
-            done = (Redeemed(p.code, store, campaign, variant, offer, inbox, txn, now) if fresh
-                    else self._replay_or_used(p.code, till, txn))  # lost a race: used or ours
-            assert done is not None
-            if not done.replay:
+            if fresh:
+                done = Redeemed(p.code, store, campaign, variant, offer, inbox, txn, now)
                 self.stats.redeemed += 1
                 self.stats.unbound += offer is None
                 log.info("code redeemed", store=store, campaign=campaign, till=till,
                          bound=offer is not None)
+            else:
+                replayed = self._replay_or_used(p.code, till, txn)
+                assert replayed is not None, "the insert found the code's row"
+                done = replayed
         event = Event(id=redemption_event_id(done.code), kind="offer_redeemed",
                       ts=done.redeemed_at, store=done.store, campaign=done.campaign,
                       variant=done.variant, offer=done.offer, inbox=done.inbox, reason="till")

@@ -24,6 +24,7 @@ from aislecast.kernel.schema import Event, Store
 from edge.simstore import SimShopper
 from hq.analytics import campaign_stats
 from hq.server import HqServer
+from hq.till import TillRefused
 from tests.harness import STORE, enter_campaign, stack, token_for, until
 
 OTHER = "store-o"
@@ -198,3 +199,23 @@ async def test_purchases_known_unknown_member_replay_and_limits(
         stats = _till_stats(hq)
         assert (stats["purchase_lines"], stats["anonymous_lines"],
                 stats["purchase_duplicates"]) == (3, 2, 1)
+
+
+async def test_a_replayed_transaction_keeps_its_answer_after_the_code_expires(
+        broker: MosquittoProcess, tmp_path: Path) -> None:
+    async with _hq(broker, tmp_path) as hq:
+        desk = hq.app.state.till
+        now = time.time()
+        code = mint_code(_key(hq, STORE), store=STORE, campaign="c1", variant="a",
+                         serial=b"\x05" * 5, expires_at=now + 60)
+        first, event = desk.redeem(code, store=STORE, till="token:t", txn="x1", now=now)
+        later, again = desk.redeem(code, store=STORE, till="token:t", txn="x1", now=now + 3600)
+        assert later.replay and later.redeemed_at == first.redeemed_at and again.id == event.id
+        with pytest.raises(TillRefused) as other:
+            desk.redeem(code, store=STORE, till="token:t", txn="x2", now=now + 3600)
+        assert other.value.reason == "used"
+        unused = mint_code(_key(hq, STORE), store=STORE, campaign="c1", variant="a",
+                           serial=b"\x06" * 5, expires_at=now + 60)
+        with pytest.raises(TillRefused) as late:
+            desk.redeem(unused, store=STORE, till="token:t", txn="x3", now=now + 3600)
+        assert late.value.reason == "expired"
