@@ -109,7 +109,8 @@ class TillSim:
         self.stats.lines += len(lines)
 
     async def _shopper(self, i: int, shopper: Shopper) -> None:
-        await asyncio.sleep(self.rng.uniform(*self.options.visit_s) + i * 0.3)
+        # the first checkout comes early, so a short demo has some
+        await asyncio.sleep(self.rng.uniform(0.3, 0.6) * self.options.visit_s[0] + i * 0.3)
         while True:
             try:
                 await self.checkout(shopper)
