@@ -61,8 +61,10 @@ class BasketLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class PurchaseFeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     txn: Annotated[str, _Id]
     lines: list[BasketLine]
-    member: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    ts: float | None = None  # unix seconds; default: when HQ receives it
+    member: Annotated[str, _Id] | None = None
+    # unix seconds, 2000-01-01 .. 2100-01-01 (a till that was offline sends them late);
+    # default: when HQ receives the call
+    ts: Annotated[float, msgspec.Meta(ge=946_684_800, le=4_102_444_800)] | None = None
     store: str | None = None
 
 

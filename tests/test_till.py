@@ -137,6 +137,8 @@ async def test_forged_expired_foreign_and_unknown_till_refused_and_counted(
                                               "unknown_till": 1}
         assert _till_stats(hq)["redeemed"] == 1
         assert hq.db.query("SELECT count(*) FROM redemptions") == [(1,)]
+        exposition = hq.metrics.exposition().decode()
+        assert 'aislecast_hq_till_refused_total{reason="forged"} 3' in exposition
         # a staff member's token is not a till
         staff = TillClient(till.hq, token_for(hq.db, "store_staff", stores=[STORE]))
         assert (await _refusal(lambda: staff.redeem(good, "t-9"))).status == 403
