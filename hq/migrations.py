@@ -135,6 +135,9 @@ _V5: Final = (
     # the wallet's member QR id, HQ-issued and opaque, per shopper
     "CREATE TABLE members (member TEXT PRIMARY KEY, inbox TEXT NOT NULL UNIQUE,"
     " created_at DOUBLE PRECISION NOT NULL)",
+    # a retailer's loyalty card number the shopper linked to their pseudonym (wallet)
+    "CREATE TABLE loyalty_ids (loyalty TEXT PRIMARY KEY, inbox TEXT NOT NULL,"
+    " created_at DOUBLE PRECISION NOT NULL)",
 )
 
 

@@ -33,8 +33,9 @@ from aislecast.kernel.schema import Event
 from hq.db import HqDb
 from hq.redeem_keys import RedeemKeys
 
-__all__ = ["MAX_LINES", "BasketLine", "PurchaseFeed", "RedeemReason", "RedeemRequest",
-           "Redeemed", "TillDesk", "TillRefused", "TillStats", "member_of", "redemption_event_id"]
+__all__ = ["MAX_LINES", "BasketLine", "LoyaltyTaken", "PurchaseFeed", "RedeemReason",
+           "RedeemRequest", "Redeemed", "TillDesk", "TillRefused", "TillStats", "inbox_of",
+           "link_loyalty", "member_of", "redemption_event_id"]
 
 log = get_logger(__name__)
 
@@ -61,7 +62,7 @@ class BasketLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class PurchaseFeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     txn: Annotated[str, _Id]
     lines: list[BasketLine]
-    member: Annotated[str, _Id] | None = None
+    member: Annotated[str, _Id] | None = None  # a member id, or a linked loyalty id
     # unix seconds, 2000-01-01 .. 2100-01-01 (a till that was offline sends them late);
     # default: when HQ receives the call
     ts: Annotated[float, msgspec.Meta(ge=946_684_800, le=4_102_444_800)] | None = None
@@ -123,6 +124,30 @@ def member_of(db: HqDb, inbox: str) -> str:
     got = db.one("SELECT member FROM members WHERE inbox = ?", (inbox,))
     assert got is not None
     return str(got[0])
+
+
+class LoyaltyTaken(Exception):
+    """The loyalty id is linked to another shopper already."""
+
+
+def link_loyalty(db: HqDb, inbox: str, loyalty: str) -> bool:
+    """Link a loyalty card number to the shopper; True if new, False if it was already
+    theirs; :class:`LoyaltyTaken` if another shopper has it."""
+    fresh = db.execute("INSERT INTO loyalty_ids (loyalty, inbox, created_at) VALUES (?, ?, ?)"
+                       " ON CONFLICT (loyalty) DO NOTHING", (loyalty, inbox, time.time()))
+    if fresh:
+        return True
+    row = db.one("SELECT inbox FROM loyalty_ids WHERE loyalty = ?", (loyalty,))
+    if row is None or row[0] != inbox:
+        raise LoyaltyTaken(loyalty)
+    return False
+
+
+def inbox_of(db: HqDb, member: str) -> str | None:
+    """The shopper behind a member id or a linked loyalty id; None: unknown."""
+    row = db.one("SELECT inbox FROM members WHERE member = ?", (member,)) or db.one(
+        "SELECT inbox FROM loyalty_ids WHERE loyalty = ?", (member,))
+    return None if row is None else str(row[0])
 
 
 class TillDesk:
@@ -271,9 +296,7 @@ class TillDesk:
                   now: float | None = None) -> dict[str, object]:
         """Store ``feed``'s lines (idempotent by till, txn and line number)."""
         ts = feed.ts if feed.ts is not None else (time.time() if now is None else now)
-        row = None if feed.member is None else self.db.one(
-            "SELECT inbox FROM members WHERE member = ?", (feed.member,))
-        inbox = None if row is None else str(row[0])
+        inbox = None if feed.member is None else inbox_of(self.db, feed.member)
         rows = [(hashlib.sha256(f"{store}|{till}|{feed.txn}|{i}".encode()).hexdigest()[:32],
                  store, inbox, feed.member, ts, till, feed.txn, ln.product, ln.category,
                  ln.quantity, ln.value_cents, i) for i, ln in enumerate(feed.lines)]

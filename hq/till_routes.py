@@ -7,7 +7,10 @@
   how many lines were stored; more than :data:`hq.till.MAX_LINES` lines is 413
   (``too_many_lines``), a bad line 422;
 - ``POST /api/shoppers/{inbox}/member``: the shopper's member id for the wallet's
-  member QR (wallet token or admin).
+  member QR (wallet token or admin);
+- ``POST /api/shoppers/{inbox}/loyalty`` ``{"loyalty"}``: link a retailer's loyalty card
+  number to the shopper (201; 200 if it was theirs already; 409 ``loyalty_taken``), so a
+  till that only knows the card sends it as ``member``.
 
 A till token names its store: one store, or the request's ``store`` among its stores.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import msgspec
 from fastapi import APIRouter, Request, Response
@@ -27,14 +30,16 @@ from hq.db import HqDb
 from hq.deps import IngestDep, PrincipalDep, ServiceDep, audit
 from hq.openapi import json_body
 from hq.refusals import Refused
-from hq.service import NotFound, check_id
+from hq.service import HqService, NotFound, check_id
 from hq.till import (
     MAX_LINES,
+    LoyaltyTaken,
     PurchaseFeed,
     Redeemed,
     RedeemRequest,
     TillDesk,
     TillRefused,
+    link_loyalty,
     member_of,
 )
 
@@ -75,6 +80,18 @@ def _store(desk: TillDesk, p: Principal, asked: str | None, known: list[str]) ->
                else f"this till token does not serve store {store!r}")
         raise desk.refuse("unknown_till", why, till=p.actor, code="")
     return store
+
+
+class LoyaltyLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    loyalty: Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                         pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+def _shopper(service: HqService, inbox: str) -> None:
+    """404 (saying nothing more) unless ``inbox`` is an opted-in shopper."""
+    if check_id("inbox", inbox) or service.db.one(
+            "SELECT 1 FROM shoppers WHERE inbox = ? AND opted_out = 0", (inbox,)) is None:
+        raise NotFound("shopper", inbox[:64])
 
 
 def till_router(desk: TillDesk) -> APIRouter:
@@ -123,9 +140,7 @@ def till_router(desk: TillDesk) -> APIRouter:
 
     @router.post("/api/shoppers/{inbox}/member")
     async def member(inbox: str, request: Request, service: ServiceDep) -> Response:
-        if check_id("inbox", inbox) or service.db.one(
-                "SELECT 1 FROM shoppers WHERE inbox = ? AND opted_out = 0", (inbox,)) is None:
-            raise NotFound("shopper", inbox[:64])
+        _shopper(service, inbox)
 
         def member_audited() -> str:
             member = member_of(service.db, inbox)
@@ -133,5 +148,23 @@ def till_router(desk: TillDesk) -> APIRouter:
             return member
 
         return _json({"inbox": inbox, "member": await asyncio.to_thread(member_audited)})
+
+    @router.post("/api/shoppers/{inbox}/loyalty", openapi_extra=json_body(LoyaltyLink))
+    async def loyalty(inbox: str, request: Request, service: ServiceDep) -> Response:
+        link = await _decoded(request, LoyaltyLink)
+        _shopper(service, inbox)
+
+        def link_audited() -> bool:
+            fresh = link_loyalty(service.db, inbox, link.loyalty)
+            # the card number is the shopper's: it is not audited
+            audit(request, "shopper.loyalty", f"shopper:{inbox}", after={"new": fresh})
+            return fresh
+
+        try:
+            fresh = await asyncio.to_thread(link_audited)
+        except LoyaltyTaken:
+            raise Refused(409, "loyalty_taken", "loyalty: this loyalty id is linked to another "
+                          "shopper; the shopper unlinks it there first") from None
+        return _json({"inbox": inbox, "linked": True}, 201 if fresh else 200)
 
     return router

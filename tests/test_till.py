@@ -178,6 +178,13 @@ async def test_purchases_known_unknown_member_replay_and_limits(
             r2 = await http.post("/api/shoppers/nobody/member",
                                  headers={"Authorization": f"Bearer {wallet}"})
             assert r2.status_code == 404
+            other = hq.service.enroll(["offers"]).inbox
+            card = {"loyalty": "CARD-0042"}
+            auth = {"Authorization": f"Bearer {wallet}"}
+            linked = [(await http.post(f"/api/shoppers/{who}/loyalty", json=card, headers=auth))
+                      for who in (e.inbox, e.inbox, other)]
+            assert [r.status_code for r in linked] == [201, 200, 409]
+            assert linked[2].json()["reason"] == "loyalty_taken"
         till = _till(hq)
         line = {"product": "milk-1l", "category": "dairy", "quantity": 2, "value_cents": 258}
         known = await asyncio.to_thread(till.purchase, "b-1", [line], member=member)
@@ -185,11 +192,14 @@ async def test_purchases_known_unknown_member_replay_and_limits(
         stranger = await asyncio.to_thread(till.purchase, "b-2", [line, {**line, "product": None}],
                                            member="MUNKNOWNMEMBER000")
         assert (stranger["stored"], stranger["member"]) == (2, "unknown")
+        by_card = await asyncio.to_thread(till.purchase, "b-0", [line], member="CARD-0042")
+        assert by_card["member"] == "known"
         replay = await asyncio.to_thread(till.purchase, "b-1", [line], member=member)
         assert replay["stored"] == 0
         rows = hq.db.query("SELECT txn, inbox, member, store, quantity, value_cents FROM purchases"
                            " ORDER BY txn, line")
-        assert rows == [("b-1", e.inbox, member, STORE, 2, 258),
+        assert rows == [("b-0", e.inbox, "CARD-0042", STORE, 2, 258),
+                        ("b-1", e.inbox, member, STORE, 2, 258),
                         ("b-2", None, "MUNKNOWNMEMBER000", STORE, 2, 258),
                         ("b-2", None, "MUNKNOWNMEMBER000", STORE, 2, 258)]
         big = await _refusal(lambda: till.purchase("b-3", [line] * 501))
@@ -200,7 +210,7 @@ async def test_purchases_known_unknown_member_replay_and_limits(
         assert empty.status == 422
         stats = _till_stats(hq)
         assert (stats["purchase_lines"], stats["anonymous_lines"],
-                stats["purchase_duplicates"]) == (3, 2, 1)
+                stats["purchase_duplicates"]) == (4, 2, 1)
 
 
 async def test_a_replayed_transaction_keeps_its_answer_after_the_code_expires(
