@@ -161,6 +161,7 @@ class TillDesk:
         self.stats = TillStats()
         self._variants: list[tuple[str, str, tuple[str, ...]]] = []
         self._variants_at = -_CAMPAIGNS_TTL_S
+        self._unbound, self._unbound_at = False, -_CAMPAIGNS_TTL_S
 
     # ---- redemption ---------------------------------------------------------------
     def refuse(self, reason: RedeemReason, detail: str, *, till: str, code: str) -> TillRefused:
@@ -254,6 +255,7 @@ class TillDesk:
                 done = Redeemed(p.code, store, campaign, variant, offer, inbox, txn, now)
                 self.stats.redeemed += 1
                 self.stats.unbound += offer is None
+                self._unbound = self._unbound or offer is None
                 log.info("code redeemed", store=store, campaign=campaign, till=till,
                          bound=offer is not None)
             else:
@@ -265,12 +267,23 @@ class TillDesk:
                       variant=done.variant, offer=done.offer, inbox=done.inbox, reason="till")
         return done, event
 
+    def _any_unbound(self) -> bool:
+        """Whether some redemption waits for its offer: this worker knows at once of its
+        own, and asks the database (a partial index) every few seconds for other
+        workers'; so at steady state ingest pays no query per batch."""
+        now = time.monotonic()
+        if not self._unbound and now - self._unbound_at >= _CAMPAIGNS_TTL_S:
+            self._unbound = self.db.one(
+                "SELECT 1 FROM redemptions WHERE offer IS NULL LIMIT 1") is not None
+            self._unbound_at = now
+        return self._unbound
+
     def on_events(self, events: list[Event]) -> None:
-        """Ingest's listener: bind redemptions made before their offer's batch came (one
-        indexed query per batch that publishes code-bearing offers)."""
+        """Ingest's listener: bind redemptions made before their offer's batch came (an
+        indexed query per batch that publishes code-bearing offers, while any wait)."""
         published = {serial_of_offer(e.offer): e for e in events
                      if e.kind == "offer_published" and e.reason == "till_code" and e.offer}
-        if not published:
+        if not published or not self._any_unbound():
             return
         marks = ",".join("?" * len(published))
         rows = self.db.query("SELECT code, serial, store, campaign FROM redemptions"  # noqa: S608
@@ -290,6 +303,7 @@ class TillDesk:
                                 (e.offer, e.inbox, msgspec.json.encode(bound).decode(), eid))
             self.stats.bound_late += 1
             log.info("redemption bound to its offer", store=store, campaign=campaign)
+        self._unbound, self._unbound_at = False, -_CAMPAIGNS_TTL_S  # re-read at the next batch
 
     # ---- purchases ----------------------------------------------------------------
     def purchases(self, feed: PurchaseFeed, *, store: str, till: str,
