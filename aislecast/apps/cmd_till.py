@@ -39,7 +39,8 @@ _REDEEM_HELP = textwrap.dedent(
     """\
     Redeem a shopper's single-use code (typed, or scanned from the offer's QR code;
     dashes, spaces and lower case do not matter). The same --txn again gets the same
-    answer, so a till that lost HQ's reply simply retries.
+    answer, so a till that lost HQ's reply simply retries. (`aislecast phone listen`
+    prints each offer's redeem_code.)
 
     examples:
       $ aislecast till redeem K3QF-7ZQA-AAAB-CDEF-GHIJ-KLMN --txn 2024-0001
