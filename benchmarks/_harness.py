@@ -59,6 +59,7 @@ _MODULES = (
     "benchmarks.bench_kill",
     "benchmarks.bench_soak",
     "benchmarks.bench_console",
+    "benchmarks.bench_till",
 )
 
 

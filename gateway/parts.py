@@ -132,6 +132,7 @@ class GatewayParts:
     def apply_bundle(self, b: Bundle) -> None:
         self.presence.max_radius = {z.id: z.max_radius_m for z in b.zones}
         self.identity.load(b.rotation_k, b.token_tables, b.opt_outs)
+        self.decider.redeem_key = bytes.fromhex(b.redeem_key) if b.redeem_key else None
         self._refused(self.decider.load(b.campaigns, b.opt_outs, tz=b.store.tz,
                                         zones=[z.id for z in b.zones], model=b.model))
         self.consent.bundle(b.delta_seq)  # consent deltas the bundle does not include yet

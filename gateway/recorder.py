@@ -84,7 +84,8 @@ class EventMaker:
         self._notify("offer_published", {"inbox": offer.get("inbox"), "campaign": offer.get("campaign")})
         return [self.event("offer_published", eid=published_id(row.id), inbox=offer.get("inbox"),
                            campaign=offer.get("campaign"), variant=offer.get("variant"),
-                           offer=row.id, zone=offer.get("zone"))]
+                           offer=row.id, zone=offer.get("zone"),
+                           reason="till_code" if offer.get("redeem_code") else None)]
 
 
 class EventRecorder:

@@ -79,10 +79,18 @@ def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]
         elif kind in _KIND_FIELD:
             name = _KIND_FIELD[kind]
             setattr(s, name, getattr(s, name) + n)
-    settings, till = _settings(db), "purchases" in db.tables()
+    # a till code's redemption is the till's (hq.till); a phone's "redeemed" on an offer
+    # that carries one is the shopper's claim, not counted again
+    for cid, n in db.query(
+            "SELECT r.campaign, count(*) FROM events r WHERE r.kind = 'offer_redeemed'"
+            " AND r.reason IS NULL AND r.campaign IS NOT NULL AND EXISTS (SELECT 1 FROM events p"
+            " WHERE p.offer = r.offer AND p.kind = 'offer_published' AND p.reason = 'till_code')"
+            " GROUP BY r.campaign"):
+        out[cid].redemptions -= n
+    settings = _settings(db)
     for cid, s in out.items():
         if campaign is None or cid == campaign:
-            _fill_lift(s, db, settings.get(cid, Attribution()), till)
+            _fill_lift(s, db, settings.get(cid, Attribution()))
     for s in out.values():
         s.ctr = round(s.clicks / s.deliveries, 4) if s.deliveries else 0.0
         s.open_rate = round(s.opens / s.deliveries, 4) if s.deliveries else 0.0
@@ -95,8 +103,8 @@ def _settings(db: HqDb) -> dict[str, Attribution]:
                                           db.query("SELECT body FROM campaigns"))}
 
 
-def _fill_lift(s: CampaignStats, db: HqDb, a: Attribution, till: bool) -> None:
-    s.overall, s.variants = o, _ = campaign_lift(db, s.campaign, a, till=till)
+def _fill_lift(s: CampaignStats, db: HqDb, a: Attribution) -> None:
+    s.overall, s.variants = o, _ = campaign_lift(db, s.campaign, a)
     s.treated, s.control, s.conv_treated, s.conv_control = (o.treated, o.control, o.rate_treated,
                                                             o.rate_control)
     s.lift_status, s.min_per_arm, s.attribution_s = o.status, a.min_per_arm, a.window_s

@@ -38,6 +38,8 @@ from hq.rights_api import rights_router
 from hq.series import mount_series
 from hq.service import HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
+from hq.till import TillDesk
+from hq.till_routes import till_router
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -243,10 +245,12 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.alerts = alerts = alerts or AlertWatch(board)
     app.state.live = live = LiveHub()  # GET /api/live (hq.live); HqServer closes it on exit
+    app.state.till = till = TillDesk(service.db, lambda: service.redeem)  # /api/till/*
+    ingest.listeners.append(till.on_events)  # binds redemptions that beat their batch
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
                                    "broker_feed": feed.stats, "alerts": alerts.stats,
-                                   "live": live.stats,
+                                   "live": live.stats, "till": till.stats,
                                    **(stats or {})})
     ingest.listeners.append(board.on_events)  # the console's "last event" per gateway
     ingest.listeners.append(live.on_events)  # and its pushed updates
@@ -290,7 +294,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
         return _json({"detail": str(exc)}, 404)
 
     for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
-                   live_router(live), rights_router()):
+                   live_router(live), rights_router(), till_router(till)):
         app.include_router(router)
     mount_series(app)  # GET /api/analytics/funnel, unless a router above serves it
     return app

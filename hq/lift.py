@@ -144,20 +144,11 @@ _ARMS: Final = (
     " WHERE d.k = 1 GROUP BY d.inbox, d.reason, d.variant)"
     " SELECT reason, variant, count(*), sum(CASE WHEN bought > 0 THEN 1 ELSE 0 END),"
     " sum(cents), sum(cents * cents) FROM x GROUP BY reason, variant")
-_ARMS_NO_TILL: Final = (  # before the purchases table exists: shoppers, nobody converts
-    "WITH d AS (SELECT inbox, reason, variant,"
-    " ROW_NUMBER() OVER (PARTITION BY inbox ORDER BY ts, id) AS k FROM events"
-    " WHERE campaign = ? AND kind = 'decision' AND reason IN ('offer', 'holdout')"
-    " AND inbox IS NOT NULL AND store IS NOT NULL)"
-    " SELECT reason, variant, count(*), 0, 0, 0 FROM d WHERE k = 1 GROUP BY reason, variant")
 
 
-def arms(db: HqDb, campaign: str, window_s: float, *, till: bool = True
-         ) -> tuple[dict[str, Arm], Arm]:
-    """``campaign``'s treated shoppers by variant (``""``: none recorded) and its holdout.
-    ``till``: the ``purchases`` table exists."""
-    rows = (db.query(_ARMS, (campaign, window_s)) if till
-            else db.query(_ARMS_NO_TILL, (campaign,)))
+def arms(db: HqDb, campaign: str, window_s: float) -> tuple[dict[str, Arm], Arm]:
+    """``campaign``'s treated shoppers by variant (``""``: none recorded) and its holdout."""
+    rows = db.query(_ARMS, (campaign, window_s))
     treated: dict[str, Arm] = {}
     control = Arm()
     for reason, variant, n, x, cents, sq in rows:
@@ -189,10 +180,10 @@ def arm_lift(variant: str | None, t: Arm, c: Arm, min_per_arm: int) -> ArmLift:
     return a
 
 
-def campaign_lift(db: HqDb, campaign: str, settings: Attribution, *, till: bool = True
+def campaign_lift(db: HqDb, campaign: str, settings: Attribution
                   ) -> tuple[ArmLift, list[ArmLift]]:
     """Lift of ``campaign``'s treated shoppers overall, and per variant (each against
-    the shared holdout), under ``settings``; ``till``: the purchases table exists."""
-    treated, control = arms(db, campaign, settings.window_s, till=till)
+    the shared holdout), under ``settings``."""
+    treated, control = arms(db, campaign, settings.window_s)
     overall = arm_lift(None, sum(treated.values(), Arm()), control, settings.min_per_arm)
     return overall, [arm_lift(v, treated[v], control, settings.min_per_arm) for v in sorted(treated)]

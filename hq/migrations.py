@@ -116,7 +116,7 @@ def m0004_broker_users(db: HqDb) -> None:
     db.execute("CREATE INDEX broker_users_kind ON broker_users (kind, revoked_at)")
 
 
-_V10: Final = (
+_V5: Final = (
     # the shopper's stores, chosen at enrolment (JSON list; empty: every store)
     "ALTER TABLE shoppers ADD COLUMN home_stores TEXT NOT NULL DEFAULT '[]'",
     # every consent change (hq.consent); the current state is the latest per purpose
@@ -135,12 +135,43 @@ _V10: Final = (
 
 def m0005_consent(db: HqDb) -> None:
     """Consent history, home stores, erasure tombstones (docs/architecture.md#consent-and-data-rights)."""
-    for stmt in _V10:
+    for stmt in _V5:
+        db.execute(stmt)
+
+
+_V6: Final = (
+    # till purchase lines (hq.till): inbox NULL is an anonymous sale; value in cents
+    "CREATE TABLE purchases (id TEXT PRIMARY KEY, store TEXT NOT NULL, inbox TEXT,"
+    " member TEXT, ts DOUBLE PRECISION NOT NULL, till TEXT NOT NULL, txn TEXT NOT NULL,"
+    " product TEXT, category TEXT, quantity INTEGER NOT NULL, value_cents INTEGER NOT NULL,"
+    " line INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX purchases_inbox ON purchases (inbox, ts)",
+    "CREATE INDEX purchases_store ON purchases (store, ts)",
+    # redeemed till codes, each once; (till, txn) makes a replayed redemption idempotent
+    # offer and inbox NULL until the gateway's batch naming the offer (id = serial...) comes
+    "CREATE TABLE redemptions (code TEXT PRIMARY KEY, store TEXT NOT NULL,"
+    " campaign TEXT NOT NULL, variant TEXT NOT NULL, serial TEXT NOT NULL, offer TEXT,"
+    " inbox TEXT, expires_at DOUBLE PRECISION NOT NULL, till TEXT NOT NULL,"
+    " txn TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX redemptions_store ON redemptions (store, ts)",
+    "CREATE INDEX redemptions_unbound ON redemptions (serial) WHERE offer IS NULL",
+    # the wallet's member QR id, HQ-issued and opaque, per shopper
+    "CREATE TABLE members (member TEXT PRIMARY KEY, inbox TEXT NOT NULL UNIQUE,"
+    " created_at DOUBLE PRECISION NOT NULL)",
+    # a retailer's loyalty card number the shopper linked to their pseudonym (wallet)
+    "CREATE TABLE loyalty_ids (loyalty TEXT PRIMARY KEY, inbox TEXT NOT NULL,"
+    " created_at DOUBLE PRECISION NOT NULL)",
+)
+
+
+def m0006_till(db: HqDb) -> None:
+    """Till redemptions of single-use codes, purchase lines and member ids (hq.till)."""
+    for stmt in _V6:
         db.execute(stmt)
 
 
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
-                                  m0004_broker_users, m0005_consent)
+                                  m0004_broker_users, m0005_consent, m0006_till)
 
 
 def schema_version(db: HqDb) -> int:

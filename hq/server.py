@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ from hq.leader import (
 )
 from hq.learning import LearnStats, learn_loop
 from hq.metrics import HqMetrics
+from hq.redeem_keys import RedeemKeys
 from hq.retention import EVENTS_DAYS, EventRetention
 from hq.router import Route, Router
 from hq.service import HqService
@@ -256,8 +258,10 @@ class HqServer:
             raise
         return self
 
-    async def _start(self) -> None:
-        # the port first: a busy one is a one-line error before anything else is opened
+    async def _open(self) -> tuple[socket.socket, HqDb, Keyring, HqService]:
+        """The listening socket, the database, the keyring and the service on them; each
+        closed with the server. The port first: a busy one is a one-line error before
+        anything else is opened."""
         sock = await asyncio.to_thread(listen, self.http_host, self.http_port)
         self._stack.callback(sock.close)
         sqlite_file = HqDb.sqlite_path(self.db_url)
@@ -271,6 +275,11 @@ class HqServer:
         signer = await asyncio.to_thread(ring.signer)
         service = (HqService(db, signer) if self.rotation_k is None
                    else HqService(db, signer, rotation_k=self.rotation_k))
+        service.redeem = await asyncio.to_thread(RedeemKeys.load, self.key_path)
+        return sock, db, ring, service
+
+    async def _start(self) -> None:
+        sock, db, ring, service = await self._open()
         sync, shard_mqtt, shard_syncs = await self._broker_files(service)
         acks, board = AckSender(), GatewayBoard()
         ingest = Ingest(db, reply=acks.offer)  # held feedback is acknowledged once stored

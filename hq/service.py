@@ -39,6 +39,7 @@ from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity
 from hq.consent import Source, check_home_stores, check_purposes, record_consent, record_enrolment
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
+from hq.redeem_keys import RedeemKeys
 from hq.shards import BrokerShards
 
 __all__ = ["MAX_TEXT", "MAX_TZ", "Enrollment", "HqService", "InvalidInput", "NotFound",
@@ -154,6 +155,7 @@ class HqService:
         self.link = link
         self._eid_cache: dict[tuple[str, int], str] = {}
         self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
+        self.redeem: RedeemKeys | None = None  # till codes' keys (hq.redeem_keys); None: no codes
         self.stats = ServiceStats()
         self.campaign_listeners: list[Callable[[Campaign], None]] = []  # after each save
 
@@ -331,6 +333,7 @@ class HqService:
             token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
             delta_seq=delta_seq, keys=list(self.signer.notices),
             gateways=self.credentials.gateways_of(store_id),
+            redeem_key=None if self.redeem is None else self.redeem.hex_of(store_id),
         )
 
     async def publish_bundle(self, store_id: str) -> Bundle:

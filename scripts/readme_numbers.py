@@ -54,6 +54,7 @@ _LABELS = {
     "enrol": "shopper enrolment: `POST /api/shoppers` on a real HQ (4 connections), and the service alone",
     "enrol_delta": "enrolment → the last of 100 gateways of the home store has the shopper (goal <= 5 s)",
     "kill": "crash safety: SIGKILL `aislecast gateway run` under load, restart, audit (goal 0, 0, 0)",
+    "till": "till: `POST /api/till/redeem` of single-use codes at 200 requests/s on a real HQ (open loop)",
     "soak": ("soak: 1,000 shoppers through a real gateway and HQ for a simulated 24 h on an "
              "accelerated clock (RSS goal <= 50 MiB, tasks died goal 0)"),
 }

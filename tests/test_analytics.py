@@ -9,12 +9,11 @@ from aislecast.kernel.schema import Event
 from hq.analytics import campaign_stats
 from hq.db import HqDb
 from hq.ingest import Ingest
-from tests.purchases_table import add_purchase, create_purchases_table
+from tests.purchases import add_purchase
 
 
 def test_campaign_stats_funnel_and_lift(tmp_path: Path) -> None:
     db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
-    create_purchases_table(db)
     ing = Ingest(db)
     ev: list[Event] = []
     for i in range(200):

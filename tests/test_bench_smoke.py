@@ -32,6 +32,7 @@ EXPECTED = {
     "nfc",
     "soak",
     "tap",
+    "till",
     "tls",
 }
 

@@ -32,7 +32,7 @@ from hq.server import HqServer
 from hq.service import HqService
 from tests.conftest_pg import BACKENDS, hq_url, pg_schema
 from tests.harness import bearer, enter_campaign, token_for
-from tests.purchases_table import add_purchase, create_purchases_table
+from tests.purchases import add_purchase
 
 
 @pytest.fixture(params=BACKENDS)
@@ -127,7 +127,6 @@ def _funnel_events() -> list[Event]:
 
 async def test_analytics_give_the_same_numbers(db: HqDb) -> None:
     Ingest(db).store_events(_funnel_events())
-    create_purchases_table(db)
     for i in range(0, 120, 3):  # the till: every third shopper buys, a quarter of them held out
         add_purchase(db, store="s", inbox=f"i{i}", ts=2.0, value_cents=300)
     [s] = campaign_stats(db)

@@ -16,7 +16,7 @@ from hq.analytics import campaign_stats
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.lift import newcombe_diff, wilson
-from tests.purchases_table import add_purchase, create_purchases_table
+from tests.purchases import add_purchase
 
 
 def test_wilson_and_newcombe_match_the_published_examples() -> None:
@@ -82,7 +82,6 @@ def _plant(db: HqDb, treated: int, control: int, *, buy: bool = True) -> None:
 
 def test_arms_and_conversions_from_decisions_and_till_purchases(tmp_path: Path) -> None:
     db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
-    create_purchases_table(db)
     _campaign(db, window_s=7200.0, min_per_arm=30)
     _plant(db, treated=90, control=60)
     # not conversions: before t0, after the window, another store, no inbox
@@ -113,7 +112,6 @@ def test_arms_and_conversions_from_decisions_and_till_purchases(tmp_path: Path) 
 
 def test_no_lift_number_below_the_minimum_sample(tmp_path: Path) -> None:
     db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
-    create_purchases_table(db)
     _campaign(db, min_per_arm=30)
     _plant(db, treated=40, control=29)
     [s] = campaign_stats(db, "c")
@@ -124,9 +122,9 @@ def test_no_lift_number_below_the_minimum_sample(tmp_path: Path) -> None:
     assert [v.status for v in s.variants] == ["not_enough_data"] * 2
 
 
-def test_without_a_purchases_table_nobody_converts(tmp_path: Path) -> None:
-    """Before the till feed's table exists the arms are counted and nobody converts
-    (the old code counted phones' redemptions for the treated arm only)."""
+def test_with_no_till_purchases_nobody_converts(tmp_path: Path) -> None:
+    """With no till purchases the arms are counted and nobody converts: a phone's own
+    "redeemed" is not a conversion (the old code counted it for the treated arm only)."""
     db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
     _campaign(db)
     _plant(db, treated=40, control=40, buy=False)

@@ -42,6 +42,7 @@ _COMMANDS: Final = (
     ("install", "aislecast.apps.cmd_install", "pip install aislecast"),
     ("bench", "benchmarks.command", "run it from a source checkout: make bench"),
     ("tags", "aislecast.apps.cmd_tags", "pip install 'aislecast[staff]'"),
+    ("till", "aislecast.apps.cmd_till", "pip install aislecast"),
     ("qr beacons", "aislecast.apps.cmd_staff", "pip install 'aislecast[staff]'"),
 )
 _OWN_PACKAGES: Final = frozenset({"aislecast", "edge", "gateway", "hq", "firmware_config"})

@@ -160,7 +160,8 @@ def _phone(args: argparse.Namespace, role: str) -> Phone:
                  behaviour=PhoneBehaviour(open_p=0.0), role=role,
                  on_offer=lambda o: print(json.dumps({"title": o.title, "campaign": o.campaign,
                                                       "expires_in_s": round(o.expires_at - time.time()),
-                                                      "coupon": o.coupon_code}), flush=True))
+                                                      "coupon": o.coupon_code,
+                                                      "redeem_code": o.redeem_code}), flush=True))
 
 
 def _listen(args: argparse.Namespace) -> int:

@@ -31,6 +31,8 @@ from typing import Any
 from aislecast.apps.demo_accounts import DemoCredentials, provision
 from aislecast.apps.phone import Phone, with_login
 from aislecast.apps.scenarios import SCENARIOS, Scenario
+from aislecast.apps.till_client import TillClient
+from aislecast.apps.till_sim import TillSim
 from aislecast.kernel.acl import acl_rules
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.mqtt import MqttSettings
@@ -40,11 +42,13 @@ from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
+from hq.accounts import Accounts
 from hq.broker_auth import BrokerAuthFiles, wait_for_login
 from hq.gateway_certs import issue_gateway_cert
 from hq.landing import LandingHosts
 from hq.local_broker import LocalTlsBroker, tls_broker_config
 from hq.server import HqServer
+from hq.till import member_of
 
 __all__ = ["DemoOptions", "DemoState", "run_demo"]
 
@@ -79,6 +83,7 @@ class DemoState:
     hq: HqServer | None = None
     credentials: DemoCredentials | None = None
     phones: list[Phone] = field(default_factory=list)
+    till: TillSim | None = None
 
     @property
     def hq_url(self) -> str:
@@ -133,6 +138,9 @@ def summary(state: DemoState, seconds: float, scenario: str) -> dict[str, Any]:
         "offers_received": sum(p.stats.offers_received for p in state.phones),
         "offers_opened": sum(p.stats.opened for p in state.phones),
         "offers_late_dropped": sum(p.stats.offers_late for p in state.phones),
+        # codes HQ verified and consumed at the simulated till (hq.till), and its baskets
+        "offers_redeemed_verified": hq.db.query("SELECT count(*) FROM redemptions")[0][0],
+        "till_purchase_lines": state.till.stats.lines if state.till else 0,
         "events_ingested": hq.ingest.stats.events_ingested,
         "bad_payloads": sum(gw.parts.counters.bad_payloads.values())
         + sum(hq.ingest.stats.bad_payloads.values()),
@@ -163,6 +171,19 @@ async def _gateway_config(hq: HqServer, work: Path, tls: LocalTlsBroker,
         "scanner": {"backend": "sim", "receivers": sim.receivers},
         "health_every_s": 2.0,
     })
+
+
+async def _during(scenario: Scenario, hq: HqServer, state: DemoState, seed: int) -> None:
+    """The scenario's own doings, and the store's simulated till (its own till token;
+    every shopper has the member id their wallet would show)."""
+    _, token = Accounts(hq.db).issue_token("till", name="demo-till", stores=[STORE])
+    members = {p.inbox: member_of(hq.db, p.inbox) for p in state.phones}
+    state.till = TillSim(TillClient(state.hq_url, token), state.phones, members=members,
+                         campaigns=lambda: [c.id for c in hq.service.campaigns(STORE)],
+                         rng=random.Random(seed + 1))  # the walks' rng draws stay as they were
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(scenario.during(hq.service, STORE, state), name="scenario-during")
+        tg.create_task(state.till.run(), name="till-sim")
 
 
 async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
@@ -213,7 +234,7 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                     t0 = time.monotonic()
                     pop = tg.create_task(_population(sim, state.phones, rng, [z.id for z in zones]),
                                          name="sim-population")
-                    extra = tg.create_task(scenario.during(hq.service, STORE, state), name="scenario")
+                    extra = tg.create_task(_during(scenario, hq, state, opts.seed), name="scenario")
                     view_task = tg.create_task(view(state), name="live-view") if view else None
                     try:
                         if opts.seconds is None:

@@ -156,6 +156,8 @@ class Bundle(msgspec.Struct, frozen=True):
     # the store's provisioned gateway ids (HQ's registry): peers' batches and presence
     # from any other gateway id are dropped; empty: HQ named none, peers are not checked
     gateways: list[str] = msgspec.field(default_factory=list)
+    # the store's redemption key (hex; aislecast.kernel.redeem): gateways mint till codes
+    redeem_key: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")] | None = None
 
 
 class BundleDelta(msgspec.Struct, frozen=True):
@@ -236,6 +238,7 @@ class Offer(msgspec.Struct, frozen=True, omit_defaults=True):
     image_url: str | None = None
     coupon_code: str | None = None
     zone: str | None = None
+    redeem_code: str | None = None  # single-use till code (aislecast.kernel.redeem)
 
 
 # Bounds on what only HQ decodes from phones (HQ stores these strings): ids are at

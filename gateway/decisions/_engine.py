@@ -15,6 +15,7 @@ nothing rather than the runner-up, or the control group would be contaminated.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import sqlite3
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from aislecast.kernel.campaign import TRIGGER_KINDS, Campaign, Model, Profile
 from aislecast.kernel.ids import new_id
+from aislecast.kernel.redeem import mint_code, offer_id_for
 from aislecast.kernel.schema import SCHEMA_VERSION, Offer
 from gateway.caps import CapLedger, Charge
 from gateway.decisions._compiled import (
@@ -88,6 +90,8 @@ class DecisionEngine:
         self._wild: dict[str, list[Compiled]] = {}
         self._opted_out: set[str] = set()
         self.rejected: dict[str, Rejection] = {}
+        # the store's redemption key from the bundle: each offer then carries a till code
+        self.redeem_key: bytes | None = None
 
     # ---- configuration --------------------------------------------------------------
     def load(self, campaigns: list[Campaign], opt_outs: list[str], *, tz: str | None = None,
@@ -232,11 +236,18 @@ class DecisionEngine:
             self.ledger.spend(c.id)
         end = c.schedule.end
         expires = t.unix_ts + c.validity_s
+        expires_at = min(expires, end) if end is not None else expires
+        oid, code = new_id(), None
+        if self.redeem_key is not None:
+            serial = os.urandom(5)  # the offer id starts with it: HQ finds the offer by it
+            oid = offer_id_for(serial, oid[10:])
+            code = mint_code(self.redeem_key, store=self.store, campaign=c.id, variant=cr.id,
+                             serial=serial, expires_at=expires_at)
         offer = Offer(
-            v=SCHEMA_VERSION, id=new_id(), campaign=c.id, variant=cr.id,
-            store=self.store, inbox=t.inbox, issued_at=t.unix_ts,
-            expires_at=min(expires, end) if end is not None else expires,
+            v=SCHEMA_VERSION, id=oid, campaign=c.id, variant=cr.id,
+            store=self.store, inbox=t.inbox, issued_at=t.unix_ts, expires_at=expires_at,
             title=cr.title, body=cr.body, format=cr.format, cta=cr.cta, url=cr.url,
             image_url=cr.image_url, coupon_code=cr.coupon_code, zone=t.zone,
+            redeem_code=code,
         )
         return Decision(t, "offer", c.id, cr.id, offer)
