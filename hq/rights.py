@@ -78,7 +78,12 @@ def _erase_rows(db: HqDb, inbox: str) -> tuple[str, int, int]:
         for event_id, body in events:
             db.execute("UPDATE events SET inbox = NULL, body = ? WHERE id = ?",
                        (_scrubbed(body, inbox), event_id))
-        for table in ("consent_history", "profiles", "shoppers"):
+        # till data: sales stay for the store as anonymous ones (inbox and member
+        # dropped), redemptions stay counted without the shopper; the ids that linked a
+        # till to the pseudonym (member QR, loyalty card) go
+        db.execute("UPDATE purchases SET inbox = NULL, member = NULL WHERE inbox = ?", (inbox,))
+        db.execute("UPDATE redemptions SET inbox = NULL WHERE inbox = ?", (inbox,))
+        for table in ("consent_history", "profiles", "members", "loyalty_ids", "shoppers"):
             db.execute(f"DELETE FROM {table} WHERE inbox = ?", (inbox,))  # noqa: S608 - constants
         db.execute("DELETE FROM broker_users WHERE username = ? AND kind = 'phone'", (inbox,))
         db.execute("DELETE FROM api_tokens WHERE kind = 'shopper' AND owner = ?", (inbox,))
@@ -157,6 +162,12 @@ class ShopperRights:
         events = db.query("SELECT body FROM events WHERE inbox = ? ORDER BY ts, id", (inbox,))
         audit = db.query("SELECT ts, action, actor FROM audit WHERE object = ? ORDER BY ts",
                          (f"shopper:{inbox}",))
+        member = db.one("SELECT member FROM members WHERE inbox = ?", (inbox,))
+        loyalty = db.query("SELECT loyalty FROM loyalty_ids WHERE inbox = ?", (inbox,))
+        purchases = db.query("SELECT store, ts, txn, product, category, quantity, value_cents"
+                             " FROM purchases WHERE inbox = ? ORDER BY ts, id", (inbox,))
+        redeemed = db.query("SELECT store, campaign, offer, ts FROM redemptions WHERE inbox = ?"
+                            " ORDER BY ts", (inbox,))
         return {
             "exported_at": time.time(),
             "shopper": {"inbox": row[0], "consents": [c for c in str(row[1]).split(",") if c],
@@ -171,6 +182,13 @@ class ShopperRights:
             "api_tokens": [{"id": t[0], "created_at": float(t[1]), "revoked_at": t[2]} for t in tokens],
             "events": [json.loads(e[0]) for e in events],
             "audit": [{"ts": float(a[0]), "action": a[1], "actor": a[2]} for a in audit],
+            "member": None if member is None else member[0],
+            "loyalty_ids": [r[0] for r in loyalty],
+            "purchases": [{"store": r[0], "ts": float(r[1]), "txn": r[2], "product": r[3],
+                           "category": r[4], "quantity": int(r[5]), "value_cents": int(r[6])}
+                          for r in purchases],
+            "redemptions": [{"store": r[0], "campaign": r[1], "offer": r[2], "ts": float(r[3])}
+                            for r in redeemed],
         }
 
     # ---- erase ---------------------------------------------------------------------------

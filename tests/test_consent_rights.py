@@ -17,6 +17,7 @@ from hq.rights import ERASED
 from hq.service import HqService
 from tests.conftest_pg import BACKENDS, hq_url
 from tests.harness import bearer, token_for
+from tests.purchases import add_purchase
 
 
 @pytest.fixture(params=BACKENDS)
@@ -106,9 +107,20 @@ async def test_export_then_erase_leaves_only_anonymous_counts(db: HqDb, tmp_path
         Ingest(db).store_events([Event(id=f"ev-{i}", kind="zone_enter", ts=1000.0 + i, store="s1",
                                        inbox=who, zone="produce")
                                  for i, who in enumerate([inbox, inbox, keep["inbox"]])])
+        # what a till holds of the shopper: member QR id, a loyalty card, a sale, a redemption
+        db.execute("INSERT INTO members (member, inbox, created_at) VALUES ('MTEST', ?, 1.0)", (inbox,))
+        db.execute("INSERT INTO loyalty_ids (loyalty, inbox, created_at) VALUES ('L-77', ?, 1.0)",
+                   (inbox,))
+        add_purchase(db, store="s1", inbox=inbox, ts=1001.0, value_cents=450)
+        db.execute("INSERT INTO redemptions (code, store, campaign, variant, serial, offer, inbox,"
+                   " expires_at, till, txn, ts) VALUES ('CODE1', 's1', 'c1', 'a', 'ser', 'o1', ?,"
+                   " 2000.0, 'till-1', 't1', 1001.0)", (inbox,))
         r = await c.get(f"/api/shoppers/{inbox}/export", headers=me)
         assert r.status_code == 200
         out = r.json()
+        assert out["member"] == "MTEST" and out["loyalty_ids"] == ["L-77"]
+        assert [p["value_cents"] for p in out["purchases"]] == [450]
+        assert [x["campaign"] for x in out["redemptions"]] == ["c1"]
         assert out["shopper"]["home_stores"] == ["s1"] and out["profile"]["tier"] == "gold"
         assert out["broker_user"]["username"] == inbox and "password_hash" not in out["broker_user"]
         assert [ev["id"] for ev in out["events"]] == ["ev-0", "ev-1"]
@@ -126,6 +138,11 @@ async def test_export_then_erase_leaves_only_anonymous_counts(db: HqDb, tmp_path
         assert db.query("SELECT id, inbox FROM events WHERE id IN ('ev-0', 'ev-1') ORDER BY id") == [
             ("ev-0", None), ("ev-1", None)]
         assert db.one("SELECT count(*) FROM erasures") == (1,)
+        # the store keeps its sale and its redemption, anonymous; the till's links are gone
+        assert db.query("SELECT store, inbox, member, value_cents FROM purchases") == [
+            ("s1", None, None, 450)]
+        assert db.query("SELECT code, inbox FROM redemptions") == [("CODE1", None)]
+        assert db.query("SELECT * FROM members") == [] and db.query("SELECT * FROM loyalty_ids") == []
         assert db.one("SELECT count(*) FROM audit WHERE object = ?", (ERASED,))[0] >= 2  # type: ignore[index]
         assert db.one("SELECT inbox FROM shoppers WHERE inbox = ?", (keep["inbox"],)) is not None
         # the token is gone, the other shopper untouched; the admin's answer is a 404 now
