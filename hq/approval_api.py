@@ -21,12 +21,13 @@ from hq.approvals import LIVE, Approval, Approvals, Decision, Submit, gate
 from hq.audit import AuditLog
 from hq.authz import visible_campaign
 from hq.campaigns import FlashRequest, flash_campaign, save_campaign
+from hq.db import HqDb
 from hq.deps import PrincipalDep, ServiceDep, audit
 from hq.openapi import json_body
 from hq.refusals import Refused
 from hq.service import HqService, NotFound
 
-__all__ = ["approval_router", "approvals_of", "flash_route", "live_save", "propose"]
+__all__ = ["approval_router", "approvals_of", "flash_route", "live_save", "person_of", "propose"]
 
 _STATES: Final = ("submitted", "approved", "rejected", "all")
 
@@ -60,7 +61,7 @@ async def live_save(request: Request, service: HqService, p: Principal, c: Campa
     by_self = gate(approvals.policy, p.role, c, before, current)
     c = await save_campaign(service, c)
     if by_self:  # the caller's own audit entry of the save (an approver's) records it
-        approvals.self_approved(c, p.actor)
+        approvals.self_approved(c, person_of(service.db, p))
     return c
 
 
@@ -74,6 +75,16 @@ async def propose(service: HqService, approvals: Approvals, c: Campaign, *, acto
     audit_log.record(actor, "approval.submit", f"campaign:{c.id}", before=before,
                      after={"approval": a, "campaign": c})
     return c, a
+
+
+def person_of(db: HqDb, p: Principal) -> str:
+    """The person behind ``p``: a personal token is its owner (``user:NAME``), so one
+    person's two tokens are still one pair of eyes; a service token is itself."""
+    if p.actor.startswith("token:"):
+        row = db.one("SELECT owner FROM api_tokens WHERE id = ?", (p.actor.removeprefix("token:"),))
+        if row is not None and row[0]:
+            return f"user:{row[0]}"
+    return p.actor
 
 
 def _visible(p: Principal, service: HqService, cid: str) -> Campaign:
@@ -92,7 +103,7 @@ def approval_router() -> APIRouter:
         c = _visible(p, service, cid)
         approvals = approvals_of(request)
         before = approvals.get(cid)
-        a = approvals.submit(c, p.actor, req)
+        a = approvals.submit(c, person_of(service.db, p), req)
         audit(request, "approval.submit", f"campaign:{cid}", before=before,
               after={"approval": a, "campaign": c})
         return _json(a)
@@ -103,7 +114,7 @@ def approval_router() -> APIRouter:
         c = _visible(p, service, cid)
         approvals = approvals_of(request)
         before = approvals.get(cid)
-        a = approvals.approve(c, p.actor, p.role, req)
+        a = approvals.approve(c, person_of(service.db, p), p.role, req)
         try:
             live = await save_campaign(service, msgspec.structs.replace(c, status=a.target))
         except BaseException:
@@ -120,7 +131,7 @@ def approval_router() -> APIRouter:
         c = _visible(p, service, cid)
         approvals = approvals_of(request)
         before = approvals.get(cid)
-        a = approvals.reject(c, p.actor, req)
+        a = approvals.reject(c, person_of(service.db, p), req)
         audit(request, "approval.reject", f"campaign:{cid}", before=before, after=a)
         return _json(a)
 
@@ -153,7 +164,7 @@ async def flash_route(request: Request, service: HqService, p: Principal,
         c = await live_save(request, service, p, c, None)
         audit(request, "campaign.flash", f"campaign:{c.id}", after=c)
         return _json(c, 201)
-    c, a = await propose(service, approvals, c, actor=p.actor, comment="flash",
+    c, a = await propose(service, approvals, c, actor=person_of(service.db, p), comment="flash",
                          audit_log=AuditLog(service.db))
     request.state.audited = True  # propose() wrote the entry
     assert a.state == "submitted" and c.status not in LIVE
