@@ -41,6 +41,8 @@ __all__ = ["FeedStats", "FeedWatcher", "Skipped"]
 
 log = get_logger(__name__)
 
+_HARMLESS = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
 
 class Skipped(ValueError):
     """An item or a document HQ did not take, and why (a stable ``reason``)."""
@@ -160,8 +162,11 @@ class FeedWatcher:
 
     def _parse(self, src: FeedSource, raw: bytes) -> list[FeedItem]:
         doc = feedparser.parse(raw, sanitize_html=True, resolve_relative_uris=False)
-        if (doc.get("bozo") and not doc.entries) or doc.get("version", "") == "":
-            why = str(doc.get("bozo_exception", "not an RSS or Atom document"))
+        bozo = doc.get("bozo_exception")
+        # a wrong declared encoding or content type is harmless; broken XML is not (a
+        # truncated document recovered by the loose parser would be half a feed)
+        if (bozo is not None and not isinstance(bozo, _HARMLESS)) or not doc.get("version"):
+            why = str(bozo or "not an RSS or Atom document")
             raise self.skip("malformed_feed", why, source=src.name)
         lang = src.language or doc.feed.get("language")
         items = []

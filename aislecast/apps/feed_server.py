@@ -1,6 +1,6 @@
 """A feed file server on 127.0.0.1, for the flash demo, its tests and ``bench feeds``.
 
-``with FeedFiles({"/news.rss": rss_bytes}) as files:`` serves each document at
+``async with FeedFiles({"/news.rss": rss_bytes}) as files:`` (or ``with``) serves each document at
 ``files.url("/news.rss")`` from a thread (the standard library's HTTP server), with an
 ETag per document and 304 for a matching ``If-None-Match``, like a real feed host.
 ``files.put(path, body)`` replaces a document (a new ETag); ``files.hits`` counts the
@@ -9,6 +9,7 @@ requests per path and status.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections import Counter
@@ -86,3 +87,11 @@ class FeedFiles:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        """Stopping waits for the serving thread: off the event loop."""
+        await asyncio.to_thread(self.__exit__, exc_type, exc, tb)
