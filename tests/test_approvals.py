@@ -57,7 +57,8 @@ async def test_four_eyes_refuses_direct_live_saves_and_self_approval(
     r = await http.post("/api/campaigns", json=_campaign("c1", status="live"), headers=who["admin"])
     assert r.status_code == 409 and r.json()["reason"] == "needs_approval", r.text
     assert "submit" in r.json()["detail"]
-    assert (await http.post("/api/campaigns", json=_campaign("c1"), headers=who["approver"])).status_code == 201
+    r = await http.post("/api/campaigns", json=_campaign("c1"), headers=who["approver"])
+    assert r.status_code == 201
     r = await http.post("/api/campaigns/c1/submit", json={"comment": "please"}, headers=who["approver"])
     assert r.status_code == 200 and r.json()["state"] == "submitted", r.text
     r = await http.post("/api/campaigns/c1/approve", json={}, headers=who["approver"])

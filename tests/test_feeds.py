@@ -128,7 +128,8 @@ async def test_the_webhook_refuses_hostile_bodies_and_skips_huge_posts(
     assert (await http.post(url, json={"posts": [{"id": "1", "text": "rain"}]},
                             headers=bearer(token_for(db, "marketer")))).status_code == 403
     hostile = [
-        (b"not json", 400), (b"[" * 5000 + b"]" * 5000, 422), (b'{"posts": [{"id": "1"', 400), (b'{"posts": []}', 422),
+        (b"not json", 400), (b"[" * 5000 + b"]" * 5000, 422), (b'{"posts": [{"id": "1"', 400),
+        (b'{"posts": []}', 422),
         (b'{"posts": [{"id": "1"}]}', 422), (b'{"posts": [{"id": "1", "text": "x", "evil": 1}]}', 422),
         (b'{"posts": [{"id": 5, "text": "x"}]}', 422),
         (b'{"posts": [' + b",".join([b'{"id": "i", "text": "x"}'] * 101) + b"]}", 422),

@@ -64,7 +64,7 @@ class FeedFiles:
                 if status != 304:
                     self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 del format, args  # quiet: the tests and the demo print their own lines
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
