@@ -91,7 +91,9 @@ def digest(c: Campaign) -> str:
     """The SHA-256 of ``c``'s content: status, engine and budget grants left out."""
     bare = msgspec.structs.replace(c, status="draft", engine=CAMPAIGN_ENGINE,
                                    budget=msgspec.structs.replace(c.budget, grants={}))
-    return hashlib.sha256(msgspec.json.encode(bare)).hexdigest()
+    # through JSON and back first: 600 and 600.0 are the same validity, stored or not
+    canonical = msgspec.json.encode(msgspec.json.decode(msgspec.json.encode(bare), type=Campaign))
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _comment(text: str) -> str:
