@@ -40,6 +40,10 @@ class FeedFiles:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # headers and body go out as two writes: without TCP_NODELAY the body waits
+            # ~40 ms behind the client's delayed ACK, which is this server's, not HQ's
+            disable_nagle_algorithm = True
+
             def do_GET(self) -> None:
                 with outer._lock:
                     body = outer._files.get(self.path)
