@@ -4,7 +4,7 @@ two languages, malformed, huge, unchanged), and hostile webhook bodies."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,7 @@ from hq.feeds_api import MAX_WEBHOOK_BYTES
 from hq.ingest import Ingest
 from hq.sentiment import LEXICON, score
 from hq.service import HqService
+from tests.conftest_pg import BACKENDS, hq_url
 from tests.harness import bearer, token_for
 
 RAIN = FeedRule(name="rain", keywords=["rain", "regen", "pluie", "lluvia"], sentiment_min=-0.5,
@@ -67,12 +68,15 @@ def test_rules_match_keywords_entities_language_and_sentiment() -> None:
     assert matches(only_de, FeedItem("n", "6", "Regen", "en")) is None
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> HqService:
-    db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
-    svc = HqService(db, Signer(load_or_create_signing_key(tmp_path / "k.pem")))
-    svc.upsert_store(Store(id="s1", name="Store 1", tz="Europe/Berlin"))
-    return svc
+@pytest.fixture(params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqService]:
+    """HQ's service on SQLite and on PostgreSQL (approvals, feed_items, feed_state)."""
+    with hq_url(request.param, tmp_path) as url:
+        db = HqDb(url)
+        svc = HqService(db, Signer(load_or_create_signing_key(tmp_path / "k.pem")))
+        svc.upsert_store(Store(id="s1", name="Store 1", tz="Europe/Berlin"))
+        yield svc
+        db.close()
 
 
 async def test_feed_files_on_127_0_0_1_valid_malformed_huge_and_unchanged(service: HqService) -> None:
