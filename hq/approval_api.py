@@ -10,6 +10,7 @@ the draft) and every proposal from a feed (:mod:`hq.feeds`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import msgspec
@@ -94,45 +95,57 @@ def _visible(p: Principal, service: HqService, cid: str) -> Campaign:
     return c
 
 
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """What each approval route starts from: the body, the campaign (404 if unseen),
+    the caller as a person and the approval round before the call."""
+
+    req: Any
+    campaign: Campaign
+    approvals: Approvals
+    before: Approval | None
+    person: str
+
+    @classmethod
+    async def open(cls, request: Request, service: HqService, p: Principal, cid: str,
+                   body: type[Submit] | type[Decision]) -> _Round:
+        req = await _decision(request, body)
+        c = _visible(p, service, cid)
+        approvals = approvals_of(request)
+        return cls(req, c, approvals, approvals.get(cid), person_of(service.db, p))
+
+
 def approval_router() -> APIRouter:
     router = APIRouter()
 
     @router.post("/api/campaigns/{cid}/submit", openapi_extra=json_body(Submit))
     async def submit(cid: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
-        req = await _decision(request, Submit)
-        c = _visible(p, service, cid)
-        approvals = approvals_of(request)
-        before = approvals.get(cid)
-        a = approvals.submit(c, person_of(service.db, p), req)
-        audit(request, "approval.submit", f"campaign:{cid}", before=before,
-              after={"approval": a, "campaign": c})
+        r = await _Round.open(request, service, p, cid, Submit)
+        a = r.approvals.submit(r.campaign, r.person, r.req)
+        audit(request, "approval.submit", f"campaign:{cid}", before=r.before,
+              after={"approval": a, "campaign": r.campaign})
         return _json(a)
 
     @router.post("/api/campaigns/{cid}/approve", openapi_extra=json_body(Decision))
     async def approve(cid: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
-        req = await _decision(request, Decision)
-        c = _visible(p, service, cid)
-        approvals = approvals_of(request)
-        before = approvals.get(cid)
-        a = approvals.approve(c, person_of(service.db, p), p.role, req)
+        r = await _Round.open(request, service, p, cid, Decision)
+        a = r.approvals.approve(r.campaign, r.person, p.role, r.req)
         try:
-            live = await save_campaign(service, msgspec.structs.replace(c, status=a.target))
+            live = await save_campaign(service, msgspec.structs.replace(r.campaign, status=a.target))
         except BaseException:
-            if before is not None:  # the approval stands only with the campaign live
-                approvals.put(before)
+            if r.before is not None:  # the approval stands only with the campaign live
+                r.approvals.put(r.before)
             raise
         audit(request, "approval.approve", f"campaign:{cid}",
-              before={"approval": before, "campaign": c}, after={"approval": a, "campaign": live})
+              before={"approval": r.before, "campaign": r.campaign},
+              after={"approval": a, "campaign": live})
         return _json({"approval": a, "campaign": live})
 
     @router.post("/api/campaigns/{cid}/reject", openapi_extra=json_body(Decision))
     async def reject(cid: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
-        req = await _decision(request, Decision)
-        c = _visible(p, service, cid)
-        approvals = approvals_of(request)
-        before = approvals.get(cid)
-        a = approvals.reject(c, person_of(service.db, p), req)
-        audit(request, "approval.reject", f"campaign:{cid}", before=before, after=a)
+        r = await _Round.open(request, service, p, cid, Decision)
+        a = r.approvals.reject(r.campaign, r.person, r.req)
+        audit(request, "approval.reject", f"campaign:{cid}", before=r.before, after=a)
         return _json(a)
 
     @router.get("/api/approvals")
