@@ -211,6 +211,12 @@ class FeedWatcher:
         self.settings = msgspec.structs.replace(s, sources=[*s.sources, *sources],
                                                 rules=[*s.rules, *rules])
 
+    def remove(self, source: str) -> None:
+        """Stop polling the source named ``source`` (its items stay deduplicated)."""
+        s = self.settings
+        self.settings = msgspec.structs.replace(
+            s, sources=[x for x in s.sources if x.name != source])
+
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=False,
                                  headers={"user-agent": "aislecast-hq-feeds"})

@@ -287,12 +287,16 @@ async def _fire_flash(service: HqService, store: str, state: Any) -> None:
         t0 = time.monotonic()
         state.hq.feeds.add(sources=[FeedSource(name="city-news", url=feed.url("/news.rss"))],
                            rules=[rule])
-        state.log.append(f"news feed served at {feed.url('/news.rss')}")
-        cid = await _proposed(port, token)
-        state.log.append(f"flash draft {cid} proposed in {time.monotonic() - t0:.1f} s; approving")
-        await asyncio.to_thread(_api, port, token, "POST", f"/api/campaigns/{cid}/approve")
-        state.log.append(f"flash {cid} approved by demo-approver: live")
-        await asyncio.Event().wait()
+        try:
+            state.log.append(f"news feed served at {feed.url('/news.rss')}")
+            cid = await _proposed(port, token)
+            state.log.append(f"flash draft {cid} proposed in {time.monotonic() - t0:.1f} s; "
+                             "approving")
+            await asyncio.to_thread(_api, port, token, "POST", f"/api/campaigns/{cid}/approve")
+            state.log.append(f"flash {cid} approved by demo-approver: live")
+            await asyncio.Event().wait()
+        finally:  # the feed goes away with the scenario: HQ stops polling it first
+            state.hq.feeds.remove("city-news")
 
 
 SCENARIOS: dict[str, Scenario] = {
