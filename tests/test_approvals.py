@@ -8,13 +8,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from fastapi import FastAPI
 
+from aislecast.kernel.campaign import Budget
+from aislecast.kernel.errors import ConfigError
+from aislecast.kernel.schema import Campaign, decode
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.accounts import Accounts
 from hq.api import create_app
-from hq.approvals import ApprovalPolicy
+from hq.approvals import ApprovalPolicy, digest
+from hq.config import load_hq_config
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.service import HqService
@@ -176,3 +181,22 @@ async def test_single_lets_an_approver_save_live_and_records_it(tmp_path: Path) 
         assert r.status_code == 201 and r.json()["status"] == "live"
         r = await http.get("/api/approvals", params={"state": "bogus"}, headers=admin)
         assert r.status_code == 422
+
+
+def test_the_approved_content_ignores_status_grants_and_number_spelling() -> None:
+    base = decode(msgspec.json.encode(_campaign("c5") | {"validity_s": 600}), Campaign)
+    same = msgspec.structs.replace(base, status="live", validity_s=600.0,
+                                   budget=Budget("impressions", 10, {"gw-1": 5}))
+    assert digest(msgspec.structs.replace(base, budget=Budget("impressions", 10))) == digest(same)
+    assert digest(base) != digest(msgspec.structs.replace(base, name="other"))
+
+
+def test_a_feed_rule_that_matches_nothing_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "hq.toml"
+    cfg.write_text('[[feeds.rules]]\nname = "r"\nkeywords = ["rain"]\nsentiment_min = 0.5\n'
+                   'sentiment_max = -0.5\n[feeds.rules.flash]\ntitle = "t"\nstores = ["s1"]\n')
+    with pytest.raises(ConfigError, match=r"feeds\.rules\[0\]"):
+        load_hq_config(str(cfg))
+    cfg.write_text('[approval]\nflash = "two_eyes"\n')
+    with pytest.raises(ConfigError, match="approval"):
+        load_hq_config(str(cfg))

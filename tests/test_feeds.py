@@ -156,6 +156,12 @@ async def test_the_webhook_refuses_hostile_bodies_and_skips_huge_posts(
     assert results[1]["reason"] == "huge_post"
     r = await http.post(url, json={"posts": posts["posts"][:1]}, headers=token)
     assert r.json()["posts"][0]["result"] == "duplicate"
+    # a rule whose template names a store HQ does not have: skipped with the reason
+    watcher = app.state.feeds
+    watcher.add(rules=[FeedRule(name="ghost", keywords=["snow"], flash=FlashTemplate(
+        title="Sledges", stores=["nowhere"]))])
+    r = await http.post(url, json={"posts": [{"id": "p4", "text": "snow tonight"}]}, headers=token)
+    assert r.json()["posts"][0] == {"id": "p4", "result": "skipped", "reason": "bad_template"}
     pending = (await http.get("/api/approvals", headers=bearer(token_for(db, "approver")))).json()
     assert [p["campaign"]["id"] for p in pending] == [results[0]["campaign"]]
     assert pending[0]["approval"]["submitted_by"] == "feed:social-social"
