@@ -73,10 +73,12 @@ class FeedWatcher:
         self.audit = AuditLog(service.db)
         self.stats = stats or FeedStats()
 
-    def skip(self, reason: str, detail: str, **where: object) -> Skipped:
-        """Count and log a skip once; returns it for raising."""
+    def skip(self, reason: str, detail: str, *, logged: bool = True, **where: object) -> Skipped:
+        """Count a skip and log it once (``logged=False``: the caller's refusal is the
+        line); returns it for raising."""
         self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1
-        log.warning("feed input skipped", reason=reason, detail=detail[:200], **where)
+        if logged:
+            log.warning("feed input skipped", reason=reason, detail=detail[:200], **where)
         return Skipped(reason, detail)
 
     def _first_sight(self, item: FeedItem) -> str | None:

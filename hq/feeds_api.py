@@ -4,7 +4,8 @@ Callers: a ``social_feed`` service token (the social-listening tool's) or an adm
 The body is ``{"posts": [{"id", "text", "lang"?, "url"?, "source"?}, ...]}``, at most
 :data:`MAX_WEBHOOK_BYTES` and :data:`MAX_POSTS` posts, decoded against that schema
 (unknown fields refused): anything else is refused whole (400 not JSON or too deep, 413
-too big, 422 wrong shape), counted and logged once. A post over the text limit is
+too big, 422 wrong shape), counted twice (the refusal by reason, the feed's skip by
+kind) and logged once (the refusal's line). A post over the text limit is
 skipped with its reason and the others are taken. The answer names what became of each
 post: ``proposed`` (with the draft's id), ``duplicate``, ``no_match`` or ``skipped``.
 """
@@ -57,16 +58,16 @@ def feeds_router() -> APIRouter:
         watcher = _watcher(request)
         raw = await request.body()
         if len(raw) > MAX_WEBHOOK_BYTES:
-            watcher.skip("webhook_too_big", f"{len(raw)} bytes")
+            watcher.skip("webhook_too_big", f"{len(raw)} bytes", logged=False)
             raise Refused(413, "body_too_large", f"posts: at most {MAX_WEBHOOK_BYTES} bytes "
                           f"a request; send at most {MAX_POSTS} posts at a time")
         try:
             body = decode(raw, SocialPosts)
         except msgspec.ValidationError as exc:
-            watcher.skip("webhook_bad_shape", str(exc))
+            watcher.skip("webhook_bad_shape", str(exc), logged=False)
             raise Refused(422, "bad_body", f"invalid posts: {exc}") from None
         except msgspec.DecodeError as exc:
-            watcher.skip("webhook_not_json", str(exc))
+            watcher.skip("webhook_not_json", str(exc), logged=False)
             raise Refused(400, "bad_body", f"body is not valid JSON: {exc}") from None
         results: list[dict[str, object]] = []
         for post in body.posts:
