@@ -170,12 +170,12 @@ class Approvals:
         return a
 
     def submit(self, c: Campaign, actor: str, req: Submit) -> Approval:
-        """A new round for ``c`` as it is now; a campaign live with this content is refused."""
-        current = self.get(c.id)
-        if c.status in LIVE and current is not None and current.state == "approved" \
-                and current.digest == digest(c):
-            raise Refused(409, "already_approved", f"campaign {c.id!r} is {c.status} with this "
-                          "content, approved; nothing to submit")
+        """A new round for ``c`` as it is now: a draft or paused campaign (a live one is
+        on air already: its edits are saved paused or as draft, then submitted, so that a
+        rejection always leaves the campaign off)."""
+        if c.status in LIVE:
+            raise Refused(409, "already_live", f"campaign {c.id!r} is {c.status}: nothing to "
+                          "submit; save an edit as draft or paused, then submit it")
         a = Approval(c.id, "submitted", req.status, digest(c), actor, time.time(),
                      _comment(req.comment))
         log.info("campaign submitted", campaign=c.id, actor=actor)

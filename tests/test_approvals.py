@@ -200,3 +200,17 @@ def test_a_feed_rule_that_matches_nothing_is_a_config_error(tmp_path: Path) -> N
     cfg.write_text('[approval]\nflash = "two_eyes"\n')
     with pytest.raises(ConfigError, match="approval"):
         load_hq_config(str(cfg))
+
+
+async def test_a_live_campaign_is_not_submitted_so_a_rejection_always_leaves_it_off(
+        four_eyes: tuple[httpx.AsyncClient, dict[str, dict[str, str]]]) -> None:
+    http, who = four_eyes
+    await http.post("/api/campaigns", json=_campaign("c6"), headers=who["marketer"])
+    await http.post("/api/campaigns/c6/submit", headers=who["marketer"])
+    assert (await http.post("/api/campaigns/c6/approve", headers=who["approver"])).status_code == 200
+    r = await http.post("/api/campaigns/c6/submit", headers=who["marketer"])
+    assert r.status_code == 409 and r.json()["reason"] == "already_live"
+    r = await http.post("/api/campaigns/c6/submit", content=b"[1]", headers=who["marketer"])
+    assert r.status_code == 422  # a body of the wrong shape, before anything else
+    r = await http.post("/api/campaigns/nope/submit", headers=who["marketer"])
+    assert r.status_code == 404
