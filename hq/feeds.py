@@ -228,5 +228,8 @@ class FeedWatcher:
         async with self.client() as http:
             while True:
                 for src in self.settings.sources:
-                    await self.poll(http, src)
+                    try:
+                        await self.poll(http, src)
+                    except Exception as exc:  # one feed's surprise must not end the leader's duties
+                        self.skip("poll_failed", f"{type(exc).__name__}: {exc}", source=src.name)
                 await asyncio.sleep(self.settings.every_s)
