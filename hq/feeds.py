@@ -230,6 +230,7 @@ class FeedWatcher:
                 for src in self.settings.sources:
                     try:
                         await self.poll(http, src)
-                    except Exception as exc:  # one feed's surprise must not end the leader's duties
-                        self.skip("poll_failed", f"{type(exc).__name__}: {exc}", source=src.name)
+                    except Exception:  # one feed's surprise must not end the leader's duties
+                        self.stats.skipped["poll_failed"] = self.stats.skipped.get("poll_failed", 0) + 1
+                        log.exception("feed poll failed", source=src.name)
                 await asyncio.sleep(self.settings.every_s)
