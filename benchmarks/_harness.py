@@ -60,6 +60,7 @@ _MODULES = (
     "benchmarks.bench_soak",
     "benchmarks.bench_console",
     "benchmarks.bench_till",
+    "benchmarks.bench_feeds",
 )
 
 

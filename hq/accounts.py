@@ -13,7 +13,8 @@ Roles (docs/architecture.md#accounts-and-roles):
 Service tokens act as their kind: ``gateway_provisioning`` (fetches HQ's bundle key),
 ``till`` (scoped to stores), ``wallet`` (enrols shoppers, opts them out),
 ``broker_sync`` (reads the rendered broker password and ACL files, for
-``aislecast broker sync`` next to a broker on another host). A
+``aislecast broker sync`` next to a broker on another host), ``social_feed`` (posts social
+mentions to ``POST /api/feeds/social``, :mod:`hq.feeds`). A
 ``personal`` token acts as the user who owns it, with that user's role and stores, and
 stops working when the user is disabled. A ``shopper`` token (issued at enrolment,
 owner = the inbox) acts as ``shopper:INBOX`` on that shopper's own routes (hq.rights).
@@ -71,7 +72,8 @@ __all__ = [
 ]
 
 Role = Literal["admin", "marketer", "approver", "store_staff", "analyst"]
-Kind = Literal["gateway_provisioning", "till", "wallet", "broker_sync", "personal", "shopper"]
+Kind = Literal["gateway_provisioning", "till", "wallet", "broker_sync", "personal", "shopper",
+               "social_feed"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 

@@ -19,13 +19,18 @@ from aislecast.kernel.signing import public_key_pem
 from hq.accounts import Accounts, Principal
 from hq.alerts import AlertWatch, alerts_router
 from hq.analytics import campaign_stats
+from hq.approval_api import approval_router, flash_route, live_save
+from hq.approvals import ApprovalPolicy, Approvals
 from hq.audit import AuditLog, audit_router
 from hq.auth import AuthMiddleware, BodyLimitMiddleware
-from hq.authz import LIVE_MAKERS, campaigns_for, redact_coupons, visible_campaign
+from hq.authz import campaigns_for, redact_coupons, visible_campaign
 from hq.broker_feed import BrokerFeed, broker_feed_router
-from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
+from hq.campaigns import CampaignInvalid, FlashRequest
 from hq.console import GatewayBoard, mount_console
 from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.feed_rules import FeedSettings
+from hq.feeds import FeedWatcher
+from hq.feeds_api import feeds_router
 from hq.ingest import Ingest
 from hq.live import LiveHub, live_router
 from hq.login import login_router
@@ -63,15 +68,6 @@ async def _body(request: Request, cls: type[T]) -> T:
         raise HTTPException(422, detail=f"invalid {cls.__name__}: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise HTTPException(400, detail=f"body is not valid JSON: {exc}") from exc
-
-
-def _may_make_live(p: Principal, c: Campaign, before: Campaign | None) -> None:
-    """A marketer writes drafts: a campaign goes (or stays) live only through an approver."""
-    live = {"live", "scheduled"}
-    if p.role not in LIVE_MAKERS and (c.status in live or (before and before.status in live)):
-        raise Refused(403, "needs_approver",
-                      f"status {c.status!r}: a {p.role} saves campaigns as draft or paused and "
-                      "an approver makes them live; save it with \"status\": \"draft\"")
 
 
 def _existing(service: HqService, cid: str) -> Campaign | None:
@@ -157,8 +153,7 @@ def _campaign_router() -> APIRouter:
     async def put_campaign(request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
         c = await _body(request, Campaign)
         before = _existing(service, c.id)
-        _may_make_live(p, c, before)
-        c = await save_campaign(service, c)
+        c = await live_save(request, service, p, c, before)  # the approval policy decides
         audit(request, "campaign.save", f"campaign:{c.id}", before=before, after=c)
         return _json(c, 201)
 
@@ -169,8 +164,7 @@ def _campaign_router() -> APIRouter:
         if c.id != cid:
             raise HTTPException(422, detail=[f"id: body id {c.id!r} is not {cid!r}"])
         before = _visible(p, service.get_campaign(cid))
-        _may_make_live(p, c, before)
-        c = await save_campaign(service, c)
+        c = await live_save(request, service, p, c, service.get_campaign(cid))
         audit(request, "campaign.update", f"campaign:{cid}", before=before, after=c)
         return _json(c)
 
@@ -179,10 +173,8 @@ def _campaign_router() -> APIRouter:
         return _json(_visible(p, service.get_campaign(cid)))
 
     @router.post("/api/flash", status_code=201, openapi_extra=json_body(FlashRequest))
-    async def post_flash(request: Request, service: ServiceDep) -> Response:
-        c = await flash(service, await _body(request, FlashRequest))
-        audit(request, "campaign.flash", f"campaign:{c.id}", after=c)
-        return _json(c, 201)
+    async def post_flash(request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
+        return await flash_route(request, service, p, await _body(request, FlashRequest))
 
     @router.get("/api/campaigns")
     async def list_campaigns(service: ServiceDep, p: PrincipalDep) -> Response:
@@ -227,13 +219,17 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
                stats: Mapping[str, object] | None = None,
                max_body_bytes: int = MAX_BODY_BYTES,
                login_limiter: LoginLimiter | None = None,
-               alerts: AlertWatch | None = None) -> FastAPI:
+               alerts: AlertWatch | None = None,
+               approval: ApprovalPolicy | None = None,
+               feeds: FeedWatcher | None = None) -> FastAPI:
     """HQ's API on ``service`` and ``ingest`` (kept in ``app.state``, read by the routes
     through :mod:`hq.deps`); ``stats`` adds components' counters to ``/metrics``.
     Accounts and the audit log live in ``service.db``; bodies over ``max_body_bytes``
     are refused with 413; failed console logins are limited by ``login_limiter``
     (default :class:`hq.login_limits.LoginLimiter` on the monotonic clock); ``alerts``
-    serves ``GET /api/alerts`` (default: the gateways' alerts from ``board``)."""
+    serves ``GET /api/alerts`` (default: the gateways' alerts from ``board``); ``approval``
+    is the chain's approval policy (:mod:`hq.approvals`; default: its defaults) and
+    ``feeds`` takes ``POST /api/feeds/social`` (:mod:`hq.feeds`; default: no rules)."""
     app = FastAPI(title="aislecast HQ", version=__version__)
     board = board or GatewayBoard()
     http, auth = HttpStats(), AuthStats()
@@ -243,6 +239,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     feed = BrokerFeed(service.credentials)  # GET /api/broker/registry, for remote brokers
     app.state.broker_feed = feed  # HqServer closes it first on the way out (held requests)
     app.state.login_limiter = login_limiter or LoginLimiter()
+    app.state.approvals = approvals = Approvals(service.db, approval)  # hq.approval_api
+    app.state.feeds = feeds = feeds or FeedWatcher(service, FeedSettings(), approvals)
     app.state.alerts = alerts = alerts or AlertWatch(board)
     app.state.live = live = LiveHub()  # GET /api/live (hq.live); HqServer closes it on exit
     app.state.till = till = TillDesk(service.db, lambda: service.redeem)  # /api/till/*
@@ -250,7 +248,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
                                    "console": board.stats, "http": http, "auth": auth,
                                    "broker_feed": feed.stats, "alerts": alerts.stats,
-                                   "live": live.stats, "till": till.stats,
+                                   "live": live.stats, "till": till.stats, "feeds": feeds.stats,
                                    **(stats or {})})
     ingest.listeners.append(board.on_events)  # the console's "last event" per gateway
     ingest.listeners.append(live.on_events)  # and its pushed updates
@@ -294,7 +292,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
         return _json({"detail": str(exc)}, 404)
 
     for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
-                   live_router(live), rights_router(), till_router(till)):
+                   live_router(live), rights_router(), till_router(till), approval_router(),
+                   feeds_router()):
         app.include_router(router)
     mount_series(app)  # GET /api/analytics/funnel, unless a router above serves it
     return app

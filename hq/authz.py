@@ -78,6 +78,13 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/api/campaigns/{cid}/pause"): _EDITORS,
     ("POST", "/api/campaigns/{cid}/resume"): LIVE_MAKERS,
     ("POST", "/api/flash"): LIVE_MAKERS,
+    # approval (hq.approvals): editors submit, approvers decide; the queue for editors
+    ("POST", "/api/campaigns/{cid}/submit"): _EDITORS,
+    ("POST", "/api/campaigns/{cid}/approve"): LIVE_MAKERS,
+    ("POST", "/api/campaigns/{cid}/reject"): LIVE_MAKERS,
+    ("GET", "/api/approvals"): _EDITORS,
+    # social posts and mentions for flash proposals (hq.feeds): a social_feed token
+    ("POST", "/api/feeds/social"): frozenset({"admin", "social_feed"}),
     ("POST", "/api/shoppers"): frozenset({"admin", "wallet"}),
     ("POST", "/api/shoppers/{inbox}/opt-out"): frozenset({"admin", "wallet"}),
     ("POST", "/api/enroll"): frozenset({"admin", "wallet"}),  # the same as POST /api/shoppers

@@ -35,8 +35,8 @@ from aislecast.kernel.campaign import (
 from aislecast.kernel.logs import get_logger
 from hq.service import HqService, NotFound, check_id, check_text, check_tz
 
-__all__ = ["CampaignInvalid", "FlashRequest", "allocate_budgets", "flash", "save_campaign",
-           "top_up", "validate"]
+__all__ = ["CampaignInvalid", "FlashRequest", "allocate_budgets", "flash", "flash_campaign",
+           "save_campaign", "top_up", "validate"]
 
 log = get_logger(__name__)
 
@@ -127,14 +127,18 @@ async def save_campaign(service: HqService, c: Campaign, *, push: bool = True) -
     return c
 
 
-async def flash(service: HqService, req: FlashRequest) -> Campaign:
+def flash_campaign(req: FlashRequest, *, status: str = "live") -> Campaign:
+    """The campaign a flash request describes (not yet validated or saved)."""
     creative = Creative(id="flash", title=req.title, body=req.body, format=req.format,
                         coupon_code=req.coupon_code, url=req.url)
-    c = Campaign(id=req.id or f"flash-{uuid.uuid4().hex[:8]}", name=req.title,
-                 stores=req.stores, creatives=[creative], scenario="flash",
-                 trigger=Trigger(kind="flash", zones=req.zones), validity_s=req.validity_s,
-                 priority=req.priority, holdout_pct=req.holdout_pct, countdown=True)
-    return await save_campaign(service, c)
+    return Campaign(id=req.id or f"flash-{uuid.uuid4().hex[:8]}", name=req.title,
+                    stores=req.stores, creatives=[creative], scenario="flash", status=status,
+                    trigger=Trigger(kind="flash", zones=req.zones), validity_s=req.validity_s,
+                    priority=req.priority, holdout_pct=req.holdout_pct, countdown=True)
+
+
+async def flash(service: HqService, req: FlashRequest) -> Campaign:
+    return await save_campaign(service, flash_campaign(req))
 
 
 def _spent(service: HqService, c: Campaign, now: float) -> tuple[dict[str, int], int]:

@@ -47,7 +47,9 @@ from aislecast.kernel.const import MQTT_SESSION_EXPIRY_S
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
 from hq.api import MAX_BODY_BYTES
+from hq.approvals import ApprovalPolicy
 from hq.broker_sync import pid_from_file
+from hq.feed_rules import FeedSettings
 from hq.landing import LandingHosts
 from hq.retention import EVENTS_DAYS
 from hq.server import LEARN_EVERY_S
@@ -180,6 +182,10 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
     retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
     # stores sharded across brokers (hq.shards); a store no shard lists is on [broker]
     shards: list[ShardSection] = msgspec.field(default_factory=list)
+    # who approves before a campaign or flash goes live (hq.approvals)
+    approval: ApprovalPolicy = msgspec.field(default_factory=ApprovalPolicy)
+    # feeds and rules that propose flash drafts (hq.feeds)
+    feeds: FeedSettings = msgspec.field(default_factory=FeedSettings)
 
     def db_url(self) -> str:
         return self.database.url or f"sqlite:///{Path(self.data_dir) / 'hq.sqlite'}"
@@ -226,6 +232,12 @@ def load_hq_config(path: str | None = None,
     cfg.broker.check("broker", file=path)
     _check_http(cfg.http, path)
     _check_shards(cfg.shards, path)
+    for i, rule in enumerate(cfg.feeds.rules):
+        if rule.sentiment_min > rule.sentiment_max or not (rule.keywords or rule.entities):
+            raise ConfigError(f"feeds.rules[{i}]", "matches nothing (sentiment_min above "
+                              "sentiment_max, or neither keywords nor entities)",
+                              hint="give keywords or entities and sentiment_min <= sentiment_max",
+                              file=path)
     for i, host in enumerate(cfg.links.landing_hosts):
         try:
             LandingHosts([host])

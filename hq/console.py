@@ -40,7 +40,7 @@ from aislecast.kernel import topics
 from aislecast.kernel.counters import count
 from aislecast.kernel.schema import Campaign, Event, GatewayState, decode
 from hq.analytics import campaign_stats
-from hq.campaigns import save_campaign
+from hq.approval_api import live_save
 from hq.db import HqDb
 from hq.deps import PrincipalDep, ServiceDep, audit
 from hq.login import session_of
@@ -198,9 +198,10 @@ def mount_console(app: FastAPI) -> None:
         return _json({"now": time.time(), "stores": out})
 
     @router.post("/api/campaigns/{cid}/resume")
-    async def resume(cid: str, request: Request, service: ServiceDep) -> Response:
-        before = service.get_campaign(cid)
-        c = await save_campaign(service, msgspec.structs.replace(before, status="live"))
+    async def resume(cid: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
+        before = service.get_campaign(cid)  # unchanged approved content resumes at once
+        c = await live_save(request, service, p, msgspec.structs.replace(before, status="live"),
+                            before)
         audit(request, "campaign.resume", f"campaign:{cid}", before=before, after=c)
         return _json(c)
 

@@ -170,8 +170,30 @@ def m0006_till(db: HqDb) -> None:
         db.execute(stmt)
 
 
+_V7: Final = (
+    # one row per campaign that went through approval (hq.approvals): its latest round
+    "CREATE TABLE approvals (campaign TEXT PRIMARY KEY, state TEXT NOT NULL,"
+    " target TEXT NOT NULL, digest TEXT NOT NULL, submitted_by TEXT NOT NULL,"
+    " submitted_at DOUBLE PRECISION NOT NULL, comment TEXT NOT NULL, decided_by TEXT,"
+    " decided_at DOUBLE PRECISION, decision_comment TEXT NOT NULL)",
+    "CREATE INDEX approvals_state ON approvals (state, submitted_at)",
+    # feed items and social posts already seen (hq.feeds), by a hash of source and id
+    "CREATE TABLE feed_items (key TEXT PRIMARY KEY, source TEXT NOT NULL,"
+    " seen_at DOUBLE PRECISION NOT NULL, campaign TEXT)",
+    # each feed's validators for conditional GETs (ETag, Last-Modified)
+    "CREATE TABLE feed_state (url TEXT PRIMARY KEY, etag TEXT, modified TEXT)",
+)
+
+
+def m0007_approvals_feeds(db: HqDb) -> None:
+    """Campaign approvals and flash proposals from feeds (docs/architecture.md#approval)."""
+    for stmt in _V7:
+        db.execute(stmt)
+
+
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
-                                  m0004_broker_users, m0005_consent, m0006_till)
+                                  m0004_broker_users, m0005_consent, m0006_till,
+                                  m0007_approvals_feeds)
 
 
 def schema_version(db: HqDb) -> int:

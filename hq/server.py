@@ -24,6 +24,8 @@ needs (no attribute is wired afterwards), connects the MQTT link and starts one
 - ``hq-alerts``: the alerts judged every few seconds (:mod:`hq.alerts`);
 - ``hq-autopause``: campaigns' auto-pause rules, judged and acted on by the leader
   every few seconds, their alerts on every worker (:mod:`hq.autopause`);
+- ``hq-feeds`` (a leader's duty): the RSS/Atom feeds polled for flash proposals
+  (:mod:`hq.feeds`), which wait for approval (:mod:`hq.approvals`);
 - ``hq-http``: uvicorn serving the API, the console, short links, ``/metrics`` and the
   rendered broker files for brokers on other hosts (:mod:`hq.broker_feed`).
 
@@ -57,6 +59,7 @@ from aislecast.kernel.logs import get_logger
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from hq.alerts import AlertWatch, component_rules
 from hq.api import MAX_BODY_BYTES, create_app
+from hq.approvals import ApprovalPolicy, Approvals
 from hq.audit import AuditLog
 from hq.autopause import AUTOPAUSE_EVERY_S, AutoPauser
 from hq.broker_auth import BrokerAuthFiles
@@ -64,6 +67,8 @@ from hq.broker_sync import BrokerSync, PidSource
 from hq.console import STATE_FILTER, GatewayBoard
 from hq.credentials import ensure_hq_credential, hq_login_file
 from hq.db import HqDb
+from hq.feed_rules import FeedSettings
+from hq.feeds import FeedWatcher
 from hq.ingest import Ingest
 from hq.keyring import Keyring
 from hq.landing import LandingHosts
@@ -119,6 +124,7 @@ class _Parts:
     broker_sync: BrokerSync | None
     keys: KeyWatcher
     election: Election
+    feeds: FeedWatcher
 
 
 class HqServer:
@@ -150,6 +156,8 @@ class HqServer:
         shards: Sequence[ShardSettings] = (),
         retention_days: float = EVENTS_DAYS,
         autopause_every_s: float = AUTOPAUSE_EVERY_S,
+        approval: ApprovalPolicy | None = None,
+        feeds: FeedSettings | None = None,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -181,6 +189,10 @@ class HqServer:
         self.retention_days = retention_days  # [retention] events_days (hq.retention)
         self.retention: EventRetention | None = None  # run by the leader (set on entry)
         self.autopause_every_s = autopause_every_s  # campaigns' auto-pause rules judged this often
+        # who approves what before it goes live ([approval]) and the feeds and rules that
+        # propose flash drafts ([feeds]); None: the defaults (four-eyes flash, no feeds)
+        self.approval = approval or ApprovalPolicy()
+        self.feed_settings = feeds or FeedSettings()
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -242,6 +254,11 @@ class HqServer:
         return self._got().keys
 
     @property
+    def feeds(self) -> FeedWatcher:
+        """The flash proposals from feeds: ``hq.feeds.add(sources=[...], rules=[...])``."""
+        return self._got().feeds
+
+    @property
     def election(self) -> Election:
         """Whether this worker leads (``election.leading``, ``election.role``)."""
         return self._got().election
@@ -297,10 +314,11 @@ class HqServer:
         shortlinks = DbShortLinkStore(db, ingest.store_events)
         republisher, learned, leader_stats = (Republisher(service, self.republish_s), LearnStats(),
                                               LeaderStats())
+        feeds = FeedWatcher(service, self.feed_settings, Approvals(db, self.approval))
         lock: LeaderLock = (PgLeaderLock(self.db_url, leader_stats) if db.dialect == "postgresql"
                             else SoleLeaderLock())
         election = Election(lock, lambda took_over: self._duties(service, republisher, learned,
-                                                                 took_over=took_over),
+                                                                 feeds, took_over=took_over),
                             every_s=self.leader_every_s, stats=leader_stats, worker=self.worker)
         keys = KeyWatcher(service, ring, self.keys_every_s, publish=election.leading.is_set)
         # a store's bundle lists its gateways: republish it when one is added or revoked
@@ -322,14 +340,14 @@ class HqServer:
             **({"shards": shards.stats} if self.shard_settings else {}),
             **{f"mqtt_shard_{name}": shards.links[name].stats for name in shard_mqtt},
             **{f"broker_sync_shard_{name}": s.stats for name, s in shard_syncs.items()}},
-            max_body_bytes=self.max_body_bytes)
+            max_body_bytes=self.max_body_bytes, approval=self.approval, feeds=feeds)
         app.state.role = lambda: election.role  # /health says "leader" or "follower"
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))
         app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,
                                             landing_hosts=self.landing_hosts))
         self._parts = _Parts(db, service, ingest, board, link, shards, shortlinks, app, app.state.metrics,
-                             sync, keys, election)
+                             sync, keys, election, feeds)
         self._http = http = HttpServer(await asyncio.to_thread(self._http_config, app))
 
         for each in shards.links.values():
@@ -399,7 +417,7 @@ class HqServer:
         return sync, shard_mqtt, syncs
 
     async def _duties(self, service: HqService, republisher: Republisher, learned: LearnStats,
-                      *, took_over: bool) -> None:
+                      feeds: FeedWatcher, *, took_over: bool) -> None:
         """The leader's tasks, cancelled when it loses the lock. A worker that had to wait
         for the lock (another led) first trains and republishes every store's bundle."""
         async with asyncio.TaskGroup() as tg:
@@ -410,6 +428,7 @@ class HqServer:
                 tg.create_task(learn_loop(service, self.learn_every_s, learned), name="hq-learner")
             if self.retention is not None:
                 tg.create_task(self.retention.run(), name="hq-retention")
+            tg.create_task(feeds.run(), name="hq-feeds")  # idle rounds while no source is set
 
     def _http_config(self, app: FastAPI) -> uvicorn.Config:
         """uvicorn's settings, loaded here (in a worker thread: the TLS files are read)."""

@@ -31,6 +31,7 @@ from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
+from hq.approvals import ApprovalPolicy
 from hq.broker_auth import BrokerAuthFiles, wait_for_login
 from hq.config import load_hq_config
 from hq.service import Enrollment
@@ -169,7 +170,7 @@ async def test_two_stores_on_two_brokers(tmp_path: Path) -> None:
                               auth_dir=broker_auth_dir(work_b), pid=lambda: broker_b.pid)
         campaign = msgspec.structs.replace(enter_campaign("produce"), stores=[STORE, STORE_B])
         async with stack(broker_a.port, work_a, [campaign], broker=broker_a,
-                         shards=[shard]) as st:
+                         shards=[shard], approval=ApprovalPolicy(flash="single")) as st:
             hq = st.hq
             assert hq.shards.shard_of(STORE_B) == "b" and hq.shards.shard_of(STORE) == "default"
             sim_b = SimStore(default_zones(), seed=4)

@@ -44,6 +44,7 @@ from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
 from hq.accounts import Accounts
 from hq.broker_auth import BrokerAuthFiles, wait_for_login
+from hq.feed_rules import FeedSettings
 from hq.gateway_certs import issue_gateway_cert
 from hq.landing import LandingHosts
 from hq.local_broker import LocalTlsBroker, tls_broker_config
@@ -54,6 +55,8 @@ __all__ = ["DemoOptions", "DemoState", "run_demo"]
 
 # where the demo's creatives land (its short links redirect only there)
 DEMO_LANDING_HOSTS = ("ex.invalid",)
+# how often the demo's HQ polls the feeds the flash scenario serves (hq.feeds)
+DEMO_FEED_EVERY_S = 0.5
 
 log = logging.getLogger("aislecast.apps.demo")
 
@@ -208,7 +211,8 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                                 rotation_k=scenario.rotation_k,
                                 landing_hosts=LandingHosts(DEMO_LANDING_HOSTS),
                                 broker_auth_dir=files.directory,
-                                broker_pid=lambda: broker.pid) as hq, \
+                                broker_pid=lambda: broker.pid,
+                                feeds=FeedSettings(every_s=DEMO_FEED_EVERY_S)) as hq, \
                     asyncio.TaskGroup() as tg:
                 state.hq = hq
                 state.credentials = provision(hq.db, STORE)

@@ -14,7 +14,8 @@ moment the demo starts, so every scenario fires whenever it is run:
   Thompson sampling, lead scores raised by repeated visits and dwell;
 - interaction: offers answering an NFC tap or a QR scan of a shelf label, reported by
   the app over MQTT (the QR scan also counted by HQ's short link);
-- flash: a breaking-news offer fired at ``POST /api/flash``, reaching every present
+- flash: breaking news in a feed (served on 127.0.0.1) proposes a flash draft
+  (hq.feeds), the demo's approver approves it at HQ's API, and it reaches every present
   opted-in shopper within seconds, within caps.
 """
 
@@ -32,11 +33,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
+
+from aislecast.apps.feed_server import FeedFiles, rss
 from aislecast.kernel import topics
 from aislecast.kernel.campaign import Audience, Caps, Creative, Schedule, Trigger, Window
 from aislecast.kernel.schema import SCHEMA_VERSION, Beacon, Campaign, InteractionReport, Store, Zone, encode
 from edge.simstore import SimZone
 from hq.campaigns import save_campaign
+from hq.feed_rules import FeedRule, FeedSource, FlashTemplate
 from hq.learning import set_profile, train
 from hq.service import HqService
 
@@ -244,18 +249,54 @@ async def _flash_setup(service: HqService, store: str, zones: list[SimZone], uui
     setup_store(service, store, zones, uuid_)
 
 
+_NEWS = rss("Stadtnachrichten", [("demo-rain-1", "Starker Regen ab dem Nachmittag",
+                                    "Der Wetterdienst erwartet Regen bis zum Abend.")],
+            language="de")
+_RAIN = FeedRule(name="rain", keywords=["regen", "rain"], sentiment_min=-0.5,
+                 flash=FlashTemplate(title="Breaking: umbrellas -50 % for 30 minutes",
+                                     stores=[], format="coupon", coupon_code="RAIN50",
+                                     validity_s=1800))
+
+
+def _api(port: int, token: str, method: str, path: str) -> Any:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}" if method == "POST" else None,
+                                 method=method, headers={"content-type": "application/json",
+                                                         "authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - HQ on 127.0.0.1
+        return json.loads(resp.read())
+
+
+async def _proposed(port: int, token: str) -> str:
+    """The first flash draft waiting for approval, as HQ's approval queue lists it."""
+    for _ in range(600):  # a minute: the demo's feed is polled every half second
+        pending = await asyncio.to_thread(_api, port, token, "GET", "/api/approvals")
+        if pending:
+            return str(pending[0]["campaign"]["id"])
+        await asyncio.sleep(0.1)
+    raise RuntimeError("no flash draft proposed from the demo's news feed within a minute")
+
+
 async def _fire_flash(service: HqService, store: str, state: Any) -> None:
-    """An approver fires a breaking-news offer at HQ's HTTP API after 4 s (as the demo's
-    admin: a flash goes live at once, which a marketer may not do)."""
-    await asyncio.sleep(4.0)
-    body = json.dumps({"title": "Breaking: umbrellas -50 % for 30 minutes", "stores": [store],
-                       "format": "coupon", "coupon_code": "RAIN50", "validity_s": 1800}).encode()
-    url = f"http://127.0.0.1:{state.hq.http_port}/api/flash"
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"content-type": "application/json",
-                                          "authorization": f"Bearer {state.credentials.admin_token}"})
-    await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=5).read())  # noqa: S310
-    await asyncio.Event().wait()
+    """Breaking news: after 2 s a local news feed served on 127.0.0.1 says rain; HQ's
+    feed watcher matches the rain rule and proposes a flash draft (hq.feeds), the demo's
+    approver approves it over HQ's HTTP API, and the phones present get it in seconds."""
+    await asyncio.sleep(2.0)
+    port, token = state.hq.http_port, state.credentials.approver_token
+    rule = msgspec.structs.replace(_RAIN, flash=msgspec.structs.replace(_RAIN.flash, stores=[store]))
+    async with FeedFiles({"/news.rss": _NEWS}) as feed:
+        t0 = time.monotonic()
+        state.hq.feeds.add(sources=[FeedSource(name="city-news", url=feed.url("/news.rss"))],
+                           rules=[rule])
+        try:
+            state.log.append(f"news feed served at {feed.url('/news.rss')}")
+            cid = await _proposed(port, token)
+            state.log.append(f"flash draft {cid} proposed in {time.monotonic() - t0:.1f} s; "
+                             "approving")
+            await asyncio.to_thread(_api, port, token, "POST", f"/api/campaigns/{cid}/approve")
+            state.log.append(f"flash {cid} approved by demo-approver: live")
+            await asyncio.Event().wait()
+        finally:  # the feed goes away with the scenario: HQ stops polling it first
+            state.hq.feeds.remove("city-news")
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -268,6 +309,6 @@ SCENARIOS: dict[str, Scenario] = {
                            _learn),
     "interaction": Scenario("interaction", "NFC tap or QR scan of a shelf label", _interaction,
                             _interactions),
-    "flash": Scenario("flash", "breaking-news flash campaign via POST /api/flash",
+    "flash": Scenario("flash", "breaking news in a feed proposes a flash; an approver sends it",
                       _flash_setup, _fire_flash),
 }

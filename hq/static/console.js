@@ -190,7 +190,9 @@ async function sendFlash(ev) {
   if (f.get("coupon_code")) { body.coupon_code = f.get("coupon_code"); body.format = "coupon"; }
   try {
     const c = await api("POST", "/api/flash", body);
-    notify(`Flash campaign “${c.name}” (${c.id}) sent to ${c.stores.join(", ")}.`);
+    notify(c.status === "draft"
+      ? `Flash campaign “${c.name}” (${c.id}) waits for a second approver (four eyes).`
+      : `Flash campaign “${c.name}” (${c.id}) sent to ${c.stores.join(", ")}.`);
     ev.target.reset();
     renderCampaigns((await api("GET", "/api/console/campaigns")).campaigns);
   } catch (err) { notify(`Flash campaign refused: ${err.message}`, true); }
