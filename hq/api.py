@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aislecast import __version__
-from aislecast.kernel.schema import Beacon, Campaign, Store, Zone, decode
+from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
 from aislecast.kernel.signing import public_key_pem
 from hq.accounts import Accounts, Principal
 from hq.alerts import AlertWatch, alerts_router
@@ -33,8 +33,10 @@ from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
+from hq.registry_api import mount_registry
 from hq.service import Enrollment, HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
+from hq.strict import body_of
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -42,8 +44,6 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 # creatives, a few KiB; a store's beacon list is far smaller. 1 MiB leaves two orders of
 # magnitude for growth and still stops a client from making HQ buffer 100 MiB.
 MAX_BODY_BYTES: Final = 1 << 20
-
-T = TypeVar("T")
 
 
 class EnrollRequest(msgspec.Struct):
@@ -54,14 +54,7 @@ def _json(obj: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 
-async def _body(request: Request, cls: type[T]) -> T:
-    raw = await request.body()
-    try:
-        return decode(raw, cls)  # deep nesting too is a DecodeError (400)
-    except msgspec.ValidationError as exc:
-        raise HTTPException(422, detail=f"invalid {cls.__name__}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise HTTPException(400, detail=f"body is not valid JSON: {exc}") from exc
+_body = body_of  # unknown fields refused by name (hq.strict); MQTT decoding stays tolerant
 
 
 def _may_make_live(p: Principal, c: Campaign, before: Campaign | None) -> None:
@@ -300,4 +293,5 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
 
     for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed)):
         app.include_router(router)
+    mount_registry(app)  # list, read, replace, delete: stores, zones, beacons, tags, gateways
     return app

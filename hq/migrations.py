@@ -116,8 +116,16 @@ def m0004_broker_users(db: HqDb) -> None:
     db.execute("CREATE INDEX broker_users_kind ON broker_users (kind, revoked_at)")
 
 
+def m0008_tags(db: HqDb) -> None:
+    """Shelf tags registered when staff write them (hq.registry): where, which campaign
+    and short link, when and by whom."""
+    db.execute("CREATE TABLE tags (store TEXT NOT NULL, id TEXT NOT NULL,"
+               " written_at DOUBLE PRECISION NOT NULL, written_by TEXT NOT NULL, zone TEXT,"
+               " product TEXT, campaign TEXT, code TEXT, url TEXT, PRIMARY KEY (store, id))")
+
+
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
-                                  m0004_broker_users)
+                                  m0004_broker_users, m0008_tags)
 
 
 def schema_version(db: HqDb) -> int:

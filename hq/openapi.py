@@ -68,13 +68,14 @@ def json_body(cls: type) -> dict[str, Any]:
             _COMPONENTS: components}
 
 
-def json_response(cls: type, description: str) -> dict[str, Any]:
-    """A route's ``openapi_extra`` declaring its 200 answer as msgspec's schema of ``cls``
-    (the handler encodes ``cls`` itself and returns a plain Response)."""
+def json_response(cls: Any, description: str, status: int = 200) -> dict[str, Any]:
+    """A route's ``openapi_extra`` declaring its ``status`` answer as msgspec's schema of
+    ``cls`` (a struct, or e.g. ``list[Store]``; the handler encodes it itself and returns
+    a plain Response)."""
     (schema,), components = msgspec.json.schema_components(
         (cls,), ref_template="#/components/schemas/{name}")
-    return {"responses": {"200": {"description": description,
-                                  "content": {"application/json": {"schema": schema}}}},
+    return {"responses": {str(status): {"description": description,
+                                        "content": {"application/json": {"schema": schema}}}},
             _COMPONENTS: components}
 
 
