@@ -27,6 +27,7 @@ from hq.broker_feed import BrokerFeed, broker_feed_router
 from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
 from hq.console import GatewayBoard, mount_console
 from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.docs_page import mount_docs
 from hq.ingest import Ingest
 from hq.login import login_router
 from hq.login_limits import LoginLimiter
@@ -239,7 +240,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     are refused with 413; failed console logins are limited by ``login_limiter``
     (default :class:`hq.login_limits.LoginLimiter` on the monotonic clock); ``alerts``
     serves ``GET /api/alerts`` (default: the gateways' alerts from ``board``)."""
-    app = FastAPI(title="aislecast HQ", version=__version__)
+    # FastAPI's /docs and /redoc load from a CDN: HQ serves its own (hq.docs_page)
+    app = FastAPI(title="aislecast HQ", version=__version__, docs_url=None, redoc_url=None)
     board = board or GatewayBoard()
     http, auth = HttpStats(), AuthStats()
     accounts, audit_log = Accounts(service.db), AuditLog(service.db)
@@ -263,6 +265,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.include_router(login_router())  # /console/login, /console/logout
     app.include_router(audit_router(audit_log))
     mount_console(app)  # /console and the JSON it polls
+    mount_docs(app)  # /docs: Swagger UI from HQ's own files
     app.include_router(alerts_router())  # GET /api/alerts
 
     @app.exception_handler(Refused)

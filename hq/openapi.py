@@ -19,10 +19,12 @@ import msgspec
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from hq.api_schemas import ANSWERS, TEXT
 from hq.auth import SESSION_COOKIE
 from hq.authz import allowed
 
-__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "json_body", "json_response", "secured_openapi"]
+__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "json_body", "json_io", "json_response",
+           "secured_openapi"]
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "bearer": {"type": "http", "scheme": "bearer",
@@ -79,8 +81,41 @@ def json_response(cls: Any, description: str, status: int = 200) -> dict[str, An
             _COMPONENTS: components}
 
 
+def json_io(body: type, answer: Any, description: str, status: int = 200) -> dict[str, Any]:
+    """:func:`json_body` and :func:`json_response` in one ``openapi_extra``."""
+    a, b = json_body(body), json_response(answer, description, status)
+    return a | b | {_COMPONENTS: a[_COMPONENTS] | b[_COMPONENTS]}
+
+
 def _refusals(descriptions: dict[str, str]) -> dict[str, Any]:
     return {code: {"description": text, "content": _REFUSED} for code, text in descriptions.items()}
+
+
+def _schema(cls: Any, generated: dict[str, Any]) -> dict[str, Any]:
+    (schema,), components = msgspec.json.schema_components(
+        (cls,), ref_template="#/components/schemas/{name}")
+    generated.update(components)
+    return schema
+
+
+def _answers(key: tuple[str, str], responses: dict[str, Any], generated: dict[str, Any]) -> None:
+    """Each 2xx/3xx answer :data:`hq.api_schemas.ANSWERS` names for ``key``, its schema
+    generated from the type (a route's own schema wins); FastAPI's empty default answer
+    is dropped when the table names the route's real ones."""
+    answers = ANSWERS.get(key, {})
+    if answers and "200" in responses and 200 not in answers:
+        responses.pop("200")
+    for status, cls in answers.items():
+        entry = responses.setdefault(str(status), {"description": "answer"})
+        if entry.get("content", {}).get("application/json", {}).get("schema"):
+            continue  # declared by the route itself
+        media = TEXT.get(key)
+        if cls is not None:
+            entry["content"] = {"application/json": {"schema": _schema(cls, generated)}}
+        elif media is not None:
+            entry["content"] = {media: {"schema": {"type": "string"}}}
+        else:
+            entry.pop("content", None)
 
 
 def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -90,10 +125,12 @@ def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             components = doc.setdefault("components", {})
             components["securitySchemes"] = SECURITY_SCHEMES
             components.setdefault("schemas", {})["Refusal"] = REFUSAL_SCHEMA
+            generated: dict[str, Any] = {}  # msgspec's component schemas
             for path, ops in doc.get("paths", {}).items():
                 for method, op in ops.items():
-                    components["schemas"].update(op.pop(_COMPONENTS, {}))
+                    generated.update(op.pop(_COMPONENTS, {}))
                     responses = op.setdefault("responses", {})
+                    _answers((method.upper(), path), responses, generated)
                     for code, refusal in _refusals(_EVERYWHERE).items():
                         if code == "422" or code not in responses:  # a route's own wins
                             responses[code] = refusal
@@ -102,6 +139,10 @@ def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     op["security"] = [{"bearer": []}, {"session": []}]
                     op["x-roles"] = sorted(allowed(method.upper(), path) or ())
                     responses.update(_refusals(_API))
+            for schema in generated.values():  # a struct's fields are all it takes or has
+                if "properties" in schema:
+                    schema["additionalProperties"] = False
+            components["schemas"].update(generated)
             for name in _UNUSED_SCHEMAS:
                 components["schemas"].pop(name, None)
             app.openapi_schema = doc

@@ -23,7 +23,7 @@ from aislecast.kernel.schema import Beacon, Store, Zone
 from hq.accounts import Principal
 from hq.credentials import BrokerUser
 from hq.deps import PrincipalDep, ServiceDep, audit
-from hq.openapi import json_body, json_response
+from hq.openapi import json_io, json_response
 from hq.registry import (
     InUse,
     ShelfTag,
@@ -88,8 +88,7 @@ def _store_routes(router: APIRouter) -> None:
     async def read_store(store_id: str, service: ServiceDep, p: PrincipalDep) -> Response:
         return _json(_store(service, p, store_id))
 
-    @router.put("/api/stores/{store_id}", openapi_extra=json_body(Store)
-                | json_response(Store, "the store as stored"))
+    @router.put("/api/stores/{store_id}", openapi_extra=json_io(Store, Store, "the store as stored"))
     async def replace_store(store_id: str, request: Request, service: ServiceDep,
                             p: PrincipalDep) -> Response:
         store = await body_of(request, Store)
@@ -123,8 +122,7 @@ def _zone_routes(router: APIRouter) -> None:
         _store(service, p, store_id)
         return _json(get_zone(service, store_id, zone_id))
 
-    @router.put(base + "/{zone_id}", openapi_extra=json_body(Zone)
-                | json_response(Zone, "the zone as stored"))
+    @router.put(base + "/{zone_id}", openapi_extra=json_io(Zone, Zone, "the zone as stored"))
     async def replace_zone(store_id: str, zone_id: str, request: Request, service: ServiceDep,
                            p: PrincipalDep) -> Response:
         zone = await body_of(request, Zone)
@@ -159,8 +157,7 @@ def _beacon_routes(router: APIRouter) -> None:
         _store(service, p, store_id)
         return _json(get_beacon(service, store_id, beacon_id))
 
-    @router.put(base + "/{beacon_id}", openapi_extra=json_body(Beacon)
-                | json_response(Beacon, "the beacon as stored"))
+    @router.put(base + "/{beacon_id}", openapi_extra=json_io(Beacon, Beacon, "the beacon as stored"))
     async def replace_beacon(store_id: str, beacon_id: str, request: Request,
                              service: ServiceDep, p: PrincipalDep) -> Response:
         beacon = await body_of(request, Beacon)
@@ -195,8 +192,7 @@ def _tag_and_gateway_routes(router: APIRouter) -> None:
         _store(service, p, store_id)
         return _json(get_tag(service, store_id, tag_id))
 
-    @router.put(base + "/{tag_id}", openapi_extra=json_body(TagWrite)
-                | json_response(ShelfTag, "the tag as registered"))
+    @router.put(base + "/{tag_id}", openapi_extra=json_io(TagWrite, ShelfTag, "the tag as registered"))
     async def register_tag(store_id: str, tag_id: str, request: Request, service: ServiceDep,
                            p: PrincipalDep) -> Response:
         w = await body_of(request, TagWrite)
