@@ -181,7 +181,8 @@ def mount_console(app: FastAPI) -> None:
         for sid in ids:
             row = service.db.one("SELECT name, tz FROM stores WHERE id = ?", (sid,))
             out.append({"id": sid, "name": row[0] if row else sid, "tz": row[1] if row else "",
-                        "gateways": [msgspec.to_builtins(g) for g in board.gateways(sid)]})
+                        "gateways": [msgspec.to_builtins(g) for g in board.gateways(sid)],
+                        "registered": row is not None})  # else: only a gateway reported it
         return _json({"now": time.time(), "stores": out})
 
     @router.post("/api/campaigns/{cid}/resume")

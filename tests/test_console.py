@@ -140,7 +140,15 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
             assert "paused" in (await page.locator("#notice").text_content() or "")
             await _until(lambda: gw.parts.bundles.delta_seq > seq)  # the gateway applied the pause
 
-            # flash campaign from the form
+            # flash campaign from the form: only stores HQ has, none ticked by default,
+            # not a store that exists only because a misconfigured gateway reported in
+            st.hq.board.on_state("typo-store", "gw-x", b'{"v":1,"gateway":"gw-x",'
+                                 b'"store":"typo-store","status":"online","version":"1"}')
+            await page.locator('[data-store="typo-store"]').wait_for(timeout=10_000)
+            boxes = page.locator("#flash-stores input")
+            assert await boxes.evaluate_all("bs => bs.map(b => [b.value, b.checked])") == [
+                [STORE, False]]
+            await boxes.first.check()
             await page.get_by_label("Title").fill("Fresh bread -30% now")
             await page.get_by_label("Message").fill("Until 6 pm at the bakery")
             await page.get_by_label("Valid for (minutes)").fill("5")
