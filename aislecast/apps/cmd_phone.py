@@ -19,7 +19,7 @@ from aislecast.kernel import topics
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.httpclient import HQ_CA_ENV, hq_ca, hq_request
 from aislecast.kernel.logs import setup_logging
-from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.schema import SCHEMA_VERSION, PhoneSighting, encode
 from aislecast.kernel.tokens import eid_for
 
@@ -171,10 +171,14 @@ def _sight(args: argparse.Namespace) -> int:
     phone = _phone(args)  # reads --me and checks the settings before any loop runs
 
     async def main() -> None:
-        async with phone:
+        # a connection of its own, not the phone's session: the same client id would
+        # take over a running `phone listen`, whose offer could then go to this one
+        link = MqttLink(phone.link.settings, client_id=f"{phone.link.client_id}-sight",
+                        clean_start=True)
+        async with link:
             s = PhoneSighting(v=SCHEMA_VERSION, token=phone.token().hex(),
                               beacon=args.beacon, rssi=args.rssi, ts=time.time())
-            await phone.link.publish(topics.sightings(args.store, phone.inbox), encode(s), qos=1)
+            await link.publish(topics.sightings(args.store, phone.inbox), encode(s), qos=1)
 
     asyncio.run(main())
     return 0
