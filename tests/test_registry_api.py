@@ -3,6 +3,7 @@ unknown fields refused by name, store staff kept to their stores, every change a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,12 +16,13 @@ from hq.audit import AuditLog
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.service import HqService
+from tests.conftest_pg import BACKENDS, hq_url
 from tests.harness import bearer, token_for
 
 
 class Hq:
-    def __init__(self, tmp_path: Path) -> None:
-        self.db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
+    def __init__(self, tmp_path: Path, url: str) -> None:
+        self.db = HqDb(url)
         self.service = HqService(self.db, Signer(load_or_create_signing_key(tmp_path / "k.pem")))
         self.app = create_app(self.service, Ingest(self.db))
 
@@ -29,9 +31,12 @@ class Hq:
                                  headers=bearer(token_for(self.db, role, stores=stores)))
 
 
-@pytest.fixture
-def hq(tmp_path: Path) -> Hq:
-    return Hq(tmp_path)
+@pytest.fixture(params=BACKENDS)  # SQLite, and PostgreSQL when it runs (a fresh schema)
+def hq(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hq]:
+    with hq_url(request.param, tmp_path) as url:
+        h = Hq(tmp_path, url)
+        yield h
+        h.db.close()
 
 
 async def _store(c: httpx.AsyncClient, sid: str = "s1", zones: tuple[str, ...] = ("dairy",)) -> None:
@@ -166,3 +171,20 @@ async def test_shelf_tags_are_registered_with_who_and_when(hq: Hq) -> None:
         assert r.status_code == 409 and r.json()["users"] == ["tag:T-1"]
         assert (await staff.delete("/api/stores/s1/tags/T-1")).status_code == 200
         assert (await staff.get("/api/stores/s1/tags/T-1")).status_code == 404
+
+
+async def test_a_campaign_edit_that_fails_validation_leaves_the_live_campaign_untouched(hq: Hq) -> None:
+    async with hq.client() as c:
+        await _store(c)
+        live = {"id": "c1", "name": "milk", "stores": ["s1"], "status": "live",
+                "trigger": {"kind": "enter", "zones": ["dairy"]},
+                "creatives": [{"id": "a", "title": "Milk -10%"}]}
+        assert (await c.post("/api/campaigns", json=live)).status_code == 201
+        before = (await c.get("/api/campaigns/c1")).json()
+        for bad in ({**live, "title": "typo"},  # unknown field
+                    {**live, "trigger": {"kind": "walk_by"}},  # unknown trigger kind
+                    {**live, "trigger": {"kind": "enter", "zones": ["frozen"]}}):  # no such zone
+            r = await c.put("/api/campaigns/c1", json={**bad, "name": "edited"})
+            assert r.status_code == 422, bad
+        assert (await c.get("/api/campaigns/c1")).json() == before
+        assert hq.service.get_campaign("c1").status == "live"
