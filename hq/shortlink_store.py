@@ -47,7 +47,7 @@ from hq.deps import PrincipalDep, audit
 from hq.landing import LandingHosts
 from hq.openapi import json_body
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
-from hq.strict import BodyRefused, strict_decode
+from hq.strict import body_of
 
 __all__ = ["DbShortLinkStore", "MintRequest", "ShortLinkStats", "bound_origin", "make_mint_router"]
 
@@ -182,10 +182,7 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
 
     @router.post("/api/shortlinks", status_code=201, openapi_extra=json_body(MintRequest))
     async def mint_link(request: Request, p: PrincipalDep) -> Response:
-        try:
-            req = strict_decode(await request.body(), MintRequest)  # unknown fields by name
-        except BodyRefused as exc:
-            return _json({"detail": exc.problems}, exc.status)
+        req = await body_of(request, MintRequest)  # 400, or 422 naming an unknown field
         if req.tag is not None and not _TAG_RE.fullmatch(req.tag):
             return _json({"detail": "tag: 1-64 printable ASCII characters without spaces"}, 422)
         if not p.sees(req.store):
