@@ -13,10 +13,14 @@ provisions one).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import GenericAlias
+from typing import Any, Final
 
 import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import Path as PathParam
 
 from aislecast.kernel.acl import gateway_username
 from aislecast.kernel.schema import Beacon, Store, Zone
@@ -108,74 +112,69 @@ def _store_routes(router: APIRouter) -> None:
         return _json(store)
 
 
-def _zone_routes(router: APIRouter) -> None:
-    base = "/api/stores/{store_id}/zones"
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A kind of object a store owns, keyed by its ``id`` (zones, beacons)."""
 
-    @router.get(base, openapi_extra=json_response(list[Zone], "the store's zones"))
-    async def list_zones(store_id: str, service: ServiceDep, p: PrincipalDep) -> Response:
+    name: str  # "zone": the audit actions, the path parameter ``zone_id``
+    plural: str
+    cls: type[Any]
+    items: Callable[[HqService, str], list[Any]]
+    one: Callable[[HqService, str, str], Any]
+    upsert: Callable[[HqService, str, Any], None]
+    delete: Callable[[HqService, str, str], Any]
+    in_use: bool  # its delete can be refused with 409
+
+
+_PARTS: Final = (
+    _Part("zone", "zones", Zone, HqService.zones, get_zone, HqService.upsert_zone, delete_zone, True),
+    _Part("beacon", "beacons", Beacon, HqService.beacons, get_beacon, HqService.upsert_beacon,
+          delete_beacon, False),
+)
+
+
+def _part_routes(router: APIRouter, part: _Part) -> None:
+    """GET (list, one), PUT and DELETE of ``part`` under its store."""
+    base = f"/api/stores/{{store_id}}/{part.plural}"
+    item = f"{base}/{{{part.name}_id}}"
+    key = PathParam(alias=f"{part.name}_id")  # the path says zone_id, beacon_id
+    answers = IN_USE if part.in_use else None
+
+    @router.get(base, name=f"list_{part.plural}",
+                openapi_extra=json_response(GenericAlias(list, (part.cls,)),
+                                              f"the store's {part.plural}"))
+    async def list_items(store_id: str, service: ServiceDep, p: PrincipalDep) -> Response:
         _store(service, p, store_id)
-        return _json(service.zones(store_id))
+        return _json(part.items(service, store_id))
 
-    @router.get(base + "/{zone_id}", openapi_extra=json_response(Zone, "the zone"))
-    async def read_zone(store_id: str, zone_id: str, service: ServiceDep,
-                        p: PrincipalDep) -> Response:
+    @router.get(item, name=f"read_{part.name}",
+                openapi_extra=json_response(part.cls, f"the {part.name}"))
+    async def read_item(store_id: str, service: ServiceDep, p: PrincipalDep,
+                        item_id: str = key) -> Response:
         _store(service, p, store_id)
-        return _json(get_zone(service, store_id, zone_id))
+        return _json(part.one(service, store_id, item_id))
 
-    @router.put(base + "/{zone_id}", openapi_extra=json_io(Zone, Zone, "the zone as stored"))
-    async def replace_zone(store_id: str, zone_id: str, request: Request, service: ServiceDep,
-                           p: PrincipalDep) -> Response:
-        zone = await body_of(request, Zone)
-        _same_id(zone_id, zone.id)
+    @router.put(item, name=f"replace_{part.name}",
+                openapi_extra=json_io(part.cls, part.cls, f"the {part.name} as stored"))
+    async def replace_item(store_id: str, request: Request, service: ServiceDep,
+                           p: PrincipalDep, item_id: str = key) -> Response:
+        obj = await body_of(request, part.cls)
+        _same_id(item_id, obj.id)
         _store(service, p, store_id)
-        before = next((z for z in service.zones(store_id) if z.id == zone_id), None)
-        service.upsert_zone(store_id, zone)
-        audit(request, "zone.upsert", f"zone:{store_id}/{zone_id}", before=before, after=zone)
-        return _json(zone)
+        before = next((o for o in part.items(service, store_id) if o.id == item_id), None)
+        part.upsert(service, store_id, obj)
+        audit(request, f"{part.name}.upsert", f"{part.name}:{store_id}/{item_id}",
+              before=before, after=obj)
+        return _json(obj)
 
-    @router.delete(base + "/{zone_id}", responses=IN_USE,
-                   openapi_extra=json_response(Zone, "the deleted zone"))
-    async def remove_zone(store_id: str, zone_id: str, request: Request, service: ServiceDep,
-                          p: PrincipalDep) -> Response:
+    @router.delete(item, name=f"remove_{part.name}", responses=answers,
+                   openapi_extra=json_response(part.cls, f"the deleted {part.name}"))
+    async def remove_item(store_id: str, request: Request, service: ServiceDep,
+                          p: PrincipalDep, item_id: str = key) -> Response:
         _store(service, p, store_id)
-        zone = delete_zone(service, store_id, zone_id)
-        audit(request, "zone.delete", f"zone:{store_id}/{zone_id}", before=zone)
-        return _json(zone)
-
-
-def _beacon_routes(router: APIRouter) -> None:
-    base = "/api/stores/{store_id}/beacons"
-
-    @router.get(base, openapi_extra=json_response(list[Beacon], "the store's beacons"))
-    async def list_beacons(store_id: str, service: ServiceDep, p: PrincipalDep) -> Response:
-        _store(service, p, store_id)
-        return _json(service.beacons(store_id))
-
-    @router.get(base + "/{beacon_id}", openapi_extra=json_response(Beacon, "the beacon"))
-    async def read_beacon(store_id: str, beacon_id: str, service: ServiceDep,
-                          p: PrincipalDep) -> Response:
-        _store(service, p, store_id)
-        return _json(get_beacon(service, store_id, beacon_id))
-
-    @router.put(base + "/{beacon_id}", openapi_extra=json_io(Beacon, Beacon, "the beacon as stored"))
-    async def replace_beacon(store_id: str, beacon_id: str, request: Request,
-                             service: ServiceDep, p: PrincipalDep) -> Response:
-        beacon = await body_of(request, Beacon)
-        _same_id(beacon_id, beacon.id)
-        _store(service, p, store_id)
-        before = next((b for b in service.beacons(store_id) if b.id == beacon_id), None)
-        service.upsert_beacon(store_id, beacon)
-        audit(request, "beacon.upsert", f"beacon:{store_id}/{beacon_id}", before=before,
-              after=beacon)
-        return _json(beacon)
-
-    @router.delete(base + "/{beacon_id}", openapi_extra=json_response(Beacon, "the deleted beacon"))
-    async def remove_beacon(store_id: str, beacon_id: str, request: Request,
-                            service: ServiceDep, p: PrincipalDep) -> Response:
-        _store(service, p, store_id)
-        beacon = delete_beacon(service, store_id, beacon_id)
-        audit(request, "beacon.delete", f"beacon:{store_id}/{beacon_id}", before=beacon)
-        return _json(beacon)
+        obj = part.delete(service, store_id, item_id)
+        audit(request, f"{part.name}.delete", f"{part.name}:{store_id}/{item_id}", before=obj)
+        return _json(obj)
 
 
 def _tag_and_gateway_routes(router: APIRouter) -> None:
@@ -249,8 +248,10 @@ def _tag_and_gateway_routes(router: APIRouter) -> None:
 def mount_registry(app: FastAPI) -> None:
     """Add the registry routes to ``app`` and answer :class:`InUse` with 409."""
     router = APIRouter()
-    for add in (_store_routes, _zone_routes, _beacon_routes, _tag_and_gateway_routes):
-        add(router)
+    _store_routes(router)
+    for part in _PARTS:
+        _part_routes(router, part)
+    _tag_and_gateway_routes(router)
     app.include_router(router)
 
     @app.exception_handler(InUse)
