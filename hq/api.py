@@ -1,5 +1,6 @@
 """HQ's HTTP API (FastAPI). Bodies are decoded with the shared msgspec schema, so HTTP
-and MQTT accept exactly the same shapes; a bad body gets 422 naming the field.
+and MQTT take the same shapes; a bad body gets 422 naming the field, and over HTTP so
+does a field the type does not have (:mod:`hq.strict`; MQTT stays tolerant).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ the short link pages are HTML) (:data:`REFUSAL_SCHEMA`: ``detail``
 is a sentence or a list of ``field: problem`` lines, a bad query or path parameter
 included: :func:`hq.refusals.parameter_refusal`), instead of FastAPI's
 ``HTTPValidationError``, so a
-schema-driven client (``make fuzz``) can check the responses against it. Built when
+schema-driven client (``make fuzz``) can check the responses against it. Every 2xx
+answer has its schema, generated from msgspec types: the route's own
+(:func:`json_response`, :func:`json_io`) or :data:`hq.api_schemas.ANSWERS`; msgspec's
+struct schemas are closed (``additionalProperties: false``). Built when
 first asked for, so routers included after :func:`hq.api.create_app` (short links) are
 in it too."""
 
