@@ -112,3 +112,22 @@ async def test_mint_errors_are_actionable(broker: MosquittoProcess, tmp_path: Pa
         mint_link("https://hq.example", LANDING, token="")
     assert await asyncio.to_thread(
         main, ["qr", "--tag-id", "T-1", "--url", LANDING, "-o", str(tmp_path / "x.png")]) == 1
+
+
+async def test_a_tag_hq_cannot_register_is_one_clear_line(
+        broker: MosquittoProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with _hq(broker, tmp_path) as (hq, base):
+        await asyncio.to_thread(hq.service.upsert_store, Store(id="s1", name="S1"))
+        port = free_udp_port()
+        with CardEmulator(port, Type2Card(type2_image(b"", data_size=496)), presentations=1,
+                          timeout=CARD_WAIT_S):
+            code = await asyncio.to_thread(main, [
+                "tags", "write", "--device", f"udp:127.0.0.1:{port}", "--tag-id", "T-8",
+                "--store", "s1", "--zone", "frozen", "--hq", base, "--url", LANDING,
+                "--timeout", "5"])
+        err = capsys.readouterr().err
+        assert code != 0
+        [line] = [ln for ln in err.splitlines() if ln.startswith("aislecast: error:")]
+        assert "the tag was written, but HQ did not register it (422)" in line
+        assert "no zone 'frozen'" in line and "Traceback" not in err
+        assert await asyncio.to_thread(tags, hq.service, "s1") == []
