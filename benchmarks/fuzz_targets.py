@@ -78,7 +78,7 @@ from edge.simstore import STORE_UUID, default_zones
 from gateway.config import load_config
 from gateway.inbound import InboundRouter
 from gateway.parts import GatewayParts
-from hq.console import STATE_FILTER, GatewayBoard
+from hq.board import STATE_FILTER, GatewayBoard
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.router import Handler, Reply, Route, Router

@@ -4,7 +4,7 @@ from HQ's own components' failure counters.
 An :class:`AlertWatch` judges, every ``every_s`` (and whenever ``GET /api/alerts`` is
 asked), the conditions that are true now:
 
-- per gateway, from :class:`hq.console.GatewayBoard`: its retained state says
+- per gateway, from :class:`hq.board.GatewayBoard`: its retained state says
   ``offline`` (``gateway_offline``, critical), or no state report arrived for
   ``stale_after_s`` (``gateway_stale``, critical), or the gateway's own health judgement
   (:func:`gateway.health.live_judgement`, carried in :class:`GatewayState` as
@@ -37,8 +37,8 @@ from fastapi import APIRouter, Request, Response
 
 from aislecast.kernel.counters import by, gauges_by
 from aislecast.kernel.logs import get_logger
+from hq.board import GatewayBoard
 from hq.broker_sync import SyncStats
-from hq.console import GatewayBoard
 from hq.deps import PrincipalDep
 from hq.leader import LeaderStats
 from hq.openapi import json_response

@@ -1,11 +1,12 @@
 """HQ's HTTP API (FastAPI). Bodies are decoded with the shared msgspec schema, so HTTP
-and MQTT accept exactly the same shapes; a bad body gets 422 naming the field.
+and MQTT take the same shapes; a bad body gets 422 naming the field, and over HTTP so
+does a field the type does not have (:mod:`hq.strict`; MQTT stays tolerant).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aislecast import __version__
-from aislecast.kernel.schema import Beacon, Campaign, Store, Zone, decode
+from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
 from aislecast.kernel.signing import public_key_pem
 from hq.accounts import Accounts, Principal
 from hq.alerts import AlertWatch, alerts_router
@@ -24,10 +25,12 @@ from hq.approvals import ApprovalPolicy, Approvals
 from hq.audit import AuditLog, audit_router
 from hq.auth import AuthMiddleware, BodyLimitMiddleware
 from hq.authz import campaigns_for, redact_coupons, visible_campaign
+from hq.board import GatewayBoard
 from hq.broker_feed import BrokerFeed, broker_feed_router
 from hq.campaigns import CampaignInvalid, FlashRequest
-from hq.console import GatewayBoard, mount_console
+from hq.console import mount_console
 from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.docs_page import mount_docs
 from hq.feed_rules import FeedSettings
 from hq.feeds import FeedWatcher
 from hq.feeds_api import feeds_router
@@ -38,11 +41,13 @@ from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
+from hq.registry_api import mount_registry
 from hq.rights import source_of
 from hq.rights_api import rights_router
 from hq.series import mount_series
 from hq.service import HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
+from hq.strict import body_of
 from hq.till import TillDesk
 from hq.till_routes import till_router
 
@@ -53,21 +58,12 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 # magnitude for growth and still stops a client from making HQ buffer 100 MiB.
 MAX_BODY_BYTES: Final = 1 << 20
 
-T = TypeVar("T")
-
 
 def _json(obj: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 
-async def _body(request: Request, cls: type[T]) -> T:
-    raw = await request.body()
-    try:
-        return decode(raw, cls)  # deep nesting too is a DecodeError (400)
-    except msgspec.ValidationError as exc:
-        raise HTTPException(422, detail=f"invalid {cls.__name__}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise HTTPException(400, detail=f"body is not valid JSON: {exc}") from exc
+_body = body_of  # unknown fields refused by name (hq.strict); MQTT decoding stays tolerant
 
 
 def _existing(service: HqService, cid: str) -> Campaign | None:
@@ -230,7 +226,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     serves ``GET /api/alerts`` (default: the gateways' alerts from ``board``); ``approval``
     is the chain's approval policy (:mod:`hq.approvals`; default: its defaults) and
     ``feeds`` takes ``POST /api/feeds/social`` (:mod:`hq.feeds`; default: no rules)."""
-    app = FastAPI(title="aislecast HQ", version=__version__)
+    # FastAPI's /docs and /redoc load from a CDN: HQ serves its own (hq.docs_page)
+    app = FastAPI(title="aislecast HQ", version=__version__, docs_url=None, redoc_url=None)
     board = board or GatewayBoard()
     http, auth = HttpStats(), AuthStats()
     accounts, audit_log = Accounts(service.db), AuditLog(service.db)
@@ -263,6 +260,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.include_router(login_router())  # /console/login, /console/logout
     app.include_router(audit_router(audit_log))
     mount_console(app)  # /console and the JSON it polls
+    mount_docs(app)  # /docs: Swagger UI from HQ's own files
     app.include_router(alerts_router())  # GET /api/alerts
 
     @app.exception_handler(Refused)
@@ -296,4 +294,5 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
                    feeds_router()):
         app.include_router(router)
     mount_series(app)  # GET /api/analytics/funnel, unless a router above serves it
+    mount_registry(app)  # list, read, replace, delete: stores, zones, beacons, tags, gateways
     return app

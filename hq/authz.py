@@ -50,6 +50,7 @@ _READERS: Final = _ALL_PEOPLE
 _ANALYSTS: Final = frozenset({"admin", "marketer", "approver", "analyst"})
 _ADMIN: Final = frozenset({"admin"})
 _FOR_SHOPPER: Final = frozenset({"admin", "wallet", "shopper"})
+_KEEPERS: Final = frozenset({"admin", "store_staff"})  # a store's zones, beacons, tags
 
 #: Roles that may make a campaign live (create or edit it with status live or
 #: scheduled, resume it, flash): a marketer's campaign waits for an approver.
@@ -71,6 +72,26 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/api/stores/{store_id}/zones"): _ADMIN,
     ("POST", "/api/stores/{store_id}/beacons"): _ADMIN,
     ("POST", "/api/stores/{store_id}/publish"): _EDITORS,
+    # the registry (hq.registry_api): staff read and change only their stores
+    ("GET", "/api/stores"): _READERS,
+    ("GET", "/api/stores/{store_id}"): _READERS,
+    ("PUT", "/api/stores/{store_id}"): _ADMIN,
+    ("DELETE", "/api/stores/{store_id}"): _ADMIN,
+    ("GET", "/api/stores/{store_id}/zones"): _READERS,
+    ("GET", "/api/stores/{store_id}/zones/{zone_id}"): _READERS,
+    ("PUT", "/api/stores/{store_id}/zones/{zone_id}"): _KEEPERS,
+    ("DELETE", "/api/stores/{store_id}/zones/{zone_id}"): _KEEPERS,
+    ("GET", "/api/stores/{store_id}/beacons"): _READERS,
+    ("GET", "/api/stores/{store_id}/beacons/{beacon_id}"): _READERS,
+    ("PUT", "/api/stores/{store_id}/beacons/{beacon_id}"): _KEEPERS,
+    ("DELETE", "/api/stores/{store_id}/beacons/{beacon_id}"): _KEEPERS,
+    ("GET", "/api/stores/{store_id}/tags"): _READERS,
+    ("GET", "/api/stores/{store_id}/tags/{tag_id}"): _READERS,
+    ("PUT", "/api/stores/{store_id}/tags/{tag_id}"): _KEEPERS,
+    ("DELETE", "/api/stores/{store_id}/tags/{tag_id}"): _KEEPERS,
+    ("GET", "/api/stores/{store_id}/gateways"): _READERS,
+    ("GET", "/api/stores/{store_id}/gateways/{gateway_id}"): _READERS,
+    ("DELETE", "/api/stores/{store_id}/gateways/{gateway_id}"): _ADMIN,
     ("GET", "/api/campaigns"): _READERS,
     ("POST", "/api/campaigns"): _EDITORS,
     ("GET", "/api/campaigns/{cid}"): _READERS,

@@ -2,7 +2,7 @@
 
 Ingest (an :class:`~hq.ingest.Ingest` listener, after each stored batch), campaign
 saves (:attr:`hq.service.HqService.campaign_listeners`) and gateway state changes
-(:attr:`hq.console.GatewayBoard.listeners`) tell the :class:`LiveHub` which
+(:attr:`hq.board.GatewayBoard.listeners`) tell the :class:`LiveHub` which
 stores and campaigns changed; the hub tells every connected console that may see one
 of those stores (store staff: theirs only), and the page fetches the numbers it shows.
 A notification carries ids, never shopper data::

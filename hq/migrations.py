@@ -191,9 +191,17 @@ def m0007_approvals_feeds(db: HqDb) -> None:
         db.execute(stmt)
 
 
+def m0008_tags(db: HqDb) -> None:
+    """Shelf tags registered when staff write them (hq.registry): where, which campaign
+    and short link, when and by whom."""
+    db.execute("CREATE TABLE tags (store TEXT NOT NULL, id TEXT NOT NULL,"
+               " written_at DOUBLE PRECISION NOT NULL, written_by TEXT NOT NULL, zone TEXT,"
+               " product TEXT, campaign TEXT, code TEXT, url TEXT, PRIMARY KEY (store, id))")
+
+
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
                                   m0004_broker_users, m0005_consent, m0006_till,
-                                  m0007_approvals_feeds)
+                                  m0007_approvals_feeds, m0008_tags)
 
 
 def schema_version(db: HqDb) -> int:

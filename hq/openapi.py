@@ -6,7 +6,10 @@ the short link pages are HTML) (:data:`REFUSAL_SCHEMA`: ``detail``
 is a sentence or a list of ``field: problem`` lines, a bad query or path parameter
 included: :func:`hq.refusals.parameter_refusal`), instead of FastAPI's
 ``HTTPValidationError``, so a
-schema-driven client (``make fuzz``) can check the responses against it. Built when
+schema-driven client (``make fuzz``) can check the responses against it. Every 2xx
+answer has its schema, generated from msgspec types: the route's own
+(:func:`json_response`, :func:`json_io`) or :data:`hq.api_schemas.ANSWERS`; msgspec's
+struct schemas are closed (``additionalProperties: false``). Built when
 first asked for, so routers included after :func:`hq.api.create_app` (short links) are
 in it too."""
 
@@ -19,10 +22,12 @@ import msgspec
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from hq.api_schemas import ANSWERS, TEXT
 from hq.auth import SESSION_COOKIE
 from hq.authz import allowed
 
-__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "json_body", "json_response", "secured_openapi"]
+__all__ = ["REFUSAL_SCHEMA", "SECURITY_SCHEMES", "json_body", "json_io", "json_response",
+           "secured_openapi"]
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "bearer": {"type": "http", "scheme": "bearer",
@@ -68,18 +73,52 @@ def json_body(cls: type) -> dict[str, Any]:
             _COMPONENTS: components}
 
 
-def json_response(cls: type, description: str) -> dict[str, Any]:
-    """A route's ``openapi_extra`` declaring its 200 answer as msgspec's schema of ``cls``
-    (the handler encodes ``cls`` itself and returns a plain Response)."""
+def json_response(cls: Any, description: str, status: int = 200) -> dict[str, Any]:
+    """A route's ``openapi_extra`` declaring its ``status`` answer as msgspec's schema of
+    ``cls`` (a struct, or e.g. ``list[Store]``; the handler encodes it itself and returns
+    a plain Response)."""
     (schema,), components = msgspec.json.schema_components(
         (cls,), ref_template="#/components/schemas/{name}")
-    return {"responses": {"200": {"description": description,
-                                  "content": {"application/json": {"schema": schema}}}},
+    return {"responses": {str(status): {"description": description,
+                                        "content": {"application/json": {"schema": schema}}}},
             _COMPONENTS: components}
+
+
+def json_io(body: type, answer: Any, description: str, status: int = 200) -> dict[str, Any]:
+    """:func:`json_body` and :func:`json_response` in one ``openapi_extra``."""
+    a, b = json_body(body), json_response(answer, description, status)
+    return a | b | {_COMPONENTS: a[_COMPONENTS] | b[_COMPONENTS]}
 
 
 def _refusals(descriptions: dict[str, str]) -> dict[str, Any]:
     return {code: {"description": text, "content": _REFUSED} for code, text in descriptions.items()}
+
+
+def _schema(cls: Any, generated: dict[str, Any]) -> dict[str, Any]:
+    (schema,), components = msgspec.json.schema_components(
+        (cls,), ref_template="#/components/schemas/{name}")
+    generated.update(components)
+    return schema
+
+
+def _answers(key: tuple[str, str], responses: dict[str, Any], generated: dict[str, Any]) -> None:
+    """Each 2xx/3xx answer :data:`hq.api_schemas.ANSWERS` names for ``key``, its schema
+    generated from the type (a route's own schema wins); FastAPI's empty default answer
+    is dropped when the table names the route's real ones."""
+    answers = ANSWERS.get(key, {})
+    if answers and "200" in responses and 200 not in answers:
+        responses.pop("200")
+    for status, cls in answers.items():
+        entry = responses.setdefault(str(status), {"description": "answer"})
+        if entry.get("content", {}).get("application/json", {}).get("schema"):
+            continue  # declared by the route itself
+        media = TEXT.get(key)
+        if cls is not None:
+            entry["content"] = {"application/json": {"schema": _schema(cls, generated)}}
+        elif media is not None:
+            entry["content"] = {media: {"schema": {"type": "string"}}}
+        else:
+            entry.pop("content", None)
 
 
 def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -89,10 +128,12 @@ def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             components = doc.setdefault("components", {})
             components["securitySchemes"] = SECURITY_SCHEMES
             components.setdefault("schemas", {})["Refusal"] = REFUSAL_SCHEMA
+            generated: dict[str, Any] = {}  # msgspec's component schemas
             for path, ops in doc.get("paths", {}).items():
                 for method, op in ops.items():
-                    components["schemas"].update(op.pop(_COMPONENTS, {}))
+                    generated.update(op.pop(_COMPONENTS, {}))
                     responses = op.setdefault("responses", {})
+                    _answers((method.upper(), path), responses, generated)
                     for code, refusal in _refusals(_EVERYWHERE).items():
                         if code == "422" or code not in responses:  # a route's own wins
                             responses[code] = refusal
@@ -101,6 +142,10 @@ def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     op["security"] = [{"bearer": []}, {"session": []}]
                     op["x-roles"] = sorted(allowed(method.upper(), path) or ())
                     responses.update(_refusals(_API))
+            for schema in generated.values():  # a struct's fields are all it takes or has
+                if "properties" in schema:
+                    schema["additionalProperties"] = False
+            components["schemas"].update(generated)
             for name in _UNUSED_SCHEMAS:
                 components["schemas"].pop(name, None)
             app.openapi_schema = doc

@@ -62,9 +62,9 @@ from hq.api import MAX_BODY_BYTES, create_app
 from hq.approvals import ApprovalPolicy, Approvals
 from hq.audit import AuditLog
 from hq.autopause import AUTOPAUSE_EVERY_S, AutoPauser
+from hq.board import STATE_FILTER, GatewayBoard
 from hq.broker_auth import BrokerAuthFiles
 from hq.broker_sync import BrokerSync, PidSource
-from hq.console import STATE_FILTER, GatewayBoard
 from hq.credentials import ensure_hq_credential, hq_login_file
 from hq.db import HqDb
 from hq.feed_rules import FeedSettings

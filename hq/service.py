@@ -201,9 +201,21 @@ class HqService:
         self._upsert_body("zones", store, zone.id, zone)
 
     def upsert_beacon(self, store: str, beacon: Beacon) -> None:
+        """Raises :class:`InvalidInput` for a zone the store does not have (it would
+        ship to gateways as a beacon placed nowhere)."""
         self.refuse("beacon", check_id("store", store) + check_id("id", beacon.id)
                     + check_id("zone", beacon.zone) + check_text("", beacon, limit=200))
+        self.get_store(store)
+        self.refuse("beacon", self.zone_problems(store, "zone", beacon.zone))
         self._upsert_body("beacons", store, beacon.id, beacon)
+
+    def zone_problems(self, store: str, field: str, zone: str) -> list[str]:
+        """``[]`` when ``store`` has zone ``zone``; else one line naming the zones it has."""
+        have = [z.id for z in self.zones(store)]
+        if zone in have:
+            return []
+        return [f"{field}: store {store!r} has no zone {zone[:64]!r}; its zones: "
+                f"{', '.join(have) or f'none yet (POST /api/stores/{store}/zones)'}"]
 
     def zones(self, store: str) -> list[Zone]:
         rows = self.db.query("SELECT body FROM zones WHERE store = ? ORDER BY id", (store,))

@@ -41,12 +41,13 @@ from fastapi import APIRouter, Request, Response
 from aislecast.kernel.counters import by, count
 from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.logs import get_logger
-from aislecast.kernel.schema import Event, decode
+from aislecast.kernel.schema import Event
 from hq.db import HqDb
 from hq.deps import PrincipalDep, audit
 from hq.landing import LandingHosts
 from hq.openapi import json_body
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
+from hq.strict import body_of
 
 __all__ = ["DbShortLinkStore", "MintRequest", "ShortLinkStats", "bound_origin", "make_mint_router"]
 
@@ -181,10 +182,7 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
 
     @router.post("/api/shortlinks", status_code=201, openapi_extra=json_body(MintRequest))
     async def mint_link(request: Request, p: PrincipalDep) -> Response:
-        try:
-            req = decode(await request.body(), MintRequest)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            return _json({"detail": f"invalid MintRequest: {exc}"}, 422)
+        req = await body_of(request, MintRequest)  # 400, or 422 naming an unknown field
         if req.tag is not None and not _TAG_RE.fullmatch(req.tag):
             return _json({"detail": "tag: 1-64 printable ASCII characters without spaces"}, 422)
         if not p.sees(req.store):

@@ -2,11 +2,11 @@
 
 ``make fuzz`` (and ``.ci/run`` after ``make test``) runs this. It starts a private
 Mosquitto and an in-process :class:`hq.server.HqServer` on a SQLite file in a temp
-directory, seeds one store (zones, beacons, a campaign, a short link, a shopper) and an
-admin token, then runs ``st run`` against ``/openapi.json`` with that token as a Bearer
-header and the path parameters pinned to the seeded rows. Every operation gets at most
-``--max-examples`` cases and the whole run at most ``--max-time`` seconds
-(schemathesis's own budget; this script kills it past a margin).
+directory, seeds one store (zones, beacons, a campaign, a short link, a shopper, a shelf
+tag, a gateway login) and an admin token, then runs ``st run`` against ``/openapi.json``
+with that token as a Bearer header and the path parameters pinned to the seeded rows.
+Every operation gets at most ``--max-examples`` cases and the whole run at most
+``--max-time`` seconds (schemathesis's own budget; this script kills it past a margin).
 
 Checks: ``not_a_server_error``, ``response_schema_conformance`` and
 ``status_code_conformance`` (:mod:`hq.openapi` declares the response models and every
@@ -42,13 +42,16 @@ from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import Campaign, Caps, Creative, Trigger
 from edge.simstore import STORE_UUID, default_zones
 from hq.accounts import ROLES, Accounts
+from hq.registry import TagWrite, upsert_tag
 from hq.server import HqServer
 
-__all__ = ["CAMPAIGN", "STORE", "Failure", "Seeded", "case_counts", "failures", "main", "parser",
-           "run", "schemathesis"]
+__all__ = ["CAMPAIGN", "GATEWAY", "STORE", "TAG", "Failure", "Seeded", "case_counts", "failures",
+           "main", "parser", "run", "schemathesis"]
 
 STORE = "store-fuzz"
 CAMPAIGN = "c-fuzz"
+TAG = "T-fuzz"
+GATEWAY = "gw-fuzz"
 # schemathesis past its own --max-time: the current request and the report being written.
 KILL_MARGIN_S = 60.0
 
@@ -150,7 +153,9 @@ class Seeded:
     def config(self) -> str:
         """schemathesis.toml pinning the path parameters to the seeded rows, so cases get
         past the 404 to the handlers."""
-        pins = {"store_id": STORE, "cid": CAMPAIGN, "code": self.code, "inbox": self.inbox}
+        zone = default_zones()[0].id
+        pins = {"store_id": STORE, "cid": CAMPAIGN, "code": self.code, "inbox": self.inbox,
+                "zone_id": zone, "beacon_id": f"b-{zone}", "tag_id": TAG, "gateway_id": GATEWAY}
         return "[parameters]\n" + "".join(f'"path.{k}" = "{v}"\n' for k, v in pins.items())
 
 
@@ -164,6 +169,9 @@ async def _seed(hq: HqServer, role: str) -> Seeded:
         creatives=[Creative(id="a", title="Deal")], caps=Caps(per_shopper=1)))
     link = await hq.shortlinks.mint("https://example.org/offer", store=STORE, campaign=CAMPAIGN)
     inbox = hq.service.enroll(["offers"]).inbox
+    hq.service.credentials.issue_gateway(STORE, GATEWAY)  # the registry's gateway routes
+    upsert_tag(hq.service, STORE, TAG, TagWrite(zone=default_zones()[0].id, code=link.code),
+               "cli:fuzz")
     accounts = Accounts(hq.db)
     name = f"fuzz-{role.replace('_', '-')}"
     accounts.add_user(name, role, stores=[STORE] if role == "store_staff" else None)

@@ -40,6 +40,7 @@ ANYWHERE: Final[list[tuple[str, set[str]]]] = [
     ("aislecast/kernel/broker.py", {"__aenter__", "mosquitto_binary", "_write_passwords"}),
     ("aislecast/kernel/signing.py", {"load_or_create_signing_key"}),
     ("hq/console.py", {"mount_console"}),
+    ("hq/docs_page.py", {"mount_docs"}),  # Swagger UI's directory, checked once
     ("hq/login.py", {"login_router"}),
     ("hq/db.py", {"_connect"}),
     ("gateway/app.py", {"__init__"}),

@@ -25,7 +25,7 @@ from edge.sim_scanner import SimScanner
 from edge.simstore import SimShopper, SimStore, default_zones
 from hq.accounts import Accounts
 from hq.alerts import AlertBook, AlertWatch, Condition, CounterRule
-from hq.console import GatewayBoard
+from hq.board import GatewayBoard
 from hq.keyring import ring_path
 from hq.metrics import HqMetrics
 from hq.server import HqServer

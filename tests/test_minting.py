@@ -18,8 +18,10 @@ from aislecast.apps.cli import main
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import Store, Zone
 from edge.nfc.emulator import CardEmulator, Type2Card, free_udp_port, type2_image
 from firmware_config.qr import HQ_TOKEN_ENV, mint_link
+from hq.registry import tags
 from hq.server import HqServer
 from tests.harness import token_for
 from tests.nfc.nfc_helpers import CARD_WAIT_S
@@ -56,20 +58,27 @@ async def test_qr_and_nfc_carry_the_same_minted_link(
         assert decoded.startswith(f"{base}/s/{code}?")
         assert query == {"src": ["qr"], "t": ["T-7"]}
 
+        await asyncio.to_thread(hq.service.upsert_store, Store(id="s1", name="S1"))
+        await asyncio.to_thread(hq.service.upsert_zone, "s1", Zone(id="coffee", name="Coffee"))
         port = free_udp_port()
         dev = f"udp:127.0.0.1:{port}"
         with CardEmulator(port, Type2Card(type2_image(b"", data_size=496)), presentations=2,
                           timeout=CARD_WAIT_S):
             assert await asyncio.to_thread(main, [
                 "tags", "write", "--device", dev, "--tag-id", "T-7", "--store", "s1",
-                "--hq", base, "--url", LANDING, "--timeout", "5"]) == 0
-            assert f"reused {base}/s/{code} for tag T-7" in capsys.readouterr().err
+                "--zone", "coffee", "--hq", base, "--url", LANDING, "--timeout", "5"]) == 0
+            err = capsys.readouterr().err
+            assert f"reused {base}/s/{code} for tag T-7" in err
+            assert "registered tag T-7 at HQ for store s1" in err
             assert await asyncio.to_thread(main, [
                 "tags", "read", "--device", dev, "--json", "--timeout", "5"]) == 0
         uri = json.loads(capsys.readouterr().out)["records"][0]["uri"]
         assert _code(uri) == (code, {"src": ["nfc"], "t": ["T-7"]})
         rows = hq.db.query("SELECT code, url, store, tag FROM shortlinks")
         assert rows == [(code, LANDING, "s1", "T-7")]  # one link for both
+        [tag] = await asyncio.to_thread(tags, hq.service, "s1")  # HQ's tag registry has it
+        assert (tag.id, tag.zone, tag.code, tag.url) == ("T-7", "coffee", code, uri)
+        assert tag.written_by.startswith("token:") and tag.written_at > 0
 
 
 async def test_sheet_mints_per_row_and_reuses(broker: MosquittoProcess, tmp_path: Path) -> None:
@@ -103,3 +112,22 @@ async def test_mint_errors_are_actionable(broker: MosquittoProcess, tmp_path: Pa
         mint_link("https://hq.example", LANDING, token="")
     assert await asyncio.to_thread(
         main, ["qr", "--tag-id", "T-1", "--url", LANDING, "-o", str(tmp_path / "x.png")]) == 1
+
+
+async def test_a_tag_hq_cannot_register_is_one_clear_line(
+        broker: MosquittoProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with _hq(broker, tmp_path) as (hq, base):
+        await asyncio.to_thread(hq.service.upsert_store, Store(id="s1", name="S1"))
+        port = free_udp_port()
+        with CardEmulator(port, Type2Card(type2_image(b"", data_size=496)), presentations=1,
+                          timeout=CARD_WAIT_S):
+            code = await asyncio.to_thread(main, [
+                "tags", "write", "--device", f"udp:127.0.0.1:{port}", "--tag-id", "T-8",
+                "--store", "s1", "--zone", "frozen", "--hq", base, "--url", LANDING,
+                "--timeout", "5"])
+        err = capsys.readouterr().err
+        assert code != 0
+        [line] = [ln for ln in err.splitlines() if ln.startswith("aislecast: error:")]
+        assert "the tag was written, but HQ did not register it (422)" in line
+        assert "no zone 'frozen'" in line and "Traceback" not in err
+        assert await asyncio.to_thread(tags, hq.service, "s1") == []

@@ -9,6 +9,7 @@ import textwrap
 import msgspec
 
 from firmware_config.qr import mint_link
+from firmware_config.tag_registry import register_tag
 from firmware_config.tags import build_message, read_tag, write_tag
 
 __all__ = ["register"]
@@ -58,6 +59,9 @@ _WRITE_HELP = textwrap.dedent(
 
     With --hq, --url is the landing page: HQ mints the tag's short link (or returns
     the one it has, e.g. from `aislecast qr --hq`) and the tag carries it with src=nfc.
+    With --hq and --store, the written tag is registered at HQ (store, zone, product,
+    short link, when and by whom: GET /api/stores/STORE/tags); the store and zone must
+    exist there.
     """
 )
 
@@ -121,13 +125,13 @@ def _read(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace) -> int:
 
-    url = args.url
+    url, code = args.url, None
     if args.hq is not None:
 
         link = mint_link(args.hq, args.url, tag=args.tag_id, store=args.store, ca=args.hq_ca)
         print(f"{'minted' if link.created else 'reused'} {link.short} for tag {args.tag_id}",
               file=sys.stderr)
-        url = link.nfc
+        url, code = link.nfc, link.code
     try:
         message = build_message(tag_id=args.tag_id, url=url, title=args.title,
                                 zone=args.zone, product=args.product)
@@ -135,6 +139,10 @@ def _write(args: argparse.Namespace) -> int:
         print(f"aislecast: error: {exc}", file=sys.stderr)
         return 2
     report = write_tag(args.device, message, timeout=args.timeout)
+    if args.hq is not None and args.store is not None:  # HQ's tag registry: where, what, who
+        register_tag(args.hq, args.store, args.tag_id, url=url, code=code, zone=args.zone,
+                     product=args.product, ca=args.hq_ca)
+        print(f"registered tag {args.tag_id} at HQ for store {args.store}", file=sys.stderr)
     if args.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
         return 0

@@ -338,7 +338,7 @@ def check_campaign(c: Campaign, zones: set[str] | None = None, *,
             p.append(f"creatives[{cr.id}]: a coupon needs a coupon_code")
     for i, t in enumerate(c.all_triggers()):
         if t.kind not in TRIGGER_KINDS:
-            p.append(f"trigger[{i}]: unknown kind {t.kind!r}")
+            p.append(f"trigger[{i}]: unknown kind {t.kind!r}; one of {', '.join(sorted(TRIGGER_KINDS))}")
         if t.min_dwell_s < 0 or (t.kind == "dwell" and t.min_dwell_s <= 0):
             p.append(f"trigger[{i}]: a dwell trigger needs min_dwell_s > 0")
         if zones is not None and (unknown := sorted(set(t.zones) - zones)):

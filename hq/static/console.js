@@ -136,9 +136,10 @@ function renderStores(data) {
   }));
   const fs = $("#flash-stores");
   const have = [...fs.querySelectorAll("input")].map((i) => i.value).join();
-  if (have !== data.stores.map((s) => s.id).join()) {
-    fs.replaceChildren(el("legend", {}, "Stores"), ...(data.stores.length
-      ? data.stores.map((s) => el("label", {}, el("input", { type: "checkbox", name: "stores", value: s.id, checked: true, defaultChecked: true }), s.name))
+  const flashable = data.stores.filter((s) => s.registered); // not stores only a gateway reported
+  if (have !== flashable.map((s) => s.id).join()) {
+    fs.replaceChildren(el("legend", {}, "Stores"), ...(flashable.length
+      ? flashable.map((s) => el("label", {}, el("input", { type: "checkbox", name: "stores", value: s.id }), s.name))
       : [el("p", { class: "muted" }, "No stores registered yet.")]));
   }
 }

@@ -1,0 +1,135 @@
+"""What each HQ route answers, as msgspec types, for the OpenAPI document.
+
+HQ's handlers encode their answers themselves (``msgspec.json.encode`` into a plain
+``Response``), so FastAPI cannot see their shape. :data:`ANSWERS` names the type of
+every 2xx answer of every route (method, path template); :func:`hq.openapi.secured_openapi`
+turns each into a JSON schema with :func:`msgspec.json.schema_components`, the same
+machinery that documents request bodies, so the schema is generated from the code and
+not written by hand. The structs below describe the answers that are built as dicts
+(health, ``/api/me``, the console's pages); each is the exact key set the handler
+writes. A route's own ``openapi_extra`` (e.g. :mod:`hq.registry_api`) wins.
+
+``None`` for a status with no JSON body (a redirect, PEM text): :data:`TEXT` names
+those with their media type. tests/test_openapi_schemas.py fails for a route missing here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from aislecast.kernel.registry_schema import RegistryRendering
+from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
+from hq.analytics import CampaignStats
+from hq.audit import AuditEntry
+from hq.board import GatewayView
+from hq.service import Enrollment
+
+__all__ = ["ANSWERS", "TEXT", "ConsoleCampaigns", "ConsoleStore", "ConsoleStores", "Health",
+           "Me", "OptedOut", "Published", "ShardDown", "ShortLinkClicks", "ShortLinkUrls"]
+
+
+class ShardDown(msgspec.Struct, frozen=True):
+    shard: str
+    stores: list[str]
+
+
+class Health(msgspec.Struct, frozen=True):
+    """``GET /health``: 200 ok, 503 degraded (a broker is down)."""
+
+    status: str
+    mqtt: bool
+    version: str
+    shards_down: list[ShardDown] | None = None  # only with several brokers
+    role: str | None = None  # leader / follower
+
+
+class Me(msgspec.Struct, frozen=True):
+    actor: str
+    role: str
+    stores: list[str] | None
+    via: str
+
+
+class Published(msgspec.Struct, frozen=True):
+    store: str
+    version: int
+
+
+class OptedOut(msgspec.Struct, frozen=True):
+    inbox: str
+    opted_out: bool
+
+
+class ShortLinkUrls(msgspec.Struct, frozen=True):
+    """A short link and the three URLs to print or write (``short``, ``qr``, ``nfc``)."""
+
+    code: str
+    url: str
+    tag: str | None
+    store: str | None
+    campaign: str | None
+    short: str
+    qr: str
+    nfc: str
+
+
+class ShortLinkClicks(ShortLinkUrls, frozen=True):
+    clicks: dict[str, int]  # per source: qr, nfc, other
+
+
+class ConsoleCampaigns(msgspec.Struct, frozen=True):
+    """``campaigns``: id, name, status, scenario, stores, priority and the live funnel."""
+
+    now: float
+    campaigns: list[dict[str, Any]]
+
+
+class ConsoleStore(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    tz: str
+    gateways: list[GatewayView]
+    registered: bool = True  # False: known only because a gateway of it reported in
+
+
+class ConsoleStores(msgspec.Struct, frozen=True):
+    now: float
+    stores: list[ConsoleStore]
+
+
+#: (method, path template) -> {status: type of its JSON body, or None: see TEXT}
+ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
+    ("GET", "/health"): {200: Health},
+    ("GET", "/s/{code}"): {302: None},
+    ("GET", "/api/me"): {200: Me},
+    ("GET", "/api/keys/bundle"): {200: None},
+    ("GET", "/api/metrics"): {200: dict[str, Any]},
+    ("GET", "/api/audit"): {200: list[AuditEntry]},
+    ("GET", "/api/broker/registry"): {200: RegistryRendering, 304: None},
+    ("POST", "/api/stores"): {201: Store},
+    ("POST", "/api/stores/{store_id}/zones"): {201: Zone},
+    ("POST", "/api/stores/{store_id}/beacons"): {201: Beacon},
+    ("POST", "/api/stores/{store_id}/publish"): {200: Published},
+    ("GET", "/api/campaigns"): {200: list[Campaign]},
+    ("POST", "/api/campaigns"): {201: Campaign},
+    ("GET", "/api/campaigns/{cid}"): {200: Campaign},
+    ("PUT", "/api/campaigns/{cid}"): {200: Campaign},
+    ("POST", "/api/campaigns/{cid}/pause"): {200: Campaign},
+    ("POST", "/api/campaigns/{cid}/resume"): {200: Campaign},
+    ("POST", "/api/flash"): {201: Campaign},
+    ("POST", "/api/shoppers"): {201: Enrollment},
+    ("POST", "/api/shoppers/{inbox}/opt-out"): {200: OptedOut},
+    ("GET", "/api/analytics/campaigns"): {200: list[CampaignStats]},
+    ("GET", "/api/analytics/campaigns/{cid}"): {200: CampaignStats},
+    ("GET", "/api/console/campaigns"): {200: ConsoleCampaigns},
+    ("GET", "/api/console/stores"): {200: ConsoleStores},
+    ("POST", "/api/shortlinks"): {200: ShortLinkUrls, 201: ShortLinkUrls},
+    ("GET", "/api/shortlinks/{code}"): {200: ShortLinkClicks},
+}
+
+#: Answers that are not JSON: (method, path) -> media type (a redirect has none).
+TEXT: Final[dict[tuple[str, str], str]] = {
+    ("GET", "/api/keys/bundle"): "application/x-pem-file",
+}
