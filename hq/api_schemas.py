@@ -22,12 +22,17 @@ import msgspec
 from aislecast.kernel.registry_schema import RegistryRendering
 from aislecast.kernel.schema import Beacon, Campaign, Store, Zone
 from hq.analytics import CampaignStats
+from hq.approvals import Approval
 from hq.audit import AuditEntry
 from hq.board import GatewayView
+from hq.consent import ConsentChange
 from hq.service import Enrollment
+from hq.till import Redeemed
 
-__all__ = ["ANSWERS", "TEXT", "ConsoleCampaigns", "ConsoleStore", "ConsoleStores", "Health",
-           "Me", "OptedOut", "Published", "ShardDown", "ShortLinkClicks", "ShortLinkUrls"]
+__all__ = ["ANSWERS", "TEXT", "Approved", "ConsentChanged", "Consents", "ConsoleCampaigns",
+           "ConsoleStore", "ConsoleStores", "Erased", "FunnelRows", "Health", "LoyaltyLinked",
+           "Me", "MemberId", "OptedOut", "PostResult", "PostResults", "Published",
+           "PurchasesStored", "ShardDown", "ShortLinkClicks", "ShortLinkUrls"]
 
 
 class ShardDown(msgspec.Struct, frozen=True):
@@ -99,6 +104,70 @@ class ConsoleStores(msgspec.Struct, frozen=True):
     stores: list[ConsoleStore]
 
 
+class Consents(msgspec.Struct, frozen=True):
+    """``GET /api/shoppers/{inbox}/consent``: the purposes granted now, and every change."""
+
+    inbox: str
+    consents: list[str]
+    history: list[ConsentChange]
+
+
+class ConsentChanged(msgspec.Struct, frozen=True):
+    inbox: str
+    consents: list[str]
+    changed: bool
+    unpublished_stores: list[str]  # stores whose gateways did not get the delta now
+
+
+class Erased(msgspec.Struct, frozen=True):
+    erasure: str  # the anonymous tombstone's id
+    consent_changes: int
+    events_anonymised: int
+    unpublished_stores: list[str]
+
+
+class PurchasesStored(msgspec.Struct, frozen=True):
+    txn: str
+    store: str
+    lines: int
+    stored: int  # 0 for a resent transaction
+    member: str  # known, unknown (kept as anonymous sales) or none
+
+
+class MemberId(msgspec.Struct, frozen=True):
+    inbox: str
+    member: str
+
+
+class LoyaltyLinked(msgspec.Struct, frozen=True):
+    inbox: str
+    linked: bool
+
+
+class Approved(msgspec.Struct, frozen=True):
+    approval: Approval
+    campaign: Campaign
+
+
+class PostResult(msgspec.Struct, frozen=True):
+    id: str
+    result: str  # proposed, duplicate, no_match or skipped
+    reason: str | None = None
+    campaign: str | None = None
+
+
+class PostResults(msgspec.Struct, frozen=True):
+    posts: list[PostResult]
+
+
+class FunnelRows(msgspec.Struct, frozen=True):
+    """``GET /api/analytics/funnel``: one row per key of ``by`` (an hour, store, zone...)."""
+
+    by: str
+    campaign: str
+    rows: list[dict[str, Any]]
+
+
 #: (method, path template) -> {status: type of its JSON body, or None: see TEXT}
 ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("GET", "/health"): {200: Health},
@@ -127,6 +196,21 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("GET", "/api/console/stores"): {200: ConsoleStores},
     ("POST", "/api/shortlinks"): {200: ShortLinkUrls, 201: ShortLinkUrls},
     ("GET", "/api/shortlinks/{code}"): {200: ShortLinkClicks},
+    ("POST", "/api/enroll"): {201: Enrollment},
+    ("GET", "/api/shoppers/{inbox}/consent"): {200: Consents},
+    ("POST", "/api/shoppers/{inbox}/consent"): {200: ConsentChanged},
+    ("GET", "/api/shoppers/{inbox}/export"): {200: dict[str, Any]},
+    ("DELETE", "/api/shoppers/{inbox}"): {200: Erased},
+    ("POST", "/api/till/redeem"): {200: Redeemed},
+    ("POST", "/api/till/purchases"): {200: PurchasesStored},
+    ("POST", "/api/shoppers/{inbox}/member"): {200: MemberId},
+    ("POST", "/api/shoppers/{inbox}/loyalty"): {200: LoyaltyLinked, 201: LoyaltyLinked},
+    ("POST", "/api/campaigns/{cid}/submit"): {200: Approval},
+    ("POST", "/api/campaigns/{cid}/approve"): {200: Approved},
+    ("POST", "/api/campaigns/{cid}/reject"): {200: Approval},
+    ("GET", "/api/approvals"): {200: list[Approved]},
+    ("POST", "/api/feeds/social"): {200: PostResults},
+    ("GET", "/api/analytics/funnel"): {200: FunnelRows},
 }
 
 #: Answers that are not JSON: (method, path) -> media type (a redirect has none).

@@ -20,7 +20,8 @@ from tests.test_console import ARTIFACTS, browser_page
 
 # POSTs that act on the path alone and read no body
 _BODILESS = {("POST", "/api/stores/{store_id}/publish"), ("POST", "/api/campaigns/{cid}/pause"),
-             ("POST", "/api/campaigns/{cid}/resume"), ("POST", "/api/shoppers/{inbox}/opt-out")}
+             ("POST", "/api/campaigns/{cid}/resume"), ("POST", "/api/shoppers/{inbox}/opt-out"),
+             ("POST", "/api/shoppers/{inbox}/member")}
 
 
 def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
