@@ -211,9 +211,11 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("GET", "/api/approvals"): {200: list[Approved]},
     ("POST", "/api/feeds/social"): {200: PostResults},
     ("GET", "/api/analytics/funnel"): {200: FunnelRows},
+    ("GET", "/api/live"): {200: None},
 }
 
 #: Answers that are not JSON: (method, path) -> media type (a redirect has none).
 TEXT: Final[dict[tuple[str, str], str]] = {
     ("GET", "/api/keys/bundle"): "application/x-pem-file",
+    ("GET", "/api/live"): "text/event-stream",  # server-sent events (hq.live)
 }
