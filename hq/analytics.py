@@ -1,4 +1,5 @@
-"""Per-campaign numbers from the event log: the funnel a marketer watches live, and lift.
+"""Per-campaign numbers: the funnel a marketer watches live (from the rollups that ingest
+keeps, hq.funnel), and lift (from the event log).
 
 Lift compares the conversion rate of shoppers who were offered the campaign with the
 holdout (control) shoppers the gateways logged but never messaged, per shopper. A
@@ -16,6 +17,7 @@ import math
 import msgspec
 
 from hq.db import HqDb
+from hq.funnel import finish, funnel_totals, tally
 
 __all__ = ["CampaignStats", "campaign_stats", "lift_ci"]
 
@@ -31,6 +33,8 @@ class CampaignStats(msgspec.Struct):
     clicks: int = 0
     redemptions: int = 0
     dismissals: int = 0
+    taps: int = 0  # NFC taps and QR scans attributed to the campaign (hq.rollups)
+    scans: int = 0
     ctr: float = 0.0  # clicks per delivery
     open_rate: float = 0.0
     stopped: dict[str, int] = msgspec.field(default_factory=dict)  # reason -> decisions
@@ -41,16 +45,6 @@ class CampaignStats(msgspec.Struct):
     lift: float | None = None
     lift_lo: float | None = None
     lift_hi: float | None = None
-
-
-_KIND_FIELD = {
-    "offer_published": "impressions",
-    "offer_delivered": "deliveries",
-    "offer_opened": "opens",
-    "offer_clicked": "clicks",
-    "offer_redeemed": "redemptions",
-    "offer_dismissed": "dismissals",
-}
 
 
 def lift_ci(n_t: int, x_t: int, n_c: int, x_c: int, z: float = 1.96
@@ -82,23 +76,8 @@ def _groups(db: HqDb) -> dict[str, tuple[int, int, int, int]]:
 
 def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]:
     out: dict[str, CampaignStats] = {}
-    rows = db.query(
-        "SELECT campaign, kind, reason, count(*) FROM events WHERE campaign IS NOT NULL"
-        " GROUP BY campaign, kind, reason"
-    )
-    for cid, kind, reason, n in rows:
-        s = out.setdefault(cid, CampaignStats(cid))
-        if kind == "decision":
-            s.decisions += n
-            if reason == "holdout":
-                s.holdout += n
-            elif reason == "offer":
-                s.offered += n
-            else:
-                s.stopped[reason] = s.stopped.get(reason, 0) + n
-        elif kind in _KIND_FIELD:
-            name = _KIND_FIELD[kind]
-            setattr(s, name, getattr(s, name) + n)
+    for cid, kind, reason, n in funnel_totals(db):  # the funnel: from the rollups
+        tally(out.setdefault(cid, CampaignStats(cid)), kind, reason, n)
     for cid, (n_t, x_t, n_c, x_c) in _groups(db).items():
         s = out.setdefault(cid, CampaignStats(cid))
         s.treated, s.control = n_t, n_c
@@ -108,7 +87,6 @@ def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]
             d, lo, hi = lift_ci(n_t, x_t, n_c, x_c)
             s.lift, s.lift_lo, s.lift_hi = round(d, 4), round(lo, 4), round(hi, 4)
     for s in out.values():
-        s.ctr = round(s.clicks / s.deliveries, 4) if s.deliveries else 0.0
-        s.open_rate = round(s.opens / s.deliveries, 4) if s.deliveries else 0.0
+        finish(s)
     stats = sorted(out.values(), key=lambda s: s.campaign)
     return stats if campaign is None else [s for s in stats if s.campaign == campaign]

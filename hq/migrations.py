@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from aislecast.kernel.errors import SchemaVersionError
+from hq.rollup_schema import m0007_rollups
 
 if TYPE_CHECKING:
     from hq.db import HqDb
@@ -117,7 +118,7 @@ def m0004_broker_users(db: HqDb) -> None:
 
 
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
-                                  m0004_broker_users)
+                                  m0004_broker_users, m0007_rollups)
 
 
 def schema_version(db: HqDb) -> int:

@@ -1,0 +1,190 @@
+"""Events in, with their rollups, in one transaction per batch (hq.rollup_schema's tables).
+
+:func:`store_batch` is HQ's only writer of ``events``: it inserts a batch with ``ON
+CONFLICT (id) DO NOTHING RETURNING id`` and adds to the rollups exactly the rows the
+database reports inserted, in the same transaction, so an event already stored (a QoS 1
+redelivery, an outbox resend, another HQ worker that got it first) is never counted
+twice, and a failed batch leaves neither. Upserts run in key order, so two workers
+adding to the same rows wait for each other instead of deadlocking.
+
+Before inserting, each event gets the dimensions it does not carry itself:
+
+* ``trigger_kind``: ``enter``/``dwell``/``exit`` for zone events, ``tap``/``scan`` for
+  taps, a decision's ``detail.trigger`` (the gateway's trigger kind), and for an offer's
+  ``offer_*`` events the trigger of its decision;
+* an offer's feedback (phones send no variant or zone) takes the variant and zone of
+  its ``offer_published`` event;
+* a gateway's ``tap`` event (an app's NFC tap or QR scan) names no campaign; when its
+  short link code, or its tag, names one in ``shortlinks``, it is counted for it (the
+  ``/s/{code}`` clicks carry their link's campaign already).
+
+The event's ``body`` stays as it arrived; the filled-in values are its columns.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+
+from aislecast.kernel.campaign import TRIGGER_KINDS
+from aislecast.kernel.schema import Event
+from hq.rollup_schema import ROLLUPS, hour_of
+
+if TYPE_CHECKING:
+    from hq.db import HqDb
+
+__all__ = ["Filled", "fill", "store_batch", "trigger_of"]
+
+_COLUMNS: Final = ("id", "kind", "ts", "store", "gateway", "campaign", "variant", "offer",
+                   "inbox", "zone", "reason", "holdout", "trigger_kind", "body")
+_CHUNK: Final = 500  # rows per INSERT statement (14 parameters each)
+_ZONE_TRIGGERS: Final = {"zone_enter": "enter", "zone_dwell": "dwell", "zone_exit": "exit"}
+_OFFER_SOURCES: Final = ("decision", "offer_published")
+
+
+@dataclass(slots=True)
+class Filled:
+    """An event's columns as stored: its own, plus what :func:`fill` found."""
+
+    event: Event
+    campaign: str | None
+    variant: str | None
+    zone: str | None
+    trigger: str | None
+
+    def row(self) -> tuple[object, ...]:
+        e = self.event
+        return (e.id, e.kind, e.ts, e.store, e.gateway, self.campaign, self.variant, e.offer,
+                e.inbox, self.zone, e.reason, None if e.holdout is None else int(e.holdout),
+                self.trigger, msgspec.json.encode(e).decode())
+
+    def dims(self) -> dict[str, object]:
+        e = self.event
+        return {"campaign": self.campaign or "", "hour": hour_of(e.ts), "store": e.store,
+                "zone": self.zone or "", "variant": self.variant or "",
+                "trigger_kind": self.trigger or "", "kind": e.kind, "reason": e.reason or ""}
+
+
+def trigger_of(e: Event) -> str | None:
+    """The trigger an event states itself (None: an offer's, found from its decision)."""
+    if e.kind in _ZONE_TRIGGERS:
+        return _ZONE_TRIGGERS[e.kind]
+    if e.kind == "tap":
+        return "scan" if e.reason == "scan" else "tap"
+    said = (e.detail or {}).get("trigger")
+    return said if isinstance(said, str) and said in TRIGGER_KINDS else None
+
+
+def _marks(n: int, width: int) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([one] * n)
+
+
+def _offer_sources(db: HqDb, offers: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
+    """offer -> (trigger, variant, zone) from its stored decision and offer_published."""
+    out: dict[str, tuple[str | None, ...]] = {}
+    for i in range(0, len(offers), _CHUNK):
+        part = list(offers[i:i + _CHUNK])
+        rows = db.query("SELECT offer, trigger_kind, variant, zone FROM events"  # noqa: S608
+                        f" WHERE offer IN ({', '.join('?' * len(part))})"
+                        " AND kind IN ('decision', 'offer_published')", part)
+        for offer, *vals in rows:
+            had = out.get(offer, (None, None, None))
+            out[offer] = tuple(h if h is not None else v for h, v in zip(had, vals, strict=True))
+    return out
+
+
+def _link_campaigns(db: HqDb, taps: Sequence[Filled]) -> None:
+    """Attribute gateway taps to the campaign their short link code or tag names."""
+    codes = {str(c) for f in taps if (c := (f.event.detail or {}).get("code")) is not None}
+    tags = {str(t) for f in taps if (t := (f.event.detail or {}).get("tag")) is not None}
+    keys = sorted(codes | tags)[:_CHUNK]
+    if not keys:
+        return
+    marks = ", ".join("?" * len(keys))
+    rows = db.query("SELECT code, tag, store, campaign FROM shortlinks WHERE campaign IS NOT NULL"  # noqa: S608
+                    f" AND (code IN ({marks}) OR tag IN ({marks}))", [*keys, *keys])
+    by_code = {code: campaign for code, _, _, campaign in rows}
+    for f in taps:
+        d = f.event.detail or {}
+        if (code := d.get("code")) is not None and str(code) in by_code:
+            f.campaign = by_code[str(code)]
+            continue
+        named = {c for _, tag, store, c in rows
+                 if tag == d.get("tag") and store in (None, f.event.store)}
+        if len(named) == 1:  # a tag two campaigns' links name is nobody's
+            f.campaign = named.pop()
+
+
+def fill(db: HqDb, events: Iterable[Event]) -> list[Filled]:
+    """Each event with the dimensions found for it (see the module's docstring)."""
+    out = [Filled(e, e.campaign, e.variant, e.zone, trigger_of(e)) for e in events]
+    known: dict[str, tuple[str | None, ...]] = {}
+    for f in out:  # this batch's own decisions and publications first
+        e = f.event
+        if e.offer is not None and e.kind in _OFFER_SOURCES:
+            had = known.get(e.offer, (None, None, None))
+            mine = (f.trigger, f.variant, f.zone)
+            known[e.offer] = tuple(h if h is not None else v for h, v in zip(had, mine, strict=True))
+    need = [f for f in out if f.event.offer is not None and f.event.kind.startswith("offer_")
+            and None in (f.trigger, f.variant, f.zone)]
+    missing = sorted({o for f in need if (o := f.event.offer) is not None and o not in known})
+    if missing:
+        for offer, vals in _offer_sources(db, missing).items():
+            known.setdefault(offer, vals)
+    for f in need:
+        trig, variant, zone = known.get(f.event.offer or "", (None, None, None))
+        f.trigger = f.trigger or trig
+        f.variant = f.variant or variant
+        f.zone = f.zone or zone
+    taps = [f for f in out if f.event.kind == "tap" and f.campaign is None and f.event.detail]
+    if taps:
+        _link_campaigns(db, taps)
+    return out
+
+
+def _insert(db: HqDb, rows: list[Filled]) -> set[str]:
+    """Insert ``rows``; the ids actually inserted (not already there)."""
+    inserted: set[str] = set()
+    cols = ", ".join(_COLUMNS)
+    for i in range(0, len(rows), _CHUNK):
+        part = rows[i:i + _CHUNK]
+        params = [v for f in part for v in f.row()]
+        got = db.query(f"INSERT INTO events ({cols}) VALUES {_marks(len(part), len(_COLUMNS))}"  # noqa: S608
+                       " ON CONFLICT (id) DO NOTHING RETURNING id", params)
+        inserted.update(str(r[0]) for r in got)
+    return inserted
+
+
+def _add(db: HqDb, stored: Sequence[Filled]) -> None:
+    """Add ``stored`` to every rollup: one upsert per table, rows in key order."""
+    dims = [f.dims() for f in stored]
+    for r in ROLLUPS:
+        counts = Counter(tuple(d[c] for c in r.key) for d in dims)
+        keys = sorted(counts, key=lambda k: tuple(str(v) for v in k))
+        for i in range(0, len(keys), _CHUNK):
+            part = keys[i:i + _CHUNK]
+            params = [v for k in part for v in (*k, counts[k])]
+            db.execute(f"INSERT INTO {r.table} ({', '.join(r.key)}, n)"  # noqa: S608 - constants
+                       f" VALUES {_marks(len(part), len(r.key) + 1)}"
+                       f" ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET n = {r.table}.n + excluded.n",
+                       params)
+
+
+def store_batch(db: HqDb, events: Sequence[Event]) -> list[Event]:
+    """Store ``events`` (deduplicated by id) and their rollups in one transaction;
+    returns the events that were new, in their order."""
+    unique = list({e.id: e for e in events}.values())
+    if not unique:
+        return []
+    with db.transaction(immediate=True):
+        filled = fill(db, unique)
+        inserted = _insert(db, filled)
+        stored = [f for f in filled if f.event.id in inserted]
+        if stored:
+            _add(db, stored)
+    return [f.event for f in stored]
