@@ -27,6 +27,7 @@ from hq.broker_feed import BrokerFeed, broker_feed_router
 from hq.campaigns import CampaignInvalid, FlashRequest, flash, save_campaign
 from hq.console import GatewayBoard, mount_console
 from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.funnel_api import funnel_router
 from hq.ingest import Ingest
 from hq.login import login_router
 from hq.login_limits import LoginLimiter
@@ -298,6 +299,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     async def _not_found(_: Request, exc: NotFound) -> Response:
         return _json({"detail": str(exc)}, 404)
 
-    for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed)):
+    for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
+                   funnel_router()):
         app.include_router(router)
     return app

@@ -81,6 +81,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/api/shoppers/{inbox}/opt-out"): frozenset({"admin", "wallet"}),
     ("GET", "/api/analytics/campaigns"): _ANALYSTS,
     ("GET", "/api/analytics/campaigns/{cid}"): _ANALYSTS,
+    ("GET", "/api/analytics/funnel"): _ANALYSTS | {"store_staff"},  # staff: their stores' rows
     ("GET", "/api/console/campaigns"): _READERS,
     ("GET", "/api/console/stores"): _READERS,
     ("GET", "/api/alerts"): _READERS,  # store staff: their stores' gateways' only

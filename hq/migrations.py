@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from aislecast.kernel.errors import SchemaVersionError
-from hq.rollup_schema import m0007_rollups
+from hq.rollups import m0007_rollups
 
 if TYPE_CHECKING:
     from hq.db import HqDb

@@ -15,8 +15,9 @@ A missing value is ``''`` in a key (PostgreSQL's primary keys refuse NULL, and
 SQLite's would let each NULL be a new row). ``hour`` is the start of the UTC hour in
 epoch seconds; an event whose time is outside 0..1e12 s is counted in hour 0.
 
-This module has no runtime import of :mod:`hq.db` (hq.migrations imports it, and
-hq.db imports hq.migrations); :mod:`hq.rollups` maintains the tables at ingest.
+This module and :mod:`hq.rollups` (which maintains the tables at ingest, and holds the
+migration step) have no runtime import of :mod:`hq.db`: hq.migrations imports them,
+and hq.db imports hq.migrations.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from aislecast.kernel.campaign import TRIGGER_KINDS
+
 if TYPE_CHECKING:
     from hq.db import HqDb
 
-__all__ = ["DIMENSIONS", "ROLLUPS", "Rollup", "backfill", "hour_of", "m0007_rollups",
+__all__ = ["DIMENSIONS", "ROLLUPS", "Rollup", "create", "fill_columns", "hour_of", "rebuild",
            "trigger_sql"]
 
 #: Every key column an event can be counted under, in primary-key order.
@@ -88,27 +91,46 @@ def _select(db: HqDb, dims: tuple[str, ...]) -> str:
     return f"SELECT {cols}, count(*) FROM events GROUP BY {cols}"  # noqa: S608 - constants
 
 
-def backfill(db: HqDb) -> None:
-    """Fill ``trigger_kind`` and the feedback's variant and zone where the events say
-    them, then every rollup from ``events`` (replacing what the rollups held)."""
+_OFFER_KINDS: Final = ("'offer_published', 'offer_delivered', 'offer_opened', 'offer_clicked',"
+                      " 'offer_redeemed', 'offer_dismissed'")
+
+
+def _said_trigger(dialect: str) -> str:
+    if dialect == "postgresql":
+        return "(CAST(body AS json) -> 'detail' ->> 'trigger')"
+    return "json_extract(body, '$.detail.trigger')"
+
+
+def fill_columns(db: HqDb) -> None:
+    """Fill ``trigger_kind`` where the events say it, and an offer's feedback's variant,
+    zone and trigger from its decision and publication (as :func:`hq.rollups.fill`)."""
     db.execute(f"UPDATE events SET trigger_kind = {trigger_sql()}"  # noqa: S608 - constant
                " WHERE trigger_kind IS NULL AND kind IN ('zone_enter', 'zone_dwell',"
                " 'zone_exit', 'tap')")
-    for col in ("variant", "zone"):  # an offer's feedback: from its offer_published event
+    said = _said_trigger(db.dialect)
+    kinds = ", ".join(f"'{k}'" for k in sorted(TRIGGER_KINDS))
+    db.execute(f"UPDATE events SET trigger_kind = {said} WHERE trigger_kind IS NULL"  # noqa: S608
+               f" AND kind = 'decision' AND {said} IN ({kinds})")
+    db.execute("UPDATE events SET trigger_kind = (SELECT d.trigger_kind FROM events d"  # noqa: S608
+               " WHERE d.offer = events.offer AND d.kind = 'decision'"
+               " AND d.trigger_kind IS NOT NULL LIMIT 1) WHERE trigger_kind IS NULL"
+               f" AND offer IS NOT NULL AND kind IN ({_OFFER_KINDS})")
+    for col in ("variant", "zone"):  # phones send neither: from the offer's publication
         db.execute(f"UPDATE events SET {col} = (SELECT p.{col} FROM events p"  # noqa: S608
                    " WHERE p.offer = events.offer AND p.kind = 'offer_published'"
                    f" AND p.{col} IS NOT NULL LIMIT 1) WHERE {col} IS NULL"
-                   " AND offer IS NOT NULL AND kind IN ('offer_delivered', 'offer_opened',"
-                   " 'offer_clicked', 'offer_redeemed', 'offer_dismissed')")
+                   f" AND offer IS NOT NULL AND kind IN ({_OFFER_KINDS})")
+
+
+def rebuild(db: HqDb) -> None:
+    """Every rollup from ``events``, replacing what it held."""
     for r in ROLLUPS:
         db.execute(f"DELETE FROM {r.table}")  # noqa: S608 - a constant
         db.execute(f"INSERT INTO {r.table} ({', '.join(r.key)}, n) {_select(db, r.dims)}")
 
 
-def m0007_rollups(db: HqDb) -> None:
-    """Hourly rollups and the events' trigger (docs/architecture.md#rollups-and-breakdowns),
-    backfilled from the events already stored."""
+def create(db: HqDb) -> None:
+    """The ``trigger_kind`` column and the rollup tables, empty."""
     db.execute("ALTER TABLE events ADD COLUMN trigger_kind TEXT")
     for r in ROLLUPS:
         db.execute(r.ddl(db.dialect))
-    backfill(db)

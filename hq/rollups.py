@@ -32,12 +32,12 @@ import msgspec
 
 from aislecast.kernel.campaign import TRIGGER_KINDS
 from aislecast.kernel.schema import Event
-from hq.rollup_schema import ROLLUPS, hour_of
+from hq.rollup_schema import ROLLUPS, create, fill_columns, hour_of, rebuild
 
 if TYPE_CHECKING:
     from hq.db import HqDb
 
-__all__ = ["Filled", "fill", "store_batch", "trigger_of"]
+__all__ = ["Filled", "backfill", "fill", "m0007_rollups", "store_batch", "trigger_of"]
 
 _COLUMNS: Final = ("id", "kind", "ts", "store", "gateway", "campaign", "variant", "offer",
                    "inbox", "zone", "reason", "holdout", "trigger_kind", "body")
@@ -188,3 +188,30 @@ def store_batch(db: HqDb, events: Sequence[Event]) -> list[Event]:
         if stored:
             _add(db, stored)
     return [f.event for f in stored]
+
+
+def backfill(db: HqDb) -> int:
+    """Fill the columns ingest fills, from the events stored (a gateway tap's campaign
+    from its short link, too), then rebuild every rollup; returns the taps attributed.
+    Idempotent: running it again gives the same rollups."""
+    fill_columns(db)
+    taps = [Filled(msgspec.json.decode(body, type=Event), None, None, None, None)
+            for (body,) in db.query("SELECT body FROM events WHERE kind = 'tap'"
+                                    " AND campaign IS NULL AND gateway IS NOT NULL")]
+    named = 0
+    for i in range(0, len(taps), _CHUNK):
+        part = taps[i:i + _CHUNK]
+        _link_campaigns(db, part)
+        for f in part:
+            if f.campaign is not None:
+                named += db.execute("UPDATE events SET campaign = ? WHERE id = ?",
+                                    (f.campaign, f.event.id))
+    rebuild(db)
+    return named
+
+
+def m0007_rollups(db: HqDb) -> None:
+    """Hourly rollups and the events' trigger (docs/architecture.md#rollups-and-breakdowns),
+    backfilled from the events already stored."""
+    create(db)
+    backfill(db)
