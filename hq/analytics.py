@@ -17,7 +17,7 @@ import math
 import msgspec
 
 from hq.db import HqDb
-from hq.funnel import finish, funnel_totals, tally
+from hq.funnel import copy_counts, finish, funnel_totals
 
 __all__ = ["CampaignStats", "campaign_stats", "lift_ci"]
 
@@ -76,8 +76,8 @@ def _groups(db: HqDb) -> dict[str, tuple[int, int, int, int]]:
 
 def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]:
     out: dict[str, CampaignStats] = {}
-    for cid, kind, reason, n in funnel_totals(db):  # the funnel: from the rollups
-        tally(out.setdefault(cid, CampaignStats(cid)), kind, reason, n)
+    for cid, counts in funnel_totals(db).items():  # the funnel: from the rollups
+        copy_counts(out.setdefault(cid, CampaignStats(cid)), counts)
     for cid, (n_t, x_t, n_c, x_c) in _groups(db).items():
         s = out.setdefault(cid, CampaignStats(cid))
         s.treated, s.control = n_t, n_c

@@ -4,9 +4,10 @@
 needs: the console's per-campaign numbers and the by-store breakdown read
 ``rollup_totals`` (a few rows per campaign and store), the hourly series
 ``rollup_campaign_hours``, and a breakdown by zone, variant or trigger, or an hourly
-series of chosen stores, ``rollup_hours``. :func:`tally` turns a rollup's (kind,
-reason, n) into funnel fields, for these rows and for
-:func:`hq.analytics.campaign_stats` alike. Counts are events, not distinct shoppers.
+series of chosen stores, ``rollup_hours``; :func:`funnel_totals` gives
+:func:`hq.analytics.campaign_stats` its counts the same way (:func:`tally` turns a
+rollup's kind, reason and count into funnel fields). Counts are events, not distinct
+shoppers.
 
     rows = funnel(db, "coffee", by="variant", since=time.time() - 7 * 86400)
     text = to_csv(rows, "variant")
@@ -15,8 +16,9 @@ reason, n) into funnel fields, for these rows and for
 from __future__ import annotations
 
 import csv
+import functools
 import io
-from datetime import UTC, datetime
+import time
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import msgspec
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
 
     from hq.db import HqDb
 
-__all__ = ["BREAKDOWNS", "Breakdown", "FunnelRow", "finish", "funnel", "funnel_totals",
-           "tally", "to_csv"]
+__all__ = ["BREAKDOWNS", "Breakdown", "FunnelRow", "copy_counts", "finish", "funnel",
+           "funnel_totals", "tally", "to_csv"]
 
 Breakdown = Literal["store", "zone", "hour", "variant", "trigger"]
 BREAKDOWNS: Final[tuple[Breakdown, ...]] = ("store", "zone", "hour", "variant", "trigger")
@@ -49,15 +51,10 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
 class _Funnel(Protocol):
-    decisions: int
-    offered: int
-    holdout: int
     stopped: dict[str, int]
     clicks: int
     opens: int
     deliveries: int
-    taps: int
-    scans: int
     ctr: float
     open_rate: float
 
@@ -86,24 +83,33 @@ class FunnelRow(msgspec.Struct):
         return sum(self.stopped.values())
 
 
+@functools.lru_cache(maxsize=4096)
+def _fields(kind: str, reason: str) -> tuple[tuple[str, ...], bool]:
+    """The counts an event of ``kind``/``reason`` adds to, and whether it is a stop reason."""
+    if kind == "decision":
+        if reason in ("offer", "holdout"):
+            return ("decisions", "offered" if reason == "offer" else "holdout"), False
+        return ("decisions",), True
+    if kind == "tap":
+        return ("scans" if reason == "scan" else "taps",), False
+    return ((_KIND_FIELD[kind],) if kind in _KIND_FIELD else ()), False
+
+
 def tally(s: _Funnel, kind: str, reason: str, n: int) -> None:
     """Add ``n`` events of ``kind``/``reason`` to the funnel ``s``."""
-    if kind == "decision":
-        s.decisions += n
-        if reason == "holdout":
-            s.holdout += n
-        elif reason == "offer":
-            s.offered += n
-        else:
-            s.stopped[reason] = s.stopped.get(reason, 0) + n
-    elif kind == "tap":
-        if reason == "scan":
-            s.scans += n
-        else:
-            s.taps += n
-    elif kind in _KIND_FIELD:
-        name = _KIND_FIELD[kind]
+    names, stopped = _fields(kind, reason)
+    for name in names:
         setattr(s, name, getattr(s, name) + n)
+    if stopped:
+        s.stopped[reason] = s.stopped.get(reason, 0) + n
+
+
+def copy_counts(dst: _Funnel, src: FunnelRow) -> None:
+    """Every count of ``src`` (and its stop reasons) into ``dst``."""
+    for name in _COUNTS:
+        if name != "stopped_total":
+            setattr(dst, name, getattr(src, name))
+    dst.stopped = dict(src.stopped)
 
 
 def finish(s: _Funnel) -> None:
@@ -112,24 +118,40 @@ def finish(s: _Funnel) -> None:
     s.open_rate = round(s.opens / s.deliveries, 4) if s.deliveries else 0.0
 
 
-def funnel_totals(db: HqDb) -> list[tuple[str, str, str, int]]:
-    """(campaign, kind, reason, events) for every campaign, from ``rollup_totals``."""
-    return [(str(c), str(k), str(r), int(n)) for c, k, r, n in db.query(
-        "SELECT campaign, kind, reason, sum(n) FROM rollup_totals WHERE campaign <> ''"
-        " GROUP BY campaign, kind, reason")]
+def _grouped(db: HqDb, table: str, col: str | None, where: str,
+             params: list[object]) -> dict[Any, FunnelRow]:
+    """value of ``col`` (None: one group) -> its funnel, over ``table``'s rows ``where``."""
+    sel, group = (col, f"{col}, kind, reason") if col else ("''", "kind, reason")
+    rows: dict[Any, FunnelRow] = {}  # str values, or int hours
+    for value, kind, reason, n in db.query(f"SELECT {sel}, kind, reason, sum(n) FROM {table}"  # noqa: S608
+                                           f" WHERE {where} GROUP BY {group}", params):
+        row = rows.get(value)
+        if row is None:
+            row = rows[value] = FunnelRow()
+        tally(row, kind, reason, int(n))  # PostgreSQL's sum(bigint) is a numeric
+    for row in rows.values():
+        finish(row)
+    return rows
+
+
+def funnel_totals(db: HqDb) -> dict[str, FunnelRow]:
+    """Every campaign's whole funnel, from ``rollup_totals`` (the console's poll)."""
+    return {str(c): row for c, row in
+            _grouped(db, "rollup_totals", "campaign", "campaign <> ''", []).items()}
 
 
 def _key(by: Breakdown | None, value: object) -> str | None:
     if by == "hour":
-        return datetime.fromtimestamp(int(value), UTC).strftime("%Y-%m-%dT%H:00:00Z")  # type: ignore[call-overload]
+        return time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(int(value)))  # type: ignore[call-overload]
     return None if by is None or value == "" else str(value)
 
 
 def funnel(db: HqDb, campaign: str, *, by: Breakdown | None = None,
            stores: Iterable[str] | None = None, since: float | None = None,
            until: float | None = None) -> list[FunnelRow]:
-    """``campaign``'s funnel, one row per value of ``by`` (one row in all without);
-    only ``stores`` when given; hours from the one holding ``since`` to before ``until``."""
+    """``campaign``'s funnel, one row per value of ``by`` (one row in all without; none
+    when nothing was counted); only ``stores`` when given; hours from the one holding
+    ``since`` to before ``until``."""
     need = {"campaign"} | ({_COLUMN[by]} if by else set())
     where, params = ["campaign = ?"], list[object]([campaign])
     if since is not None or until is not None:
@@ -148,18 +170,12 @@ def funnel(db: HqDb, campaign: str, *, by: Breakdown | None = None,
         where.append(f"store IN ({', '.join('?' * len(chosen))})")
         params += chosen
     table = next(r.table for r in ROLLUPS if need <= set(r.dims))
-    col = _COLUMN[by] if by else "''"
-    rows: dict[Any, FunnelRow] = {}  # str values, or int hours
-    for value, kind, reason, n in db.query(
-            f"SELECT {col}, kind, reason, sum(n) FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608
-            f" GROUP BY {col}, kind, reason", params):
-        row = rows.get(value)
-        if row is None:
-            row = rows[value] = FunnelRow(_key(by, value))
-        tally(row, str(kind), str(reason), int(n))
-    for row in rows.values():
-        finish(row)
-    return [rows[v] for v in sorted(rows)]
+    rows = _grouped(db, table, _COLUMN[by] if by else None, " AND ".join(where), params)
+    out = []
+    for value in sorted(rows):
+        rows[value].key = _key(by, value)
+        out.append(rows[value])
+    return out
 
 
 def _cell(value: object) -> object:

@@ -21,6 +21,7 @@ from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import SCHEMA_VERSION, BatchAck, Event, EventBatch, decode, encode
 from hq.analytics import campaign_stats
 from hq.db import HqDb
+from hq.funnel import BREAKDOWNS, funnel
 from hq.ingest import Ingest
 from hq.migrations import STEPS, migrate
 from hq.rollup_schema import ROLLUPS, hour_of
@@ -143,6 +144,13 @@ async def test_rollups_equal_a_group_by_over_events_after_mqtt_batches(
         fb = db.one("SELECT trigger_kind, variant, zone FROM events WHERE id = 'fb-m-o1-offer_delivered'")
         assert fb == ("dwell", "B", "dairy")
         assert db.one("SELECT trigger_kind FROM events WHERE id = 'm-p3'") == ("scan",)
+        # every breakdown, on this backend, adds up to the campaign's funnel
+        [whole] = funnel(db, "c1")
+        assert whole.decisions == 40 and whole.deliveries > 0
+        for by in BREAKDOWNS:
+            parts = funnel(db, "c1", by=by, stores=["s1"], since=T0, until=T0 + 86400)
+            assert sum(p.decisions for p in parts) == whole.decisions, by
+            assert sum(p.deliveries for p in parts) == whole.deliveries, by
 
 
 def test_two_workers_storing_the_same_batch_count_it_once(db_url: str) -> None:
