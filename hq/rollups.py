@@ -23,6 +23,7 @@ The event's ``body`` stays as it arrived; the filled-in values are its columns.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import msgspec
 
 from aislecast.kernel.campaign import TRIGGER_KINDS
 from aislecast.kernel.schema import Event
-from hq.rollup_schema import ROLLUPS, create, fill_columns, hour_of, rebuild
+from hq.rollup_schema import DIMENSIONS, ROLLUPS, create, fill_columns, hour_of, rebuild
 
 if TYPE_CHECKING:
     from hq.db import HqDb
@@ -44,6 +45,9 @@ _COLUMNS: Final = ("id", "kind", "ts", "store", "gateway", "campaign", "variant"
 _CHUNK: Final = 500  # rows per INSERT statement (14 parameters each)
 _ZONE_TRIGGERS: Final = {"zone_enter": "enter", "zone_dwell": "dwell", "zone_exit": "exit"}
 _OFFER_SOURCES: Final = ("decision", "offer_published")
+_KEY: Final = (*DIMENSIONS, "kind", "reason")
+#: each rollup with the function taking its key out of a full key
+_PICKS: Final = [(r, operator.itemgetter(*(_KEY.index(c) for c in r.key))) for r in ROLLUPS]
 
 
 @dataclass(slots=True)
@@ -62,11 +66,11 @@ class Filled:
                 e.inbox, self.zone, e.reason, None if e.holdout is None else int(e.holdout),
                 self.trigger, msgspec.json.encode(e).decode())
 
-    def dims(self) -> dict[str, object]:
+    def dims(self) -> tuple[object, ...]:
+        """The full key, in :data:`_KEY` order."""
         e = self.event
-        return {"campaign": self.campaign or "", "hour": hour_of(e.ts), "store": e.store,
-                "zone": self.zone or "", "variant": self.variant or "",
-                "trigger_kind": self.trigger or "", "kind": e.kind, "reason": e.reason or ""}
+        return (self.campaign or "", hour_of(e.ts), e.store, self.zone or "", self.variant or "",
+                self.trigger or "", e.kind, e.reason or "")
 
 
 def trigger_of(e: Event) -> str | None:
@@ -84,6 +88,14 @@ def _marks(n: int, width: int) -> str:
     return ", ".join([one] * n)
 
 
+def _merge(had: tuple[str | None, ...] | None, more: tuple[str | None, ...]
+           ) -> tuple[str | None, ...]:
+    """``had`` with its missing values taken from ``more``."""
+    if had is None:
+        return more
+    return tuple(h if h is not None else m for h, m in zip(had, more, strict=True))
+
+
 def _offer_sources(db: HqDb, offers: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
     """offer -> (trigger, variant, zone) from its stored decision and offer_published."""
     out: dict[str, tuple[str | None, ...]] = {}
@@ -93,8 +105,7 @@ def _offer_sources(db: HqDb, offers: Sequence[str]) -> dict[str, tuple[str | Non
                         f" WHERE offer IN ({', '.join('?' * len(part))})"
                         " AND kind IN ('decision', 'offer_published')", part)
         for offer, *vals in rows:
-            had = out.get(offer, (None, None, None))
-            out[offer] = tuple(h if h is not None else v for h, v in zip(had, vals, strict=True))
+            out[offer] = _merge(out.get(offer), tuple(vals))
     return out
 
 
@@ -127,15 +138,14 @@ def fill(db: HqDb, events: Iterable[Event]) -> list[Filled]:
     for f in out:  # this batch's own decisions and publications first
         e = f.event
         if e.offer is not None and e.kind in _OFFER_SOURCES:
-            had = known.get(e.offer, (None, None, None))
-            mine = (f.trigger, f.variant, f.zone)
-            known[e.offer] = tuple(h if h is not None else v for h, v in zip(had, mine, strict=True))
+            known[e.offer] = _merge(known.get(e.offer), (f.trigger, f.variant, f.zone))
     need = [f for f in out if f.event.offer is not None and f.event.kind.startswith("offer_")
             and None in (f.trigger, f.variant, f.zone)]
-    missing = sorted({o for f in need if (o := f.event.offer) is not None and o not in known})
-    if missing:
+    missing = sorted({o for f in need if (o := f.event.offer) is not None
+                      and None in known.get(o, (None,))})
+    if missing:  # the decision (or publication) came in an earlier batch
         for offer, vals in _offer_sources(db, missing).items():
-            known.setdefault(offer, vals)
+            known[offer] = _merge(known.get(offer), vals)
     for f in need:
         trig, variant, zone = known.get(f.event.offer or "", (None, None, None))
         f.trigger = f.trigger or trig
@@ -163,9 +173,9 @@ def _insert(db: HqDb, rows: list[Filled]) -> set[str]:
 def _add(db: HqDb, stored: Sequence[Filled]) -> None:
     """Add ``stored`` to every rollup: one upsert per table, rows in key order."""
     dims = [f.dims() for f in stored]
-    for r in ROLLUPS:
-        counts = Counter(tuple(d[c] for c in r.key) for d in dims)
-        keys = sorted(counts, key=lambda k: tuple(str(v) for v in k))
+    for r, pick in _PICKS:
+        counts = Counter(map(pick, dims))
+        keys = sorted(counts)
         for i in range(0, len(keys), _CHUNK):
             part = keys[i:i + _CHUNK]
             params = [v for k in part for v in (*k, counts[k])]

@@ -243,3 +243,10 @@ def test_trigger_comes_only_from_known_kinds() -> None:
     assert db.query("SELECT id, trigger_kind FROM events ORDER BY id") == [
         ("a", "dwell"), ("b", None), ("c", "exit")]
     assert db.one("SELECT hour FROM rollup_hours WHERE kind = 'zone_exit'") == (0,)
+    # the publication comes in a later batch than its decision: the trigger is found
+    ing = Ingest(db)
+    ing.store_events([Event(id="d", kind="decision", ts=T0, store="s", campaign="c",
+                            reason="offer", offer="o1", detail={"trigger": "tap"})])
+    ing.store_events([Event(id="p", kind="offer_published", ts=T0, store="s", campaign="c",
+                            variant="A", zone="z", offer="o1")])
+    assert db.one("SELECT trigger_kind FROM events WHERE id = 'p'") == ("tap",)
