@@ -142,14 +142,13 @@ def _queries(db: HqDb, reps: int) -> dict[str, tuple[float, float]]:
     }
 
 
-def _query_part(url: str, n_events: int, reps: int, backend: str) -> list[Measurement]:
+def _query_part(url: str, rows: dict[str, list[tuple[object, ...]]], n_events: int, reps: int,
+                backend: str) -> list[Measurement]:
     t = time.perf_counter()
-    fine = draw(n_events)
-    rows = _levels(fine)
     db = HqDb(url)
     _fill(db, rows)
     built = time.perf_counter() - t
-    sizes: dict[str, float | int | str] = {"events": n_events, "build_s": round(built, 1)}
+    sizes: dict[str, float | int | str] = {"events": n_events, "load_s": round(built, 1)}
     sizes |= {r.table: len(rows[r.table]) for r in ROLLUPS}
     out = []
     for name, (p50, p99) in _queries(db, reps).items():
@@ -175,7 +174,8 @@ def _size(opts: BenchOptions) -> int:
 async def bench_rollups(opts: BenchOptions) -> list[Measurement]:
     n_events = _size(opts)
     reps = 20 if opts.quick else 200
-    n_batches = 20 if opts.quick else 300
+    n_batches = 50 if opts.quick else 300
+    drawn = await asyncio.to_thread(lambda: _levels(draw(n_events)))
     rows: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="aislecast-rollups-") as tmp, \
             pg_schema("rollups") as pg_q, pg_schema("rollups") as pg_i:
@@ -184,7 +184,7 @@ async def bench_rollups(opts: BenchOptions) -> list[Measurement]:
         if pg_q is not None and pg_i is not None:
             backends.append(("postgresql", pg_q, pg_i))
         for name, query_url, ingest_url in backends:
-            rows += await asyncio.to_thread(_query_part, query_url, n_events, reps, name)
+            rows += await asyncio.to_thread(_query_part, query_url, drawn, n_events, reps, name)
             port = free_port()
             async with MosquittoProcess(BrokerConfig(directory=work / f"broker-{name}", port=port)):
                 rate = await over_mqtt(ingest_url, port, work, n_batches)
