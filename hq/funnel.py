@@ -118,17 +118,21 @@ def finish(s: _Funnel) -> None:
     s.open_rate = round(s.opens / s.deliveries, 4) if s.deliveries else 0.0
 
 
-def _grouped(db: HqDb, table: str, col: str | None, where: str,
-             params: list[object]) -> dict[Any, FunnelRow]:
-    """value of ``col`` (None: one group) -> its funnel, over ``table``'s rows ``where``."""
-    sel, group = (col, f"{col}, kind, reason") if col else ("''", "kind, reason")
+def _grouped(db: HqDb, table: str, col: str | None, where: str, params: list[object], *,
+             unique: bool = False) -> dict[Any, FunnelRow]:
+    """value of ``col`` (None: one group) -> its funnel, over ``table``'s rows ``where``.
+    ``unique``: each (``col``, kind, reason) is one row there already (``col`` and the
+    fixed columns are the table's whole key), so nothing is summed in SQL."""
+    sel = col or "''"
+    sql = (f"SELECT {sel}, kind, reason, n FROM {table} WHERE {where}" if unique  # noqa: S608
+           else f"SELECT {sel}, kind, reason, CAST(sum(n) AS BIGINT) FROM {table}"  # noqa: S608
+                f" WHERE {where} GROUP BY {col + ', ' if col else ''}kind, reason")
     rows: dict[Any, FunnelRow] = {}  # str values, or int hours
-    for value, kind, reason, n in db.query(f"SELECT {sel}, kind, reason, sum(n) FROM {table}"  # noqa: S608
-                                           f" WHERE {where} GROUP BY {group}", params):
+    for value, kind, reason, n in db.query(sql, params):
         row = rows.get(value)
         if row is None:
             row = rows[value] = FunnelRow()
-        tally(row, kind, reason, int(n))  # PostgreSQL's sum(bigint) is a numeric
+        tally(row, kind, reason, n)
     for row in rows.values():
         finish(row)
     return rows
@@ -169,8 +173,9 @@ def funnel(db: HqDb, campaign: str, *, by: Breakdown | None = None,
         need.add("store")
         where.append(f"store IN ({', '.join('?' * len(chosen))})")
         params += chosen
-    table = next(r.table for r in ROLLUPS if need <= set(r.dims))
-    rows = _grouped(db, table, _COLUMN[by] if by else None, " AND ".join(where), params)
+    table = next(r for r in ROLLUPS if need <= set(r.dims))
+    rows = _grouped(db, table.table, _COLUMN[by] if by else None, " AND ".join(where), params,
+                    unique=by is not None and set(table.dims) == need)
     out = []
     for value in sorted(rows):
         rows[value].key = _key(by, value)
