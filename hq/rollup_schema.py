@@ -31,8 +31,8 @@ from aislecast.kernel.campaign import TRIGGER_KINDS
 if TYPE_CHECKING:
     from hq.db import HqDb
 
-__all__ = ["DIMENSIONS", "ROLLUPS", "Rollup", "create", "fill_columns", "hour_of", "rebuild",
-           "trigger_sql"]
+__all__ = ["DIMENSIONS", "ROLLUPS", "Rollup", "create", "fill_columns", "hour_of", "key_sql",
+           "rebuild", "trigger_sql"]
 
 #: Every key column an event can be counted under, in primary-key order.
 DIMENSIONS: Final = ("campaign", "hour", "store", "zone", "variant", "trigger_kind")
@@ -84,10 +84,13 @@ def trigger_sql() -> str:
             " WHEN 'tap' THEN CASE WHEN reason = 'scan' THEN 'scan' ELSE 'tap' END END")
 
 
-def _select(db: HqDb, dims: tuple[str, ...]) -> str:
-    exprs = [_hour_sql(db.dialect) if d == "hour" else f"COALESCE({d}, '')"
-             for d in (*dims, "kind", "reason")]
-    cols = ", ".join(exprs)
+def key_sql(r: Rollup, dialect: str) -> str:
+    """``r``'s key computed from an events row (``''`` for NULL), as ingest computes it."""
+    return ", ".join(_hour_sql(dialect) if c == "hour" else f"COALESCE({c}, '')" for c in r.key)
+
+
+def _select(db: HqDb, r: Rollup) -> str:
+    cols = key_sql(r, db.dialect)
     return f"SELECT {cols}, count(*) FROM events GROUP BY {cols}"  # noqa: S608 - constants
 
 
@@ -126,7 +129,7 @@ def rebuild(db: HqDb) -> None:
     """Every rollup from ``events``, replacing what it held."""
     for r in ROLLUPS:
         db.execute(f"DELETE FROM {r.table}")  # noqa: S608 - a constant
-        db.execute(f"INSERT INTO {r.table} ({', '.join(r.key)}, n) {_select(db, r.dims)}")
+        db.execute(f"INSERT INTO {r.table} ({', '.join(r.key)}, n) {_select(db, r)}")
 
 
 def create(db: HqDb) -> None:

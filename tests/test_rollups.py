@@ -148,6 +148,7 @@ async def test_rollups_equal_a_group_by_over_events_after_mqtt_batches(
         [whole] = funnel(db, "c1")
         assert whole.decisions == 40 and whole.deliveries > 0
         for by in BREAKDOWNS:
+            assert sum(p.clicks for p in funnel(db, "c1", by=by)) == whole.clicks, by
             parts = funnel(db, "c1", by=by, stores=["s1"], since=T0, until=T0 + 86400)
             assert sum(p.decisions for p in parts) == whole.decisions, by
             assert sum(p.deliveries for p in parts) == whole.deliveries, by
