@@ -48,10 +48,14 @@ PG_URL = os.environ.get("AISLECAST_BENCH_PG", "postgresql://postgres@127.0.0.1:5
 
 
 def _events(n: int, tag: str) -> list[Event]:
+    """As a gateway sends them: a decision names its trigger, and the offer it made is
+    the one the next event publishes."""
     kinds = ("zone_enter", "zone_dwell", "decision", "offer_published", "zone_exit")
     return [Event(id=f"{tag}-{i}", kind=kinds[i % 5], ts=1_700_000_000.0 + i, store="s1",  # type: ignore[arg-type]
                   gateway="g1", inbox=f"in{i % 997}", zone="produce", campaign=f"c{i % 20}",
-                  reason="offer" if i % 5 == 2 else None, offer=f"o{i}")
+                  reason="offer" if i % 5 == 2 else None,
+                  offer=f"{tag}-o{i - 1 if i % 5 == 3 else i}",
+                  detail={"trigger": "enter"} if i % 5 == 2 else None)
             for i in range(n)]
 
 

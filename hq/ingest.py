@@ -36,7 +36,7 @@ from aislecast.kernel.schema import (
 )
 from hq.db import HqDb
 from hq.ownership import Delivered, FeedbackHold, RefusalReason, delivered_to
-from hq.rollups import store_batch
+from hq.rollups import OfferMemo, store_batch
 from hq.router import Reply
 
 __all__ = ["Ingest", "IngestStats"]
@@ -70,6 +70,7 @@ class Ingest:
         self.stats = IngestStats()
         self.listeners: list[Callable[[list[Event]], None]] = []
         self.hold = FeedbackHold() if hold is None else hold
+        self.offers = OfferMemo()  # the recent offers' trigger, variant, zone (hq.rollups)
         self.reply = reply
 
     async def _db(self, fn: Callable[..., R], *args: Any) -> R:
@@ -85,7 +86,7 @@ class Ingest:
     def _store(self, events: list[Event]) -> list[Event]:
         """Insert ``events`` with their rollups (:func:`hq.rollups.store_batch`); returns
         the ones that were new (not stored before)."""
-        return store_batch(self.db, events)
+        return store_batch(self.db, events, self.offers)
 
     def store_events(self, events: list[Event]) -> int:
         return self._counted(events, self._store(events))

@@ -20,12 +20,15 @@ Before inserting, each event gets the dimensions it does not carry itself:
   short link code, or its tag, names one in ``shortlinks``, it is counted for it (the
   ``/s/{code}`` clicks carry their link's campaign already).
 
-The event's ``body`` stays as it arrived; the filled-in values are its columns.
+The event's ``body`` stays as it arrived; the filled-in values are its columns. An
+:class:`OfferMemo` (HQ's ingest keeps one) remembers the offers' dimensions, so the
+usual batch needs no lookup; on PostgreSQL such a batch is one statement, one round trip.
 """
 
 from __future__ import annotations
 
 import operator
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,7 +43,7 @@ from hq.rollup_schema import DIMENSIONS, ROLLUPS, Rollup, create, fill_columns, 
 if TYPE_CHECKING:
     from hq.db import HqDb
 
-__all__ = ["Filled", "backfill", "fill", "m0007_rollups", "store_batch", "trigger_of"]
+__all__ = ["Filled", "OfferMemo", "backfill", "fill", "m0007_rollups", "store_batch", "trigger_of"]
 
 _COLUMNS: Final = ("id", "kind", "ts", "store", "gateway", "campaign", "variant", "offer",
                    "inbox", "zone", "reason", "holdout", "trigger_kind", "body")
@@ -133,10 +136,38 @@ def _link_campaigns(db: HqDb, taps: Sequence[Filled]) -> None:
             f.campaign = named.pop()
 
 
-def fill(db: HqDb, events: Iterable[Event]) -> list[Filled]:
-    """Each event with the dimensions found for it (see the module's docstring)."""
+class OfferMemo:
+    """offer -> (trigger, variant, zone) of the decisions and publications stored lately
+    (the newest ``size``), so an offer's later events need no lookup in the database."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._seen: dict[str, tuple[str | None, ...]] = {}
+        self._lock = threading.Lock()  # PostgreSQL batches are stored from worker threads
+
+    def get(self, offer: str) -> tuple[str | None, ...] | None:
+        return self._seen.get(offer)
+
+    def remember(self, stored: Iterable[Filled]) -> None:
+        with self._lock:
+            seen = self._seen
+            for f in stored:
+                e = f.event
+                if e.offer is not None and e.kind in _OFFER_SOURCES:
+                    seen[e.offer] = _merge(seen.pop(e.offer, None), (f.trigger, f.variant, f.zone))
+            while len(seen) > self.size:
+                del seen[next(iter(seen))]  # the oldest (dicts keep insertion order)
+
+
+def fill(db: HqDb, events: Iterable[Event], memo: OfferMemo | None = None) -> list[Filled]:
+    """Each event with the dimensions found for it (see the module's docstring); an
+    offer's are looked up in ``memo`` first, then in the database."""
     out = [Filled(e, e.campaign, e.variant, e.zone, trigger_of(e)) for e in events]
     known: dict[str, tuple[str | None, ...]] = {}
+    if memo is not None:
+        for f in out:
+            if (o := f.event.offer) is not None and (had := memo.get(o)) is not None:
+                known[o] = had
     for f in out:  # this batch's own decisions and publications first
         e = f.event
         if e.offer is not None and e.kind in _OFFER_SOURCES:
@@ -144,7 +175,7 @@ def fill(db: HqDb, events: Iterable[Event]) -> list[Filled]:
     need = [f for f in out if f.event.offer is not None and f.event.kind.startswith("offer_")
             and None in (f.trigger, f.variant, f.zone)]
     missing = sorted({o for f in need if (o := f.event.offer) is not None
-                      and None in known.get(o, (None,))})
+                      and known.get(o, (None,))[0] is None})  # no trigger known yet
     if missing:  # the decision (or publication) came in an earlier batch
         for offer, vals in _offer_sources(db, missing).items():
             known[offer] = _merge(known.get(offer), vals)
@@ -214,22 +245,26 @@ def _insert_counted(db: HqDb, rows: list[Filled]) -> set[str]:
     return inserted
 
 
-def store_batch(db: HqDb, events: Sequence[Event]) -> list[Event]:
+def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None) -> list[Event]:
     """Store ``events`` (deduplicated by id) and their rollups in one transaction;
-    returns the events that were new, in their order."""
+    returns the events that were new, in their order. ``memo`` remembers the offers'
+    dimensions across batches (:class:`OfferMemo`)."""
     unique = list({e.id: e for e in events}.values())
     if not unique:
         return []
-    with db.transaction(immediate=True):
-        filled = fill(db, unique)
-        if db.dialect == "postgresql":
-            inserted = _insert_counted(db, filled)
-            stored = [f for f in filled if f.event.id in inserted]
-        else:  # SQLite: no network to save; the counts are summed here
-            inserted = _insert(db, filled)
-            stored = [f for f in filled if f.event.id in inserted]
-            if stored:
-                _add(db, stored)
+    filled = fill(db, unique, memo)  # reads only: what other events say
+    if db.dialect == "postgresql" and len(filled) <= _CHUNK:
+        inserted = _insert_counted(db, filled)  # one statement: a transaction by itself
+    else:
+        with db.transaction(immediate=True):
+            if db.dialect == "postgresql":
+                inserted = _insert_counted(db, filled)
+            else:  # SQLite: no network to save; the counts are summed here
+                inserted = _insert(db, filled)
+                _add(db, [f for f in filled if f.event.id in inserted])
+    stored = [f for f in filled if f.event.id in inserted]
+    if memo is not None:
+        memo.remember(stored)
     return [f.event for f in stored]
 
 
