@@ -174,7 +174,7 @@ def _size(opts: BenchOptions) -> int:
 async def bench_rollups(opts: BenchOptions) -> list[Measurement]:
     n_events = _size(opts)
     reps = 20 if opts.quick else 200
-    n_batches = 50 if opts.quick else 300
+    n_batches = 100 if opts.quick else 300
     drawn = await asyncio.to_thread(lambda: _levels(draw(n_events)))
     rows: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="aislecast-rollups-") as tmp, \
