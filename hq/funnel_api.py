@@ -54,10 +54,10 @@ def parse_time(name: str, text: str | None) -> float | None:
     except ValueError:
         try:
             dt = datetime.fromisoformat(text)
-        except ValueError:
+            ts = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
             raise Refused(422, "bad_parameter", f"{name}: {text[:40]!r} is neither epoch "
                           "seconds nor an ISO 8601 time (2026-12-01T09:00:00Z)") from None
-        ts = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
     if not (math.isfinite(ts) and 0 <= ts < _MAX_TS):
         raise Refused(422, "bad_parameter", f"{name}: {text[:40]!r} is not a time after 1970")
     return ts
