@@ -164,10 +164,14 @@ class HqDb:
                         return out
 
     def pipelined(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        """PostgreSQL only: each ``(sql, rows)`` for its rows, in order, in one pipeline
-        (one round trip), inside the caller's :meth:`transaction`."""
+        """Each ``(sql, rows)`` for its rows, in order, inside the caller's
+        :meth:`transaction` (on PostgreSQL as one pipeline: one round trip)."""
         with self._lock:
             conn = self._live()
+            if self.dialect == "sqlite":
+                for sql, rows in batches:
+                    conn.executemany(sql, [tuple(r) for r in rows])
+                return
             with conn.pipeline(), conn.cursor() as cur:
                 for sql, rows in batches:
                     if rows:

@@ -46,7 +46,7 @@ __all__ = ["Filled", "OfferMemo", "backfill", "fill", "m0007_rollups", "store_ba
 
 _COLUMNS: Final = ("id", "kind", "ts", "store", "gateway", "campaign", "variant", "offer",
                    "inbox", "zone", "reason", "holdout", "trigger_kind", "body")
-_CHUNK: Final = 500  # rows per INSERT statement (14 parameters each)
+_CHUNK: Final = 500  # ids per IN (...) list
 _ZONE_TRIGGERS: Final = {"zone_enter": "enter", "zone_dwell": "dwell", "zone_exit": "exit"}
 _OFFER_SOURCES: Final = ("decision", "offer_published")
 _KEY: Final = (*DIMENSIONS, "kind", "reason")
@@ -85,11 +85,6 @@ def trigger_of(e: Event) -> str | None:
         return "scan" if e.reason == "scan" else "tap"
     said = (e.detail or {}).get("trigger")
     return said if isinstance(said, str) and said in TRIGGER_KINDS else None
-
-
-def _marks(n: int, width: int) -> str:
-    one = "(" + ", ".join("?" * width) + ")"
-    return ", ".join([one] * n)
 
 
 def _merge(had: tuple[str | None, ...] | None, more: tuple[str | None, ...]
@@ -189,31 +184,6 @@ def fill(db: HqDb, events: Iterable[Event], memo: OfferMemo | None = None) -> li
     return out
 
 
-def _insert(db: HqDb, rows: list[Filled]) -> set[str]:
-    """Insert ``rows``; the ids actually inserted (not already there)."""
-    inserted: set[str] = set()
-    cols = ", ".join(_COLUMNS)
-    for i in range(0, len(rows), _CHUNK):
-        part = rows[i:i + _CHUNK]
-        params = [v for f in part for v in f.row()]
-        got = db.query(f"INSERT INTO events ({cols}) VALUES {_marks(len(part), len(_COLUMNS))}"  # noqa: S608
-                       " ON CONFLICT (id) DO NOTHING RETURNING id", params)
-        inserted.update(str(r[0]) for r in got)
-    return inserted
-
-
-def _add(db: HqDb, stored: Sequence[Filled]) -> None:
-    """SQLite: add ``stored`` to every rollup, one multi-row upsert per table."""
-    for r, rows in _counts(stored):
-        for i in range(0, len(rows), _CHUNK):
-            part = rows[i:i + _CHUNK]
-            params = [v for row in part for v in row]
-            db.execute(f"INSERT INTO {r.table} ({', '.join(r.key)}, n)"  # noqa: S608 - constants
-                       f" VALUES {_marks(len(part), len(r.key) + 1)}"
-                       f" ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET n = {r.table}.n + excluded.n",
-                       params)
-
-
 def _one_row(table: str, key: tuple[str, ...]) -> str:
     cols = ", ".join(key)
     return (f"INSERT INTO {table} ({cols}, n) VALUES ({', '.join('?' * (len(key) + 1))})"  # noqa: S608
@@ -221,7 +191,7 @@ def _one_row(table: str, key: tuple[str, ...]) -> str:
 
 
 _INSERT_ONE: Final = (f"INSERT INTO events ({', '.join(_COLUMNS)})"  # noqa: S608 - constants
-                      f" VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING RETURNING id")
+                      f" VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING")
 _UPSERT_ONE: Final = {r.table: _one_row(r.table, r.key) for r in ROLLUPS}
 
 
@@ -236,12 +206,29 @@ def _counts(stored: Sequence[Filled]) -> list[tuple[Rollup, list[tuple[object, .
 
 
 def _store_pg(db: HqDb, filled: list[Filled]) -> set[str]:
-    """PostgreSQL: the inserts as one pipeline, then the upserts as another (two round
-    trips, measured faster than one multi-row statement or one statement with CTEs)."""
-    inserted = {str(r[0]) for r in db.returning_many(_INSERT_ONE, [f.row() for f in filled])}
-    stored = [f for f in filled if f.event.id in inserted]
-    db.pipelined([(_UPSERT_ONE[r.table], rows) for r, rows in _counts(stored)])
+    """PostgreSQL: the inserts as one pipeline, with ``RETURNING`` the ids that were new
+    (another worker may be storing the same batch), then the upserts as another (two
+    round trips; measured faster than one multi-row statement or one with CTEs)."""
+    got = db.returning_many(_INSERT_ONE + " RETURNING id", [f.row() for f in filled])
+    inserted = {str(r[0]) for r in got}
+    db.pipelined([(_UPSERT_ONE[r.table], rows)
+                  for r, rows in _counts([f for f in filled if f.event.id in inserted])])
     return inserted
+
+
+def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
+    """SQLite: the ids not stored yet, read under the write lock that ``BEGIN IMMEDIATE``
+    took (no other writer can store one meanwhile), then both ``executemany``."""
+    ids = [f.event.id for f in filled]
+    seen: set[str] = set()
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i:i + _CHUNK]
+        seen.update(r[0] for r in db.query(
+            f"SELECT id FROM events WHERE id IN ({', '.join('?' * len(part))})", part))  # noqa: S608
+    fresh = [f for f in filled if f.event.id not in seen]
+    db.pipelined([(_INSERT_ONE, [f.row() for f in fresh]),
+                  *((_UPSERT_ONE[r.table], rows) for r, rows in _counts(fresh))])
+    return {f.event.id for f in fresh}
 
 
 def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None) -> list[Event]:
@@ -253,11 +240,7 @@ def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None
         return []
     filled = fill(db, unique, memo)  # reads only: what other events say
     with db.transaction(immediate=True):
-        if db.dialect == "postgresql":
-            inserted = _store_pg(db, filled)
-        else:
-            inserted = _insert(db, filled)
-            _add(db, [f for f in filled if f.event.id in inserted])
+        inserted = (_store_pg if db.dialect == "postgresql" else _store_sqlite)(db, filled)
     stored = [f for f in filled if f.event.id in inserted]
     if memo is not None:
         memo.remember(stored)

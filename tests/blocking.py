@@ -81,7 +81,7 @@ SQLITE_INLINE: Final[list[tuple[str, set[str]]]] = [
     # peers' charges are one small transaction per batch; the hourly prune is one DELETE
     ("gateway/caps.py", {"__init__", "_restore", "flush", "_write", "commit_remote", "prune"}),
     ("gateway/visits.py", {"__init__", "_restore", "_heartbeat", "_write"}),
-    ("hq/db.py", {"execute", "executemany", "query", "transaction"}),
+    ("hq/db.py", {"execute", "executemany", "pipelined", "query", "transaction"}),
 ]
 
 
