@@ -40,7 +40,7 @@ from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.server import HqServer
 
-__all__ = ["PG_URL", "bench_ingest", "pg_schema"]
+__all__ = ["PG_URL", "bench_ingest", "over_mqtt", "pg_schema"]
 
 BATCH = 100  # events per batch: the gateway publisher's batch size order of magnitude
 INFLIGHT = 16  # QoS 1 batches in flight from the publisher
@@ -48,10 +48,14 @@ PG_URL = os.environ.get("AISLECAST_BENCH_PG", "postgresql://postgres@127.0.0.1:5
 
 
 def _events(n: int, tag: str) -> list[Event]:
+    """As a gateway sends them: a decision names its trigger, and the offer it made is
+    the one the next event publishes."""
     kinds = ("zone_enter", "zone_dwell", "decision", "offer_published", "zone_exit")
     return [Event(id=f"{tag}-{i}", kind=kinds[i % 5], ts=1_700_000_000.0 + i, store="s1",  # type: ignore[arg-type]
                   gateway="g1", inbox=f"in{i % 997}", zone="produce", campaign=f"c{i % 20}",
-                  reason="offer" if i % 5 == 2 else None, offer=f"o{i}")
+                  reason="offer" if i % 5 == 2 else None,
+                  offer=f"{tag}-o{i - 1 if i % 5 == 3 else i}",
+                  detail={"trigger": "enter"} if i % 5 == 2 else None)
             for i in range(n)]
 
 
@@ -98,7 +102,7 @@ def _direct(url: str, n_batches: int) -> tuple[float, float]:
     return n_batches * BATCH / total, p99 * 1000
 
 
-async def _over_mqtt(url: str, port: int, work: Path, n_batches: int) -> float:
+async def over_mqtt(url: str, port: int, work: Path, n_batches: int) -> float:
     async with HqServer(db_url=url, key_path=work / "hq.pem", mqtt=MqttSettings(port=port),
                         http_port=0, client_id=f"hq-{uuid.uuid4().hex[:6]}") as hq:
         evs = _events(n_batches * BATCH, f"m{uuid.uuid4().hex[:6]}")
@@ -151,7 +155,7 @@ async def bench_ingest(opts: BenchOptions) -> list[Measurement]:
             # $share/hq group and would keep receiving (and queueing) its share
             port = free_port()
             async with MosquittoProcess(BrokerConfig(directory=work / f"broker-{name}", port=port)):
-                rate = await _over_mqtt(mqtt_url, port, work, n_batches)
+                rate = await over_mqtt(mqtt_url, port, work, n_batches)
             rows.append(Measurement("ingest", "aislecast", f"mqtt_{name}", rate, "events/s",
                                     extra={"batch": BATCH, "inflight": INFLIGHT}))
     return rows

@@ -116,7 +116,8 @@ class EventRecorder:
         t = d.trigger
         rows.append(self.event("decision", inbox=t.inbox, zone=t.zone, campaign=d.campaign,
                                variant=d.variant, offer=d.offer.id if d.offer else None,
-                               reason=d.reason, holdout=True if d.holdout else None))
+                               reason=d.reason, holdout=True if d.holdout else None,
+                               detail={"trigger": t.kind}))  # HQ's rollups: per trigger
         if d.offer is not None:
             self.stats.offers += 1
             offers.append((d.offer.id, topics.offers(t.inbox), encode(d.offer), d.offer.expires_at))

@@ -1,4 +1,5 @@
-"""Per-campaign numbers from the event log: the funnel a marketer watches live, and lift.
+"""Per-campaign numbers: the funnel a marketer watches live (from the rollups that ingest
+keeps, hq.funnel), and lift (from the event log).
 
 Lift (:mod:`hq.lift`) compares the till purchases of shoppers who were offered the
 campaign with those of the holdout shoppers the gateways logged but never messaged,
@@ -15,6 +16,7 @@ import msgspec
 from aislecast.kernel.campaign import Attribution, Campaign
 from aislecast.kernel.schema import decode
 from hq.db import HqDb
+from hq.funnel import copy_counts, finish, funnel_totals
 from hq.lift import ArmLift, campaign_lift
 
 __all__ = ["CampaignStats", "campaign_stats"]
@@ -31,6 +33,8 @@ class CampaignStats(msgspec.Struct):
     clicks: int = 0
     redemptions: int = 0
     dismissals: int = 0
+    taps: int = 0  # NFC taps and QR scans attributed to the campaign (hq.rollups)
+    scans: int = 0
     ctr: float = 0.0  # clicks per delivery
     open_rate: float = 0.0
     stopped: dict[str, int] = msgspec.field(default_factory=dict)  # reason -> decisions
@@ -50,35 +54,12 @@ class CampaignStats(msgspec.Struct):
     variants: list[ArmLift] = msgspec.field(default_factory=list)  # each vs the shared holdout
 
 
-_KIND_FIELD = {
-    "offer_published": "impressions",
-    "offer_delivered": "deliveries",
-    "offer_opened": "opens",
-    "offer_clicked": "clicks",
-    "offer_redeemed": "redemptions",
-    "offer_dismissed": "dismissals",
-}
 
 
 def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]:
     out: dict[str, CampaignStats] = {}
-    rows = db.query(
-        "SELECT campaign, kind, reason, count(*) FROM events WHERE campaign IS NOT NULL"
-        " GROUP BY campaign, kind, reason"
-    )
-    for cid, kind, reason, n in rows:
-        s = out.setdefault(cid, CampaignStats(cid))
-        if kind == "decision":
-            s.decisions += n
-            if reason == "holdout":
-                s.holdout += n
-            elif reason == "offer":
-                s.offered += n
-            else:
-                s.stopped[reason] = s.stopped.get(reason, 0) + n
-        elif kind in _KIND_FIELD:
-            name = _KIND_FIELD[kind]
-            setattr(s, name, getattr(s, name) + n)
+    for cid, counts in funnel_totals(db).items():  # the funnel: from the rollups
+        copy_counts(out.setdefault(cid, CampaignStats(cid)), counts)
     # a till code's redemption is the till's (hq.till); a phone's "redeemed" on an offer
     # that carries one is the shopper's claim, not counted again
     for cid, n in db.query(
@@ -92,8 +73,7 @@ def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]
         if campaign is None or cid == campaign:
             _fill_lift(s, db, settings.get(cid, Attribution()))
     for s in out.values():
-        s.ctr = round(s.clicks / s.deliveries, 4) if s.deliveries else 0.0
-        s.open_rate = round(s.opens / s.deliveries, 4) if s.deliveries else 0.0
+        finish(s)
     stats = sorted(out.values(), key=lambda s: s.campaign)
     return stats if campaign is None else [s for s in stats if s.campaign == campaign]
 

@@ -34,6 +34,7 @@ from hq.docs_page import mount_docs
 from hq.feed_rules import FeedSettings
 from hq.feeds import FeedWatcher
 from hq.feeds_api import feeds_router
+from hq.funnel_api import funnel_router
 from hq.ingest import Ingest
 from hq.live import LiveHub, live_router
 from hq.login import login_router
@@ -44,7 +45,6 @@ from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response,
 from hq.registry_api import mount_registry
 from hq.rights import source_of
 from hq.rights_api import rights_router
-from hq.series import mount_series
 from hq.service import HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
 from hq.strict import body_of
@@ -291,8 +291,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
 
     for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
                    live_router(live), rights_router(), till_router(till), approval_router(),
-                   feeds_router()):
+                   feeds_router(), funnel_router()):
         app.include_router(router)
-    mount_series(app)  # GET /api/analytics/funnel, unless a router above serves it
     mount_registry(app)  # list, read, replace, delete: stores, zones, beacons, tags, gateways
     return app

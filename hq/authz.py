@@ -116,11 +116,11 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("DELETE", "/api/shoppers/{inbox}"): _FOR_SHOPPER,
     ("GET", "/api/analytics/campaigns"): _ANALYSTS,
     ("GET", "/api/analytics/campaigns/{cid}"): _ANALYSTS,
+    ("GET", "/api/analytics/funnel"): _ANALYSTS | {"store_staff"},  # staff: their stores' rows
     ("GET", "/api/console/campaigns"): _READERS,
     ("GET", "/api/console/stores"): _READERS,
     ("GET", "/api/alerts"): _READERS,  # store staff: their stores' gateways' only
     ("GET", "/api/live"): _READERS,  # console push (hq.live); store staff: their stores'
-    ("GET", "/api/analytics/funnel"): _READERS,  # store staff: their stores' events only
     ("GET", "/api/metrics"): frozenset({"admin", "analyst"}),
     ("POST", "/api/shortlinks"): frozenset({"admin", "marketer", "approver", "store_staff"}),
     ("GET", "/api/shortlinks/{code}"): _READERS,

@@ -151,6 +151,32 @@ class HqDb:
                 raise
             return int(conn.total_changes - before)
 
+    def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """PostgreSQL only: ``sql`` (a statement with ``RETURNING``) for every row, sent
+        as one pipeline, inside the caller's :meth:`transaction`; what they returned."""
+        with self._lock:
+            out: list[tuple[Any, ...]] = []
+            with self._live().cursor() as cur:
+                cur.executemany(self._sql(sql), [tuple(r) for r in rows], returning=True)
+                while True:
+                    out += [tuple(r) for r in cur.fetchall()]
+                    if not cur.nextset():
+                        return out
+
+    def pipelined(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Each ``(sql, rows)`` for its rows, in order, inside the caller's
+        :meth:`transaction` (on PostgreSQL as one pipeline: one round trip)."""
+        with self._lock:
+            conn = self._live()
+            if self.dialect == "sqlite":
+                for sql, rows in batches:
+                    conn.executemany(sql, [tuple(r) for r in rows])
+                return
+            with conn.pipeline(), conn.cursor() as cur:
+                for sql, rows in batches:
+                    if rows:
+                        cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+
     @contextmanager
     def transaction(self, *, immediate: bool = False) -> Iterator[None]:
         """``execute``/``query`` inside run in one transaction on this connection, and no

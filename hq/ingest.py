@@ -2,7 +2,8 @@
 
 Every payload is untrusted: anything that does not decode is counted per topic kind and
 dropped. Each batch is inserted in one transaction with ``ON CONFLICT DO NOTHING``, so
-a QoS 1 redelivery or a gateway replaying its outbox never double-counts.
+a QoS 1 redelivery or a gateway replaying its outbox never double-counts; the hourly
+rollups of the events stored are added in that transaction (:mod:`hq.rollups`).
 
 Feedback is stored only for an offer a gateway reported published to the sending inbox
 (:mod:`hq.ownership`: accepted, held until the offer's batch arrives, or refused with a
@@ -35,6 +36,7 @@ from aislecast.kernel.schema import (
 )
 from hq.db import HqDb
 from hq.ownership import Delivered, FeedbackHold, RefusalReason, delivered_to
+from hq.rollups import OfferMemo, store_batch
 from hq.router import Reply
 
 __all__ = ["Ingest", "IngestStats"]
@@ -42,13 +44,6 @@ __all__ = ["Ingest", "IngestStats"]
 log = get_logger(__name__)
 
 R = TypeVar("R")
-
-_INSERT = (
-    "INSERT INTO events(id, kind, ts, store, gateway, campaign, variant, offer, inbox, zone,"
-    " reason, holdout, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (id) DO NOTHING"
-)
-
 
 @dataclass(slots=True)
 class IngestStats:
@@ -66,12 +61,6 @@ class IngestStats:
     by_kind: dict[str, int] = by("kind", "events stored, per event kind")
 
 
-def _row(e: Event) -> tuple[object, ...]:
-    return (e.id, e.kind, e.ts, e.store, e.gateway, e.campaign, e.variant, e.offer, e.inbox,
-            e.zone, e.reason, None if e.holdout is None else int(e.holdout),
-            msgspec.json.encode(e).decode())
-
-
 class Ingest:
     def __init__(self, db: HqDb, *, hold: FeedbackHold | None = None,
                  reply: Callable[[Reply], None] | None = None) -> None:
@@ -81,6 +70,7 @@ class Ingest:
         self.stats = IngestStats()
         self.listeners: list[Callable[[list[Event]], None]] = []
         self.hold = FeedbackHold() if hold is None else hold
+        self.offers = OfferMemo()  # the recent offers' trigger, variant, zone (hq.rollups)
         self.reply = reply
 
     async def _db(self, fn: Callable[..., R], *args: Any) -> R:
@@ -94,16 +84,9 @@ class Ingest:
         log.warning("bad payload dropped", kind=what, error=str(err)[:200])
 
     def _store(self, events: list[Event]) -> list[Event]:
-        """Insert ``events``; returns the ones that were new (not stored before)."""
-        if not events:
-            return []
-        ids = [e.id for e in events]
-        marks = ",".join("?" * len(ids))
-        seen = {r[0] for r in self.db.query(
-            f"SELECT id FROM events WHERE id IN ({marks})", ids)}  # noqa: S608 - placeholders only
-        fresh = {e.id: e for e in events if e.id not in seen}  # also dedupes within a batch
-        self.db.executemany(_INSERT, [_row(e) for e in fresh.values()])
-        return list(fresh.values())
+        """Insert ``events`` with their rollups (:func:`hq.rollups.store_batch`); returns
+        the ones that were new (not stored before)."""
+        return store_batch(self.db, events, self.offers)
 
     def store_events(self, events: list[Event]) -> int:
         return self._counted(events, self._store(events))

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from aislecast.kernel.errors import SchemaVersionError
+from hq.rollups import m0009_rollups
 
 if TYPE_CHECKING:
     from hq.db import HqDb
@@ -201,7 +202,7 @@ def m0008_tags(db: HqDb) -> None:
 
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
                                   m0004_broker_users, m0005_consent, m0006_till,
-                                  m0007_approvals_feeds, m0008_tags)
+                                  m0007_approvals_feeds, m0008_tags, m0009_rollups)
 
 
 def schema_version(db: HqDb) -> int:

@@ -30,6 +30,7 @@ EXPECTED = {
     "ingest",
     "kill",
     "nfc",
+    "rollups",
     "soak",
     "tap",
     "till",

@@ -1,5 +1,5 @@
-"""The console's data: the funnel breakdowns of hq.series on SQLite and PostgreSQL, and the
-bounded, role-filtered push of hq.live (its hub directly, and GET /api/live over HTTP)."""
+"""The console's push: the bounded, role-filtered live hub of hq.live (its hub directly,
+and GET /api/live over HTTP), and the funnel route the console's charts read."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from fastapi import APIRouter, FastAPI
 
 from aislecast.kernel.campaign import Campaign, Creative
 from aislecast.kernel.schema import Event
@@ -21,12 +20,12 @@ from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.live import LiveHub
 from hq.refusals import Refused
-from hq.series import FUNNEL_PATH, funnel_rows, mount_series
 from hq.service import HqService
 from tests.conftest_pg import BACKENDS, hq_url
 from tests.harness import bearer, token_for
 
 HOUR = 3600.0
+FUNNEL_PATH = "/api/analytics/funnel"
 T0 = 1_767_225_600.0  # an hour boundary (2026-01-01 00:00 UTC)
 
 
@@ -49,45 +48,6 @@ def _offer(i: int, ts: float, variant: str, zone: str, store: str = "s1") -> lis
     fb = [msgspec.structs.replace(pub, id=f"e{i}{k}", kind=k, variant=None, zone=None, ts=ts + 5)
           for k in ("offer_delivered", "offer_opened", "offer_clicked")]
     return [pub, *fb]
-
-
-def test_funnel_per_hour_variant_zone_and_store(db: HqDb) -> None:
-    ing = Ingest(db)
-    ing.store_events([*_offer(1, T0 + 10, "a", "produce"), *_offer(2, T0 + 20, "b", "produce"),
-                      *_offer(3, T0 + HOUR + 30, "a", "dairy"),
-                      *_offer(4, T0 + 40, "a", "dairy", store="s2"),
-                      _ev(9, "offer_published", T0, campaign="other", variant="a", offer="o9")])
-    zero = dict.fromkeys(("redemptions",), 0)
-    per_hour = funnel_rows(db, "hour", "c1")
-    assert per_hour == [
-        {"key": int(T0), "impressions": 3, "deliveries": 3, "opens": 3, "clicks": 3, "leads": 3, **zero},
-        {"key": int(T0 + HOUR), "impressions": 1, "deliveries": 1, "opens": 1, "clicks": 1,
-         "leads": 1, **zero}]
-    # feedback is attributed to its offer's variant and zone through offer_published
-    by_variant = {r["key"]: (r["impressions"], r["clicks"]) for r in funnel_rows(db, "variant", "c1")}
-    assert by_variant == {"a": (3, 3), "b": (1, 1)}
-    by_zone = {(r["store"], r["key"]): r["deliveries"] for r in funnel_rows(db, "zone", "c1")}
-    assert by_zone == {("s1", "produce"): 2, ("s1", "dairy"): 1, ("s2", "dairy"): 1}
-    # store staff of s2 see s2 only; since bounds the period
-    assert [r["key"] for r in funnel_rows(db, "store", "c1", frozenset({"s2"}))] == ["s2"]
-    assert funnel_rows(db, "hour", "c1", since=T0 + HOUR)[0]["key"] == int(T0 + HOUR)
-    assert funnel_rows(db, "hour", None, frozenset()) == []
-
-
-async def test_the_stand_in_funnel_route_gives_way_to_another() -> None:
-    """Rollups mounted at the same path first: mount_series leaves theirs alone."""
-    app = FastAPI()
-    theirs = APIRouter()
-
-    @theirs.get(FUNNEL_PATH)
-    async def rollups() -> dict[str, str]:
-        return {"from": "rollups"}
-
-    app.include_router(theirs)
-    mount_series(app)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
-        assert (await c.get(FUNNEL_PATH)).json() == {"from": "rollups"}
-    # without rollups, create_app's stand-in answers: test_live_and_funnel_routes_check_their_callers
 
 
 async def _next(stream: object) -> bytes:
@@ -152,7 +112,7 @@ async def test_live_and_funnel_routes_check_their_callers(tmp_path: Path) -> Non
         assert (await c.get("/api/live")).status_code == 401
         assert (await c.get(FUNNEL_PATH)).status_code == 401
         analyst = bearer(token_for(db, "analyst"))
-        r = await c.get(FUNNEL_PATH, params={"campaign": "c1", "by": "variant", "hours": 2160},
+        r = await c.get(FUNNEL_PATH, params={"campaign": "c1", "by": "variant"},
                         headers=analyst)
         assert r.status_code == 200 and r.json()["rows"][0]["key"] == "a"
         # store staff of another store: 404, the same body as a campaign that does not exist

@@ -14,7 +14,7 @@ from aislecast.kernel.campaign import PausedBy, PauseRule
 from aislecast.kernel.schema import Event
 from hq.accounts import Accounts
 from tests.harness import STORE, enter_campaign, stack
-from tests.purchases_table import add_purchase, create_purchases_table
+from tests.purchases import add_purchase
 from tests.test_console import ARTIFACTS, PASSWORD, browser_page
 from tests.test_console import _cell as cell
 from tests.test_console import _log_in as log_in
@@ -36,7 +36,6 @@ async def test_lift_cell_is_honest(broker: MosquittoProcess, tmp_path: Path) -> 
                  paused]
     async with stack(broker.port, tmp_path, campaigns) as st, \
             browser_page(tmp_path / "chromium-profile") as page:
-        create_purchases_table(st.hq.db)
         st.hq.ingest.store_events(_exposed("small", 12, 3) + _exposed("big", 60, 40))
         for i in range(0, 60, 2):  # half the offered buy, a quarter of the holdout
             add_purchase(st.hq.db, store=STORE, inbox=f"big-i{i}", ts=time.time() + 60, value_cents=500)

@@ -30,6 +30,8 @@ from edge.nfc import AISLECAST_AID
 from edge.nfc.emulator import CardEmulator, IsoDepCard, free_udp_port
 from edge.simstore import SimShopper
 from gateway.app import Gateway
+from hq.analytics import campaign_stats
+from hq.funnel import funnel
 from tests.harness import STORE, Stack, enter_campaign, stack, until
 from tests.nfc.nfc_helpers import CARD_WAIT_S
 
@@ -142,7 +144,8 @@ async def test_qr_scan_via_hq_short_link_is_recorded_and_decided(
         e = st.hq.service.enroll(["offers"])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
-        body = {"url": "https://shop.example/coffee", "tag": "T-5", "store": STORE}
+        body = {"url": "https://shop.example/coffee", "tag": "T-5", "store": STORE,
+                "campaign": "coffee-scan"}
         status, _, raw = await asyncio.to_thread(_http, st, "POST", "/api/shortlinks", body)
         assert status == 201, raw
         link = json.loads(raw)
@@ -168,6 +171,14 @@ async def test_qr_scan_via_hq_short_link_is_recorded_and_decided(
             await _until(lambda: phone.stats.offers_received >= 1)
             assert next(iter(phone.offers.values())).campaign == "coffee-scan"
             assert gw.parts.taps.stats["report_scans"] == 1
+            # HQ's funnel (hq.rollups): both QR scans (the label's, and the app's report
+            # naming the link's code) and the NFC tap count for the link's campaign, and
+            # the decision and its publication under the trigger "scan"
+            await _until(lambda: st.hq.ingest.stats.by_kind.get("offer_published", 0) >= 1)
+            [s] = campaign_stats(st.hq.db, "coffee-scan")
+            assert (s.scans, s.taps, s.offered, s.impressions) == (2, 1, 1, 1)
+            by_trigger = {r.key: r for r in funnel(st.hq.db, "coffee-scan", by="trigger")}
+            assert by_trigger["scan"].offered == by_trigger["scan"].impressions == 1
 
 
 async def test_a_reader_that_is_gone_does_not_disturb_ble_presence(

@@ -1,20 +1,21 @@
 // Results of one campaign: the funnel over time (uPlot, hq/static/vendor), the per-variant
-// A/B readout and a store × zone heat map, all from
-// GET /api/analytics/funnel?campaign=ID&by=hour|variant|zone ({"rows": [{"key", ...}]}).
+// A/B readout and a store × zone heat map, all from the hourly rollups:
+// GET /api/analytics/funnel?campaign=ID&by=hour|variant|zone&since=T[&store=S]
+// ({"rows": [{"key", ...}]}; an hour's key is its ISO 8601 start, e.g. 2026-12-01T09:00:00Z).
 // Refetched when HQ pushes an ingest that names the campaign (live.js).
 // Uses el/api/$ from console.js.
 "use strict";
 
 const SERIES = [
   ["impressions", "#0b5cad"], ["deliveries", "#146c2e"], ["opens", "#8a4b00"],
-  ["clicks", "#a4161a"], ["redemptions", "#6f42c1"], ["leads", "#00838f"],
+  ["clicks", "#a4161a"], ["redemptions", "#6f42c1"], ["taps", "#00838f"], ["scans", "#5d4037"],
 ];
-const insights = { campaign: "", hours: 24 * 7, plot: null, renderMs: null };
+const insights = { campaign: "", hours: 24 * 7, plot: null, renderMs: null, stores: new Map() };
 
 // Hourly rows (sparse) -> uPlot's columns: every hour from the first asked for to now.
 function hourlyColumns(rows, hours, now) {
   const end = Math.floor(now / 3600) * 3600, start = end - (hours - 1) * 3600;
-  const at = new Map(rows.map((r) => [Number(r.key), r]));
+  const at = new Map(rows.map((r) => [Date.parse(r.key) / 1000, r]));
   const xs = [], cols = SERIES.map(() => []);
   for (let t = start; t <= end; t += 3600) {
     xs.push(t);
@@ -88,8 +89,14 @@ async function loadInsights() {
   const id = insights.campaign;
   $("#results-body").hidden = !id;
   if (!id) return;
-  const q = (by) => api("GET", `/api/analytics/funnel?campaign=${encodeURIComponent(id)}&by=${by}&hours=${insights.hours}`);
-  const [hours, variants, zones] = await Promise.all([q("hour"), q("variant"), q("zone")]);
+  const since = Math.floor(Date.now() / 3600000) * 3600 - (insights.hours - 1) * 3600;
+  const q = (by, store) => api("GET", `/api/analytics/funnel?campaign=${encodeURIComponent(id)}&by=${by}&since=${since}`
+    + (store ? `&store=${encodeURIComponent(store)}` : ""));
+  // the heat map: one zone breakdown per store of the campaign (each row tagged with it)
+  const stores = insights.stores.get(id) ?? [];
+  const perStore = stores.map((s) => q("zone", s).then((a) => a.rows.map((r) => ({ ...r, store: s }))));
+  const [hours, variants, ...zoneLists] = await Promise.all([q("hour"), q("variant"), ...perStore]);
+  const zones = { rows: zoneLists.flat() };
   if (id !== insights.campaign) return;  // another campaign was picked meanwhile
   renderChart(hourlyColumns(hours.rows, insights.hours, Date.now() / 1000));
   renderVariants(variants.rows);
@@ -109,6 +116,7 @@ function chartsLater() {
 
 async function listResults() {
   const list = await api("GET", "/api/campaigns");
+  insights.stores = new Map(list.map((c) => [c.id, c.stores ?? []]));
   const sel = $("#results-campaign");
   const keep = sel.value || insights.campaign;
   sel.replaceChildren(el("option", { value: "" }, "Choose a campaign"),

@@ -1,0 +1,200 @@
+"""The console's funnel queries on rollups of 10 M events, and ingest with rollups on.
+
+Two parts, on SQLite and PostgreSQL in the same run:
+
+- ``query``: the rollup tables are filled as 10 M events would leave them (the events
+  are drawn, not stored: 90 days, 20 stores of 6 zones, 30 campaigns with variants A
+  and B, five trigger kinds; each decision followed by its funnel, published, delivered,
+  opened, clicked, redeemed, at falling rates; zone events beside them), written
+  straight to the tables (SQLite ``executemany``, PostgreSQL ``COPY``). Then the
+  console's questions are asked through :func:`hq.funnel.funnel`, rotating over the
+  campaigns: a campaign's funnel (``funnel``), its hourly series over the 90 days
+  (``by_hour_90d``), its breakdown by store (``by_store``), by variant over the last 7
+  days (``by_variant_7d``, the finest table), and every campaign's funnel (the
+  console's poll, ``all_campaigns``); p50 and p99 in ms.
+- ``ingest``: :func:`benchmarks.bench_ingest.over_mqtt`, a real HQ on a private
+  Mosquitto taking QoS 1 batches with end-to-end acks, rollups kept in each batch's
+  transaction (they always are).
+
+``AISLECAST_BENCH_ROLLUP_EVENTS`` sets the number of events drawn (default 10,000,000;
+``--quick`` 50,000), for a reduced run on a busy machine.
+
+    python -m benchmarks.bench_rollups            # or: aislecast bench rollups
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.errors import AislecastError
+from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
+from benchmarks.bench_ingest import BATCH, INFLIGHT, over_mqtt, pg_schema
+from hq.db import HqDb
+from hq.funnel import funnel, funnel_totals
+from hq.rollup_schema import ROLLUPS
+
+__all__ = ["bench_rollups", "draw"]
+
+DAYS = 90
+STORES = 20
+ZONES = 6
+CAMPAIGNS = 30
+TRIGGERS = ("enter", "dwell", "tap", "scan", "schedule")
+# each decision's funnel: (kind, probability given the decision made an offer)
+FUNNEL = (("offer_published", 0.97), ("offer_delivered", 0.9), ("offer_opened", 0.35),
+          ("offer_clicked", 0.12), ("offer_redeemed", 0.04))
+END = 1_764_000_000  # a whole hour; the 90 days end here
+
+Key = tuple[str, int, str, str, str, str, str, str]  # rollup_hours' key
+
+
+def draw(n_events: int, seed: int = 7) -> Counter[Key]:
+    """``rollup_hours`` as ``n_events`` drawn events would leave it."""
+    rng = random.Random(seed)
+    hours = DAYS * 24
+    start = END - hours * 3600
+    out: Counter[Key] = Counter()
+    made = 0
+    while made < n_events:
+        hour = start + rng.randrange(hours) * 3600
+        store = f"s{rng.randrange(STORES):02d}"
+        zone = f"z{rng.randrange(ZONES)}"
+        trig = TRIGGERS[rng.randrange(len(TRIGGERS))]
+        out["", hour, store, zone, "", "enter", "zone_enter", ""] += 1
+        camp = f"c{rng.randrange(CAMPAIGNS):02d}"
+        variant = "AB"[rng.randrange(2)]
+        roll = rng.random()
+        reason = "offer" if roll < 0.8 else "holdout" if roll < 0.9 else "cap_per_visit"
+        out[camp, hour, store, zone, variant, trig, "decision", reason] += 1
+        made += 2
+        if reason != "offer":
+            continue
+        for kind, p in FUNNEL:
+            if rng.random() >= p:
+                break
+            out[camp, hour, store, zone, variant, trig, kind, ""] += 1
+            made += 1
+    return out
+
+
+def _levels(fine: Counter[Key]) -> dict[str, list[tuple[object, ...]]]:
+    """Every rollup table's rows from the finest one's."""
+    names = ("campaign", "hour", "store", "zone", "variant", "trigger_kind", "kind", "reason")
+    rows: dict[str, list[tuple[object, ...]]] = {}
+    for r in ROLLUPS:
+        idx = [names.index(c) for c in r.key]
+        level: Counter[tuple[object, ...]] = Counter()
+        for key, n in fine.items():
+            level[tuple(key[i] for i in idx)] += n
+        rows[r.table] = [(*k, n) for k, n in level.items()]
+    return rows
+
+
+def _fill(db: HqDb, rows: dict[str, list[tuple[object, ...]]]) -> None:
+    for r in ROLLUPS:
+        cols = (*r.key, "n")
+        data = rows[r.table]
+        if db.dialect == "postgresql":
+            import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
+
+            with psycopg.connect(db.url, autocommit=True) as conn:
+                with conn.cursor() as cur, cur.copy(
+                        f"COPY {r.table} ({', '.join(cols)}) FROM STDIN") as copy:
+                    for row in data:
+                        copy.write_row(row)
+                conn.execute(f"ANALYZE {r.table}")
+        else:
+            db.executemany(f"INSERT INTO {r.table} ({', '.join(cols)})"  # noqa: S608 - constants
+                           f" VALUES ({', '.join('?' * len(cols))})", data)
+    if db.dialect == "sqlite":
+        db.execute("ANALYZE")
+
+
+def _time(fn: Callable[[int], object], reps: int) -> tuple[float, float]:
+    times = []
+    for i in range(reps):
+        t = time.perf_counter()
+        fn(i)
+        times.append((time.perf_counter() - t) * 1000)
+    return percentile(times, 0.5), percentile(times, 0.99)
+
+
+def _queries(db: HqDb, reps: int) -> dict[str, tuple[float, float]]:
+    def camp(i: int) -> str:
+        return f"c{i % CAMPAIGNS:02d}"
+
+    since = END - DAYS * 86400
+    return {
+        "funnel": _time(lambda i: funnel(db, camp(i)), reps),
+        "by_hour_90d": _time(lambda i: funnel(db, camp(i), by="hour", since=since, until=END), reps),
+        "by_store": _time(lambda i: funnel(db, camp(i), by="store"), reps),
+        "by_variant_7d": _time(lambda i: funnel(db, camp(i), by="variant",
+                                                since=END - 7 * 86400, until=END), reps),
+        "all_campaigns": _time(lambda _: funnel_totals(db), reps),
+    }
+
+
+def _query_part(url: str, rows: dict[str, list[tuple[object, ...]]], n_events: int, reps: int,
+                backend: str) -> list[Measurement]:
+    t = time.perf_counter()
+    db = HqDb(url)
+    _fill(db, rows)
+    built = time.perf_counter() - t
+    sizes: dict[str, float | int | str] = {"events": n_events, "load_s": round(built, 1)}
+    sizes |= {r.table: len(rows[r.table]) for r in ROLLUPS}
+    out = []
+    for name, (p50, p99) in _queries(db, reps).items():
+        out += [Measurement("rollups", "aislecast", f"{name}_p50_{backend}", p50, "ms",
+                            better="lower", extra=sizes),
+                Measurement("rollups", "aislecast", f"{name}_p99_{backend}", p99, "ms",
+                            better="lower", extra=sizes)]
+    db.close()
+    return out
+
+
+def _size(opts: BenchOptions) -> int:
+    text = os.environ.get("AISLECAST_BENCH_ROLLUP_EVENTS", "")
+    if not text:
+        return 50_000 if opts.quick else 10_000_000
+    if not text.isdigit() or int(text) < 1:
+        raise AislecastError(f"AISLECAST_BENCH_ROLLUP_EVENTS={text[:20]!r} is not a count of events",
+                             hint="set a whole number such as 1000000, or unset it")
+    return int(text)
+
+
+@benchmark("rollups")
+async def bench_rollups(opts: BenchOptions) -> list[Measurement]:
+    n_events = _size(opts)
+    reps = 20 if opts.quick else 200
+    n_batches = 100 if opts.quick else 300
+    drawn = await asyncio.to_thread(lambda: _levels(draw(n_events)))
+    rows: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="aislecast-rollups-") as tmp, \
+            pg_schema("rollups") as pg_q, pg_schema("rollups") as pg_i:
+        work = Path(tmp)
+        backends = [("sqlite", f"sqlite:///{work}/q.sqlite", f"sqlite:///{work}/i.sqlite")]
+        if pg_q is not None and pg_i is not None:
+            backends.append(("postgresql", pg_q, pg_i))
+        for name, query_url, ingest_url in backends:
+            rows += await asyncio.to_thread(_query_part, query_url, drawn, n_events, reps, name)
+            port = free_port()
+            async with MosquittoProcess(BrokerConfig(directory=work / f"broker-{name}", port=port)):
+                rate = await over_mqtt(ingest_url, port, work, n_batches)
+            rows.append(Measurement("rollups", "aislecast", f"ingest_mqtt_{name}", rate,
+                                    "events/s", extra={"batch": BATCH, "inflight": INFLIGHT,
+                                                       "events": n_batches * BATCH}))
+    return rows
+
+
+if __name__ == "__main__":
+    from benchmarks._harness import run_benchmarks
+
+    raise SystemExit(asyncio.run(run_benchmarks(["rollups"], as_json=False, opts=BenchOptions())))

@@ -1,0 +1,200 @@
+"""A campaign's funnel from the rollups (hq.rollup_schema), whole or broken down.
+
+:func:`funnel` answers from the coarsest rollup that holds every column the question
+needs: the console's per-campaign numbers and the by-store breakdown read
+``rollup_totals`` (a few rows per campaign and store), the hourly series
+``rollup_campaign_hours``, and a breakdown by zone, variant or trigger, or an hourly
+series of chosen stores, ``rollup_hours``; :func:`funnel_totals` gives
+:func:`hq.analytics.campaign_stats` its counts the same way (:func:`tally` turns a
+rollup's kind, reason and count into funnel fields). Counts are events, not distinct
+shoppers.
+
+    rows = funnel(db, "coffee", by="variant", since=time.time() - 7 * 86400)
+    text = to_csv(rows, "variant")
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import time
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+
+import msgspec
+
+from hq.rollup_schema import ROLLUPS, hour_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from hq.db import HqDb
+
+__all__ = ["BREAKDOWNS", "Breakdown", "FunnelRow", "copy_counts", "finish", "funnel",
+           "funnel_totals", "tally", "to_csv"]
+
+Breakdown = Literal["store", "zone", "hour", "variant", "trigger"]
+BREAKDOWNS: Final[tuple[Breakdown, ...]] = ("store", "zone", "hour", "variant", "trigger")
+_COLUMN: Final = {"store": "store", "zone": "zone", "hour": "hour", "variant": "variant",
+                  "trigger": "trigger_kind"}
+_KIND_FIELD: Final = {
+    "offer_published": "impressions",
+    "offer_delivered": "deliveries",
+    "offer_opened": "opens",
+    "offer_clicked": "clicks",
+    "offer_redeemed": "redemptions",
+    "offer_dismissed": "dismissals",
+}
+_COUNTS: Final = ("decisions", "offered", "holdout", "stopped_total", "impressions",
+                  "deliveries", "opens", "clicks", "redemptions", "dismissals", "taps", "scans")
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+class _Funnel(Protocol):
+    stopped: dict[str, int]
+    clicks: int
+    opens: int
+    deliveries: int
+    ctr: float
+    open_rate: float
+
+
+class FunnelRow(msgspec.Struct):
+    """One group of a breakdown (``key`` None: no value, or the whole funnel)."""
+
+    key: str | None = None
+    decisions: int = 0
+    offered: int = 0
+    holdout: int = 0
+    stopped: dict[str, int] = msgspec.field(default_factory=dict)
+    impressions: int = 0
+    deliveries: int = 0
+    opens: int = 0
+    clicks: int = 0
+    redemptions: int = 0
+    dismissals: int = 0
+    taps: int = 0  # NFC taps (short link ?src=nfc, the app's tag taps, the gateway's reader)
+    scans: int = 0  # QR scans
+    ctr: float = 0.0
+    open_rate: float = 0.0
+
+    @property
+    def stopped_total(self) -> int:
+        return sum(self.stopped.values())
+
+
+@functools.lru_cache(maxsize=4096)
+def _fields(kind: str, reason: str) -> tuple[tuple[str, ...], bool]:
+    """The counts an event of ``kind``/``reason`` adds to, and whether it is a stop reason."""
+    if kind == "decision":
+        if reason in ("offer", "holdout"):
+            return ("decisions", "offered" if reason == "offer" else "holdout"), False
+        return ("decisions",), True
+    if kind == "tap":
+        return ("scans" if reason == "scan" else "taps",), False
+    return ((_KIND_FIELD[kind],) if kind in _KIND_FIELD else ()), False
+
+
+def tally(s: _Funnel, kind: str, reason: str, n: int) -> None:
+    """Add ``n`` events of ``kind``/``reason`` to the funnel ``s``."""
+    names, stopped = _fields(kind, reason)
+    for name in names:
+        setattr(s, name, getattr(s, name) + n)
+    if stopped:
+        s.stopped[reason] = s.stopped.get(reason, 0) + n
+
+
+def copy_counts(dst: _Funnel, src: FunnelRow) -> None:
+    """Every count of ``src`` (and its stop reasons) into ``dst``."""
+    for name in _COUNTS:
+        if name != "stopped_total":
+            setattr(dst, name, getattr(src, name))
+    dst.stopped = dict(src.stopped)
+
+
+def finish(s: _Funnel) -> None:
+    """Rates from the counts: clicks and opens per delivery."""
+    s.ctr = round(s.clicks / s.deliveries, 4) if s.deliveries else 0.0
+    s.open_rate = round(s.opens / s.deliveries, 4) if s.deliveries else 0.0
+
+
+def _grouped(db: HqDb, table: str, col: str | None, where: str, params: list[object], *,
+             unique: bool = False) -> dict[Any, FunnelRow]:
+    """value of ``col`` (None: one group) -> its funnel, over ``table``'s rows ``where``.
+    ``unique``: each (``col``, kind, reason) is one row there already (``col`` and the
+    fixed columns are the table's whole key), so nothing is summed in SQL."""
+    sel = col or "''"
+    sql = (f"SELECT {sel}, kind, reason, n FROM {table} WHERE {where}" if unique  # noqa: S608
+           else f"SELECT {sel}, kind, reason, CAST(sum(n) AS BIGINT) FROM {table}"  # noqa: S608
+                f" WHERE {where} GROUP BY {col + ', ' if col else ''}kind, reason")
+    rows: dict[Any, FunnelRow] = {}  # str values, or int hours
+    for value, kind, reason, n in db.query(sql, params):
+        row = rows.get(value)
+        if row is None:
+            row = rows[value] = FunnelRow()
+        tally(row, kind, reason, n)
+    for row in rows.values():
+        finish(row)
+    return rows
+
+
+def funnel_totals(db: HqDb) -> dict[str, FunnelRow]:
+    """Every campaign's whole funnel, from ``rollup_totals`` (the console's poll)."""
+    return {str(c): row for c, row in
+            _grouped(db, "rollup_totals", "campaign", "campaign <> ''", []).items()}
+
+
+def _key(by: Breakdown | None, value: object) -> str | None:
+    if by == "hour":
+        return time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(int(value)))  # type: ignore[call-overload]
+    return None if by is None or value == "" else str(value)
+
+
+def funnel(db: HqDb, campaign: str, *, by: Breakdown | None = None,
+           stores: Iterable[str] | None = None, since: float | None = None,
+           until: float | None = None) -> list[FunnelRow]:
+    """``campaign``'s funnel, one row per value of ``by`` (one row in all without; none
+    when nothing was counted); only ``stores`` when given; hours from the one holding
+    ``since`` to before ``until``."""
+    need = {"campaign"} | ({_COLUMN[by]} if by else set())
+    where, params = ["campaign = ?"], list[object]([campaign])
+    if since is not None or until is not None:
+        need.add("hour")
+    if since is not None:
+        where.append("hour >= ?")
+        params.append(hour_of(since))
+    if until is not None:
+        where.append("hour < ?")
+        params.append(until)
+    if stores is not None:
+        chosen = sorted(set(stores))
+        if not chosen:
+            return []
+        need.add("store")
+        where.append(f"store IN ({', '.join('?' * len(chosen))})")
+        params += chosen
+    table = next(r for r in ROLLUPS if need <= set(r.dims))
+    rows = _grouped(db, table.table, _COLUMN[by] if by else None, " AND ".join(where), params,
+                    unique=by is not None and set(table.dims) == need)
+    out = []
+    for value in sorted(rows):
+        rows[value].key = _key(by, value)
+        out.append(rows[value])
+    return out
+
+
+def _cell(value: object) -> object:
+    # a cell a spreadsheet would run as a formula is quoted as text ("CSV injection")
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def to_csv(rows: Iterable[FunnelRow], by: Breakdown | None) -> str:
+    """``rows`` as CSV (RFC 4180 quoting, CRLF lines), a header row first."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow([by or "campaign_total", *_COUNTS, "ctr", "open_rate"])
+    for r in rows:
+        w.writerow([_cell(r.key or ""), *(getattr(r, c) for c in _COUNTS), r.ctr, r.open_rate])
+    return out.getvalue()

@@ -1,0 +1,274 @@
+"""Events in, with their rollups, in one transaction per batch (hq.rollup_schema's tables).
+
+:func:`store_batch` is HQ's only writer of ``events``: it inserts a batch with ``ON
+CONFLICT (id) DO NOTHING RETURNING id`` and adds to the rollups exactly the rows the
+database reports inserted, in the same transaction, so an event already stored (a QoS 1
+redelivery, an outbox resend, another HQ worker that got it first) is never counted
+twice, and a failed batch leaves neither. Upserts run in key order, so two workers
+adding to the same rows wait for each other instead of deadlocking. On PostgreSQL the
+inserts go as one pipeline and the upserts as another (:meth:`hq.db.HqDb.pipelined`).
+
+Before inserting, each event gets the dimensions it does not carry itself:
+
+* ``trigger_kind``: ``enter``/``dwell``/``exit`` for zone events, ``tap``/``scan`` for
+  taps, a decision's ``detail.trigger`` (the gateway's trigger kind), and for an offer's
+  ``offer_*`` events the trigger of its decision;
+* an offer's feedback (phones send no variant or zone) takes the variant and zone of
+  its ``offer_published`` event;
+* a gateway's ``tap`` event (an app's NFC tap or QR scan) names no campaign; when its
+  short link code, or its tag, names one in ``shortlinks``, it is counted for it (the
+  ``/s/{code}`` clicks carry their link's campaign already).
+
+The event's ``body`` stays as it arrived; the filled-in values are its columns. An
+:class:`OfferMemo` (HQ's ingest keeps one) remembers the offers' dimensions, so the
+usual batch needs no lookup.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+
+from aislecast.kernel.campaign import TRIGGER_KINDS
+from aislecast.kernel.schema import Event
+from hq.rollup_schema import DIMENSIONS, ROLLUPS, Rollup, create, fill_columns, hour_of, rebuild
+
+if TYPE_CHECKING:
+    from hq.db import HqDb
+
+__all__ = ["Filled", "OfferMemo", "backfill", "fill", "m0009_rollups", "store_batch", "trigger_of"]
+
+_COLUMNS: Final = ("id", "kind", "ts", "store", "gateway", "campaign", "variant", "offer",
+                   "inbox", "zone", "reason", "holdout", "trigger_kind", "body")
+_CHUNK: Final = 500  # ids per IN (...) list
+_ZONE_TRIGGERS: Final = {"zone_enter": "enter", "zone_dwell": "dwell", "zone_exit": "exit"}
+_OFFER_SOURCES: Final = ("decision", "offer_published")
+_KEY: Final = (*DIMENSIONS, "kind", "reason")
+#: each rollup with the function taking its key out of a full key
+_PICKS: Final = [(r, operator.itemgetter(*(_KEY.index(c) for c in r.key))) for r in ROLLUPS]
+
+
+@dataclass(slots=True)
+class Filled:
+    """An event's columns as stored: its own, plus what :func:`fill` found."""
+
+    event: Event
+    campaign: str | None
+    variant: str | None
+    zone: str | None
+    trigger: str | None
+
+    def row(self) -> tuple[object, ...]:
+        e = self.event
+        return (e.id, e.kind, e.ts, e.store, e.gateway, self.campaign, self.variant, e.offer,
+                e.inbox, self.zone, e.reason, None if e.holdout is None else int(e.holdout),
+                self.trigger, msgspec.json.encode(e).decode())
+
+    def dims(self) -> tuple[object, ...]:
+        """The full key, in :data:`_KEY` order."""
+        e = self.event
+        return (self.campaign or "", hour_of(e.ts), e.store, self.zone or "", self.variant or "",
+                self.trigger or "", e.kind, e.reason or "")
+
+
+def trigger_of(e: Event) -> str | None:
+    """The trigger an event states itself (None: an offer's, found from its decision)."""
+    if e.kind in _ZONE_TRIGGERS:
+        return _ZONE_TRIGGERS[e.kind]
+    if e.kind == "tap":
+        return "scan" if e.reason == "scan" else "tap"
+    said = (e.detail or {}).get("trigger")
+    return said if isinstance(said, str) and said in TRIGGER_KINDS else None
+
+
+def _merge(had: tuple[str | None, ...] | None, more: tuple[str | None, ...]
+           ) -> tuple[str | None, ...]:
+    """``had`` with its missing values taken from ``more``."""
+    if had is None:
+        return more
+    return tuple(h if h is not None else m for h, m in zip(had, more, strict=True))
+
+
+def _offer_sources(db: HqDb, offers: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
+    """offer -> (trigger, variant, zone) from its stored decision and offer_published."""
+    out: dict[str, tuple[str | None, ...]] = {}
+    for i in range(0, len(offers), _CHUNK):
+        part = list(offers[i:i + _CHUNK])
+        rows = db.query("SELECT offer, trigger_kind, variant, zone FROM events"  # noqa: S608
+                        f" WHERE offer IN ({', '.join('?' * len(part))})"
+                        " AND kind IN ('decision', 'offer_published')", part)
+        for offer, *vals in rows:
+            out[offer] = _merge(out.get(offer), tuple(vals))
+    return out
+
+
+def _link_campaigns(db: HqDb, taps: Sequence[Filled]) -> None:
+    """Attribute gateway taps to the campaign their short link code or tag names."""
+    codes = {str(c) for f in taps if (c := (f.event.detail or {}).get("code")) is not None}
+    tags = {str(t) for f in taps if (t := (f.event.detail or {}).get("tag")) is not None}
+    keys = sorted(codes | tags)[:_CHUNK]
+    if not keys:
+        return
+    marks = ", ".join("?" * len(keys))
+    rows = db.query("SELECT code, tag, store, campaign FROM shortlinks WHERE campaign IS NOT NULL"  # noqa: S608
+                    f" AND (code IN ({marks}) OR tag IN ({marks}))", [*keys, *keys])
+    by_code = {code: campaign for code, _, _, campaign in rows}
+    for f in taps:
+        d = f.event.detail or {}
+        if (code := d.get("code")) is not None and str(code) in by_code:
+            f.campaign = by_code[str(code)]
+            continue
+        named = {c for _, tag, store, c in rows
+                 if tag == d.get("tag") and store in (None, f.event.store)}
+        if len(named) == 1:  # a tag two campaigns' links name is nobody's
+            f.campaign = named.pop()
+
+
+class OfferMemo:
+    """offer -> (trigger, variant, zone) of the decisions and publications stored lately
+    (the newest ``size``), so an offer's later events need no lookup in the database."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._seen: dict[str, tuple[str | None, ...]] = {}
+        self._lock = threading.Lock()  # PostgreSQL batches are stored from worker threads
+
+    def get(self, offer: str) -> tuple[str | None, ...] | None:
+        return self._seen.get(offer)
+
+    def remember(self, stored: Iterable[Filled]) -> None:
+        with self._lock:
+            seen = self._seen
+            for f in stored:
+                e = f.event
+                if e.offer is not None and e.kind in _OFFER_SOURCES:
+                    seen[e.offer] = _merge(seen.pop(e.offer, None), (f.trigger, f.variant, f.zone))
+            while len(seen) > self.size:
+                del seen[next(iter(seen))]  # the oldest (dicts keep insertion order)
+
+
+def fill(db: HqDb, events: Iterable[Event], memo: OfferMemo | None = None) -> list[Filled]:
+    """Each event with the dimensions found for it (see the module's docstring); an
+    offer's are looked up in ``memo`` first, then in the database."""
+    out = [Filled(e, e.campaign, e.variant, e.zone, trigger_of(e)) for e in events]
+    known: dict[str, tuple[str | None, ...]] = {}
+    if memo is not None:
+        for f in out:
+            if (o := f.event.offer) is not None and (had := memo.get(o)) is not None:
+                known[o] = had
+    for f in out:  # this batch's own decisions and publications first
+        e = f.event
+        if e.offer is not None and e.kind in _OFFER_SOURCES:
+            known[e.offer] = _merge(known.get(e.offer), (f.trigger, f.variant, f.zone))
+    need = [f for f in out if f.event.offer is not None and f.event.kind.startswith("offer_")
+            and None in (f.trigger, f.variant, f.zone)]
+    missing = sorted({o for f in need if (o := f.event.offer) is not None
+                      and known.get(o, (None,))[0] is None})  # no trigger known yet
+    if missing:  # the decision (or publication) came in an earlier batch
+        for offer, vals in _offer_sources(db, missing).items():
+            known[offer] = _merge(known.get(offer), vals)
+    for f in need:
+        trig, variant, zone = known.get(f.event.offer or "", (None, None, None))
+        f.trigger = f.trigger or trig
+        f.variant = f.variant or variant
+        f.zone = f.zone or zone
+    taps = [f for f in out if f.event.kind == "tap" and f.campaign is None and f.event.detail]
+    if taps:
+        _link_campaigns(db, taps)
+    return out
+
+
+def _one_row(table: str, key: tuple[str, ...]) -> str:
+    cols = ", ".join(key)
+    return (f"INSERT INTO {table} ({cols}, n) VALUES ({', '.join('?' * (len(key) + 1))})"  # noqa: S608
+            f" ON CONFLICT ({cols}) DO UPDATE SET n = {table}.n + excluded.n")
+
+
+_INSERT_ONE: Final = (f"INSERT INTO events ({', '.join(_COLUMNS)})"  # noqa: S608 - constants
+                      f" VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING")
+_UPSERT_ONE: Final = {r.table: _one_row(r.table, r.key) for r in ROLLUPS}
+
+
+def _counts(stored: Sequence[Filled]) -> list[tuple[Rollup, list[tuple[object, ...]]]]:
+    """Each rollup's rows to add for ``stored``, (key..., n) in key order."""
+    dims = [f.dims() for f in stored]
+    out = []
+    for r, pick in _PICKS:
+        counts = Counter(map(pick, dims))
+        out.append((r, [(*k, counts[k]) for k in sorted(counts)]))
+    return out
+
+
+def _store_pg(db: HqDb, filled: list[Filled]) -> set[str]:
+    """PostgreSQL: the inserts as one pipeline, with ``RETURNING`` the ids that were new
+    (another worker may be storing the same batch), then the upserts as another (two
+    round trips; measured faster than one multi-row statement or one with CTEs)."""
+    got = db.returning_many(_INSERT_ONE + " RETURNING id", [f.row() for f in filled])
+    inserted = {str(r[0]) for r in got}
+    db.pipelined([(_UPSERT_ONE[r.table], rows)
+                  for r, rows in _counts([f for f in filled if f.event.id in inserted])])
+    return inserted
+
+
+def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
+    """SQLite: the ids not stored yet, read under the write lock that ``BEGIN IMMEDIATE``
+    took (no other writer can store one meanwhile), then both ``executemany``."""
+    ids = [f.event.id for f in filled]
+    seen: set[str] = set()
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i:i + _CHUNK]
+        seen.update(r[0] for r in db.query(
+            f"SELECT id FROM events WHERE id IN ({', '.join('?' * len(part))})", part))  # noqa: S608
+    fresh = [f for f in filled if f.event.id not in seen]
+    db.pipelined([(_INSERT_ONE, [f.row() for f in fresh]),
+                  *((_UPSERT_ONE[r.table], rows) for r, rows in _counts(fresh))])
+    return {f.event.id for f in fresh}
+
+
+def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None) -> list[Event]:
+    """Store ``events`` (deduplicated by id) and their rollups in one transaction;
+    returns the events that were new, in their order. ``memo`` remembers the offers'
+    dimensions across batches (:class:`OfferMemo`)."""
+    unique = list({e.id: e for e in events}.values())
+    if not unique:
+        return []
+    filled = fill(db, unique, memo)  # reads only: what other events say
+    with db.transaction(immediate=True):
+        inserted = (_store_pg if db.dialect == "postgresql" else _store_sqlite)(db, filled)
+    stored = [f for f in filled if f.event.id in inserted]
+    if memo is not None:
+        memo.remember(stored)
+    return [f.event for f in stored]
+
+
+def backfill(db: HqDb) -> int:
+    """Fill the columns ingest fills, from the events stored (a gateway tap's campaign
+    from its short link, too), then rebuild every rollup; returns the taps attributed.
+    Idempotent: running it again gives the same rollups."""
+    fill_columns(db)
+    taps = [Filled(msgspec.json.decode(body, type=Event), None, None, None, None)
+            for (body,) in db.query("SELECT body FROM events WHERE kind = 'tap'"
+                                    " AND campaign IS NULL AND gateway IS NOT NULL")]
+    named = 0
+    for i in range(0, len(taps), _CHUNK):
+        part = taps[i:i + _CHUNK]
+        _link_campaigns(db, part)
+        for f in part:
+            if f.campaign is not None:
+                named += db.execute("UPDATE events SET campaign = ? WHERE id = ?",
+                                    (f.campaign, f.event.id))
+    rebuild(db)
+    return named
+
+
+def m0009_rollups(db: HqDb) -> None:
+    """Hourly rollups and the events' trigger (docs/architecture.md#rollups-and-breakdowns),
+    backfilled from the events already stored."""
+    create(db)
+    backfill(db)

@@ -1,0 +1,253 @@
+"""Hourly rollups kept at ingest: equal to a GROUP BY over the events stored, on SQLite
+and PostgreSQL, over real MQTT batches; never a duplicate counted twice (resends, two
+HQ workers racing); the migration's backfill gives the same numbers; taps and QR scans
+reach the campaign funnel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import msgspec
+import pytest
+
+from aislecast.kernel import topics
+from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.schema import SCHEMA_VERSION, BatchAck, Event, EventBatch, decode, encode
+from hq.analytics import campaign_stats
+from hq.db import HqDb
+from hq.funnel import BREAKDOWNS, funnel
+from hq.ingest import Ingest
+from hq.migrations import STEPS, migrate
+from hq.rollup_schema import ROLLUPS, hour_of
+from hq.rollups import backfill
+from hq.server import HqServer
+from hq.shortlink_store import DbShortLinkStore
+from hq.shortlinks import ShortLink
+from tests.conftest_pg import BACKENDS, hq_url
+
+T0 = 1_764_000_000.0  # a whole hour
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with hq_url(request.param, tmp_path) as url:
+        yield url
+
+
+def _shop(tag: str, n: int, *, store: str = "s1", gateway: str = "g1") -> list[Event]:
+    """What a gateway sends: zone events, decisions naming their trigger, the offers'
+    publications, and the app's NFC taps and QR scans; over several hours."""
+    out: list[Event] = []
+    for i in range(n):
+        ts = T0 + i * 97.0  # ~37 per hour
+        inbox, zone = f"in{i % 13}", ("produce", "dairy", "bakery")[i % 3]
+        camp, variant = f"c{i % 3}", "AB"[i % 2]
+        trig = ("enter", "dwell", "tap", "scan")[i % 4]
+        offer = f"{tag}-o{i}" if i % 5 else None
+        out.append(Event(id=f"{tag}-z{i}", kind="zone_enter", ts=ts, store=store,
+                         gateway=gateway, inbox=inbox, zone=zone))
+        if trig in ("tap", "scan"):
+            out.append(Event(id=f"{tag}-t{i}", kind="tap", ts=ts, store=store, gateway=gateway,
+                             inbox=inbox, zone=zone, reason=trig,
+                             detail={"source": "nfc" if trig == "tap" else "qr",
+                                     "tag": f"T{i % 2}"}))
+        out.append(Event(id=f"{tag}-d{i}", kind="decision", ts=ts + 0.1, store=store,
+                         gateway=gateway, inbox=inbox, zone=zone, campaign=camp,
+                         variant=variant, offer=offer,
+                         reason="offer" if offer else ("holdout", "cap_per_visit")[i % 2],
+                         holdout=True if offer is None and i % 2 == 0 else None,
+                         detail={"trigger": trig}))
+        if offer is not None:
+            out.append(Event(id=f"{tag}-p{i}", kind="offer_published", ts=ts + 0.2,
+                             store=store, gateway=gateway, inbox=inbox, zone=zone,
+                             campaign=camp, variant=variant, offer=offer))
+    return out
+
+
+def _feedback(events: list[Event]) -> list[Event]:
+    """Feedback as HQ stores it (hq.ingest: no variant, zone or trigger of its own)."""
+    return [Event(id=f"fb-{e.offer}-{kind}", kind=kind, ts=e.ts + 30, store=e.store,  # type: ignore[arg-type]
+                  campaign=e.campaign, offer=e.offer, inbox=e.inbox)
+            for j, e in enumerate(x for x in events if x.kind == "offer_published")
+            for kind in ("offer_delivered", "offer_opened", "offer_clicked")[:1 + j % 3]]
+
+
+def _expected(db: HqDb) -> dict[str, Counter[tuple[object, ...]]]:
+    """Each rollup recomputed here from the events table's columns."""
+    rows = db.query("SELECT campaign, ts, store, zone, variant, trigger_kind, kind, reason"
+                    " FROM events")
+    out: dict[str, Counter[tuple[object, ...]]] = {}
+    for r in ROLLUPS:
+        c: Counter[tuple[object, ...]] = Counter()
+        for campaign, ts, store, zone, variant, trig, kind, reason in rows:
+            full = {"campaign": campaign or "", "hour": hour_of(ts), "store": store or "",
+                    "zone": zone or "", "variant": variant or "", "trigger_kind": trig or ""}
+            c[(*(full[d] for d in r.dims), kind, reason or "")] += 1
+        out[r.table] = c
+    return out
+
+
+def _stored(db: HqDb) -> dict[str, Counter[tuple[object, ...]]]:
+    out: dict[str, Counter[tuple[object, ...]]] = {}
+    for r in ROLLUPS:
+        got = db.query(f"SELECT {', '.join(r.key)}, n FROM {r.table}")  # noqa: S608
+        out[r.table] = Counter({tuple(row[:-1]): int(row[-1]) for row in got})
+    return out
+
+
+async def _send(port: int, batches: list[EventBatch]) -> list[BatchAck]:
+    """Publish ``batches`` as a gateway does (QoS 1) and collect HQ's acks."""
+    acks: list[BatchAck] = []
+    async with aiomqtt.Client("127.0.0.1", port, identifier="gw-rollups",
+                              protocol=aiomqtt.ProtocolVersion.V5) as client:
+        await client.subscribe(topics.gateway_acks("s1", "g1"), qos=1)
+        for b in batches:
+            await client.publish(topics.gateway_events("s1", "g1"), encode(b), qos=1)
+        async with asyncio.timeout(30):
+            async for msg in client.messages:
+                assert isinstance(msg.payload, bytes)
+                acks.append(decode(msg.payload, BatchAck))
+                if len(acks) == len(batches):
+                    break
+    return acks
+
+
+async def test_rollups_equal_a_group_by_over_events_after_mqtt_batches(
+        broker: MosquittoProcess, db_url: str, tmp_path: Path) -> None:
+    events = _shop("m", 120)
+    chunks = [events[i:i + 50] for i in range(0, len(events), 50)]
+    batches = [EventBatch(SCHEMA_VERSION, "s1", "g1", c, batch=f"b{i}") for i, c in enumerate(chunks)]
+    # a resend of the first batch, and one overlapping the last two
+    batches += [EventBatch(SCHEMA_VERSION, "s1", "g1", chunks[0], batch="again"),
+                EventBatch(SCHEMA_VERSION, "s1", "g1", chunks[-2][-10:] + chunks[-1], batch="overlap")]
+    async with HqServer(db_url=db_url, key_path=tmp_path / "hq.pem",
+                        mqtt=MqttSettings(port=broker.port), http_port=0) as hq:
+        acks = await _send(broker.port, batches)
+        await hq.ingest.astore_events(_feedback(events))
+        db = hq.db
+        stored = {a.batch: a.stored for a in acks}
+        assert stored["again"] == stored["overlap"] == 0
+        assert sum(stored.values()) == len(events)
+        assert db.one("SELECT count(*) FROM events") == (len(events) + len(_feedback(events)),)
+        assert _stored(db) == _expected(db)
+        # each level adds up to every event stored
+        total = len(events) + len(_feedback(events))
+        for r in ROLLUPS:
+            assert db.one(f"SELECT sum(n) FROM {r.table}") == (total,)  # noqa: S608
+        # an offer's publication and feedback carry its decision's trigger, variant, zone
+        fb = db.one("SELECT trigger_kind, variant, zone FROM events WHERE id = 'fb-m-o1-offer_delivered'")
+        assert fb == ("dwell", "B", "dairy")
+        assert db.one("SELECT trigger_kind FROM events WHERE id = 'm-p3'") == ("scan",)
+        # every breakdown, on this backend, adds up to the campaign's funnel
+        [whole] = funnel(db, "c1")
+        assert whole.decisions == 40 and whole.deliveries > 0
+        for by in BREAKDOWNS:
+            assert sum(p.clicks for p in funnel(db, "c1", by=by)) == whole.clicks, by
+            parts = funnel(db, "c1", by=by, stores=["s1"], since=T0, until=T0 + 86400)
+            assert sum(p.decisions for p in parts) == whole.decisions, by
+            assert sum(p.deliveries for p in parts) == whole.deliveries, by
+
+
+def test_two_workers_storing_the_same_batch_count_it_once(db_url: str) -> None:
+    """Two HQ workers (two connections) racing to store one batch: one stores it."""
+    first = HqDb(db_url)
+    second = HqDb(db_url, create_schema=False)
+    events = _shop("race", 200)
+    got: list[int] = []
+    start = threading.Barrier(2)
+
+    def work(db: HqDb) -> None:
+        start.wait()
+        got.append(Ingest(db).store_events(events))
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == [0, len(events)]
+    assert _stored(first) == _expected(first)
+    assert first.one("SELECT sum(n) FROM rollup_totals") == (len(events),)
+    second.close()
+    first.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backfill_of_an_upgraded_database_gives_the_ingest_numbers(backend: str,
+                                                                   tmp_path: Path) -> None:
+    """A database at version 4 (before rollups) with events in it: the migration fills
+    the trigger column and every rollup, equal to what ingest keeps for the same events."""
+    events = _shop("u", 90)
+    fb = _feedback(events)
+    (tmp_path / "old").mkdir()
+    with hq_url(backend, tmp_path) as live_url, hq_url(backend, tmp_path / "old") as old_url:
+        live = HqDb(live_url)
+        ing = Ingest(live)
+        ing.store_events(events)
+        ing.store_events(fb)
+        want = _stored(live)
+        live.close()
+        old = HqDb(old_url, create_schema=False)
+        migrate(old, STEPS[:4])  # the schema of the releases before rollups
+        old.executemany(
+            "INSERT INTO events (id, kind, ts, store, gateway, campaign, variant, offer, inbox,"
+            " zone, reason, holdout, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e.id, e.kind, e.ts, e.store, e.gateway, e.campaign, e.variant, e.offer, e.inbox,
+              e.zone, e.reason, None if e.holdout is None else int(e.holdout),
+              msgspec.json.encode(e).decode()) for e in events + fb])
+        assert migrate(old) == len(STEPS)
+        assert _stored(old) == want
+        backfill(old)  # repeatable (as a command would run it): the same numbers
+        assert _stored(old) == want
+        old.close()
+
+
+async def test_qr_and_nfc_clicks_count_in_the_campaign_funnel(tmp_path: Path) -> None:
+    db = HqDb(f"sqlite:///{tmp_path}/hq.sqlite")
+    ing = Ingest(db)
+    links = DbShortLinkStore(db, ing.store_events)
+    shelf = ShortLink(code="Ab3xK9q", url="https://shop.example/p", tag_id="T0",
+                      store_id="s1", campaign_id="c-label")
+    assert links.add(shelf)
+    for source in ("qr", "qr", "nfc", "other"):
+        await links.record_click(shelf, ts=T0, user_agent=None, source=source)
+    # the app's reports through the gateway: a scan naming the link's code, a tap of tag T0
+    ing.store_events([
+        Event(id="g-scan", kind="tap", ts=T0, store="s1", gateway="g1", inbox="i1",
+              reason="scan", detail={"source": "qr", "tag": "T9", "code": "Ab3xK9q"}),
+        Event(id="g-tap", kind="tap", ts=T0, store="s1", gateway="g1", inbox="i2",
+              reason="tap", detail={"source": "nfc", "tag": "T0"}),
+        Event(id="g-none", kind="tap", ts=T0, store="s1", gateway="g1", inbox="i3",
+              reason="tap", detail={"source": "nfc", "tag": "T-unknown"})])
+    [s] = campaign_stats(db, "c-label")
+    assert (s.scans, s.taps) == (3, 3)  # 2 QR + 1 app scan; NFC, "other" and the app's tap
+    assert db.one("SELECT campaign FROM events WHERE id = 'g-none'") == (None,)
+    assert _stored(db) == _expected(db)
+    db.close()
+
+
+def test_trigger_comes_only_from_known_kinds() -> None:
+    """A gateway's decision names its trigger in ``detail``; anything else is dropped."""
+    db = HqDb(":memory:")
+    Ingest(db).store_events([
+        Event(id="a", kind="decision", ts=T0, store="s", campaign="c", reason="offer",
+              detail={"trigger": "dwell"}),
+        Event(id="b", kind="decision", ts=T0, store="s", campaign="c", reason="offer",
+              detail={"trigger": "x" * 500}),
+        Event(id="c", kind="zone_exit", ts=1e300, store="s", zone="z")])
+    assert db.query("SELECT id, trigger_kind FROM events ORDER BY id") == [
+        ("a", "dwell"), ("b", None), ("c", "exit")]
+    assert db.one("SELECT hour FROM rollup_hours WHERE kind = 'zone_exit'") == (0,)
+    # the publication comes in a later batch than its decision: the trigger is found
+    ing = Ingest(db)
+    ing.store_events([Event(id="d", kind="decision", ts=T0, store="s", campaign="c",
+                            reason="offer", offer="o1", detail={"trigger": "tap"})])
+    ing.store_events([Event(id="p", kind="offer_published", ts=T0, store="s", campaign="c",
+                            variant="A", zone="z", offer="o1")])
+    assert db.one("SELECT trigger_kind FROM events WHERE id = 'p'") == ("tap",)
