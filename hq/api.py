@@ -35,6 +35,8 @@ from hq.openapi import json_body, secured_openapi
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
 from hq.service import Enrollment, HqService, InvalidInput, NotFound
 from hq.shards import DEFAULT_SHARD
+from hq.wallet import mount_wallet
+from hq.wallet_api import WalletSettings
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -239,7 +241,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
                stats: Mapping[str, object] | None = None,
                max_body_bytes: int = MAX_BODY_BYTES,
                login_limiter: LoginLimiter | None = None,
-               alerts: AlertWatch | None = None) -> FastAPI:
+               alerts: AlertWatch | None = None,
+               wallet: WalletSettings | None = None) -> FastAPI:
     """HQ's API on ``service`` and ``ingest`` (kept in ``app.state``, read by the routes
     through :mod:`hq.deps`); ``stats`` adds components' counters to ``/metrics``.
     Accounts and the audit log live in ``service.db``; bodies over ``max_body_bytes``
@@ -271,6 +274,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.include_router(audit_router(audit_log))
     mount_console(app)  # /console and the JSON it polls
     app.include_router(alerts_router())  # GET /api/alerts
+    mount_wallet(app, wallet)  # /wallet: the shoppers' web wallet (hq.wallet)
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:

@@ -78,6 +78,7 @@ from hq.service import HqService
 from hq.shards import BrokerShards, ShardSettings
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
+from hq.wallet_api import WalletSettings
 from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher, listen, takeover
 
 __all__ = ["HTTP_SHUTDOWN_S", "INBOUND_QUEUE_MAX", "LEARN_EVERY_S", "HqServer"]
@@ -141,6 +142,7 @@ class HqServer:
         keys_every_s: float = KEYS_EVERY_S,
         leader_every_s: float = LEADER_EVERY_S,
         shards: Sequence[ShardSettings] = (),
+        wallet_broker_url: str | None = None,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -169,6 +171,7 @@ class HqServer:
         self.keys_every_s = keys_every_s  # how often the keyring file is checked for changes
         # more brokers, each serving its stores (hq.shards); [broker] serves the rest
         self.shard_settings = list(shards)
+        self.wallet_broker_url = wallet_broker_url  # the broker's wss:// URL for /wallet
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -299,7 +302,7 @@ class HqServer:
             **({"shards": shards.stats} if self.shard_settings else {}),
             **{f"mqtt_shard_{name}": shards.links[name].stats for name in shard_mqtt},
             **{f"broker_sync_shard_{name}": s.stats for name, s in shard_syncs.items()}},
-            max_body_bytes=self.max_body_bytes)
+            max_body_bytes=self.max_body_bytes, wallet=WalletSettings(self.wallet_broker_url))
         app.state.role = lambda: election.role  # /health says "leader" or "follower"
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))

@@ -231,6 +231,7 @@ class Offer(msgspec.Struct, frozen=True, omit_defaults=True):
     image_url: str | None = None
     coupon_code: str | None = None
     zone: str | None = None
+    countdown: bool = False  # the campaign's flag: the wallet shows a countdown to expires_at
 
 
 # Bounds on what only HQ decodes from phones (HQ stores these strings): ids are at

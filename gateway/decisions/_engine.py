@@ -234,5 +234,6 @@ class DecisionEngine:
             expires_at=min(expires, end) if end is not None else expires,
             title=cr.title, body=cr.body, format=cr.format, cta=cr.cta, url=cr.url,
             image_url=cr.image_url, coupon_code=cr.coupon_code, zone=t.zone,
+            countdown=c.countdown,
         )
         return Decision(t, "offer", c.id, cr.id, offer)
