@@ -43,6 +43,11 @@ VENDOR: Final = {
 }
 
 
+# read once, at import (the files ship in the package and never change while HQ runs)
+_BODIES: Final = {name: (_STATIC / "wallet" / name).read_bytes() for name in SHELL}
+_VENDOR_BODIES: Final = {name: (_STATIC / "vendor" / name).read_bytes() for name in VENDOR}
+
+
 def _origin(url: str | None) -> str:
     """The ``connect-src`` source of the broker URL (scheme, host and port)."""
     if not url:
@@ -74,8 +79,7 @@ def mount_wallet(app: FastAPI, settings: WalletSettings | None = None) -> None:
     """Serve the wallet on ``app`` (``app.state.wallet``: its settings, replaceable)."""
     app.state.wallet = settings = settings or WalletSettings()
     app.state.wallet_limiter = LoginLimiter(settings.enrol_limits)
-    bodies = {name: (_STATIC / "wallet" / name).read_bytes() for name in SHELL}
-    vendor = {name: (_STATIC / "vendor" / name).read_bytes() for name in VENDOR}
+    bodies, vendor = _BODIES, _VENDOR_BODIES
     router = APIRouter()
 
     def _serve(request: Request, body: bytes, media: str) -> Response:
