@@ -54,6 +54,7 @@ _MODULES = (
     "benchmarks.bench_gateway_rss",
     "benchmarks.bench_kill",
     "benchmarks.bench_soak",
+    "benchmarks.bench_wallet",
 )
 
 

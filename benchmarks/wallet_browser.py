@@ -9,6 +9,7 @@ so the page reaches the broker over the real ``wss://`` path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -42,7 +43,7 @@ def chromium_args(broker_cert: Path) -> list[str]:
 async def wallet_browser(profile: Path, args: Sequence[str]) -> AsyncIterator[Any]:
     """A phone-sized page in a fresh chromium profile (``--user-data-dir``: localStorage
     survives closing a page, as on a phone)."""
-    if not Path(CHROMIUM).exists():
+    if not await asyncio.to_thread(Path(CHROMIUM).exists):
         raise AislecastError(f"chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.async_api import async_playwright  # noqa: PLC0415 - a dev extra

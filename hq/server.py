@@ -78,8 +78,8 @@ from hq.service import HqService
 from hq.shards import BrokerShards, ShardSettings
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
-from hq.wallet_api import WalletSettings
 from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher, listen, takeover
+from hq.wallet_api import WalletSettings
 
 __all__ = ["HTTP_SHUTDOWN_S", "INBOUND_QUEUE_MAX", "LEARN_EVERY_S", "HqServer"]
 

@@ -165,7 +165,8 @@ def wallet_api_router() -> APIRouter:
             e = service.enroll(req.consents)
             _record(request, WALLET_ACTOR, "shopper.enroll", f"shopper:{e.inbox}",
                     {"consents": e.consents, "via": "wallet"})
-            return msgspec.to_builtins(e) | {"stores": req.stores}
+            out: dict[str, object] = msgspec.to_builtins(e)
+            return out | {"stores": req.stores}
 
         return _json(await asyncio.to_thread(enroll_audited), 201)
 

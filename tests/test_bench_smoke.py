@@ -16,7 +16,7 @@ import pytest
 from benchmarks._harness import REGISTRY, _load
 
 EXPECTED = {"creds", "decide", "decode", "decode_pipe", "e2e", "enrol", "fanout", "gateway_rss", "hotpath",
-            "hq_workers", "ingest", "kill", "nfc", "soak", "tap", "tls"}
+            "hq_workers", "ingest", "kill", "nfc", "soak", "tap", "tls", "wallet"}
 
 
 @pytest.mark.slow

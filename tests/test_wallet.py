@@ -85,6 +85,39 @@ async def _stats(page: Any) -> dict[str, Any]:
     return got
 
 
+async def _redeem_and_dismiss(st: Stack, page: Any, card: Any, offer_id: str) -> None:
+    """Open, redeem (the code as QR and text), dismiss: every feedback acked end to end."""
+    await card.get_by_role("button", name="Open Deal in produce").click()
+    await card.get_by_role("button", name="Redeem Deal in produce").click()
+    qr = page.locator("#redeem-qr")
+    await qr.wait_for(state="visible", timeout=5_000)
+    assert await page.locator("#redeem-code").text_content() == "FRESH-42"
+    assert _decode_qr(await qr.screenshot()) == "FRESH-42"
+    await page.screenshot(path=str(ARTIFACTS / "3-redeem.png"), full_page=True)
+    await page.get_by_role("button", name="Done").click()
+    await card.get_by_role("button", name="Dismiss Deal in produce").click()
+    await card.wait_for(state="detached", timeout=5_000)
+    await until(lambda: {"offer_delivered", "offer_opened", "offer_redeemed",
+                         "offer_dismissed"} <= _feedback_kinds(st, offer_id), timeout=30)
+    await page.wait_for_function("Object.keys(aislecastWallet.state().unacked).length === 0",
+                                 timeout=20_000)
+    assert (await _stats(page))["feedback_acked"] == 4
+
+
+async def _report_a_tag(st: Stack, gw: Gateway, page: Any) -> None:
+    """A shelf tag's URL (what `aislecast tags write` puts on it), through the function a
+    Web NFC reading calls: the gateway takes the report."""
+    before = gw.parts.taps.stats.get("report_taps", 0)
+    got = await page.evaluate("(u) => aislecastWallet.reportInteraction(u, 'tap', null)",
+                              f"{st.url}/s/Ab3x?src=nfc&t=tag-coffee")
+    assert got["store"] == STORE and got["report"]["tag"] == "tag-coffee"
+    assert got["report"]["code"] == "Ab3x"
+    await until(lambda: gw.parts.taps.stats.get("report_taps", 0) > before, timeout=20)
+    bad = await page.evaluate("(u) => aislecastWallet.reportInteraction(u, 'scan', null)",
+                              "https://elsewhere.example/")
+    assert bad == {"error": "not an aislecast shelf tag or label"}
+
+
 async def test_enrol_offer_countdown_redeem_feedback_and_reports(tmp_path: Path) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with wallet_stack(tmp_path, [_campaign("produce", 600, coupon="FRESH-42")]) as (st, _, args), \
@@ -127,35 +160,8 @@ async def test_enrol_offer_countdown_redeem_feedback_and_reports(tmp_path: Path)
         offer_id = await card.get_attribute("data-offer")
         assert offer_id is not None
 
-        # open, redeem (the code as QR and text), dismiss: every feedback acked end to end
-        await card.get_by_role("button", name="Open Deal in produce").click()
-        await card.get_by_role("button", name="Redeem Deal in produce").click()
-        qr = page.locator("#redeem-qr")
-        await qr.wait_for(state="visible", timeout=5_000)
-        assert await page.locator("#redeem-code").text_content() == "FRESH-42"
-        assert _decode_qr(await qr.screenshot()) == "FRESH-42"
-        await page.screenshot(path=str(ARTIFACTS / "3-redeem.png"), full_page=True)
-        await page.get_by_role("button", name="Done").click()
-        await card.get_by_role("button", name="Dismiss Deal in produce").click()
-        await card.wait_for(state="detached", timeout=5_000)
-        await until(lambda: {"offer_delivered", "offer_opened", "offer_redeemed",
-                             "offer_dismissed"} <= _feedback_kinds(st, offer_id), timeout=30)
-        await page.wait_for_function("Object.keys(aislecastWallet.state().unacked).length === 0",
-                                     timeout=20_000)
-        assert (await _stats(page))["feedback_acked"] == 4
-
-        # a shelf tag's URL (what `aislecast tags write` puts on it), through the same
-        # function a Web NFC reading calls: the gateway takes the report
-        before = gw.parts.taps.stats.get("report_taps", 0)
-        got = await page.evaluate("(u) => aislecastWallet.reportInteraction(u, 'tap', null)",
-                                  f"{st.url}/s/Ab3x?src=nfc&t=tag-coffee")
-        assert got["store"] == STORE and got["report"]["tag"] == "tag-coffee"
-        assert got["report"]["code"] == "Ab3x"
-        await until(lambda: gw.parts.taps.stats.get("report_taps", 0) > before, timeout=20)
-        bad = await page.evaluate("(u) => aislecastWallet.reportInteraction(u, 'scan', null)",
-                                  "https://elsewhere.example/")
-        assert bad == {"error": "not an aislecast shelf tag or label"}
-
+        await _redeem_and_dismiss(st, page, card, offer_id)
+        await _report_a_tag(st, gw, page)
         # the member code decodes to the id the page shows
         member = page.locator("#member-qr")
         assert _decode_qr(await member.screenshot()) == await page.locator("#member-id").text_content()
@@ -185,21 +191,21 @@ async def test_expiry_is_honoured_open_and_across_a_closed_page(tmp_path: Path) 
         await until(lambda: gw.parts.recorder.stats.offers > offers, timeout=30)
         await asyncio.sleep(max(expires - time.time(), 3.0) + 0.5)  # both are past expiry
 
-        page = await ctx.new_page()
-        await page.goto(f"{st.url}/wallet/")
-        await online(page)
-        stats = await _stats(page)
+        reopened = await ctx.new_page()
+        await reopened.goto(f"{st.url}/wallet/")
+        await online(reopened)
+        stats = await _stats(reopened)
         assert stats["expired_on_load"] == 1  # the stored one was read and dropped
-        assert stats["offers_shown"] == 0 and await page.locator(".offer").count() == 0
-        await page.screenshot(path=str(ARTIFACTS / "5-reopened-after-expiry.png"), full_page=True)
+        assert stats["offers_shown"] == 0 and await reopened.locator(".offer").count() == 0
+        await reopened.screenshot(path=str(ARTIFACTS / "5-reopened-after-expiry.png"), full_page=True)
 
         # with the page open, a time-limited offer vanishes at its expiry
         _walk(st, me["inbox"], key, k, "bakery")
-        card = page.locator(".offer[data-campaign='bakery-deal']")
+        card = reopened.locator(".offer[data-campaign='bakery-deal']")
         await card.locator(".countdown").wait_for(timeout=30_000)
-        await page.screenshot(path=str(ARTIFACTS / "6-countdown.png"), full_page=True)
+        await reopened.screenshot(path=str(ARTIFACTS / "6-countdown.png"), full_page=True)
         await card.wait_for(state="detached", timeout=10_000)
-        assert await page.evaluate("Object.keys(aislecastWallet.state().offers).length") == 0
+        assert await reopened.evaluate("Object.keys(aislecastWallet.state().offers).length") == 0
 
 
 async def _broker_refuses(st: Stack, layout: Any, user: str, password: str) -> bool:

@@ -187,7 +187,8 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                                 rotation_k=scenario.rotation_k,
                                 landing_hosts=LandingHosts(DEMO_LANDING_HOSTS),
                                 broker_auth_dir=files.directory,
-                                broker_pid=lambda: broker.pid) as hq, \
+                                broker_pid=lambda: broker.pid,
+                                wallet_broker_url=f"wss://localhost:{tls.browser_port}/mqtt") as hq, \
                     asyncio.TaskGroup() as tg:
                 state.hq = hq
                 state.credentials = provision(hq.db, STORE)
