@@ -182,6 +182,9 @@ async def test_expiry_is_honoured_open_and_across_a_closed_page(tmp_path: Path) 
         stored = await page.evaluate("Object.values(aislecastWallet.state().offers)")
         assert [o["campaign"] for o in stored] == ["produce-deal"]
         expires = stored[0]["expires_at"]
+        await page.wait_for_function(  # written through to the device's storage
+            "(id) => (localStorage.getItem('aislecast.wallet.v1') || '').includes(id)",
+            arg=stored[0]["id"])
         ctx = page.context
         await page.close()  # the shopper closes the wallet while the offer is still valid
 

@@ -53,7 +53,16 @@
   let state = load();
 
   function save() {
+    clearTimeout(saveTimer);
+    saveTimer = null;
     if (state) localStorage.setItem(STORAGE_KEY, JSON.stringify(state));
+  }
+
+  // Offers and feedback arrive in bursts: one write per burst, not one per message
+  // (localStorage is synchronous and the state grows with the offers on show).
+  let saveTimer = null;
+  function saveSoon() {
+    if (saveTimer === null) saveTimer = setTimeout(save, 50);
   }
 
   function notice(text) {
@@ -229,7 +238,7 @@
           stats.feedback_acked += 1;
         }
       }
-      save();
+      saveSoon();
       return;
     }
     onOffer(msg);
@@ -250,10 +259,10 @@
     if (o.expires_at * 1000 <= now) { stats.offers_late += 1; return; } // never shown
     if (state.paused) { remember(o.id); return; } // paused: not shown
     state.offers[o.id] = o;
-    save();
     renderOffer(o);
     stats.offers_shown += 1;
-    stats.latencies_ms.push(now - o.issued_at * 1000);
+    stats.latencies_ms.push(Date.now() - o.issued_at * 1000);
+    saveSoon();
     feedback(o, "delivered");
   }
 
@@ -373,7 +382,7 @@
     };
     const entry = { sent: Date.now(), payload: JSON.stringify(fb) };
     state.unacked[fb.id] = entry;
-    save();
+    saveSoon();
     stats.feedback_sent += 1;
     sendFeedback(fb.id, entry);
   }
@@ -679,6 +688,7 @@
     $("opt-out").addEventListener("click", optOut);
     $("erase").addEventListener("click", erase);
     setInterval(tick, 250);
+    window.addEventListener("pagehide", () => { if (saveTimer !== null) save(); });
     setInterval(() => { if (state) resend(); }, ACK_TIMEOUT_MS / 2);
     window.addEventListener("online", () => { if (client && !client.connected) { clearTimeout(retryTimer); client.reconnect(); } });
   }
