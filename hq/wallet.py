@@ -20,7 +20,7 @@ from fastapi.responses import RedirectResponse
 
 from hq.login_limits import LoginLimiter
 from hq.refusals import Refused
-from hq.wallet_api import WalletSettings, wallet_api_router
+from hq.wallet_api import WalletSettings, WalletState, wallet_api_router
 
 __all__ = ["SHELL", "VENDOR", "content_security_policy", "mount_wallet"]
 
@@ -76,15 +76,14 @@ def _headers(settings: WalletSettings, media: str) -> dict[str, str]:
 
 
 def mount_wallet(app: FastAPI, settings: WalletSettings | None = None) -> None:
-    """Serve the wallet on ``app`` (``app.state.wallet``: its settings, replaceable)."""
-    app.state.wallet = settings = settings or WalletSettings()
-    app.state.wallet_limiter = LoginLimiter(settings.enrol_limits)
+    """Serve the wallet on ``app`` (its settings and enrolment limiter in ``app.state.wallet``)."""
+    settings = settings or WalletSettings()
+    app.state.wallet = WalletState(settings, LoginLimiter(settings.enrol_limits))
     bodies, vendor = _BODIES, _VENDOR_BODIES
     router = APIRouter()
 
     def _serve(request: Request, body: bytes, media: str) -> Response:
-        current = request.app.state.wallet
-        assert isinstance(current, WalletSettings)
+        current = WalletState.of(request).settings
         return Response(body, media_type=media, headers=_headers(current, media))
 
     @router.get("/wallet", include_in_schema=False)

@@ -27,11 +27,13 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from aislecast.kernel.schema import decode
 from hq.audit import AuditLog
 from hq.broker_auth import CredentialError, verify_password
+from hq.deps import ServiceDep
 from hq.login_limits import LoginLimiter, LoginLimits
 from hq.refusals import Refused
 from hq.service import HqService
 
-__all__ = ["PURPOSES", "WALLET_ACTOR", "WalletEnrollRequest", "WalletSettings", "shopper_of",
+__all__ = ["PURPOSES", "WALLET_ACTOR", "WalletEnrollRequest", "WalletSettings", "WalletState",
+           "shopper_of",
            "wallet_api_router"]
 
 #: The consent purposes the wallet offers: ``offers`` is what HQ's token tables need
@@ -63,16 +65,18 @@ def _json(obj: object, status: int = 200) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
-def _service(request: Request) -> HqService:
-    service = request.app.state.service
-    assert isinstance(service, HqService), "create_app() sets app.state.service"
-    return service
+@dataclass(frozen=True, slots=True)
+class WalletState:
+    """What the wallet's routes read from ``app.state.wallet`` (set by ``mount_wallet``)."""
 
+    settings: WalletSettings
+    limiter: LoginLimiter
 
-def _settings(request: Request) -> WalletSettings:
-    settings = request.app.state.wallet
-    assert isinstance(settings, WalletSettings), "mount_wallet() sets app.state.wallet"
-    return settings
+    @classmethod
+    def of(cls, request: Request) -> WalletState:
+        got = request.app.state.wallet
+        assert isinstance(got, cls), "hq.wallet.mount_wallet() sets app.state.wallet"
+        return got
 
 
 def _record(request: Request, actor: str, action: str, obj: str, after: object) -> None:
@@ -105,10 +109,10 @@ def _check_login(service: HqService, inbox: str, password: str) -> bool:
         return False
 
 
-async def shopper_of(request: Request) -> str:
+async def shopper_of(request: Request, service: HqService) -> str:
     """The inbox whose broker login the request carries (401 for none or a wrong one)."""
     inbox, password = _basic(request)
-    if not await asyncio.to_thread(_check_login, _service(request), inbox, password):
+    if not await asyncio.to_thread(_check_login, service, inbox, password):
         raise Refused(401, "bad_shopper_credential",
                       "that inbox and broker password do not log in (wrong, revoked or erased)",
                       caller=f"shopper:{inbox[:64]}")
@@ -139,26 +143,23 @@ def wallet_api_router() -> APIRouter:
 
     @router.get("/wallet/config", include_in_schema=False)
     async def config(request: Request) -> Response:
-        s = _settings(request)
+        s = WalletState.of(request).settings
         return _json({"broker_url": s.broker_url, "purposes": list(PURPOSES)})
 
     @router.get("/wallet/stores", include_in_schema=False)
-    async def stores(request: Request) -> Response:
+    async def stores(service: ServiceDep) -> Response:
         rows = await asyncio.to_thread(
-            _service(request).db.query, "SELECT id, name FROM stores ORDER BY name, id")
+            service.db.query, "SELECT id, name FROM stores ORDER BY name, id")
         return _json({"stores": [{"id": r[0], "name": r[1]} for r in rows]})
 
     @router.post("/wallet/enroll", status_code=201, include_in_schema=False)
-    async def enroll(request: Request) -> Response:
-        limiter = request.app.state.wallet_limiter
-        assert isinstance(limiter, LoginLimiter), "mount_wallet() sets app.state.wallet_limiter"
+    async def enroll(request: Request, service: ServiceDep) -> Response:
         address = request.client.host if request.client else "unknown"
-        if (verdict := limiter.attempt("enrol", address)) is not None:
+        if (verdict := WalletState.of(request).limiter.attempt("enrol", address)) is not None:
             raise Refused(429, "enrol_rate_limited",
                           f"too many enrolments from this address; try again in "
                           f"{verdict.retry_after_s} s",
                           headers=[("Retry-After", str(verdict.retry_after_s))])
-        service = _service(request)
         req = _enroll_body(await request.body(), set(service.store_ids()))
 
         def enroll_audited() -> dict[str, object]:
@@ -171,9 +172,9 @@ def wallet_api_router() -> APIRouter:
         return _json(await asyncio.to_thread(enroll_audited), 201)
 
     @router.post("/wallet/opt-out", include_in_schema=False)
-    async def opt_out(request: Request) -> Response:
-        inbox = await shopper_of(request)
-        await _service(request).opt_out(inbox)
+    async def opt_out(request: Request, service: ServiceDep) -> Response:
+        inbox = await shopper_of(request, service)
+        await service.opt_out(inbox)
         _record(request, f"shopper:{inbox}", "shopper.opt_out", f"shopper:{inbox}", {"opted_out": True})
         return _json({"inbox": inbox, "opted_out": True})
 
