@@ -30,6 +30,7 @@ SHELL: Final = {
     "index.html": "text/html; charset=utf-8",
     "wallet.js": "text/javascript; charset=utf-8",
     "wallet-crypto.js": "text/javascript; charset=utf-8",
+    "wallet-sense.js": "text/javascript; charset=utf-8",
     "wallet.css": "text/css; charset=utf-8",
     "manifest.webmanifest": "application/manifest+json",
     "sw.js": "text/javascript; charset=utf-8",

@@ -24,6 +24,7 @@ from typing import Final
 import msgspec
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import decode
 from hq.audit import AuditLog
 from hq.broker_auth import CredentialError, verify_password
@@ -35,6 +36,8 @@ from hq.service import HqService
 __all__ = ["PURPOSES", "WALLET_ACTOR", "WalletEnrollRequest", "WalletSettings", "WalletState",
            "shopper_of",
            "wallet_api_router"]
+
+log = get_logger(__name__)
 
 #: The consent purposes the wallet offers: ``offers`` is what HQ's token tables need
 #: (proximity offers); the other two are recorded for HQ's analytics and ranking.
@@ -164,6 +167,8 @@ def wallet_api_router() -> APIRouter:
 
         def enroll_audited() -> dict[str, object]:
             e = service.enroll(req.consents)
+            log.info("shopper enrolled in the web wallet", inbox=e.inbox, consents=e.consents,
+                     stores=req.stores)
             _record(request, WALLET_ACTOR, "shopper.enroll", f"shopper:{e.inbox}",
                     {"consents": e.consents, "via": "wallet"})
             out: dict[str, object] = msgspec.to_builtins(e)
@@ -175,6 +180,7 @@ def wallet_api_router() -> APIRouter:
     async def opt_out(request: Request, service: ServiceDep) -> Response:
         inbox = await shopper_of(request, service)
         await service.opt_out(inbox)
+        log.info("shopper opted out in the web wallet", inbox=inbox)
         _record(request, f"shopper:{inbox}", "shopper.opt_out", f"shopper:{inbox}", {"opted_out": True})
         return _json({"inbox": inbox, "opted_out": True})
 

@@ -93,6 +93,12 @@ async def _redeem_and_dismiss(st: Stack, page: Any, card: Any, offer_id: str) ->
     await qr.wait_for(state="visible", timeout=5_000)
     assert await page.locator("#redeem-code").text_content() == "FRESH-42"
     assert _decode_qr(await qr.screenshot()) == "FRESH-42"
+    # the vendored decoder a label scan falls back on reads it too
+    assert await page.evaluate("""() => {
+        const c = document.getElementById("redeem-qr");
+        const img = c.getContext("2d").getImageData(0, 0, c.width, c.height);
+        return jsQR(img.data, img.width, img.height).data;
+    }""") == "FRESH-42"
     await page.screenshot(path=str(ARTIFACTS / "3-redeem.png"), full_page=True)
     await page.get_by_role("button", name="Done").click()
     await card.get_by_role("button", name="Dismiss Deal in produce").click()
@@ -146,6 +152,9 @@ async def test_enrol_offer_countdown_redeem_feedback_and_reports(tmp_path: Path)
         await sense.filter(has_text="neither").wait_for(timeout=5_000)
         assert await page.locator("#nfc-start").is_hidden()
         assert await page.locator("#scan-start").is_hidden()
+        # installable: the service worker (shell cache) controls /wallet/
+        assert str(await page.evaluate("navigator.serviceWorker.ready.then((r) => r.scope)")
+                   ).endswith("/wallet/")
         await page.screenshot(path=str(ARTIFACTS / "1-enrolled.png"), full_page=True)
 
         gw = await _gateway_with(st)
@@ -295,3 +304,15 @@ async def test_wallet_routes_refuse_bad_input(tmp_path: Path) -> None:
         assert st.hq.service.opted_out() == []
         assert (await c.get("/wallet/nothing.js")).status_code == 404
         assert (await c.get("/wallet/vendor/mqtt.min.js")).status_code == 200
+        manifest = await c.get("/wallet/manifest.webmanifest")
+        assert manifest.headers["content-type"] == "application/manifest+json"
+        assert manifest.json()["start_url"] == "/wallet/"
+        # enrolments per address are limited: past the bound, 429 with Retry-After
+        refusals = st.hq.metrics.snapshot()["auth"]["refusals"].get("enrol_rate_limited", 0)
+        statuses = [(await c.post("/wallet/enroll", json={"consents": ["offers"]})).status_code
+                    for _ in range(19)]
+        assert statuses == [201] * 16 + [429] * 3  # every attempt counts: 4 were made above
+        r = await c.post("/wallet/enroll", json={"consents": ["offers"]})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert r.json()["reason"] == "enrol_rate_limited"
+        assert st.hq.metrics.snapshot()["auth"]["refusals"]["enrol_rate_limited"] == refusals + 4

@@ -440,104 +440,8 @@
     return { report, store };
   }
 
-  function ndefText(record) {
-    return new TextDecoder().decode(record.data);
-  }
-
-  function readNdef(message) {
-    let url = null;
-    let info = null;
-    for (const rec of message.records) {
-      if (rec.recordType === "url" || rec.recordType === "absolute-url") url = url || ndefText(rec);
-      else if (rec.recordType === "smart-poster") {
-        for (const inner of rec.toRecords() || []) if (inner.recordType === "url") url = url || ndefText(inner);
-      } else if (rec.recordType === "aislecast.io:tag") {
-        try { info = JSON.parse(ndefText(rec)); } catch (err) { info = null; }
-      }
-    }
-    return { url, info };
-  }
-
-  async function startNfc() {
-    try {
-      const reader = new NDEFReader();
-      await reader.scan();
-      $("sense-status").textContent = "Hold your phone to a shelf tag.";
-      reader.onreading = async (ev) => {
-        const { url, info } = readNdef(ev.message);
-        if (!url && !info) { $("sense-status").textContent = "That tag is not one of ours."; return; }
-        const r = await reportInteraction(url || "", "tap", info);
-        $("sense-status").textContent = r.error ? `Tag not reported: ${r.error}` : "Tag read: offers on their way.";
-      };
-    } catch (err) {
-      $("sense-status").textContent = `NFC is not available: ${err.message}`;
-    }
-  }
-
-  async function startScan() {
-    const video = $("scan-video");
-    let stream;
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
-    } catch (err) {
-      $("sense-status").textContent = `The camera is not available: ${err.message}`;
-      return;
-    }
-    video.srcObject = stream;
-    video.hidden = false;
-    await video.play();
-    const detector = "BarcodeDetector" in window ? new BarcodeDetector({ formats: ["qr_code"] }) : null;
-    const canvas = document.createElement("canvas");
-    const until = Date.now() + 60000;
-    const finish = (text) => {
-      stream.getTracks().forEach((t) => t.stop());
-      video.hidden = true;
-      return text;
-    };
-    while (Date.now() < until) {
-      let text = null;
-      if (detector) {
-        const found = await detector.detect(video);
-        text = found.length ? found[0].rawValue : null;
-      } else if (video.videoWidth) {
-        canvas.width = video.videoWidth;
-        canvas.height = video.videoHeight;
-        const ctx = canvas.getContext("2d");
-        ctx.drawImage(video, 0, 0);
-        const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
-        const hit = jsQR(img.data, img.width, img.height);
-        text = hit ? hit.data : null;
-      }
-      if (text) {
-        finish(text);
-        const r = await reportInteraction(text, "scan", null);
-        $("sense-status").textContent = r.error ? `Label not reported: ${r.error}` : "Label read: offers on their way.";
-        return;
-      }
-      await new Promise((ok) => setTimeout(ok, 200));
-    }
-    finish(null);
-    $("sense-status").textContent = "No label found; try again closer.";
-  }
-
-  // What this device can do: Web NFC (Android Chrome), a camera (a video input the
-  // browser lists), and whether it decodes QR itself (BarcodeDetector) or needs jsQR.
-  async function senses() {
-    const nfc = "NDEFReader" in window;
-    let camera = false;
-    if (navigator.mediaDevices && navigator.mediaDevices.enumerateDevices) {
-      try {
-        camera = (await navigator.mediaDevices.enumerateDevices()).some((d) => d.kind === "videoinput");
-      } catch (err) {
-        camera = false;
-      }
-    }
-    const detector = "BarcodeDetector" in window;
-    return { nfc, camera, detector };
-  }
-
   async function showSenses() {
-    const s = await senses();
+    const s = await AislecastSense.senses();
     $("nfc-start").hidden = !s.nfc;
     $("scan-start").hidden = !s.camera;
     const status = $("sense-status");
@@ -551,6 +455,7 @@
       status.textContent = "Tap a shelf tag or scan its label.";
     }
   }
+
 
   // ---- member code and privacy --------------------------------------------------------------
   // Until HQ issues member ids for tills, the member code is derived from the inbox.
@@ -681,8 +586,9 @@
   function wire() {
     $("join").addEventListener("click", join);
     $("redeem-close").addEventListener("click", () => { $("redeem").hidden = true; });
-    $("nfc-start").addEventListener("click", startNfc);
-    $("scan-start").addEventListener("click", startScan);
+    const say = (text) => { $("sense-status").textContent = text; };
+    $("nfc-start").addEventListener("click", () => AislecastSense.startNfc(reportInteraction, say));
+    $("scan-start").addEventListener("click", () => AislecastSense.startScan($("scan-video"), reportInteraction, say));
     $("pause").addEventListener("change", setPaused);
     $("export").addEventListener("click", exportData);
     $("opt-out").addEventListener("click", optOut);
@@ -714,7 +620,7 @@
     state: () => state,
     token: (unixTs) => AislecastTokens.eidFor(state.enrolment.identity_key, unixTs, state.enrolment.rotation_k),
     reportInteraction,
-    senses,
+    senses: () => AislecastSense.senses(),
     memberId: () => memberId(),
   };
 
