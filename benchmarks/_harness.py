@@ -62,6 +62,7 @@ _MODULES = (
     "benchmarks.bench_console",
     "benchmarks.bench_till",
     "benchmarks.bench_feeds",
+    "benchmarks.bench_wallet",
 )
 
 

@@ -50,6 +50,8 @@ from hq.shards import DEFAULT_SHARD
 from hq.strict import body_of
 from hq.till import TillDesk
 from hq.till_routes import till_router
+from hq.wallet import mount_wallet
+from hq.wallet_api import WalletSettings
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -217,7 +219,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
                login_limiter: LoginLimiter | None = None,
                alerts: AlertWatch | None = None,
                approval: ApprovalPolicy | None = None,
-               feeds: FeedWatcher | None = None) -> FastAPI:
+               feeds: FeedWatcher | None = None,
+               wallet: WalletSettings | None = None) -> FastAPI:
     """HQ's API on ``service`` and ``ingest`` (kept in ``app.state``, read by the routes
     through :mod:`hq.deps`); ``stats`` adds components' counters to ``/metrics``.
     Accounts and the audit log live in ``service.db``; bodies over ``max_body_bytes``
@@ -262,6 +265,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     mount_console(app)  # /console and the JSON it polls
     mount_docs(app)  # /docs: Swagger UI from HQ's own files
     app.include_router(alerts_router())  # GET /api/alerts
+    mount_wallet(app, wallet)  # /wallet: the shoppers' web wallet (hq.wallet)
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:

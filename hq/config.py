@@ -146,6 +146,11 @@ class HttpSection(msgspec.Struct, forbid_unknown_fields=True):
     # networks); empty: none, the headers are ignored whoever sends them.
     trusted_proxies: list[Annotated[str, Meta(min_length=1, max_length=64)]] = msgspec.field(
         default_factory=list)
+    # The broker's secure WebSockets as shoppers' browsers reach them, for the web wallet
+    # at /wallet (hq.wallet); None: the wallet page says it is not set up.
+    wallet_broker_url: Annotated[str, Meta(
+        pattern=r"^wss://[^\s/?#]+(/[^\s?#]*)?\Z",
+        description='wss://HOST[:PORT][/PATH], e.g. "wss://mqtt.example.com:8884/mqtt"')] | None = None
 
     @property
     def https(self) -> bool:

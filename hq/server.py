@@ -91,6 +91,7 @@ from hq.shards import BrokerShards, ShardSettings
 from hq.shortlink_store import DbShortLinkStore, make_mint_router
 from hq.shortlinks import make_shortlink_router
 from hq.tasks import KEYS_EVERY_S, AckSender, HttpServer, KeyWatcher, Republisher, listen, takeover
+from hq.wallet_api import WalletSettings
 
 __all__ = ["HTTP_SHUTDOWN_S", "INBOUND_QUEUE_MAX", "LEARN_EVERY_S", "HqServer"]
 
@@ -158,6 +159,7 @@ class HqServer:
         autopause_every_s: float = AUTOPAUSE_EVERY_S,
         approval: ApprovalPolicy | None = None,
         feeds: FeedSettings | None = None,
+        wallet_broker_url: str | None = None,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -193,6 +195,7 @@ class HqServer:
         # propose flash drafts ([feeds]); None: the defaults (four-eyes flash, no feeds)
         self.approval = approval or ApprovalPolicy()
         self.feed_settings = feeds or FeedSettings()
+        self.wallet_broker_url = wallet_broker_url  # the broker's wss:// URL for /wallet
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -340,7 +343,8 @@ class HqServer:
             **({"shards": shards.stats} if self.shard_settings else {}),
             **{f"mqtt_shard_{name}": shards.links[name].stats for name in shard_mqtt},
             **{f"broker_sync_shard_{name}": s.stats for name, s in shard_syncs.items()}},
-            max_body_bytes=self.max_body_bytes, approval=self.approval, feeds=feeds)
+            max_body_bytes=self.max_body_bytes, approval=self.approval, feeds=feeds,
+            wallet=WalletSettings(self.wallet_broker_url))
         app.state.role = lambda: election.role  # /health says "leader" or "follower"
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))

@@ -35,6 +35,7 @@ EXPECTED = {
     "tap",
     "till",
     "tls",
+    "wallet",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,9 @@ HAVE_CHROMIUM = Path(CHROMIUM).exists()
 
 
 @contextlib.asynccontextmanager
-async def browser_page(profile: Path) -> AsyncIterator[Any]:
+async def browser_page(profile: Path, *, args: Sequence[str] = (),
+                       viewport: tuple[int, int] = (1280, 900)) -> AsyncIterator[Any]:
+    """A page of a fresh chromium profile; ``args`` are more command-line flags."""
     if not HAVE_CHROMIUM:
         pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     try:
@@ -47,8 +49,8 @@ async def browser_page(profile: Path) -> AsyncIterator[Any]:
     async with async_playwright() as pw:
         # a fresh profile per test: Playwright passes it to chromium as --user-data-dir
         ctx = await pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=ARGS,
-            viewport={"width": 1280, "height": 900})
+            str(profile), executable_path=CHROMIUM, headless=True, args=[*ARGS, *args],
+            viewport={"width": viewport[0], "height": viewport[1]})
         try:
             yield ctx.pages[0] if ctx.pages else await ctx.new_page()
         finally:

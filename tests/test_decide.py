@@ -23,7 +23,7 @@ from aislecast.kernel.campaign import (
     Trigger,
     Window,
 )
-from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, encode
+from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, Offer, decode, encode
 from gateway.decisions import (
     DecisionEngine,
     PeerBatchRefused,
@@ -68,6 +68,17 @@ def test_offer_and_default_cap_per_visit(tmp_path: Path) -> None:
     assert e.decide(trig(visit="v2")).reason == "offer"
     assert e.decide(trig(zone="dairy")).reason == "no_campaign"
     assert e.decide(trig(kind="bogus")).reason == "unknown_trigger"
+
+
+def test_the_countdown_flag_reaches_the_offer(tmp_path: Path) -> None:
+    """A time-limited campaign's offer says so, on the wire too (the wallet's countdown)."""
+    e = engine(tmp_path, camp("t", trigger=Trigger(zones=["bakery"]), countdown=True),
+               camp("p", trigger=Trigger(zones=["dairy"])))
+    timed, plain = e.decide(trig()).offer, e.decide(trig(zone="dairy")).offer
+    assert timed is not None and plain is not None
+    assert timed.countdown and not plain.countdown
+    assert decode(encode(timed), Offer).countdown
+    assert b"countdown" not in encode(plain)  # omitted by default: older phones see no change
 
 
 def test_windows_in_store_time_zone(tmp_path: Path) -> None:

@@ -212,7 +212,8 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                                 landing_hosts=LandingHosts(DEMO_LANDING_HOSTS),
                                 broker_auth_dir=files.directory,
                                 broker_pid=lambda: broker.pid,
-                                feeds=FeedSettings(every_s=DEMO_FEED_EVERY_S)) as hq, \
+                                feeds=FeedSettings(every_s=DEMO_FEED_EVERY_S),
+                                wallet_broker_url=f"wss://localhost:{tls.browser_port}/mqtt") as hq, \
                     asyncio.TaskGroup() as tg:
                 state.hq = hq
                 state.credentials = provision(hq.db, STORE)

@@ -239,6 +239,7 @@ class Offer(msgspec.Struct, frozen=True, omit_defaults=True):
     coupon_code: str | None = None
     zone: str | None = None
     redeem_code: str | None = None  # single-use till code (aislecast.kernel.redeem)
+    countdown: bool = False  # the campaign's flag: the wallet shows a countdown to expires_at
 
 
 # Bounds on what only HQ decodes from phones (HQ stores these strings): ids are at
