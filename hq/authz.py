@@ -127,7 +127,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     # a till token redeems codes and feeds purchases for its store (hq.till)
     ("POST", "/api/till/redeem"): frozenset({"till"}),
     ("POST", "/api/till/purchases"): frozenset({"till"}),
-    ("POST", "/api/shoppers/{inbox}/member"): frozenset({"admin", "wallet"}),
+    ("POST", "/api/shoppers/{inbox}/member"): _FOR_SHOPPER,  # a shopper: its own inbox only
     ("POST", "/api/shoppers/{inbox}/loyalty"): frozenset({"admin", "wallet"}),
     # before/after hold coupon codes and account changes: admins only
     ("GET", "/api/audit"): _ADMIN,

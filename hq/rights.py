@@ -21,6 +21,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -114,6 +115,20 @@ class ShopperRights:
         e = self.service.enroll(consents, home_stores, source=source)
         _, secret = self.accounts.issue_token("shopper", name="shopper", owner=e.inbox)
         return msgspec.structs.replace(e, api_token=secret)
+
+    async def enroll_admitted(self, consents: list[str], home_stores: list[str], *,
+                              source: Source, audited: Callable[[Enrollment], None]) -> Enrollment:
+        """Enrol (off the event loop, ``audited(e)`` in the same worker thread), then,
+        with ``offers`` granted, the admitting delta: what every enrolment route does."""
+        def enroll_audited() -> Enrollment:
+            e = self.enroll(consents, home_stores, source=source)
+            audited(e)
+            return e
+
+        e = await asyncio.to_thread(enroll_audited)
+        if "offers" in e.consents:  # their gateways know them in seconds, not at the next bundle
+            await self.admit(e.inbox)
+        return e
 
     def _stores_of(self, inbox: str) -> list[str]:
         return home_stores_of(self.db, inbox) or self.service.store_ids()

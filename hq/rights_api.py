@@ -61,16 +61,13 @@ def rights_router() -> APIRouter:
         req = await _body(request, EnrollRequest)
         rights = ShopperRights(service, accounts)
 
-        def enroll_audited() -> Enrollment:
-            e = rights.enroll(req.consents, req.home_stores, source=source_of(p))
+        def audited(e: Enrollment) -> None:
             # the identity key, broker password and API token are the shopper's: never audited
             audit(request, "shopper.enroll", f"shopper:{e.inbox}",
                   after={"consents": e.consents, "home_stores": e.home_stores})
-            return e
 
-        e = await asyncio.to_thread(enroll_audited)
-        if "offers" in e.consents:  # their gateways know them in seconds, not at the next bundle
-            await rights.admit(e.inbox)
+        e = await rights.enroll_admitted(req.consents, req.home_stores, source=source_of(p),
+                                         audited=audited)
         return _json(e, 201)
 
     router.add_api_route("/api/shoppers", enroll, methods=["POST"], status_code=201,

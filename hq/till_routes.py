@@ -7,7 +7,8 @@
   how many lines were stored; more than :data:`hq.till.MAX_LINES` lines is 413
   (``too_many_lines``), a bad line 422;
 - ``POST /api/shoppers/{inbox}/member``: the shopper's member id for the wallet's
-  member QR (wallet token or admin);
+  member QR (wallet token or admin; a shopper's own token for its inbox only, another
+  inbox the same 404 as a missing one);
 - ``POST /api/shoppers/{inbox}/loyalty`` ``{"loyalty"}``: link a retailer's loyalty card
   number to the shopper (201; 200 if it was theirs already; 409 ``loyalty_taken``), so a
   till that only knows the card sends it as ``member``.
@@ -139,7 +140,10 @@ def till_router(desk: TillDesk) -> APIRouter:
         return _json(await _run(desk.db, purchases_audited))
 
     @router.post("/api/shoppers/{inbox}/member")
-    async def member(inbox: str, request: Request, service: ServiceDep) -> Response:
+    async def member(inbox: str, request: Request, service: ServiceDep,
+                     p: PrincipalDep) -> Response:
+        if p.role == "shopper" and p.actor != f"shopper:{inbox}":  # not theirs: as if missing
+            raise NotFound("shopper", inbox[:64])
         _shopper(service, inbox)
 
         def member_audited() -> str:

@@ -101,7 +101,7 @@ def mount_wallet(app: FastAPI, settings: WalletSettings | None = None) -> None:
             raise Refused(404, "no_such_file", f"no wallet library {name[:64]!r}")
         return _serve(request, vendor[name], VENDOR[name])
 
-    app.include_router(wallet_api_router())  # /wallet/config, stores, enroll, opt-out
+    app.include_router(wallet_api_router())  # /wallet/config, stores, enroll
 
     @router.get("/wallet/{name}", include_in_schema=False)
     async def wallet_file(name: str, request: Request) -> Response:

@@ -4,10 +4,11 @@ A browser cannot hold the ``wallet`` service token that ``POST /api/shoppers`` n
 (anyone could read it from the page), so the wallet enrols at ``POST /wallet/enroll``:
 public, like a sign-up form, and limited per client address
 (:class:`hq.login_limits.LoginLimiter` with every enrolment counted, 429 past the
-bound). After that the shopper *is* its broker login: ``POST /wallet/opt-out`` takes
-``Authorization: Basic base64(inbox:broker_password)``, checked against the hash in
-HQ's credential registry (:mod:`hq.credentials`); a wrong or revoked login is 401 and
-says nothing about whether the inbox exists.
+bound). It enrols through :meth:`hq.rights.ShopperRights.enroll_admitted`, the path
+``POST /api/shoppers`` takes (consent history per purpose, home stores, the admitting
+delta), so its answer carries the shopper's own ``api_token``; with it the page calls
+the shopper's routes on ``/api/shoppers/{inbox}/...`` (consent, export, erase, member
+id) like any other client. Opting out is withdrawing ``offers`` there.
 
 ``GET /wallet/stores`` lists store ids and names only (home-store choice);
 ``GET /wallet/config`` tells the page where the broker's secure WebSockets are.
@@ -16,8 +17,6 @@ says nothing about whether the inbox exists.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,14 +26,13 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import decode
 from hq.audit import AuditLog
-from hq.broker_auth import CredentialError, verify_password
-from hq.deps import ServiceDep
+from hq.deps import AccountsDep, ServiceDep
 from hq.login_limits import LoginLimiter, LoginLimits
 from hq.refusals import Refused
-from hq.service import HqService
+from hq.rights import ShopperRights
+from hq.service import Enrollment
 
 __all__ = ["PURPOSES", "WALLET_ACTOR", "WalletEnrollRequest", "WalletSettings", "WalletState",
-           "shopper_of",
            "wallet_api_router"]
 
 log = get_logger(__name__)
@@ -88,40 +86,6 @@ def _record(request: Request, actor: str, action: str, obj: str, after: object) 
     log.record(actor, action, obj, after=after)
 
 
-def _basic(request: Request) -> tuple[str, str]:
-    raw = request.headers.get("authorization", "")
-    scheme, _, blob = raw.partition(" ")
-    try:
-        user, sep, password = base64.b64decode(blob.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        sep = user = password = ""
-    if scheme.lower() != "basic" or not sep or not user or not password:
-        raise Refused(401, "no_shopper_credential",
-                      "send 'Authorization: Basic base64(inbox:broker_password)' "
-                      "(the login your enrolment returned)", headers=[("WWW-Authenticate", "Basic")])
-    return user, password
-
-
-def _check_login(service: HqService, inbox: str, password: str) -> bool:
-    user = service.credentials.get(inbox)
-    if user is None or not user.active or user.kind != "phone":
-        return False
-    try:
-        return verify_password(password, user.password_hash)
-    except CredentialError:
-        return False
-
-
-async def shopper_of(request: Request, service: HqService) -> str:
-    """The inbox whose broker login the request carries (401 for none or a wrong one)."""
-    inbox, password = _basic(request)
-    if not await asyncio.to_thread(_check_login, service, inbox, password):
-        raise Refused(401, "bad_shopper_credential",
-                      "that inbox and broker password do not log in (wrong, revoked or erased)",
-                      caller=f"shopper:{inbox[:64]}")
-    return inbox
-
-
 def _enroll_body(raw: bytes, known_stores: set[str]) -> WalletEnrollRequest:
     try:
         req = decode(raw, WalletEnrollRequest)
@@ -156,7 +120,7 @@ def wallet_api_router() -> APIRouter:
         return _json({"stores": [{"id": r[0], "name": r[1]} for r in rows]})
 
     @router.post("/wallet/enroll", status_code=201, include_in_schema=False)
-    async def enroll(request: Request, service: ServiceDep) -> Response:
+    async def enroll(request: Request, service: ServiceDep, accounts: AccountsDep) -> Response:
         address = request.client.host if request.client else "unknown"
         if (verdict := WalletState.of(request).limiter.attempt("enrol", address)) is not None:
             raise Refused(429, "enrol_rate_limited",
@@ -165,23 +129,16 @@ def wallet_api_router() -> APIRouter:
                           headers=[("Retry-After", str(verdict.retry_after_s))])
         req = _enroll_body(await request.body(), set(service.store_ids()))
 
-        def enroll_audited() -> dict[str, object]:
-            e = service.enroll(req.consents)
+        def audited(e: Enrollment) -> None:
             log.info("shopper enrolled in the web wallet", inbox=e.inbox, consents=e.consents,
-                     stores=req.stores)
+                     stores=e.home_stores)
+            # the identity key, broker password and API token are the shopper's: never audited
             _record(request, WALLET_ACTOR, "shopper.enroll", f"shopper:{e.inbox}",
-                    {"consents": e.consents, "via": "wallet"})
-            out: dict[str, object] = msgspec.to_builtins(e)
-            return out | {"stores": req.stores}
+                    {"consents": e.consents, "home_stores": e.home_stores, "via": "wallet"})
 
-        return _json(await asyncio.to_thread(enroll_audited), 201)
-
-    @router.post("/wallet/opt-out", include_in_schema=False)
-    async def opt_out(request: Request, service: ServiceDep) -> Response:
-        inbox = await shopper_of(request, service)
-        await service.opt_out(inbox)
-        log.info("shopper opted out in the web wallet", inbox=inbox)
-        _record(request, f"shopper:{inbox}", "shopper.opt_out", f"shopper:{inbox}", {"opted_out": True})
-        return _json({"inbox": inbox, "opted_out": True})
+        e = await ShopperRights(service, accounts).enroll_admitted(
+            req.consents, req.stores, source="wallet", audited=audited)
+        out: dict[str, object] = msgspec.to_builtins(e)
+        return _json(out | {"stores": e.home_stores}, 201)
 
     return router

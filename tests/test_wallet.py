@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import httpx
 import msgspec
 import pytest
@@ -30,6 +29,7 @@ from aislecast.kernel.tokens import eid_for
 from benchmarks.wallet_browser import CHROMIUM, chromium_args, enrol, online, wallet_browser
 from edge.simstore import SimShopper
 from gateway.app import Gateway
+from hq.broker_auth import try_login
 from tests.harness import STORE, Stack, enter_campaign, stack, tls_broker, until
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "wallet"
@@ -86,20 +86,31 @@ async def _stats(page: Any) -> dict[str, Any]:
 
 
 async def _redeem_and_dismiss(st: Stack, page: Any, card: Any, offer_id: str) -> None:
-    """Open, redeem (the code as QR and text), dismiss: every feedback acked end to end."""
+    """Open, redeem (the offer's single-use code as QR and text, which a till then
+    redeems at HQ), dismiss: every feedback acked end to end."""
+    code = await page.evaluate("(id) => aislecastWallet.state().offers[id].redeem_code", offer_id)
+    assert isinstance(code, str) and code != "FRESH-42"  # the gateway's code, not the coupon's
     await card.get_by_role("button", name="Open Deal in produce").click()
     await card.get_by_role("button", name="Redeem Deal in produce").click()
     qr = page.locator("#redeem-qr")
     await qr.wait_for(state="visible", timeout=5_000)
-    assert await page.locator("#redeem-code").text_content() == "FRESH-42"
-    assert _decode_qr(await qr.screenshot()) == "FRESH-42"
+    assert await page.locator("#redeem-code").text_content() == code
+    assert _decode_qr(await qr.screenshot()) == code
     # the vendored decoder a label scan falls back on reads it too
     assert await page.evaluate("""() => {
         const c = document.getElementById("redeem-qr");
         const img = c.getContext("2d").getImageData(0, 0, c.width, c.height);
         return jsQR(img.data, img.width, img.height).data;
-    }""") == "FRESH-42"
+    }""") == code
     await page.screenshot(path=str(ARTIFACTS / "3-redeem.png"), full_page=True)
+    # the till reads that code and redeems it at HQ, once
+    till = {"Authorization": f"Bearer {st.token('till', stores=[STORE])}"}
+    async with httpx.AsyncClient(base_url=st.url, headers=till) as c:
+        got = await c.post("/api/till/redeem", json={"code": code, "txn": "txn-wallet-1"})
+        assert got.status_code == 200, got.text
+        assert got.json()["campaign"] == "produce-deal"
+        again = await c.post("/api/till/redeem", json={"code": code, "txn": "txn-wallet-2"})
+        assert again.status_code == 409 and again.json()["reason"] == "used"
     await page.get_by_role("button", name="Done").click()
     await card.get_by_role("button", name="Dismiss Deal in produce").click()
     await card.wait_for(state="detached", timeout=5_000)
@@ -171,9 +182,13 @@ async def test_enrol_offer_countdown_redeem_feedback_and_reports(tmp_path: Path)
 
         await _redeem_and_dismiss(st, page, card, offer_id)
         await _report_a_tag(st, gw, page)
-        # the member code decodes to the id the page shows
+        # the member code is the member id HQ issued to this shopper (asked with its token)
+        await page.wait_for_function("aislecastWallet.memberId() !== null", timeout=10_000)
+        row = st.hq.db.one("SELECT member FROM members WHERE inbox = ?", (me["inbox"],))
+        assert row is not None
         member = page.locator("#member-qr")
-        assert _decode_qr(await member.screenshot()) == await page.locator("#member-id").text_content()
+        assert _decode_qr(await member.screenshot()) == row[0]
+        assert await page.locator("#member-id").text_content() == row[0]
         await page.screenshot(path=str(ARTIFACTS / "4-after.png"), full_page=True)
         assert errors == []
 
@@ -221,32 +236,31 @@ async def test_expiry_is_honoured_open_and_across_a_closed_page(tmp_path: Path) 
         assert await reopened.evaluate("Object.keys(aislecastWallet.state().offers).length") == 0
 
 
-async def _broker_refuses(st: Stack, layout: Any, user: str, password: str) -> bool:
-    ctx = st.tls_context()
-    try:
-        async with aiomqtt.Client("127.0.0.1", layout.phone_port, username=user, password=password,
-                                  identifier=user, tls_context=ctx, timeout=5):
-            return False
-    except aiomqtt.MqttError:
-        return True
+def _published(st: Stack, inbox: str) -> int:
+    row = st.hq.db.one("SELECT count(*) FROM events WHERE kind = 'offer_published'"
+                       " AND inbox = ?", (inbox,))
+    return int(row[0]) if row else 0
 
 
-async def test_opt_out_stops_offers_and_the_broker_refuses_the_login(tmp_path: Path) -> None:
+async def test_withdrawing_offers_stops_them_and_erase_ends_the_login(tmp_path: Path) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with wallet_stack(tmp_path, [_campaign("produce", 600)]) as (st, (_, layout), args), \
             wallet_browser(tmp_path / "profile", args) as page:
         me = await enrol(page, st.url, stores=[STORE])
-        user, password = me["broker_username"], me["broker_password"]
-        assert not await _broker_refuses(st, layout, user, password)  # the witness
+        inbox, user, password = me["inbox"], me["broker_username"], me["broker_password"]
         gw = await _gateway_with(st)
-        # opting out in the wallet: HQ revokes the login and tells the stores
-        await page.get_by_role("button", name="Stop offers (opt out)").click()
-        await page.locator("#notice").filter(has_text="opted out").wait_for(timeout=20_000)
-        assert st.hq.service.opted_out() == [me["inbox"]]
-        assert await page.evaluate("localStorage.length") == 0  # the device forgot it
-        async with asyncio.timeout(30):  # HQ re-renders the broker's files and reloads it
-            while not await _broker_refuses(st, layout, user, password):
-                await asyncio.sleep(0.2)
+        # withdrawing "offers" in the page: one POST {purpose, granted} with the shopper's
+        # token; the switch shows what HQ answered, and HQ tells the store's gateways
+        offers = page.locator('#consents input[data-purpose="offers"]')
+        assert await offers.is_checked()
+        await offers.uncheck()
+        await page.locator("#privacy-status").filter(has_text="withdrawn").wait_for(timeout=20_000)
+        assert not await offers.is_checked()
+        assert st.hq.service.opted_out() == [inbox]
+        assert await page.evaluate("aislecastWallet.state().enrolment.consents") == []
+        history = st.hq.db.query("SELECT purpose, granted, source FROM consent_history"
+                                 " WHERE inbox = ? ORDER BY at, purpose", (inbox,))
+        assert ("offers", 0, "wallet") in [(p, int(g), src) for p, g, src in history]
         # the gateway has the opt-out: the token no longer resolves, so a zone entry makes
         # no offer, while another shopper walking alongside gets one (the witness)
         key, k = bytes.fromhex(me["identity_key"]), int(me["rotation_k"])
@@ -256,17 +270,31 @@ async def test_opt_out_stops_offers_and_the_broker_refuses_the_login(tmp_path: P
         await st.hq.service.publish_bundle(STORE)
         await until(lambda: gw.parts.identity.resolve(
             eid_for(bytes.fromhex(other.identity_key), time.time(), k).hex(), time.time()) == other.inbox)
-        _walk(st, me["inbox"], key, k, "produce")
+        _walk(st, inbox, key, k, "produce")
         _walk(st, other.inbox, bytes.fromhex(other.identity_key), k, "produce")
+        await until(lambda: _published(st, other.inbox) == 1, timeout=30)
+        assert _published(st, inbox) == 0
+        assert await page.locator(".offer").count() == 0
+        await page.screenshot(path=str(ARTIFACTS / "8-offers-withdrawn.png"), full_page=True)
 
-        def published(inbox: str) -> int:
-            row = st.hq.db.one("SELECT count(*) FROM events WHERE kind = 'offer_published'"
-                               " AND inbox = ?", (inbox,))
-            return int(row[0]) if row else 0
-
-        await until(lambda: published(other.inbox) == 1, timeout=30)
-        assert published(me["inbox"]) == 0
-        await page.screenshot(path=str(ARTIFACTS / "8-opted-out.png"), full_page=True)
+        # erasing in the page: HQ deletes the shopper, revokes its token and broker login
+        token = me["api_token"]
+        async with httpx.AsyncClient(base_url=st.url,
+                                     headers={"Authorization": f"Bearer {token}"}) as c:
+            assert (await c.get(f"/api/shoppers/{inbox}/export")).status_code == 200  # witness
+            await page.get_by_role("button", name="Erase me").click()
+            await page.locator("#notice").filter(has_text="Erased").wait_for(timeout=20_000)
+            assert await page.evaluate("localStorage.length") == 0  # the device forgot it
+            assert (await c.get(f"/api/shoppers/{inbox}/export")).status_code in {401, 404}
+        assert st.hq.db.one("SELECT 1 FROM shoppers WHERE inbox = ?", (inbox,)) is None
+        async with asyncio.timeout(30):  # HQ re-renders the broker's files and reloads it
+            while await try_login("127.0.0.1", layout.phone_port, user, password,
+                                  tls_context=st.tls_context()):
+                await asyncio.sleep(0.2)
+        # the witness that the probe reaches the broker: another shopper's login works
+        assert await try_login("127.0.0.1", layout.phone_port, other.broker_username or "",
+                               other.broker_password or "", tls_context=st.tls_context())
+        await page.screenshot(path=str(ARTIFACTS / "9-erased.png"), full_page=True)
 
 
 async def test_offline_indicator_and_reconnect(tmp_path: Path) -> None:
@@ -286,7 +314,7 @@ async def test_offline_indicator_and_reconnect(tmp_path: Path) -> None:
 
 
 async def test_wallet_routes_refuse_bad_input(tmp_path: Path) -> None:
-    """Enrolment checks purposes and stores; shopper routes need the shopper's login."""
+    """Enrolment checks purposes and stores; the shopper's token acts for its inbox only."""
     async with wallet_stack(tmp_path, []) as (st, _, _args), \
             httpx.AsyncClient(base_url=st.url) as c:
         r = await c.post("/wallet/enroll", json={"consents": ["offers", "telepathy"]})
@@ -294,14 +322,30 @@ async def test_wallet_routes_refuse_bad_input(tmp_path: Path) -> None:
         r = await c.post("/wallet/enroll", json={"consents": ["offers"], "stores": ["nowhere"]})
         assert r.status_code == 422 and "nowhere" in r.text
         assert (await c.post("/wallet/enroll", content=b"{")).status_code == 400
-        r = await c.post("/wallet/opt-out")
-        assert r.status_code == 401 and r.json()["reason"] == "no_shopper_credential"
         ok = await c.post("/wallet/enroll", json={"consents": ["offers"], "stores": [STORE]})
         assert ok.status_code == 201  # the witness: a good one is taken
-        inbox = ok.json()["inbox"]
-        r = await c.post("/wallet/opt-out", auth=(inbox, "not the password"))
-        assert r.status_code == 401 and r.json()["reason"] == "bad_shopper_credential"
-        assert st.hq.service.opted_out() == []
+        mine = ok.json()
+        inbox, bearer = mine["inbox"], {"Authorization": f"Bearer {mine['api_token']}"}
+        assert mine["home_stores"] == [STORE]
+        # enrolled the way POST /api/shoppers enrols: one history row per purpose
+        got = await c.get(f"/api/shoppers/{inbox}/consent", headers=bearer)
+        assert got.status_code == 200 and got.json()["consents"] == ["offers"]
+        assert sorted((h["purpose"], h["granted"], h["source"]) for h in got.json()["history"]) == [
+            ("analytics", False, "wallet"), ("offers", True, "wallet"),
+            ("personalisation", False, "wallet")]
+        # the broker login is not an HQ credential
+        basic = await c.get(f"/api/shoppers/{inbox}/consent", auth=(inbox, mine["broker_password"]))
+        assert basic.status_code == 401
+        # the member id: its own inbox yes; another's the same 404 as one that does not exist
+        own = await c.post(f"/api/shoppers/{inbox}/member", headers=bearer)
+        assert own.status_code == 200 and own.json()["member"].startswith("M")
+        other = st.hq.service.enroll(["offers"]).inbox
+        theirs = await c.post(f"/api/shoppers/{other}/member", headers=bearer)
+        missing = await c.post(f"/api/shoppers/{'0' * len(other)}/member", headers=bearer)
+        assert theirs.status_code == missing.status_code == 404
+        assert theirs.json()["detail"].replace(other, "X") == missing.json()["detail"].replace(
+            "0" * len(other), "X")
+        assert st.hq.db.one("SELECT 1 FROM members WHERE inbox = ?", (other,)) is None
         assert (await c.get("/wallet/nothing.js")).status_code == 404
         assert (await c.get("/wallet/vendor/mqtt.min.js")).status_code == 200
         manifest = await c.get("/wallet/manifest.webmanifest")

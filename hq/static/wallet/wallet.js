@@ -84,14 +84,14 @@
     return r.json();
   }
 
-  function shopperAuth() {
-    const e = state.enrolment;
-    return "Basic " + btoa(`${e.broker_username}:${e.broker_password}`);
-  }
-
-  // A call as the shopper (its broker login). Returns {ok, status, body}.
+  // A call as the shopper: the shopper's own API token (kind "shopper") that enrolment
+  // returned, for this inbox only. Returns {ok, status, body}.
   async function asShopper(method, path, body) {
-    const headers = { Authorization: shopperAuth() };
+    const token = state.enrolment.api_token;
+    if (typeof token !== "string" || !token) {
+      return { ok: false, status: 0, body: { detail: "this wallet has no shopper token: join again" } };
+    }
+    const headers = { Authorization: `Bearer ${token}` };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const r = await fetch(path, {
       method, headers, credentials: "omit", cache: "no-store",
@@ -359,14 +359,16 @@
     }
   }
 
-  // The code the till reads: the offer's redemption code (coupon_code today; a unique
-  // per-offer code once HQ mints one, see docs/architecture.md#wallet), else its id.
+  // The code the till reads: the offer's single-use redeem_code (the gateway mints one
+  // per offer), else the creative's coupon_code (a gateway without a redemption key).
   function redemptionCode(o) {
-    return o.redemption_code || o.coupon_code || o.id;
+    for (const c of [o.redeem_code, o.coupon_code]) if (typeof c === "string" && c) return c;
+    return null;
   }
 
   function redeem(o) {
     const code = redemptionCode(o);
+    if (code === null) { notice("This offer has no code to show at the till."); return; }
     drawQr($("redeem-qr"), code);
     $("redeem-code").textContent = code;
     $("redeem").hidden = false;
@@ -458,9 +460,22 @@
 
 
   // ---- member code and privacy --------------------------------------------------------------
-  // Until HQ issues member ids for tills, the member code is derived from the inbox.
-  function memberId() {
-    return `AC-${state.enrolment.inbox.toUpperCase()}`;
+  // The member id a till reads from the member QR: HQ issues it (once per shopper) and
+  // the wallet keeps it with the enrolment.
+  async function showMember() {
+    if (!state.member) {
+      const res = await asShopper("POST", `/api/shoppers/${state.enrolment.inbox}/member`);
+      if (!res.ok || !res.body || typeof res.body.member !== "string") {
+        $("member-qr").hidden = true;
+        $("member-id").textContent = `No member code: ${refusal(res)}`;
+        return;
+      }
+      state.member = res.body.member;
+      save();
+    }
+    $("member-qr").hidden = false;
+    drawQr($("member-qr"), state.member);
+    $("member-id").textContent = state.member;
   }
 
   function renderPrivacy() {
@@ -484,32 +499,47 @@
     $("privacy-status").textContent = text;
   }
 
-  async function consentCall(consents, paused) {
-    return asShopper("POST", `/api/shoppers/${state.enrolment.inbox}/consent`, { consents, paused });
-  }
-
-  async function setConsent(purpose, input) {
-    const granted = new Set(state.enrolment.consents || []);
-    if (input.checked) granted.add(purpose); else granted.delete(purpose);
-    const consents = config.purposes.filter((p) => granted.has(p));
-    const res = await consentCall(consents, !!state.paused);
-    if (!res.ok) {
-      input.checked = !input.checked;
-      say(`Not changed: ${refusal(res)}`);
-      return;
-    }
+  // The consents HQ holds now: every switch shows what HQ answered, never a guess.
+  function showConsents(consents) {
     state.enrolment.consents = consents;
     save();
-    say(`${PURPOSE_TEXT[purpose] || purpose}: ${input.checked ? "allowed" : "withdrawn"}.`);
+    for (const input of document.querySelectorAll("#consents input[data-purpose]")) {
+      input.checked = consents.includes(input.dataset.purpose);
+    }
   }
 
-  async function setPaused() {
-    const paused = $("pause").checked;
-    state.paused = paused; // this wallet stops showing offers at once, whatever HQ says
+  async function refreshConsents() {
+    const res = await asShopper("GET", `/api/shoppers/${state.enrolment.inbox}/consent`);
+    if (res.ok && res.body && Array.isArray(res.body.consents)) showConsents(res.body.consents);
+  }
+
+  // One purpose changed: one POST {purpose, granted}. Withdrawing "offers" is the
+  // opt-out: HQ tells the stores' gateways, which stop resolving this wallet's tokens.
+  async function setConsent(purpose, input) {
+    const granted = input.checked;
+    input.disabled = true;
+    try {
+      const res = await asShopper("POST", `/api/shoppers/${state.enrolment.inbox}/consent`,
+        { purpose, granted });
+      if (!res.ok || !res.body || !Array.isArray(res.body.consents)) {
+        input.checked = !granted;
+        say(`Not changed: ${refusal(res)}`);
+        return;
+      }
+      showConsents(res.body.consents);
+      const now = res.body.consents.includes(purpose);
+      say(`${PURPOSE_TEXT[purpose] || purpose}: ${now ? "allowed" : "withdrawn"}.`);
+    } finally {
+      input.disabled = false;
+    }
+  }
+
+  // Pausing is this device's alone: HQ is not told, offers still arrive and are not shown.
+  function setPaused() {
+    state.paused = $("pause").checked;
     save();
-    const res = await consentCall(state.enrolment.consents || [], paused);
-    say(paused ? `Offers paused on this device${res.ok ? " and at HQ" : ` (HQ not told: ${refusal(res)})`}.`
-      : "Offers resumed.");
+    say(state.paused ? "Offers paused on this device (HQ still sends them; withdraw proximity offers to stop them)."
+      : "Offers resumed on this device.");
   }
 
   function download(name, obj) {
@@ -525,7 +555,7 @@
 
   async function exportData() {
     const res = await asShopper("GET", `/api/shoppers/${state.enrolment.inbox}/export`);
-    const { broker_password: _, identity_key: __, ...enrolment } = state.enrolment;
+    const { broker_password: _, identity_key: __, api_token: ___, ...enrolment } = state.enrolment;
     const local = { enrolment, offers: Object.values(state.offers), paused: !!state.paused };
     if (res.ok) {
       download("aislecast-my-data.json", { hq: res.body, this_device: local });
@@ -540,15 +570,6 @@
     stopMqtt();
     localStorage.removeItem(STORAGE_KEY);
     state = null;
-  }
-
-  async function optOut() {
-    const res = await asShopper("POST", "/wallet/opt-out");
-    if (!res.ok) { say(`Not opted out: ${refusal(res)}`); return; }
-    forget();
-    setStatus("idle", "opted out");
-    $("wallet").hidden = true;
-    notice("You are opted out: no more offers, and this wallet's login no longer works.");
   }
 
   async function erase() {
@@ -575,9 +596,9 @@
     save();
     Object.values(state.offers).sort((a, b) => a.issued_at - b.issued_at).forEach(renderOffer);
     $("offers-empty").hidden = Object.keys(state.offers).length > 0;
-    drawQr($("member-qr"), memberId());
-    $("member-id").textContent = memberId();
     renderPrivacy();
+    showMember();
+    refreshConsents();
     showSenses();
     stopped = false;
     connect();
@@ -591,7 +612,6 @@
     $("scan-start").addEventListener("click", () => AislecastSense.startScan($("scan-video"), reportInteraction, say));
     $("pause").addEventListener("change", setPaused);
     $("export").addEventListener("click", exportData);
-    $("opt-out").addEventListener("click", optOut);
     $("erase").addEventListener("click", erase);
     setInterval(tick, 250);
     window.addEventListener("pagehide", () => { if (saveTimer !== null) save(); });
@@ -621,7 +641,7 @@
     token: (unixTs) => AislecastTokens.eidFor(state.enrolment.identity_key, unixTs, state.enrolment.rotation_k),
     reportInteraction,
     senses: () => AislecastSense.senses(),
-    memberId: () => memberId(),
+    memberId: () => (state && state.member) || null,
   };
 
   main();
