@@ -195,7 +195,9 @@ async def test_enrol_offer_countdown_redeem_feedback_and_reports(tmp_path: Path)
 
 async def test_expiry_is_honoured_open_and_across_a_closed_page(tmp_path: Path) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    campaigns = [_campaign("produce", 8), _campaign("dairy", 3), _campaign("bakery", 3)]
+    # produce's 20 s: the page must still hold the offer when it closes, also when a loaded
+    # machine delivers it late (CI once saw an 8 s offer expire, and leave, before the close)
+    campaigns = [_campaign("produce", 20), _campaign("dairy", 3), _campaign("bakery", 3)]
     async with wallet_stack(tmp_path, campaigns) as (st, _, args), \
             wallet_browser(tmp_path / "profile", args) as page:
         me = await enrol(page, st.url, stores=[STORE])
@@ -233,7 +235,10 @@ async def test_expiry_is_honoured_open_and_across_a_closed_page(tmp_path: Path) 
         await card.locator(".countdown").wait_for(timeout=30_000)
         await reopened.screenshot(path=str(ARTIFACTS / "6-countdown.png"), full_page=True)
         await card.wait_for(state="detached", timeout=10_000)
-        assert await reopened.evaluate("Object.keys(aislecastWallet.state().offers).length") == 0
+        # gone from the page's state too (a later produce offer, re-made while the shopper
+        # walks, may still be valid: only bakery's is asked about)
+        left = await reopened.evaluate("Object.values(aislecastWallet.state().offers)")
+        assert [o["id"] for o in left if o["campaign"] == "bakery-deal"] == [], left
 
 
 def _published(st: Stack, inbox: str) -> int:
