@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
+from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.schema import Beacon, Store, Zone
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
@@ -30,7 +31,7 @@ from hq.ingest import Ingest
 from hq.passes import PKPASS_TYPE, PassSettings, serial_of
 from hq.passes_api import PassDesk
 from hq.service import HqService
-from tests.harness import bearer, token_for
+from tests.harness import STORE, bearer, stack, token_for
 
 UUID = "e2c56db5-dffb-48d2-b060-d0f5a71096e0"
 
@@ -217,3 +218,21 @@ def test_config_checks_passes_at_start(tmp_path: Path, pki: dict[str, Path]) -> 
                               "passes.apple_wwdr": str(tmp_path / "junk.pem"),
                               "passes.pass_type_id": "pass.com.example.test",
                               "passes.team_id": "ABCDE12345"})
+
+
+async def test_hq_server_serves_the_pass_from_its_settings(
+        broker: MosquittoProcess, tmp_path: Path, pki: dict[str, Path]) -> None:
+    """HqServer loads [passes] at start; its store's beacons come out in the pass."""
+    async with stack(broker.port, tmp_path, [], passes=_settings(pki)) as st, \
+            httpx.AsyncClient(base_url=st.url) as http:
+        r = await http.post("/api/shoppers", json={"home_stores": [STORE]},
+                            headers=bearer(token_for(st.hq.db, "wallet")))
+        assert r.status_code == 201, r.text
+        e = r.json()
+        got = await http.get(f"/api/shoppers/{e['inbox']}/pass.pkpass",
+                             headers=bearer(e["api_token"]))
+        want = [(b.uuid.upper(), b.major, b.minor) for b in st.hq.service.beacons(STORE)
+                if b.uuid is not None][:10]
+    assert got.status_code == 200, got.text
+    body = json.loads(zipfile.ZipFile(io.BytesIO(got.content)).read("pass.json"))
+    assert want and [(b["proximityUUID"], b["major"], b["minor"]) for b in body["beacons"]] == want
