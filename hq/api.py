@@ -41,6 +41,7 @@ from hq.login import login_router
 from hq.login_limits import LoginLimiter
 from hq.metrics import HqMetrics, HttpMetricsMiddleware, HttpStats, metrics_router
 from hq.openapi import json_body, secured_openapi
+from hq.passes_api import PassDesk, passes_router
 from hq.refusals import AuthStats, Refused, parameter_refusal, refusal_response, router_refusal
 from hq.registry_api import mount_registry
 from hq.rights import source_of
@@ -220,7 +221,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
                alerts: AlertWatch | None = None,
                approval: ApprovalPolicy | None = None,
                feeds: FeedWatcher | None = None,
-               wallet: WalletSettings | None = None) -> FastAPI:
+               wallet: WalletSettings | None = None,
+               passes: PassDesk | None = None) -> FastAPI:
     """HQ's API on ``service`` and ``ingest`` (kept in ``app.state``, read by the routes
     through :mod:`hq.deps`); ``stats`` adds components' counters to ``/metrics``.
     Accounts and the audit log live in ``service.db``; bodies over ``max_body_bytes``
@@ -243,6 +245,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.feeds = feeds = feeds or FeedWatcher(service, FeedSettings(), approvals)
     app.state.alerts = alerts = alerts or AlertWatch(board)
     app.state.live = live = LiveHub()  # GET /api/live (hq.live); HqServer closes it on exit
+    app.state.passes = passes or PassDesk()  # /api/shoppers/{inbox}/pass* (hq.passes_api)
     app.state.till = till = TillDesk(service.db, lambda: service.redeem)  # /api/till/*
     ingest.listeners.append(till.on_events)  # binds redemptions that beat their batch
     app.state.metrics = HqMetrics({"service": service.stats, "ingest": ingest.stats,
@@ -295,7 +298,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
 
     for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
                    live_router(live), rights_router(), till_router(till), approval_router(),
-                   feeds_router(), funnel_router()):
+                   feeds_router(), funnel_router(), passes_router()):
         app.include_router(router)
     mount_registry(app)  # list, read, replace, delete: stores, zones, beacons, tags, gateways
     return app

@@ -201,6 +201,8 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("POST", "/api/shoppers/{inbox}/consent"): {200: ConsentChanged},
     ("GET", "/api/shoppers/{inbox}/export"): {200: dict[str, Any]},
     ("DELETE", "/api/shoppers/{inbox}"): {200: Erased},
+    ("GET", "/api/shoppers/{inbox}/pass.pkpass"): {200: None},  # a zip (hq.passes)
+    ("GET", "/api/shoppers/{inbox}/pass/google"): {200: dict[str, Any]},  # loyaltyObject
     ("POST", "/api/till/redeem"): {200: Redeemed},
     ("POST", "/api/till/purchases"): {200: PurchasesStored},
     ("POST", "/api/shoppers/{inbox}/member"): {200: MemberId},
@@ -218,4 +220,5 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
 TEXT: Final[dict[tuple[str, str], str]] = {
     ("GET", "/api/keys/bundle"): "application/x-pem-file",
     ("GET", "/api/live"): "text/event-stream",  # server-sent events (hq.live)
+    ("GET", "/api/shoppers/{inbox}/pass.pkpass"): "application/vnd.apple.pkpass",
 }

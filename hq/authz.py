@@ -114,6 +114,8 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("GET", "/api/shoppers/{inbox}/consent"): _FOR_SHOPPER,
     ("GET", "/api/shoppers/{inbox}/export"): _FOR_SHOPPER,
     ("DELETE", "/api/shoppers/{inbox}"): _FOR_SHOPPER,
+    ("GET", "/api/shoppers/{inbox}/pass.pkpass"): _FOR_SHOPPER,  # hq.passes_api
+    ("GET", "/api/shoppers/{inbox}/pass/google"): _FOR_SHOPPER,
     ("GET", "/api/analytics/campaigns"): _ANALYSTS,
     ("GET", "/api/analytics/campaigns/{cid}"): _ANALYSTS,
     ("GET", "/api/analytics/funnel"): _ANALYSTS | {"store_staff"},  # staff: their stores' rows

@@ -51,6 +51,7 @@ from hq.approvals import ApprovalPolicy
 from hq.broker_sync import pid_from_file
 from hq.feed_rules import FeedSettings
 from hq.landing import LandingHosts
+from hq.passes import PassSettings, check_passes
 from hq.retention import EVENTS_DAYS
 from hq.server import LEARN_EVERY_S
 from hq.shards import DEFAULT_SHARD, ShardSettings
@@ -191,6 +192,8 @@ class HqConfig(msgspec.Struct, forbid_unknown_fields=True):
     approval: ApprovalPolicy = msgspec.field(default_factory=ApprovalPolicy)
     # feeds and rules that propose flash drafts (hq.feeds)
     feeds: FeedSettings = msgspec.field(default_factory=FeedSettings)
+    # Apple and Google Wallet passes (hq.passes)
+    passes: PassSettings = msgspec.field(default_factory=PassSettings)
 
     def db_url(self) -> str:
         return self.database.url or f"sqlite:///{Path(self.data_dir) / 'hq.sqlite'}"
@@ -237,6 +240,7 @@ def load_hq_config(path: str | None = None,
     cfg.broker.check("broker", file=path)
     _check_http(cfg.http, path)
     _check_shards(cfg.shards, path)
+    check_passes(cfg.passes, path)
     for i, rule in enumerate(cfg.feeds.rules):
         if rule.sentiment_min > rule.sentiment_max or not (rule.keywords or rule.entities):
             raise ConfigError(f"feeds.rules[{i}]", "matches nothing (sentiment_min above "

@@ -83,6 +83,8 @@ from hq.leader import (
 )
 from hq.learning import LearnStats, learn_loop
 from hq.metrics import HqMetrics
+from hq.passes import PassSettings
+from hq.passes_api import PassDesk
 from hq.redeem_keys import RedeemKeys
 from hq.retention import EVENTS_DAYS, EventRetention
 from hq.router import Route, Router
@@ -160,6 +162,7 @@ class HqServer:
         approval: ApprovalPolicy | None = None,
         feeds: FeedSettings | None = None,
         wallet_broker_url: str | None = None,
+        passes: PassSettings | None = None,
     ) -> None:
         self.db_url = db_url
         self.key_path = key_path
@@ -196,6 +199,7 @@ class HqServer:
         self.approval = approval or ApprovalPolicy()
         self.feed_settings = feeds or FeedSettings()
         self.wallet_broker_url = wallet_broker_url  # the broker's wss:// URL for /wallet
+        self.passes = passes  # [passes]: Apple and Google Wallet passes (hq.passes)
         self.started = asyncio.Event()  # set when HTTP listens and MQTT is connected
         self._parts: _Parts | None = None
         self._entered = False
@@ -333,6 +337,7 @@ class HqServer:
             broker_sync=sync.stats if sync is not None else None), source=f"hq:{self.worker}",
             sources=[pauser.conditions])
         self.retention = EventRetention(db, events_days=self.retention_days)
+        passes = await asyncio.to_thread(PassDesk, self.passes)  # reads the pass certificate
         app = create_app(service, ingest, board, alerts=alerts, stats={
             "retention": self.retention.stats,
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
@@ -344,7 +349,7 @@ class HqServer:
             **{f"mqtt_shard_{name}": shards.links[name].stats for name in shard_mqtt},
             **{f"broker_sync_shard_{name}": s.stats for name, s in shard_syncs.items()}},
             max_body_bytes=self.max_body_bytes, approval=self.approval, feeds=feeds,
-            wallet=WalletSettings(self.wallet_broker_url))
+            wallet=WalletSettings(self.wallet_broker_url), passes=passes)
         app.state.role = lambda: election.role  # /health says "leader" or "follower"
         # short links: GET /s/{code} (QR and NFC clicks become `tap` events) and minting
         app.include_router(make_shortlink_router(shortlinks, landing_hosts=self.landing_hosts))

@@ -149,7 +149,7 @@ async def _serve(cfg: HqConfig, mqtt: MqttSettings, shards: list[ShardSettings])
                       trusted_proxies=cfg.http.trusted_proxies,
                       shards=shards, retention_days=cfg.retention.events_days,
                       approval=cfg.approval, feeds=cfg.feeds,
-                      wallet_broker_url=cfg.http.wallet_broker_url)
+                      wallet_broker_url=cfg.http.wallet_broker_url, passes=cfg.passes)
     # systemd (Type=notify): READY once HTTP listens and the broker accepted HQ; the
     # watchdog is fed from this loop, so a blocked loop stops it; STOPPING on SIGTERM
     async with Notifier() as notify, server:
