@@ -254,28 +254,26 @@ async def wait_for_login(host: str, port: int, username: str, password: str, *,
     """Poll :func:`try_login` until accepted (a reload has taken effect); return the
     seconds it took, or raise TimeoutError after ``timeout``.
 
-    A broker that is starting (its process is up, the listener not yet bound) is waited
-    for too: a refused TCP connection is "not yet", a refused login is "not yet", and
-    anything else (TLS, protocol) raises."""
+    A refused login is "not yet", and so is a failed connection: a broker whose process
+    is up may not have bound its listener yet (connection refused) or may drop a
+    connection while it starts (reset). CI saw both. The last such error is chained to
+    the TimeoutError, so a broker that never accepts (a TLS mistake, say) names why."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    async with asyncio.timeout(timeout):
-        await _wait_listening(host, port, step)
-        while True:  # the broker signals nothing when a reload is done: only a login tells
-            if await try_login(host, port, username, password, tls_context=tls_context,
-                               timeout=timeout):
-                return loop.time() - t0
-            await asyncio.sleep(step)
-
-
-async def _wait_listening(host: str, port: int, step: float) -> None:
-    """Return once ``host:port`` accepts a TCP connection (the caller bounds the wait)."""
-    while True:
-        try:
-            _, writer = await asyncio.open_connection(host, port)
-        except ConnectionRefusedError:
-            await asyncio.sleep(step)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
+    last: aiomqtt.MqttError | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            while True:  # the broker signals nothing when a reload is done: only a login tells
+                try:
+                    if await try_login(host, port, username, password, tls_context=tls_context,
+                                       timeout=timeout):
+                        return loop.time() - t0
+                except aiomqtt.MqttCodeError:
+                    raise  # the broker answered, and not with a refusal: not worth a retry
+                except aiomqtt.MqttError as exc:
+                    last = exc
+                await asyncio.sleep(step)
+    except TimeoutError as exc:
+        why = f"; last connection error: {last}" if last is not None else ""
+        raise TimeoutError(f"{username} not accepted on {host}:{port} within {timeout} s{why}") \
+            from (last or exc)
