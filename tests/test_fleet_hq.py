@@ -1,0 +1,105 @@
+"""Fleet health at HQ: a real gateway's state report carries its beacons (TLM battery
+from the simulator, an unheard beacon), HQ's health route and alerts show them, and an
+oversized or malformed state report is dropped and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.schema import MAX_REPORTED_BEACONS, Beacon, BeaconHealth, GatewayState
+from edge.simstore import STORE_UUID
+from hq.board import MAX_STATE_BYTES, GatewayBoard
+from tests.harness import STORE, bearer, enter_campaign, stack, token_for
+
+
+async def _until(pred: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await pred():
+            await asyncio.sleep(0.1)
+
+
+async def test_gateway_reports_beacons_and_hq_shows_health_and_alerts(
+        broker: MosquittoProcess, tmp_path: Path) -> None:
+    async with stack(broker.port, tmp_path, [enter_campaign("entrance")]) as st, \
+            httpx.AsyncClient(base_url=st.url) as http:
+        # a beacon registered at HQ that nothing in the simulated store sends
+        st.hq.service.upsert_beacon(STORE, Beacon(id="b-ghost", zone="entrance", uuid=STORE_UUID,
+                                                  major=1, minor=99))
+        await st.hq.service.publish_bundle(STORE)
+        # the entrance beacon sends Eddystone TLM with a weak battery
+        st.sim.beacons[0] = dataclasses.replace(st.sim.beacons[0], battery_mv=2300)
+        first = st.sim.beacons[0].id
+        gw = await st.start_gateway("gw-1", fleet={"unheard_after_s": 1.0}, health_every_s=0.3)
+        admin = bearer(st.admin_token)
+        health: dict[str, Any] = {}
+
+        async def reported() -> bool:
+            r = await http.get(f"/api/stores/{STORE}/health", headers=admin)
+            assert r.status_code == 200, r.text
+            health.update(r.json())
+            rows = {b["id"]: b for b in health["beacons"]}
+            return (rows.get(first, {}).get("battery_mv") == 2300
+                    and rows.get("b-ghost", {}).get("unheard") is True)
+
+        await _until(reported)
+        rows = {b["id"]: b for b in health["beacons"]}
+        assert rows[first]["low_battery"] and rows[first]["battery_percent"] == 30
+        assert rows[first]["heard_by"] == "gw-1" and rows[first]["unheard"] is False
+        (g,) = health["gateways"]
+        assert g["status"] == "online" and g["bundle_version"] == health["bundle_version"] > 0
+        assert g["behind"] is False and g["beacons_omitted"] == 0
+
+        async def alert_ids() -> set[str]:
+            r = await http.get("/api/alerts", headers=admin)
+            return {a["id"] for a in r.json()["alerts"] if a["cleared_at"] is None}
+
+        want = {f"beacon:{STORE}/b-ghost/beacon_unheard",
+                f"beacon:{STORE}/{first}/beacon_low_battery"}
+        assert want <= await alert_ids()
+        # store staff: their store's health, another store's is a 404
+        here = bearer(token_for(st.hq.db, "store_staff", stores=[STORE]))
+        there = bearer(token_for(st.hq.db, "store_staff", stores=["other"]))
+        assert (await http.get(f"/api/stores/{STORE}/health", headers=here)).status_code == 200
+        assert (await http.get(f"/api/stores/{STORE}/health", headers=there)).status_code == 404
+        assert (await http.get("/api/stores/nope/health", headers=admin)).status_code == 404
+
+        await st.stop_gateway(gw)
+        offline = f"gateway:{STORE}/gw-1/gateway_offline"
+
+        async def gone() -> bool:
+            return offline in await alert_ids()
+
+        await _until(gone)
+        r = (await http.get(f"/api/stores/{STORE}/health", headers=admin)).json()
+        assert r["gateways"][0]["status"] == "offline"
+        # an offline gateway's beacons are not trusted: nothing reports them now
+        assert all(not b["reported"] for b in r["beacons"])
+
+
+def _state(beacons: list[BeaconHealth] | None) -> GatewayState:
+    return GatewayState(v=1, gateway="g", store="s", status="online", version="1",
+                        bundle_version=3, beacons=beacons)
+
+
+def test_board_drops_oversized_and_malformed_state_reports() -> None:
+    board = GatewayBoard()
+    ok = msgspec.json.encode(_state([BeaconHealth(id="b1", battery_mv=2900)]))
+    board.on_state("s", "g", ok)
+    assert board.stats.states == 1 and board.beacons[("s", "g")][0][0].battery_mv == 2900
+    board.on_state("s", "g", b"{" + b" " * MAX_STATE_BYTES + b"}")
+    assert board.stats.oversize_states == 1
+    many = [BeaconHealth(id=f"b{i}") for i in range(MAX_REPORTED_BEACONS + 1)]
+    board.on_state("s", "g", msgspec.json.encode(_state(many)))
+    board.on_state("s", "g", ok.replace(b'"battery_mv":2900', b'"battery_mv":-5'))
+    assert board.stats.bad_states == 2 and board.stats.states == 1
+    # an older gateway's report without beacons is still applied
+    board.on_state("s", "g", msgspec.json.encode(_state(None)))
+    assert board.stats.states == 2
