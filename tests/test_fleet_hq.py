@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
+import pytest
 
+from aislecast.apps.cli import main
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.schema import MAX_REPORTED_BEACONS, Beacon, BeaconHealth, GatewayState
 from edge.simstore import STORE_UUID
+from firmware_config.floorplan import load_floorplan
+from firmware_config.plan import make_plan, plan_to_json
+from firmware_config.qr import HQ_TOKEN_ENV
 from hq.board import MAX_STATE_BYTES, GatewayBoard
-from tests.harness import STORE, bearer, enter_campaign, stack, token_for
+from tests.harness import STORE, Stack, bearer, enter_campaign, stack, token_for
+from tests.test_beacon_plan import EXAMPLE
 
 
 async def _until(pred: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
@@ -26,8 +33,45 @@ async def _until(pred: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> 
             await asyncio.sleep(0.1)
 
 
+def _plan_for(path: Path, beacon_id: str, zone: str) -> Path:
+    """The example store's plan with its first beacon renamed to ``beacon_id``."""
+    plan = msgspec.json.decode(plan_to_json(make_plan(load_floorplan(EXAMPLE))))
+    plan["store_id"] = STORE
+    plan["beacons"] = [plan["beacons"][0] | {"id": beacon_id, "zone": zone}]
+    path.write_bytes(msgspec.json.encode(plan))
+    return path
+
+
+async def _check_from_hq(st: Stack, first: str, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``aislecast beacons check --from-hq``: the same check, on what the gateways report."""
+    plan = await asyncio.to_thread(_plan_for, tmp_path / "plan.json", first, "entrance")
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, [
+        "beacons", "check", "--plan", str(plan), "--from-hq", st.url, "--store", STORE,
+        "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1  # the weak battery, and HQ's other beacons are not in this plan
+    (b,) = report["beacons"]
+    assert b["id"] == first and b["battery_mv"] == 2300 and b["receiver"] == "gw-1"
+    assert "low_battery" in b["issues"] and "missing" not in b["issues"]
+    assert "b-ghost" not in report["unknown"]  # never heard: not in the heard list
+    assert f"b-{st.sim.beacons[1].zone}" in report["unknown"]
+    # a store this token may not see: one line, exit 2
+    code = await asyncio.to_thread(main, [
+        "beacons", "check", "--plan", str(plan), "--from-hq", st.url, "--store", "other"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("aislecast: error:")]
+    assert "no store 'other'" in line
+    code = await asyncio.to_thread(main, [
+        "beacons", "check", "--plan", str(plan), "--from-hq", st.url])
+    assert code == 2 and "--store: is required" in capsys.readouterr().err
+
+
 async def test_gateway_reports_beacons_and_hq_shows_health_and_alerts(
-        broker: MosquittoProcess, tmp_path: Path) -> None:
+        broker: MosquittoProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("entrance")]) as st, \
             httpx.AsyncClient(base_url=st.url) as http:
         # a beacon registered at HQ that nothing in the simulated store sends
@@ -70,6 +114,9 @@ async def test_gateway_reports_beacons_and_hq_shows_health_and_alerts(
         assert (await http.get(f"/api/stores/{STORE}/health", headers=here)).status_code == 200
         assert (await http.get(f"/api/stores/{STORE}/health", headers=there)).status_code == 404
         assert (await http.get("/api/stores/nope/health", headers=admin)).status_code == 404
+
+        monkeypatch.setenv(HQ_TOKEN_ENV, token_for(st.hq.db, "store_staff", stores=[STORE]))
+        await _check_from_hq(st, first, tmp_path, capsys)
 
         await st.stop_gateway(gw)
         offline = f"gateway:{STORE}/gw-1/gateway_offline"
