@@ -22,9 +22,11 @@ from edge.simstore import STORE_UUID
 from firmware_config.floorplan import load_floorplan
 from firmware_config.plan import make_plan, plan_to_json
 from firmware_config.qr import HQ_TOKEN_ENV
+from hq.accounts import Accounts
 from hq.board import MAX_STATE_BYTES, GatewayBoard
 from tests.harness import STORE, Stack, bearer, enter_campaign, stack, token_for
 from tests.test_beacon_plan import EXAMPLE
+from tests.test_console import ARTIFACTS, PASSWORD, _log_in, browser_page
 
 
 async def _until(pred: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
@@ -67,6 +69,23 @@ async def _check_from_hq(st: Stack, first: str, tmp_path: Path,
     code = await asyncio.to_thread(main, [
         "beacons", "check", "--plan", str(plan), "--from-hq", st.url])
     assert code == 2 and "--store: is required" in capsys.readouterr().err
+
+
+async def _console_shows_health(st: Stack, first: str, tmp_path: Path) -> None:
+    """The console's store health table: the TLM battery and the unheard beacon."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    Accounts(st.hq.db).add_user("keeper", "store_staff", password=PASSWORD, stores=[STORE])
+    async with browser_page(tmp_path / "profile") as page:
+        await _log_in(page, st.url, "keeper")
+        battery = page.locator(f'tr[data-beacon="{first}"] [data-field="battery"]')
+        await battery.wait_for(state="visible", timeout=20_000)
+        assert (await battery.text_content() or "").startswith("2300 mV")
+        assert "low" in (await battery.get_attribute("class") or "")
+        ghost = page.locator('tr[data-beacon="b-ghost"] [data-field="heard"]')
+        assert await ghost.text_content() == "unheard"
+        unheard = page.locator(f'li[data-alert="beacon:{STORE}/b-ghost/beacon_unheard"]')
+        await unheard.wait_for(state="visible", timeout=20_000)
+        await page.screenshot(path=str(ARTIFACTS / "fleet-health.png"), full_page=True)
 
 
 async def test_gateway_reports_beacons_and_hq_shows_health_and_alerts(
@@ -117,6 +136,7 @@ async def test_gateway_reports_beacons_and_hq_shows_health_and_alerts(
 
         monkeypatch.setenv(HQ_TOKEN_ENV, token_for(st.hq.db, "store_staff", stores=[STORE]))
         await _check_from_hq(st, first, tmp_path, capsys)
+        await _console_shows_health(st, first, tmp_path)
 
         await st.stop_gateway(gw)
         offline = f"gateway:{STORE}/gw-1/gateway_offline"
