@@ -24,6 +24,7 @@ from firmware_config.plan import make_plan, plan_to_json
 from firmware_config.qr import HQ_TOKEN_ENV
 from hq.accounts import Accounts
 from hq.board import MAX_STATE_BYTES, GatewayBoard
+from hq.fleet_health import FleetRules
 from tests.harness import STORE, Stack, bearer, enter_campaign, stack, token_for
 from tests.test_beacon_plan import EXAMPLE
 from tests.test_console import ARTIFACTS, PASSWORD, _log_in, browser_page
@@ -88,6 +89,21 @@ async def _console_shows_health(st: Stack, first: str, tmp_path: Path) -> None:
         await page.screenshot(path=str(ARTIFACTS / "fleet-health.png"), full_page=True)
 
 
+async def _behind_alert(st: Stack, http: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """HQ's bundle version moves on and the gateway does not follow: ``behind``, then an
+    alert once it lasts (here at once: ``behind_after_s=0``)."""
+    await asyncio.to_thread(st.hq.db.execute,
+                            "UPDATE stores SET bundle_version = bundle_version + 1 WHERE id = ?",
+                            (STORE,))
+    r = (await http.get(f"/api/stores/{STORE}/health", headers=admin)).json()
+    assert r["gateways"][0]["behind"] is True
+    assert r["gateways"][0]["bundle_version"] == r["bundle_version"] - 1
+    rules = FleetRules(st.hq.service, st.hq.board, behind_after_s=0.0)
+    kinds = {(c.source, c.kind) for c in await asyncio.to_thread(lambda: list(rules.conditions()))}
+    assert (f"gateway:{STORE}/gw-1", "gateway_behind") in kinds
+    assert (f"beacon:{STORE}/b-ghost", "beacon_unheard") in kinds  # witness: the same pass
+
+
 async def test_gateway_reports_beacons_and_hq_shows_health_and_alerts(
         broker: MosquittoProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,6 +153,7 @@ async def test_gateway_reports_beacons_and_hq_shows_health_and_alerts(
         monkeypatch.setenv(HQ_TOKEN_ENV, token_for(st.hq.db, "store_staff", stores=[STORE]))
         await _check_from_hq(st, first, tmp_path, capsys)
         await _console_shows_health(st, first, tmp_path)
+        await _behind_alert(st, http, admin)
 
         await st.stop_gateway(gw)
         offline = f"gateway:{STORE}/gw-1/gateway_offline"
