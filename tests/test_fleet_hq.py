@@ -11,11 +11,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import httpx
 import msgspec
 import pytest
 
 from aislecast.apps.cli import main
+from aislecast.kernel import topics
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.schema import MAX_REPORTED_BEACONS, Beacon, BeaconHealth, GatewayState
 from edge.simstore import STORE_UUID
@@ -187,3 +189,29 @@ def test_board_drops_oversized_and_malformed_state_reports() -> None:
     # an older gateway's report without beacons is still applied
     board.on_state("s", "g", msgspec.json.encode(_state(None)))
     assert board.stats.states == 2
+
+
+async def test_huge_and_bad_state_messages_over_mqtt_are_dropped_and_counted(
+        broker: MosquittoProcess, tmp_path: Path) -> None:
+    async with stack(broker.port, tmp_path, []) as st, \
+            aiomqtt.Client("127.0.0.1", broker.port, identifier="fake-gw") as c:
+        topic = topics.gateway_state(STORE, "gw-fake")
+        huge = _state([BeaconHealth(id=f"b{i}", zone="z" * 64) for i in range(MAX_REPORTED_BEACONS)])
+        big = msgspec.json.encode(huge).replace(b'"metrics":{}', b'"metrics":{},"pad":"'
+                                                + b"x" * MAX_STATE_BYTES + b'"')
+        await c.publish(topic, big)
+        await c.publish(topic, b'{"v":1,"gateway":"gw-fake","store":"' + STORE.encode()
+                        + b'","status":"online","version":"1","beacons":[{"id":""}]}')
+        await c.publish(topic, msgspec.json.encode(_state([BeaconHealth(id="b-real")])))
+        board = st.hq.board
+        await _until_true(lambda: board.stats.states >= 1)  # witness: the good one arrived
+        assert board.stats.oversize_states == 1 and board.stats.bad_states == 1
+        console = st.hq.metrics.snapshot()["console"]
+        assert console["oversize_states"] == 1 and console["bad_states"] == 1
+        await c.publish(topic, b"", retain=True)  # nothing retained is left behind
+
+
+async def _until_true(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.05)
