@@ -30,6 +30,7 @@ from hq.fleet_health import FleetRules
 from tests.harness import STORE, Stack, bearer, enter_campaign, stack, token_for
 from tests.test_beacon_plan import EXAMPLE
 from tests.test_console import ARTIFACTS, PASSWORD, _log_in, browser_page
+from tests.test_gateway_health import _toml
 
 
 async def _until(pred: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
@@ -62,6 +63,17 @@ async def _check_from_hq(st: Stack, first: str, tmp_path: Path,
     assert "low_battery" in b["issues"] and "missing" not in b["issues"]
     assert "b-ghost" not in report["unknown"]  # never heard: not in the heard list
     assert f"b-{st.sim.beacons[1].zone}" in report["unknown"]
+    # the same from the gateway's own report: `gateway heard` writes the heard.json
+    cfg = await asyncio.to_thread(_toml, st)
+    out = tmp_path / "heard.json"
+    assert await asyncio.to_thread(main, ["gateway", "heard", "--config", str(cfg),
+                                          "--out", str(out)]) == 0
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, [
+        "beacons", "check", "--plan", str(plan), "--heard", str(out), "--json"])
+    local = json.loads(capsys.readouterr().out)
+    assert code == 1 and local["beacons"][0]["battery_mv"] == 2300
+    assert local["beacons"][0]["issues"] == b["issues"] and local["unknown"] == report["unknown"]
     # a store this token may not see: one line, exit 2
     code = await asyncio.to_thread(main, [
         "beacons", "check", "--plan", str(plan), "--from-hq", st.url, "--store", "other"])
