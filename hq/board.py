@@ -20,8 +20,9 @@ from aislecast.kernel.schema import BeaconHealth, Event, GatewayState, decode
 
 __all__ = ["MAX_STATE_BYTES", "STATE_FILTER", "BoardStats", "GatewayBoard", "GatewayView"]
 
-#: A state report bigger than this is dropped unread (256 beacons take ~30 KB).
-MAX_STATE_BYTES: Final = 65536
+#: A state report bigger than this is dropped unread (256 beacons with 64-character ids
+#: and zones take ~40 KB, typical ones ~26 KB, on top of the metrics).
+MAX_STATE_BYTES: Final = 262144
 
 # Every HQ worker subscribes (not shared): each one serves a console.
 STATE_FILTER = topics.gateway_state("+", "+")
