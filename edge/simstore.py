@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge.advert import Advertisement
-from edge.frames import encode_eddystone_eid, encode_ibeacon
+from edge.frames import encode_eddystone_eid, encode_eddystone_tlm, encode_ibeacon
 
 __all__ = ["SimBeacon", "SimShopper", "SimStore", "SimZone", "default_zones", "rssi_at"]
 
@@ -41,6 +41,8 @@ class SimBeacon:
     minor: int
     tx_power_1m: int = -59
     interval_s: float = 0.35
+    # set: every 4th frame is an Eddystone TLM from the same address with this battery
+    battery_mv: int | None = None
 
 
 def default_zones() -> list[SimZone]:
@@ -140,6 +142,7 @@ class SimStore:
         self.rng = random.Random(seed)
         self.shoppers: list[SimShopper] = []
         self._beacon_next = [0.0] * len(self.beacons)
+        self._beacon_sent = [0] * len(self.beacons)
         self._beacon_frames = [encode_ibeacon(STORE_UUID, b.major, b.minor, b.tx_power_1m)
                                for b in self.beacons]
         self.adverts_emitted = 0
@@ -172,6 +175,12 @@ class SimStore:
             cid, data = self._beacon_frames[i]
             mfr = {cid: data}
             addr = f"C0:FF:EE:00:{b.major:02X}:{b.minor:02X}"
+            self._beacon_sent[i] += 1
+            if b.battery_mv is not None and self._beacon_sent[i] % 4 == 0:
+                tu, tlm = encode_eddystone_tlm(b.battery_mv, 21.0, self._beacon_sent[i] % 2**32, 0.0)
+                self._hear(b.x, b.y, b.tx_power_1m, now, address=addr, mfr={}, svc={tu: tlm},
+                           out=out)
+                continue
             self._hear(b.x, b.y, b.tx_power_1m, now, address=addr, mfr=mfr, svc={}, out=out)
         for s in self.shoppers:
             if now < s._next_adv:

@@ -165,11 +165,14 @@ class Gateway:
         metrics = snapshot(run.sources) if run is not None else {}
         problem, warning = ((None, None) if run is None or status != "online"
                             else live_judgement(metrics, self._bundle_report(run), self.cfg))
+        beacons, omitted = (run.parts.fleet.report(time.monotonic()) if run is not None
+                            else (None, 0))
         return GatewayState(
             v=SCHEMA_VERSION, gateway=self.cfg.gateway, store=self.cfg.store,
             status=status, version=__version__,  # type: ignore[arg-type]
             bundle_version=run.parts.bundles.version if run is not None else 0,
-            metrics=metrics, ts=time.time(), problem=problem, warning=warning)
+            metrics=metrics, ts=time.time(), problem=problem, warning=warning,
+            beacons=beacons, beacons_omitted=omitted)
 
     def _state(self, status: str, run: _Running | None = None) -> bytes:
         """The retained state report, encoded."""

@@ -12,7 +12,8 @@ planned beacon goes unheard for ``unheard_after_s`` (counted from when the plan 
 loaded, for beacons never heard) or reports a battery under ``low_battery_mv``, and
 one ``recovered`` alert when it is fine again. The gateway turns each into a
 ``beacon_health`` event and a warning log line; :meth:`FleetHealth.metrics` feeds the
-gateway metrics.
+gateway metrics. :meth:`FleetHealth.report` is the bounded summary carried in the
+retained state report to HQ (:mod:`hq.fleet_health`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from aislecast.kernel.schema import Beacon
+from aislecast.kernel.schema import MAX_REPORTED_BEACONS, Beacon, BeaconHealth
 from edge.decoders import decode_eddystone
 from edge.frames import EddystoneTLM
 
@@ -183,6 +184,21 @@ class FleetHealth:
             "tlm_frames": self.tlm_frames,
             "tlm_unmatched": self.tlm_unmatched,
         }
+
+    def report(self, ts: float, cap: int = MAX_REPORTED_BEACONS) -> tuple[list[BeaconHealth], int]:
+        """The beacons for the state report, those with an alert first, at most ``cap``
+        of them, and how many were left out past the cap."""
+        sts = sorted(self.beacons.values(), key=lambda s: (s.alert is None, s.id))
+        out = [BeaconHealth(id=s.id[:64] or "?", zone=s.zone[:64],
+                            last_seen_age_s=(None if s.last_seen is None
+                                             else round(max(0.0, ts - s.last_seen), 1)),
+                            rssi=s.rssi if s.rssi is None else max(-128, min(127, s.rssi)),
+                            battery_mv=(s.battery_mv if s.battery_mv is None
+                                        else max(0, min(65535, s.battery_mv))),
+                            alert=("unheard" if s.alert == "unheard" else
+                                   "low_battery" if s.alert == "low_battery" else None))
+               for s in sts[:cap]]
+        return out, max(0, len(sts) - cap)
 
     def status(self) -> list[BeaconStatus]:
         return sorted(self.beacons.values(), key=lambda s: s.id)

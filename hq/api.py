@@ -34,6 +34,7 @@ from hq.docs_page import mount_docs
 from hq.feed_rules import FeedSettings
 from hq.feeds import FeedWatcher
 from hq.feeds_api import feeds_router
+from hq.fleet_health import FleetRules, fleet_router
 from hq.funnel_api import funnel_router
 from hq.ingest import Ingest
 from hq.live import LiveHub, live_router
@@ -244,6 +245,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     app.state.approvals = approvals = Approvals(service.db, approval)  # hq.approval_api
     app.state.feeds = feeds = feeds or FeedWatcher(service, FeedSettings(), approvals)
     app.state.alerts = alerts = alerts or AlertWatch(board)
+    alerts.sources.append(FleetRules(service, board).conditions)  # beacons, bundle lag
     app.state.live = live = LiveHub()  # GET /api/live (hq.live); HqServer closes it on exit
     app.state.passes = passes or PassDesk()  # /api/shoppers/{inbox}/pass* (hq.passes_api)
     app.state.till = till = TillDesk(service.db, lambda: service.redeem)  # /api/till/*
@@ -268,6 +270,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     mount_console(app)  # /console and the JSON it polls
     mount_docs(app)  # /docs: Swagger UI from HQ's own files
     app.include_router(alerts_router())  # GET /api/alerts
+    app.include_router(fleet_router())  # GET /api/stores/{store_id}/health
     mount_wallet(app, wallet)  # /wallet: the shoppers' web wallet (hq.wallet)
 
     @app.exception_handler(Refused)

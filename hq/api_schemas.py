@@ -26,6 +26,7 @@ from hq.approvals import Approval
 from hq.audit import AuditEntry
 from hq.board import GatewayView
 from hq.consent import ConsentChange
+from hq.fleet_schema import StoreHealth
 from hq.service import Enrollment
 from hq.till import Redeemed
 
@@ -173,6 +174,7 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("GET", "/health"): {200: Health},
     ("GET", "/s/{code}"): {302: None},
     ("GET", "/api/me"): {200: Me},
+    ("GET", "/api/stores/{store_id}/health"): {200: StoreHealth},
     ("GET", "/api/keys/bundle"): {200: None},
     ("GET", "/api/metrics"): {200: dict[str, Any]},
     ("GET", "/api/audit"): {200: list[AuditEntry]},

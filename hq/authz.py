@@ -92,6 +92,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("GET", "/api/stores/{store_id}/gateways"): _READERS,
     ("GET", "/api/stores/{store_id}/gateways/{gateway_id}"): _READERS,
     ("DELETE", "/api/stores/{store_id}/gateways/{gateway_id}"): _ADMIN,
+    ("GET", "/api/stores/{store_id}/health"): _READERS,  # hq.fleet_health
     ("GET", "/api/campaigns"): _READERS,
     ("POST", "/api/campaigns"): _EDITORS,
     ("GET", "/api/campaigns/{cid}"): _READERS,

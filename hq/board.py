@@ -9,15 +9,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import aiomqtt
 import msgspec
 
 from aislecast.kernel import topics
 from aislecast.kernel.counters import count
-from aislecast.kernel.schema import Event, GatewayState, decode
+from aislecast.kernel.schema import BeaconHealth, Event, GatewayState, decode
 
-__all__ = ["STATE_FILTER", "BoardStats", "GatewayBoard", "GatewayView"]
+__all__ = ["MAX_STATE_BYTES", "STATE_FILTER", "BoardStats", "GatewayBoard", "GatewayView"]
+
+#: A state report bigger than this is dropped unread (256 beacons with 64-character ids
+#: and zones take ~40 KB, typical ones ~26 KB, on top of the metrics).
+MAX_STATE_BYTES: Final = 262144
 
 # Every HQ worker subscribes (not shared): each one serves a console.
 STATE_FILTER = topics.gateway_state("+", "+")
@@ -43,6 +48,7 @@ class BoardStats:
     states: int = count("gateway state messages applied")
     cleared: int = count("gateways cleared by an empty retained state")
     bad_states: int = count("gateway state messages dropped as undecodable")
+    oversize_states: int = count("gateway state messages dropped unread as too big")
 
 
 class GatewayBoard:
@@ -52,6 +58,8 @@ class GatewayBoard:
         self._gws: dict[tuple[str, str], GatewayView] = {}
         self.stats = BoardStats()
         self.listeners: list[Callable[[str], None]] = []  # store id, after a state change
+        # the beacons each gateway last reported (hq.fleet_health), and how many it left out
+        self.beacons: dict[tuple[str, str], tuple[list[BeaconHealth], int]] = {}
 
     def _view(self, store: str, gateway: str) -> GatewayView:
         return self._gws.setdefault((store, gateway), GatewayView(store, gateway))
@@ -59,8 +67,12 @@ class GatewayBoard:
     def on_state(self, store: str, gateway: str, payload: bytes) -> None:
         if not payload:  # an empty retained message clears a decommissioned gateway
             self._gws.pop((store, gateway), None)
+            self.beacons.pop((store, gateway), None)
             self.stats.cleared += 1
             self._changed(store)
+            return
+        if len(payload) > MAX_STATE_BYTES:
+            self.stats.oversize_states += 1
             return
         try:
             st = decode(payload, GatewayState)
@@ -74,6 +86,8 @@ class GatewayBoard:
         v.shoppers_present = int(st.metrics.get("shoppers_present", 0))
         v.outbox_rows = int(st.metrics.get("outbox_rows", 0))
         v.problem, v.warning = st.problem, st.warning
+        if st.beacons is not None:
+            self.beacons[(store, gateway)] = (st.beacons, st.beacons_omitted)
         self._changed(store)
 
     def _changed(self, store: str) -> None:

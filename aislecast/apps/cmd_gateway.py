@@ -19,7 +19,7 @@ from edge.factory import make_scanner
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config, starter_toml
 from gateway.health import HEALTHY, observe, verdict
-from gateway.report import NoReport
+from gateway.report import NoReport, read_report, report_path
 
 __all__ = ["register"]
 
@@ -104,6 +104,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hl.add_argument("--timeout", type=float, default=5.0,
                     help="seconds to wait for a report file to appear (a gateway just started)")
     hl.set_defaults(func=config_exit_code(_health))
+    hd = gsub.add_parser(
+        "heard", help="write what the running gateway hears as HEARD.json for `beacons check`",
+        description="Read the running gateway's state report (DATA_DIR/state.json, as for "
+        "`gateway health`) and write its planned beacons that it hears (RSSI, last seen, TLM "
+        "battery; receiver is the gateway's name) in the HEARD.json format of `aislecast "
+        "beacons check --heard`. Beacons never heard are left out, so the check calls them "
+        "missing. Exit 2 when there is no report.\n\nexamples:\n"
+        "  aislecast gateway heard --config gw.toml --out heard.json\n"
+        "  aislecast beacons check --plan plan.json --heard heard.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    hd.add_argument("--config", required=True)
+    hd.add_argument("--out", required=True, metavar="HEARD.json", help="the file to write")
+    hd.set_defaults(func=config_exit_code(_heard))
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -130,6 +143,28 @@ def _health(args: argparse.Namespace) -> int:
                   f"offers published {m.get('publisher_offers_published', 0):.0f}, "
                   f"outbox {m.get('outbox_rows', 0):.0f}, mqtt connects {m.get('mqtt_connects', 0):.0f}")
     return v.code
+
+
+def _heard(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    seen = read_report(report_path(cfg))
+    if isinstance(seen, NoReport):
+        print(f"aislecast: error: {seen.reason}", file=sys.stderr)
+        return 2
+    st = seen.state
+    rows = [{"beacon": b.id, "receiver": cfg.gateway, "rssi": b.rssi,
+             "last_seen": round(st.ts - b.last_seen_age_s, 1)}
+            | ({} if b.battery_mv is None else {"battery_mv": b.battery_mv})
+            for b in st.beacons or [] if b.rssi is not None and b.last_seen_age_s is not None]
+    try:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=1)
+    except OSError as exc:
+        print(f"aislecast: error: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(rows)} heard beacons of {len(st.beacons or [])} reported "
+          f"({st.beacons_omitted} past the report's cap) to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import msgspec
 from aislecast.kernel.errors import ConfigError
 from firmware_config import check as chk
 from firmware_config.floorplan import load_floorplan
+from firmware_config.hq_heard import fetch_heard
 from firmware_config.plan import load_plan, make_plan, plan_to_csv, plan_to_json
 from firmware_config.qr import (
     mint_labels,
@@ -86,12 +87,15 @@ _CHECK_HELP = textwrap.dedent(
       [{"beacon": "aisle-3-b2", "receiver": "gw-back", "rssi": -63,
         "last_seen": "2025-03-01T09:30:00+01:00", "battery_mv": 2950}]
     (or "uuid", "major", "minor" instead of "beacon"; last_seen may be epoch seconds).
+    With --from-hq URL --store ID instead, the list is what the store's online
+    gateways report to HQ (GET /api/stores/ID/health; token in $AISLECAST_HQ_TOKEN).
 
     Exit status: 0 all good, 1 problems found, 2 unreadable input.
 
     examples:
       aislecast beacons check --plan plans/s042/beacon-plan.json --heard heard.json
       aislecast beacons check --plan plan.json --heard heard.json --json | jq .counts
+      aislecast beacons check --plan plan.json --from-hq https://hq.example --store s042
       aislecast beacons check --plan plan.json --heard heard.json --max-age 600 \\
           --low-battery-mv 2400 --now 2025-03-01T09:35:00+01:00
     """
@@ -147,7 +151,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = bsub.add_parser("check", help="plan vs what the gateways hear",
                             description=_CHECK_HELP, formatter_class=_RAW)
     check.add_argument("--plan", type=Path, required=True, metavar="PLAN.json")
-    check.add_argument("--heard", type=Path, required=True, metavar="HEARD.json")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("--heard", type=Path, metavar="HEARD.json")
+    source.add_argument("--from-hq", metavar="URL",
+                        help="take what the store's gateways report at this HQ, as the staff "
+                             "token in $AISLECAST_HQ_TOKEN (with --store)")
+    check.add_argument("--store", metavar="ID", help="the store (with --from-hq)")
+    check.add_argument("--hq-ca", metavar="FILE",
+                       help="the CA HQ's HTTPS certificate must verify against (default: "
+                            "$AISLECAST_HQ_CA, else the system's trust store)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--max-age", type=float, default=None, metavar="S",
                        help="silence after which a beacon counts as missing (default 300)")
@@ -234,8 +246,14 @@ def _parse_now(text: str | None) -> float:
 def _check(args: argparse.Namespace) -> int:
 
     try:
+        if args.from_hq is not None and not args.store:
+            raise ConfigError("--store", "is required with --from-hq",
+                              hint="name the store whose gateways to ask, e.g. --store s042")
+        plan = load_plan(args.plan)
+        heard = (chk.load_heard(args.heard) if args.from_hq is None
+                 else fetch_heard(args.from_hq, args.store, ca=args.hq_ca))
         report = chk.check_plan(
-            load_plan(args.plan), chk.load_heard(args.heard), now=_parse_now(args.now),
+            plan, heard, now=_parse_now(args.now),
             max_age_s=chk.DEFAULT_MAX_AGE_S if args.max_age is None else args.max_age,
             low_battery_mv=(chk.DEFAULT_LOW_BATTERY_MV if args.low_battery_mv is None
                             else args.low_battery_mv),

@@ -7,7 +7,7 @@ Payloads are JSON with a ``v`` field (docs/architecture.md#payloads). Decoding u
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
 
@@ -26,9 +26,11 @@ from aislecast.kernel.campaign import (
 )
 
 __all__ = [
+    "MAX_REPORTED_BEACONS",
     "SCHEMA_VERSION",
     "Audience",
     "Beacon",
+    "BeaconHealth",
     "Budget",
     "Bundle",
     "BundleDelta",
@@ -292,6 +294,23 @@ class InteractionReport(msgspec.Struct, frozen=True):
     product: str | None = None
 
 
+#: At most this many beacons in a state report (the gateway sends the worst first and
+#: counts the rest in ``beacons_omitted``); a bigger list is refused at HQ.
+MAX_REPORTED_BEACONS: Final = 256
+_BeaconId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class BeaconHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """One planned beacon as its gateway hears it (gateway.fleet.BeaconStatus)."""
+
+    id: _BeaconId
+    zone: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    last_seen_age_s: Annotated[float, msgspec.Meta(ge=0)] | None = None  # None: never heard
+    rssi: Annotated[int, msgspec.Meta(ge=-128, le=127)] | None = None
+    battery_mv: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None  # from TLM
+    alert: Literal["unheard", "low_battery"] | None = None  # the gateway's own judgement
+
+
 class GatewayState(msgspec.Struct, frozen=True):
     v: int
     gateway: str
@@ -305,6 +324,9 @@ class GatewayState(msgspec.Struct, frozen=True):
     # (unhealthy), or what looks wrong but may pass (a warning); None when all is well
     problem: str | None = None
     warning: str | None = None
+    # the planned beacons' health (optional: older gateways send none)
+    beacons: Annotated[list[BeaconHealth], msgspec.Meta(max_length=MAX_REPORTED_BEACONS)] | None = None
+    beacons_omitted: Annotated[int, msgspec.Meta(ge=0)] = 0  # planned beacons past the cap
 
 
 _ENCODER = msgspec.json.Encoder()
