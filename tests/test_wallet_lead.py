@@ -39,7 +39,7 @@ async def test_the_wallet_sends_a_lead_form_and_hq_stores_it(tmp_path: Path) -> 
         await form.get_by_label("Email").fill("ana@example.org")
         await form.get_by_label("You may contact me").check()
         await page.screenshot(path=str(ARTIFACTS / "lead-form.png"), full_page=True)
-        await form.get_by_role("button", name="Book").click()
+        await form.get_by_role("button", name="Send").click()
         await page.locator(".lead-sent").wait_for(timeout=5_000)
         await until(lambda: st.hq.db.query("SELECT fields FROM leads"), timeout=30)
         (fields,), = st.hq.db.query("SELECT fields FROM leads")

@@ -38,7 +38,7 @@ const AislecastLead = (() => {
     for (const f of offer.form || []) el.append(input(f, offer.id));
     const send = document.createElement("button");
     send.type = "submit";
-    send.textContent = offer.cta || "Send";
+    send.textContent = "Send";
     el.append(send);
     el.addEventListener("submit", (ev) => {
       ev.preventDefault();
