@@ -7,7 +7,9 @@ rollups of the events stored are added in that transaction (:mod:`hq.rollups`).
 
 Feedback is stored only for an offer a gateway reported published to the sending inbox
 (:mod:`hq.ownership`: accepted, held until the offer's batch arrives, or refused with a
-reason that is counted in ``feedback_refused`` and logged once with the inbox).
+reason that is counted in ``feedback_refused`` and logged once with the inbox). A
+``lead`` feedback must also fit its campaign's lead form (:mod:`hq.leads`); it becomes a
+``lead_submitted`` event and a ``leads`` row holding its fields.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """HQ learning: shopper profiles, a small logistic regression, and bandit statistics.
 
 From the event log HQ builds each shopper's profile (segments and loyalty tier from the
-``profiles`` table, which :mod:`hq.migrations` creates; visits and a lead score from zone
-events: repeated visits and dwell raise it), fits a logistic regression of "clicked or
-redeemed" on :func:`~aislecast.kernel.campaign.features` of every offer published
+``profiles`` table, which :mod:`hq.migrations` creates; visits and a lead score,
+:mod:`hq.lead_score`: repeated visits, dwell and recent engagement with offers raise
+it), fits a logistic regression of "clicked or redeemed" on
+:func:`~aislecast.kernel.campaign.features` of every offer published
 (numpy, L2-regularised gradient descent), and counts clicks per creative variant for the gateways' Thompson
 sampling. The result is a :class:`~aislecast.kernel.campaign.Model` that rides in the next
 bundle (``HqService.model``).

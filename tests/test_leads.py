@@ -128,3 +128,12 @@ def test_the_cli_refuses_unknown_and_long_fields() -> None:
     with pytest.raises(ConfigError, match="at most 200"):
         parse_fields(["name=" + "x" * 201])
     assert parse_fields(["name=Ana=B"]) == {"name": "Ana=B"}
+
+
+def test_phone_lead_refuses_a_bad_field_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from aislecast.apps.cli import main  # noqa: PLC0415 - the program's entry point
+    rc = main(["phone", "lead", "--me", "/nonexistent", "--offer", "o", "--campaign", "c",
+               "--store", "s", "--field", "ssn=1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("aislecast: error: --field: 'ssn=1' is not a known field")
+    assert "\n" not in err and "Traceback" not in err
