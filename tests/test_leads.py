@@ -21,6 +21,7 @@ from aislecast.kernel.errors import ConfigError
 from edge.simstore import SimShopper
 from hq.funnel import funnel
 from hq.lead_score import lead_score_of
+from hq.learning import train
 from hq.service import Enrollment
 from tests.harness import STORE, bearer, stack, until
 
@@ -79,6 +80,8 @@ async def test_a_lead_is_offered_submitted_acked_stored_counted_exported_and_era
         total = funnel(st.hq.db, CID)[0]
         assert total.leads == 1 and total.impressions == 1
         assert lead_score_of(st.hq.db, enr.inbox) > 0.5
+        # the learner's profile (which rides in the bundle to the ranking) has it too
+        assert train(st.hq.service).profiles[enr.inbox].lead == lead_score_of(st.hq.db, enr.inbox)
         async with httpx.AsyncClient(base_url=st.url, headers=st.admin) as admin:
             r = await admin.get(f"/api/campaigns/{CID}/leads")
             assert r.status_code == 200 and r.json()["leads"][0]["fields"]["name"] == "Ana"
