@@ -35,6 +35,7 @@ class CampaignStats(msgspec.Struct):
     dismissals: int = 0
     taps: int = 0  # NFC taps and QR scans attributed to the campaign (hq.rollups)
     scans: int = 0
+    leads: int = 0  # lead forms submitted (hq.leads)
     ctr: float = 0.0  # clicks per delivery
     open_rate: float = 0.0
     stopped: dict[str, int] = msgspec.field(default_factory=dict)  # reason -> decisions

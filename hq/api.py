@@ -37,6 +37,7 @@ from hq.feeds_api import feeds_router
 from hq.fleet_health import FleetRules, fleet_router
 from hq.funnel_api import funnel_router
 from hq.ingest import Ingest
+from hq.leads_api import leads_router
 from hq.live import LiveHub, live_router
 from hq.login import login_router
 from hq.login_limits import LoginLimiter
@@ -301,7 +302,7 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
 
     for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
                    live_router(live), rights_router(), till_router(till), approval_router(),
-                   feeds_router(), funnel_router(), passes_router()):
+                   feeds_router(), funnel_router(), passes_router(), leads_router()):
         app.include_router(router)
     mount_registry(app)  # list, read, replace, delete: stores, zones, beacons, tags, gateways
     return app

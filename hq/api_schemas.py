@@ -27,6 +27,7 @@ from hq.audit import AuditEntry
 from hq.board import GatewayView
 from hq.consent import ConsentChange
 from hq.fleet_schema import StoreHealth
+from hq.leads_api import LeadsAnswer
 from hq.service import Enrollment
 from hq.till import Redeemed
 
@@ -215,6 +216,7 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("GET", "/api/approvals"): {200: list[Approved]},
     ("POST", "/api/feeds/social"): {200: PostResults},
     ("GET", "/api/analytics/funnel"): {200: FunnelRows},
+    ("GET", "/api/campaigns/{cid}/leads"): {200: LeadsAnswer},
     ("GET", "/api/live"): {200: None},
 }
 

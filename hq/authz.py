@@ -118,6 +118,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("GET", "/api/shoppers/{inbox}/pass.pkpass"): _FOR_SHOPPER,  # hq.passes_api
     ("GET", "/api/shoppers/{inbox}/pass/google"): _FOR_SHOPPER,
     ("GET", "/api/analytics/campaigns"): _ANALYSTS,
+    ("GET", "/api/campaigns/{cid}/leads"): frozenset({"admin", "marketer"}),  # hq.leads_api
     ("GET", "/api/analytics/campaigns/{cid}"): _ANALYSTS,
     ("GET", "/api/analytics/funnel"): _ANALYSTS | {"store_staff"},  # staff: their stores' rows
     ("GET", "/api/console/campaigns"): _READERS,

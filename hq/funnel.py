@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from hq.db import HqDb
 
-__all__ = ["BREAKDOWNS", "Breakdown", "FunnelRow", "copy_counts", "finish", "funnel",
+__all__ = ["BREAKDOWNS", "Breakdown", "FunnelRow", "copy_counts", "csv_cell", "finish", "funnel",
            "funnel_totals", "tally", "to_csv"]
 
 Breakdown = Literal["store", "zone", "hour", "variant", "trigger"]
@@ -44,9 +44,10 @@ _KIND_FIELD: Final = {
     "offer_clicked": "clicks",
     "offer_redeemed": "redemptions",
     "offer_dismissed": "dismissals",
+    "lead_submitted": "leads",
 }
 _COUNTS: Final = ("decisions", "offered", "holdout", "stopped_total", "impressions",
-                  "deliveries", "opens", "clicks", "redemptions", "dismissals", "taps", "scans")
+                  "deliveries", "opens", "clicks", "redemptions", "dismissals", "taps", "scans", "leads")
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -75,6 +76,7 @@ class FunnelRow(msgspec.Struct):
     dismissals: int = 0
     taps: int = 0  # NFC taps (short link ?src=nfc, the app's tag taps, the gateway's reader)
     scans: int = 0  # QR scans
+    leads: int = 0  # lead forms submitted (hq.leads)
     ctr: float = 0.0
     open_rate: float = 0.0
 
@@ -188,6 +190,9 @@ def _cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+csv_cell = _cell  # for the other CSV exports (hq.leads)
 
 
 def to_csv(rows: Iterable[FunnelRow], by: Breakdown | None) -> str:

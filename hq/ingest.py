@@ -7,7 +7,9 @@ rollups of the events stored are added in that transaction (:mod:`hq.rollups`).
 
 Feedback is stored only for an offer a gateway reported published to the sending inbox
 (:mod:`hq.ownership`: accepted, held until the offer's batch arrives, or refused with a
-reason that is counted in ``feedback_refused`` and logged once with the inbox).
+reason that is counted in ``feedback_refused`` and logged once with the inbox). A
+``lead`` feedback must also fit its campaign's lead form (:mod:`hq.leads`); it becomes a
+``lead_submitted`` event and a ``leads`` row holding its fields.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from aislecast.kernel.schema import (
     encode,
 )
 from hq.db import HqDb
+from hq.leads import LeadRow, form_problem, store_lead
 from hq.ownership import Delivered, FeedbackHold, RefusalReason, delivered_to
 from hq.rollups import OfferMemo, store_batch
 from hq.router import Reply
@@ -158,6 +161,10 @@ class Ingest:
         if self.hold.refused(key) is not None:  # a resend of a refused one: ack again, once counted
             return _ack(fb, [fb.id])
         found = await self._db(delivered_to, self.db, fb)
+        if isinstance(found, Delivered) and fb.kind == "lead" and \
+                (why := await self._db(form_problem, self.db, fb)) is not None:
+            log.info("lead refused", campaign=fb.campaign[:64], why=why)
+            found = "lead_form_invalid"
         if isinstance(found, Delivered):
             held = self.hold.take(key)
             await self._accept(fb, found)
@@ -185,7 +192,13 @@ class Ingest:
         # could otherwise pre-empt a gateway's event ids or inflate a campaign's counts.
         # The store is the gateway's, from the offer_published event.
         self.stats.feedback += 1
-        await self.astore_events([Event(id=_event_id(fb), kind=f"offer_{fb.kind}", ts=fb.ts,  # type: ignore[arg-type]
+        kind = "lead_submitted" if fb.kind == "lead" else f"offer_{fb.kind}"
+        eid = _event_id(fb)
+        if fb.kind == "lead":  # the form (personal data) in leads, the event without it
+            await self._db(store_lead, self.db, LeadRow(
+                id=eid, ts=fb.ts, campaign=d.campaign, store=d.store, offer=fb.offer,
+                inbox=fb.inbox, fields=dict(fb.fields or {})))
+        await self.astore_events([Event(id=eid, kind=kind, ts=fb.ts,  # type: ignore[arg-type]
                                         store=d.store, campaign=d.campaign, offer=fb.offer,
                                         inbox=fb.inbox)])
 
@@ -204,6 +217,12 @@ class Ingest:
             for held in self.hold.release(e.offer, e.inbox):
                 if held.fb.campaign != e.campaign:
                     continue  # a made-up campaign: stays unknown, refused on its next resend
+                if held.fb.kind == "lead" and \
+                        (await self._db(form_problem, self.db, held.fb)) is not None:
+                    self._refuse(_event_id(held.fb), held.fb, "lead_form_invalid")
+                    if self.reply is not None:
+                        self.reply(_ack(held.fb, held.ids))
+                    continue
                 await self._accept(held.fb, Delivered(store=e.store, campaign=e.campaign))
                 self.stats.feedback_released += 1
                 if self.reply is not None:

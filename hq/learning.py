@@ -1,9 +1,10 @@
 """HQ learning: shopper profiles, a small logistic regression, and bandit statistics.
 
 From the event log HQ builds each shopper's profile (segments and loyalty tier from the
-``profiles`` table, which :mod:`hq.migrations` creates; visits and a lead score from zone
-events: repeated visits and dwell raise it), fits a logistic regression of "clicked or
-redeemed" on :func:`~aislecast.kernel.campaign.features` of every offer published
+``profiles`` table, which :mod:`hq.migrations` creates; visits and a lead score,
+:mod:`hq.lead_score`: repeated visits, dwell and recent engagement with offers raise
+it), fits a logistic regression of "clicked or redeemed" on
+:func:`~aislecast.kernel.campaign.features` of every offer published
 (numpy, L2-regularised gradient descent), and counts clicks per creative variant for the gateways' Thompson
 sampling. The result is a :class:`~aislecast.kernel.campaign.Model` that rides in the next
 bundle (``HqService.model``).
@@ -12,9 +13,7 @@ bundle (``HqService.model``).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 import aiomqtt
@@ -26,14 +25,13 @@ from aislecast.kernel.campaign import FEATURES, ArmStats, Campaign, Model, Profi
 from aislecast.kernel.counters import count, gauge
 from aislecast.kernel.logs import get_logger
 from hq.campaigns import allocate_budgets
+from hq.lead_score import engagement, lead_score, visits_and_dwell
 from hq.service import HqService
 
 __all__ = ["LearnStats", "fit_logistic", "learn_loop", "profiles", "set_profile", "train"]
 
 log = get_logger(__name__)
 
-_SESSION_S = 1800.0  # zone events further apart than this start a new visit
-_DWELL_EVERY_S = 5.0  # one zone_dwell event per this many seconds in a zone (PRESENCE_DWELL_S)
 
 
 def set_profile(service: HqService, inbox: str, segments: list[str], tier: str = "") -> None:
@@ -43,31 +41,19 @@ def set_profile(service: HqService, inbox: str, segments: list[str], tier: str =
         (inbox, ",".join(segments), tier))
 
 
-def lead_score(visits: int, dwell_s: float) -> float:
-    return 1.0 - math.exp(-(0.25 * max(visits - 1, 0) + dwell_s / 300.0))
-
-
-def profiles(service: HqService) -> dict[str, Profile]:
+def profiles(service: HqService, *, now: float | None = None) -> dict[str, Profile]:
     seg = {r[0]: (r[1], r[2])
            for r in service.db.query("SELECT inbox, segments, tier FROM profiles")}
-    visits: dict[str, int] = defaultdict(int)
-    dwell: dict[str, float] = defaultdict(float)
-    last: dict[str, float] = {}
-    for inbox, kind, ts in service.db.query(
-            "SELECT inbox, kind, ts FROM events WHERE kind IN ('zone_enter', 'zone_dwell')"
-            " AND inbox IS NOT NULL ORDER BY ts"):
-        if ts - last.get(inbox, -1e18) > _SESSION_S:
-            visits[inbox] += 1
-        last[inbox] = ts
-        if kind == "zone_dwell":
-            dwell[inbox] += _DWELL_EVERY_S
+    visits, dwell = visits_and_dwell(service.db)
+    engaged = engagement(service.db, now=now)
     out: dict[str, Profile] = {}
     for inbox, consents in service.db.query(
             "SELECT inbox, consents FROM shoppers WHERE opted_out = 0"):
         s, tier = seg.get(inbox, ("", ""))
         out[inbox] = Profile(segments=[x for x in s.split(",") if x], tier=tier,
-                             visits=visits[inbox], lead=round(lead_score(visits[inbox],
-                                                                         dwell[inbox]), 4),
+                             visits=visits[inbox],
+                             lead=round(lead_score(visits[inbox], dwell[inbox],
+                                                   engaged.get(inbox, 0.0)), 4),
                              consents=[x for x in consents.split(",") if x])
     return out
 
@@ -88,7 +74,7 @@ def train(service: HqService, *, now: float | None = None) -> Model:
     """Fit the model from everything HQ has seen; sets and returns ``service.model``."""
     now = time.time() if now is None else now
     camps: dict[str, Campaign] = {c.id: c for c in service.campaigns()}
-    profs = profiles(service)
+    profs = profiles(service, now=now)
     good = {r[0] for r in service.db.query(
         "SELECT DISTINCT offer FROM events WHERE kind IN ('offer_clicked', 'offer_redeemed')")}
     rows = service.db.query("SELECT offer, inbox, campaign, variant FROM events"

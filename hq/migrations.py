@@ -200,9 +200,20 @@ def m0008_tags(db: HqDb) -> None:
                " product TEXT, campaign TEXT, code TEXT, url TEXT, PRIMARY KEY (store, id))")
 
 
+def m0010_leads(db: HqDb) -> None:
+    """Lead forms shoppers submitted (hq.leads): personal data, kept out of ``events``,
+    exported and erased with the shopper (hq.rights)."""
+    db.execute("CREATE TABLE leads (id TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL,"
+               " campaign TEXT NOT NULL, store TEXT NOT NULL, offer TEXT NOT NULL,"
+               " inbox TEXT NOT NULL, fields TEXT NOT NULL)")
+    db.execute("CREATE INDEX leads_campaign ON leads (campaign, ts)")
+    db.execute("CREATE INDEX leads_inbox ON leads (inbox)")
+
+
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
                                   m0004_broker_users, m0005_consent, m0006_till,
-                                  m0007_approvals_feeds, m0008_tags, m0009_rollups)
+                                  m0007_approvals_feeds, m0008_tags, m0009_rollups,
+                                  m0010_leads)
 
 
 def schema_version(db: HqDb) -> int:

@@ -55,7 +55,7 @@ FEEDBACK_HELD_PER_INBOX: Final = 32
 # Refusals remembered, so a resend is acknowledged again without a second count or log.
 _REFUSED_MAX: Final = 10_000
 
-RefusalReason = Literal["not_delivered_to_inbox", "offer_unknown"]
+RefusalReason = Literal["not_delivered_to_inbox", "offer_unknown", "lead_form_invalid"]
 
 
 @dataclass(frozen=True, slots=True)

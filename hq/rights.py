@@ -38,6 +38,8 @@ from hq.consent import (
     record_consent,
 )
 from hq.db import HqDb
+from hq.lead_score import lead_score_of
+from hq.leads import shopper_leads
 from hq.service import Enrollment, HqService, NotFound, check_id
 
 __all__ = ["ERASED", "ShopperRights", "source_of"]
@@ -84,7 +86,8 @@ def _erase_rows(db: HqDb, inbox: str) -> tuple[str, int, int]:
         # till to the pseudonym (member QR, loyalty card) go
         db.execute("UPDATE purchases SET inbox = NULL, member = NULL WHERE inbox = ?", (inbox,))
         db.execute("UPDATE redemptions SET inbox = NULL WHERE inbox = ?", (inbox,))
-        for table in ("consent_history", "profiles", "members", "loyalty_ids", "shoppers"):
+        for table in ("consent_history", "profiles", "members", "loyalty_ids", "leads",
+                      "shoppers"):
             db.execute(f"DELETE FROM {table} WHERE inbox = ?", (inbox,))  # noqa: S608 - constants
         db.execute("DELETE FROM broker_users WHERE username = ? AND kind = 'phone'", (inbox,))
         db.execute("DELETE FROM api_tokens WHERE kind = 'shopper' AND owner = ?", (inbox,))
@@ -204,6 +207,8 @@ class ShopperRights:
                           for r in purchases],
             "redemptions": [{"store": r[0], "campaign": r[1], "offer": r[2], "ts": float(r[3])}
                             for r in redeemed],
+            "leads": shopper_leads(db, inbox),  # the forms submitted (hq.leads)
+            "lead_score": lead_score_of(db, inbox),  # hq.learning's, as the gateways get it
         }
 
     # ---- erase ---------------------------------------------------------------------------

@@ -166,7 +166,8 @@ def fill(db: HqDb, events: Iterable[Event], memo: OfferMemo | None = None) -> li
         e = f.event
         if e.offer is not None and e.kind in _OFFER_SOURCES:
             known[e.offer] = _merge(known.get(e.offer), (f.trigger, f.variant, f.zone))
-    need = [f for f in out if f.event.offer is not None and f.event.kind.startswith("offer_")
+    need = [f for f in out if f.event.offer is not None
+            and (f.event.kind.startswith("offer_") or f.event.kind == "lead_submitted")
             and None in (f.trigger, f.variant, f.zone)]
     missing = sorted({o for f in need if (o := f.event.offer) is not None
                       and known.get(o, (None,))[0] is None})  # no trigger known yet

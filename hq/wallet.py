@@ -31,6 +31,7 @@ SHELL: Final = {
     "wallet.js": "text/javascript; charset=utf-8",
     "wallet-crypto.js": "text/javascript; charset=utf-8",
     "wallet-sense.js": "text/javascript; charset=utf-8",
+    "lead.js": "text/javascript; charset=utf-8",  # a lead creative's form
     "wallet.css": "text/css; charset=utf-8",
     "manifest.webmanifest": "application/manifest+json",
     "sw.js": "text/javascript; charset=utf-8",

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Final
 
+from aislecast.apps.cmd_phone_lead import add_lead_args, parse_fields, submit
 from aislecast.apps.configfile import config_exit_code
 from aislecast.apps.phone import Phone, PhoneBehaviour, with_login
 from aislecast.kernel import topics
@@ -40,6 +41,7 @@ _HELP = textwrap.dedent(
       aislecast phone listen --me me.json --broker mqtt.example:8883 --tls-ca ca.crt   # over TLS
       aislecast phone listen --me me.json --sightings-stdin   # and sightings, one connection
       aislecast phone sight --me me.json --store store-1 --beacon b-bakery --rssi -62
+      aislecast phone lead --me me.json --offer ID --campaign C --store store-1 --field name=Ana
       aislecast phone token --me me.json                              # today's rotating token
     """
 )
@@ -65,6 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e.set_defaults(func=config_exit_code(_enroll))
     for name, fn, helptext in (("listen", _listen, "print offers sent to this phone"),
                                ("sight", _sight, "publish a phone-observed beacon sighting"),
+                               ("lead", _lead, "submit a lead form for an offer, wait for the ack"),
                                ("token", _token, "print the current rotating token")):
         a = psub.add_parser(name, help=helptext)
         a.add_argument("--me", required=True, help="enrollment JSON written by `phone enroll`")
@@ -78,6 +81,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             a.add_argument("--store", required=True)
             a.add_argument("--beacon", required=True)
             a.add_argument("--rssi", type=int, required=True)
+        if name == "lead":
+            add_lead_args(a)
         if name == "listen":
             a.add_argument("--sightings-stdin", action="store_true",
                            help="also publish sightings read from standard input, one "
@@ -158,7 +163,8 @@ def _phone(args: argparse.Namespace, role: str) -> Phone:
                  identity_key=bytes.fromhex(str(me["identity_key"])),
                  rotation_k=int(str(me["rotation_k"])),
                  behaviour=PhoneBehaviour(open_p=0.0), role=role,
-                 on_offer=lambda o: print(json.dumps({"title": o.title, "campaign": o.campaign,
+                 on_offer=lambda o: print(json.dumps({"offer": o.id, "store": o.store,
+                                                      "title": o.title, "campaign": o.campaign,
                                                       "expires_in_s": round(o.expires_at - time.time()),
                                                       "coupon": o.coupon_code,
                                                       "redeem_code": o.redeem_code}), flush=True))
@@ -216,6 +222,20 @@ async def _sight_line(phone: Phone, line: str) -> None:
     await _publish_sighting(phone, parts[0], parts[1], int(parts[2]))
     print(json.dumps({"sighting": {"store": parts[0], "beacon": parts[1], "rssi": int(parts[2])}}),
           flush=True)
+
+
+def _lead(args: argparse.Namespace) -> int:
+    setup_logging("warning")
+    fields = parse_fields(args.field)
+    if not _LEVEL.fullmatch(args.store):
+        raise ConfigError("--store", f"{args.store[:40]!r} is not a store id")
+    phone = _phone(args, "lead")
+
+    async def main() -> bool:
+        async with phone:
+            return await submit(phone, args, fields)
+
+    return 0 if asyncio.run(main()) else 1
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -104,6 +104,7 @@ class Phone:
         self._tasks: set[asyncio.Task[None]] = set()
         self.unacked: dict[str, tuple[float, bytes]] = {}  # feedback id -> (sent, payload)
         self.ack_timeout_s = _FEEDBACK_ACK_TIMEOUT_S
+        self._ack_waiters: list[asyncio.Event] = []
         self.link = MqttLink(mqtt, client_id=f"phone-{inbox}-{role}",
                              subscriptions=[(topics.offers(inbox), 1),
                                             (topics.feedback_ack(inbox), 1)],
@@ -155,6 +156,9 @@ class Phone:
             for fid in ack.ids:
                 if self.unacked.pop(fid, None) is not None:
                     self.stats.feedback_acked += 1
+            for ev in self._ack_waiters:  # every waiter re-checks its id (wait_acked)
+                ev.set()
+            self._ack_waiters.clear()
             return
         try:
             offer = decode(msg.payload if isinstance(msg.payload, bytes) else b"", Offer)
@@ -177,12 +181,24 @@ class Phone:
             self._on_offer(offer)
         self._spawn(self._react(offer), f"phone-react-{offer.id[:8]}")
 
-    async def feedback(self, offer: Offer, kind: FeedbackKind) -> None:
+    async def feedback(self, offer: Offer, kind: FeedbackKind,
+                       fields: dict[str, str] | None = None) -> str:
+        """Publish one feedback (``fields``: a lead's form); kept and resent until HQ
+        acknowledges it. Returns its id."""
         fb = Feedback(v=SCHEMA_VERSION, id=uuid.uuid4().hex, offer=offer.id, campaign=offer.campaign,
-                      store=offer.store, inbox=self.inbox, kind=kind, ts=time.time())
+                      store=offer.store, inbox=self.inbox, kind=kind, ts=time.time(),
+                      fields=fields)
         payload = encode(fb)
         self.unacked[fb.id] = (time.monotonic(), payload)
         await self.link.publish(topics.feedback(self.inbox), payload, qos=1)
+        return fb.id
+
+    async def wait_acked(self, fid: str) -> None:
+        """Until HQ's ack names feedback ``fid`` (put a timeout around it)."""
+        while fid in self.unacked:
+            ev = asyncio.Event()
+            self._ack_waiters.append(ev)
+            await ev.wait()
 
     async def _react(self, offer: Offer) -> None:
         b = self.behaviour

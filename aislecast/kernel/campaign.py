@@ -28,7 +28,10 @@ __all__ = [
     "CAMPAIGN_ENGINE",
     "FEATURES",
     "FORMATS",
+    "LEAD_FIELDS",
     "MAX_ATTRIBUTION_S",
+    "MAX_LEAD_FIELDS",
+    "MAX_LEAD_VALUE",
     "MAX_VALIDITY_S",
     "PAUSE_RULE_KINDS",
     "SCENARIOS",
@@ -41,6 +44,7 @@ __all__ = [
     "Campaign",
     "Caps",
     "Creative",
+    "FormField",
     "Model",
     "PauseRule",
     "PausedBy",
@@ -61,7 +65,16 @@ CAMPAIGN_ENGINE = 2
 
 TriggerKind = str  # one of TRIGGER_KINDS; a plain str so unknown kinds are refused per campaign
 TRIGGER_KINDS = frozenset({"enter", "dwell", "exit", "tap", "scan", "schedule", "flash"})
-FORMATS = ("banner", "button", "landing", "coupon")
+FORMATS = ("banner", "button", "landing", "coupon", "lead")
+# The ranking features name these formats only: FEATURES' layout (the model's weights)
+# stays the same across versions; a lead creative has no format feature of its own.
+_FEATURE_FORMATS = ("banner", "button", "landing", "coupon")
+# A lead creative's form (docs/architecture.md#leads): fields from this fixed set only.
+LEAD_FIELDS = frozenset({"name", "email", "phone", "preferred_time", "party_size",
+                         "consent_contact", "note"})
+MAX_LEAD_FIELDS = 6
+MAX_LABEL = 80
+MAX_LEAD_VALUE = 200
 STATUSES = frozenset({"draft", "scheduled", "live", "paused", "ended"})
 SCENARIOS = ("planned", "anticipated", "location", "predictive", "interaction", "flash")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
@@ -120,15 +133,24 @@ class Audience(msgspec.Struct, frozen=True):
     purposes: list[str] = msgspec.field(default_factory=list)  # consents required beyond `purpose`
 
 
+class FormField(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One field of a lead creative's form: ``name`` from LEAD_FIELDS, shown as ``label``."""
+
+    name: str
+    label: str = ""
+    required: bool = False
+
+
 class Creative(msgspec.Struct, frozen=True):
     id: str
     title: str
     body: str = ""
-    format: str = "banner"  # banner, button, landing, coupon
+    format: str = "banner"  # banner, button, landing, coupon, lead
     cta: str = "Open"
     url: str | None = None
     image_url: str | None = None
     coupon_code: str | None = None
+    form: list[FormField] = msgspec.field(default_factory=list)  # a lead creative's form
 
 
 class Caps(msgspec.Struct, frozen=True):
@@ -245,7 +267,7 @@ class Model(msgspec.Struct, frozen=True):
 FEATURES: tuple[str, ...] = (
     "bias",
     *(f"scenario:{s}" for s in SCENARIOS),
-    *(f"format:{f}" for f in FORMATS),
+    *(f"format:{f}" for f in _FEATURE_FORMATS),
     "lead",
     "segment_match",
     "log_visits",
@@ -316,6 +338,27 @@ def _check_tz(where: str, tz: str, problems: list[str]) -> None:
 MAX_VALIDITY_S = 7 * 86_400.0  # the longest an offer may stay valid: one week
 
 
+def _check_form(cr: Creative) -> list[str]:
+    """A lead creative needs a form of 1..MAX_LEAD_FIELDS known, distinct fields with
+    short labels; any other format carries no form."""
+    at = f"creatives[{cr.id}].form"
+    if cr.format != "lead":
+        return [f"{at}: only a lead creative has a form"] if cr.form else []
+    if not 1 <= len(cr.form) <= MAX_LEAD_FIELDS:
+        return [f"{at}: a lead form needs 1 to {MAX_LEAD_FIELDS} fields, not {len(cr.form)}"]
+    p: list[str] = []
+    names = [f.name for f in cr.form]
+    if len(set(names)) != len(names):
+        p.append(f"{at}: field names repeat")
+    for i, f in enumerate(cr.form):
+        if f.name not in LEAD_FIELDS:
+            p.append(f"{at}[{i}].name: unknown field {f.name[:40]!r}; one of "
+                     f"{', '.join(sorted(LEAD_FIELDS))}")
+        if len(f.label) > MAX_LABEL:
+            p.append(f"{at}[{i}].label: {len(f.label)} characters, at most {MAX_LABEL}")
+    return p
+
+
 def check_campaign(c: Campaign, zones: set[str] | None = None, *,
                    engine: int = CAMPAIGN_ENGINE) -> list[str]:
     """Every problem with ``c`` (empty when valid). ``zones``: known zone ids, if known."""
@@ -336,6 +379,7 @@ def check_campaign(c: Campaign, zones: set[str] | None = None, *,
             p.append(f"creatives[{cr.id}]: unknown format {cr.format!r}")
         if cr.format == "coupon" and not cr.coupon_code:
             p.append(f"creatives[{cr.id}]: a coupon needs a coupon_code")
+        p.extend(_check_form(cr))
     for i, t in enumerate(c.all_triggers()):
         if t.kind not in TRIGGER_KINDS:
             p.append(f"trigger[{i}]: unknown kind {t.kind!r}; one of {', '.join(sorted(TRIGGER_KINDS))}")

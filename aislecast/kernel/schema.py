@@ -17,6 +17,7 @@ from aislecast.kernel.campaign import (
     Campaign,
     Caps,
     Creative,
+    FormField,
     Model,
     Profile,
     Schedule,
@@ -85,10 +86,11 @@ EventKind = Literal[
     "offer_clicked",
     "offer_redeemed",
     "offer_dismissed",
+    "lead_submitted",
     "beacon_health",
     "gateway_health",
 ]
-FeedbackKind = Literal["delivered", "opened", "clicked", "redeemed", "dismissed"]
+FeedbackKind = Literal["delivered", "opened", "clicked", "redeemed", "dismissed", "lead"]
 
 
 class Zone(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -242,11 +244,16 @@ class Offer(msgspec.Struct, frozen=True, omit_defaults=True):
     zone: str | None = None
     redeem_code: str | None = None  # single-use till code (aislecast.kernel.redeem)
     countdown: bool = False  # the campaign's flag: the wallet shows a countdown to expires_at
+    form: list[FormField] = msgspec.field(default_factory=list)  # a lead creative's form
 
 
 # Bounds on what only HQ decodes from phones (HQ stores these strings): ids are at
 # most 64 characters where HQ or a gateway mints them; 128 leaves room, nothing more.
 _Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_LeadFields = Annotated[
+    dict[Annotated[str, msgspec.Meta(min_length=1, max_length=32)],
+         Annotated[str, msgspec.Meta(max_length=200)]],
+    msgspec.Meta(max_length=6)]
 
 
 class Feedback(msgspec.Struct, frozen=True):
@@ -258,6 +265,9 @@ class Feedback(msgspec.Struct, frozen=True):
     inbox: _Ref
     kind: FeedbackKind
     ts: float
+    # a lead's form (kind "lead" only; hq.leads checks it against the creative's form):
+    # personal data, stored in HQ's leads table, never in the event
+    fields: _LeadFields | None = None
 
 
 class FeedbackAck(msgspec.Struct, frozen=True):

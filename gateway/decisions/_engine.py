@@ -249,6 +249,6 @@ class DecisionEngine:
             title=cr.title, body=cr.body, format=cr.format, cta=cr.cta, url=cr.url,
             image_url=cr.image_url, coupon_code=cr.coupon_code, zone=t.zone,
             redeem_code=code,
-            countdown=c.countdown,
+            countdown=c.countdown, form=cr.form,
         )
         return Decision(t, "offer", c.id, cr.id, offer)

@@ -67,7 +67,7 @@ async function api(method, url, body) {
 
 const FIELDS = [
   ["impressions", int], ["deliveries", int], ["opens", int], ["clicks", int],
-  ["ctr", pct], ["redemptions", int], ["lift", (c) => lift(c), true],
+  ["ctr", pct], ["redemptions", int], ["leads", int], ["lift", (c) => lift(c), true],
 ];
 
 function setCell(td, text) {

@@ -9,6 +9,7 @@
 const SERIES = [
   ["impressions", "#0b5cad"], ["deliveries", "#146c2e"], ["opens", "#8a4b00"],
   ["clicks", "#a4161a"], ["redemptions", "#6f42c1"], ["taps", "#00838f"], ["scans", "#5d4037"],
+  ["leads", "#c2185b"],
 ];
 const insights = { campaign: "", hours: 24 * 7, plot: null, renderMs: null, stores: new Map() };
 

@@ -4,7 +4,7 @@
 
 const SHELL_CACHE = "aislecast-wallet-shell-v1";
 const SHELL = [
-  "/wallet/", "/wallet/wallet.js", "/wallet/wallet-crypto.js", "/wallet/wallet-sense.js", "/wallet/wallet.css",
+  "/wallet/", "/wallet/wallet.js", "/wallet/wallet-crypto.js", "/wallet/wallet-sense.js", "/wallet/lead.js", "/wallet/wallet.css",
   "/wallet/manifest.webmanifest", "/wallet/icon.svg", "/wallet/vendor/mqtt.min.js",
   "/wallet/vendor/qrcode.js", "/wallet/vendor/jsQR.js",
 ];

@@ -320,6 +320,7 @@
       button("Dismiss", () => { feedback(o, "dismissed"); removeOffer(o.id); }, `Dismiss ${o.title}`),
     );
     card.append(h, when, body, actions);
+    if (o.format === "lead" && o.form && o.form.length) card.append(AislecastLead.form(o, (f) => feedback(o, "lead", f)));
     $("offers").prepend(card);
     $("offers-empty").hidden = true;
     tick();
@@ -377,11 +378,12 @@
   }
 
   // ---- feedback (acknowledged end to end, as aislecast/apps/phone.py) -------------------
-  function feedback(o, kind) {
+  function feedback(o, kind, fields) {
     const fb = {
       v: SCHEMA_VERSION, id: AislecastTokens.randomId(), offer: o.id, campaign: o.campaign,
       store: o.store, inbox: state.enrolment.inbox, kind, ts: Date.now() / 1000,
     };
+    if (fields) fb.fields = fields; // a lead's form (lead.js)
     const entry = { sent: Date.now(), payload: JSON.stringify(fb) };
     state.unacked[fb.id] = entry;
     saveSoon();
