@@ -570,8 +570,12 @@
 
   function forget() {
     stopMqtt();
-    localStorage.removeItem(STORAGE_KEY);
     state = null;
+    clearTimeout(saveTimer);  // a write queued for the old state must not bring it back
+    saveTimer = null;
+    for (const k of Object.keys(localStorage)) {
+      if (k.startsWith("aislecast.")) localStorage.removeItem(k);
+    }
   }
 
   async function erase() {
