@@ -20,15 +20,22 @@ const TRIGGER = {
   min_dwell_s: { t: "num", label: "Min dwell (s)", def: 0 },
   tags: { t: "strs", label: "Tags / products (empty: any)" },
 };
+// A lead creative's form field (aislecast/kernel/campaign.py FormField, LEAD_FIELDS)
+const LEAD_FIELD = {
+  name: { t: "enum", label: "Field", options: ["name", "email", "phone", "preferred_time", "party_size", "consent_contact", "note"] },
+  label: { t: "str", label: "Label", def: "" },
+  required: { t: "bool", label: "Required" },
+};
 const CREATIVE = {
   id: { t: "str", label: "Variant id", def: "a" },
   title: { t: "str", label: "Headline", def: "" },
   body: { t: "str", label: "Variant text", def: "" },
-  format: { t: "enum", label: "Format", options: ["banner", "button", "landing", "coupon"] },
+  format: { t: "enum", label: "Format", options: ["banner", "button", "landing", "coupon", "lead"] },
   cta: { t: "str", label: "Button text", def: "Open" },
   url: { t: "optstr", label: "Link (https://…)" },
   image_url: { t: "optstr", label: "Image (https://…)" },
   coupon_code: { t: "optstr", label: "Coupon code" },
+  form: { t: "list", label: "Lead form field", of: LEAD_FIELD },  // format "lead" only
 };
 // [legend, {field: spec}]: every field of Campaign; "trigger" is the model's trigger
 // followed by its extra triggers (problems name them trigger[0], trigger[1], ...).
