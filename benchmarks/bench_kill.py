@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.mqtt import cancel_until_done
 from aislecast.kernel.signing import public_key_pem
 from benchmarks._harness import BenchOptions, Measurement, benchmark
 from benchmarks._hq import hq_serve, publish_bundle, seed_hq
@@ -220,7 +221,7 @@ async def run_kill(plan: KillPlan, *, progress: bool = True) -> KillReport:
             await gw.start()
             if not await wire.until_state(since=start, timeout=_READY_WITHIN_S):
                 raise RuntimeError("the last start was not ready; " + gw.failure())
-            phones_task.cancel()
+            await cancel_until_done(phones_task)  # one cancel can be lost (aiomqtt, 3.11)
             quiet = time.time() + 3.0  # after the shoppers' exits (absence_s = 2 s)
             await asyncio.sleep(3.0)
             if not await wire.until_state(since=quiet, timeout=_DRAIN_WITHIN_S, outbox_empty=True):
@@ -228,7 +229,7 @@ async def run_kill(plan: KillPlan, *, progress: bool = True) -> KillReport:
                       file=sys.stderr)
             final = await gw.stop()
             await asyncio.sleep(1.0)  # the wire sees the last batches HQ already acked
-            wire_task.cancel()
+            await cancel_until_done(wire_task)
             rep.cycles = len(cycles)
         _audit(rep, work / "hq.sqlite", seen=seen, wire=wire, final=final, cycles=cycles)
     rep.seconds = time.perf_counter() - t0

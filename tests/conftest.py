@@ -5,6 +5,7 @@ the run does not end waiting for a long test begun last (docs/architecture.md#ho
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -27,6 +28,19 @@ def blockbuster() -> Iterator[BlockBuster]:
     with blockbuster_ctx(SCANNED) as bb:
         allow_known_blocking(bb)
         yield bb
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """Every test: the root logger's handlers and level as they were before it. A
+    command run in-process (``main([...])``) installs a handler on the stderr of that
+    moment, which capsys then closes; left in place, the next test's logs would hit the
+    closed file ("--- Logging error ---" in CI, breaking its one-line checks)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 import structlog
 
@@ -149,25 +149,11 @@ class _KvFormatter(logging.Formatter):
         return line
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A StreamHandler on whatever ``sys.stderr`` is when a record is written, not the
-    one it was made with: a command run in-process (tests, a caller's own capture) may
-    replace and close stderr, and a record logged afterwards would hit a closed file."""
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: TextIO) -> None:  # StreamHandler.__init__ assigns it
-        pass
-
-
 def setup_logging(level: str = "info", *, json_lines: bool = False) -> None:
     """Send every record to stderr: ``key=value`` lines, or JSON lines with ``json_lines``."""
     if not structlog.is_configured():
         _configure_structlog()
-    handler = _StderrHandler()
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if json_lines else _KvFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

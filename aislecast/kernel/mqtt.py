@@ -40,7 +40,7 @@ from aislecast.kernel.const import (
 from aislecast.kernel.errors import ConfigError, PublishDenied
 
 __all__ = ["CheckedClient", "MessageHandler", "MqttLink", "MqttSettings", "backoff_delay",
-           "is_login_refusal", "tls_hint"]
+           "cancel_until_done", "is_login_refusal", "tls_hint"]
 
 log = logging.getLogger("aislecast.kernel.mqtt")
 
@@ -118,6 +118,25 @@ def _sub_options(topic: str, qos: int) -> SubscribeOptions:
     peers' events would otherwise parse its own batches: measured stalls of up to 114 ms
     in paho's read callback). MQTT 5 forbids No Local on shared subscriptions."""
     return SubscribeOptions(qos=qos, noLocal=not topic.startswith("$share/"))
+
+
+async def cancel_until_done(task: asyncio.Task[object], retry_s: float = MQTT_LINK_CANCEL_RETRY_S
+                            ) -> None:
+    """Cancel ``task`` and wait for it, cancelling again every ``retry_s`` until it ends.
+
+    On Python 3.11, asyncio.wait_for (inside aiomqtt's connect and publish) returns
+    normally when a cancel lands in the loop turn its answer arrives, so one cancel can
+    be lost and an MQTT task run on with nobody left to stop it (seen as a hung
+    `aislecast demo` after Ctrl-C, and a kill benchmark that never ended)."""
+    while not task.done():
+        task.cancel()
+        try:
+            await asyncio.wait({task}, timeout=retry_s)
+        except asyncio.CancelledError:
+            task.cancel()  # we are cancelled ourselves: leave it cancelled, not waited
+            raise
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def backoff_delay(attempt: int) -> float:
@@ -257,22 +276,8 @@ class MqttLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task = self._task
-        if task is None:
-            return
-        # Cancel until it is done: on Python 3.11, asyncio.wait_for (inside aiomqtt's
-        # connect) returns normally when the cancel lands in the loop turn its CONNACK
-        # arrives, and the link would then run on with nobody left to stop it (seen as
-        # a hung `aislecast demo` after Ctrl-C; tests/test_processes.py).
-        while not task.done():
-            task.cancel()
-            try:
-                await asyncio.wait({task}, timeout=MQTT_LINK_CANCEL_RETRY_S)
-            except asyncio.CancelledError:
-                task.cancel()  # we are cancelled ourselves: leave it cancelled, not waited
-                raise
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if self._task is not None:
+            await cancel_until_done(self._task)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):
