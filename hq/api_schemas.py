@@ -27,12 +27,13 @@ from hq.audit import AuditEntry
 from hq.board import GatewayView
 from hq.consent import ConsentChange
 from hq.fleet_schema import StoreHealth
+from hq.funnel_api import FunnelAnswer
 from hq.leads_api import LeadsAnswer
 from hq.service import Enrollment
 from hq.till import Redeemed
 
 __all__ = ["ANSWERS", "TEXT", "Approved", "ConsentChanged", "Consents", "ConsoleCampaigns",
-           "ConsoleStore", "ConsoleStores", "Erased", "FunnelRows", "Health", "LoyaltyLinked",
+           "ConsoleStore", "ConsoleStores", "Erased", "Health", "LoyaltyLinked",
            "Me", "MemberId", "OptedOut", "PostResult", "PostResults", "Published",
            "PurchasesStored", "ShardDown", "ShortLinkClicks", "ShortLinkUrls"]
 
@@ -162,14 +163,6 @@ class PostResults(msgspec.Struct, frozen=True):
     posts: list[PostResult]
 
 
-class FunnelRows(msgspec.Struct, frozen=True):
-    """``GET /api/analytics/funnel``: one row per key of ``by`` (an hour, store, zone...)."""
-
-    by: str
-    campaign: str
-    rows: list[dict[str, Any]]
-
-
 #: (method, path template) -> {status: type of its JSON body, or None: see TEXT}
 ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("GET", "/health"): {200: Health},
@@ -215,7 +208,7 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("POST", "/api/campaigns/{cid}/reject"): {200: Approval},
     ("GET", "/api/approvals"): {200: list[Approved]},
     ("POST", "/api/feeds/social"): {200: PostResults},
-    ("GET", "/api/analytics/funnel"): {200: FunnelRows},
+    ("GET", "/api/analytics/funnel"): {200: FunnelAnswer},
     ("GET", "/api/campaigns/{cid}/leads"): {200: LeadsAnswer},
     ("GET", "/api/live"): {200: None},
 }

@@ -90,6 +90,17 @@ def json_io(body: type, answer: Any, description: str, status: int = 200) -> dic
     return a | b | {_COMPONENTS: a[_COMPONENTS] | b[_COMPONENTS]}
 
 
+# Refusals only some routes give, with the reason they carry.
+_ROUTE_REFUSALS: dict[tuple[str, str], dict[str, str]] = {
+    ("POST", "/api/campaigns/{cid}/submit"): {"409": "not a draft or paused campaign, or an "
+                                                     "edit made the submission stale"},
+    ("POST", "/api/campaigns/{cid}/approve"): {"409": "nothing submitted, or the content changed"},
+    ("POST", "/api/campaigns/{cid}/reject"): {"409": "nothing submitted to reject"},
+    ("GET", "/api/shoppers/{inbox}/pass.pkpass"): {"409": "passes_not_configured: [passes]"},
+    ("GET", "/api/shoppers/{inbox}/pass/google"): {"409": "passes_not_configured: [passes]"},
+}
+
+
 def _refusals(descriptions: dict[str, str]) -> dict[str, Any]:
     return {code: {"description": text, "content": _REFUSED} for code, text in descriptions.items()}
 
@@ -142,6 +153,7 @@ def secured_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     op["security"] = [{"bearer": []}, {"session": []}]
                     op["x-roles"] = sorted(allowed(method.upper(), path) or ())
                     responses.update(_refusals(_API))
+                    responses.update(_refusals(_ROUTE_REFUSALS.get((method.upper(), path), {})))
             for schema in generated.values():  # a struct's fields are all it takes or has
                 if "properties" in schema:
                     schema["additionalProperties"] = False

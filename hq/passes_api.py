@@ -4,7 +4,7 @@
 ``GET /api/shoppers/{inbox}/pass/google`` the Google Wallet loyalty object, to the
 shopper's own token (kind ``shopper``), the wallet's service token or an admin; another
 shopper's inbox is the same 404 as an unknown one (:meth:`hq.rights.ShopperRights.
-check_access`). Passes not configured in ``[passes]``: 503 ``passes_not_configured``.
+check_access`). Passes not configured in ``[passes]``: 409 ``passes_not_configured``.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ class PassDesk:
 
     def signer(self) -> ApplePassSigner:
         if self.apple is None:
-            raise Refused(503, _NOT_CONFIGURED, "Apple Wallet passes are not configured on "
+            raise Refused(409, _NOT_CONFIGURED, "Apple Wallet passes are not configured on "
                           f"this HQ (set {', '.join(self.settings.apple_missing())} in "
                           "hq.toml [passes])")
         return self.apple
 
     def google_issuer(self) -> None:
         if self.settings.google_issuer_id is None:
-            raise Refused(503, _NOT_CONFIGURED, "Google Wallet passes are not configured on "
+            raise Refused(409, _NOT_CONFIGURED, "Google Wallet passes are not configured on "
                           "this HQ (set passes.google_issuer_id in hq.toml [passes])")
 
 

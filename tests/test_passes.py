@@ -182,7 +182,7 @@ async def test_google_object_and_refusals(tmp_path: Path, desk: PassDesk) -> Non
     assert staff.status_code == 403
 
 
-async def test_not_configured_is_a_clear_503(tmp_path: Path) -> None:
+async def test_not_configured_is_a_clear_409(tmp_path: Path) -> None:
     c, db = _client(tmp_path, None)
     async with c:
         inbox, me = await _enrol(c, db, [])
@@ -190,7 +190,7 @@ async def test_not_configured_is_a_clear_503(tmp_path: Path) -> None:
         google = await c.get(f"/api/shoppers/{inbox}/pass/google", headers=me)
         consent = await c.get(f"/api/shoppers/{inbox}/consent", headers=me)  # the witness
     assert consent.status_code == 200
-    assert apple.status_code == google.status_code == 503
+    assert apple.status_code == google.status_code == 409
     assert apple.json()["reason"] == google.json()["reason"] == "passes_not_configured"
     assert "passes.apple_cert" in apple.json()["detail"]
     assert "passes.google_issuer_id" in google.json()["detail"]
