@@ -235,7 +235,8 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     else:
         summary = text.split("= SUMMARY =", 1)[-1].splitlines()[1:]
         print("\n".join(line for line in summary if line.strip() and "NDJSON" not in line))
-        print("\n".join(_errors(text)))
+        for line in _errors(text):
+            print(line)
     print("\n".join(tally.report()))
     report = work / "events.ndjson"
     found = failures(report)
