@@ -24,7 +24,6 @@ import time
 from array import array
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +31,6 @@ from typing import Any, Self
 
 from aislecast.kernel.const import TOKEN_ROTATION_K
 from aislecast.kernel.procinfo import rss_mib
-from aislecast.kernel.tokens import eid_for
 from benchmarks.simclock import SimClock, installed, run_on_real_loop
 from benchmarks.soak_probe import Probe
 from edge.advert import Advertisement
@@ -41,7 +39,7 @@ from edge.simstore import SimBeacon, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
 
-__all__ = ["GATEWAY_TASKS", "hour_percentile", "main"]
+__all__ = ["GATEWAY_TASKS", "PlannedTokens", "hour_percentile", "main"]
 
 #: The named tasks a running gateway (no NFC, no systemd) and its scanner keep alive.
 GATEWAY_TASKS = ("gw-publisher", "gw-presence-tick", "gw-health", "sim-scanner")
@@ -83,8 +81,21 @@ def _emit(row: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _token_for(key: bytes) -> Callable[[float], bytes]:
-    return lambda unix: eid_for(key, unix, TOKEN_ROTATION_K)
+class PlannedTokens:
+    """A simulated phone's on-air token from the plan's precomputed epochs
+    (:func:`benchmarks.bench_soak.visit_tokens`): this process computes no AES, so its RSS
+    holds no ``cryptography`` (the gateway's own process never imports it)."""
+
+    def __init__(self, inbox: str, tokens: dict[str, str]) -> None:
+        self.inbox = inbox
+        self._by_epoch = {int(e): bytes.fromhex(t) for e, t in tokens.items()}
+
+    def __call__(self, unix: float) -> bytes:
+        epoch = int(unix) >> TOKEN_ROTATION_K
+        try:
+            return self._by_epoch[epoch]
+        except KeyError:
+            raise LookupError(f"soak plan has no token for shopper {self.inbox} in epoch {epoch}") from None
 
 
 class _Timed:
@@ -192,7 +203,7 @@ async def _gateway(plan: dict[str, Any], clock: SimClock) -> None:
     store = SimStore(zones, seed=plan["seed"], beacons=[
         SimBeacon(f"b-{z.id}", z.id, z.x, z.y, major=1, minor=i + 1, interval_s=_ADV_INTERVAL_S)
         for i, z in enumerate(zones)])
-    pending = [SimShopper(name=s["inbox"], token_for=_token_for(bytes.fromhex(s["key"])),
+    pending = [SimShopper(name=s["inbox"], token_for=PlannedTokens(s["inbox"], s["tokens"]),
                           path=[(z, d) for z, d in s["path"]], start=clock.mono_of(s["arrive"]),
                           adv_interval_s=_ADV_INTERVAL_S)
                for s in plan["shoppers"]]
