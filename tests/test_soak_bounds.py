@@ -49,11 +49,21 @@ def test_planned_tokens_are_the_phones_eid_tokens_through_the_visit() -> None:
         tokens(arrive + 86_400)
 
 
-def test_soak_gateway_process_imports_the_gateway_but_not_cryptography() -> None:
-    code = ("import sys, aiomqtt, benchmarks.soak_gateway\n"
-            "print('gateway.app' in sys.modules, 'nacl' in sys.modules, "
-            "any(m.startswith('cryptography') for m in sys.modules))")
+def _loaded_by_soak_gateway(refuse: bool) -> list[str]:
+    code = ("import sys, benchmarks.simclock\n"
+            "from aislecast.apps.cli import refuse_unused\n"
+            + ("refuse_unused('gateway')\n" if refuse else "")
+            + "import benchmarks.soak_gateway\n"
+            "print(*sorted({m.split('.')[0] for m, v in sys.modules.items() if v is not None}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "True", "False"]
+    return out.stdout.split()
 
 
+def test_soak_gateway_process_imports_the_gateway_but_not_cryptography_or_rich() -> None:
+    """As simclock starts it (refusing what `aislecast gateway run` refuses): the gateway
+    and its verifier are loaded, the phones' AES and structlog's rich are not."""
+    mods = _loaded_by_soak_gateway(refuse=True)
+    assert {"gateway", "nacl", "structlog"} <= set(mods)
+    assert not {"cryptography", "rich", "greenlet"} & set(mods)
+    if "rich" in _loaded_by_soak_gateway(refuse=False):  # witness: installed here, so refused
+        assert "rich" not in mods
