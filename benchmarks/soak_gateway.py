@@ -84,18 +84,21 @@ def _emit(row: dict[str, Any]) -> None:
 class PlannedTokens:
     """A simulated phone's on-air token from the plan's precomputed epochs
     (:func:`benchmarks.bench_soak.visit_tokens`): this process computes no AES, so its RSS
-    holds no ``cryptography`` (the gateway's own process never imports it)."""
+    holds no ``cryptography`` (the gateway's own process never imports it). One bytes
+    object per shopper (8 bytes an epoch), not a dict of them: the simulator's share stays small."""
 
-    def __init__(self, inbox: str, tokens: dict[str, str]) -> None:
+    __slots__ = ("_first", "_tokens", "inbox")
+
+    def __init__(self, inbox: str, tokens: tuple[int, str] | list[Any]) -> None:
         self.inbox = inbox
-        self._by_epoch = {int(e): bytes.fromhex(t) for e, t in tokens.items()}
+        self._first, self._tokens = int(tokens[0]), bytes.fromhex(tokens[1])
 
     def __call__(self, unix: float) -> bytes:
-        epoch = int(unix) >> TOKEN_ROTATION_K
-        try:
-            return self._by_epoch[epoch]
-        except KeyError:
-            raise LookupError(f"soak plan has no token for shopper {self.inbox} in epoch {epoch}") from None
+        i = (int(unix) >> TOKEN_ROTATION_K) - self._first
+        if not 0 <= i < len(self._tokens) // 8:
+            raise LookupError(f"soak plan has no token for shopper {self.inbox} in epoch "
+                              f"{i + self._first}")
+        return self._tokens[8 * i:8 * i + 8]
 
 
 class _Timed:
@@ -206,7 +209,7 @@ async def _gateway(plan: dict[str, Any], clock: SimClock) -> None:
     pending = [SimShopper(name=s["inbox"], token_for=PlannedTokens(s["inbox"], s["tokens"]),
                           path=[(z, d) for z, d in s["path"]], start=clock.mono_of(s["arrive"]),
                           adv_interval_s=_ADV_INTERVAL_S)
-               for s in plan["shoppers"]]
+               for s in plan.pop("shoppers")]  # the plan's copy goes: only the walkers stay
     timed = _Timed(clock)
 
     def scanner(cb: AdvertCallback) -> _StepScanner:
