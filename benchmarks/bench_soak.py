@@ -42,21 +42,26 @@ from typing import Any
 from aislecast.apps.scenarios import TZ, setup_store
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.campaign import Caps, Schedule, Window
+from aislecast.kernel.const import TOKEN_ROTATION_K
 from aislecast.kernel.schema import Campaign, Creative, Trigger
 from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_key_pem
+from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start
 from benchmarks._harness import BenchOptions, Measurement, benchmark, stop_process
 from benchmarks.soak_report import SoakRun, summarize, write_report
 from edge.simstore import STORE_UUID, default_zones
 from hq.db import HqDb
 from hq.service import HqService
 
-__all__ = ["SoakParams", "bench_soak", "run_soak"]
+__all__ = ["SoakParams", "bench_soak", "run_soak", "visit_tokens"]
 
 STORE = "store-soak"
 GATEWAY = "gw-soak"
 _DAY0 = dt.datetime(2026, 6, 8, tzinfo=zoneinfo.ZoneInfo(TZ)).timestamp()  # a Monday, 00:00
 _AISLES = ["produce", "bakery", "dairy", "drinks"]
 _READY_WITHIN_S = 120.0  # a process says it started (a loaded 2-core machine)
+_TOKEN_MARGIN_S = 1800.0  # tokens precomputed this long before and after a planned visit
+#: glibc malloc arenas in the soak's processes, as the gateway's systemd unit sets them
+_CHILD_ENV = {"PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2"}
 
 
 class SoakParams:
@@ -106,6 +111,19 @@ def _arrival(rng: random.Random, p: SoakParams) -> float:
             return _DAY0 + h * 3600
 
 
+def visit_tokens(key: bytes, arrive: float, path: list[tuple[str, float]]) -> tuple[int, str]:
+    """A shopper's on-air tokens for every epoch of a planned visit, with
+    :data:`_TOKEN_MARGIN_S` either side (walking between zones adds to the dwell times):
+    the first epoch and the 8-byte tokens from it on, concatenated, in hex.
+
+    Computed here, not in the gateway's process: the phones' AES (``cryptography``'s
+    OpenSSL, ~6 MiB of RSS) is the simulator's, and the gateway never imports it."""
+    first = epoch_of(arrive - _TOKEN_MARGIN_S, TOKEN_ROTATION_K)
+    last = epoch_of(arrive + sum(d for _, d in path) + _TOKEN_MARGIN_S, TOKEN_ROTATION_K)
+    return first, b"".join(eid_for(key, epoch_start(e, TOKEN_ROTATION_K), TOKEN_ROTATION_K)
+                           for e in range(first, last + 1)).hex()
+
+
 def _prepare(work: Path, p: SoakParams, port: int) -> dict[str, Any]:
     """HQ's database (store, campaigns, enrolled shoppers), the gateway's config and the plan."""
     db = HqDb(f"sqlite:///{work}/hq.sqlite")
@@ -119,8 +137,9 @@ def _prepare(work: Path, p: SoakParams, port: int) -> dict[str, Any]:
         shoppers = []
         for _ in range(p.shoppers):
             e = service.enroll(["offers"])
-            shoppers.append({"inbox": e.inbox, "key": e.identity_key, "arrive": _arrival(rng, p),
-                             "path": _path(rng)})
+            arrive, path = _arrival(rng, p), _path(rng)
+            shoppers.append({"inbox": e.inbox, "arrive": arrive, "path": path,
+                             "tokens": visit_tokens(bytes.fromhex(e.identity_key), arrive, path)})
     finally:
         db.close()
     (work / "hq.pub.pem").write_text(public_key_pem(signer.public_key))
@@ -143,7 +162,7 @@ async def _child(role: str, plan: Path, err: Path) -> AsyncIterator[asyncio.subp
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.simclock", str(plan), f"benchmarks.soak_{role}",
             stdout=asyncio.subprocess.PIPE, stderr=e, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, limit=2**22)
+            env={**os.environ, **_CHILD_ENV}, limit=2**22)
     try:
         yield proc
     finally:

@@ -34,11 +34,17 @@ from typing import Any, TypeVar
 
 import aiomqtt  # noqa: F401 - imported before the patch: paho binds the real monotonic clock
 
+from aislecast.apps.cli import refuse_unused
+
 __all__ = ["RealTimeLoop", "SimClock", "installed", "main", "run_on_real_loop"]
 
 T = TypeVar("T")
 
 _REAL_MONOTONIC = time.monotonic  # taken before any patch
+#: The product command a soak process stands for: it refuses the same unused libraries
+#: (rich and greenlet, which structlog imports where installed: ~5 MiB of the soak's
+#: gateway RSS that `aislecast gateway run` never holds).
+_AS_COMMAND = {"benchmarks.soak_gateway": "gateway"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,7 @@ def main(argv: list[str]) -> None:
     plan = json.loads(Path(plan_file).read_text())
     clock = SimClock(plan["scale"], plan["origin_real"], plan["origin_wall"])
     _installed = clock
+    refuse_unused(_AS_COMMAND.get(module))
     time.time = clock.time
     time.monotonic = clock.monotonic
     sys.argv = [module, plan_file]

@@ -24,7 +24,6 @@ import time
 from array import array
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +31,6 @@ from typing import Any, Self
 
 from aislecast.kernel.const import TOKEN_ROTATION_K
 from aislecast.kernel.procinfo import rss_mib
-from aislecast.kernel.tokens import eid_for
 from benchmarks.simclock import SimClock, installed, run_on_real_loop
 from benchmarks.soak_probe import Probe
 from edge.advert import Advertisement
@@ -41,7 +39,7 @@ from edge.simstore import SimBeacon, SimShopper, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
 
-__all__ = ["GATEWAY_TASKS", "hour_percentile", "main"]
+__all__ = ["GATEWAY_TASKS", "PlannedTokens", "hour_percentile", "main"]
 
 #: The named tasks a running gateway (no NFC, no systemd) and its scanner keep alive.
 GATEWAY_TASKS = ("gw-publisher", "gw-presence-tick", "gw-health", "sim-scanner")
@@ -83,8 +81,24 @@ def _emit(row: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _token_for(key: bytes) -> Callable[[float], bytes]:
-    return lambda unix: eid_for(key, unix, TOKEN_ROTATION_K)
+class PlannedTokens:
+    """A simulated phone's on-air token from the plan's precomputed epochs
+    (:func:`benchmarks.bench_soak.visit_tokens`): this process computes no AES, so its RSS
+    holds no ``cryptography`` (the gateway's own process never imports it). One bytes
+    object per shopper (8 bytes an epoch), not a dict of them: the simulator's share stays small."""
+
+    __slots__ = ("_first", "_tokens", "inbox")
+
+    def __init__(self, inbox: str, tokens: tuple[int, str] | list[Any]) -> None:
+        self.inbox = inbox
+        self._first, self._tokens = int(tokens[0]), bytes.fromhex(tokens[1])
+
+    def __call__(self, unix: float) -> bytes:
+        i = (int(unix) >> TOKEN_ROTATION_K) - self._first
+        if not 0 <= i < len(self._tokens) // 8:
+            raise LookupError(f"soak plan has no token for shopper {self.inbox} in epoch "
+                              f"{i + self._first}")
+        return self._tokens[8 * i:8 * i + 8]
 
 
 class _Timed:
@@ -192,10 +206,10 @@ async def _gateway(plan: dict[str, Any], clock: SimClock) -> None:
     store = SimStore(zones, seed=plan["seed"], beacons=[
         SimBeacon(f"b-{z.id}", z.id, z.x, z.y, major=1, minor=i + 1, interval_s=_ADV_INTERVAL_S)
         for i, z in enumerate(zones)])
-    pending = [SimShopper(name=s["inbox"], token_for=_token_for(bytes.fromhex(s["key"])),
+    pending = [SimShopper(name=s["inbox"], token_for=PlannedTokens(s["inbox"], s["tokens"]),
                           path=[(z, d) for z, d in s["path"]], start=clock.mono_of(s["arrive"]),
                           adv_interval_s=_ADV_INTERVAL_S)
-               for s in plan["shoppers"]]
+               for s in plan.pop("shoppers")]  # the plan's copy goes: only the walkers stay
     timed = _Timed(clock)
 
     def scanner(cb: AdvertCallback) -> _StepScanner:

@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import math
 import random
+import time
+from typing import Final
 
 from aislecast.kernel.campaign import FEATURES, ArmStats, Campaign, Creative, Model, Profile, features
 
-__all__ = ["PRIOR_STRENGTH", "Ranker"]
+__all__ = ["BOOST_KEEP_S", "PRIOR_STRENGTH", "Ranker"]
 
 # How many pseudo-trials the model's prediction is worth in a variant's Beta prior: small,
 # so a few dozen real outcomes shipped from HQ dominate it.
 PRIOR_STRENGTH = 4.0
 _NO_ARM = ArmStats()
+#: A shopper's local lead boost is forgotten this long after their last dwell here, so a
+#: gateway that sees a thousand new shoppers a day holds a day's boosts, not every one since
+#: it started (the soak, issue 14). Looked at once per :data:`_PRUNE_EVERY_S`.
+BOOST_KEEP_S: Final = 86_400.0
+_PRUNE_EVERY_S: Final = 600.0
 
 
 def _sigmoid(z: float) -> float:
@@ -35,6 +42,8 @@ class Ranker:
         self.rng = rng or random.Random()
         self.model = Model()
         self._boost: dict[str, float] = {}  # inbox -> lead raised by dwell seen here
+        self._boost_at: dict[str, float] = {}  # inbox -> wall time of that dwell's last raise
+        self._prune_at = float("-inf")
         self._base: dict[tuple[str, str], float] = {}
         self._shopper_w: tuple[float, float, float] | None = None
 
@@ -54,12 +63,29 @@ class Ranker:
 
     def observe_dwell(self, inbox: str, dwell_s: float) -> None:
         """Dwell in this store raises the lead score locally (1 - e^(-dwell/300 s))."""
+        now = time.time()
         b = 1.0 - math.exp(-dwell_s / 300.0)
         if b > self._boost.get(inbox, 0.0):
             self._boost[inbox] = b
+        self._boost_at[inbox] = now
+        if now >= self._prune_at:
+            self.prune(now)
+
+    def prune(self, now: float) -> int:
+        """Forget boosts of shoppers with no dwell here for :data:`BOOST_KEEP_S`; how many."""
+        self._prune_at = now + _PRUNE_EVERY_S
+        stale = [i for i, at in self._boost_at.items() if at < now - BOOST_KEEP_S]
+        for inbox in stale:
+            self.forget(inbox)
+        return len(stale)
+
+    def boosted(self) -> int:
+        """Shoppers whose lead is raised locally (bounded by :meth:`prune`)."""
+        return len(self._boost)
 
     def forget(self, inbox: str) -> None:
         self._boost.pop(inbox, None)
+        self._boost_at.pop(inbox, None)
 
     def propensity(self, c: Campaign, v: Creative, p: Profile | None) -> float:
         """sigmoid(w . features): the campaign/variant part is cached per model, the

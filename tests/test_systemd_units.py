@@ -68,6 +68,7 @@ def test_unit_has_required_keys(name: str) -> None:
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
     if name == "gateway":
         assert " gateway run --config /etc/aislecast/gateway.toml" in svc["ExecStart"][0]
+        assert "MALLOC_ARENA_MAX=2" in svc["Environment"][0].split()  # as the soak runs it
         assert "bluetooth" in svc["SupplementaryGroups"][0].split()  # D-Bus policy of org.bluez
         assert "bluetooth.service" in unit["Unit"]["After"][0]
         assert svc["StateDirectory"] == ["aislecast"]  # = gateway.toml's default data_dir

@@ -28,7 +28,7 @@ from typing import Final
 from aislecast import __version__
 from aislecast.kernel.errors import AislecastError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "refuse_unused"]
 
 # (commands, module, what to install when the module's dependencies are missing)
 _COMMANDS: Final = (
@@ -99,11 +99,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    command = _command_of(sys.argv[1:] if argv is None else argv)
+def refuse_unused(command: str | None) -> None:
+    """Make the libraries ``command``'s process must not load unimportable here (also
+    used by the soak's gateway process, benchmarks/simclock.py, to measure what `gateway run` holds)."""
     for name in _REFUSED.get(command or "", ()):
         # None in sys.modules is the import system's "refuse": `import numpy` raises ImportError
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command = _command_of(sys.argv[1:] if argv is None else argv)
+    refuse_unused(command)
     parser = build_parser(command)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
