@@ -50,6 +50,7 @@ _MODULES = (
     "benchmarks.bench_fanout",
     "benchmarks.bench_ingest",
     "benchmarks.bench_rollups",
+    "benchmarks.bench_stats",
     "benchmarks.bench_hq_workers",
     "benchmarks.bench_tap_e2e",
     "benchmarks.bench_presence",

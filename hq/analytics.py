@@ -11,6 +11,9 @@ phone's report) count in the funnel only: holdout shoppers have no offer to rede
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Final, Literal
+
 import msgspec
 
 from aislecast.kernel.campaign import Attribution, Campaign
@@ -18,6 +21,7 @@ from aislecast.kernel.schema import decode
 from hq.db import HqDb
 from hq.funnel import copy_counts, finish, funnel_totals
 from hq.lift import ArmLift, campaign_lift
+from hq.stats_cache import StatsCache, cache_of, lift_inputs
 
 __all__ = ["CampaignStats", "campaign_stats"]
 
@@ -57,26 +61,54 @@ class CampaignStats(msgspec.Struct):
 
 
 
-def campaign_stats(db: HqDb, campaign: str | None = None) -> list[CampaignStats]:
+_CORRECTION: Final = (
+    "SELECT r.campaign, count(*) FROM events r WHERE r.kind = 'offer_redeemed'"
+    " AND r.reason IS NULL AND r.campaign IS NOT NULL{only} AND EXISTS (SELECT 1 FROM events p"
+    " WHERE p.offer = r.offer AND p.kind = 'offer_published' AND p.reason = 'till_code')"
+    " GROUP BY r.campaign")
+
+
+def campaign_stats(db: HqDb, campaign: str | None = None, *,
+                   cache: StatsCache | Literal[False] | None = None) -> list[CampaignStats]:
+    """Every campaign's numbers (or ``campaign``'s only). Lift and the till-code
+    correction come from ``cache`` (default: ``db``'s, :mod:`hq.stats_cache`), recomputed
+    when their inputs changed; ``cache=False`` computes everything afresh."""
     out: dict[str, CampaignStats] = {}
     for cid, counts in funnel_totals(db).items():  # the funnel: from the rollups
         copy_counts(out.setdefault(cid, CampaignStats(cid)), counts)
+    store = cache_of(db) if cache is None else cache or None
     # a till code's redemption is the till's (hq.till); a phone's "redeemed" on an offer
     # that carries one is the shopper's claim, not counted again
-    for cid, n in db.query(
-            "SELECT r.campaign, count(*) FROM events r WHERE r.kind = 'offer_redeemed'"
-            " AND r.reason IS NULL AND r.campaign IS NOT NULL AND EXISTS (SELECT 1 FROM events p"
-            " WHERE p.offer = r.offer AND p.kind = 'offer_published' AND p.reason = 'till_code')"
-            " GROUP BY r.campaign"):
-        out[cid].redemptions -= n
+    if store is None:
+        for cid, n in db.query(_CORRECTION.format(only="")):
+            out[cid].redemptions -= n
+    else:
+        for cid, s in out.items():
+            s.redemptions -= store.get("correction", cid, (s.impressions, s.redemptions),
+                                       partial(_correction, db, cid))
     settings = _settings(db)
+    inputs = None if store is None else lift_inputs(db)
     for cid, s in out.items():
         if campaign is None or cid == campaign:
-            _fill_lift(s, db, settings.get(cid, Attribution()))
+            a = settings.get(cid, Attribution())
+            if store is None or inputs is None:
+                lift = campaign_lift(db, cid, a)
+            else:
+                decided, bought, erased = inputs
+                mine = decided.get(cid, ())
+                sig = (mine, tuple(bought.get(st, (0, 0.0)) for st, _ in mine), erased,
+                       a.window_s, a.min_per_arm)
+                lift = store.get("lift", cid, sig, partial(campaign_lift, db, cid, a))
+            _fill_lift(s, lift, a)
     for s in out.values():
         finish(s)
     stats = sorted(out.values(), key=lambda s: s.campaign)
     return stats if campaign is None else [s for s in stats if s.campaign == campaign]
+
+
+def _correction(db: HqDb, cid: str) -> int:
+    row = db.one(_CORRECTION.format(only=" AND r.campaign = ?"), (cid,))
+    return 0 if row is None else int(row[1])
 
 
 def _settings(db: HqDb) -> dict[str, Attribution]:
@@ -84,8 +116,10 @@ def _settings(db: HqDb) -> dict[str, Attribution]:
                                           db.query("SELECT body FROM campaigns"))}
 
 
-def _fill_lift(s: CampaignStats, db: HqDb, a: Attribution) -> None:
-    s.overall, s.variants = o, _ = campaign_lift(db, s.campaign, a)
+def _fill_lift(s: CampaignStats, lift: tuple[ArmLift, list[ArmLift]], a: Attribution) -> None:
+    o, variants = lift
+    s.overall, s.variants = msgspec.structs.replace(o), [msgspec.structs.replace(v)
+                                                          for v in variants]
     s.treated, s.control, s.conv_treated, s.conv_control = (o.treated, o.control, o.rate_treated,
                                                             o.rate_control)
     s.lift_status, s.min_per_arm, s.attribution_s = o.status, a.min_per_arm, a.window_s

@@ -9,7 +9,16 @@ A campaign lists its rules in ``auto_pause`` (:class:`~aislecast.kernel.campaign
   are ``after`` deliveries;
 - ``budget_pace``: the share of the budget spent (offers decided for an impressions
   budget, redemptions for a redemptions budget) minus the share of the schedule
-  elapsed, above ``ahead_by``.
+  elapsed, above ``ahead_by``;
+- ``code_refusals``: more than ``refusals`` of the campaign's till codes refused in the
+  last ``within_s`` seconds (``code_refusals``, written by :mod:`hq.till`): ``used``
+  (a code copied or shared), ``foreign_store`` (verified under another store's key: a
+  code carried to the wrong store, or a leaked one) and ``forged`` where the serial
+  names an offer this store published but the tag fails (a misprinted or altered
+  code). A code's letters do not name its campaign (the campaign is only inside the
+  tag), so a made-up code is not pinned on any campaign; nor is ``unknown_till`` (no
+  code was checked). ``expired`` is left out: it is a shopper coming late, a matter
+  of the campaign's validity, not of fraud or misprints.
 
 The rates count the campaign's events since its last auto-pause, resume or edit by a
 person (the newest ``campaign.auto_pause``, ``campaign.resume``, ``campaign.save`` or
@@ -27,8 +36,7 @@ the signed delta to its stores' gateways; the action is written to the audit log
 after). Every worker raises a ``campaign_auto_paused`` alert (:mod:`hq.alerts`) for
 each campaign paused by a rule until a person resumes or edits it.
 
-Redemption-code failure spikes are not a rule yet: HQ has no event for a refused
-code, so such a rule is refused as an unknown kind. See docs/architecture.md#auto-pause.
+See docs/architecture.md#auto-pause.
 """
 
 from __future__ import annotations
@@ -84,8 +92,9 @@ def rules_since(db: HqDb, cid: str) -> float:
     return float(row[0]) if row and row[0] is not None else 0.0
 
 
-def numbers_of(db: HqDb, c: Campaign, since: float) -> dict[str, float]:
-    """What the rules look at: feedback since ``since``, and the budget spent ever."""
+def numbers_of(db: HqDb, c: Campaign, since: float, now: float | None = None) -> dict[str, float]:
+    """What the rules look at: feedback since ``since``, the budget spent ever, and the
+    refused codes in a ``code_refusals`` rule's window (since ``since`` at most)."""
     got = {str(k): int(n) for k, n in db.query(
         "SELECT kind, count(*) FROM events WHERE campaign = ? AND ts > ? AND kind IN"
         " ('offer_delivered', 'offer_clicked', 'offer_dismissed') GROUP BY kind", (c.id, since))}
@@ -98,6 +107,14 @@ def numbers_of(db: HqDb, c: Campaign, since: float) -> dict[str, float]:
                "SELECT count(*) FROM events WHERE campaign = ? AND kind = 'offer_redeemed'")
         row = db.one(sql, (c.id,))
         n["budget_spent"] = int(row[0]) if row else 0
+    rule = next((r for r in c.auto_pause if r.kind == "code_refusals"), None)
+    if rule is not None and rule.within_s is not None:
+        start = max(since, (time.time() if now is None else now) - rule.within_s)
+        refused = {str(k): int(m) for k, m in db.query(
+            "SELECT reason, count(*) FROM code_refusals WHERE campaign = ? AND ts > ?"
+            " GROUP BY reason", (c.id, start))}
+        n |= {"refusals": sum(refused.values()), "within_s": rule.within_s,
+              **{f"refused_{k}": float(m) for k, m in sorted(refused.items())}}
     return n
 
 
@@ -126,6 +143,13 @@ def judge(c: Campaign, n: dict[str, float], now: float) -> Verdict | None:
                                        "elapsed_share": round(elapsed, 4)},
                                f"{spent:.0%} of the budget spent at {elapsed:.0%} of the "
                                f"schedule (more than {r.ahead_by:.0%} ahead)")
+        elif r.kind == "code_refusals" and r.refusals is not None and r.within_s is not None:
+            refused = n.get("refusals", 0.0)
+            if refused > r.refusals:
+                why = ", ".join(f"{n[k]:.0f} {k.removeprefix('refused_')}" for k in sorted(n)
+                                if k.startswith("refused_"))
+                return Verdict(r, n, f"{refused:.0f} till codes refused ({why}) in "
+                                     f"{r.within_s / 60:g} min, more than {r.refusals}")
     return None
 
 
@@ -135,7 +159,7 @@ def _round(db: HqDb, now: float, judging: bool) -> tuple[list[Campaign], list[tu
     fired = []
     for c in campaigns:
         if judging and c.status == "live" and c.auto_pause:
-            v = judge(c, numbers_of(db, c, rules_since(db, c.id)), now)
+            v = judge(c, numbers_of(db, c, rules_since(db, c.id), now), now)
             if v is not None:
                 fired.append((c, v))
     return campaigns, fired

@@ -7,7 +7,9 @@ its row into ``redemptions`` (primary key: the code), so of two tills racing, ev
 two HQ workers, exactly one wins. The same ``(till, txn)`` again gets the same success
 (a till that lost the answer retries); any other transaction gets ``used``. Each
 success writes one ``offer_redeemed`` event (reason ``till``) under an id derived from
-the code, so a replay never counts twice.
+the code, so a replay never counts twice. A refusal HQ can pin on a campaign (``used``,
+``foreign_store``, ``forged`` with a serial this store published) is also stored in
+``code_refusals`` for the ``code_refusals`` auto-pause rule (:mod:`hq.autopause`).
 
 :meth:`TillDesk.purchases` stores basket lines in ``purchases`` (idempotent by till,
 transaction and line number). A line whose member id HQ does not know is kept with
@@ -97,6 +99,8 @@ class TillStats:
     redeemed: int = count("till codes redeemed (consumed once)")
     replays: int = count("redemptions replayed by the same till transaction (same answer)")
     refused: dict[str, int] = by("reason", "till redemptions refused, per reason")
+    attributed: dict[str, int] = by("reason", "refused redemptions pinned on a campaign "
+                                    "(what the code_refusals auto-pause rule counts)")
     unbound: int = count("redemptions whose offer HQ had not yet heard published")
     bound_late: int = count("such redemptions bound once the offer's batch came")
     purchase_lines: int = count("purchase lines stored")
@@ -164,9 +168,20 @@ class TillDesk:
         self._unbound, self._unbound_at = False, -_CAMPAIGNS_TTL_S
 
     # ---- redemption ---------------------------------------------------------------
-    def refuse(self, reason: RedeemReason, detail: str, *, till: str, code: str) -> TillRefused:
+    def refuse(self, reason: RedeemReason, detail: str, *, till: str, code: str,
+               store: str = "", campaign: str | None = None,
+               now: float | None = None) -> TillRefused:
+        """Count (and log) a refusal; one HQ can pin on a ``campaign`` is also stored in
+        ``code_refusals``, which the ``code_refusals`` auto-pause rule reads."""
         self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
-        log.warning("redemption refused", reason=reason, till=till, code=code[:8])
+        log.warning("redemption refused", reason=reason, till=till, code=code[:8],
+                    campaign=campaign)
+        if campaign is not None:
+            self.db.execute("INSERT INTO code_refusals (ts, store, campaign, reason, till, code)"
+                            " VALUES (?, ?, ?, ?, ?, ?)",
+                            (time.time() if now is None else now, store, campaign, reason,
+                             till, code))
+            self.stats.attributed[reason] = self.stats.attributed.get(reason, 0) + 1
         return TillRefused(reason, detail)
 
     def _campaign_variants(self) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -195,11 +210,22 @@ class TillDesk:
                 return cid, vid
         return None
 
-    def _minted_elsewhere(self, p: ParsedCode, store: str) -> bool:
+    def _minted_elsewhere(self, p: ParsedCode, store: str) -> str | None:
+        """The campaign of a code that verifies under another store's key, if any."""
         if self._keys() is None:
-            return False
-        return any(verify_tag(self._key(s), p, store=s, campaign=cid, variant=vid)
-                   for cid, vid, stores in self._campaign_variants() for s in stores if s != store)
+            return None
+        return next((cid for cid, vid, stores in self._campaign_variants() for s in stores
+                     if s != store and verify_tag(self._key(s), p, store=s, campaign=cid,
+                                                  variant=vid)), None)
+
+    def _misprinted(self, p: ParsedCode, store: str) -> str | None:
+        """The campaign of the offer this store published under the code's serial, for a
+        code whose tag fails: the letters of a real code, altered (a misprint, a typo
+        past the usual misreadings, or tampering). A made-up serial names no offer."""
+        lo = p.serial.hex()
+        row = self.db.one("SELECT campaign FROM events WHERE offer >= ? AND offer < ?"
+                          " AND kind = 'offer_published' AND store = ?", (lo, lo + "g", store))
+        return None if row is None or row[0] is None else str(row[0])
 
     def _offer(self, p: ParsedCode, store: str, campaign: str) -> tuple[str | None, str | None]:
         """The offer whose id starts with the code's serial, if its batch has come."""
@@ -209,14 +235,15 @@ class TillDesk:
                           (lo, lo + "g", store, campaign))
         return (None, None) if row is None else (row[0], row[1])
 
-    def _replay_or_used(self, code: str, till: str, txn: str) -> Redeemed | None:
+    def _replay_or_used(self, code: str, till: str, txn: str, now: float) -> Redeemed | None:
         row = self.db.one("SELECT store, campaign, variant, offer, inbox, till, txn, ts"
                           " FROM redemptions WHERE code = ?", (code,))
         if row is None:
             return None
         if (row[5], row[6]) != (till, txn):
             raise self.refuse("used", f"code: already redeemed at {_utc(float(row[7]))}",
-                              till=till, code=code)
+                              till=till, code=code, store=str(row[0]), campaign=str(row[1]),
+                              now=now)
         self.stats.replays += 1
         return Redeemed(code, row[0], row[1], row[2], row[3], row[4], txn, float(row[7]), True)
 
@@ -232,14 +259,17 @@ class TillDesk:
                               code=code) from None
         got = self._match(p, store)
         if got is None:
-            if self._minted_elsewhere(p, store):
+            elsewhere = self._minted_elsewhere(p, store)
+            if elsewhere is not None:
                 raise self.refuse("foreign_store", f"code: issued by another store, not {store}",
-                                  till=till, code=p.code)
+                                  till=till, code=p.code, store=store, campaign=elsewhere,
+                                  now=now)
             raise self.refuse("forged", "code: does not verify (mistyped or made up)",
-                              till=till, code=p.code)
+                              till=till, code=p.code, store=store,
+                              campaign=self._misprinted(p, store), now=now)
         campaign, variant = got
         if p.expires_at <= now:  # its own transaction replayed still gets its answer
-            done = self._replay_or_used(p.code, till, txn)
+            done = self._replay_or_used(p.code, till, txn, now)
             if done is None:
                 raise self.refuse("expired", f"code: expired at {_utc(p.expires_at)}",
                                   till=till, code=p.code)
@@ -259,7 +289,7 @@ class TillDesk:
                 log.info("code redeemed", store=store, campaign=campaign, till=till,
                          bound=offer is not None)
             else:
-                replayed = self._replay_or_used(p.code, till, txn)
+                replayed = self._replay_or_used(p.code, till, txn, now)
                 assert replayed is not None, "the insert found the code's row"
                 done = replayed
         event = Event(id=redemption_event_id(done.code), kind="offer_redeemed",

@@ -32,6 +32,7 @@ EXPECTED = {
     "nfc",
     "rollups",
     "soak",
+    "stats",
     "tap",
     "till",
     "tls",

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_ATTRIBUTION_S",
     "MAX_LEAD_FIELDS",
     "MAX_LEAD_VALUE",
+    "MAX_REFUSALS_WINDOW_S",
     "MAX_VALIDITY_S",
     "PAUSE_RULE_KINDS",
     "SCENARIOS",
@@ -182,7 +183,9 @@ class Attribution(msgspec.Struct, frozen=True):
     min_per_arm: int = 30
 
 
-PAUSE_RULE_KINDS = frozenset({"dismiss_rate", "ctr_floor", "budget_pace"})
+PAUSE_RULE_KINDS = frozenset({"dismiss_rate", "ctr_floor", "budget_pace", "code_refusals"})
+#: the longest window a code_refusals rule counts over (a day)
+MAX_REFUSALS_WINDOW_S = 86_400.0
 
 
 class PauseRule(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -191,13 +194,18 @@ class PauseRule(msgspec.Struct, frozen=True, omit_defaults=True):
     - ``dismiss_rate``: dismissals per delivery ``above`` a share, once ``after`` deliveries;
     - ``ctr_floor``: clicks per delivery ``below`` a share, once ``after`` deliveries;
     - ``budget_pace``: budget spent ahead of the schedule's elapsed share by ``ahead_by``
-      (needs a budget and a schedule with start and end)."""
+      (needs a budget and a schedule with start and end);
+    - ``code_refusals``: more than ``refusals`` of the campaign's till codes refused as
+      used, from another store or with a tag that fails (a misprint or tampering) in
+      the last ``within_s`` seconds."""
 
     kind: str
     above: float | None = None
     below: float | None = None
     after: int = 0
     ahead_by: float | None = None
+    refusals: int | None = None
+    within_s: float | None = None
 
 
 class PausedBy(msgspec.Struct, frozen=True):
@@ -435,6 +443,8 @@ def check_hq_settings(c: Campaign) -> list[str]:
     _check_attribution(c.attribution, p)
     for i, r in enumerate(c.auto_pause):
         _check_rule(f"auto_pause[{i}]", r, c, p)
+    if sum(r.kind == "code_refusals" for r in c.auto_pause) > 1:
+        p.append("auto_pause: at most one code_refusals rule (one window per campaign)")
     return p
 
 
@@ -463,6 +473,15 @@ def _check_rule(where: str, r: PauseRule, c: Campaign, p: list[str]) -> None:
         _share(where, "above", r.above, p)
     elif r.kind == "ctr_floor":
         _share(where, "below", r.below, p)
+    elif r.kind == "code_refusals":
+        if r.refusals is None or r.within_s is None:
+            p.append(f"{where}: code_refusals needs refusals and within_s")
+        else:
+            if not 1 <= r.refusals <= 1_000_000:
+                p.append(f"{where}.refusals: {r.refusals} outside [1, 1000000] codes")
+            if not 0 < r.within_s <= MAX_REFUSALS_WINDOW_S:
+                p.append(f"{where}.within_s: {r.within_s} outside (0, "
+                         f"{MAX_REFUSALS_WINDOW_S:.0f}] seconds")
     else:
         _share(where, "ahead_by", r.ahead_by, p)
         if c.budget.kind == "none" or c.schedule.start is None or c.schedule.end is None:
