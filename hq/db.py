@@ -163,6 +163,14 @@ class HqDb:
                     if not cur.nextset():
                         return out
 
+    def returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """PostgreSQL only: one statement with its parameters sent in binary (no text
+        escaping of big arrays), inside the caller's :meth:`transaction`; its rows."""
+        binary = self._sql(sql).replace("%%", "\0").replace("%s", "%b").replace("\0", "%%")
+        with self._lock, self._live().cursor() as cur:
+            cur.execute(binary, tuple(params))
+            return [tuple(r) for r in cur.fetchall()]
+
     def pipelined(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         """Each ``(sql, rows)`` for its rows, in order, inside the caller's
         :meth:`transaction` (on PostgreSQL as one pipeline: one round trip)."""
