@@ -313,3 +313,17 @@ async def test_a_failing_group_is_stored_batch_by_batch(db_url: str,
     assert db.one("SELECT count(*) FROM events") == (len(good),)
     assert _stored(db) == _expected(db)
     db.close()
+
+
+def test_rollup_bench_builds_the_rollups_ingest_would(db_url: str) -> None:
+    """benchmarks.bench_rollups stores its drawn events in bulk and rolls them up with
+    the backfill's SQL: the tables equal the drawn counts, and a GROUP BY of the events."""
+    from benchmarks.bench_rollups import _fill, draw  # noqa: PLC0415 - a benchmark's
+
+    db = HqDb(db_url)
+    stored = _fill(db, 3_000)
+    drawn = draw(3_000)
+    assert stored == sum(drawn.values()) >= 3_000
+    assert _stored(db)["rollup_hours"] == Counter(drawn)
+    assert _stored(db) == _expected(db)
+    db.close()
