@@ -42,7 +42,7 @@ Handler = Callable[[aiomqtt.Message], Awaitable[Reply | None]]
 #: a route's handler for several of its messages at once: one answer per message, in order
 GroupHandler = Callable[[list[aiomqtt.Message]], Awaitable[list[Reply | None]]]
 #: the most messages of one route handed to its group handler at once
-GROUP_MAX = 64
+GROUP_MAX = 32  # 3,200 events of 100-event batches: ~60 ms of SQLite writing
 
 
 class Route(NamedTuple):
