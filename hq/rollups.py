@@ -244,8 +244,10 @@ def _store_pg(db: HqDb, filled: list[Filled]) -> set[str]:
     about twice as fast as a pipeline of a statement per event and per rollup row:
     psycopg's per-statement work was most of the time); its ``RETURNING`` names the ids
     that were new (another worker may be storing the same batch)."""
-    columns = list(zip(*(f.row() for f in filled), strict=True))
-    return {str(r[0]) for r in db.returning(_STORE_PG, [list(c) for c in columns])}
+    columns = [list(c) for c in zip(*(f.row() for f in filled), strict=True)]
+    ts = _COLUMNS.index("ts")
+    columns[ts] = [float(t) for t in columns[ts]]  # an array is of one type (ts=1 is an int)
+    return {str(r[0]) for r in db.returning(_STORE_PG, columns)}
 
 
 def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
