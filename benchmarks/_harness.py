@@ -20,9 +20,11 @@ __all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "percentile",
 
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
-    """``quick`` shrinks every benchmark to a smoke-sized run (used by the test suite)."""
+    """``quick`` shrinks every benchmark to a smoke-sized run (used by the test suite);
+    ``events`` sizes the benchmarks that take a number of events (``rollups``)."""
 
     quick: bool = False
+    events: int | None = None
 
 
 @dataclass(slots=True)

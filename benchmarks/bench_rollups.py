@@ -2,11 +2,12 @@
 
 Two parts, on SQLite and PostgreSQL in the same run:
 
-- ``query``: the rollup tables are filled as 10 M events would leave them (the events
-  are drawn, not stored: 90 days, 20 stores of 6 zones, 30 campaigns with variants A
-  and B, five trigger kinds; each decision followed by its funnel, published, delivered,
-  opened, clicked, redeemed, at falling rates; zone events beside them), written
-  straight to the tables (SQLite ``executemany``, PostgreSQL ``COPY``). Then the
+- ``query``: 10 M events are drawn (90 days, 20 stores of 6 zones, 30 campaigns with
+  variants A and B, five trigger kinds; each decision followed by its funnel,
+  published, delivered, opened, clicked, redeemed, at falling rates; zone events beside
+  them), stored in ``events`` in bulk (SQLite ``executemany``, PostgreSQL ``COPY``), and
+  the rollups built from them by the migration's backfill SQL
+  (:func:`hq.rollup_schema.rebuild`): the tables ingest would have left. Then the
   console's questions are asked through :func:`hq.funnel.funnel`, rotating over the
   campaigns: a campaign's funnel (``funnel``), its hourly series over the 90 days
   (``by_hour_90d``), its breakdown by store (``by_store``), by variant over the last 7
@@ -16,8 +17,9 @@ Two parts, on SQLite and PostgreSQL in the same run:
   Mosquitto taking QoS 1 batches with end-to-end acks, rollups kept in each batch's
   transaction (they always are).
 
-``AISLECAST_BENCH_ROLLUP_EVENTS`` sets the number of events drawn (default 10,000,000;
-``--quick`` 50,000), for a reduced run on a busy machine.
+``aislecast bench rollups --events N`` (or ``AISLECAST_BENCH_ROLLUP_EVENTS``) sets the
+number of events drawn (default 10,000,000; ``--quick`` 50,000), for a reduced run on a
+busy machine; the build time is reported as ``load_s``.
 
     python -m benchmarks.bench_rollups            # or: aislecast bench rollups
 """
@@ -25,12 +27,14 @@ Two parts, on SQLite and PostgreSQL in the same run:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
+import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
@@ -39,9 +43,9 @@ from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from benchmarks.bench_ingest import BATCH, INFLIGHT, over_mqtt, pg_schema
 from hq.db import HqDb
 from hq.funnel import funnel, funnel_totals
-from hq.rollup_schema import ROLLUPS
+from hq.rollup_schema import ROLLUPS, rebuild
 
-__all__ = ["bench_rollups", "draw"]
+__all__ = ["bench_rollups", "draw", "events"]
 
 DAYS = 90
 STORES = 20
@@ -56,66 +60,76 @@ END = 1_764_000_000  # a whole hour; the 90 days end here
 Key = tuple[str, int, str, str, str, str, str, str]  # rollup_hours' key
 
 
-def draw(n_events: int, seed: int = 7) -> Counter[Key]:
-    """``rollup_hours`` as ``n_events`` drawn events would leave it."""
+Row = tuple[str, str, float, str, str | None, str | None, str, str | None, str, str]
+#: the events columns the generator writes (the rest stay NULL, as ingest leaves them)
+ROW_COLUMNS = ("id", "kind", "ts", "store", "campaign", "variant", "zone", "reason",
+               "trigger_kind", "body")
+
+
+def events(n_events: int, seed: int = 7) -> Iterator[tuple[Key, float]]:
+    """``n_events`` drawn events (a few more: a decision's funnel is not cut), each as
+    its ``rollup_hours`` key and its time in the hour."""
     rng = random.Random(seed)
     hours = DAYS * 24
     start = END - hours * 3600
-    out: Counter[Key] = Counter()
     made = 0
     while made < n_events:
         hour = start + rng.randrange(hours) * 3600
+        ts = hour + rng.random() * 3599.0
         store = f"s{rng.randrange(STORES):02d}"
         zone = f"z{rng.randrange(ZONES)}"
         trig = TRIGGERS[rng.randrange(len(TRIGGERS))]
-        out["", hour, store, zone, "", "enter", "zone_enter", ""] += 1
+        yield ("", hour, store, zone, "", "enter", "zone_enter", ""), ts
         camp = f"c{rng.randrange(CAMPAIGNS):02d}"
         variant = "AB"[rng.randrange(2)]
         roll = rng.random()
         reason = "offer" if roll < 0.8 else "holdout" if roll < 0.9 else "cap_per_visit"
-        out[camp, hour, store, zone, variant, trig, "decision", reason] += 1
+        yield (camp, hour, store, zone, variant, trig, "decision", reason), ts
         made += 2
         if reason != "offer":
             continue
         for kind, p in FUNNEL:
             if rng.random() >= p:
                 break
-            out[camp, hour, store, zone, variant, trig, kind, ""] += 1
+            yield (camp, hour, store, zone, variant, trig, kind, ""), ts
             made += 1
-    return out
 
 
-def _levels(fine: Counter[Key]) -> dict[str, list[tuple[object, ...]]]:
-    """Every rollup table's rows from the finest one's."""
-    names = ("campaign", "hour", "store", "zone", "variant", "trigger_kind", "kind", "reason")
-    rows: dict[str, list[tuple[object, ...]]] = {}
-    for r in ROLLUPS:
-        idx = [names.index(c) for c in r.key]
-        level: Counter[tuple[object, ...]] = Counter()
-        for key, n in fine.items():
-            level[tuple(key[i] for i in idx)] += n
-        rows[r.table] = [(*k, n) for k, n in level.items()]
-    return rows
+def draw(n_events: int, seed: int = 7) -> Counter[Key]:
+    """``rollup_hours`` as the events of :func:`events` leave it."""
+    return Counter(key for key, _ in events(n_events, seed))
 
 
-def _fill(db: HqDb, rows: dict[str, list[tuple[object, ...]]]) -> None:
-    for r in ROLLUPS:
-        cols = (*r.key, "n")
-        data = rows[r.table]
-        if db.dialect == "postgresql":
-            import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
+def _rows(n_events: int) -> Iterator[Row]:
+    """:func:`events` as ``events`` rows (:data:`ROW_COLUMNS`; a short body)."""
+    for i, ((camp, _, store, zone, variant, trig, kind, reason), ts) in \
+            enumerate(events(n_events)):
+        yield (f"e{i}", kind, ts, store, camp or None, variant or None, zone, reason or None,
+               trig, "{}")
 
-            with psycopg.connect(db.url, autocommit=True) as conn:
-                with conn.cursor() as cur, cur.copy(
-                        f"COPY {r.table} ({', '.join(cols)}) FROM STDIN") as copy:
-                    for row in data:
-                        copy.write_row(row)
-                conn.execute(f"ANALYZE {r.table}")
-        else:
-            db.executemany(f"INSERT INTO {r.table} ({', '.join(cols)})"  # noqa: S608 - constants
-                           f" VALUES ({', '.join('?' * len(cols))})", data)
-    if db.dialect == "sqlite":
-        db.execute("ANALYZE")
+
+def _fill(db: HqDb, n_events: int) -> int:
+    """Store the drawn events, then build the rollups from them with the migration's
+    backfill SQL (:func:`hq.rollup_schema.rebuild`): the tables ingest would have left.
+    Returns the events stored."""
+    cols = ", ".join(ROW_COLUMNS)
+    stored = 0
+    if db.dialect == "postgresql":
+        import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
+
+        with psycopg.connect(db.url, autocommit=True) as conn, conn.cursor() as cur, \
+                cur.copy(f"COPY events ({cols}) FROM STDIN") as copy:
+            for row in _rows(n_events):
+                copy.write_row(row)
+                stored += 1
+    else:
+        rows = _rows(n_events)
+        sql = f"INSERT INTO events ({cols}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"  # noqa: S608
+        while chunk := list(itertools.islice(rows, 200_000)):
+            stored += db.executemany(sql, chunk)
+    rebuild(db)
+    db.execute("ANALYZE")
+    return stored
 
 
 def _time(fn: Callable[[int], object], reps: int) -> tuple[float, float]:
@@ -142,14 +156,16 @@ def _queries(db: HqDb, reps: int) -> dict[str, tuple[float, float]]:
     }
 
 
-def _query_part(url: str, rows: dict[str, list[tuple[object, ...]]], n_events: int, reps: int,
-                backend: str) -> list[Measurement]:
+def _query_part(url: str, n_events: int, reps: int, backend: str) -> list[Measurement]:
     t = time.perf_counter()
     db = HqDb(url)
-    _fill(db, rows)
+    stored = _fill(db, n_events)
     built = time.perf_counter() - t
-    sizes: dict[str, float | int | str] = {"events": n_events, "load_s": round(built, 1)}
-    sizes |= {r.table: len(rows[r.table]) for r in ROLLUPS}
+    sizes: dict[str, float | int | str] = {"events": stored, "load_s": round(built, 1)}
+    sizes |= {r.table: int(db.query(f"SELECT count(*) FROM {r.table}")[0][0])  # noqa: S608
+              for r in ROLLUPS}
+    print(f"[bench] rollups: {backend}: {stored:,} events stored and rolled up in {built:.0f} s",
+          file=sys.stderr)
     out = []
     for name, (p50, p99) in _queries(db, reps).items():
         out += [Measurement("rollups", "aislecast", f"{name}_p50_{backend}", p50, "ms",
@@ -161,6 +177,8 @@ def _query_part(url: str, rows: dict[str, list[tuple[object, ...]]], n_events: i
 
 
 def _size(opts: BenchOptions) -> int:
+    if opts.events is not None:
+        return opts.events
     text = os.environ.get("AISLECAST_BENCH_ROLLUP_EVENTS", "")
     if not text:
         return 50_000 if opts.quick else 10_000_000
@@ -175,7 +193,6 @@ async def bench_rollups(opts: BenchOptions) -> list[Measurement]:
     n_events = _size(opts)
     reps = 20 if opts.quick else 200
     n_batches = 100 if opts.quick else 300
-    drawn = await asyncio.to_thread(lambda: _levels(draw(n_events)))
     rows: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="aislecast-rollups-") as tmp, \
             pg_schema("rollups") as pg_q, pg_schema("rollups") as pg_i:
@@ -184,7 +201,7 @@ async def bench_rollups(opts: BenchOptions) -> list[Measurement]:
         if pg_q is not None and pg_i is not None:
             backends.append(("postgresql", pg_q, pg_i))
         for name, query_url, ingest_url in backends:
-            rows += await asyncio.to_thread(_query_part, query_url, drawn, n_events, reps, name)
+            rows += await asyncio.to_thread(_query_part, query_url, n_events, reps, name)
             port = free_port()
             async with MosquittoProcess(BrokerConfig(directory=work / f"broker-{name}", port=port)):
                 rate = await over_mqtt(ingest_url, port, work, n_batches)

@@ -30,11 +30,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="smoke-sized run")
+    p.add_argument("--events", type=_count, metavar="N",
+                   help="events for the benchmarks that take a size (rollups: default 10000000)")
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a count of events (e.g. 1000000)")
+    return int(text)
 
-    return asyncio.run(
-        run_benchmarks(list(args.names), as_json=args.json, opts=BenchOptions(quick=args.quick))
-    )
+
+def _run(args: argparse.Namespace) -> int:
+    opts = BenchOptions(quick=args.quick, events=args.events)
+    return asyncio.run(run_benchmarks(list(args.names), as_json=args.json, opts=opts))

@@ -5,8 +5,9 @@ vendor functions); for PostgreSQL the placeholders are translated once per state
 (``?`` becomes ``%s`` and a literal ``%`` becomes ``%%``, outside quoted strings).
 
 Event loop safety (HQ runs on asyncio): the main connection serves short statements
-from the loop thread: primary-key lookups, upserts, and one batch insert per MQTT
-batch (about a millisecond, see ``benchmarks/bench_ingest.py``). Queries that scan the
+from the loop thread: primary-key lookups and upserts; ingest stores its groups of MQTT
+batches from a worker thread on it (:meth:`hq.ingest.Ingest.on_events_many`, holding the
+connection's lock for the group's transaction: up to ~60 ms on SQLite). Queries that scan the
 event log (analytics, the console) go through :meth:`HqDb.offload`, which runs them in
 a worker thread on a second connection, so a slow aggregate never stalls ingest and
 never waits for the loop's connection (SQLite in WAL mode lets that reader run beside
@@ -162,6 +163,14 @@ class HqDb:
                     out += [tuple(r) for r in cur.fetchall()]
                     if not cur.nextset():
                         return out
+
+    def returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """PostgreSQL only: one statement with its parameters sent in binary (no text
+        escaping of big arrays), inside the caller's :meth:`transaction`; its rows."""
+        binary = self._sql(sql).replace("%%", "\0").replace("%s", "%b").replace("\0", "%%")
+        with self._lock, self._live().cursor() as cur:
+            cur.execute(binary, tuple(params))
+            return [tuple(r) for r in cur.fetchall()]
 
     def pipelined(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         """Each ``(sql, rows)`` for its rows, in order, inside the caller's

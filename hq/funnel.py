@@ -86,6 +86,7 @@ class FunnelRow(msgspec.Struct):
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def _fields(kind: str, reason: str) -> tuple[tuple[str, ...], bool]:
     """The counts an event of ``kind``/``reason`` adds to, and whether it is a stop reason."""
     if kind == "decision":

@@ -4,6 +4,9 @@ Every payload is untrusted: anything that does not decode is counted per topic k
 dropped. Each batch is inserted in one transaction with ``ON CONFLICT DO NOTHING``, so
 a QoS 1 redelivery or a gateway replaying its outbox never double-counts; the hourly
 rollups of the events stored are added in that transaction (:mod:`hq.rollups`).
+Batches that wait together in HQ's inbound queue are stored as one transaction, in a
+worker thread on either database (:meth:`Ingest.on_events_many`, up to
+:data:`hq.router.GROUP_MAX` of them), and each is acked when it commits.
 
 Feedback is stored only for an offer a gateway reported published to the sending inbox
 (:mod:`hq.ownership`: accepted, held until the offer's batch arrives, or refused with a
@@ -62,6 +65,9 @@ class IngestStats:
     feedback_holding: int = gauge("feedback held now, waiting for its offer's batch")
     bad_payloads: dict[str, int] = by("kind", "payloads dropped as undecodable or inconsistent")
     by_kind: dict[str, int] = by("kind", "events stored, per event kind")
+    group_retries: int = count("groups of event batches whose shared transaction failed,"
+                               " stored again one batch at a time")
+    batch_errors: int = count("event batches not stored for a database error (not acked)")
 
 
 class Ingest:
@@ -111,30 +117,75 @@ class Ingest:
                 fn(fresh)
         return len(fresh)
 
-    async def on_events(self, msg: aiomqtt.Message) -> Reply | None:
-        """A gateway's event batch; returns its end-to-end acknowledgement."""
+    def _batch_of(self, msg: aiomqtt.Message) -> tuple[EventBatch, list[Event]] | None:
+        """A gateway's event batch and its events of the batch's store (None: counted bad)."""
         topic = msg.topic.value
         payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
         m = topics.parse(topic)
-        if m is not None and m.kind is topics.Kind.GATEWAY_EVENTS:
+        if m is None or m.kind is not topics.Kind.GATEWAY_EVENTS:
+            self._bad("topic", ValueError(f"unexpected topic {topic}"))
+            return None
+        try:
+            batch = decode(payload, EventBatch)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._bad("events", exc)
+            return None
+        if batch.store != m.store or batch.gateway != m.gateway:
+            self._bad("events", ValueError("batch store/gateway do not match the topic"))
+            return None
+        self.stats.batches += 1
+        return batch, [e for e in batch.events if e.store == batch.store]
+
+    async def on_events(self, msg: aiomqtt.Message) -> Reply | None:
+        """A gateway's event batch; returns its end-to-end acknowledgement."""
+        return (await self.on_events_many([msg]))[0]
+
+    async def on_events_many(self, msgs: list[aiomqtt.Message]) -> list[Reply | None]:
+        """Event batches that were waiting together, stored in one transaction (the
+        rollup rows they share upserted once); each batch's acknowledgement, in order,
+        counts the events of it that were new. Should that transaction fail, each batch
+        is stored alone, so one bad batch does not hold back the others' acks."""
+        got = [self._batch_of(m) for m in msgs]
+        batches = [b for b in got if b is not None]
+        if len(batches) > 1:
             try:
-                batch = decode(payload, EventBatch)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                self._bad("events", exc)
-                return None
-            if batch.store != m.store or batch.gateway != m.gateway:
-                self._bad("events", ValueError("batch store/gateway do not match the topic"))
-                return None
-            self.stats.batches += 1
-            events = [e for e in batch.events if e.store == batch.store]
-            stored = await self.astore_events(events)
-            await self._release(events)
+                acks = await self._store_batches(batches)
+            except Exception:
+                self.stats.group_retries += 1
+                log.warning("event batches stored one by one after their group failed",
+                            batches=len(batches), exc_info=True)
+                acks = [await self._alone(b) for b in batches]
+        else:
+            acks = await self._store_batches(batches) if batches else []
+        it = iter(acks)
+        return [None if b is None else next(it) for b in got]
+
+    async def _alone(self, batch: tuple[EventBatch, list[Event]]) -> Reply | None:
+        try:
+            return (await self._store_batches([batch]))[0]
+        except Exception:
+            self.stats.batch_errors += 1
+            log.exception("event batch not stored (not acknowledged: the gateway resends it)",
+                          batch=(batch[0].batch or "")[:64])
+            return None
+
+    async def _store_batches(self, batches: list[tuple[EventBatch, list[Event]]]
+                             ) -> list[Reply | None]:
+        events = [e for _, evs in batches for e in evs]
+        stored = await asyncio.to_thread(self._store, events)
+        self._counted(events, stored)
+        fresh = {e.id for e in stored}
+        await self._release(events)
+        out: list[Reply | None] = []
+        for batch, evs in batches:
+            mine = {e.id for e in evs} & fresh
+            fresh -= mine  # an event in two of the batches is the first one's
             if batch.batch is None:
-                return None
-            ack = BatchAck(v=SCHEMA_VERSION, batch=batch.batch, stored=stored)
-            return Reply(topics.gateway_acks(batch.store, batch.gateway), encode(ack))
-        self._bad("topic", ValueError(f"unexpected topic {topic}"))
-        return None
+                out.append(None)
+                continue
+            ack = BatchAck(v=SCHEMA_VERSION, batch=batch.batch, stored=len(mine))
+            out.append(Reply(topics.gateway_acks(batch.store, batch.gateway), encode(ack)))
+        return out
 
     async def on_feedback(self, msg: aiomqtt.Message) -> Reply | None:
         """A phone's feedback; returns the acknowledgement that lets the phone forget it."""

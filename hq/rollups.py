@@ -37,7 +37,16 @@ import msgspec
 
 from aislecast.kernel.campaign import TRIGGER_KINDS
 from aislecast.kernel.schema import Event
-from hq.rollup_schema import DIMENSIONS, ROLLUPS, Rollup, create, fill_columns, hour_of, rebuild
+from hq.rollup_schema import (
+    DIMENSIONS,
+    ROLLUPS,
+    Rollup,
+    create,
+    fill_columns,
+    hour_of,
+    key_sql,
+    rebuild,
+)
 
 if TYPE_CHECKING:
     from hq.db import HqDb
@@ -206,15 +215,39 @@ def _counts(stored: Sequence[Filled]) -> list[tuple[Rollup, list[tuple[object, .
     return out
 
 
+_PG_TYPES: Final = {"ts": "float8", "holdout": "int4"}  # the rest of _COLUMNS are text
+
+
+def _pg_statement() -> str:
+    """PostgreSQL: the batch's insert and every rollup's upsert as one statement. The
+    events go as one array per column (``unnest``), in id order; the rollups are added
+    from the rows the insert returns (the ones that were new), grouped by the backfill's
+    own key SQL (:func:`hq.rollup_schema.key_sql`), upserted in key order."""
+    arrays = ", ".join(f"?::{_PG_TYPES.get(c, 'text')}[]" for c in _COLUMNS)
+    parts = [f"new AS (INSERT INTO events ({', '.join(_COLUMNS)})"  # noqa: S608 - constants
+             f" SELECT * FROM unnest({arrays}) ORDER BY 1 ON CONFLICT (id) DO NOTHING"
+             " RETURNING id, kind, ts, store, campaign, variant, zone, reason, trigger_kind)"]
+    for i, r in enumerate(ROLLUPS):
+        key = key_sql(r, "postgresql")
+        order = ", ".join(str(j + 1) for j in range(len(r.key)))
+        parts.append(f"r{i} AS (INSERT INTO {r.table} ({', '.join(r.key)}, n)"  # noqa: S608
+                     f" SELECT {key}, count(*) FROM new GROUP BY {key} ORDER BY {order}"
+                     f" ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET n = {r.table}.n + excluded.n)")
+    return f"WITH {', '.join(parts)} SELECT id FROM new"  # noqa: S608 - constants
+
+
+_STORE_PG: Final = _pg_statement()
+
+
 def _store_pg(db: HqDb, filled: list[Filled]) -> set[str]:
-    """PostgreSQL: the inserts as one pipeline, with ``RETURNING`` the ids that were new
-    (another worker may be storing the same batch), then the upserts as another (two
-    round trips; measured faster than one multi-row statement or one with CTEs)."""
-    got = db.returning_many(_INSERT_ONE + " RETURNING id", [f.row() for f in filled])
-    inserted = {str(r[0]) for r in got}
-    db.pipelined([(_UPSERT_ONE[r.table], rows)
-                  for r, rows in _counts([f for f in filled if f.event.id in inserted])])
-    return inserted
+    """PostgreSQL: one statement, one round trip, whatever the batch's size (measured
+    about twice as fast as a pipeline of a statement per event and per rollup row:
+    psycopg's per-statement work was most of the time); its ``RETURNING`` names the ids
+    that were new (another worker may be storing the same batch)."""
+    columns = [list(c) for c in zip(*(f.row() for f in filled), strict=True)]
+    ts = _COLUMNS.index("ts")
+    columns[ts] = [float(t) for t in columns[ts]]  # an array is of one type (ts=1 is an int)
+    return {str(r[0]) for r in db.returning(_STORE_PG, columns)}
 
 
 def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
@@ -240,8 +273,11 @@ def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None
     if not unique:
         return []
     filled = fill(db, unique, memo)  # reads only: what other events say
-    with db.transaction(immediate=True):
-        inserted = (_store_pg if db.dialect == "postgresql" else _store_sqlite)(db, filled)
+    if db.dialect == "postgresql":  # one statement: a transaction of its own (autocommit)
+        inserted = _store_pg(db, filled)
+    else:
+        with db.transaction(immediate=True):
+            inserted = _store_sqlite(db, filled)
     stored = [f for f in filled if f.event.id in inserted]
     if memo is not None:
         memo.remember(stored)

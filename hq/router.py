@@ -24,7 +24,7 @@ import aiomqtt
 from aislecast.kernel.counters import by, count
 from aislecast.kernel.logs import get_logger
 
-__all__ = ["Handler", "Reply", "Route", "Router", "RouterStats"]
+__all__ = ["GROUP_MAX", "GroupHandler", "Handler", "Reply", "Route", "Router", "RouterStats"]
 
 log = get_logger(__name__)
 
@@ -39,6 +39,10 @@ class Reply(NamedTuple):
 
 
 Handler = Callable[[aiomqtt.Message], Awaitable[Reply | None]]
+#: a route's handler for several of its messages at once: one answer per message, in order
+GroupHandler = Callable[[list[aiomqtt.Message]], Awaitable[list[Reply | None]]]
+#: the most messages of one route handed to its group handler at once
+GROUP_MAX = 32  # 3,200 events of 100-event batches: ~60 ms of SQLite writing
 
 
 class Route(NamedTuple):
@@ -46,6 +50,9 @@ class Route(NamedTuple):
     filter: str  # the subscription, e.g. "$share/hq/px/v1/stores/+/gateways/+/events"
     handler: Handler
     qos: int = 1
+    # takes the route's messages waiting together at once (HQ's event batches: one
+    # transaction for all of them, :meth:`hq.ingest.Ingest.on_events_many`)
+    many: GroupHandler | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +61,8 @@ class RouterStats:
     handler_errors: dict[str, int] = by("route", "handler failures (bugs), per route")
     replies: int = count("replies handed to the ack task")
     unrouted: int = count("messages matching no route (a subscription without a handler)")
+    groups: dict[str, int] = by("route", "calls of a route's group handler (messages waiting"
+                                " together handled at once), per route")
 
 
 class Router:
@@ -69,25 +78,55 @@ class Router:
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(r.filter, r.qos) for _, r in self._routes]
 
-    async def dispatch(self, msg: aiomqtt.Message) -> None:
-        route = next((r for w, r in self._routes if msg.topic.matches(w)), None)
+    def _find(self, msg: aiomqtt.Message) -> Route | None:
+        return next((r for w, r in self._routes if msg.topic.matches(w)), None)
+
+    def _route(self, msg: aiomqtt.Message) -> Route | None:
+        """``msg``'s route, counted (the message counted unrouted when it has none)."""
+        route = self._find(msg)
         if route is None:
             self.stats.unrouted += 1
             log.warning("mqtt message matches no route", topic=msg.topic.value)
-            return
-        self.stats.messages[route.kind] = self.stats.messages.get(route.kind, 0) + 1
+        else:
+            self.stats.messages[route.kind] = self.stats.messages.get(route.kind, 0) + 1
+        return route
+
+    async def dispatch(self, msg: aiomqtt.Message) -> None:
+        if (route := self._route(msg)) is not None:
+            await self._handle(route, [msg])
+
+    async def _handle(self, route: Route, msgs: list[aiomqtt.Message]) -> None:
         try:
-            reply = await route.handler(msg)
+            if route.many is not None and len(msgs) > 1:
+                self.stats.groups[route.kind] = self.stats.groups.get(route.kind, 0) + 1
+                replies = await route.many(msgs)
+            else:
+                replies = [await route.handler(m) for m in msgs]
         except Exception:  # a handler bug must not end ingest
             self.stats.handler_errors[route.kind] = self.stats.handler_errors.get(route.kind, 0) + 1
-            log.exception("mqtt handler failed", route=route.kind, topic=msg.topic.value)
+            log.exception("mqtt handler failed", route=route.kind, topic=msgs[0].topic.value)
             return
-        if reply is not None:
-            self.stats.replies += 1
-            self._reply(reply)
+        for reply in replies:
+            if reply is not None:
+                self.stats.replies += 1
+                self._reply(reply)
 
     async def serve(self, inbound: asyncio.Queue[aiomqtt.Message]) -> None:
-        """Dispatch messages from ``inbound`` in arrival order, forever."""
+        """Dispatch messages from ``inbound`` in arrival order, forever. Messages of a
+        route with a group handler that are already waiting behind the first go to it
+        together (up to :data:`GROUP_MAX`, up to the next message of another route)."""
+        ahead: aiomqtt.Message | None = None
         while True:
-            msg = await inbound.get()
-            await self.dispatch(msg)
+            msg = ahead if ahead is not None else await inbound.get()
+            ahead = None
+            if (route := self._route(msg)) is None:
+                continue
+            group = [msg]
+            while route.many is not None and len(group) < GROUP_MAX and not inbound.empty():
+                nxt = inbound.get_nowait()
+                if self._find(nxt) is not route:
+                    ahead = nxt  # another route's: handled after this group, in order
+                    break
+                self._route(nxt)  # counted
+                group.append(nxt)
+            await self._handle(route, group)

@@ -307,7 +307,8 @@ class HqServer:
         sync, shard_mqtt, shard_syncs = await self._broker_files(service)
         acks, board = AckSender(), GatewayBoard()
         ingest = Ingest(db, reply=acks.offer)  # held feedback is acknowledged once stored
-        router = Router([Route("events", topics.HQ_EVENTS_SHARED, ingest.on_events),
+        router = Router([Route("events", topics.HQ_EVENTS_SHARED, ingest.on_events,
+                               many=ingest.on_events_many),
                          Route("feedback", topics.HQ_FEEDBACK_SHARED, ingest.on_feedback),
                          Route("state", STATE_FILTER, board.on_state_message)], reply=acks.offer)
         inbound: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(INBOUND_QUEUE_MAX)

@@ -251,3 +251,79 @@ def test_trigger_comes_only_from_known_kinds() -> None:
     ing.store_events([Event(id="p", kind="offer_published", ts=T0, store="s", campaign="c",
                             variant="A", zone="z", offer="o1")])
     assert db.one("SELECT trigger_kind FROM events WHERE id = 'p'") == ("tap",)
+
+
+def _msg(batch: EventBatch) -> aiomqtt.Message:
+    return aiomqtt.Message(topics.gateway_events(batch.store, batch.gateway), encode(batch),
+                           qos=1, retain=False, mid=1, properties=None)
+
+
+async def test_batches_stored_as_one_group_ack_each_and_equal_a_group_by(db_url: str) -> None:
+    """Batches waiting together share one transaction (hq.router's group handler): each
+    ack counts its own new events, an event in two of them is the first one's, a
+    redelivery counts 0, a bad payload in the group is dropped alone; the rollups stay a
+    GROUP BY over the events, over several groups."""
+    db = HqDb(db_url)
+    ingest = Ingest(db)
+    events = _shop("g", 90)
+    chunks = [events[i:i + 40] for i in range(0, len(events), 40)]
+    first = [EventBatch(SCHEMA_VERSION, "s1", "g1", chunks[0], batch="b0"),
+             EventBatch(SCHEMA_VERSION, "s1", "g1", chunks[0][-5:] + chunks[1], batch="b1")]
+    bad = aiomqtt.Message(topics.gateway_events("s1", "g1"), b"{not json", qos=1,
+                          retain=False, mid=1, properties=None)
+    replies = await ingest.on_events_many([_msg(first[0]), bad, _msg(first[1])])
+    assert replies[1] is None and ingest.stats.bad_payloads == {"events": 1}
+    acks = [decode(r.payload, BatchAck) for r in replies if r is not None]
+    assert [(a.batch, a.stored) for a in acks] == [("b0", 40), ("b1", 40)]
+    # a second group: a redelivery of b1 and the rest, twice over
+    rest = EventBatch(SCHEMA_VERSION, "s1", "g1", [e for c in chunks[2:] for e in c], batch="b2")
+    again = await ingest.on_events_many([_msg(first[1]), _msg(rest), _msg(rest)])
+    got = [decode(r.payload, BatchAck).stored for r in again if r is not None]
+    assert got == [0, len(events) - 80, 0]
+    assert ingest.stats.events_ingested == len(events)
+    assert ingest.stats.duplicates == 5 + 45 + (len(events) - 80)  # b1 holds 45
+    await ingest.astore_events(_feedback(events))
+    assert db.one("SELECT count(*) FROM events") == (len(events) + len(_feedback(events)),)
+    assert _stored(db) == _expected(db)
+    assert db.one("SELECT sum(n) FROM rollup_hours") == (len(events) + len(_feedback(events)),)
+    db.close()
+
+
+async def test_a_failing_group_is_stored_batch_by_batch(db_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a group's shared transaction fails, each batch is stored alone: the good
+    ones acked and counted, the failing one not acked (its gateway resends it)."""
+    db = HqDb(db_url)
+    ingest = Ingest(db)
+    good, poison = _shop("ok", 20), _shop("px", 5)
+    real = ingest._store
+
+    def store(evs: list[Event]) -> list[Event]:
+        if any(e.id.startswith("px") for e in evs):
+            raise RuntimeError("disk full")
+        return real(evs)
+
+    monkeypatch.setattr(ingest, "_store", store)
+    replies = await ingest.on_events_many([
+        _msg(EventBatch(SCHEMA_VERSION, "s1", "g1", good, batch="good")),
+        _msg(EventBatch(SCHEMA_VERSION, "s1", "g1", poison, batch="poison"))])
+    assert replies[1] is None and replies[0] is not None
+    assert decode(replies[0].payload, BatchAck).stored == len(good)
+    assert (ingest.stats.group_retries, ingest.stats.batch_errors) == (1, 1)
+    assert db.one("SELECT count(*) FROM events") == (len(good),)
+    assert _stored(db) == _expected(db)
+    db.close()
+
+
+def test_rollup_bench_builds_the_rollups_ingest_would(db_url: str) -> None:
+    """benchmarks.bench_rollups stores its drawn events in bulk and rolls them up with
+    the backfill's SQL: the tables equal the drawn counts, and a GROUP BY of the events."""
+    from benchmarks.bench_rollups import _fill, draw  # noqa: PLC0415 - a benchmark's
+
+    db = HqDb(db_url)
+    stored = _fill(db, 3_000)
+    drawn = draw(3_000)
+    assert stored == sum(drawn.values()) >= 3_000
+    assert _stored(db)["rollup_hours"] == Counter(drawn)
+    assert _stored(db) == _expected(db)
+    db.close()
