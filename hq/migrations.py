@@ -210,7 +210,7 @@ def m0010_leads(db: HqDb) -> None:
     db.execute("CREATE INDEX leads_inbox ON leads (inbox)")
 
 
-def m0012_code_refusals(db: HqDb) -> None:
+def m0011_code_refusals(db: HqDb) -> None:
     """Refused till codes HQ can attribute to a campaign (hq.till): what the
     ``code_refusals`` auto-pause rule counts (hq.autopause)."""
     db.execute("CREATE TABLE code_refusals (ts DOUBLE PRECISION NOT NULL, store TEXT NOT NULL,"
@@ -222,7 +222,7 @@ def m0012_code_refusals(db: HqDb) -> None:
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
                                   m0004_broker_users, m0005_consent, m0006_till,
                                   m0007_approvals_feeds, m0008_tags, m0009_rollups,
-                                  m0010_leads, m0012_code_refusals)
+                                  m0010_leads, m0011_code_refusals)
 
 
 def schema_version(db: HqDb) -> int:
