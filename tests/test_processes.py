@@ -281,14 +281,15 @@ async def test_demo_interrupted_exits_0_and_leaves_no_broker(tmp_path: Path, ter
             brokers.update({pid: c for pid, c in _descendants(p.pid).items() if c == "mosquitto"})
             return bool(brokers)
 
-        await until(broker_running, 15, "demo's mosquitto", p)
+        # generous: the demo provisions its CA and logins first, slow on a loaded machine
+        await until(broker_running, 30, "demo's mosquitto", p)
         # the demo is running once its gateway (started after HQ) reports itself online
         broker_pid = next(iter(brokers))
         port, tls = await asyncio.to_thread(_phone_listener, broker_pid)
         # the demo's broker has no anonymous access: the test logs in with a login of its
         # own, over TLS as HQ does (the demo's one plain listener is only its readiness probe)
         login = await asyncio.to_thread(_observer_login, broker_pid)
-        await wait_for_login("127.0.0.1", port, *login, tls_context=tls, timeout=15)
+        await wait_for_login("127.0.0.1", port, *login, tls_context=tls, timeout=45)
         async with asyncio.timeout(30):
             async for state in _state_messages(port, topics.gateway_state("+", "+"), login, tls):
                 if state.get("status") == "online":
