@@ -13,7 +13,9 @@ import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from hq.db import HqDb
 from tests.blocking import SCANNED, allow_known_blocking
+from tests.conftest_pg import BACKENDS, hq_url
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,3 +57,12 @@ async def broker(tmp_path: Path) -> AsyncIterator[MosquittoProcess]:
 def unique_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
     """A topic-safe name unique to the test, for stores and gateways."""
     yield request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:40]
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqDb]:
+    """An HQ database on each backend (SQLite file, PostgreSQL schema), closed after."""
+    with hq_url(request.param, tmp_path) as url:
+        d = HqDb(url)
+        yield d
+        d.close()

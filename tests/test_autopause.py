@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -34,7 +33,6 @@ from hq.ingest import Ingest
 from hq.redeem_keys import RedeemKeys
 from hq.service import HqService
 from hq.till import TillDesk, TillRefused
-from tests.conftest_pg import BACKENDS, hq_url
 from tests.harness import STORE, enter_campaign, stack, until
 
 OTHER = "store-o"
@@ -152,14 +150,6 @@ async def test_dismissals_pause_the_campaign_at_the_gateway(broker: MosquittoPro
             [a] = [a for a in alerts if a["kind"] == "campaign_auto_paused"]
             assert a["cleared_at"] is not None
 
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqDb]:
-    with hq_url(request.param, tmp_path) as url:
-        d = HqDb(url)
-        yield d
-        d.close()
 
 
 async def test_only_the_leader_pauses_and_a_failed_delta_still_pauses(db: HqDb, tmp_path: Path) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from aislecast.kernel.schema import Event, Store
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
@@ -15,17 +13,8 @@ from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.rights import ERASED
 from hq.service import HqService
-from tests.conftest_pg import BACKENDS, hq_url
 from tests.harness import bearer, token_for
 from tests.purchases import add_purchase
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqDb]:
-    with hq_url(request.param, tmp_path) as url:
-        d = HqDb(url)
-        yield d
-        d.close()
 
 
 def _app(db: HqDb, tmp_path: Path) -> httpx.AsyncClient:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,20 +20,11 @@ from hq.ingest import Ingest
 from hq.live import LiveHub
 from hq.refusals import Refused
 from hq.service import HqService
-from tests.conftest_pg import BACKENDS, hq_url
 from tests.harness import bearer, token_for
 
 HOUR = 3600.0
 FUNNEL_PATH = "/api/analytics/funnel"
 T0 = 1_767_225_600.0  # an hour boundary (2026-01-01 00:00 UTC)
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqDb]:
-    with hq_url(request.param, tmp_path) as url:
-        d = HqDb(url)
-        yield d
-        d.close()
 
 
 def _ev(i: int, kind: str, ts: float, **kw: object) -> Event:

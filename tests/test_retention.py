@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,10 @@ from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.retention import EVENTS_DAYS, EventRetention
 from hq.server import HqServer
-from tests.conftest_pg import BACKENDS, hq_url
 from tests.fakeclock import FakeClock
 from tests.harness import until
 
 _DAY = 86_400.0
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqDb]:
-    with hq_url(request.param, tmp_path) as url:
-        d = HqDb(url)
-        yield d
-        d.close()
 
 
 async def test_hq_deletes_events_past_the_window_in_batches(db: HqDb) -> None:

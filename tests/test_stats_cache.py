@@ -5,11 +5,7 @@ unchanged database is answered from the cache (the witness that it caches at all
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import msgspec
-import pytest
 
 from aislecast.kernel.campaign import Attribution, Campaign, Creative
 from aislecast.kernel.schema import Event
@@ -18,16 +14,7 @@ from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.rights import _erase_rows
 from hq.stats_cache import StatsCache
-from tests.conftest_pg import BACKENDS, hq_url
 from tests.purchases import add_purchase
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqDb]:
-    with hq_url(request.param, tmp_path) as url:
-        d = HqDb(url)
-        yield d
-        d.close()
 
 
 def _decisions(n: int, cid: str, store: str, start: int = 0) -> list[Event]:
