@@ -14,8 +14,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "percentile", "run_benchmarks",
-           "stop_process"]
+__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "env_count", "percentile",
+           "run_benchmarks", "stop_process"]
+
+
+def env_count(name: str, default: int, *, minimum: int, what: str, hint: str) -> int:
+    """A benchmark's size from environment variable ``name`` (``default`` when unset);
+    anything but a whole number of at least ``minimum`` is a one-line error."""
+    from aislecast.kernel.errors import AislecastError  # noqa: PLC0415 - errors only
+
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < minimum:
+        raise AislecastError(f"{name}={text[:20]!r} is not {what}", hint=hint)
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)

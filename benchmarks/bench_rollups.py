@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import random
 import sys
 import tempfile
@@ -38,8 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
-from aislecast.kernel.errors import AislecastError
-from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
+from benchmarks._harness import BenchOptions, Measurement, benchmark, env_count, percentile
 from benchmarks.bench_ingest import BATCH, INFLIGHT, over_mqtt, pg_schema
 from hq.db import HqDb
 from hq.funnel import funnel, funnel_totals
@@ -179,13 +177,9 @@ def _query_part(url: str, n_events: int, reps: int, backend: str) -> list[Measur
 def _size(opts: BenchOptions) -> int:
     if opts.events is not None:
         return opts.events
-    text = os.environ.get("AISLECAST_BENCH_ROLLUP_EVENTS", "")
-    if not text:
-        return 50_000 if opts.quick else 10_000_000
-    if not text.isdigit() or int(text) < 1:
-        raise AislecastError(f"AISLECAST_BENCH_ROLLUP_EVENTS={text[:20]!r} is not a count of events",
-                             hint="set a whole number such as 1000000, or unset it")
-    return int(text)
+    return env_count("AISLECAST_BENCH_ROLLUP_EVENTS", 50_000 if opts.quick else 10_000_000,
+                     minimum=1, what="a count of events",
+                     hint="set a whole number such as 1000000, or unset it")
 
 
 @benchmark("rollups")

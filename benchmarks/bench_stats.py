@@ -21,7 +21,6 @@ answers are checked equal before timing.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -34,7 +33,7 @@ import msgspec
 from aislecast.kernel.campaign import Attribution, Campaign, Creative
 from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.schema import Event
-from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._harness import BenchOptions, Measurement, benchmark, env_count
 from benchmarks.bench_ingest import pg_schema
 from hq.analytics import campaign_stats
 from hq.db import HqDb
@@ -47,13 +46,8 @@ _CAMPAIGNS, _STORES, _T0 = 20, 4, 1_780_000_000.0
 
 
 def _size(opts: BenchOptions) -> int:
-    text = os.environ.get("AISLECAST_BENCH_STATS_DECISIONS", "")
-    if not text:
-        return 10_000 if opts.quick else 100_000
-    if not text.isdigit() or int(text) < 100:
-        raise AislecastError(f"AISLECAST_BENCH_STATS_DECISIONS={text[:20]!r} is not a count",
-                             hint="set a whole number of at least 100, or unset it")
-    return int(text)
+    return env_count("AISLECAST_BENCH_STATS_DECISIONS", 10_000 if opts.quick else 100_000,
+                     minimum=100, what="a count", hint="set a whole number of at least 100, or unset it")
 
 
 def _fill(db: HqDb, n: int) -> None:
