@@ -65,7 +65,10 @@ def test_read_only_refused(port: int) -> None:
 )
 def test_removed_mid_write(port: int, kind: str, after: int) -> None:
     card = make_tag(kind, b"")
-    emulator = CardEmulator(port, card, presentations=1, vanish_after=after)
+    # the card waits CARD_WAIT_S for each command, so only ``after`` ends the session (the
+    # default 0.25 s read a slow reader on a loaded machine as gone, mid-activation)
+    emulator = CardEmulator(port, card, presentations=1, vanish_after=after,
+                            timeout=CARD_WAIT_S)
     with emulator, pytest.raises(TagWriteError) as info:
         write_tag(f"udp:127.0.0.1:{port}", _msg(), timeout=5.0)
     assert info.value.reason == "removed" and "partial" in str(info.value)
