@@ -1,8 +1,9 @@
 """Frequency caps and budget spend at the gateway, in memory and persisted in SQLite.
 
 Every charge (an offer, or a holdout that *would* have been an offer) is one row in
-``cap_charges``; on start the ledger replays the rows of the last ``keep_days`` days, so
-caps hold across restarts. Charges made by the store's *other* gateways arrive as their
+``cap_charges``, and one more to its lifetime count in ``cap_lifetime``; on start the
+ledger replays the rows of today and yesterday and reads the lifetime counts, so caps
+hold across restarts. Charges made by the store's *other* gateways arrive as their
 ``decision`` events on the store's events topics and are applied here too (idempotent by
 event id), so caps hold across the gateways of one store within one event batch
 interval. Budgets are not shared that way: each gateway spends only HQ's cumulative
@@ -229,9 +230,14 @@ class CapLedger:
         if caps.per_campaign is not None and self.lifetime.get(
                 (campaign, self.ps.lifetime(inbox, campaign)), 0) >= caps.per_campaign:
             return "cap_per_campaign"
-        if caps.per_day is not None and \
-                self.by_day.get((ids.today, campaign), 0) >= caps.per_day:
-            return "cap_per_day"
+        if caps.per_day is not None:
+            # the day of ``now`` (today, or yesterday when a day was started early: a
+            # time zone learned late); charges of that day are keyed as it
+            d = self.ps.day(now)
+            shopper = ids.today if d >= (self.ps.today or "") else \
+                ids.yesterday if d == self.ps.yesterday else None
+            if shopper is not None and self.by_day.get((shopper, campaign), 0) >= caps.per_day:
+                return "cap_per_day"
         if caps.per_visit_all is not None:
             n = self.all_visit.get(ids.vtag, 0)
             if ids.vtag_y is not None:

@@ -233,3 +233,21 @@ def test_migration_from_m0002_rekeys_recent_rows_and_drops_old_ones(
         "cap_per_day"
     assert ledger.blocked(Caps(per_shopper=9), x, "c1", "v2", now=ts + 60) is None
     assert ledger.charge_remote("peer-1", y, "c2", day="2026-03-10", ts=ts, offer=False) is False
+
+
+def test_a_day_started_early_in_utc_keeps_the_per_day_cap_of_the_local_day(
+        tmp_path: Path) -> None:
+    """A new gateway's retention may start a day before the bundle names the store's
+    time zone: 01:00 UTC is still the evening before in New York."""
+    ts = dt.datetime(2026, 3, 11, 1, tzinfo=dt.UTC).timestamp()
+    ledger = CapLedger(open_db(tmp_path / "gw.sqlite"), clock=lambda: ts)
+    ledger.prune(ts)
+    assert ledger.ps.today == "2026-03-11"
+    ledger.ps.tz = "America/New_York"  # the bundle arrives
+    local = ledger.ps.day(ts)
+    assert local == "2026-03-10" == ledger.ps.yesterday
+    ledger.charge(Charge(INBOXES[0], "c1", "v1", local, ts, offer=True))
+    assert ledger.blocked(Caps(per_shopper=9, per_day=1), INBOXES[0], "c1", "v2", now=ts + 60) \
+        == "cap_per_day"
+    assert ledger.blocked(Caps(per_shopper=9, per_day=1), INBOXES[1], "c1", "v2", now=ts + 60) \
+        is None
