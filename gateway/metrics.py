@@ -55,7 +55,7 @@ GAUGES: Final = frozenset({
     "fleet_beacons_planned", "fleet_beacons_heard", "fleet_beacons_unheard",
     "fleet_beacons_low_battery", "fleet_beacon_battery_min_mv", "taps_reader_up",
     "scanner_last_advert_age_s", "scanner_fallback_active", "keys_pinned", "uptime_s",
-    "connected_s",
+    "connected_s", "pseudonyms_day_keys",
 })
 _LABEL: Final = "reason"
 
@@ -109,6 +109,9 @@ def sources(parts: GatewayParts, link: MqttLink, scanner: Scanner,
         ("retention", lambda: {"runs": p.retention.runs, "events_purged": p.retention.events_purged,
                                "visits_purged": p.retention.visits_purged,
                                "charges_purged": p.retention.charges_purged}),
+        ("pseudonyms", lambda: {"day_keys": len(p.decider.ledger.ps.days()),
+                                "keys_destroyed": p.decider.ledger.ps.destroyed,
+                                "stale_peer_charges": p.decider.ledger.stale_remote}),
         ("fleet", lambda: p.fleet.metrics(time.monotonic())),
         ("taps", p.taps.metrics),
         ("scanner", lambda: _scanner(scanner)),

@@ -9,8 +9,12 @@ not anyone is deciding offers:
   numbers more than they add;
 * visit rows not seen for :data:`EDGE_HISTORY_S` (visits end after minutes; this is
   the backstop for a file whose heartbeat was lost);
-* the cap ledger pruned (:meth:`gateway.caps.CapLedger.prune`: charges older than its
-  keep window, 35 days by default, which the per-campaign caps need).
+* the cap ledger pruned (:meth:`gateway.caps.CapLedger.prune`): at a new local day the
+  day key of the day before yesterday is destroyed (gateway.pseudonyms) and the charges
+  made under it are deleted, even when nobody is deciding (a closed store at midnight);
+  lifetime counts stay (no time, no day);
+* visit rows under a destroyed day key, deleted (the visit book ends those visits at
+  its next sync; this is the backstop).
 
 See docs/architecture.md#consent-and-data-rights.
 """
@@ -54,7 +58,8 @@ class EdgeRetention:
     def purge(self, now: float) -> None:
         cutoff = now - self.history_s
         self.events_purged += self.outbox.purge_events_before(cutoff)
-        cur = self.conn.execute("DELETE FROM visits WHERE last_seen < ?", (cutoff,))
+        self.charges_purged += self.ledger.prune(now)  # first: it may start a new day
+        cur = self.conn.execute("DELETE FROM visits WHERE last_seen < ? OR day < ?",
+                                (cutoff, self.ledger.ps.yesterday or ""))
         self.visits_purged += int(cur.rowcount or 0)
-        self.charges_purged += self.ledger.prune(now)
         self.runs += 1

@@ -1,11 +1,12 @@
 """The gateway's SQLite file: opened with the pragmas the outbox relies on, then migrated.
 
-Every table of the gateway (outbox, bundle and deltas, pinned HQ keys, cap charges and
-budget spend, visits) is created here by numbered migrations. Each applied step is recorded in
-``_sqlite_migrations`` under the set name ``aislecast-gateway``: the table, columns,
-index and rows that sqlite-utils' ``Migrations`` writes, which earlier releases used, so
-their files stay valid; this module writes them itself with :mod:`sqlite3` so that the
-gateway does not load sqlite-utils (and click, dateutil, pluggy: ~3 MiB of its RSS).
+Every table of the gateway (outbox, bundle and deltas, pinned HQ keys, cap charges,
+lifetime counts and budget spend, visits) is created here by numbered migrations. Each
+applied step is recorded in ``_sqlite_migrations`` under the set name
+``aislecast-gateway``: the table, columns, index and rows that sqlite-utils'
+``Migrations`` writes, which earlier releases used, so their files stay valid; this
+module writes them itself with :mod:`sqlite3` so that the gateway does not load
+sqlite-utils (and click, dateutil, pluggy: ~3 MiB of its RSS).
 The modules that use the tables (:mod:`gateway.outbox`, :mod:`gateway.bundles`,
 :mod:`gateway.caps`, :mod:`gateway.visits`) assume a migrated database and create
 nothing themselves.
@@ -33,8 +34,10 @@ from pathlib import Path
 from typing import Final
 
 from aislecast.kernel.errors import SchemaVersionError
+from gateway.pseudonyms import pseudonyms_for
 
 __all__ = ["MIGRATION_SET", "STEPS", "Step", "applied", "m0001_initial", "m0002_pinned_keys",
+           "m0003_pseudonyms",
            "migrate", "open_db", "schema_version"]
 
 log = logging.getLogger("aislecast.gateway.storage")
@@ -94,7 +97,74 @@ def m0002_pinned_keys(db: sqlite3.Connection) -> None:
                " retired INTEGER NOT NULL, changed_at REAL NOT NULL)")
 
 
-STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_pinned_keys)
+_V3: Final = (
+    # rows keyed by day pseudonyms (gateway.pseudonyms): no inbox; `day` is the key's day
+    "CREATE TABLE cap_charges (shopper TEXT NOT NULL, campaign TEXT NOT NULL,"
+    " visit TEXT NOT NULL, day TEXT NOT NULL, ts REAL NOT NULL, offer INTEGER NOT NULL,"
+    " source TEXT NOT NULL DEFAULT '')",
+    "CREATE INDEX cap_charges_day ON cap_charges (day)",
+    # lifetime counts per campaign: a timestamp-free pseudonym and a count, nothing else
+    "CREATE TABLE cap_lifetime (campaign TEXT NOT NULL, shopper TEXT NOT NULL,"
+    " n INTEGER NOT NULL, PRIMARY KEY (campaign, shopper)) WITHOUT ROWID",
+    "CREATE TABLE visits (shopper TEXT PRIMARY KEY, day TEXT NOT NULL,"
+    " visit TEXT NOT NULL, last_seen REAL NOT NULL, zoned INTEGER NOT NULL)",
+)
+
+
+def m0003_pseudonyms(db: sqlite3.Connection) -> None:
+    """Cap charges and visits keyed by pseudonyms instead of the inbox in clear.
+
+    Every old charge becomes a lifetime count (``cap_lifetime``, so a "once ever" cap
+    still holds); the charges of the newest day in the file and the day before are
+    re-keyed with those days' keys (the per-visit, per-day caps and cooldowns of an
+    upgrade made mid-day still hold); older charges are dropped (their day keys would be
+    destroyed at once) and counted in the log. Open visits are re-keyed under the
+    newest day. The old tables are dropped (``secure_delete`` zeroes their pages).
+    """
+    old = db.execute("SELECT inbox, campaign, visit, day, ts, offer, source FROM cap_charges"
+                     " ORDER BY ts").fetchall()
+    visits = db.execute("SELECT inbox, visit, last_seen, zoned FROM visits").fetchall()
+    db.execute("DROP TABLE cap_charges")
+    db.execute("DROP TABLE visits")
+    for stmt in _V3:
+        db.execute(stmt)
+    if not old and not visits:
+        return
+    ps = pseudonyms_for(db)
+    days = sorted({str(r[3]) for r in old if _is_day(str(r[3]))})
+    newest = days[-1] if days else datetime.datetime.fromtimestamp(
+        max([float(r[4]) for r in old] + [float(v[2]) for v in visits]),
+        datetime.UTC).date().isoformat()
+    ps.advance_day(newest)
+    life: dict[tuple[str, str], int] = {}
+    rows, dropped = [], 0
+    for inbox, campaign, visit, day, ts, offer, source in old:
+        key = (str(campaign), ps.lifetime(str(inbox), str(campaign)))
+        life[key] = life.get(key, 0) + 1
+        kday = ps.clamp(str(day)) if _is_day(str(day)) else None
+        if kday is None or kday != str(day):
+            dropped += 1
+            continue
+        rows.append((ps.of(str(inbox), kday), campaign, ps.visit_tag(str(inbox), str(visit), kday),
+                     kday, ts, offer, source))
+    db.executemany("INSERT INTO cap_charges VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    db.executemany("INSERT INTO cap_lifetime VALUES (?, ?, ?)",
+                   [(c, s, n) for (c, s), n in life.items()])
+    db.executemany("INSERT INTO visits VALUES (?, ?, ?, ?, ?)",
+                   [(ps.of(str(i), newest), newest, v, seen, z) for i, v, seen, z in visits])
+    log.info("cap charges and visits re-keyed by pseudonyms charges=%d rekeyed=%d dropped=%d"
+             " lifetime=%d visits=%d", len(old), len(rows), dropped, len(life), len(visits))
+
+
+def _is_day(day: str) -> bool:
+    try:
+        datetime.date.fromisoformat(day)
+    except ValueError:
+        return False
+    return len(day) == 10
+
+
+STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_pinned_keys, m0003_pseudonyms)
 
 
 def _number(name: str) -> int | None:
@@ -189,6 +259,8 @@ def open_db(path: Path | str, *, steps: Sequence[Step] = STEPS) -> sqlite3.Conne
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
+    # deleted rows (pruned charges, ended visits) are zeroed, not left in free pages
+    conn.execute("PRAGMA secure_delete=ON")
     # No checkpoint (and its fsync, tens of ms on an SD card) inside a commit on the event
     # loop: Outbox.checkpoint() runs them from a worker thread instead.
     conn.execute("PRAGMA wal_autocheckpoint=0")

@@ -25,6 +25,11 @@ in the store a fresh visit and the capped offer again. The rules:
   continues the same visit, exactly as if the gateway had never stopped. A downtime
   longer than ``max_down_s`` ends every visit (the store may have closed meanwhile).
 * Rows whose window has passed are pruned on start and at each sync.
+* No row holds the inbox (gateway/pseudonyms.py): a visit's row is keyed by the shopper's
+  pseudonym of the day the visit started, with that day; when the day before yesterday's
+  key is destroyed, visits still open under it end and their rows go. A visit restored
+  at start is matched to its shopper by their pseudonyms of today and yesterday at the
+  shopper's next trigger or presence sync.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from aislecast.kernel.ids import new_id
+from gateway.pseudonyms import Pseudonyms, pseudonyms_for
 
 __all__ = ["VISIT_IDLE_S", "VISIT_MAX_DOWN_S", "VISIT_SYNC_S", "NewVisits", "VisitBook"]
 
@@ -49,17 +55,22 @@ VISIT_SYNC_S: Final = 1.0
 
 
 class _Visit:
-    __slots__ = ("id", "last_seen", "stored_seen", "zoned")
+    __slots__ = ("day", "id", "key", "last_seen", "stored_seen", "zoned")
 
-    def __init__(self, vid: str, last_seen: float, zoned: bool) -> None:
+    def __init__(self, vid: str, last_seen: float, zoned: bool, key: str, day: str) -> None:
         self.id, self.last_seen, self.zoned = vid, last_seen, zoned
+        self.key, self.day = key, day  # the row: the shopper's pseudonym of ``day``
         self.stored_seen = float("-inf")  # last_seen as written to the file
 
 
 _UPSERT: Final = (
-    "INSERT INTO visits(inbox, visit, last_seen, zoned) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT(inbox) DO UPDATE SET visit = excluded.visit,"
+    "INSERT INTO visits(shopper, day, visit, last_seen, zoned) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT(shopper) DO UPDATE SET day = excluded.day, visit = excluded.visit,"
     " last_seen = excluded.last_seen, zoned = excluded.zoned")
+
+
+def _row(v: _Visit) -> tuple[str, str, str, float, int]:
+    return (v.key, v.day, v.id, v.last_seen, int(v.zoned))
 
 
 class NewVisits:
@@ -74,8 +85,7 @@ class NewVisits:
         return bool(self.visits)
 
     def write(self, cur: sqlite3.Cursor) -> None:
-        cur.executemany(_UPSERT, [(inbox, v.id, v.last_seen, int(v.zoned))
-                                  for inbox, v in self.visits.items()])
+        cur.executemany(_UPSERT, [_row(v) for v in self.visits.values()])
 
 
 class VisitBook:
@@ -84,16 +94,19 @@ class VisitBook:
 
     def __init__(self, conn: sqlite3.Connection, *, absence_s: float, now: float,
                  idle_s: float = VISIT_IDLE_S, max_down_s: float = VISIT_MAX_DOWN_S,
-                 sync_s: float = VISIT_SYNC_S) -> None:
+                 sync_s: float = VISIT_SYNC_S, pseudonyms: Pseudonyms | None = None) -> None:
         self._conn = conn
+        self.ps = pseudonyms if pseudonyms is not None else pseudonyms_for(conn)
         self.absence_s = absence_s + sync_s
         self.idle_s = idle_s
         self.max_down_s = max_down_s
         self.sync_s = sync_s
-        self._open: dict[str, _Visit] = {}
+        self._open: dict[str, _Visit] = {}  # inbox -> visit (memory only)
+        self._restored: dict[str, _Visit] = {}  # pseudonym -> visit not yet matched
         self._new: dict[str, _Visit] = {}  # started since the last write
-        self._ended: set[str] = set()  # ended since the last write
+        self._ended: set[str] = set()  # row keys of visits ended since the last write
         self._synced = float("-inf")
+        self._today = self.ps.today
         self.resumed = 0  # visits restored from the file at start
         self.downtime_s = 0.0
         self._restore(now)
@@ -105,61 +118,104 @@ class VisitBook:
         row = self._conn.execute(
             "SELECT value FROM visit_meta WHERE key = 'watched_until'").fetchone()
         down = None if row is None else now - float(row[0])
-        if down is None or not 0 <= down <= self.max_down_s:
-            # never ran, down too long, or the clock went back: start afresh
+        y = self.ps.yesterday
+        if down is None or not 0 <= down <= self.max_down_s or y is None:
+            # never ran, down too long, the clock went back, or no day keys: start afresh
             self._conn.execute("DELETE FROM visits")
             self._heartbeat(now)
             return
         self.downtime_s = down
         gone: list[tuple[str]] = []
-        for inbox, vid, last_seen, zoned in self._conn.execute(
-                "SELECT inbox, visit, last_seen, zoned FROM visits").fetchall():
-            v = _Visit(str(vid), float(last_seen) + down, bool(zoned))
+        for key, day, vid, last_seen, zoned in self._conn.execute(
+                "SELECT shopper, day, visit, last_seen, zoned FROM visits").fetchall():
+            v = _Visit(str(vid), float(last_seen) + down, bool(zoned), str(key), str(day))
             v.stored_seen = float(last_seen)
-            if now - v.last_seen > self._window(v):
-                gone.append((inbox,))
+            if now - v.last_seen > self._window(v) or v.day < y:
+                gone.append((v.key,))
             else:
-                self._open[str(inbox)] = v
-        self.resumed = len(self._open)
+                self._restored[v.key] = v
+        self.resumed = len(self._restored)
         self._write(now, gone)
+
+    def _advance(self, now: float) -> None:
+        """A new day: visits still open under a day key that went end here."""
+        self.ps.advance(now)
+        if self.ps.today == self._today:
+            return
+        self._today = self.ps.today
+        y = self.ps.yesterday or ""
+        for inbox, v in list(self._open.items()):
+            if v.day < y:
+                self.end(inbox)
+        for key, v in list(self._restored.items()):
+            if v.day < y:
+                del self._restored[key]
+                self._ended.add(key)
+
+    def _claim(self, inbox: str) -> _Visit | None:
+        """The shopper's visit restored from the file, matched by their pseudonyms."""
+        if not self._restored or self.ps.today is None:
+            return None
+        ids = self.ps.ids(inbox)
+        v = self._restored.pop(ids.today, None)
+        if v is None and ids.yesterday is not None:
+            v = self._restored.pop(ids.yesterday, None)
+        if v is not None:
+            self._open[inbox] = v
+        return v
 
     # ---- per trigger ------------------------------------------------------------------
     def visit(self, inbox: str, now: float) -> str:
         """The shopper's open visit id (marked seen now), or a new one."""
-        v = self._open.get(inbox)
+        self._advance(now)
+        v = self._open.get(inbox) or self._claim(inbox)
         if v is not None and now - v.last_seen <= self._window(v):
             v.last_seen = now
             return v.id
+        if v is not None and v.key != self.ps.ids(inbox).today:
+            self._ended.add(v.key)  # yesterday's row: the new visit is today's
+        today = self.ps.today or ""
         v = self._open[inbox] = self._new[inbox] = _Visit(
-            new_id(), now, v.zoned if v else False)
-        self._ended.discard(inbox)
+            new_id(), now, v.zoned if v else False, self.ps.ids(inbox).today, today)
+        self._ended.discard(v.key)
         return v.id
 
     def current(self, inbox: str) -> str | None:
-        v = self._open.get(inbox)
+        v = self._open.get(inbox) or self._claim(inbox)
         return None if v is None else v.id
 
     def end(self, inbox: str) -> None:
         """Presence saw the shopper leave their last zone: the visit is over."""
-        if self._open.pop(inbox, None) is not None:
+        v = self._open.pop(inbox, None) or self._claim(inbox)
+        if v is not None:
+            self._open.pop(inbox, None)
             self._new.pop(inbox, None)
-            self._ended.add(inbox)
+            self._ended.add(v.key)
 
     def __len__(self) -> int:
-        return len(self._open)
+        return len(self._open) + len(self._restored)
 
     def forget(self, inbox: str) -> int:
         """An erased shopper (gateway.consent): their visit gone from memory and the file;
         returns the rows deleted."""
-        self._open.pop(inbox, None)
+        keys: set[str] = set()
+        v = self._open.pop(inbox, None)
+        if v is not None:
+            keys.add(v.key)
         self._new.pop(inbox, None)
-        self._ended.discard(inbox)
-        return int(self._conn.execute("DELETE FROM visits WHERE inbox = ?", (inbox,)).rowcount or 0)
+        if self.ps.today is not None:
+            ids = self.ps.ids(inbox)
+            keys |= {ids.today} | ({ids.yesterday} if ids.yesterday else set())
+        for k in keys:
+            self._restored.pop(k, None)
+            self._ended.discard(k)
+        return int(self._conn.executemany("DELETE FROM visits WHERE shopper = ?",
+                                          [(k,) for k in sorted(keys)]).rowcount or 0)
 
     # ---- group commit -----------------------------------------------------------------
     def take_new(self) -> NewVisits:
         """The visits started since the last write, for the caller's transaction."""
-        taken = {inbox: v for inbox, v in self._new.items() if inbox in self._open}
+        taken = {inbox: v for inbox, v in self._new.items() if self._open.get(inbox) is v}
         self._new = {}
         # Written as they are now, maybe not yet flagged as in a zone (the next sync
         # flags them); rewritten only when stale, as any other row. A crash in that
@@ -181,39 +237,47 @@ class VisitBook:
         window passed, write the heartbeat; at most once per ``sync_s`` unless forced."""
         if not force and now - self._synced < self.sync_s:
             return False
+        self._advance(now)
         here = set(present)
+        if self._restored:
+            for inbox in here:
+                if inbox not in self._open:
+                    self._claim(inbox)
         gone: list[tuple[str]] = []
         for inbox, v in list(self._open.items()):
             if inbox in here:
                 v.last_seen, v.zoned = now, True
             elif now - v.last_seen > self._window(v):
                 del self._open[inbox]
-                gone.append((inbox,))
+                gone.append((v.key,))
             else:
                 v.zoned = False
+        for key, v in list(self._restored.items()):
+            if now - v.last_seen > self._window(v):
+                del self._restored[key]
+                gone.append((key,))
         self._write(now, gone)
         return True
 
     def _write(self, now: float, gone: list[tuple[str]]) -> None:
         self._synced = now
-        gone = gone + [(inbox,) for inbox in self._ended]
-        new = [(inbox, v.id, v.last_seen, int(v.zoned)) for inbox, v in self._new.items()
-               if inbox in self._open]
-        stale = [(inbox, v) for inbox, v in self._open.items() if inbox not in self._new
+        gone = gone + [(key,) for key in self._ended]
+        new = [_row(v) for inbox, v in self._new.items() if self._open.get(inbox) is v]
+        stale = [v for inbox, v in self._open.items() if inbox not in self._new
                  and v.last_seen - v.stored_seen > self._window(v) / 2]
-        rows = [(v.last_seen, int(v.zoned), inbox) for inbox, v in stale]
+        rows = [(v.last_seen, int(v.zoned), v.key) for v in stale]
         self._conn.execute("BEGIN")
         try:
-            self._conn.executemany("DELETE FROM visits WHERE inbox = ?", gone)
+            self._conn.executemany("DELETE FROM visits WHERE shopper = ?", gone)
             self._conn.executemany(_UPSERT, new)
-            self._conn.executemany("UPDATE visits SET last_seen = ?, zoned = ? WHERE inbox = ?",
+            self._conn.executemany("UPDATE visits SET last_seen = ?, zoned = ? WHERE shopper = ?",
                                    rows)
             self._heartbeat(now)
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        for _, v in stale:
+        for v in stale:
             v.stored_seen = v.last_seen
         for v in self._new.values():
             v.stored_seen = v.last_seen

@@ -50,6 +50,9 @@ ANYWHERE: Final[list[tuple[str, set[str]]]] = [
     ("hq/pki.py", {"init_ca", "load_ca", "issue_server", "issue_client", "build_crl"}),
     ("hq/gateway_certs.py", {"issue_gateway_cert", "revoke_gateway_certs", "ensure_crl"}),
     ("aislecast/kernel/privatefile.py", {"write_private", "check_tls_files"}),
+    # The pseudonym day keys (gateway/pseudonyms.py): a 32-byte 0600 file written, and
+    # the key of the day before yesterday overwritten and unlinked, once a day on the loop.
+    ("gateway/pseudonyms.py", {"__init__", "_load_or_create", "_destroy", "has_life_key"}),
     ("aislecast/kernel/config.py", {"read_toml", "load_toml"}),
     ("aislecast/kernel/broker_login.py", {"secret"}),  # HQ reads its password_file at start
     # Libraries' own first-use reads, cached afterwards: the system MIME table (the
@@ -79,8 +82,10 @@ SQLITE_INLINE: Final[list[tuple[str, set[str]]]] = [
                            "_insert_offers", "drop_expired", "checkpoint", "__len__"}),
     ("gateway/bundles.py", {"__init__", "_apply", "load_persisted", "offer_delta"}),
     # cap charges ride in the outbox's group commit (PendingWrites.write inside add);
-    # peers' charges are one small transaction per batch; the hourly prune is one DELETE
-    ("gateway/caps.py", {"__init__", "_restore", "flush", "_write", "commit_remote", "prune"}),
+    # peers' charges are one small transaction per batch; once a day (_advance) one DELETE
+    # of the rows under the day key that went, and the counts re-read from the rest
+    ("gateway/caps.py", {"__init__", "_restore", "flush", "_write", "commit_remote", "prune",
+                         "_advance"}),
     ("gateway/visits.py", {"__init__", "_restore", "_heartbeat", "_write"}),
     # consent deltas purge an erased shopper inside offer_delta; retention (every 10 min):
     # a few DELETEs by indexed or small tables (gateway.consent, gateway.retention)

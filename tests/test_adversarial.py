@@ -88,7 +88,7 @@ def peer_batch(store: str, named: str, inbox: str, *, campaign: str = CAMPAIGN) 
 
 
 def charges(gw: Gateway, inbox: str, campaign: str = CAMPAIGN) -> int:
-    return gw.parts.decider.ledger.by_campaign.get((inbox, campaign), 0)
+    return gw.parts.decider.ledger.lifetime_count(inbox, campaign)
 
 
 @dataclass

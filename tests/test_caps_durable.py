@@ -1,5 +1,5 @@
 """Cap charges and budget spends commit in the same SQLite transaction as the offers
-they charge, so a crash keeps both or neither; expired charges are pruned on a schedule."""
+they charge, so a crash keeps both or neither; charges go with their day key."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from aislecast.kernel.campaign import Budget, Campaign, Caps, Creative, Trigger
 from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, encode
-from gateway.caps import PRUNE_EVERY_S, CapLedger, Charge
+from gateway.caps import VISIT_GAP_S, CapLedger, Charge
 from gateway.decisions import Decision, DecisionEngine, TriggerEvent, apply_peer_batch
 from gateway.outbox import Outbox, OutboxError, OutboxRow
 from gateway.recorder import EventMaker, EventRecorder, EventRow, OfferRow, published_id
@@ -165,23 +165,25 @@ def test_peer_charges_are_written_with_their_batch(tmp_path: Path) -> None:
     assert _Gateway(path, _campaign()).decide("i1")[0].reason == "cap_per_campaign"
 
 
-def test_expired_charges_are_pruned_on_start_and_every_hour(tmp_path: Path) -> None:
-    clock = FakeClock(wall=NOW)
+def test_charges_go_with_their_day_key_on_start_and_at_midnight(tmp_path: Path) -> None:
+    clock = FakeClock(wall=NOW)  # 2026-01-01 00:00 UTC
     db = open_db(tmp_path / "gw.sqlite")
-    day = 86_400.0
-    old = [("i1", "c1", "v1", "d", NOW - 3 * day, 1, ""), ("i2", "c1", "v1", "d", NOW - 0.5 * day, 1, "")]
-    db.executemany("INSERT INTO cap_charges VALUES (?, ?, ?, ?, ?, ?, ?)", old)
-    ledger = CapLedger(db, keep_days=1, clock=clock.time)
-    assert ledger.pruned == 1  # on start: older than a day before the newest charge
-    assert ledger.by_campaign == {("i2", "c1"): 1}
-    clock.call_every(60, ledger.tick)  # stands in for the decisions that call tick
-    clock.advance(PRUNE_EVERY_S - 60)
-    assert ledger.pruned == 1  # not due yet: i2's charge is 0.5 d + 59 min old
-    clock.advance(60)
-    assert ledger.pruned == 1  # due, but nothing has expired
-    clock.advance(12 * 3600)
-    assert ledger.pruned == 2  # i2's charge passed a day at the hourly prune after it
+    ledger = CapLedger(db, clock=clock.time)
+    ledger.tick()
+    ledger.charge(Charge("i1", "c1", "v1", "2026-01-01", NOW, offer=True))
+    ledger.flush()
+    clock.call_every(3600, ledger.tick)  # stands in for the decisions that call tick
+    clock.advance(47 * 3600)  # 2026-01-02 23:00: yesterday's key and row are kept
+    assert ledger.pruned == 0 and ledger.ps.today == "2026-01-02"
+    assert ledger.ps.days() == ["2026-01-01"]  # a day's key is made at its first charge
+    assert db.execute("SELECT count(*) FROM cap_charges").fetchone()[0] == 1
+    clock.advance(3600)  # 2026-01-03: the key of 2026-01-01 is destroyed, its row deleted
+    assert ledger.pruned == 1 and "2026-01-01" not in ledger.ps.days()
     assert db.execute("SELECT count(*) FROM cap_charges").fetchone()[0] == 0
+    assert ledger.lifetime_count("i1", "c1") == 1  # the lifetime count stays
+    db.close()
+    again = CapLedger(open_db(tmp_path / "gw.sqlite"), clock=clock.time)
+    assert again.pruned == 0 and not again.by_day and again.lifetime_count("i1", "c1") == 1
 
 
 def test_offer_published_keeps_one_id_per_offer() -> None:
@@ -195,28 +197,30 @@ def test_offer_published_keeps_one_id_per_offer() -> None:
 def test_pruning_bounds_the_counts_in_memory_over_many_days(tmp_path: Path) -> None:
     clock = FakeClock(wall=NOW)
     db = open_db(tmp_path / "gw.sqlite")
-    ledger = CapLedger(db, keep_days=1, clock=clock.time)
+    ledger = CapLedger(db, clock=clock.time)
     ledger.defer_to_group_commit()
-    caps = Caps(per_campaign=1)
+    caps = Caps(per_day=1)
     sizes = []
     for day in range(10):
         for n in range(50):  # each day's shoppers are new ones
             inbox, now = f"d{day}-i{n}", clock.time()
             ledger.seen_visit(inbox, "v1", now)
-            ledger.charge(Charge(inbox, "c1", "v1", f"day{day}", now, offer=True))
+            ledger.charge(Charge(inbox, "c1", "v1", ledger.ps.day(now), now, offer=True))
         ledger.take().write(db.cursor())  # the group commit that carries them
         for _ in range(24):
             clock.advance(3600)
-            ledger.tick()
-        sizes.append((len(ledger.by_campaign), len(ledger.by_day), len(ledger.visit_of)))
+            ledger.prune(clock.time())  # what gateway.retention does
+        sizes.append((len(ledger.by_day), len(ledger.visit_of)))
     # a charge made meanwhile and not yet written survives the rebuild of the counts
     ledger.seen_visit("late", "v1", clock.time())
-    ledger.charge(Charge("late", "c1", "v1", "day10", clock.time(), offer=True))
-    clock.advance(PRUNE_EVERY_S)
-    ledger.tick()
-    assert ledger.pruned == 10 * 50  # every day's charges have passed the keep window
-    assert sizes == [(50, 50, 50)] * 10  # the last day's shoppers only: older ones went with their rows
-    assert ledger.blocked(caps, "late", "c1", "v2", day="day10", now=clock.time()) == \
-        "cap_per_campaign"
-    assert ledger.blocked(caps, "d0-i0", "c1", "v2", day="day10", now=clock.time()) is None
-    assert (len(ledger.by_campaign), len(ledger.by_day), len(ledger.visit_of)) == (1, 1, 1)
+    ledger.charge(Charge("late", "c1", "v1", ledger.ps.day(clock.time()), clock.time(),
+                         offer=True))
+    clock.advance(VISIT_GAP_S + 1)
+    ledger.prune(clock.time())
+    assert ledger.pruned == 9 * 50  # the first nine days' charges went with their keys
+    # yesterday's shoppers only (their rows are kept with yesterday's key); none is
+    # remembered by inbox past VISIT_GAP_S
+    assert sizes == [(50, 0)] * 10
+    assert ledger.blocked(caps, "late", "c1", "v2", now=clock.time()) == "cap_per_day"
+    assert ledger.blocked(caps, "d9-i0", "c1", "v2", now=clock.time()) is None  # yesterday's
+    assert (len(ledger.by_day), len(ledger.visit_of)) == (51, 0)

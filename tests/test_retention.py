@@ -54,24 +54,33 @@ def test_the_window_is_a_setting_with_a_default(tmp_path: Path) -> None:
 
 
 def test_the_gateway_keeps_no_history_older_than_a_day(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock()  # 2026-01-01 00:00 UTC
     conn = open_db(tmp_path / "gw.sqlite")
-    outbox, ledger = Outbox(conn), CapLedger(conn, keep_days=35, clock=clock.time)
+    outbox, ledger = Outbox(conn), CapLedger(conn, clock=clock.time)
+    day1 = ledger.ps.day(clock.time())
+    ledger.charge(Charge("a", "c1", "v", day1, clock.time(), True))
+    ledger.flush()
+    clock.advance(2 * _DAY)  # day 3: the key of day 1 is due to go, with a's charge
+    day3 = ledger.ps.day(clock.time())
     outbox.add(events=[("old", "t", b'{"inbox":"a"}'), ("new", "t", b'{"inbox":"b"}')])
     conn.execute("UPDATE outbox SET created_at = ? WHERE id = 'old'", (clock.time() - 2 * _DAY,))
     conn.execute("UPDATE outbox SET created_at = ? WHERE id = 'new'", (clock.time() - 60,))
-    conn.executemany("INSERT INTO visits (inbox, visit, last_seen, zoned) VALUES (?, ?, ?, 1)",
-                     [("a", "v1", clock.time() - 2 * _DAY), ("b", "v2", clock.time() - 60)])
-    for who, age in (("a", 36 * _DAY), ("b", 3 * _DAY)):
-        ledger.charge(Charge(who, "c1", "v", "2026-01-01", clock.time() - age, True))
-    ledger.flush()
+    conn.executemany("INSERT INTO visits (shopper, day, visit, last_seen, zoned)"
+                     " VALUES (?, ?, ?, ?, 1)",
+                     [("pa", day1, "v1", clock.time() - 2 * _DAY),
+                      ("pb", day3, "v2", clock.time() - 60)])
+    assert conn.execute("SELECT count(*) FROM cap_charges").fetchone() == (1,)  # not yet
     retention = EdgeRetention(conn, outbox, ledger)
-    assert retention.tick(clock.time()) is True  # the first tick runs it
+    assert retention.tick(clock.time()) is True  # the first tick runs it (no decision needed)
+    assert ledger.ps.today == day3 and day1 not in ledger.ps.days()
+    ledger.charge(Charge("b", "c1", "v", day3, clock.time(), True))
+    ledger.flush()
     assert [r[0] for r in conn.execute("SELECT id FROM outbox")] == ["new"] and len(outbox) == 1
-    assert [r[0] for r in conn.execute("SELECT inbox FROM visits")] == ["b"]
-    assert [r[0] for r in conn.execute("SELECT inbox FROM cap_charges")] == ["b"]
+    assert [r[0] for r in conn.execute("SELECT shopper FROM visits")] == ["pb"]
+    assert [r[0] for r in conn.execute("SELECT day FROM cap_charges")] == [day3]
     assert (retention.events_purged, retention.visits_purged, retention.charges_purged) == (1, 1, 1)
-    assert ledger.by_campaign == {("b", "c1"): 1}  # memory forgot what the file forgot
+    assert len(ledger.by_day) == 1  # memory forgot what the file forgot
+    assert ledger.lifetime_count("a", "c1") == 1  # a count without a time stays
     assert retention.tick(clock.time() + 1) is False  # not due again yet
     clock.advance(retention.every_s)
     assert retention.tick(clock.time()) is True and retention.runs == 2

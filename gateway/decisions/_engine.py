@@ -81,7 +81,8 @@ class DecisionEngine:
         self.store = store
         self.gateway = gateway
         self.tz = tz
-        self.ledger = CapLedger(conn, clock=clock)  # clock: when to prune expired charges
+        self.ledger = CapLedger(conn, clock=clock)  # clock: for ticks without a decision
+        self.ledger.ps.tz = tz  # a pseudonym day is the store's local date
         self.ranker = Ranker(rng)
         self.clock = LocalClock()
         self._campaigns: dict[str, Campaign] = {}
@@ -98,7 +99,7 @@ class DecisionEngine:
              zones: list[str] | None = None, model: Model | None = None) -> list[Rejection]:
         """Replace everything from a bundle; returns the campaigns refused (with reasons)."""
         if tz is not None:
-            self.tz = tz
+            self.tz = self.ledger.ps.tz = tz
         self._zones = set(zones) if zones is not None else None
         self._opted_out = set(opt_outs)
         self.ranker.set_model(model)
@@ -184,7 +185,7 @@ class DecisionEngine:
                 return "audience_visits"
         if cc.quiet and in_windows(cc.quiet, self.clock.at(self.tz, now)):
             return "quiet_hours"
-        cap = self.ledger.blocked(cc.c.caps, t.inbox, cc.id, t.visit, day=lt.date, now=now)
+        cap = self.ledger.blocked(cc.c.caps, t.inbox, cc.id, t.visit, now=now)
         if cap is not None:
             return cap
         if cc.budgeted and self.ledger.budget_left(cc.id, self.allowance(cc.c)) <= 0:
@@ -196,7 +197,7 @@ class DecisionEngine:
         self.ledger.flush()
 
     def decide(self, t: TriggerEvent) -> Decision:
-        self.ledger.tick()
+        self.ledger.tick(t.unix_ts)  # local triggers: the gateway's clock starts the day
         if t.inbox in self._opted_out:
             return Decision(t, "no_consent")
         if t.kind not in TRIGGER_KINDS:
