@@ -100,7 +100,7 @@ def _campaigns(p: SimParams, rng: random.Random) -> list[Campaign]:
             validity_s=rng.choice([900.0, 3600.0]), priority=rng.randint(0, 5),
             holdout_pct=rng.choice([10.0, 20.0, 30.0]),
             # what it promotes: the category the till simulator sells for it
-            attribution=Attribution(categories=(f"c{i:02d}",), min_per_arm=10),
+            attribution=Attribution(categories=[f"c{i:02d}"], min_per_arm=10),
         ))
     return out
 

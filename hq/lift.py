@@ -35,6 +35,7 @@ docs/architecture.md#lift.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -147,15 +148,15 @@ _ARMS: Final = (
     " sum(cents), sum(cents * cents) FROM x GROUP BY reason, variant")
 
 
-def _lines(products: tuple[str, ...], categories: tuple[str, ...]) -> tuple[str, list[str]]:
+def _lines(products: Sequence[str], categories: Sequence[str]) -> tuple[str, list[str]]:
     """The SQL that keeps only the lines named (``""``: every line), and its parameters."""
     terms = [f"p.{col} IN ({', '.join('?' * len(ids))})"
              for col, ids in (("product", products), ("category", categories)) if ids]
     return (f" AND ({' OR '.join(terms)})" if terms else ""), [*products, *categories]
 
 
-def arms(db: HqDb, campaign: str, window_s: float, *, products: tuple[str, ...] = (),
-         categories: tuple[str, ...] = ()) -> tuple[dict[str, Arm], Arm]:
+def arms(db: HqDb, campaign: str, window_s: float, *, products: Sequence[str] = (),
+         categories: Sequence[str] = ()) -> tuple[dict[str, Arm], Arm]:
     """``campaign``'s treated shoppers by variant (``""``: none recorded) and its holdout;
     a conversion is a line of ``products`` or ``categories`` (none named: any line)."""
     lines, ids = _lines(products, categories)

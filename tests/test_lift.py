@@ -111,7 +111,7 @@ def test_arms_and_conversions_from_decisions_and_till_purchases(tmp_path: Path) 
 
 
 def test_only_the_promoted_lines_convert_when_the_campaign_names_them(db: HqDb) -> None:
-    _campaign(db, window_s=7200.0, products=("sku-9",), categories=("wine",))
+    _campaign(db, window_s=7200.0, products=["sku-9"], categories=["wine"])
     _plant(db, treated=40, control=40)  # every third shopper buys sku-1: not promoted
     [s] = campaign_stats(db, "c")
     assert s.overall is not None
@@ -129,8 +129,8 @@ def test_only_the_promoted_lines_convert_when_the_campaign_names_them(db: HqDb) 
     assert (o.converted_treated, o.converted_control) == (2, 1)
     assert (o.revenue_treated_cents, o.revenue_control_cents) == (1_200, 300)  # sku-1 left out
     named = Campaign(id="x", name="x", stores=["s"], creatives=[Creative("a", "A")],
-                               attribution=Attribution(categories=("ok", "not ok"),
-                                                       products=tuple("p" * 201)))
+                               attribution=Attribution(categories=["ok", "not ok"],
+                                                       products=list("p" * 201)))
     problems = check_hq_settings(named)
     assert any("'not ok' is not a till line id" in p for p in problems), problems
     assert any("201 entries, at most 200" in p for p in problems), problems

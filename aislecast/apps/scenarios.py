@@ -104,7 +104,7 @@ def _from_now(hours: float, *, offset_h: float = 0.0) -> list[Window]:
 def _sold_as(cid: str) -> Attribution:
     """Lift counts the till simulator's lines of the campaign's own category (named by
     its id, aislecast.apps.till_sim), not the staples every basket holds."""
-    return Attribution(categories=(cid,))
+    return Attribution(categories=[cid])
 
 
 def _coupon(cid: str, title: str, body: str, code: str) -> Creative:

@@ -184,8 +184,8 @@ class Attribution(msgspec.Struct, frozen=True):
 
     window_s: float = 86_400.0
     min_per_arm: int = 30
-    products: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
+    products: list[str] = msgspec.field(default_factory=list)
+    categories: list[str] = msgspec.field(default_factory=list)
 
 
 PAUSE_RULE_KINDS = frozenset({"dismiss_rate", "ctr_floor", "budget_pace", "code_refusals"})
