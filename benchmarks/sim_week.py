@@ -6,8 +6,13 @@ decision engine (two gateways per store, each its own SQLite file), then checkin
 - no offer outside its campaign's schedule, past its campaign end or in quiet hours;
 - budgets never overspent by more than one in-flight offer per gateway (HQ tops up
   cumulative grants every simulated hour with :func:`hq.campaigns.top_up`);
-- the holdout lift is recovered: conversions are planted with a known true lift and
-  measured per shopper x campaign with :func:`hq.lift.newcombe_diff`.
+- the holdout lift is recovered through the till: every visit ends at its store's till
+  (:class:`aislecast.apps.till_sim.TillSim` on HQ's till desk, :mod:`benchmarks.sim_till`),
+  where treated shoppers redeem their codes and every shopper buys each campaign first
+  met on that visit at the base rate, plus the planted lift when they hold its offer;
+  HQ ingests the decisions and :mod:`hq.lift` measures each campaign's lift from the
+  purchases (its attribution counts its own category's lines, not the staples), pooled
+  over campaigns and compared with the planted truth.
 
 Peer gateways learn each other's charges with a lag (their event batches), as live.
 
@@ -18,6 +23,7 @@ Peer gateways learn each other's charges with a lag (their event batches), as li
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import random
@@ -31,11 +37,27 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from aislecast.kernel.campaign import Budget, Campaign, Caps, Creative, Schedule, Trigger, Window
+from aislecast.apps.till_sim import TillSim, TillSimOptions
+from aislecast.kernel.campaign import (
+    Attribution,
+    Budget,
+    Campaign,
+    Caps,
+    Creative,
+    Schedule,
+    Trigger,
+    Window,
+)
+from aislecast.kernel.schema import Event, Offer
+from benchmarks.sim_till import DeskTill
 from gateway.decisions import Decision, DecisionEngine, LocalClock, TriggerEvent, in_windows
 from gateway.storage import open_db
 from hq.campaigns import top_up
-from hq.lift import newcombe_diff
+from hq.db import HqDb
+from hq.ingest import Ingest
+from hq.lift import Arm, arms, campaign_lift, newcombe_diff
+from hq.redeem_keys import RedeemKeys
+from hq.till import TillDesk, member_of
 
 __all__ = ["simulate"]
 
@@ -77,6 +99,8 @@ def _campaigns(p: SimParams, rng: random.Random) -> list[Campaign]:
             else Budget(),
             validity_s=rng.choice([900.0, 3600.0]), priority=rng.randint(0, 5),
             holdout_pct=rng.choice([10.0, 20.0, 30.0]),
+            # what it promotes: the category the till simulator sells for it
+            attribution=Attribution(categories=[f"c{i:02d}"], min_per_arm=10),
         ))
     return out
 
@@ -102,12 +126,14 @@ def simulate(p: SimParams) -> dict[str, object]:
     rng = random.Random(p.seed)
     camps = {c.id: c for c in _campaigns(p, rng)}
     tmp = tempfile.TemporaryDirectory(prefix="simweek-")
+    keys = RedeemKeys(random.Random(p.seed).randbytes(32))  # HQ's; each store's in its bundle
     engines: dict[tuple[str, str], DecisionEngine] = {}
     for si in range(p.stores):
         for g in ("gw-a", "gw-b"):
             e = DecisionEngine(open_db(Path(tmp.name) / f"s{si}-{g}.sqlite"), f"s{si}",
                                gateway=f"s{si}/{g}", rng=random.Random(si))
             e.load(list(camps.values()), [], tz=TZ, zones=ZONES)
+            e.redeem_key = keys.of(f"s{si}")
             engines[f"s{si}", g] = e
     # every shopper's visits of the week, as trigger streams
     trig: list[tuple[float, str, str, TriggerEvent]] = []
@@ -149,17 +175,121 @@ def simulate(p: SimParams) -> dict[str, object]:
             if d.reason == "offer" and camps[d.campaign or ""].budget.kind != "none":
                 spent[d.campaign or "", f"{store}/{g}"] += 1
     elapsed = time.perf_counter() - t0
-    report = _check(p, camps, log, rng) | {
+    report = _check(p, camps, log) | {
         "decisions": len(log), "decisions_per_s": round(len(log) / elapsed),
         "shoppers": p.shoppers, "stores": p.stores, "campaigns": p.campaigns}
     for e in engines.values():
         e.flush()
+    t1 = time.perf_counter()
+    report |= _till_week(p, camps, log, keys=keys, work=Path(tmp.name), rng=rng)
+    report["till_s"] = round(time.perf_counter() - t1, 1)
     tmp.cleanup()
     return report
 
 
-def _check(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, Decision]],
-           rng: random.Random) -> dict[str, object]:
+class _AtTill:
+    """A shopper at the till: their inbox and the offers this visit brought."""
+
+    def __init__(self, inbox: str) -> None:
+        self.inbox = inbox
+        self.offers: dict[str, Offer] = {}
+
+
+def _decision_event(n: int, store: str, g: str, d: Decision) -> Event:
+    """The ``decision`` event the gateway's recorder sends for ``d`` (gateway.recorder)."""
+    t = d.trigger
+    return Event(id=f"s-{n:09d}", kind="decision", ts=t.unix_ts, store=store,
+                 gateway=f"{store}/{g}", inbox=t.inbox, zone=t.zone, campaign=d.campaign,
+                 variant=d.variant, offer=d.offer.id if d.offer else None, reason=d.reason,
+                 holdout=True if d.holdout else None, detail={"trigger": t.kind})
+
+
+def _till_week(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, Decision]],
+               *, keys: RedeemKeys, work: Path, rng: random.Random) -> dict[str, object]:
+    """HQ ingests the week's decisions, every visit checks out at its store's till, and
+    HQ's lift is read per campaign and pooled; returns the till's and the lift's numbers."""
+    db = HqDb(f"sqlite:///{work / 'hq.sqlite'}")
+    db.executemany("INSERT INTO campaigns (id, body, status, updated_at) VALUES (?, ?, 'live', 0)",
+                   [(c.id, msgspec.json.encode(c).decode()) for c in camps.values()])
+    ingest = Ingest(db)
+    exposed = [(n, s, g, d) for n, (s, g, d) in enumerate(log) if d.reason in {"offer", "holdout"}]
+    for i in range(0, len(exposed), 5_000):
+        ingest.store_events([_decision_event(*x) for x in exposed[i:i + 5_000]])
+    # visits in order of their last decision: the checkout follows it by a minute;
+    # a campaign is promoted at the checkout of the visit that first exposed the shopper
+    visits: dict[str, tuple[str, str, float, list[Decision]]] = {}
+    seen: set[tuple[str, str]] = set()
+    for store, _, d in log:
+        t = d.trigger
+        v = visits.setdefault(t.visit, (store, t.inbox, 0.0, []))
+        visits[t.visit] = (store, t.inbox, max(v[2], t.unix_ts), v[3])
+        if d.reason in {"offer", "holdout"} and (t.inbox, d.campaign or "") not in seen:
+            seen.add((t.inbox, d.campaign or ""))
+            v[3].append(d)
+    now = [0.0]
+    promoted: list[str] = []
+    desk = TillDesk(db, lambda: keys)
+    options = TillSimOptions(base_rate=p.base_conv, uplift=p.true_lift, redeem_p=0.6,
+                             staples=True)
+    members = {inbox: member_of(db, inbox) for _, inbox, _, _ in visits.values()}
+    sims = {s: TillSim(DeskTill(desk, ingest, store=s, till=f"till-{s}", clock=lambda: now[0]),
+                       [], campaigns=lambda: promoted, members=members,
+                       rng=random.Random(rng.random()), options=options, clock=lambda: now[0])
+            for s in sorted({v[0] for v in visits.values()})}
+
+    async def checkouts() -> None:
+        for store, inbox, last, firsts in sorted(visits.values(), key=lambda v: v[2]):
+            shopper = _AtTill(inbox)
+            shopper.offers = {d.offer.id: d.offer for d in firsts if d.offer is not None}
+            promoted[:] = [d.campaign or "" for d in firsts]
+            now[0] = last + 60.0
+            await sims[store].checkout(shopper)
+
+    asyncio.run(checkouts())
+    treated, control, covered, judged = Arm(), Arm(), 0, 0
+    for c in camps.values():
+        by_variant, h = arms(db, c.id, c.attribution.window_s,
+                             categories=c.attribution.categories)
+        treated, control = sum(by_variant.values(), treated), control + h
+        overall, _ = campaign_lift(db, c.id, c.attribution)
+        if overall.status == "ok" and overall.lift_lo is not None and overall.lift_hi is not None:
+            judged += 1
+            covered += overall.lift_lo <= p.true_lift <= overall.lift_hi
+    lift, lo, hi = newcombe_diff(treated.converted, treated.shoppers, control.converted,
+                                 control.shoppers)
+    bought = db.one("SELECT count(*), count(DISTINCT txn || store) FROM purchases")
+    db.close()
+    return _lift_report(p, treated, control, (lift, lo, hi), covered=covered, judged=judged) | {
+        "till": {"checkouts": sum(s.stats.checkouts for s in sims.values()),
+                 "baskets": bought[1] if bought else 0, "lines": bought[0] if bought else 0,
+                 "codes_redeemed": sum(s.stats.redeemed for s in sims.values()),
+                 "codes_refused": sum(sum(s.stats.refused.values()) for s in sims.values()),
+                 "errors": sum(s.stats.errors for s in sims.values())}}
+
+
+def _lift_report(p: SimParams, treated: Arm, control: Arm, est: tuple[float, float, float],
+                 *, covered: int, judged: int) -> dict[str, object]:
+    lift, lo, hi = est
+    # calibration: re-plant the same units 200 times; a 95 % interval should cover ~95 %
+    g = np.random.default_rng(p.seed)
+    n_t, n_c, cover = treated.shoppers, control.shoppers, 0
+    for _ in range(200):
+        _, lo_r, hi_r = newcombe_diff(int(g.binomial(n_t, p.base_conv + p.true_lift)), n_t,
+                                      int(g.binomial(n_c, p.base_conv)), n_c)
+        cover += lo_r <= p.true_lift <= hi_r
+    return {
+        "holdout_units": n_c, "treated_units": n_t,
+        "converted_treated": treated.converted, "converted_holdout": control.converted,
+        "base_rate": p.base_conv, "true_lift": p.true_lift,
+        "lift": round(lift, 4), "lift_ci95": [round(lo, 4), round(hi, 4)],
+        "lift_recovered": lo <= p.true_lift <= hi,
+        "campaigns_ci_cover_truth": [covered, judged],
+        "lift_ci_coverage_200_replants": cover / 200,
+    }
+
+
+def _check(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, Decision]]
+           ) -> dict[str, object]:
     clock = LocalClock()
     v_cap: dict[tuple[str, str, str], int] = defaultdict(int)
     c_cap: dict[tuple[str, str], int] = defaultdict(int)
@@ -168,7 +298,6 @@ def _check(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, D
     last: dict[str, float] = {}
     bad: dict[str, int] = defaultdict(int)
     offers_by: dict[str, int] = defaultdict(int)
-    units: dict[tuple[str, str], bool] = {}  # (inbox, campaign) -> treated?
     reasons: dict[str, int] = defaultdict(int)
     for store, _, d in log:
         reasons[d.reason] += 1
@@ -185,7 +314,6 @@ def _check(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, D
             k.per_campaign
         bad["cap_per_day"] += k.per_day is not None and \
             d_cap[store + t.inbox, c.id, lt.date] > k.per_day
-        units.setdefault((t.inbox, c.id), d.reason == "offer")
         if d.reason != "offer" or d.offer is None:
             continue
         offers_by[c.id] += 1
@@ -202,23 +330,6 @@ def _check(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, D
     over = {cid: offers_by[cid] - c.budget.total for cid, c in camps.items()
             if c.budget.kind != "none" and offers_by[cid] > c.budget.total}
     max_over = {cid: 2 * len(c.stores) for cid, c in camps.items()}
-    # plant conversions: every shopper x campaign unit converts with base_conv, treated
-    # ones with base_conv + true_lift; then measure like HQ's analytics does
-    n_t = x_t = n_c = x_c = 0
-    for treated in units.values():
-        conv = rng.random() < p.base_conv + (p.true_lift if treated else 0.0)
-        if treated:
-            n_t, x_t = n_t + 1, x_t + conv
-        else:
-            n_c, x_c = n_c + 1, x_c + conv
-    lift, lo, hi = newcombe_diff(x_t, n_t, x_c, n_c)
-    # calibration: re-plant the same units 200 times; a 95 % interval should cover ~95 %
-    g = np.random.default_rng(p.seed)
-    cover = 0
-    for _ in range(200):
-        _, lo_r, hi_r = newcombe_diff(int(g.binomial(n_t, p.base_conv + p.true_lift)), n_t,
-                                      int(g.binomial(n_c, p.base_conv)), n_c)
-        cover += lo_r <= p.true_lift <= hi_r
     budgeted = [c for c in camps.values() if c.budget.kind != "none"]
     return {
         "offers": sum(offers_by.values()), "reasons": dict(sorted(reasons.items())),
@@ -227,10 +338,6 @@ def _check(p: SimParams, camps: dict[str, Campaign], log: list[tuple[str, str, D
         "budget_spent_of_total": [(offers_by[c.id], c.budget.total) for c in budgeted],
         "budget_overspent": over,
         "budget_overspend_within_bound": all(v <= max_over[c] for c, v in over.items()),
-        "holdout_units": n_c, "treated_units": n_t, "true_lift": p.true_lift,
-        "lift": round(lift, 4), "lift_ci95": [round(lo, 4), round(hi, 4)],
-        "lift_recovered": lo <= p.true_lift <= hi,
-        "lift_ci_coverage_200_replants": cover / 200,
     }
 
 

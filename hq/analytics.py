@@ -97,7 +97,7 @@ def campaign_stats(db: HqDb, campaign: str | None = None, *,
                 decided, bought, erased = inputs
                 mine = decided.get(cid, ())
                 sig = (mine, tuple(bought.get(st, (0, 0.0)) for st, _ in mine), erased,
-                       a.window_s, a.min_per_arm)
+                       a.window_s, a.min_per_arm, tuple(a.products), tuple(a.categories))
                 lift = store.get("lift", cid, sig, partial(campaign_lift, db, cid, a))
             _fill_lift(s, lift, a)
     for s in out.values():

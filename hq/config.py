@@ -169,7 +169,8 @@ class LinksSection(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RetentionSection(msgspec.Struct, forbid_unknown_fields=True):
-    # events older than this many days are deleted by the leader (hq.retention); 0: kept
+    # events, till rows and leads older than this many days are deleted by the leader
+    # (hq.retention, which lists what it keeps); 0: kept
     events_days: Annotated[float, Meta(ge=0)] = EVENTS_DAYS
 
 

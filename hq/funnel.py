@@ -3,7 +3,8 @@
 :func:`funnel` answers from the coarsest rollup that holds every column the question
 needs: the console's per-campaign numbers and the by-store breakdown read
 ``rollup_totals`` (a few rows per campaign and store), the hourly series
-``rollup_campaign_hours``, and a breakdown by zone, variant or trigger, or an hourly
+``rollup_campaign_hours`` (summed in SQL to a row per hour by :func:`_pivoted`: the
+series is the one answer with thousands of groups), and a breakdown by zone, variant or trigger, or an hourly
 series of chosen stores, ``rollup_hours``; :func:`funnel_totals` gives
 :func:`hq.analytics.campaign_stats` its counts the same way (:func:`tally` turns a
 rollup's kind, reason and count into funnel fields). Counts are events, not distinct
@@ -141,15 +142,69 @@ def _grouped(db: HqDb, table: str, col: str | None, where: str, params: list[obj
     return rows
 
 
+def _when(kind: str, reason: str | None = None, *, not_reason: bool = False) -> str:
+    cond = f"kind = '{kind}'"
+    if reason is not None:
+        cond += f" AND reason {'<>' if not_reason else '='} '{reason}'"
+    return cond
+
+
+#: Each count of a funnel row as a condition on a rollup row's kind and reason: what
+#: :func:`tally` adds, for :func:`_pivoted` to sum in SQL (tests compare the two).
+_PIVOT: Final = (
+    ("decisions", _when("decision")),
+    ("offered", _when("decision", "offer")),
+    ("holdout", _when("decision", "holdout")),
+    *((name, _when(kind)) for kind, name in _KIND_FIELD.items()),
+    ("scans", _when("tap", "scan")),
+    ("taps", _when("tap", "scan", not_reason=True)),
+)
+_STOPPED: Final = "kind = 'decision' AND reason NOT IN ('offer', 'holdout')"
+
+
+def _pivoted(db: HqDb, table: str, where: str, params: list[object], *,
+             unique: bool) -> dict[Any, FunnelRow]:
+    """hour -> its funnel, as :func:`_grouped` by ``hour`` gives it, but summed in SQL:
+    one row per hour (each count a ``sum(n) FILTER (...)``, the stop reasons one string
+    of JSON members, each reason quoted by the database), not one per hour, kind and
+    reason for Python to tally. ``unique``: (hour, kind, reason) is one row of
+    ``table`` already; otherwise they are summed first, so a reason appears once."""
+    rows_sql = (f"SELECT hour, kind, reason, n FROM {table} WHERE {where}" if unique  # noqa: S608
+                else f"SELECT hour, kind, reason, sum(n) AS n FROM {table}"  # noqa: S608
+                     f" WHERE {where} GROUP BY hour, kind, reason")
+    sums = ", ".join(f"sum(n) FILTER (WHERE {cond})" for _, cond in _PIVOT)
+    quoted, concat = (("to_json(reason)::text", "string_agg") if db.dialect == "postgresql"
+                      else ("json_quote(reason)", "group_concat"))
+    sql = (f"SELECT hour, {sums}, {concat}({quoted} || ':' || n, ',')"  # noqa: S608
+           f" FILTER (WHERE {_STOPPED}) FROM ({rows_sql}) r GROUP BY hour")
+    out: dict[Any, FunnelRow] = {}
+    names = [name for name, _ in _PIVOT]
+    for hour, *counts, stopped in db.query(sql, params):
+        row = out[hour] = FunnelRow()
+        for name, v in zip(names, counts, strict=True):
+            if v is not None:  # NULL: no row of that kind that hour
+                setattr(row, name, int(v))
+        if stopped is not None:  # NULL: no stop that hour
+            row.stopped = {str(k): int(v) for k, v in
+                           msgspec.json.decode(f"{{{stopped}}}").items()}
+        finish(row)
+    return out
+
+
 def funnel_totals(db: HqDb) -> dict[str, FunnelRow]:
     """Every campaign's whole funnel, from ``rollup_totals`` (the console's poll)."""
     return {str(c): row for c, row in
             _grouped(db, "rollup_totals", "campaign", "campaign <> ''", []).items()}
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same 90 days of hours, poll after poll
+def _hour_key(hour: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour))
+
+
 def _key(by: Breakdown | None, value: object) -> str | None:
     if by == "hour":
-        return time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(int(value)))  # type: ignore[call-overload]
+        return _hour_key(int(value))  # type: ignore[call-overload]
     return None if by is None or value == "" else str(value)
 
 
@@ -177,8 +232,11 @@ def funnel(db: HqDb, campaign: str, *, by: Breakdown | None = None,
         where.append(f"store IN ({', '.join('?' * len(chosen))})")
         params += chosen
     table = next(r for r in ROLLUPS if need <= set(r.dims))
-    rows = _grouped(db, table.table, _COLUMN[by] if by else None, " AND ".join(where), params,
-                    unique=by is not None and set(table.dims) == need)
+    unique = by is not None and set(table.dims) == need
+    rows = (_pivoted(db, table.table, " AND ".join(where), params, unique=unique)
+            if by == "hour" else
+            _grouped(db, table.table, _COLUMN[by] if by else None, " AND ".join(where), params,
+                     unique=unique))
     out = []
     for value in sorted(rows):
         rows[value].key = _key(by, value)

@@ -15,9 +15,10 @@ Who is in which arm (from the gateways' ``decision`` events of a campaign):
 A shopper **converts** with a purchase (the ``purchases`` table the till feed fills)
 by that inbox, in the store of ``t0``, with ``t0 <= ts <= t0 + window_s``
 (:class:`~aislecast.kernel.campaign.Attribution` of the campaign, 24 h by default).
-Any purchase counts, not only the campaign's products: the campaign model names
-trigger tags, not the products it promotes. Revenue is the sum of ``value_cents`` of
-those purchases.
+When the campaign's attribution names ``products`` or ``categories``, only the lines
+of those count (what it promotes: a basket's staples would convert both arms alike);
+when it names neither, any purchase does. Revenue is the sum of ``value_cents`` of
+the lines that count.
 
 The interval of the difference of conversion rates is Newcombe's hybrid score interval
 (method 10 in R. G. Newcombe, "Interval estimation for the difference between
@@ -34,6 +35,7 @@ docs/architecture.md#lift.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -138,17 +140,27 @@ _ARMS: Final = (
     " WHERE campaign = ? AND kind = 'decision' AND reason IN ('offer', 'holdout')"
     " AND inbox IS NOT NULL AND store IS NOT NULL),"
     " x AS (SELECT d.inbox, d.reason, d.variant,"
-    " count(CASE WHEN p.store = d.store THEN p.id END) AS bought,"
-    " coalesce(sum(CASE WHEN p.store = d.store THEN p.value_cents END), 0) AS cents"
+    " count(CASE WHEN p.store = d.store{lines} THEN p.id END) AS bought,"
+    " coalesce(sum(CASE WHEN p.store = d.store{lines} THEN p.value_cents END), 0) AS cents"
     " FROM d LEFT JOIN purchases p ON p.inbox = d.inbox AND p.ts >= d.ts AND p.ts <= d.ts + ?"
     " WHERE d.k = 1 GROUP BY d.inbox, d.reason, d.variant)"
     " SELECT reason, variant, count(*), sum(CASE WHEN bought > 0 THEN 1 ELSE 0 END),"
     " sum(cents), sum(cents * cents) FROM x GROUP BY reason, variant")
 
 
-def arms(db: HqDb, campaign: str, window_s: float) -> tuple[dict[str, Arm], Arm]:
-    """``campaign``'s treated shoppers by variant (``""``: none recorded) and its holdout."""
-    rows = db.query(_ARMS, (campaign, window_s))
+def _lines(products: Sequence[str], categories: Sequence[str]) -> tuple[str, list[str]]:
+    """The SQL that keeps only the lines named (``""``: every line), and its parameters."""
+    terms = [f"p.{col} IN ({', '.join('?' * len(ids))})"
+             for col, ids in (("product", products), ("category", categories)) if ids]
+    return (f" AND ({' OR '.join(terms)})" if terms else ""), [*products, *categories]
+
+
+def arms(db: HqDb, campaign: str, window_s: float, *, products: Sequence[str] = (),
+         categories: Sequence[str] = ()) -> tuple[dict[str, Arm], Arm]:
+    """``campaign``'s treated shoppers by variant (``""``: none recorded) and its holdout;
+    a conversion is a line of ``products`` or ``categories`` (none named: any line)."""
+    lines, ids = _lines(products, categories)
+    rows = db.query(_ARMS.format(lines=lines), (campaign, *ids, *ids, window_s))
     treated: dict[str, Arm] = {}
     control = Arm()
     for reason, variant, n, x, cents, sq in rows:
@@ -184,6 +196,7 @@ def campaign_lift(db: HqDb, campaign: str, settings: Attribution
                   ) -> tuple[ArmLift, list[ArmLift]]:
     """Lift of ``campaign``'s treated shoppers overall, and per variant (each against
     the shared holdout), under ``settings``."""
-    treated, control = arms(db, campaign, settings.window_s)
+    treated, control = arms(db, campaign, settings.window_s, products=settings.products,
+                            categories=settings.categories)
     overall = arm_lift(None, sum(treated.values(), Arm()), control, settings.min_per_arm)
     return overall, [arm_lift(v, treated[v], control, settings.min_per_arm) for v in sorted(treated)]

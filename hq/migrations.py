@@ -219,10 +219,17 @@ def m0011_code_refusals(db: HqDb) -> None:
     db.execute("CREATE INDEX code_refusals_campaign ON code_refusals (campaign, ts)")
 
 
+def m0014_retention_ts(db: HqDb) -> None:
+    """Retention (hq.retention) deletes these by age, as it does events: an index on
+    their time each, so a round finds its rows without reading the whole table."""
+    for table in ("code_refusals", "purchases", "redemptions", "leads"):
+        db.execute(f"CREATE INDEX {table}_ts ON {table} (ts)")
+
+
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
                                   m0004_broker_users, m0005_consent, m0006_till,
                                   m0007_approvals_feeds, m0008_tags, m0009_rollups,
-                                  m0010_leads, m0011_code_refusals)
+                                  m0010_leads, m0011_code_refusals, m0014_retention_ts)
 
 
 def schema_version(db: HqDb) -> int:

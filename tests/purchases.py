@@ -11,7 +11,8 @@ __all__ = ["add_purchase"]
 
 
 def add_purchase(db: HqDb, *, store: str, inbox: str | None, ts: float, value_cents: int,
-                 product: str = "sku-1") -> None:
+                 product: str | None = "sku-1", category: str | None = None) -> None:
     db.execute("INSERT INTO purchases (id, store, inbox, member, ts, till, txn, product, category,"
-               " quantity, value_cents) VALUES (?, ?, ?, NULL, ?, 'till-1', ?, ?, NULL, 1, ?)",
-               (uuid.uuid4().hex, store, inbox, ts, uuid.uuid4().hex, product, value_cents))
+               " quantity, value_cents) VALUES (?, ?, ?, NULL, ?, 'till-1', ?, ?, ?, 1, ?)",
+               (uuid.uuid4().hex, store, inbox, ts, uuid.uuid4().hex, product, category,
+                value_cents))

@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from aislecast.kernel.campaign import Attribution, Campaign, Creative
+from aislecast.kernel.campaign import Attribution, Campaign, Creative, check_hq_settings
 from aislecast.kernel.schema import Event
 from hq.analytics import campaign_stats
 from hq.db import HqDb
@@ -54,7 +54,7 @@ def test_95_intervals_cover_the_true_lift_95_percent(sizes: tuple[int, int], pla
     assert 0.93 <= share <= 0.97, share
 
 
-def _campaign(db: HqDb, **attribution: float) -> None:
+def _campaign(db: HqDb, **attribution: object) -> None:
     c = Campaign(id="c", name="c", stores=["s"], creatives=[Creative("a", "A"), Creative("b", "B")],
                  attribution=Attribution(**attribution))  # type: ignore[arg-type]
     db.execute("INSERT INTO campaigns (id, body, status, updated_at) VALUES ('c', ?, 'live', 0)",
@@ -108,6 +108,32 @@ def test_arms_and_conversions_from_decisions_and_till_purchases(tmp_path: Path) 
     assert s.overall.converted_treated == 30 and s.overall.incremental_revenue_cents == 9_000
     lo, hi = s.overall.incremental_revenue_lo, s.overall.incremental_revenue_hi
     assert lo is not None and hi is not None and lo < 9_000 < hi
+
+
+def test_only_the_promoted_lines_convert_when_the_campaign_names_them(db: HqDb) -> None:
+    _campaign(db, window_s=7200.0, products=["sku-9"], categories=["wine"])
+    _plant(db, treated=40, control=40)  # every third shopper buys sku-1: not promoted
+    [s] = campaign_stats(db, "c")
+    assert s.overall is not None
+    assert (s.overall.converted_treated, s.overall.converted_control) == (0, 0)
+    assert s.overall.revenue_treated_cents == 0
+    add_purchase(db, store="s", inbox="i0", ts=1100.0, value_cents=500, product=None,
+                 category="wine")  # treated, by category
+    add_purchase(db, store="s", inbox="i3", ts=1100.0, value_cents=700, product="sku-9")
+    add_purchase(db, store="s", inbox="i40", ts=1100.0, value_cents=300, product="sku-9",
+                 category="staples")  # holdout, by product
+    add_purchase(db, store="s", inbox="i41", ts=1100.0, value_cents=300, category="beer")
+    [s] = campaign_stats(db, "c")
+    assert s.overall is not None
+    o = s.overall
+    assert (o.converted_treated, o.converted_control) == (2, 1)
+    assert (o.revenue_treated_cents, o.revenue_control_cents) == (1_200, 300)  # sku-1 left out
+    named = Campaign(id="x", name="x", stores=["s"], creatives=[Creative("a", "A")],
+                               attribution=Attribution(categories=["ok", "not ok"],
+                                                       products=list("p" * 201)))
+    problems = check_hq_settings(named)
+    assert any("'not ok' is not a till line id" in p for p in problems), problems
+    assert any("201 entries, at most 200" in p for p in problems), problems
 
 
 def test_no_lift_number_below_the_minimum_sample(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Retention: HQ's events past ``[retention] events_days`` (SQLite and PostgreSQL), and the
-gateway's day-old history and cap ledger (gateway.retention), with moved clocks."""
+"""Retention: HQ's events, till rows and leads past ``[retention] events_days`` (SQLite and
+PostgreSQL), what it keeps on purpose, and the gateway's day-old history and cap ledger
+(gateway.retention), with moved clocks."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import asyncio
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from aislecast.kernel.broker import MosquittoProcess
+from aislecast.kernel.campaign import Campaign, Creative, Trigger
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttSettings
+from aislecast.kernel.redeem import mint_code
 from aislecast.kernel.schema import Event
 from gateway.caps import CapLedger, Charge
 from gateway.outbox import Outbox
@@ -20,8 +24,10 @@ from gateway.storage import open_db
 from hq.config import load_hq_config
 from hq.db import HqDb
 from hq.ingest import Ingest
-from hq.retention import EVENTS_DAYS, EventRetention
+from hq.redeem_keys import RedeemKeys
+from hq.retention import EVENTS_DAYS, KEPT, PURGES, EventRetention
 from hq.server import HqServer
+from hq.till import BasketLine, PurchaseFeed, TillDesk, TillRefused
 from tests.fakeclock import FakeClock
 from tests.harness import until
 
@@ -42,6 +48,77 @@ async def test_hq_deletes_events_past_the_window_in_batches(db: HqDb) -> None:
     assert await r.purge() == 1
     assert db.one("SELECT count(*) FROM events") == (2,)
     assert await EventRetention(db, events_days=0, clock=clock.time).purge() == 0  # off
+
+
+def _columns(db: HqDb, table: str) -> set[str]:
+    if db.dialect == "postgresql":
+        return {str(c) for (c,) in db.query("SELECT column_name FROM information_schema.columns"
+                                             " WHERE table_schema = current_schema()"
+                                             " AND table_name = ?", (table,))}
+    return {str(r[1]) for r in db.query(f"PRAGMA table_info({table})")}
+
+
+def test_every_table_with_a_time_is_purged_or_kept_on_purpose(db: HqDb) -> None:
+    """A table that grows with time (a row per thing that happened, stamped ``ts``,
+    ``at``, ``seen_at`` or ``hour``) is either purged or listed as kept, with a reason."""
+    timed = {t for t in db.tables() if _columns(db, t) & {"ts", "at", "seen_at", "hour"}}
+    purged = {p.table for p in PURGES}
+    assert timed == purged | set(KEPT), timed ^ (purged | set(KEPT))
+    assert not purged & set(KEPT)
+    assert {"events", "code_refusals", "purchases", "redemptions", "leads"} <= purged
+    assert {"consent_history", "erasures", "audit"} <= set(KEPT)
+
+
+async def test_hq_purges_till_rows_and_leads_and_keeps_what_it_must(db: HqDb) -> None:
+    clock = FakeClock()
+    now, old = clock.time(), clock.time() - 401 * _DAY
+    campaign = Campaign(id="c1", name="c1", stores=["s"], creatives=[Creative(id="a", title="A")],
+                        trigger=Trigger(kind="enter", zones=["z"]))
+    db.execute("INSERT INTO campaigns (id, body, status, updated_at) VALUES (?, ?, 'active', ?)",
+               ("c1", msgspec.json.encode(campaign).decode(), now))
+    keys = RedeemKeys(b"k" * 32)
+    desk = TillDesk(db, lambda: keys)
+
+    def code(serial: int, expires_at: float) -> str:
+        return mint_code(keys.of("s"), store="s", campaign="c1", variant="a",
+                         serial=bytes([serial]) * 5, expires_at=expires_at)
+
+    spent, long_lived, fresh = code(1, old + 60), code(2, now + 30 * _DAY), code(3, now + 60)
+    desk.redeem(spent, store="s", till="t", txn="x1", now=old)
+    desk.redeem(long_lived, store="s", till="t", txn="x2", now=old)  # still valid today
+    desk.redeem(fresh, store="s", till="t", txn="x3", now=now - 60)
+    for c, at in ((spent, old), (fresh, now - 60)):  # a copy tried elsewhere: `used`, stored
+        with pytest.raises(TillRefused, match="used"):
+            desk.redeem(c, store="s", till="t", txn="copy", now=at)
+    line = [BasketLine(quantity=1, value_cents=250, product="p")]
+    desk.purchases(PurchaseFeed(txn="old", lines=line, ts=old), store="s", till="t")
+    desk.purchases(PurchaseFeed(txn="new", lines=line, ts=now - 60), store="s", till="t")
+    for lid, ts in (("l-old", old), ("l-new", now - 60)):
+        db.execute("INSERT INTO leads (id, ts, campaign, store, offer, inbox, fields)"
+                   " VALUES (?, ?, 'c1', 's', 'o', 'i', '{}')", (lid, ts))
+    # kept whatever their age: consent proof, erasure tombstones, the audit trail
+    db.execute("INSERT INTO consent_history (id, inbox, purpose, granted, at, source)"
+               " VALUES ('h', 'i', 'offers', 1, ?, 'app')", (old,))
+    db.execute("INSERT INTO erasures (id, at, consent_changes, events) VALUES ('e', ?, 1, 1)",
+               (old,))
+    db.execute("INSERT INTO audit (id, ts, actor, action, object) VALUES ('a', ?, 'x', 'y', 'z')",
+               (old,))
+
+    r = EventRetention(db, events_days=400, batch=1, clock=clock.time)
+    assert await r.purge() == 4
+    assert r.stats.deleted == {"code_refusals": 1, "purchases": 1, "redemptions": 1, "leads": 1}
+    assert db.query("SELECT txn FROM purchases") == [("new",)]
+    assert db.query("SELECT id FROM leads") == [("l-new",)]
+    assert db.query("SELECT ts FROM code_refusals") == [(now - 60,)]
+    assert sorted(db.query("SELECT txn FROM redemptions")) == [("x2",), ("x3",)]
+    for table in ("consent_history", "erasures", "audit"):
+        assert db.one(f"SELECT count(*) FROM {table}") == (1,), table  # noqa: S608
+    # the purged code is not redeemable again: refused as expired, not consumed twice
+    with pytest.raises(TillRefused, match="expired"):
+        desk.redeem(spent, store="s", till="t", txn="x9", now=now)
+    with pytest.raises(TillRefused, match="used"):  # the kept one still refuses a copy
+        desk.redeem(long_lived, store="s", till="t", txn="x9", now=now)
+    assert db.one("SELECT count(*) FROM redemptions") == (2,)
 
 
 def test_the_window_is_a_setting_with_a_default(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ reach the campaign funnel."""
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.schema import SCHEMA_VERSION, BatchAck, Event, EventBatch, decode, encode
 from hq.analytics import campaign_stats
 from hq.db import HqDb
-from hq.funnel import BREAKDOWNS, funnel
+from hq.funnel import BREAKDOWNS, FunnelRow, finish, funnel, tally
 from hq.ingest import Ingest
 from hq.migrations import STEPS, migrate
 from hq.rollup_schema import ROLLUPS, hour_of
@@ -326,4 +328,40 @@ def test_rollup_bench_builds_the_rollups_ingest_would(db_url: str) -> None:
     assert stored == sum(drawn.values()) >= 3_000
     assert _stored(db)["rollup_hours"] == Counter(drawn)
     assert _stored(db) == _expected(db)
+    db.close()
+
+
+def test_the_hourly_series_summed_in_sql_equals_a_tally_of_the_events(db_url: str) -> None:
+    """``funnel(by="hour")`` sums each hour's counts and stop reasons in SQL: the same
+    rows as tallying every event of that hour, with and without a store filter."""
+    db = HqDb(db_url)
+    kinds = [("decision", "offer"), ("decision", "holdout"), ("decision", "cap_per_visit"),
+             ("decision", "quiet_hours"), ("offer_published", None), ("offer_delivered", None),
+             ("offer_opened", None), ("offer_clicked", None), ("offer_redeemed", None),
+             ("offer_dismissed", None), ("lead_submitted", None), ("tap", "tap"),
+             ("tap", "scan"), ("zone_enter", None)]
+    base = 1_764_000_000.0
+    rng = random.Random(5)
+    events = [Event(id=f"h{i}", kind=kind, ts=base + rng.randrange(30) * 3600 + rng.random(),  # type: ignore[arg-type]
+                    store=f"s{rng.randrange(3)}", campaign="c1", zone=f"z{rng.randrange(2)}",
+                    reason=reason, offer=f"o{i}")
+              for i in range(900) for kind, reason in [kinds[rng.randrange(len(kinds))]]]
+    events.append(Event(id="late", kind="decision", ts=base + 40 * 3600, store="s0",
+                        campaign="c1", reason="offer"))  # an hour with no stop reason
+    events.append(Event(id="odd", kind="decision", ts=base + 3600, store="s0", campaign="c1",
+                        reason='a "quoted", odd:reason'))  # untrusted text, quoted by SQL
+    Ingest(db).store_events(events)
+    for stores in (None, ["s0", "s2"]):
+        want: dict[int, FunnelRow] = {}
+        for e in events:
+            if stores is None or e.store in stores:
+                tally(want.setdefault(hour_of(e.ts), FunnelRow()), e.kind, e.reason or "", 1)
+        got = funnel(db, "c1", by="hour", stores=stores, since=base)
+        assert [r.key for r in got] == [time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(h))
+                                        for h in sorted(want)]
+        for row, h in zip(got, sorted(want), strict=True):
+            finish(want[h])
+            want[h].key = row.key
+            assert row == want[h], (stores, h)
+        assert any(r.stopped for r in got) and not got[-1].stopped
     db.close()

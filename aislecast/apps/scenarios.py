@@ -37,7 +37,15 @@ import msgspec
 
 from aislecast.apps.feed_server import FeedFiles, rss
 from aislecast.kernel import topics
-from aislecast.kernel.campaign import Audience, Caps, Creative, Schedule, Trigger, Window
+from aislecast.kernel.campaign import (
+    Attribution,
+    Audience,
+    Caps,
+    Creative,
+    Schedule,
+    Trigger,
+    Window,
+)
 from aislecast.kernel.schema import SCHEMA_VERSION, Beacon, Campaign, InteractionReport, Store, Zone, encode
 from edge.simstore import SimZone
 from hq.campaigns import save_campaign
@@ -93,6 +101,12 @@ def _from_now(hours: float, *, offset_h: float = 0.0) -> list[Window]:
     return windows
 
 
+def _sold_as(cid: str) -> Attribution:
+    """Lift counts the till simulator's lines of the campaign's own category (named by
+    its id, aislecast.apps.till_sim), not the staples every basket holds."""
+    return Attribution(categories=[cid])
+
+
 def _coupon(cid: str, title: str, body: str, code: str) -> Creative:
     return Creative(id=cid, title=title, body=body, format="coupon", coupon_code=code)
 
@@ -106,6 +120,7 @@ async def _planned(service: HqService, store: str, zones: list[SimZone], uuid_: 
         trigger=Trigger(kind="enter", zones=["entrance"]),
         triggers=[Trigger(kind="enter", zones=["drinks", "produce"])],
         schedule=Schedule(windows=windows), validity_s=3600, holdout_pct=10.0,
+        attribution=_sold_as("weekend-sale"),
         creatives=[_coupon("a", "Weekend sale: 20 % off everything", "Until Sunday 22:00.",
                            "WKND20")],
         # quiet hours are shown, twelve hours away, so they never silence the demo itself
@@ -138,6 +153,7 @@ async def _location(service: HqService, store: str, zones: list[SimZone], uuid_:
             trigger=Trigger(kind="enter", zones=[zone]), validity_s=900,
             creatives=[_coupon("a", title, body, f"{zone[:4].upper()}15")],
             caps=Caps(per_shopper=1), holdout_pct=10.0, priority=1,
+            attribution=_sold_as(f"loc-{zone}"),
         ), push=False)
     await save_campaign(service, Campaign(
         id="loc-dwell-dairy", name="cheese counter", stores=[store], scenario="location",
@@ -184,6 +200,7 @@ async def _predictive(service: HqService, store: str, zones: list[SimZone], uuid
             trigger=Trigger(kind="enter", zones=zone_list),
             triggers=[Trigger(kind="dwell", zones=zone_list, min_dwell_s=3.0)],
             creatives=variants, caps=Caps(per_shopper=1, min_gap_s=5.0), holdout_pct=10.0,
+            attribution=_sold_as(cid),
             audience=Audience(segments=list(SEGMENTS)),
         ), push=False)
 

@@ -2,12 +2,18 @@
 till API (:class:`aislecast.apps.till_client.TillClient`, a till token).
 
 At each checkout a shopper redeems some of the codes their phone holds (``redeem_p``
-each) and buys a basket: one staple line, plus one line of each promoted campaign's
-category (the campaign id stands for it) with probability ``base_rate``, or
-``base_rate + uplift`` when the phone holds an offer of that campaign. Holdout and
-untargeted shoppers therefore buy too, at the base rate, so HQ sees conversions of
-both arms. The wallet's member id rides on every basket; a shopper without one buys
-anonymously. Driven by ``aislecast demo`` (:mod:`aislecast.apps.demo`).
+each) and buys a basket: one staple line (unless ``staples`` is off), plus one line of
+each promoted campaign's category (the campaign id stands for it) with probability
+``base_rate``, or ``base_rate + uplift`` when the phone holds an offer of that
+campaign. Holdout and untargeted shoppers therefore buy too, at the base rate, so HQ
+sees conversions of both arms. The wallet's member id rides on every basket; a shopper
+without one buys anonymously. A basket with no line is not sent.
+
+The till is anything with ``redeem`` and ``purchase`` (:class:`Till`): HQ's HTTP API
+through :class:`~aislecast.apps.till_client.TillClient` in ``aislecast demo``
+(:mod:`aislecast.apps.demo`), or an in-process desk on the simulated clock in
+``benchmarks/sim_week.py``; a refused code raises
+:class:`~aislecast.apps.till_client.TillRefusal` either way.
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aislecast.apps.till_client import TillClient, TillRefusal
+from aislecast.apps.till_client import TillRefusal
 from aislecast.kernel.counters import by, count
 from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Offer
 
-__all__ = ["Shopper", "TillSim", "TillSimOptions", "TillSimStats"]
+__all__ = ["Shopper", "Till", "TillSim", "TillSimOptions", "TillSimStats"]
 
 log = get_logger(__name__)
 
@@ -38,6 +44,16 @@ class Shopper(Protocol):
     offers: dict[str, Offer]
 
 
+class Till(Protocol):
+    """What the simulator calls: :class:`~aislecast.apps.till_client.TillClient`'s two
+    methods (blocking; the simulator runs them in a worker thread)."""
+
+    def redeem(self, code: str, txn: str) -> Any: ...
+
+    def purchase(self, txn: str, lines: list[dict[str, Any]], *,
+                 member: str | None = None) -> Any: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TillSimOptions:
     base_rate: float = 0.2  # chance a shopper buys a promoted category anyway
@@ -45,6 +61,7 @@ class TillSimOptions:
     redeem_p: float = 0.6  # chance a held code is redeemed at a checkout
     visit_s: tuple[float, float] = (8.0, 16.0)  # time between one shopper's checkouts
     staple_cents: tuple[int, int] = (150, 2_500)
+    staples: bool = True  # every basket also holds a staple line
 
 
 @dataclass(slots=True)
@@ -58,7 +75,7 @@ class TillSimStats:
 
 
 class TillSim:
-    def __init__(self, client: TillClient, shoppers: Sequence[Shopper], *,
+    def __init__(self, client: Till, shoppers: Sequence[Shopper], *,
                  campaigns: Callable[[], list[str]], members: Mapping[str, str],
                  rng: random.Random, options: TillSimOptions | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -77,7 +94,7 @@ class TillSim:
         o = self.options
         held = {offer.campaign for offer in shopper.offers.values()}
         lines: list[dict[str, Any]] = [{"category": "staples", "quantity": 1, "value_cents":
-                                        self.rng.randint(*o.staple_cents)}]
+                                        self.rng.randint(*o.staple_cents)}] if o.staples else []
         for cid in self.campaigns():
             treated = cid in held
             if self.rng.random() < o.base_rate + (o.uplift if treated else 0.0):
@@ -104,8 +121,9 @@ class TillSim:
             except TillRefusal as exc:
                 self.stats.refused[exc.reason] = self.stats.refused.get(exc.reason, 0) + 1
         lines = self.basket(shopper)
-        await asyncio.to_thread(self.client.purchase, txn, lines,
-                                member=self.members.get(shopper.inbox))
+        if lines:
+            await asyncio.to_thread(self.client.purchase, txn, lines,
+                                    member=self.members.get(shopper.inbox))
         self.stats.lines += len(lines)
 
     async def _shopper(self, i: int, shopper: Shopper) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "FEATURES",
     "FORMATS",
     "LEAD_FIELDS",
+    "MAX_ATTRIBUTION_IDS",
     "MAX_ATTRIBUTION_S",
     "MAX_LEAD_FIELDS",
     "MAX_LEAD_VALUE",
@@ -177,10 +178,14 @@ class Budget(msgspec.Struct, frozen=True):
 class Attribution(msgspec.Struct, frozen=True):
     """How HQ measures lift (HQ only; gateways ignore it): a shopper converts with a till
     purchase within ``window_s`` after their first decision, and lift is shown once both
-    arms (offered, holdout) have ``min_per_arm`` shoppers."""
+    arms (offered, holdout) have ``min_per_arm`` shoppers. ``products`` and
+    ``categories`` name the purchase lines that count (a line whose product or whose
+    category is listed: what the campaign promotes); both empty, any purchase does."""
 
     window_s: float = 86_400.0
     min_per_arm: int = 30
+    products: list[str] = msgspec.field(default_factory=list)
+    categories: list[str] = msgspec.field(default_factory=list)
 
 
 PAUSE_RULE_KINDS = frozenset({"dismiss_rate", "ctr_floor", "budget_pace", "code_refusals"})
@@ -433,6 +438,8 @@ def check_campaign(c: Campaign, zones: set[str] | None = None, *,
 
 
 MAX_ATTRIBUTION_S = 30 * 86_400.0  # a purchase a month after the offer is not its doing
+MAX_ATTRIBUTION_IDS = 200  # products or categories one campaign's lift counts
+_LINE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # as a till basket line names them (hq.till)
 
 
 def check_hq_settings(c: Campaign) -> list[str]:
@@ -454,6 +461,12 @@ def _check_attribution(a: Attribution, p: list[str]) -> None:
     if not 10 <= a.min_per_arm <= 1_000_000:
         p.append(f"attribution.min_per_arm: {a.min_per_arm} outside [10, 1000000] shoppers "
                  "(fewer makes the interval meaningless)")
+    for name, ids in (("products", a.products), ("categories", a.categories)):
+        if len(ids) > MAX_ATTRIBUTION_IDS:
+            p.append(f"attribution.{name}: {len(ids)} entries, at most {MAX_ATTRIBUTION_IDS}")
+        if bad := [i for i in ids if not _LINE_ID.fullmatch(i)]:
+            p.append(f"attribution.{name}: {bad[0][:40]!r} is not a till line id"
+                     " (1-64 of A-Z a-z 0-9 . _ : -)")
 
 
 def _share(where: str, name: str, v: float | None, p: list[str]) -> None:
