@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 
 from aislecast.kernel.errors import SchemaVersionError
 from hq.rollups import m0009_rollups
+from hq.scope import m0012_shopper_stores
 
 if TYPE_CHECKING:
     from hq.db import HqDb
@@ -222,7 +223,7 @@ def m0011_code_refusals(db: HqDb) -> None:
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
                                   m0004_broker_users, m0005_consent, m0006_till,
                                   m0007_approvals_feeds, m0008_tags, m0009_rollups,
-                                  m0010_leads, m0011_code_refusals)
+                                  m0010_leads, m0011_code_refusals, m0012_shopper_stores)
 
 
 def schema_version(db: HqDb) -> int:

@@ -2,7 +2,9 @@
 
 Owned by the HQ process and passed to the HTTP API and ingest (no global state). It
 builds each store's bundle (zones, beacons, live campaigns, the token tables of the
-next epochs for opted-in shoppers, opt-outs), signs it and publishes it retained.
+next epochs for the store's opted-in shoppers (:mod:`hq.scope`: home stores and recent
+visits; the model's profiles cut the same way, :mod:`hq.store_model`), opt-outs), signs
+it and publishes it retained.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ from hq.consent import Source, check_home_stores, check_purposes, record_consent
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
 from hq.redeem_keys import RedeemKeys
+from hq.scope import keys_of_store, set_homes
 from hq.shards import BrokerShards
+from hq.store_model import Targeted, store_model, targeted
 
 __all__ = ["MAX_TEXT", "MAX_TZ", "Enrollment", "HqService", "InvalidInput", "NotFound",
            "ServiceStats", "check_id", "check_text", "check_tz"]
@@ -127,7 +131,9 @@ class Enrollment(msgspec.Struct, frozen=True):
     consents: list[str]
     broker_username: str | None = None
     broker_password: str | None = None
-    home_stores: list[str] = msgspec.field(default_factory=list)  # empty: every store
+    # the stores that receive the shopper at once (hq.scope); empty: each store once it
+    # first sees them
+    home_stores: list[str] = msgspec.field(default_factory=list)
     # the shopper's own HQ API token (consent, export, erase: hq.rights), shown once
     api_token: str | None = None
 
@@ -158,6 +164,8 @@ class HqService:
         self.redeem: RedeemKeys | None = None  # till codes' keys (hq.redeem_keys); None: no codes
         self.stats = ServiceStats()
         self.campaign_listeners: list[Callable[[Campaign], None]] = []  # after each save
+        self.shopper_listeners: list[Callable[[str], None]] = []  # an inbox enrolled or erased
+        self._targeted: Targeted | None = None  # what the last bundle's profiles were cut to
 
     def refuse(self, what: str, problems: list[str]) -> None:
         """Raise :class:`InvalidInput` (422) for ``problems``, if any, counted and logged once."""
@@ -249,7 +257,9 @@ class HqService:
     def enroll(self, consents: list[str], home_stores: list[str] | None = None, *,
                source: Source = "api") -> Enrollment:
         """A new shopper granting ``consents`` (purposes of :data:`hq.consent.PURPOSES`),
-        shopping at ``home_stores`` (stores HQ has; empty: any). Raises InvalidInput."""
+        shopping at ``home_stores`` (stores HQ has, which receive the shopper at once;
+        empty: each store from its first sighting, :mod:`hq.first_visit`). Raises
+        InvalidInput."""
         homes = sorted(set(home_stores or []))
         problems = check_purposes("consents", consents)
         if homes:
@@ -264,19 +274,25 @@ class HqService:
                 (inbox, key.hex(), ",".join(granted), time.time(), msgspec.json.encode(homes).decode()),
             )
             record_enrolment(self.db, inbox, granted, source=source)
+            set_homes(self.db, inbox, homes)
         password = self.credentials.issue("phone", inbox)
         self.stats.shoppers_enrolled += 1
+        for fn in self.shopper_listeners:
+            fn(inbox)
         return Enrollment(inbox, key.hex(), self.rotation_k, granted,
                           broker_username=inbox, broker_password=password, home_stores=homes)
 
     def opted_out(self) -> list[str]:
         return [r[0] for r in self.db.query("SELECT inbox FROM shoppers WHERE opted_out = 1")]
 
-    def token_tables(self, now: float, purpose: str = "offers") -> list[TokenTable]:
-        """``token -> inbox`` for the previous, current and next epochs, opted-in only."""
-        rows = self.db.query(
-            "SELECT inbox, identity_key, consents FROM shoppers WHERE opted_out = 0"
-        )
+    def token_tables(self, now: float, purpose: str = "offers", *,
+                     store: str | None = None) -> list[TokenTable]:
+        """``token -> inbox`` for the previous, current and next epochs, opted-in only:
+        of the shoppers ``store`` receives (:func:`hq.scope.keys_of_store`), or of the
+        whole chain without one."""
+        rows = (self.db.query("SELECT inbox, identity_key, consents FROM shoppers"
+                              " WHERE opted_out = 0")
+                if store is None else keys_of_store(self.db, store, now))
         epochs = self._token_epochs(now)
         tables = []
         for epoch in epochs:
@@ -337,16 +353,29 @@ class HqService:
         # seq, so gateways apply it again on top of the bundle (gateway.consent)
         delta_seq = self._delta_seq(store_id)
         version = self._bump("bundle_version", store_id)
-        live = [c for c in self.campaigns(store_id) if c.status in {"live", "scheduled"}]
+        every = self.campaigns()
+        live = [c for c in every if store_id in c.stores and c.status in {"live", "scheduled"}]
+        tables = self.token_tables(now, store=store_id)
+        mine = {i for t in tables for i in t.tokens.values()}
+        self._targeted = targeted(every)
         return Bundle(
             v=SCHEMA_VERSION, version=version, store=store, issued_at=now,
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
-            token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
+            token_tables=tables, opt_outs=self.opted_out(),
+            model=store_model(self.model, mine, self._targeted),
             delta_seq=delta_seq, keys=list(self.signer.notices),
             gateways=self.credentials.gateways_of(store_id),
             redeem_key=None if self.redeem is None else self.redeem.hex_of(store_id),
         )
+
+    def widens_targeting(self, c: Campaign) -> bool:
+        """Whether ``c`` targets a segment or loyalty tier the profiles of the bundles
+        built so far were cut without (:mod:`hq.store_model`): its stores then need a
+        fresh bundle, not only the delta carrying ``c``."""
+        t = self._targeted
+        return t is not None and (not set(c.audience.segments) <= t.segments
+                                  or (bool(c.audience.loyalty_tiers) and not t.tiers))
 
     async def publish_bundle(self, store_id: str) -> Bundle:
         bundle = self.build_bundle(store_id)
