@@ -232,6 +232,7 @@ class ShopperRights:
             self.accounts.revoke_token(tid)  # and the token cache forgets it now
         self.service.credentials.revoke(inbox)
         eid, changes, events = await asyncio.to_thread(_erase_rows, self.db, inbox)
+        self.service.forget_shopper(inbox)
         for fn in self.service.shopper_listeners:
             fn(inbox)
         failed = await self._fan_out(self.service.store_ids(), "erase", opt_outs=[inbox],

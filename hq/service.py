@@ -37,7 +37,7 @@ from aislecast.kernel.schema import (
     decode,
 )
 from aislecast.kernel.signing import Signer
-from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
+from aislecast.kernel.tokens import EidMaker, epoch_of, epoch_start, new_identity_key, new_inbox
 from hq.consent import Source, check_home_stores, check_purposes, record_consent, record_enrolment
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
@@ -160,6 +160,7 @@ class HqService:
         self.credentials = CredentialRegistry(db)  # broker logins (hq.credentials)
         self.link = link
         self._eid_cache: dict[tuple[str, int], str] = {}
+        self._makers: dict[str, EidMaker] = {}  # per shopper (aislecast.kernel.tokens)
         self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
         self.redeem: RedeemKeys | None = None  # till codes' keys (hq.redeem_keys); None: no codes
         self.stats = ServiceStats()
@@ -300,7 +301,7 @@ class HqService:
             for inbox, key_hex, consents in rows:
                 if purpose not in consents.split(","):
                     continue
-                tokens[self._eid(inbox, key_hex, epoch)] = inbox
+                tokens[self.eid_hex(inbox, key_hex, epoch)] = inbox
             tables.append(TokenTable(epoch, tokens))
         stale = epochs.start - 2
         for key in [k_ for k_ in self._eid_cache if k_[1] < stale]:
@@ -312,13 +313,22 @@ class HqService:
         first = epoch_of(now, self.rotation_k) - 1
         return range(first, first + TOKEN_EPOCHS_AHEAD + 2)
 
-    def _eid(self, inbox: str, key_hex: str, epoch: int) -> str:
+    def eid_hex(self, inbox: str, key_hex: str, epoch: int) -> str:
+        """``inbox``'s token of ``epoch`` (cached; one :class:`EidMaker` per shopper)."""
         tok = self._eid_cache.get((inbox, epoch))
         if tok is None:
-            k = self.rotation_k
-            tok = eid_for(bytes.fromhex(key_hex), epoch_start(epoch, k), k).hex()
+            maker = self._makers.get(inbox)
+            if maker is None:
+                maker = self._makers[inbox] = EidMaker(bytes.fromhex(key_hex), self.rotation_k)
+            tok = maker.eid(epoch_start(epoch, self.rotation_k)).hex()
             self._eid_cache[(inbox, epoch)] = tok
         return tok
+
+    def forget_shopper(self, inbox: str) -> None:
+        """Drop an erased shopper's cached key schedule and tokens."""
+        self._makers.pop(inbox, None)
+        for key in [k_ for k_ in self._eid_cache if k_[0] == inbox]:
+            del self._eid_cache[key]
 
     def shopper_tokens(self, inbox: str, now: float | None = None) -> list[TokenTable]:
         """One shopper's part of :meth:`token_tables` (the same epochs and tokens), for
@@ -327,7 +337,7 @@ class HqService:
         if row is None:
             return []
         epochs = self._token_epochs(time.time() if now is None else now)
-        return [TokenTable(e, {self._eid(inbox, row[0], e): inbox}) for e in epochs]
+        return [TokenTable(e, {self.eid_hex(inbox, row[0], e): inbox}) for e in epochs]
 
     # ---- bundles and deltas ------------------------------------------------------------
     def _delta_seq(self, store_id: str) -> int:

@@ -17,7 +17,7 @@ import struct
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["eid_for", "epoch_of", "epoch_start", "new_identity_key", "new_inbox"]
+__all__ = ["EidMaker", "eid_for", "epoch_of", "epoch_start", "new_identity_key", "new_inbox"]
 
 
 def _aes_block(key: bytes, block: bytes) -> bytes:
@@ -45,6 +45,34 @@ def eid_for(identity_key: bytes, unix_ts: float, k: int) -> bytes:
     quantised = (ts >> k) << k
     eid_in = b"\x00" * 11 + bytes([k]) + struct.pack(">I", quantised)
     return _aes_block(temp_key, eid_in)[:8]
+
+
+class EidMaker:
+    """The EIDs of one identity key, as :func:`eid_for` makes them, faster: the
+    temporary key (it changes every 2**16 s, ~18 h) is derived once and kept, so an EID
+    costs one AES key setup and block instead of two. HQ keeps one per shopper
+    (``aislecast bench scope``: ~6 us an EID against ~15 us)."""
+
+    __slots__ = ("_key", "_temp", "k")
+
+    def __init__(self, identity_key: bytes, k: int) -> None:
+        if len(identity_key) != 16:
+            raise ValueError("an identity key is 16 bytes")
+        if not 0 <= k <= 15:
+            raise ValueError("rotation exponent k must be within 0..15")
+        self._key = identity_key
+        self.k = k
+        self._temp: tuple[int, bytes] = (-1, b"")  # (ts[31:16], its temporary key), one object
+
+    def eid(self, unix_ts: float) -> bytes:
+        ts = int(unix_ts) & 0xFFFFFFFF
+        hi, temp = self._temp  # read and replaced whole: safe from several threads
+        if hi != ts >> 16:
+            hi = ts >> 16
+            temp = _aes_block(self._key, b"\x00" * 11 + b"\xff\x00\x00" + struct.pack(">H", hi))
+            self._temp = (hi, temp)
+        k = self.k
+        return _aes_block(temp, b"\x00" * 11 + bytes([k]) + struct.pack(">I", (ts >> k) << k))[:8]
 
 
 def new_identity_key() -> bytes:
