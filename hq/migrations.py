@@ -119,7 +119,8 @@ def m0004_broker_users(db: HqDb) -> None:
 
 
 _V5: Final = (
-    # the shopper's stores, chosen at enrolment (JSON list; empty: every store)
+    # the shopper's home stores, chosen at enrolment (JSON list; hq.scope's shopper_stores
+    # holds which stores receive the shopper)
     "ALTER TABLE shoppers ADD COLUMN home_stores TEXT NOT NULL DEFAULT '[]'",
     # every consent change (hq.consent); the current state is the latest per purpose
     "CREATE TABLE consent_history (id TEXT PRIMARY KEY, inbox TEXT NOT NULL,"
