@@ -13,7 +13,7 @@ import functools
 import re
 import time
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -295,14 +295,13 @@ class HqService:
                               " WHERE opted_out = 0")
                 if store is None else keys_of_store(self.db, store, now))
         epochs = self._token_epochs(now)
-        tables = []
-        for epoch in epochs:
-            tokens: dict[str, str] = {}
-            for inbox, key_hex, consents in rows:
-                if purpose not in consents.split(","):
-                    continue
-                tokens[self.eid_hex(inbox, key_hex, epoch)] = inbox
-            tables.append(TokenTable(epoch, tokens))
+        by_epoch: list[dict[str, str]] = [{} for _ in epochs]
+        for inbox, key_hex, consents in rows:
+            if purpose not in consents.split(","):
+                continue
+            for tokens, tok in zip(by_epoch, self.tokens_of(inbox, key_hex, epochs), strict=True):
+                tokens[tok] = inbox
+        tables = [TokenTable(e, t) for e, t in zip(epochs, by_epoch, strict=True)]
         stale = epochs.start - 2
         for key in [k_ for k_ in self._eid_cache if k_[1] < stale]:
             del self._eid_cache[key]
@@ -313,16 +312,23 @@ class HqService:
         first = epoch_of(now, self.rotation_k) - 1
         return range(first, first + TOKEN_EPOCHS_AHEAD + 2)
 
-    def eid_hex(self, inbox: str, key_hex: str, epoch: int) -> str:
-        """``inbox``'s token of ``epoch`` (cached; one :class:`EidMaker` per shopper)."""
-        tok = self._eid_cache.get((inbox, epoch))
-        if tok is None:
+    def tokens_of(self, inbox: str, key_hex: str, epochs: Sequence[int]) -> list[str]:
+        """``inbox``'s tokens of ``epochs`` (hex), cached; those not cached yet made in
+        one AES pass of the shopper's :class:`EidMaker`."""
+        cache = self._eid_cache
+        missing = [e for e in epochs if (inbox, e) not in cache]
+        if missing:
             maker = self._makers.get(inbox)
             if maker is None:
                 maker = self._makers[inbox] = EidMaker(bytes.fromhex(key_hex), self.rotation_k)
-            tok = maker.eid(epoch_start(epoch, self.rotation_k)).hex()
-            self._eid_cache[(inbox, epoch)] = tok
-        return tok
+            k = self.rotation_k
+            for e, tok in zip(missing, maker.eids([epoch_start(e, k) for e in missing]), strict=True):
+                cache[(inbox, e)] = tok.hex()
+        return [cache[(inbox, e)] for e in epochs]
+
+    def eid_hex(self, inbox: str, key_hex: str, epoch: int) -> str:
+        """``inbox``'s token of ``epoch`` (cached)."""
+        return self.tokens_of(inbox, key_hex, [epoch])[0]
 
     def forget_shopper(self, inbox: str) -> None:
         """Drop an erased shopper's cached key schedule and tokens."""
@@ -337,7 +343,8 @@ class HqService:
         if row is None:
             return []
         epochs = self._token_epochs(time.time() if now is None else now)
-        return [TokenTable(e, {self.eid_hex(inbox, row[0], e): inbox}) for e in epochs]
+        return [TokenTable(e, {tok: inbox})
+                for e, tok in zip(epochs, self.tokens_of(inbox, row[0], epochs), strict=True)]
 
     # ---- bundles and deltas ------------------------------------------------------------
     def _delta_seq(self, store_id: str) -> int:
