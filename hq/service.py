@@ -303,8 +303,10 @@ class HqService:
                 tokens[tok] = inbox
         tables = [TokenTable(e, t) for e, t in zip(epochs, by_epoch, strict=True)]
         stale = epochs.start - 2
-        for key in [k_ for k_ in self._eid_cache if k_[1] < stale]:
-            del self._eid_cache[key]
+        # list(): one copy, so a first-visit table built in a worker thread meanwhile
+        # (hq.first_visit, adding to the cache) does not break the loop
+        for key in [k_ for k_ in list(self._eid_cache) if k_[1] < stale]:
+            self._eid_cache.pop(key, None)
         return tables
 
     def _token_epochs(self, now: float) -> range:
@@ -333,8 +335,8 @@ class HqService:
     def forget_shopper(self, inbox: str) -> None:
         """Drop an erased shopper's cached key schedule and tokens."""
         self._makers.pop(inbox, None)
-        for key in [k_ for k_ in self._eid_cache if k_[0] == inbox]:
-            del self._eid_cache[key]
+        for key in [k_ for k_ in list(self._eid_cache) if k_[0] == inbox]:
+            self._eid_cache.pop(key, None)
 
     def shopper_tokens(self, inbox: str, now: float | None = None) -> list[TokenTable]:
         """One shopper's part of :meth:`token_tables` (the same epochs and tokens), for
