@@ -9,6 +9,7 @@ import functools
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aislecast.kernel.schema import Store
@@ -53,6 +54,9 @@ async def test_a_shopper_of_another_store_resolves_there_within_seconds(tmp_path
         assert gw.parts.identity.resolve(phone.token(time.time()).hex(), time.time()) == e.inbox
         assert stores_of(st.hq.db, e.inbox) == [OTHER, STORE]  # seen: A's next bundles carry them
         assert e.inbox in _inboxes(st.hq.service.build_bundle(STORE).token_tables)
+        async with httpx.AsyncClient(base_url=st.url, headers=st.admin) as http:
+            text = (await http.get("/metrics")).text
+        assert "aislecast_hq_first_visit_admitted_total 1.0" in text  # in HQ's metrics
         print(f"first visit: token heard -> offer on the phone in {took:.2f} s")
 
 
