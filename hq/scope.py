@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from hq.db import HqDb
 
 __all__ = ["SEEN_DAYS", "SEEN_S", "SEEN_WRITE_S", "SeenBook", "keys_of_store", "m0012_shopper_stores",
-           "mark_seen", "set_homes", "shoppers_of", "store_rows", "stores_of"]
+           "mark_seen", "opted_out_of", "set_homes", "shoppers_of", "store_rows", "stores_of"]
 
 #: A store keeps receiving a shopper (without it as a home store) this long after the
 #: shopper was last seen there.
@@ -120,6 +120,14 @@ def keys_of_store(db: HqDb, store: str, now: float) -> list[tuple[str, str, str]
         " WHERE ss.store = ? AND s.opted_out = 0 AND (ss.home = 1 OR ss.last_seen >= ?)"
         " ORDER BY s.inbox",
         (store, now - SEEN_S))]
+
+
+def opted_out_of(db: HqDb, store: str) -> list[str]:
+    """The opted-out shoppers ``store`` has ever received (a row, however old): the only
+    ones its gateways can hold tokens of; the bundle's opt-out list, sorted."""
+    return [str(r[0]) for r in db.query(
+        "SELECT s.inbox FROM shopper_stores ss JOIN shoppers s ON s.inbox = ss.inbox"
+        " WHERE ss.store = ? AND s.opted_out = 1 ORDER BY s.inbox", (store,))]
 
 
 def store_rows(db: HqDb, inbox: str) -> list[dict[str, object]]:

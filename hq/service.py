@@ -42,7 +42,7 @@ from hq.consent import Source, check_home_stores, check_purposes, record_consent
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
 from hq.redeem_keys import RedeemKeys
-from hq.scope import keys_of_store, set_homes
+from hq.scope import keys_of_store, opted_out_of, set_homes
 from hq.shards import BrokerShards
 from hq.store_model import Targeted, store_model, targeted
 
@@ -381,7 +381,7 @@ class HqService:
             v=SCHEMA_VERSION, version=version, store=store, issued_at=now,
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
-            token_tables=tables, opt_outs=self.opted_out(),
+            token_tables=tables, opt_outs=opted_out_of(self.db, store_id),
             model=store_model(self.model, mine, self._targeted),
             delta_seq=delta_seq, keys=list(self.signer.notices),
             gateways=self.credentials.gateways_of(store_id),

@@ -58,6 +58,10 @@ def test_a_store_bundle_carries_its_home_and_recently_seen_shoppers_only(
     assert _inboxes(svc, "A", later) == {home_a, both}
     assert shoppers_of(db, "A", later) == sorted([home_a, both])
     assert shoppers_of(db, "A", later - 2.0) == sorted([home_a, both, visitor])
+    # an opted-out shopper is named in the opt-outs of the stores that ever received them
+    db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox IN (?, ?)", (home_b, visitor))
+    assert svc.build_bundle("A", now=later).opt_outs == [visitor]
+    assert svc.build_bundle("B", now=later).opt_outs == sorted([home_b, visitor])
 
 
 def test_seen_is_written_at_most_hourly_and_never_for_unknown_inboxes(
