@@ -79,6 +79,7 @@ _MODULES = (
     "benchmarks.bench_till",
     "benchmarks.bench_feeds",
     "benchmarks.bench_wallet",
+    "benchmarks.bench_scope",
 )
 
 

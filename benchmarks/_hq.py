@@ -51,7 +51,7 @@ def seed_hq(work: Path, store: str, campaigns: Sequence[Campaign], shoppers: int
             service.upsert_campaign(c)
         enrolled = []
         for _ in range(shoppers):
-            e = service.enroll(["offers"])
+            e = service.enroll(["offers"], [store])
             enrolled.append((e.inbox, bytes.fromhex(e.identity_key)))
         accounts = Accounts(db)
         accounts.add_user(admin, "admin")

@@ -66,7 +66,7 @@ def _signed_bundle(work: Path, shoppers: int) -> tuple[bytes, int, int, str]:
                 creatives=[Creative(id="a", title=f"{z.id} deal", format="coupon", coupon_code="R1")],
                 validity_s=600))
         for _ in range(shoppers):
-            service.enroll(["offers"])
+            service.enroll(["offers"], [STORE])
         bundle = service.build_bundle(STORE)
         entries = sum(len(t.tokens) for t in bundle.token_tables)
         return signer.sign("bundle", bundle), bundle.version, entries, public_key_pem(signer.public_key)

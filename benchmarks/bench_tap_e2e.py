@@ -110,7 +110,7 @@ async def _stack(work: Path, opts: BenchOptions) -> list[Measurement]:
                 id="till-tap", name="till tap", stores=[_STORE], trigger=Trigger(kind="tap"),
                 creatives=[Creative(id="a", title="Thanks for tapping")], validity_s=600,
                 caps=Caps(per_shopper=10**9)))
-            enrolled = [hq.service.enroll(["offers"]) for _ in range(_PHONES)]
+            enrolled = [hq.service.enroll(["offers"], [_STORE]) for _ in range(_PHONES)]
             await hq.service.publish_bundle(_STORE)
             port = free_udp_port()
             cfg = load_config({

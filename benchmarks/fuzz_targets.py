@@ -104,7 +104,7 @@ class Rig:
         svc.upsert_campaign(Campaign(id="c-fuzz", name="fuzz", stores=[STORE],
                                      trigger=Trigger(kind="zone_enter", zones=zones[:1]),
                                      creatives=[Creative(id="a", title="hello")]))
-        self.inboxes = [svc.enroll(["offers"]).inbox for _ in range(2)]
+        self.inboxes = [svc.enroll(["offers"], [STORE]).inbox for _ in range(2)]
         self.cfg = load_config({"gateway": GATEWAY, "store": STORE, "data_dir": str(root / "gw"),
                                 "hq_public_key": public_key_pem(self.signer.public_key),
                                 "scanner": {"backend": "sim"}})

@@ -293,12 +293,27 @@ class Gateway:
             parts.visits.sync(time.time(), parts.presence.present())
             parts.retention.tick(time.time())  # day-old history, the cap ledger (gateway.retention)
             parts.beacon_health(parts.fleet.check(now))
+            if link.connected.is_set():
+                await self._report_unknown(parts, link)
             if parts.pool.due(now) and link.connected.is_set():
                 for payload in parts.pool.build(now, time.time()):
                     try:
                         await link.publish(parts.pool.topic, payload, qos=0, expiry_s=POOL_EXPIRY_S)
                     except aiomqtt.MqttError as exc:
                         log.debug("presence summary publish failed: %s", exc)
+
+    @staticmethod
+    async def _report_unknown(parts: GatewayParts, link: MqttLink) -> None:
+        """The tokens no table resolved since the last tick, to HQ (gateway.first_visit)."""
+        fv = parts.first_visits
+        while tokens := fv.take():
+            try:
+                await link.publish(fv.topic, fv.payload(tokens), qos=1)
+            except aiomqtt.MqttError as exc:
+                fv.failed(tokens)
+                log.debug("unknown-token report not sent: %s", exc)
+                return
+            fv.sent(tokens)
 
     async def _health(self, run: _Running) -> None:
         topic = topics.gateway_state(self.cfg.store, self.cfg.gateway)

@@ -22,12 +22,18 @@ clock's epoch returns inline, and the ranked search of every match runs only whe
 epochs share a token (a 64-bit coincidence). Counted with cachegrind: ~7,900 machine
 instructions a lookup against ~9,400 before this layout and ~4,300 for the dicts;
 times are in README.md (``aislecast bench gateway_rss``).
+
+A token that matches no entry at all (in the tables or the admitted ones) is handed to
+``on_unknown`` when set: the gateway reports it to HQ, which admits a shopper seen in
+the store for the first time (:mod:`gateway.first_visit`). A token of an entry outside
+the clock's window, or of an opted-out shopper, is not unknown and is not reported.
 """
 
 from __future__ import annotations
 
 import logging
 from array import array
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Final
 
@@ -57,7 +63,8 @@ class IdentityResolver:
     around it, or sharing its text with another epoch's, goes to :meth:`_ranked`."""
 
     __slots__ = ("_added", "_after", "_before", "_epoch_pos", "_hot", "_inbox_at", "_inbox_text", "_k",
-                 "_meta", "_now", "_opted_out", "_shared", "_size", "_slots", "_text", "_window")
+                 "_meta", "_now", "_opted_out", "_shared", "_size", "_slots", "_text", "_window",
+                 "on_unknown")
 
     def __init__(self) -> None:
         self._k = 9
@@ -66,6 +73,8 @@ class IdentityResolver:
         # token -> (epoch, inbox) of shoppers admitted by deltas since the bundle (a few:
         # looked up only when the bundle's tables miss; the next bundle carries them)
         self._added: dict[str, tuple[int, str]] = {}
+        # called with (token, clock) for a token matching nothing (gateway.first_visit)
+        self.on_unknown: Callable[[str, float], None] | None = None
         self._index([], array("I", [0]), [""])
 
     def _index(self, tokens: list[str], meta: array[int], inboxes: list[str]) -> None:
@@ -146,9 +155,13 @@ class IdentityResolver:
         self._opted_out |= gone
         self._added = {t: v for t, v in self._added.items() if v[1] not in gone}
 
-    def _resolve_added(self, token_hex: str, unix_now: float) -> str | None:
+    def _miss(self, token_hex: str, unix_now: float) -> str | None:
+        """The bundle's tables do not have ``token_hex``: the admitted tokens may; a
+        token neither has is unknown (reported to ``on_unknown``)."""
         hit = self._added.get(token_hex)
         if hit is None:
+            if self.on_unknown is not None:
+                self.on_unknown(token_hex, unix_now)
             return None
         epoch, inbox = hit
         if abs(epoch - (int(unix_now) >> self._k)) > 1 or inbox in self._opted_out:
@@ -210,4 +223,4 @@ class IdentityResolver:
                 inbox = inbox_text[inbox_at[n]:inbox_at[n + 1]]
                 return None if inbox in opted_out else inbox
             i = (i + 1) % size
-        return self._resolve_added(token_hex, unix_now) if self._added else None
+        return self._miss(token_hex, unix_now)

@@ -55,7 +55,7 @@ GAUGES: Final = frozenset({
     "fleet_beacons_planned", "fleet_beacons_heard", "fleet_beacons_unheard",
     "fleet_beacons_low_battery", "fleet_beacon_battery_min_mv", "taps_reader_up",
     "scanner_last_advert_age_s", "scanner_fallback_active", "keys_pinned", "uptime_s",
-    "connected_s", "pseudonyms_day_keys",
+    "connected_s", "pseudonyms_day_keys", "first_visit_pending",
 })
 _LABEL: Final = "reason"
 
@@ -101,6 +101,7 @@ def sources(parts: GatewayParts, link: MqttLink, scanner: Scanner,
         ("presence", lambda: {"events_emitted": p.presence.events_emitted,
                               "dropped": p.presence.dropped}),
         ("pool", lambda: p.pool.stats),
+        ("first_visit", lambda: p.first_visits.stats),  # unknown tokens reported (gateway.first_visit)
         ("visits", lambda: {"open": len(p.visits), "resumed": p.visits.resumed,
                             "downtime_s": p.visits.downtime_s}),
         ("schedule", lambda: {"campaigns": len(p.schedule), "openings": p.schedule.openings}),

@@ -28,6 +28,7 @@ from gateway.bundles import BundleStore
 from gateway.config import GatewayConfig
 from gateway.consent import ConsentOverlay
 from gateway.decisions import DecisionEngine, PausedCampaigns, Rejection
+from gateway.first_visit import FirstVisits
 from gateway.fleet import BeaconAlert, FleetHealth
 from gateway.identity import IdentityResolver
 from gateway.outbox import Outbox
@@ -71,6 +72,9 @@ class GatewayParts:
         self.counters = GatewayCounters()
         self.outbox = Outbox(db)
         self.identity = IdentityResolver()
+        # tokens no table has, reported to HQ by the ticker (first visits to the store)
+        self.first_visits = FirstVisits(cfg.store, cfg.gateway)
+        self.identity.on_unknown = self.first_visits.note
         self.decider = DecisionEngine(db, cfg.store, gateway=cfg.gateway)
         self.presence = PresenceEngine({}, cfg.presence.params(), gateway=cfg.gateway)
         self.pool = SightingPool(self.presence, cfg.store, cfg.gateway)

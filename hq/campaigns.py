@@ -117,6 +117,7 @@ async def save_campaign(service: HqService, c: Campaign, *, push: bool = True) -
     if old is not None and old.budget.grants and c.budget.kind == old.budget.kind:
         c = msgspec.structs.replace(c, budget=msgspec.structs.replace(
             c.budget, grants=old.budget.grants))  # grants only grow: never reset by an edit
+    widens = service.widens_targeting(c)
     service.upsert_campaign(c)
     if push and service.link is not None:
         for store in c.stores:
@@ -124,6 +125,9 @@ async def save_campaign(service: HqService, c: Campaign, *, push: bool = True) -
                 await service.publish_delta(store, campaigns=[c])
             else:
                 await service.publish_delta(store, paused=[c.id])
+        if widens and c.status in {"live", "scheduled"}:
+            # the bundles' profiles lack the segments/tiers it targets (hq.store_model)
+            await service.republish_all(c.stores)
     return c
 
 

@@ -13,6 +13,10 @@ Feedback is stored only for an offer a gateway reported published to the sending
 reason that is counted in ``feedback_refused`` and logged once with the inbox). A
 ``lead`` feedback must also fit its campaign's lead form (:mod:`hq.leads`); it becomes a
 ``lead_submitted`` event and a ``leads`` row holding its fields.
+
+The shoppers of the events stored are marked seen in the events' stores
+(:class:`hq.scope.SeenBook`, at most hourly per shopper and store): what keeps a store
+receiving a shopper who does not have it as a home store.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from hq.leads import LeadRow, form_problem, store_lead
 from hq.ownership import Delivered, FeedbackHold, RefusalReason, delivered_to
 from hq.rollups import OfferMemo, store_batch
 from hq.router import Reply
+from hq.scope import SeenBook
 
 __all__ = ["Ingest", "IngestStats"]
 
@@ -68,6 +73,8 @@ class IngestStats:
     group_retries: int = count("groups of event batches whose shared transaction failed,"
                                " stored again one batch at a time")
     batch_errors: int = count("event batches not stored for a database error (not acked)")
+    seen_marked: int = count("(shopper, store) visits written to shopper_stores (hq.scope)")
+    seen_errors: int = count("visits not written to shopper_stores for a database error")
 
 
 class Ingest:
@@ -81,6 +88,7 @@ class Ingest:
         self.hold = FeedbackHold() if hold is None else hold
         self.offers = OfferMemo()  # the recent offers' trigger, variant, zone (hq.rollups)
         self.reply = reply
+        self.seen = SeenBook(db)  # who was seen in which store (hq.scope)
 
     async def _db(self, fn: Callable[..., R], *args: Any) -> R:
         """``fn(*args)`` on the loop for SQLite, in a worker thread for PostgreSQL."""
@@ -95,7 +103,14 @@ class Ingest:
     def _store(self, events: list[Event]) -> list[Event]:
         """Insert ``events`` with their rollups (:func:`hq.rollups.store_batch`); returns
         the ones that were new (not stored before)."""
-        return store_batch(self.db, events, self.offers)
+        fresh = store_batch(self.db, events, self.offers)
+        try:  # the events are stored: a failure here must not leave their batch unacked
+            self.seen.events(fresh)
+        except Exception:
+            self.stats.seen_errors += 1
+            log.warning("shoppers seen not written", exc_info=True)
+        self.stats.seen_marked = self.seen.written
+        return fresh
 
     def store_events(self, events: list[Event]) -> int:
         return self._counted(events, self._store(events))

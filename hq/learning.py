@@ -104,7 +104,7 @@ def train(service: HqService, *, now: float | None = None) -> Model:
     return model
 
 
-# A bundle carries every opted-in shopper's token tables (MBs for a big store): a new
+# A bundle carries the token tables of its store's shoppers (MBs for a big store): a new
 # model alone is shipped at most this often; budget grants that changed go out at once.
 MODEL_REPUBLISH_S = 600.0
 

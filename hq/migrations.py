@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 
 from aislecast.kernel.errors import SchemaVersionError
 from hq.rollups import m0009_rollups
+from hq.scope import m0012_shopper_stores
 
 if TYPE_CHECKING:
     from hq.db import HqDb
@@ -118,7 +119,8 @@ def m0004_broker_users(db: HqDb) -> None:
 
 
 _V5: Final = (
-    # the shopper's stores, chosen at enrolment (JSON list; empty: every store)
+    # the shopper's home stores, chosen at enrolment (JSON list; hq.scope's shopper_stores
+    # holds which stores receive the shopper)
     "ALTER TABLE shoppers ADD COLUMN home_stores TEXT NOT NULL DEFAULT '[]'",
     # every consent change (hq.consent); the current state is the latest per purpose
     "CREATE TABLE consent_history (id TEXT PRIMARY KEY, inbox TEXT NOT NULL,"
@@ -229,7 +231,8 @@ def m0014_retention_ts(db: HqDb) -> None:
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
                                   m0004_broker_users, m0005_consent, m0006_till,
                                   m0007_approvals_feeds, m0008_tags, m0009_rollups,
-                                  m0010_leads, m0011_code_refusals, m0014_retention_ts)
+                                  m0010_leads, m0011_code_refusals, m0012_shopper_stores,
+                                  m0014_retention_ts)
 
 
 def schema_version(db: HqDb) -> int:

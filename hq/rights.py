@@ -4,9 +4,12 @@ signed deltas that carry them to the gateways in seconds.
 * **Enrol** (:meth:`ShopperRights.enroll`): the shopper row, the consent history, a
   broker login, the shopper's own API token (kind ``shopper``, owner = inbox, stored as
   its SHA-256 like every token) and, when offers are granted, a delta admitting the
-  shopper (``opt_ins`` + their ``tokens``) to every home store (all stores when none).
+  shopper (``opt_ins`` + their ``tokens``) to the stores that receive them
+  (:func:`hq.scope.stores_of`: the home stores; none without one, where the first
+  visit admits them, :mod:`hq.first_visit`).
 * **Change** (:meth:`ShopperRights.change`): one consent row; granting ``offers`` sends
-  the admitting delta, withdrawing it an ``opt_outs`` delta to every store. The other
+  the admitting delta to the shopper's stores only, withdrawing it an ``opt_outs``
+  delta to every store (a gateway may hold them from a delta of any time). The other
   purposes reach the gateways with the next bundle (they shape profiles and events).
 * **Export** (:meth:`ShopperRights.export`): everything HQ holds about the inbox.
 * **Erase** (:meth:`ShopperRights.erase`): see :meth:`ShopperRights.erase`.
@@ -34,12 +37,12 @@ from hq.consent import (
     check_purposes,
     consent_history,
     current_consents,
-    home_stores_of,
     record_consent,
 )
 from hq.db import HqDb
 from hq.lead_score import lead_score_of
 from hq.leads import shopper_leads
+from hq.scope import store_rows, stores_of
 from hq.service import Enrollment, HqService, NotFound, check_id
 
 __all__ = ["ERASED", "ShopperRights", "source_of"]
@@ -87,7 +90,7 @@ def _erase_rows(db: HqDb, inbox: str) -> tuple[str, int, int]:
         db.execute("UPDATE purchases SET inbox = NULL, member = NULL WHERE inbox = ?", (inbox,))
         db.execute("UPDATE redemptions SET inbox = NULL WHERE inbox = ?", (inbox,))
         for table in ("consent_history", "profiles", "members", "loyalty_ids", "leads",
-                      "shoppers"):
+                      "shopper_stores", "shoppers"):
             db.execute(f"DELETE FROM {table} WHERE inbox = ?", (inbox,))  # noqa: S608 - constants
         db.execute("DELETE FROM broker_users WHERE username = ? AND kind = 'phone'", (inbox,))
         db.execute("DELETE FROM api_tokens WHERE kind = 'shopper' AND owner = ?", (inbox,))
@@ -134,7 +137,7 @@ class ShopperRights:
         return e
 
     def _stores_of(self, inbox: str) -> list[str]:
-        return home_stores_of(self.db, inbox) or self.service.store_ids()
+        return stores_of(self.db, inbox)
 
     async def _fan_out(self, stores: list[str], what: str, **fields: Any) -> list[str]:
         """One delta per store, concurrently; returns the stores it could not reach."""
@@ -146,7 +149,8 @@ class ShopperRights:
         return failed
 
     async def admit(self, inbox: str) -> list[str]:
-        """The delta that lets ``inbox``'s tokens resolve at their stores' gateways now."""
+        """The delta that lets ``inbox``'s tokens resolve at their stores' gateways now
+        (the stores that receive them, :mod:`hq.scope`; no other store)."""
         tokens = self.service.shopper_tokens(inbox)
         return await self._fan_out(self._stores_of(inbox), "admit", opt_ins=[inbox], tokens=tokens)
 
@@ -191,6 +195,7 @@ class ShopperRights:
             "shopper": {"inbox": row[0], "consents": [c for c in str(row[1]).split(",") if c],
                         "opted_out": bool(row[2]), "created_at": float(row[3]),
                         "home_stores": json.loads(row[4])},
+            "stores": store_rows(db, inbox),  # which stores receive them, and last seen (hq.scope)
             "consent_history": msgspec.to_builtins(consent_history(db, inbox)),
             "profile": None if profile is None else {"segments": [s for s in profile[0].split(",") if s],
                                                      "tier": profile[1]},
@@ -227,6 +232,9 @@ class ShopperRights:
             self.accounts.revoke_token(tid)  # and the token cache forgets it now
         self.service.credentials.revoke(inbox)
         eid, changes, events = await asyncio.to_thread(_erase_rows, self.db, inbox)
+        self.service.forget_shopper(inbox)
+        for fn in self.service.shopper_listeners:
+            fn(inbox)
         failed = await self._fan_out(self.service.store_ids(), "erase", opt_outs=[inbox],
                                      erased=[inbox])
         log.info("shopper erased", erasure=eid, consent_changes=changes, events=events)

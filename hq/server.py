@@ -69,6 +69,7 @@ from hq.credentials import ensure_hq_credential, hq_login_file
 from hq.db import HqDb
 from hq.feed_rules import FeedSettings
 from hq.feeds import FeedWatcher
+from hq.first_visit import FirstVisits
 from hq.ingest import Ingest
 from hq.keyring import Keyring
 from hq.landing import LandingHosts
@@ -128,6 +129,7 @@ class _Parts:
     keys: KeyWatcher
     election: Election
     feeds: FeedWatcher
+    first_visits: FirstVisits
 
 
 class HqServer:
@@ -266,6 +268,11 @@ class HqServer:
         return self._got().feeds
 
     @property
+    def first_visits(self) -> FirstVisits:
+        """Admits shoppers at a store whose gateway reported their unknown token."""
+        return self._got().first_visits
+
+    @property
     def election(self) -> Election:
         """Whether this worker leads (``election.leading``, ``election.role``)."""
         return self._got().election
@@ -307,9 +314,11 @@ class HqServer:
         sync, shard_mqtt, shard_syncs = await self._broker_files(service)
         acks, board = AckSender(), GatewayBoard()
         ingest = Ingest(db, reply=acks.offer)  # held feedback is acknowledged once stored
+        first_visits = FirstVisits(service)  # tokens gateways could not resolve (hq.first_visit)
         router = Router([Route("events", topics.HQ_EVENTS_SHARED, ingest.on_events,
                                many=ingest.on_events_many),
                          Route("feedback", topics.HQ_FEEDBACK_SHARED, ingest.on_feedback),
+                         Route("unknown", topics.HQ_UNKNOWN_SHARED, first_visits.on_unknown),
                          Route("state", STATE_FILTER, board.on_state_message)], reply=acks.offer)
         inbound: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(INBOUND_QUEUE_MAX)
         link = MqttLink(self.mqtt, client_id=self.client_id, subscriptions=router.subscriptions,
@@ -342,6 +351,7 @@ class HqServer:
         app = create_app(service, ingest, board, alerts=alerts, stats={
             "retention": self.retention.stats,
             "router": router.stats, "acks": acks.stats, "mqtt": link.stats,
+            "first_visit": first_visits.stats,
             "shortlinks": shortlinks.stats, "republisher": republisher.stats, "learning": learned,
             "keys": keys.stats, "leader": election.stats, "autopause": pauser.stats,
             **({"links": self.landing_hosts.stats} if self.landing_hosts is not None else {}),
@@ -357,7 +367,7 @@ class HqServer:
         app.include_router(make_mint_router(shortlinks, public_base_url=self.public_base_url,
                                             landing_hosts=self.landing_hosts))
         self._parts = _Parts(db, service, ingest, board, link, shards, shortlinks, app, app.state.metrics,
-                             sync, keys, election, feeds)
+                             sync, keys, election, feeds, first_visits)
         self._http = http = HttpServer(await asyncio.to_thread(self._http_config, app))
 
         for each in shards.links.values():

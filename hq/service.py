@@ -2,7 +2,9 @@
 
 Owned by the HQ process and passed to the HTTP API and ingest (no global state). It
 builds each store's bundle (zones, beacons, live campaigns, the token tables of the
-next epochs for opted-in shoppers, opt-outs), signs it and publishes it retained.
+next epochs for the store's opted-in shoppers (:mod:`hq.scope`: home stores and recent
+visits; the model's profiles cut the same way, :mod:`hq.store_model`), opt-outs), signs
+it and publishes it retained.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import functools
 import re
 import time
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,12 +37,14 @@ from aislecast.kernel.schema import (
     decode,
 )
 from aislecast.kernel.signing import Signer
-from aislecast.kernel.tokens import eid_for, epoch_of, epoch_start, new_identity_key, new_inbox
+from aislecast.kernel.tokens import EidMaker, epoch_of, epoch_start, new_identity_key, new_inbox
 from hq.consent import Source, check_home_stores, check_purposes, record_consent, record_enrolment
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
 from hq.redeem_keys import RedeemKeys
+from hq.scope import keys_of_store, opted_out_of, set_homes
 from hq.shards import BrokerShards
+from hq.store_model import Targeted, store_model, targeted
 
 __all__ = ["MAX_TEXT", "MAX_TZ", "Enrollment", "HqService", "InvalidInput", "NotFound",
            "ServiceStats", "check_id", "check_text", "check_tz"]
@@ -127,7 +131,9 @@ class Enrollment(msgspec.Struct, frozen=True):
     consents: list[str]
     broker_username: str | None = None
     broker_password: str | None = None
-    home_stores: list[str] = msgspec.field(default_factory=list)  # empty: every store
+    # the stores that receive the shopper at once (hq.scope); empty: each store once it
+    # first sees them
+    home_stores: list[str] = msgspec.field(default_factory=list)
     # the shopper's own HQ API token (consent, export, erase: hq.rights), shown once
     api_token: str | None = None
 
@@ -154,10 +160,13 @@ class HqService:
         self.credentials = CredentialRegistry(db)  # broker logins (hq.credentials)
         self.link = link
         self._eid_cache: dict[tuple[str, int], str] = {}
+        self._makers: dict[str, EidMaker] = {}  # per shopper (aislecast.kernel.tokens)
         self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
         self.redeem: RedeemKeys | None = None  # till codes' keys (hq.redeem_keys); None: no codes
         self.stats = ServiceStats()
         self.campaign_listeners: list[Callable[[Campaign], None]] = []  # after each save
+        self.shopper_listeners: list[Callable[[str], None]] = []  # an inbox enrolled or erased
+        self._targeted: Targeted | None = None  # what the last bundle's profiles were cut to
 
     def refuse(self, what: str, problems: list[str]) -> None:
         """Raise :class:`InvalidInput` (422) for ``problems``, if any, counted and logged once."""
@@ -249,7 +258,9 @@ class HqService:
     def enroll(self, consents: list[str], home_stores: list[str] | None = None, *,
                source: Source = "api") -> Enrollment:
         """A new shopper granting ``consents`` (purposes of :data:`hq.consent.PURPOSES`),
-        shopping at ``home_stores`` (stores HQ has; empty: any). Raises InvalidInput."""
+        shopping at ``home_stores`` (stores HQ has, which receive the shopper at once;
+        empty: each store from its first sighting, :mod:`hq.first_visit`). Raises
+        InvalidInput."""
         homes = sorted(set(home_stores or []))
         problems = check_purposes("consents", consents)
         if homes:
@@ -264,31 +275,38 @@ class HqService:
                 (inbox, key.hex(), ",".join(granted), time.time(), msgspec.json.encode(homes).decode()),
             )
             record_enrolment(self.db, inbox, granted, source=source)
+            set_homes(self.db, inbox, homes)
         password = self.credentials.issue("phone", inbox)
         self.stats.shoppers_enrolled += 1
+        for fn in self.shopper_listeners:
+            fn(inbox)
         return Enrollment(inbox, key.hex(), self.rotation_k, granted,
                           broker_username=inbox, broker_password=password, home_stores=homes)
 
     def opted_out(self) -> list[str]:
         return [r[0] for r in self.db.query("SELECT inbox FROM shoppers WHERE opted_out = 1")]
 
-    def token_tables(self, now: float, purpose: str = "offers") -> list[TokenTable]:
-        """``token -> inbox`` for the previous, current and next epochs, opted-in only."""
-        rows = self.db.query(
-            "SELECT inbox, identity_key, consents FROM shoppers WHERE opted_out = 0"
-        )
+    def token_tables(self, now: float, purpose: str = "offers", *,
+                     store: str | None = None) -> list[TokenTable]:
+        """``token -> inbox`` for the previous, current and next epochs, opted-in only:
+        of the shoppers ``store`` receives (:func:`hq.scope.keys_of_store`), or of the
+        whole chain without one."""
+        rows = (self.db.query("SELECT inbox, identity_key, consents FROM shoppers"
+                              " WHERE opted_out = 0")
+                if store is None else keys_of_store(self.db, store, now))
         epochs = self._token_epochs(now)
-        tables = []
-        for epoch in epochs:
-            tokens: dict[str, str] = {}
-            for inbox, key_hex, consents in rows:
-                if purpose not in consents.split(","):
-                    continue
-                tokens[self._eid(inbox, key_hex, epoch)] = inbox
-            tables.append(TokenTable(epoch, tokens))
+        by_epoch: list[dict[str, str]] = [{} for _ in epochs]
+        for inbox, key_hex, consents in rows:
+            if purpose not in consents.split(","):
+                continue
+            for tokens, tok in zip(by_epoch, self.tokens_of(inbox, key_hex, epochs), strict=True):
+                tokens[tok] = inbox
+        tables = [TokenTable(e, t) for e, t in zip(epochs, by_epoch, strict=True)]
         stale = epochs.start - 2
-        for key in [k_ for k_ in self._eid_cache if k_[1] < stale]:
-            del self._eid_cache[key]
+        # list(): one copy, so a first-visit table built in a worker thread meanwhile
+        # (hq.first_visit, adding to the cache) does not break the loop
+        for key in [k_ for k_ in list(self._eid_cache) if k_[1] < stale]:
+            self._eid_cache.pop(key, None)
         return tables
 
     def _token_epochs(self, now: float) -> range:
@@ -296,13 +314,29 @@ class HqService:
         first = epoch_of(now, self.rotation_k) - 1
         return range(first, first + TOKEN_EPOCHS_AHEAD + 2)
 
-    def _eid(self, inbox: str, key_hex: str, epoch: int) -> str:
-        tok = self._eid_cache.get((inbox, epoch))
-        if tok is None:
+    def tokens_of(self, inbox: str, key_hex: str, epochs: Sequence[int]) -> list[str]:
+        """``inbox``'s tokens of ``epochs`` (hex), cached; those not cached yet made in
+        one AES pass of the shopper's :class:`EidMaker`."""
+        cache = self._eid_cache
+        missing = [e for e in epochs if (inbox, e) not in cache]
+        if missing:
+            maker = self._makers.get(inbox)
+            if maker is None:
+                maker = self._makers[inbox] = EidMaker(bytes.fromhex(key_hex), self.rotation_k)
             k = self.rotation_k
-            tok = eid_for(bytes.fromhex(key_hex), epoch_start(epoch, k), k).hex()
-            self._eid_cache[(inbox, epoch)] = tok
-        return tok
+            for e, tok in zip(missing, maker.eids([epoch_start(e, k) for e in missing]), strict=True):
+                cache[(inbox, e)] = tok.hex()
+        return [cache[(inbox, e)] for e in epochs]
+
+    def eid_hex(self, inbox: str, key_hex: str, epoch: int) -> str:
+        """``inbox``'s token of ``epoch`` (cached)."""
+        return self.tokens_of(inbox, key_hex, [epoch])[0]
+
+    def forget_shopper(self, inbox: str) -> None:
+        """Drop an erased shopper's cached key schedule and tokens."""
+        self._makers.pop(inbox, None)
+        for key in [k_ for k_ in list(self._eid_cache) if k_[0] == inbox]:
+            self._eid_cache.pop(key, None)
 
     def shopper_tokens(self, inbox: str, now: float | None = None) -> list[TokenTable]:
         """One shopper's part of :meth:`token_tables` (the same epochs and tokens), for
@@ -311,7 +345,8 @@ class HqService:
         if row is None:
             return []
         epochs = self._token_epochs(time.time() if now is None else now)
-        return [TokenTable(e, {self._eid(inbox, row[0], e): inbox}) for e in epochs]
+        return [TokenTable(e, {tok: inbox})
+                for e, tok in zip(epochs, self.tokens_of(inbox, row[0], epochs), strict=True)]
 
     # ---- bundles and deltas ------------------------------------------------------------
     def _delta_seq(self, store_id: str) -> int:
@@ -337,16 +372,29 @@ class HqService:
         # seq, so gateways apply it again on top of the bundle (gateway.consent)
         delta_seq = self._delta_seq(store_id)
         version = self._bump("bundle_version", store_id)
-        live = [c for c in self.campaigns(store_id) if c.status in {"live", "scheduled"}]
+        every = self.campaigns()
+        live = [c for c in every if store_id in c.stores and c.status in {"live", "scheduled"}]
+        tables = self.token_tables(now, store=store_id)
+        mine = {i for t in tables for i in t.tokens.values()}
+        self._targeted = targeted(every)
         return Bundle(
             v=SCHEMA_VERSION, version=version, store=store, issued_at=now,
             expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
             beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
-            token_tables=self.token_tables(now), opt_outs=self.opted_out(), model=self.model,
+            token_tables=tables, opt_outs=opted_out_of(self.db, store_id),
+            model=store_model(self.model, mine, self._targeted),
             delta_seq=delta_seq, keys=list(self.signer.notices),
             gateways=self.credentials.gateways_of(store_id),
             redeem_key=None if self.redeem is None else self.redeem.hex_of(store_id),
         )
+
+    def widens_targeting(self, c: Campaign) -> bool:
+        """Whether ``c`` targets a segment or loyalty tier the profiles of the bundles
+        built so far were cut without (:mod:`hq.store_model`): its stores then need a
+        fresh bundle, not only the delta carrying ``c``."""
+        t = self._targeted
+        return t is not None and (not set(c.audience.segments) <= t.segments
+                                  or (bool(c.audience.loyalty_tiers) and not t.tiers))
 
     async def publish_bundle(self, store_id: str) -> Bundle:
         bundle = self.build_bundle(store_id)

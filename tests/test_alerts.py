@@ -185,7 +185,7 @@ async def test_a_silent_scanner_raises_an_alert_in_the_console_and_it_clears(
             await page.screenshot(path=str(ARTIFACTS / "5-alert-open.png"), full_page=True)
 
             # adverts return: a shopper walks in and stays, the gateway hears them
-            e = st.hq.service.enroll(["offers"])
+            e = st.hq.service.enroll(["offers"], [STORE])
             quiet.add_shopper(SimShopper(e.inbox, st.phone(e).token, [("entrance", 600.0)],
                                           start=time.monotonic(), speed_mps=5.0))
 

@@ -27,7 +27,7 @@ async def test_garbage_on_every_topic_is_counted_and_the_pipeline_keeps_working(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("produce")]) as st:
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         first = await st.hq.service.publish_bundle(STORE)
         bundle = await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()

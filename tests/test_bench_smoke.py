@@ -31,6 +31,7 @@ EXPECTED = {
     "kill",
     "nfc",
     "rollups",
+    "scope",
     "soak",
     "stats",
     "tap",

@@ -108,7 +108,7 @@ async def test_erasure_purges_the_gateway_and_the_broker_login(tmp_path: Path) -
     async with authenticated_stack(tmp_path, [enter_campaign("produce", cap=5)]) as st:
         wallet = bearer(st.token("wallet"))
         async with httpx.AsyncClient(base_url=st.url, headers=wallet) as http:
-            e = (await http.post("/api/shoppers", json={})).json()
+            e = (await http.post("/api/shoppers", json={"home_stores": [STORE]})).json()
         enr = _enrollment(e)
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway("gw-1")
@@ -140,6 +140,6 @@ async def test_erasure_purges_the_gateway_and_the_broker_login(tmp_path: Path) -
             while await try_login("127.0.0.1", st.mqtt.port, enr.inbox, enr.broker_password):
                 await asyncio.sleep(0.05)
         # ... while a shopper enrolled now logs in: the broker was reloaded, not broken
-        fresh = st.hq.service.enroll(["offers"])
+        fresh = st.hq.service.enroll(["offers"], [STORE])
         await st.hq.broker_sync.flush()
         await wait_for_login("127.0.0.1", st.mqtt.port, fresh.inbox, fresh.broker_password or "")

@@ -104,7 +104,7 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
     async with stack(broker.port, tmp_path, campaigns) as st, \
             browser_page(tmp_path / "chromium-profile") as page:
         svc = st.hq.service
-        enrolled = [svc.enroll(["offers"]) for _ in range(10)]
+        enrolled = [svc.enroll(["offers"], [STORE]) for _ in range(10)]
         await svc.publish_bundle(STORE)
         gw = await st.start_gateway()
         async with contextlib.AsyncExitStack() as phones_cm:

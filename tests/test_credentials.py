@@ -97,7 +97,7 @@ async def test_enrolled_phone_gets_offers_with_its_login_and_loses_it_on_opt_out
         assert body["broker_username"] == body["inbox"] and len(body["broker_password"]) >= 32
         row = st.hq.service.credentials.get(body["inbox"])
         assert row is not None and body["broker_password"] not in row.password_hash
-        e = st.hq.service.enroll(["offers"])  # the same path, for the typed Enrollment
+        e = st.hq.service.enroll(["offers"], [STORE])  # the same path, for the typed Enrollment
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()  # logs in as gw.store-t.gw-1 with its issued password
         assert gw.link.connected.is_set()

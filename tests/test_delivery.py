@@ -20,7 +20,7 @@ async def test_expired_offer_never_reaches_a_phone_that_connects_late(
     campaigns = [enter_campaign("entrance", validity_s=2.0, cid="short"),
                  enter_campaign("produce", validity_s=600, cid="long")]
     async with stack(broker.port, tmp_path, campaigns) as st:
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         phone = st.phone(e)
@@ -51,7 +51,7 @@ async def test_gateway_restart_replays_outbox_without_loss(tmp_path: Path) -> No
     async with MosquittoProcess(BrokerConfig(directory=bdir, port=port)) as first_broker:
         campaigns = [enter_campaign("entrance"), enter_campaign("produce")]
         async with stack(port, tmp_path, campaigns) as st:
-            e = st.hq.service.enroll(["offers"])
+            e = st.hq.service.enroll(["offers"], [STORE])
             await st.hq.service.publish_bundle(STORE)
             gw1 = await st.start_gateway()
             phone = st.phone(e)

@@ -17,7 +17,7 @@ async def test_paused_campaign_stays_paused_after_restart(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("produce")]) as st:
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         await st.hq.service.pause_campaign("c-produce")

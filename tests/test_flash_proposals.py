@@ -30,7 +30,7 @@ async def test_a_feed_item_becomes_a_flash_that_phones_get_only_after_approval(
         async with stack(broker.port, tmp_path, [], feeds=settings) as st, \
                 contextlib.AsyncExitStack() as phones:
             svc = st.hq.service
-            e = svc.enroll(["offers"])
+            e = svc.enroll(["offers"], [STORE])
             await svc.publish_bundle(STORE)
             gw = await st.start_gateway()
             phone = await phones.enter_async_context(st.phone(e))

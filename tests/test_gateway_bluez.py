@@ -112,7 +112,7 @@ async def test_gateway_on_fake_bluez_offers_and_recovers(
     async with stack(broker.port, tmp_path, [enter_campaign("entrance")]) as st:
         for b in FAKE_BEACONS:
             st.hq.service.upsert_beacon(STORE, b)
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = start_bluez_gateway(st)
         async with asyncio.timeout(10):

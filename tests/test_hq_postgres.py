@@ -144,7 +144,7 @@ async def test_analytics_give_the_same_numbers(db: HqDb) -> None:
 
 async def test_bundle_versions_increment(db: HqDb, tmp_path: Path) -> None:
     svc = _service(db, tmp_path)
-    e = svc.enroll(["offers"])
+    e = svc.enroll(["offers"], ["store-t"])
     versions = [svc.build_bundle("store-t").version for _ in range(3)]
     assert versions == [1, 2, 3]
     b = svc.build_bundle("store-t")

@@ -42,7 +42,7 @@ async def test_a_lead_is_stored_once_counted_and_erased(broker: MosquittoProcess
             creatives=[Creative(id="a", title="Launch night", format="lead",
                                 form=[FormField(name="email", label="Email", required=True),
                                       FormField(name="consent_contact", label="Contact me")])]))
-        e = hq.service.enroll(["offers"])
+        e = hq.service.enroll(["offers"], ["s1"])
         now = time.time()
         hq.ingest.store_events([Event(id="pub-o1", kind="offer_published", ts=now, store="s1",
                                       gateway="g1", campaign="launch", variant="a", offer="o1",

@@ -50,7 +50,7 @@ async def _delta_applied(gw: Gateway, seq: int) -> float:
 async def test_edit_then_pause_reach_the_next_shopper(broker: MosquittoProcess,
                                                       tmp_path: Path) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("entrance", cid="live")]) as st:
-        shoppers = [st.hq.service.enroll(["offers"]) for _ in range(3)]
+        shoppers = [st.hq.service.enroll(["offers"], [STORE]) for _ in range(3)]
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         api = httpx.AsyncClient(base_url=st.url, headers=st.admin, timeout=5)

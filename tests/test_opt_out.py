@@ -22,8 +22,8 @@ async def test_opt_out_reaches_all_gateways_within_seconds(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("produce", cap=5)]) as st:
-        e = st.hq.service.enroll(["offers"])
-        keep = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
+        keep = st.hq.service.enroll(["offers"], [STORE])
         await st.hq.service.publish_bundle(STORE)
         # each gateway hears its own radio: two SimScanners stepping one SimStore would
         # split its adverts between them, and gw-2 would hear next to nothing

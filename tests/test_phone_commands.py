@@ -60,7 +60,7 @@ async def test_sight_beside_listen_does_not_kick_it(broker: MosquittoProcess, tm
 
 async def test_listen_publishes_stdin_sightings_on_its_own_login(tmp_path: Path) -> None:
     async with authenticated_stack(tmp_path, []) as st:
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         assert st.hq.broker_sync is not None
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway("gw-1")

@@ -175,7 +175,7 @@ async def test_two_stores_on_two_brokers(tmp_path: Path) -> None:
             assert hq.shards.shard_of(STORE_B) == "b" and hq.shards.shard_of(STORE) == "default"
             sim_b = SimStore(default_zones(), seed=4)
             setup_store(hq.service, STORE_B, default_zones(), STORE_UUID)
-            e = hq.service.enroll(["offers"])
+            e = hq.service.enroll(["offers"], [STORE, STORE_B])
             await until(lambda: hq.shards.down() == [])
             assert await hq.service.republish_all() == 0
             async with httpx.AsyncClient(base_url=st.url) as http:

@@ -28,7 +28,7 @@ class _Shopper:
 
 async def test_sim_redeems_once_and_both_arms_buy(broker: MosquittoProcess, tmp_path: Path) -> None:
     async with _hq(broker, tmp_path) as hq:
-        treated, holdout = (hq.service.enroll(["offers"]).inbox for _ in range(2))
+        treated, holdout = (hq.service.enroll(["offers"], [STORE]).inbox for _ in range(2))
         serial = b"\x42" * 5
         now = time.time()
         code = mint_code(_key(hq, STORE), store=STORE, campaign="c1", variant="a",

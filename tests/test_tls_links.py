@@ -30,7 +30,7 @@ async def test_gateway_over_mutual_tls_delivers_an_offer_to_a_phone_over_tls(tmp
     async with authenticated_stack(tmp_path, [enter_campaign("entrance")], tls=True) as st:
         assert st.tls_broker is not None and st.hq.mqtt.tls_ca is not None
         assert st.hq.link.connected.is_set() and st.hq.mqtt.port == st.tls_broker.phone_port
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()  # ready = the signed bundle arrived over mutual TLS
         b = gw.cfg.broker
@@ -51,7 +51,7 @@ async def test_a_browser_phone_gets_its_offer_over_secure_websockets(tmp_path: P
     """The layout's wss listener (the wallet's way in): the same login and ACL as TLS."""
     async with authenticated_stack(tmp_path, [enter_campaign("entrance")], tls=True) as st:
         assert st.tls_broker is not None
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         assert e.broker_username and e.broker_password
         await st.hq.service.publish_bundle(STORE)
         await st.start_gateway()
@@ -111,7 +111,7 @@ async def test_plain_mqtt_is_refused_on_the_tls_listeners_and_phones_log_in_over
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async with authenticated_stack(tmp_path, [], tls=True) as st:
         assert st.tls_broker is not None
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         assert st.hq.broker_sync is not None
         await st.hq.broker_sync.flush()
         user, pw = e.broker_username or "", e.broker_password or ""

@@ -82,7 +82,7 @@ def test_long_downtime_or_clock_back_ends_every_visit(tmp_path: Path) -> None:
 async def test_restart_mid_visit_keeps_the_per_visit_cap(broker: MosquittoProcess,
                                                           tmp_path: Path) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("entrance", cap=1)]) as st:
-        e = st.hq.service.enroll(["offers"])
+        e = st.hq.service.enroll(["offers"], [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw1 = await st.start_gateway()
         phone = st.phone(e)

@@ -271,7 +271,7 @@ async def test_withdrawing_offers_stops_them_and_erase_ends_the_login(tmp_path: 
         key, k = bytes.fromhex(me["identity_key"]), int(me["rotation_k"])
         await until(lambda: gw.parts.identity.resolve(eid_for(key, time.time(), k).hex(),
                                                       time.time()) is None, timeout=30)
-        other = st.hq.service.enroll(["offers"])
+        other = st.hq.service.enroll(["offers"], [STORE])
         await st.hq.service.publish_bundle(STORE)
         await until(lambda: gw.parts.identity.resolve(
             eid_for(bytes.fromhex(other.identity_key), time.time(), k).hex(), time.time()) == other.inbox)
@@ -349,7 +349,7 @@ async def test_wallet_routes_refuse_bad_input(tmp_path: Path) -> None:
         # the member id: its own inbox yes; another's the same 404 as one that does not exist
         own = await c.post(f"/api/shoppers/{inbox}/member", headers=bearer)
         assert own.status_code == 200 and own.json()["member"].startswith("M")
-        other = st.hq.service.enroll(["offers"]).inbox
+        other = st.hq.service.enroll(["offers"], [STORE]).inbox
         theirs = await c.post(f"/api/shoppers/{other}/member", headers=bearer)
         missing = await c.post(f"/api/shoppers/{'0' * len(other)}/member", headers=bearer)
         assert theirs.status_code == missing.status_code == 404

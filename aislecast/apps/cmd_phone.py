@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="consent purpose: offers, personalisation or analytics (repeatable; "
                         "default: offers)")
     e.add_argument("--home-store", action="append", default=[], metavar="STORE",
-                   help="a store the shopper shops at (repeatable; default: every store)")
+                   help="a home store: its gateways know the shopper at once (repeatable; "
+                        "default: none, each store admits the shopper at their first visit)")
     e.set_defaults(func=config_exit_code(_enroll))
     for name, fn, helptext in (("listen", _listen, "print offers sent to this phone"),
                                ("sight", _sight, "publish a phone-observed beacon sighting"),

@@ -221,7 +221,7 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                     on_started(state)
                 zones = default_zones()
                 await scenario.setup(hq.service, STORE, zones, STORE_UUID)
-                enrolled = [hq.service.enroll(["offers"]) for _ in range(opts.shoppers)]
+                enrolled = [hq.service.enroll(["offers"], [STORE]) for _ in range(opts.shoppers)]
                 await hq.service.publish_bundle(STORE)
                 sim = SimStore(zones, seed=opts.seed)
                 gw = Gateway(await _gateway_config(hq, work, tls, sim),

@@ -28,6 +28,7 @@ from aislecast.kernel.campaign import (
 
 __all__ = [
     "MAX_REPORTED_BEACONS",
+    "MAX_UNKNOWN_TOKENS",
     "SCHEMA_VERSION",
     "Audience",
     "Beacon",
@@ -57,6 +58,7 @@ __all__ = [
     "TokenTable",
     "Trigger",
     "TriggerKind",
+    "UnknownTokens",
     "Window",
     "Zone",
     "decode",
@@ -285,6 +287,21 @@ class PhoneSighting(msgspec.Struct, frozen=True):
     beacon: str
     rssi: int
     ts: float
+
+
+#: The most tokens one :class:`UnknownTokens` report carries.
+MAX_UNKNOWN_TOKENS: Final = 256
+_Token = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
+
+
+class UnknownTokens(msgspec.Struct, frozen=True):
+    """Gateway -> HQ: rotating tokens it heard and could not resolve, so HQ can admit a
+    shopper on a first visit to the store (gateway.first_visit, hq.first_visit)."""
+
+    v: int
+    store: str
+    gateway: str
+    tokens: Annotated[list[_Token], msgspec.Meta(max_length=MAX_UNKNOWN_TOKENS)]
 
 
 class InteractionReport(msgspec.Struct, frozen=True):

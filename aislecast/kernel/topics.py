@@ -22,6 +22,7 @@ __all__ = [
     "CONTRACT",
     "HQ_EVENTS_SHARED",
     "HQ_FEEDBACK_SHARED",
+    "HQ_UNKNOWN_SHARED",
     "PREFIX",
     "Grant",
     "Kind",
@@ -37,6 +38,7 @@ __all__ = [
     "gateway_events",
     "gateway_presence",
     "gateway_state",
+    "gateway_unknown",
     "interactions",
     "offers",
     "parse",
@@ -59,6 +61,7 @@ class Kind(StrEnum):
     GATEWAY_EVENTS = "gateway_events"
     GATEWAY_ACKS = "gateway_acks"
     GATEWAY_PRESENCE = "gateway_presence"
+    GATEWAY_UNKNOWN = "gateway_unknown"
     SIGHTINGS = "sightings"
     INTERACTIONS = "interactions"
     OFFERS = "offers"
@@ -112,6 +115,8 @@ CONTRACT: Final[tuple[TopicSpec, ...]] = (
               (_HQ,), (_GW_SELF,), "HQ stored a batch (end-to-end acknowledgement)"),
     TopicSpec(Kind.GATEWAY_PRESENCE, "stores/{store}/gateways/{gateway}/presence", 0, False,
               (_GW_SELF,), (_GW_STORE,), "sighting summaries so the nearest gateway wins"),
+    TopicSpec(Kind.GATEWAY_UNKNOWN, "stores/{store}/gateways/{gateway}/unknown", 1, False,
+              (_GW_SELF,), (_HQ,), "tokens the gateway could not resolve: HQ admits first visits"),
     TopicSpec(Kind.SIGHTINGS, "stores/{store}/sightings/{inbox}", 0, False, (_PHONE,),
               (_GW_STORE,), "phone-observed sightings, under the sender's own inbox"),
     TopicSpec(Kind.INTERACTIONS, "stores/{store}/interactions/{inbox}", 1, False, (_PHONE,),
@@ -174,6 +179,7 @@ def parse(topic: str) -> TopicMatch | None:
 
 HQ_EVENTS_SHARED: Final = "$share/hq/" + build(Kind.GATEWAY_EVENTS)
 HQ_FEEDBACK_SHARED: Final = "$share/hq/" + build(Kind.FEEDBACK)
+HQ_UNKNOWN_SHARED: Final = "$share/hq/" + build(Kind.GATEWAY_UNKNOWN)
 
 
 # ---- named builders (the callers' vocabulary) -------------------------------------------
@@ -199,6 +205,11 @@ def gateway_acks(store: str, gateway: str) -> str:
 
 def gateway_presence(store: str, gateway: str) -> str:
     return build(Kind.GATEWAY_PRESENCE, store=store, gateway=gateway)
+
+
+def gateway_unknown(store: str, gateway: str) -> str:
+    """Gateway -> HQ: the tokens it heard and could not resolve (gateway.first_visit)."""
+    return build(Kind.GATEWAY_UNKNOWN, store=store, gateway=gateway)
 
 
 def sightings(store: str, inbox: str = "+") -> str:
