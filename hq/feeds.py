@@ -7,8 +7,8 @@ buffered), and the feed's ETag and Last-Modified sent back so an unchanged feed 
 /api/feeds/social`` (:mod:`hq.feeds_api`). Either way each item goes through
 :meth:`FeedWatcher.take`: an item seen before (same source and id) is skipped; the
 first rule that matches (:mod:`hq.feed_rules`; hq.toml's rules with those written over
-HTTP in place of theirs, :meth:`FeedWatcher.rules`, read afresh each round) proposes its flash template as a draft
-submitted for approval, by ``feed:SOURCE``; an approver approves it and the stores
+HTTP in place of theirs, :meth:`FeedWatcher.rules`, read afresh each round) proposes
+its flash template as a draft submitted for approval, by ``feed:SOURCE``; an approver approves it and the stores
 have it through the ordinary flash path within seconds. Nothing a feed says ever goes
 live by itself.
 
