@@ -8,9 +8,9 @@ buffered), and the feed's ETag and Last-Modified sent back so an unchanged feed 
 :meth:`FeedWatcher.take`: an item seen before (same source and id) is skipped; the
 first rule that matches (:mod:`hq.feed_rules`; hq.toml's rules with those written over
 HTTP in place of theirs, :meth:`FeedWatcher.rules`, read afresh each round) proposes
-its flash template as a draft submitted for approval, by ``feed:SOURCE``; an approver approves it and the stores
-have it through the ordinary flash path within seconds. Nothing a feed says ever goes
-live by itself.
+its flash template as a draft submitted for approval, by ``feed:SOURCE``; an approver
+approves it and the stores have it through the ordinary flash path within seconds.
+Nothing a feed says ever goes live by itself.
 
 Bad input is skipped with a reason, counted (``aislecast_hq_feeds_skipped_total``) and
 logged once: a feed that is not XML or not a feed, one over the size cap, an HTTP
