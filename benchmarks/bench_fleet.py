@@ -17,6 +17,7 @@ an old bundle, every 7th reports a beacon unheard, every 13th one on a weak batt
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,6 +57,10 @@ def seed_fleet(service: HqService, board: GatewayBoard, n: int) -> None:
         board.on_state(s, "gw-1", encode(state))
 
 
+def _fleet_round(rules: FleetRules) -> list[Condition]:
+    return list(rules.conditions())
+
+
 def per_store_round(rules: FleetRules) -> list[Condition]:
     """The reference: the round as it was, the database read store by store."""
     now = rules.clock()
@@ -82,8 +87,8 @@ async def bench_fleet(opts: BenchOptions) -> list[Measurement]:
             board = GatewayBoard()
             seed_fleet(service, board, n)
             rules = FleetRules(service, board, behind_after_s=0.0)
-            after_ms, after = _best(lambda r=rules: list(r.conditions()))
-            before_ms, before = _best(lambda r=rules: per_store_round(r))
+            after_ms, after = _best(functools.partial(_fleet_round, rules))
+            before_ms, before = _best(functools.partial(per_store_round, rules))
             db.close()
         assert before == after, "the fleet-wide round must raise the per-store round's alerts"
         assert {c.kind for c in after} == {"gateway_behind", "beacon_unheard", "beacon_low_battery"}
