@@ -159,3 +159,44 @@ async def _campaign_rejected(hq: HqServer, mia: Any, ann: Any, *, flash: str) ->
                        ("user:ann", "approval.reject")]
     # the refused empty reject changed nothing and wrote no entry; the queue is empty again
     await ann.locator("#approvals-empty").wait_for(state="visible", timeout=10_000)
+
+
+@pytest.mark.slow
+async def test_feed_rules_are_listed_added_refused_inline_and_deleted(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """The console's feed-rule control (hq.feeds_api): an approver adds a rule, HQ's 422
+    names the field a bad one gets wrong, and deletes it; a marketer only reads them."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with hq_with_store(broker, tmp_path) as hq, \
+            browser_page(tmp_path / "ann") as ann, browser_page(tmp_path / "mia") as mia:
+        Accounts(hq.db).add_user("mia", "marketer", password=PASSWORD)
+        base = f"http://127.0.0.1:{hq.http_port}"
+        await log_in(ann, base, "ann")
+        await ann.locator("#rules-empty").wait_for(state="visible", timeout=10_000)
+        await ann.get_by_label("Rule name").fill("rain")
+        await ann.get_by_label("Keywords (comma separated)").fill("rain, umbrella")
+        await ann.get_by_label("Languages (empty: all)").fill("en, xx")
+        await ann.get_by_label("Proposal headline").fill("Umbrellas -30 %")
+        await ann.get_by_label("Proposed for stores (ids)").fill(STORE)
+        await ann.get_by_role("button", name="Save rule").click()
+        refused = ann.locator("#notice").filter(has_text="Rule not saved")
+        await refused.wait_for(timeout=10_000)
+        assert "languages[1]" in str(await refused.text_content())
+        assert hq.db.query("SELECT name FROM feed_rules") == []  # nothing stored
+        await ann.get_by_label("Languages (empty: all)").fill("en, de")
+        await ann.get_by_role("button", name="Save rule").click()
+        row = ann.locator('#rules tr[data-rule="rain"]')
+        await row.wait_for(timeout=10_000)
+        assert await row.locator('[data-field="source"]').text_content() == "written here"
+        assert await row.locator('[data-field="flash"]').text_content() == f"Umbrellas -30 % → {STORE}"
+        await ann.screenshot(path=str(ARTIFACTS / "feedrules-1-added.png"), full_page=True)
+
+        await log_in(mia, base, "mia")  # a marketer: the list, no form, no delete
+        await mia.locator('#rules tr[data-rule="rain"]').wait_for(timeout=10_000)
+        assert await mia.locator("#rule-form").is_hidden()
+        assert await mia.locator('#rules tr[data-rule="rain"] button').count() == 0
+
+        await row.get_by_role("button", name="Delete rule rain").click()
+        await ann.locator('#rules tr[data-rule="rain"]').wait_for(state="detached", timeout=10_000)
+        await ann.locator("#rules-empty").wait_for(state="visible", timeout=10_000)
