@@ -78,6 +78,7 @@ _MODULES = (
     "benchmarks.bench_console",
     "benchmarks.bench_till",
     "benchmarks.bench_feeds",
+    "benchmarks.bench_fleet",
     "benchmarks.bench_wallet",
     "benchmarks.bench_scope",
 )

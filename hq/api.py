@@ -259,6 +259,8 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
     ingest.listeners.append(board.on_events)  # the console's "last event" per gateway
     ingest.listeners.append(live.on_events)  # and its pushed updates
     service.campaign_listeners.append(live.on_campaign)
+    for each in {id(a): a for a in (approvals, feeds.approvals)}.values():  # the feeds' own too
+        each.listeners.append(live.on_approval)
     board.listeners.append(live.on_gateway)
     # the last added runs first: count everything, then identify, then limit the body
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, stats=auth)

@@ -134,7 +134,7 @@ def approval_router() -> APIRouter:
             live = await save_campaign(service, msgspec.structs.replace(r.campaign, status=a.target))
         except BaseException:
             if r.before is not None:  # the approval stands only with the campaign live
-                r.approvals.put(r.before)
+                r.approvals.put(r.before, r.campaign)
             raise
         audit(request, "approval.approve", f"campaign:{cid}",
               before={"approval": r.before, "campaign": r.campaign},

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Final, Literal
 
 import msgspec
@@ -144,6 +145,9 @@ class Approvals:
     def __init__(self, db: HqDb, policy: ApprovalPolicy | None = None) -> None:
         self.db = db
         self.policy = policy or ApprovalPolicy()
+        # after each stored round, with its campaign (whose stores say who may see it):
+        # the console's live push (hq.live.LiveHub.on_approval)
+        self.listeners: list[Callable[[Approval, Campaign], None]] = []
 
     def get(self, cid: str) -> Approval | None:
         row = self.db.one(f"SELECT {_COLUMNS} FROM approvals WHERE campaign = ?", (cid,))  # noqa: S608
@@ -157,7 +161,8 @@ class Approvals:
         rows = self.db.query(sql + " ORDER BY submitted_at, campaign LIMIT ?", [*args, limit])
         return [_row(r) for r in rows]
 
-    def put(self, a: Approval) -> Approval:
+    def put(self, a: Approval, c: Campaign) -> Approval:
+        """Store ``a``, the latest round of campaign ``c``, and tell the listeners."""
         self.db.execute(
             f"INSERT INTO approvals ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
             " ON CONFLICT (campaign) DO UPDATE SET state = excluded.state,"
@@ -167,6 +172,8 @@ class Approvals:
             " decided_at = excluded.decided_at, decision_comment = excluded.decision_comment",
             (a.campaign, a.state, a.target, a.digest, a.submitted_by, a.submitted_at, a.comment,
              a.decided_by, a.decided_at, a.decision_comment))
+        for fn in self.listeners:
+            fn(a, c)
         return a
 
     def submit(self, c: Campaign, actor: str, req: Submit) -> Approval:
@@ -179,14 +186,14 @@ class Approvals:
         a = Approval(c.id, "submitted", req.status, digest(c), actor, time.time(),
                      _comment(req.comment))
         log.info("campaign submitted", campaign=c.id, actor=actor)
-        return self.put(a)
+        return self.put(a, c)
 
     def self_approved(self, c: Campaign, actor: str) -> Approval:
         """An approver's own live save under ``single``, recorded as its approval."""
         now = time.time()
         return self.put(Approval(c.id, "approved", c.status, digest(c), actor, now,
                                   decided_by=actor, decided_at=now,
-                                  decision_comment="saved live by an approver"))
+                                  decision_comment="saved live by an approver"), c)
 
     def _pending(self, c: Campaign) -> Approval:
         a = self.get(c.id)
@@ -208,7 +215,7 @@ class Approvals:
         log.info("campaign approved", campaign=c.id, actor=actor)
         return self.put(msgspec.structs.replace(a, state="approved", decided_by=actor,
                                                  decided_at=time.time(),
-                                                 decision_comment=_comment(req.comment)))
+                                                 decision_comment=_comment(req.comment)), c)
 
     def reject(self, c: Campaign, actor: str, req: Decision) -> Approval:
         a = self._pending(c)
@@ -217,7 +224,7 @@ class Approvals:
         log.info("campaign rejected", campaign=c.id, actor=actor)
         return self.put(msgspec.structs.replace(a, state="rejected", decided_by=actor,
                                                  decided_at=time.time(),
-                                                 decision_comment=_comment(req.comment)))
+                                                 decision_comment=_comment(req.comment)), c)
 
 
 def _row(r: tuple[object, ...] | list[object]) -> Approval:

@@ -107,6 +107,12 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("GET", "/api/approvals"): _EDITORS,
     # social posts and mentions for flash proposals (hq.feeds): a social_feed token
     ("POST", "/api/feeds/social"): frozenset({"admin", "social_feed"}),
+    # the rules that turn feed items into flash proposals (hq.feeds_api): editors read
+    # them, approvers and admins (who approve what they propose) write them
+    ("GET", "/api/feeds/rules"): _EDITORS,
+    ("GET", "/api/feeds/rules/{name}"): _EDITORS,
+    ("PUT", "/api/feeds/rules/{name}"): LIVE_MAKERS,
+    ("DELETE", "/api/feeds/rules/{name}"): LIVE_MAKERS,
     ("POST", "/api/shoppers"): frozenset({"admin", "wallet"}),
     ("POST", "/api/shoppers/{inbox}/opt-out"): frozenset({"admin", "wallet"}),
     ("POST", "/api/enroll"): frozenset({"admin", "wallet"}),  # the same as POST /api/shoppers

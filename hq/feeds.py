@@ -6,10 +6,11 @@ buffered), and the feed's ETag and Last-Modified sent back so an unchanged feed 
 304. feedparser parses what came. Social posts and mentions arrive at ``POST
 /api/feeds/social`` (:mod:`hq.feeds_api`). Either way each item goes through
 :meth:`FeedWatcher.take`: an item seen before (same source and id) is skipped; the
-first rule that matches (:mod:`hq.feed_rules`) proposes its flash template as a draft
-submitted for approval, by ``feed:SOURCE``; an approver approves it and the stores
-have it through the ordinary flash path within seconds. Nothing a feed says ever goes
-live by itself.
+first rule that matches (:mod:`hq.feed_rules`; hq.toml's rules with those written over
+HTTP in place of theirs, :meth:`FeedWatcher.rules`, read afresh each round) proposes
+its flash template as a draft submitted for approval, by ``feed:SOURCE``; an approver
+approves it and the stores have it through the ordinary flash path within seconds.
+Nothing a feed says ever goes live by itself.
 
 Bad input is skipped with a reason, counted (``aislecast_hq_feeds_skipped_total``) and
 logged once: a feed that is not XML or not a feed, one over the size cap, an HTTP
@@ -34,6 +35,7 @@ from hq.approval_api import propose
 from hq.approvals import Approvals
 from hq.audit import AuditLog
 from hq.campaigns import CampaignInvalid, flash_campaign
+from hq.feed_rule_store import FeedRuleStore, merged
 from hq.feed_rules import FeedItem, FeedRule, FeedSettings, FeedSource, first_match, proposal
 from hq.service import HqService
 
@@ -72,6 +74,12 @@ class FeedWatcher:
         self.approvals = approvals
         self.audit = AuditLog(service.db)
         self.stats = stats or FeedStats()
+        self.stored = FeedRuleStore(service.db)  # PUT /api/feeds/rules (hq.feeds_api)
+
+    def rules(self) -> list[FeedRule]:
+        """The rules applied now: ``settings.rules`` (hq.toml and :meth:`add`) with the
+        stored ones over those of their names (:func:`hq.feed_rule_store.merged`)."""
+        return [r.rule for r in merged(self.settings.rules, self.stored.rows())]
 
     def skip(self, reason: str, detail: str, *, logged: bool = True, **where: object) -> Skipped:
         """Count a skip and log it once (``logged=False``: the caller's refusal is the
@@ -89,8 +97,10 @@ class FeedWatcher:
             " ON CONFLICT (key) DO NOTHING", (key, item.source, time.time()))
         return key if n else None
 
-    async def take(self, item: FeedItem, *, arrived: float | None = None) -> str | None:
-        """Look at one item; returns the proposed flash draft's id, or None."""
+    async def take(self, item: FeedItem, *, arrived: float | None = None,
+                   rules: list[FeedRule] | None = None) -> str | None:
+        """Look at one item against ``rules`` (default: :meth:`rules`, read now); returns
+        the proposed flash draft's id, or None."""
         arrived = time.perf_counter() if arrived is None else arrived
         self.stats.items += 1
         if len(item.text) > self.settings.max_post_chars:
@@ -100,7 +110,7 @@ class FeedWatcher:
         if key is None:
             self.stats.duplicates += 1
             return None
-        hit = first_match(self.settings.rules, item)
+        hit = first_match(self.rules() if rules is None else rules, item)
         if hit is None:
             return None
         rule, sentiment = hit
@@ -197,10 +207,10 @@ class FeedWatcher:
             items = await asyncio.to_thread(self._parse, src, raw)
         except Skipped:
             return []
-        out = []
+        out, rules = [], self.rules()  # read once a round: stored rules change without a restart
         for item in items:
             try:
-                cid = await self.take(item, arrived=arrived)
+                cid = await self.take(item, arrived=arrived, rules=rules)
             except Skipped:
                 continue
             if cid is not None:

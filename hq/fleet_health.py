@@ -14,20 +14,22 @@ Alerts (per store): ``beacon_unheard`` and ``beacon_low_battery`` (TLM battery u
 :data:`LOW_BATTERY_MV`, or the gateway's own low-battery judgement), both warnings, and
 ``gateway_behind`` (warning) when an online gateway's applied bundle version stays below
 the store's current one at HQ for :data:`BEHIND_AFTER_S`. ``gateway_offline`` is
-:mod:`hq.alerts`' own.
+:mod:`hq.alerts`' own. An alert round reads the database once for the whole fleet
+(:func:`fleet_health`: every store's bundle version in one query), not per store;
+``aislecast bench fleet`` measures it against the per-store way.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
 from fastapi import APIRouter, Request, Response
 
-from aislecast.kernel.schema import BeaconHealth
+from aislecast.kernel.schema import Beacon, BeaconHealth, decode
 from hq.alerts import STALE_AFTER_S, Condition
 from hq.board import GatewayBoard, GatewayView
 from hq.deps import PrincipalDep, ServiceDep
@@ -35,8 +37,8 @@ from hq.fleet_schema import BeaconRow, GatewayRow, StoreHealth
 from hq.openapi import json_response
 from hq.service import HqService, NotFound
 
-__all__ = ["BEHIND_AFTER_S", "LOW_BATTERY_MV", "FleetRules", "battery_percent", "fleet_router",
-           "store_health"]
+__all__ = ["BEHIND_AFTER_S", "LOW_BATTERY_MV", "FleetRules", "battery_percent", "fleet_health",
+           "fleet_router", "store_health"]
 
 LOW_BATTERY_MV: Final = 2500  # coin cells fall off a cliff below ~2,500 mV
 # a publish reaches every gateway in seconds; two minutes behind is a stuck gateway
@@ -62,11 +64,39 @@ def _hq_version(service: HqService, store: str) -> int:
 def store_health(service: HqService, board: GatewayBoard, store: str, *, now: float,
                  stale_after_s: float = STALE_AFTER_S,
                  low_battery_mv: int = LOW_BATTERY_MV) -> StoreHealth:
-    version = _hq_version(service, store)
+    """One store's health (``GET /api/stores/{store_id}/health``): two small queries."""
+    return _health(store, _hq_version(service, store), board.gateways(store), board,
+                   service.beacons(store), now=now, stale_after_s=stale_after_s,
+                   low_battery_mv=low_battery_mv)
+
+
+def fleet_health(service: HqService, board: GatewayBoard, *, now: float, planned: bool = True,
+                 stale_after_s: float = STALE_AFTER_S,
+                 low_battery_mv: int = LOW_BATTERY_MV) -> list[StoreHealth]:
+    """Every store the board knows, by id, as :func:`store_health` says each: one query
+    for HQ's bundle versions and (``planned``) one for the registered beacons, however
+    many stores; the board's gateways grouped by store in one pass. ``planned=False``
+    leaves out the beacons no gateway reports (rows that raise no alert)."""
+    versions = {str(r[0]): int(r[1]) for r in service.db.query("SELECT id, bundle_version FROM stores")}
+    views: dict[str, list[GatewayView]] = {}
+    for v in board.views():
+        views.setdefault(v.store, []).append(v)
+    registered: dict[str, list[Beacon]] = {}
+    if planned:
+        for store, body in service.db.query("SELECT store, body FROM beacons ORDER BY store, id"):
+            registered.setdefault(str(store), []).append(decode(body, Beacon))
+    return [_health(store, versions.get(store, 0), sorted(views[store], key=lambda v: v.gateway),
+                    board, registered.get(store, []), now=now, stale_after_s=stale_after_s,
+                    low_battery_mv=low_battery_mv) for store in sorted(views)]
+
+
+def _health(store: str, version: int, views: list[GatewayView], board: GatewayBoard,
+            planned: list[Beacon], *, now: float, stale_after_s: float,
+            low_battery_mv: int) -> StoreHealth:
     gateways: list[GatewayRow] = []
     best: dict[str, tuple[str, BeaconHealth]] = {}
     unheard_votes: dict[str, list[bool]] = {}
-    for v in board.gateways(store):
+    for v in views:
         status = _status(v, now, stale_after_s)
         reported, omitted = board.beacons.get((store, v.gateway), ([], 0))
         gateways.append(GatewayRow(
@@ -90,9 +120,9 @@ def store_health(service: HqService, board: GatewayBoard, store: str, *, now: fl
             rssi=b.rssi, battery_mv=b.battery_mv,
             battery_percent=None if b.battery_mv is None else battery_percent(b.battery_mv),
             unheard=all(unheard_votes[bid]), low_battery=low)
-    for planned in service.beacons(store):
-        if planned.id not in rows:
-            rows[planned.id] = BeaconRow(id=planned.id, zone=planned.zone, reported=False)
+    for beacon in planned:
+        if beacon.id not in rows:
+            rows[beacon.id] = BeaconRow(id=beacon.id, zone=beacon.zone, reported=False)
     return StoreHealth(store=store, now=now, bundle_version=version, gateways=gateways,
                        beacons=sorted(rows.values(), key=lambda r: r.id))
 
@@ -114,10 +144,16 @@ class FleetRules:
     _behind_since: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def conditions(self) -> Iterator[Condition]:
+        """This round's alerts: the whole fleet read at once (:func:`fleet_health`; the
+        beacons no gateway reports are left out, they raise nothing)."""
         now = self.clock()
+        return self.judge(fleet_health(self.service, self.board, now=now, planned=False), now)
+
+    def judge(self, fleet: Iterable[StoreHealth], now: float) -> Iterator[Condition]:
+        """The alerts ``fleet`` (stores' health, by store id) raises at ``now``."""
         behind_now: set[tuple[str, str]] = set()
-        for store in sorted(self.board.stores()):
-            h = store_health(self.service, self.board, store, now=now)
+        for h in fleet:
+            store = h.store
             for g in h.gateways:
                 if not g.behind:
                     continue

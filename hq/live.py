@@ -1,7 +1,8 @@
 """Live updates for the console: ``GET /api/live``, a server-sent event stream.
 
 Ingest (an :class:`~hq.ingest.Ingest` listener, after each stored batch), campaign
-saves (:attr:`hq.service.HqService.campaign_listeners`) and gateway state changes
+saves (:attr:`hq.service.HqService.campaign_listeners`), approval rounds (submitted,
+approved, rejected: :attr:`hq.approvals.Approvals.listeners`) and gateway state changes
 (:attr:`hq.board.GatewayBoard.listeners`) tell the :class:`LiveHub` which
 stores and campaigns changed; the hub tells every connected console that may see one
 of those stores (store staff: theirs only), and the page fetches the numbers it shows.
@@ -42,6 +43,7 @@ from fastapi.responses import StreamingResponse
 
 from aislecast.kernel.counters import by, count, gauge
 from aislecast.kernel.schema import Campaign, Event
+from hq.approvals import Approval
 from hq.deps import PrincipalDep
 from hq.refusals import Refused
 
@@ -88,6 +90,10 @@ class LiveHub:
     def on_campaign(self, c: Campaign) -> None:
         """A campaign was saved (created, edited, paused, resumed)."""
         self._notify("campaign", set(c.stores), {c.id}, 0)
+
+    def on_approval(self, a: Approval, c: Campaign) -> None:
+        """An approval round of ``c`` changed (submitted, approved, rejected, restored)."""
+        self._notify("approval", set(c.stores), {a.campaign}, 0)
 
     def on_gateway(self, store: str) -> None:
         """A gateway of ``store`` changed state (online, offline, a health problem)."""

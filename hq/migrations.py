@@ -221,6 +221,13 @@ def m0011_code_refusals(db: HqDb) -> None:
     db.execute("CREATE INDEX code_refusals_campaign ON code_refusals (campaign, ts)")
 
 
+def m0013_feed_rules(db: HqDb) -> None:
+    """Feed rules written over HTTP (hq.feed_rule_store): they override hq.toml's rules
+    of the same name."""
+    db.execute("CREATE TABLE feed_rules (name TEXT PRIMARY KEY, body TEXT NOT NULL,"
+               " updated_by TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)")
+
+
 def m0014_retention_ts(db: HqDb) -> None:
     """Retention (hq.retention) deletes these by age, as it does events: an index on
     their time each, so a round finds its rows without reading the whole table."""
@@ -232,7 +239,7 @@ STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003
                                   m0004_broker_users, m0005_consent, m0006_till,
                                   m0007_approvals_feeds, m0008_tags, m0009_rollups,
                                   m0010_leads, m0011_code_refusals, m0012_shopper_stores,
-                                  m0014_retention_ts)
+                                  m0013_feed_rules, m0014_retention_ts)
 
 
 def schema_version(db: HqDb) -> int:

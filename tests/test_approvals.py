@@ -4,6 +4,7 @@ step is in the audit log with its comment."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -214,3 +215,38 @@ async def test_a_live_campaign_is_not_submitted_so_a_rejection_always_leaves_it_
     assert r.status_code == 422  # a body of the wrong shape, before anything else
     r = await http.post("/api/campaigns/nope/submit", headers=who["marketer"])
     assert r.status_code == 404
+
+
+async def test_every_round_is_pushed_to_the_consoles_that_see_its_stores(tmp_path: Path) -> None:
+    """Approvals.listeners: submit, approve and reject each tell the live hub (kind
+    ``approval``, the campaign's id); a console of another store hears none of it."""
+    app = _app(tmp_path, ApprovalPolicy())
+    db, hub = app.state.service.db, app.state.live
+    heard: list[tuple[str, str]] = []
+    app.state.approvals.listeners.append(lambda a, c: heard.append((a.state, c.id)))
+    everyone, elsewhere = hub.open(None), hub.open(frozenset({"s2"}))
+    s_all, s_other = hub.stream(everyone), hub.stream(elsewhere)
+    for s in (s_all, s_other):
+        assert b"event: hello" in await asyncio.wait_for(anext(s), 10)
+    who = {r: bearer(token_for(db, r)) for r in ("admin", "marketer", "approver")}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hq") as c:
+        await c.post("/api/stores", json={"id": "s1", "name": "x"}, headers=who["admin"])
+        for cid in ("p1", "p2"):
+            await c.post("/api/campaigns", json=_campaign(cid), headers=who["marketer"])
+            r = await c.post(f"/api/campaigns/{cid}/submit", headers=who["marketer"])
+            assert r.status_code == 200, r.text
+        assert (await c.post("/api/campaigns/p1/approve", json={"comment": "ok"},
+                             headers=who["approver"])).status_code == 200
+        assert (await c.post("/api/campaigns/p2/reject", json={"comment": "no"},
+                             headers=who["approver"])).status_code == 200
+    assert heard == [("submitted", "p1"), ("submitted", "p2"), ("approved", "p1"), ("rejected", "p2")]
+    kinds: dict[str, set[str]] = {}
+    async with asyncio.timeout(10):
+        while "approval" not in kinds or kinds["approval"] != {"p1", "p2"}:
+            frame = await anext(s_all)
+            kind, data = frame.split(b"\n", 2)[:2]
+            body = msgspec.json.decode(data.removeprefix(b"data: "))
+            kinds.setdefault(kind.removeprefix(b"event: ").decode(), set()).update(body["campaigns"])
+    assert hub.stats.notifications.get("approval", 0) >= 1
+    assert not elsewhere.pending and not elsewhere.wake.is_set()  # s2's console: nothing
+    hub.close()

@@ -24,6 +24,7 @@ EXPECTED = {
     "enrol",
     "enrol_delta",
     "fanout",
+    "fleet",
     "gateway_rss",
     "hotpath",
     "hq_workers",

@@ -65,6 +65,13 @@ async function api(method, url, body) {
   return data;
 }
 
+// Who is logged in (GET /api/me), fetched once per page: {actor, role, stores, via}.
+let mePromise = null;
+function whoami() {
+  mePromise ??= api("GET", "/api/me").catch((err) => { mePromise = null; throw err; });
+  return mePromise;
+}
+
 const FIELDS = [
   ["impressions", int], ["deliveries", int], ["opens", int], ["clicks", int],
   ["ctr", pct], ["redemptions", int], ["leads", int], ["lift", (c) => lift(c), true],
@@ -181,6 +188,23 @@ async function toggle(id, status) {
   } catch (err) { notify(`Could not ${action} ${id}: ${err.message}`, true); }
 }
 
+// A marketer may not send a flash (POST /api/flash is for approvers): theirs is saved as
+// the draft that POST /api/flash would have made (hq.campaigns.flash_campaign's fields)
+// and submitted, for an approver to approve in the Approvals section.
+const FLASH_SENDERS = new Set(["admin", "approver"]);
+
+async function proposeFlash(body) {
+  const hex = [...crypto.getRandomValues(new Uint8Array(4))].map((b) => b.toString(16).padStart(2, "0"));
+  const id = `flash-${hex.join("")}`;
+  const draft = { id, name: body.title, stores: body.stores, scenario: "flash", status: "draft",
+    trigger: { kind: "flash" }, validity_s: body.validity_s, priority: 100, countdown: true,
+    creatives: [{ id: "flash", title: body.title, body: body.body, format: body.format ?? "banner",
+      coupon_code: body.coupon_code ?? null }] };
+  const c = await api("POST", "/api/campaigns", draft);
+  await api("POST", `/api/campaigns/${encodeURIComponent(c.id)}/submit`, { comment: "flash", status: "live" });
+  return c;
+}
+
 async function sendFlash(ev) {
   ev.preventDefault();
   const f = new FormData(ev.target);
@@ -190,9 +214,10 @@ async function sendFlash(ev) {
     validity_s: Number(f.get("minutes")) * 60 };
   if (f.get("coupon_code")) { body.coupon_code = f.get("coupon_code"); body.format = "coupon"; }
   try {
-    const c = await api("POST", "/api/flash", body);
+    const me = await whoami();
+    const c = FLASH_SENDERS.has(me.role) ? await api("POST", "/api/flash", body) : await proposeFlash(body);
     notify(c.status === "draft"
-      ? `Flash campaign “${c.name}” (${c.id}) waits for a second approver (four eyes).`
+      ? `Flash campaign “${c.name}” (${c.id}) waits for ${FLASH_SENDERS.has(me.role) ? "a second approver (four eyes)" : "an approver"}.`
       : `Flash campaign “${c.name}” (${c.id}) sent to ${c.stores.join(", ")}.`);
     ev.target.reset();
     renderCampaigns((await api("GET", "/api/console/campaigns")).campaigns);
@@ -207,6 +232,9 @@ async function logout(ev) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("#flash").addEventListener("submit", sendFlash);
+  whoami().then((me) => {  // a marketer's flash is a proposal (see proposeFlash)
+    if (!FLASH_SENDERS.has(me.role)) $("#flash button[type=submit]").textContent = "Submit flash for approval";
+  }, () => {});
   $("#logout").addEventListener("submit", logout);
   window.addEventListener("aislecast:live", refreshSoon);  // hello (after each connect), ingest, campaign
   refreshSoon();  // now, not only once the live stream says hello

@@ -207,7 +207,25 @@ function formCampaign() {
   return c;
 }
 
+// A saved campaign that is not on air may be submitted for approval (hq.approvals).
+function showSubmit() {
+  const c = editor.loaded;
+  $("#editor-submit").hidden = !c || c.status === "live" || c.status === "scheduled";
+}
+
+async function submitLoaded() {
+  const c = editor.loaded;
+  try {
+    await api("POST", `/api/campaigns/${encodeURIComponent(c.id)}/submit`,
+      { comment: $("#editor-submit-comment").value, status: $("#editor-submit-target").value });
+    $("#editor-submit-comment").value = "";
+    $("#editor-status").textContent = `Submitted “${c.name}” (${c.id}) for approval.`;
+    notify(`“${c.name}” waits for an approver.`);
+  } catch (err) { notify(`Could not submit ${c.id}: ${err.message}`, true); }
+}
+
 function fillForm(c) {
+  showSubmit();
   const value = { ...c, trigger: [c.trigger ?? defaults(TRIGGER), ...(c.triggers ?? [])] };
   $("#editor-fields").replaceChildren(...CAMPAIGN_FORM.map(([legend, spec]) =>
     el("fieldset", { class: "group" }, el("legend", {}, legend), ...group(spec, value, ""))));
@@ -307,13 +325,14 @@ async function pick() {
 }
 
 async function initEditor() {
-  const me = await api("GET", "/api/me");
+  const me = await whoami();
   editor.role = me.role;
   document.body.dataset.role = me.role;
   if (!EDITORS.has(me.role)) return;  // read-only roles get no editor controls at all
   const panel = $("#editor");
   panel.hidden = false;
   $("#editor-pick").addEventListener("change", pick);
+  $("#editor-submit-button").addEventListener("click", submitLoaded);
   $("#editor-form").addEventListener("submit", (ev) => { ev.preventDefault(); save(formCampaign()); });
   $("#editor-to-json").addEventListener("click", () => { $("#editor-json").value = JSON.stringify(formCampaign(), null, 2); });
   $("#editor-from-json").addEventListener("click", () => {

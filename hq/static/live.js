@@ -1,6 +1,6 @@
 // Live updates: one EventSource on /api/live (server-sent events, the session cookie
 // authenticates it). Every notification is re-dispatched on window as the DOM event
-// "aislecast:live" ({kind: "hello" | "ingest" | "campaign" | "gateway", ...data}); the panels
+// "aislecast:live" ({kind: "hello" | "ingest" | "campaign" | "approval" | "gateway", ...data}); the panels
 // refetch what they show. No polling: a reconnect after a drop is EventSource's own
 // (HQ asks for 2 s); a stream that HQ refused (503 when full, 401 when logged out) is
 // retried here, and the header says "offline" meanwhile.
@@ -29,7 +29,7 @@ const live = {
     const src = new EventSource(LIVE_URL, { withCredentials: true });
     live.source = src;
     src.addEventListener("open", () => { live.online = true; live.status("Live", false); });
-    for (const kind of ["hello", "ingest", "campaign", "gateway"]) {
+    for (const kind of ["hello", "ingest", "campaign", "approval", "gateway"]) {
       src.addEventListener(kind, (ev) => live.dispatch(kind, ev));
     }
     src.addEventListener("error", () => {
