@@ -206,3 +206,9 @@ def test_hq_serve_on_a_newer_database_says_so_in_one_line(tmp_path: Path) -> Non
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert f"has schema version {len(STEPS) + 1}" in proc.stderr
+
+
+def test_each_step_is_named_by_its_version() -> None:
+    # the version recorded is the step's place in STEPS: a step written in parallel work
+    # and merged out of order would record its number under another step's name
+    assert [s.__name__[:5] for s in STEPS] == [f"m{i:04d}" for i in range(1, len(STEPS) + 1)]
