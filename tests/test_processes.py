@@ -14,6 +14,7 @@ import json
 import os
 import pty
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -227,6 +228,12 @@ def _phone_listener(pid: int) -> tuple[int, ssl.SSLContext]:
     return int(block.split()[0]), ssl.create_default_context(cafile=cafile)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _observer_login(broker_pid: int) -> tuple[str, str]:
     """An HQ-role login for the test, added to the demo's own registry (its HQ database)
     and applied to its broker the way `aislecast hq gateways add` applies one."""
@@ -286,6 +293,10 @@ async def test_demo_interrupted_exits_0_and_leaves_no_broker(tmp_path: Path, ter
         # the demo is running once its gateway (started after HQ) reports itself online
         broker_pid = next(iter(brokers))
         port, tls = await asyncio.to_thread(_phone_listener, broker_pid)
+        # the broker is up once it listens: before that it may not have installed its
+        # signal handlers, and the reload below (SIGHUP) would end it (CI saw "connection
+        # refused" for 45 s after the test's reload met a mosquitto that had just started)
+        await until(lambda: _listening(port), 45, "the demo broker's listener", p)
         # the demo's broker has no anonymous access: the test logs in with a login of its
         # own, over TLS as HQ does (the demo's one plain listener is only its readiness probe)
         login = await asyncio.to_thread(_observer_login, broker_pid)
