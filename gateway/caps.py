@@ -24,7 +24,8 @@ all campaigns (a visit may span midnight), per day (today's rows), the cooldown
 ``min_gap_s`` (the last offer of today or yesterday: a cooldown of up to a day always
 holds, a longer one until the end of the next local day). Per-campaign caps ("ever")
 read ``cap_lifetime``: one count per campaign and lifetime pseudonym, no time, written
-with the charges.
+with the charges; a campaign's counts go once it has left the bundle and its end has
+passed (:meth:`CapLedger.prune_lifetime`, rules in gateway/campaign_ends.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aislecast.kernel.campaign import Caps
+from gateway.campaign_ends import CampaignEnds
 from gateway.pseudonyms import Pseudonyms, pseudonyms_for
 
 __all__ = ["FLUSH_ROWS", "FLUSH_S", "VISIT_GAP_S", "CapLedger", "Charge", "PendingWrites"]
@@ -119,6 +121,8 @@ class CapLedger:
         self._seen: dict[str, float] = {}  # inbox -> last local trigger
         self._orphans: dict[str, list[tuple[str, float, bool]]] = {}  # peer charges, no visit yet
         self.pruned = 0  # rows deleted with their day keys so far
+        self.lifetime_pruned = 0  # lifetime counts deleted with their ended campaigns so far
+        self.ends = CampaignEnds(conn)
         self.stale_remote = 0  # peers' charges older than yesterday: no key, ignored
         self._today = self.ps.today
         self._restore()
@@ -192,6 +196,8 @@ class CapLedger:
             self._sources.add(source)
 
     def _count_life(self, inbox: str, campaign: str, into: PendingWrites) -> None:
+        if campaign in self.ends.pruned:  # a peer's late charge of a campaign that ended
+            return
         k = (campaign, self.ps.lifetime(inbox, campaign))
         n = self.lifetime[k] = self.lifetime.get(k, 0) + 1
         into.lifetime[k] = n
@@ -402,6 +408,18 @@ class CapLedger:
         n += int(self._conn.executemany("DELETE FROM cap_lifetime WHERE campaign = ? AND shopper = ?",
                                         sorted(life)).rowcount or 0)
         self._recount()
+        return n
+
+    def prune_lifetime(self, now: float) -> int:
+        """Delete the lifetime counts of the campaigns that left the bundle and ended by
+        ``now`` (:meth:`gateway.campaign_ends.CampaignEnds.prune`), here too; returns the
+        counts deleted. Called by gateway.retention."""
+        gone, n = self.ends.prune(now)
+        if gone:
+            self.lifetime = {k: v for k, v in self.lifetime.items() if k[0] not in gone}
+            for w in (self._pending, self._remote):
+                w.lifetime = {k: v for k, v in w.lifetime.items() if k[0] not in gone}
+            self.lifetime_pruned += n
         return n
 
     def prune(self, now: float) -> int:

@@ -13,9 +13,10 @@ never published.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -79,10 +80,7 @@ class Outbox:
         Returns the ``seq`` of each offer, in order. Re-adding an id is a no-op.
         """
         now = time.time()
-        cur = self.conn.cursor()
-        count_before = self._count
-        cur.execute("BEGIN")
-        try:
+        with self._transaction() as cur:
             if remove:
                 self._delete(cur, remove)
             seqs = self._insert_offers(cur, list(offers), now)
@@ -99,13 +97,23 @@ class Outbox:
                 self._evict(cur, self._count - self.max_rows)
             if also is not None:
                 also(cur)
+        return seqs
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """``BEGIN`` on a cursor, ``COMMIT`` at the end; on any failure :meth:`_abort`,
+        and an SQLite error is raised as OutboxError."""
+        cur = self.conn.cursor()
+        count_before = self._count
+        cur.execute("BEGIN")
+        try:
+            yield cur
             cur.execute("COMMIT")
         except BaseException as exc:
             self._abort(count_before)
             if isinstance(exc, sqlite3.Error):
                 raise OutboxError(str(exc)) from exc
             raise
-        return seqs
 
     def _abort(self, count_before: int) -> None:
         """Undo a failed transaction. SQLite may already have rolled back by itself (a
@@ -168,17 +176,8 @@ class Outbox:
     def remove(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
-        cur = self.conn.cursor()
-        count_before = self._count
-        cur.execute("BEGIN")
-        try:
+        with self._transaction() as cur:
             self._delete(cur, seqs)
-            cur.execute("COMMIT")
-        except BaseException as exc:
-            self._abort(count_before)
-            if isinstance(exc, sqlite3.Error):
-                raise OutboxError(str(exc)) from exc
-            raise
 
     def pending(self, kind: str, *, limit: int) -> list[OutboxRow]:
         """Oldest rows of ``kind`` first (the backlog read once at start)."""

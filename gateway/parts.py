@@ -145,6 +145,7 @@ class GatewayParts:
         self.beacons = {bc.id: (bc.zone, bc.tx_power_1m) for bc in b.beacons}
         self.schedule.load(b.campaigns, tz=b.store.tz)
         self.paused.bundle_applied(b.campaigns)
+        self.decider.ledger.ends.hold(b.campaigns, replace=True)  # their lifetime counts stay
         self._on_bundle()
 
     def apply_delta(self, d: BundleDelta) -> None:
@@ -157,6 +158,7 @@ class GatewayParts:
         self.decider.pause(d.paused)
         self.schedule.pause(d.paused)
         if d.campaigns:
+            self.decider.ledger.ends.hold(d.campaigns, replace=False)
             self.schedule.upsert(d.campaigns)
             self._refused(self.decider.upsert(d.campaigns))
             if any(c.trigger.kind == "flash" for c in d.campaigns):

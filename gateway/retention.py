@@ -12,7 +12,10 @@ not anyone is deciding offers:
 * the cap ledger pruned (:meth:`gateway.caps.CapLedger.prune`): at a new local day the
   day key of the day before yesterday is destroyed (gateway.pseudonyms) and the charges
   made under it are deleted, even when nobody is deciding (a closed store at midnight);
-  lifetime counts stay (no time, no day);
+* lifetime counts (``cap_lifetime``: no time, no day) of the campaigns that are no
+  longer in the bundle and whose end has passed, deleted
+  (:meth:`gateway.caps.CapLedger.prune_lifetime`; what is kept, and why, in
+  gateway/campaign_ends.py: a paused campaign, one with no end, one never seen here);
 * visit rows under a destroyed day key, deleted (the visit book ends those visits at
   its next sync; this is the backstop).
 
@@ -46,6 +49,7 @@ class EdgeRetention:
     events_purged: int = 0
     visits_purged: int = 0
     charges_purged: int = 0
+    lifetime_purged: int = 0
 
     def tick(self, now: float) -> bool:
         """Run :meth:`purge` if it is due (wall clock ``now``); True when it ran."""
@@ -59,6 +63,7 @@ class EdgeRetention:
         cutoff = now - self.history_s
         self.events_purged += self.outbox.purge_events_before(cutoff)
         self.charges_purged += self.ledger.prune(now)  # first: it may start a new day
+        self.lifetime_purged += self.ledger.prune_lifetime(now)
         cur = self.conn.execute("DELETE FROM visits WHERE last_seen < ? OR day < ?",
                                 (cutoff, self.ledger.ps.yesterday or ""))
         self.visits_purged += int(cur.rowcount or 0)

@@ -37,7 +37,7 @@ from aislecast.kernel.errors import SchemaVersionError
 from gateway.pseudonyms import pseudonyms_for
 
 __all__ = ["MIGRATION_SET", "STEPS", "Step", "applied", "m0001_initial", "m0002_pinned_keys",
-           "m0003_pseudonyms",
+           "m0003_pseudonyms", "m0004_campaign_ends",
            "migrate", "open_db", "schema_version"]
 
 log = logging.getLogger("aislecast.gateway.storage")
@@ -164,7 +164,16 @@ def _is_day(day: str) -> bool:
     return len(day) == 10
 
 
-STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_pinned_keys, m0003_pseudonyms)
+def m0004_campaign_ends(db: sqlite3.Connection) -> None:
+    """The end time of each campaign the gateway held (gateway.campaign_ends): a campaign
+    that left the bundle and ended has its ``cap_lifetime`` rows deleted. No shopper data;
+    ``ends_at`` NULL: the campaign has no end. Rows from before this step have no entry
+    and are kept."""
+    db.execute("CREATE TABLE cap_campaigns (campaign TEXT PRIMARY KEY, ends_at REAL) WITHOUT ROWID")
+
+
+STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_pinned_keys, m0003_pseudonyms,
+                                  m0004_campaign_ends)
 
 
 def _number(name: str) -> int | None:

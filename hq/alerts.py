@@ -39,7 +39,7 @@ from aislecast.kernel.counters import by, gauges_by
 from aislecast.kernel.logs import get_logger
 from hq.board import GatewayBoard
 from hq.broker_sync import SyncStats
-from hq.deps import PrincipalDep
+from hq.deps import PrincipalDep, json_answer, state_of
 from hq.leader import LeaderStats
 from hq.openapi import json_response
 from hq.tasks import KeyWatcherStats, RepublisherStats
@@ -245,10 +245,8 @@ def alerts_router() -> APIRouter:
     @router.get("/api/alerts", openapi_extra=json_response(
         AlertsPage, "open alerts, then recently cleared ones"))
     async def alerts(request: Request, p: PrincipalDep) -> Response:
-        watch = request.app.state.alerts
-        assert isinstance(watch, AlertWatch), "create_app() sets app.state.alerts"
+        watch = state_of(request, "alerts", AlertWatch)
         shown = [a for a in watch.check() if p.sees(a.store)]  # HQ's own: unscoped roles
-        return Response(msgspec.json.encode(AlertsPage(now=watch.clock(), alerts=shown)),
-                        media_type="application/json")
+        return json_answer(AlertsPage(now=watch.clock(), alerts=shown))
 
     return router

@@ -6,9 +6,8 @@ does a field the type does not have (:mod:`hq.strict`; MQTT stays tolerant).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
-import msgspec
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +28,7 @@ from hq.board import GatewayBoard
 from hq.broker_feed import BrokerFeed, broker_feed_router
 from hq.campaigns import CampaignInvalid, FlashRequest
 from hq.console import mount_console
-from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.deps import PrincipalDep, ServiceDep, audit, json_answer
 from hq.docs_page import mount_docs
 from hq.feed_rules import FeedSettings
 from hq.feeds import FeedWatcher
@@ -62,10 +61,6 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 # creatives, a few KiB; a store's beacon list is far smaller. 1 MiB leaves two orders of
 # magnitude for growth and still stops a client from making HQ buffer 100 MiB.
 MAX_BODY_BYTES: Final = 1 << 20
-
-
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 
 _body = body_of  # unknown fields refused by name (hq.strict); MQTT decoding stays tolerant
@@ -101,12 +96,12 @@ def _api_router() -> APIRouter:
         role = getattr(request.app.state, "role", None)  # set by hq.server: leader/follower
         if callable(role):
             body["role"] = role()
-        return _json(body, 200 if ok else 503)
+        return json_answer(body, 200 if ok else 503)
 
     @router.get("/api/me")
     async def me(p: PrincipalDep) -> Response:
         stores = None if p.stores is None else sorted(p.stores)
-        return _json({"actor": p.actor, "role": p.role, "stores": stores, "via": p.via})
+        return json_answer({"actor": p.actor, "role": p.role, "stores": stores, "via": p.via})
 
     @router.get("/api/keys/bundle")
     async def bundle_key(service: ServiceDep) -> Response:
@@ -118,7 +113,7 @@ def _api_router() -> APIRouter:
         before = service.get_store(store.id) if store.id in service.store_ids() else None
         service.upsert_store(store)
         audit(request, "store.upsert", f"store:{store.id}", before=before, after=store)
-        return _json(store, 201)
+        return json_answer(store, 201)
 
     @router.post("/api/stores/{store_id}/zones", status_code=201, openapi_extra=json_body(Zone))
     async def put_zone(store_id: str, request: Request, service: ServiceDep) -> Response:
@@ -126,7 +121,7 @@ def _api_router() -> APIRouter:
         before = next((z for z in service.zones(store_id) if z.id == zone.id), None)
         service.upsert_zone(store_id, zone)
         audit(request, "zone.upsert", f"zone:{store_id}/{zone.id}", before=before, after=zone)
-        return _json(zone, 201)
+        return json_answer(zone, 201)
 
     @router.post("/api/stores/{store_id}/beacons", status_code=201, openapi_extra=json_body(Beacon))
     async def put_beacon(store_id: str, request: Request, service: ServiceDep) -> Response:
@@ -135,13 +130,13 @@ def _api_router() -> APIRouter:
         service.upsert_beacon(store_id, beacon)
         audit(request, "beacon.upsert", f"beacon:{store_id}/{beacon.id}", before=before,
               after=beacon)
-        return _json(beacon, 201)
+        return json_answer(beacon, 201)
 
     @router.post("/api/stores/{store_id}/publish")
     async def publish(store_id: str, request: Request, service: ServiceDep) -> Response:
         b = await service.publish_bundle(store_id)
         audit(request, "bundle.publish", f"store:{store_id}", after={"version": b.version})
-        return _json({"store": store_id, "version": b.version})
+        return json_answer({"store": store_id, "version": b.version})
 
     return router
 
@@ -156,7 +151,7 @@ def _campaign_router() -> APIRouter:
         before = _existing(service, c.id)
         c = await live_save(request, service, p, c, before)  # the approval policy decides
         audit(request, "campaign.save", f"campaign:{c.id}", before=before, after=c)
-        return _json(c, 201)
+        return json_answer(c, 201)
 
     @router.put("/api/campaigns/{cid}", openapi_extra=json_body(Campaign))
     async def edit_campaign(cid: str, request: Request, service: ServiceDep,
@@ -167,11 +162,11 @@ def _campaign_router() -> APIRouter:
         before = _visible(p, service.get_campaign(cid))
         c = await live_save(request, service, p, c, service.get_campaign(cid))
         audit(request, "campaign.update", f"campaign:{cid}", before=before, after=c)
-        return _json(c)
+        return json_answer(c)
 
     @router.get("/api/campaigns/{cid}")
     async def get_campaign(cid: str, service: ServiceDep, p: PrincipalDep) -> Response:
-        return _json(_visible(p, service.get_campaign(cid)))
+        return json_answer(_visible(p, service.get_campaign(cid)))
 
     @router.post("/api/flash", status_code=201, openapi_extra=json_body(FlashRequest))
     async def post_flash(request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
@@ -179,14 +174,14 @@ def _campaign_router() -> APIRouter:
 
     @router.get("/api/campaigns")
     async def list_campaigns(service: ServiceDep, p: PrincipalDep) -> Response:
-        return _json(campaigns_for(p, service.campaigns()))
+        return json_answer(campaigns_for(p, service.campaigns()))
 
     @router.post("/api/campaigns/{cid}/pause")
     async def pause(cid: str, request: Request, service: ServiceDep) -> Response:
         before = service.get_campaign(cid)
         c = await service.pause_campaign(cid)
         audit(request, "campaign.pause", f"campaign:{cid}", before=before, after=c)
-        return _json(c)
+        return json_answer(c)
 
     return router
 
@@ -200,18 +195,18 @@ def _shopper_router() -> APIRouter:
     async def opt_out(inbox: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
         await service.opt_out(inbox, source=source_of(p))  # withdraws "offers" (hq.consent)
         audit(request, "shopper.opt_out", f"shopper:{inbox}", after={"opted_out": True})
-        return _json({"inbox": inbox, "opted_out": True})
+        return json_answer({"inbox": inbox, "opted_out": True})
 
     @router.get("/api/analytics/campaigns")
     async def analytics(service: ServiceDep) -> Response:
-        return _json(await service.db.offload(campaign_stats))  # scans events: off the loop
+        return json_answer(await service.db.offload(campaign_stats))  # scans events: off the loop
 
     @router.get("/api/analytics/campaigns/{cid}")
     async def analytics_one(cid: str, service: ServiceDep) -> Response:
         rows = await service.db.offload(campaign_stats, cid)
         if not rows:
             raise NotFound("campaign analytics", cid)
-        return _json(rows[0])
+        return json_answer(rows[0])
 
     return router
 
@@ -292,15 +287,15 @@ def create_app(service: HqService, ingest: Ingest, board: GatewayBoard | None = 
 
     @app.exception_handler(CampaignInvalid)
     async def _invalid(_: Request, exc: CampaignInvalid) -> Response:
-        return _json({"detail": exc.problems, "campaign": exc.campaign}, 422)
+        return json_answer({"detail": exc.problems, "campaign": exc.campaign}, 422)
 
     @app.exception_handler(InvalidInput)
     async def _invalid_input(_: Request, exc: InvalidInput) -> Response:
-        return _json({"detail": exc.problems}, 422)
+        return json_answer({"detail": exc.problems}, 422)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> Response:
-        return _json({"detail": str(exc)}, 404)
+        return json_answer({"detail": str(exc)}, 404)
 
     for router in (_api_router(), _campaign_router(), _shopper_router(), broker_feed_router(feed),
                    live_router(live), rights_router(), till_router(till), approval_router(),

@@ -23,7 +23,7 @@ from hq.audit import AuditLog
 from hq.authz import visible_campaign
 from hq.campaigns import FlashRequest, flash_campaign, save_campaign
 from hq.db import HqDb
-from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.deps import PrincipalDep, ServiceDep, audit, json_answer, state_of
 from hq.openapi import json_body
 from hq.refusals import Refused
 from hq.service import HqService, NotFound
@@ -34,13 +34,7 @@ _STATES: Final = ("submitted", "approved", "rejected", "all")
 
 
 def approvals_of(request: Request) -> Approvals:
-    a = request.app.state.approvals
-    assert isinstance(a, Approvals), "create_app() sets app.state.approvals"
-    return a
-
-
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+    return state_of(request, "approvals", Approvals)
 
 
 async def _decision(request: Request, cls: type[Submit] | type[Decision]) -> Any:
@@ -124,7 +118,7 @@ def approval_router() -> APIRouter:
         a = r.approvals.submit(r.campaign, r.person, r.req)
         audit(request, "approval.submit", f"campaign:{cid}", before=r.before,
               after={"approval": a, "campaign": r.campaign})
-        return _json(a)
+        return json_answer(a)
 
     @router.post("/api/campaigns/{cid}/approve", openapi_extra=json_body(Decision))
     async def approve(cid: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
@@ -139,14 +133,14 @@ def approval_router() -> APIRouter:
         audit(request, "approval.approve", f"campaign:{cid}",
               before={"approval": r.before, "campaign": r.campaign},
               after={"approval": a, "campaign": live})
-        return _json({"approval": a, "campaign": live})
+        return json_answer({"approval": a, "campaign": live})
 
     @router.post("/api/campaigns/{cid}/reject", openapi_extra=json_body(Decision))
     async def reject(cid: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
         r = await _Round.open(request, service, p, cid, Decision)
         a = r.approvals.reject(r.campaign, r.person, r.req)
         audit(request, "approval.reject", f"campaign:{cid}", before=r.before, after=a)
-        return _json(a)
+        return json_answer(a)
 
     @router.get("/api/approvals")
     async def listing(request: Request, service: ServiceDep, p: PrincipalDep,
@@ -162,7 +156,7 @@ def approval_router() -> APIRouter:
                 continue
             if visible_campaign(p, c):
                 out.append({"approval": a, "campaign": c})
-        return _json(out)
+        return json_answer(out)
 
     return router
 
@@ -176,9 +170,9 @@ async def flash_route(request: Request, service: HqService, p: Principal,
     if approvals.policy.flash != "four_eyes":
         c = await live_save(request, service, p, c, None)
         audit(request, "campaign.flash", f"campaign:{c.id}", after=c)
-        return _json(c, 201)
+        return json_answer(c, 201)
     c, a = await propose(service, approvals, c, actor=person_of(service.db, p), comment="flash",
                          audit_log=AuditLog(service.db))
     request.state.audited = True  # propose() wrote the entry
     assert a.state == "submitted" and c.status not in LIVE
-    return _json(c, 202)
+    return json_answer(c, 202)

@@ -38,7 +38,7 @@ class AuditEntry(msgspec.Struct, frozen=True):
     after: Any = None
 
 
-def _json(obj: object) -> str | None:
+def _json_text(obj: object) -> str | None:
     return None if obj is None else msgspec.json.encode(obj).decode()
 
 
@@ -52,7 +52,7 @@ class AuditLog:
                        msgspec.to_builtins(before), msgspec.to_builtins(after))
         self.db.execute("INSERT INTO audit (id, ts, actor, action, object, before, after)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (e.id, e.ts, actor, action, obj, _json(e.before), _json(e.after)))
+                        (e.id, e.ts, actor, action, obj, _json_text(e.before), _json_text(e.after)))
         return e
 
     def entries(self, *, since: float | None = None, obj: str | None = None,

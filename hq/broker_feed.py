@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Final
 
-import msgspec
 from fastapi import APIRouter, Header, Query, Response
 
 from aislecast.kernel.broker import render_acl
@@ -36,6 +35,7 @@ from aislecast.kernel.registry_schema import RegistryRendering
 from hq.broker_auth import BrokerAuthFiles
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
+from hq.deps import json_answer
 
 __all__ = ["MAX_WAIT_S", "RECHECK_S", "BrokerFeed", "FeedStats", "broker_feed_router"]
 
@@ -161,7 +161,6 @@ def broker_feed_router(feed: BrokerFeed) -> APIRouter:
             feed.stats.not_modified += 1
             return Response(status_code=304, headers={"ETag": _etag(have or "")})
         feed.stats.served += 1
-        return Response(msgspec.json.encode(got), media_type="application/json",
-                        headers={"ETag": _etag(got.version), "Cache-Control": "no-store"})
+        return json_answer(got, headers={"ETag": _etag(got.version), "Cache-Control": "no-store"})
 
     return router

@@ -38,16 +38,12 @@ from hq.analytics import campaign_stats
 from hq.approval_api import live_save
 from hq.board import GatewayBoard
 from hq.db import HqDb
-from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.deps import PrincipalDep, ServiceDep, audit, json_answer, state_dep
 from hq.login import session_of
 
 __all__ = ["mount_console"]
 
 _STATIC = files("hq") / "static"
-
-
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 
 def _campaign_rows(db: HqDb) -> list[dict[str, Any]]:
@@ -66,13 +62,7 @@ def _campaign_rows(db: HqDb) -> list[dict[str, Any]]:
     return rows
 
 
-async def _board_of(request: Request) -> GatewayBoard:
-    board = request.app.state.board
-    assert isinstance(board, GatewayBoard), "create_app() sets app.state.board"
-    return board
-
-
-BoardDep = Annotated[GatewayBoard, Depends(_board_of)]
+BoardDep = Annotated[GatewayBoard, Depends(state_dep("board", GatewayBoard))]
 
 
 def mount_console(app: FastAPI) -> None:
@@ -95,7 +85,7 @@ def mount_console(app: FastAPI) -> None:
         rows = await service.db.offload(_campaign_rows)
         if p.stores is not None:  # store staff: their stores' campaigns only
             rows = [r for r in rows if any(s in p.stores for s in r["stores"])]
-        return _json({"now": time.time(), "campaigns": rows})
+        return json_answer({"now": time.time(), "campaigns": rows})
 
     @router.get("/api/console/stores")
     async def stores(service: ServiceDep, board: BoardDep, p: PrincipalDep) -> Response:
@@ -106,7 +96,7 @@ def mount_console(app: FastAPI) -> None:
             out.append({"id": sid, "name": row[0] if row else sid, "tz": row[1] if row else "",
                         "gateways": [msgspec.to_builtins(g) for g in board.gateways(sid)],
                         "registered": row is not None})  # else: only a gateway reported it
-        return _json({"now": time.time(), "stores": out})
+        return json_answer({"now": time.time(), "stores": out})
 
     @router.post("/api/campaigns/{cid}/resume")
     async def resume(cid: str, request: Request, service: ServiceDep, p: PrincipalDep) -> Response:
@@ -114,7 +104,7 @@ def mount_console(app: FastAPI) -> None:
         c = await live_save(request, service, p, msgspec.structs.replace(before, status="live"),
                             before)
         audit(request, "campaign.resume", f"campaign:{cid}", before=before, after=c)
-        return _json(c)
+        return json_answer(c)
 
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=str(_STATIC)), name="console-static")

@@ -1,18 +1,25 @@
 """What HQ's HTTP handlers depend on, read from ``app.state`` (set once by
-:func:`hq.api.create_app`), so routes take their services as FastAPI dependencies and
-nothing is global: every test app and every HqServer in a process has its own.
-The dependencies are ``async def`` although they only read attributes: FastAPI runs a
-plain ``def`` dependency in its thread pool, a thread hop per dependency per request
-(a bare authenticated GET, called in-process, took 0.7-1.0 ms with them and 0.4 ms without).
+:func:`hq.api.create_app`, the wallet's by :func:`hq.wallet.mount_wallet`), so routes take
+their services as FastAPI dependencies and nothing is global: every test app and every
+HqServer in a process has its own.
+
+:func:`state_of` reads one service by name and checks its class; :func:`state_dep` makes
+the FastAPI dependency that does it. The dependencies are ``async def`` although they only
+read attributes: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+per dependency per request (a bare authenticated GET, called in-process, took 0.7-1.0 ms
+with them and 0.4 ms without).
 
 :func:`principal_of` is the caller that :class:`hq.auth.AuthMiddleware` identified;
-:func:`audit` writes a handler's audit entry as that caller."""
+:func:`audit` writes a handler's audit entry as that caller; :func:`json_answer` is a
+handler's JSON answer (msgspec-encoded, ``application/json``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+import msgspec
+from fastapi import Depends, Request, Response
 
 from hq.accounts import Accounts, Principal
 from hq.audit import AuditLog
@@ -27,27 +34,42 @@ __all__ = [
     "accounts_of",
     "audit",
     "ingest_of",
+    "json_answer",
     "principal_of",
     "service_of",
+    "state_dep",
+    "state_of",
 ]
 
-
-async def service_of(request: Request) -> HqService:
-    service = request.app.state.service
-    assert isinstance(service, HqService), "create_app() sets app.state.service"
-    return service
+T = TypeVar("T")
 
 
-async def ingest_of(request: Request) -> Ingest:
-    ingest = request.app.state.ingest
-    assert isinstance(ingest, Ingest), "create_app() sets app.state.ingest"
-    return ingest
+def state_of(request: Request, name: str, cls: type[T]) -> T:
+    """``request.app.state.<name>``, which must be a ``cls`` (building the app sets it)."""
+    got = getattr(request.app.state, name)
+    assert isinstance(got, cls), f"building the app sets app.state.{name} to a {cls.__name__}"
+    return got
 
 
-async def accounts_of(request: Request) -> Accounts:
-    accounts = request.app.state.accounts
-    assert isinstance(accounts, Accounts), "create_app() sets app.state.accounts"
-    return accounts
+def state_dep(name: str, cls: type[T]) -> Callable[[Request], Coroutine[Any, Any, T]]:
+    """The FastAPI dependency ``Depends(state_dep(name, cls))``: :func:`state_of` per request."""
+    async def dependency(request: Request) -> T:
+        return state_of(request, name, cls)
+
+    dependency.__name__ = dependency.__qualname__ = f"{name}_of"
+    return dependency
+
+
+service_of = state_dep("service", HqService)
+ingest_of = state_dep("ingest", Ingest)
+accounts_of = state_dep("accounts", Accounts)
+
+
+def json_answer(obj: object, status: int = 200, *,
+                headers: Mapping[str, str] | None = None) -> Response:
+    """``obj`` as msgspec's JSON with ``status`` (and extra ``headers``, e.g. ``Cache-Control``)."""
+    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 def _principal(request: Request) -> Principal:
@@ -64,8 +86,7 @@ def audit(request: Request, action: str, obj: str, *, before: object = None,
           after: object = None) -> None:
     """Record the request's state change as its caller (once per request is the rule);
     a handler may call it from the worker thread that makes the change."""
-    log = request.app.state.audit
-    assert isinstance(log, AuditLog), "create_app() sets app.state.audit"
+    log = state_of(request, "audit", AuditLog)
     log.record(_principal(request).actor, action, obj, before=before, after=after)
     request.state.audited = True
 

@@ -30,7 +30,7 @@ from fastapi import APIRouter, Request, Response
 from msgspec import Meta
 
 from aislecast.kernel.schema import decode
-from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.deps import PrincipalDep, ServiceDep, audit, json_answer, state_of
 from hq.feed_rule_store import RuleRow, merged, rule_problems
 from hq.feed_rules import FeedItem, FeedRule
 from hq.feeds import FeedWatcher, Skipped
@@ -63,13 +63,7 @@ class SocialPosts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def _watcher(request: Request) -> FeedWatcher:
-    w = request.app.state.feeds
-    assert isinstance(w, FeedWatcher), "HqServer sets app.state.feeds"
-    return w
-
-
-def _json(obj: object, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+    return state_of(request, "feeds", FeedWatcher)
 
 
 def _applied(watcher: FeedWatcher) -> list[RuleRow]:
@@ -104,11 +98,11 @@ async def _rule_body(request: Request, service: ServiceDep, name: str) -> FeedRu
 def _rule_routes(router: APIRouter) -> None:
     @router.get(_RULES, openapi_extra=json_response(list[RuleRow], "the rules, in the order tried"))
     async def rules(request: Request) -> Response:
-        return _json(_applied(_watcher(request)))
+        return json_answer(_applied(_watcher(request)))
 
     @router.get(_RULES + "/{name}", openapi_extra=json_response(RuleRow, "the rule as applied"))
     async def rule(name: str, request: Request) -> Response:
-        return _json(_one(_watcher(request), name))
+        return json_answer(_one(_watcher(request), name))
 
     @router.put(_RULES + "/{name}", openapi_extra=json_io(FeedRule, RuleRow, "the rule as applied"))
     async def put_rule(name: str, request: Request, service: ServiceDep,
@@ -122,7 +116,7 @@ def _rule_routes(router: APIRouter) -> None:
         watcher.stored.put(rule, p.actor)
         after = _one(watcher, name)
         audit(request, "feed_rule.put", f"feed_rule:{name}", before=before, after=after)
-        return _json(after, 201 if new else 200)
+        return json_answer(after, 201 if new else 200)
 
     @router.delete(_RULES + "/{name}", openapi_extra=json_response(RuleRow, "the rule deleted"))
     async def delete_rule(name: str, request: Request) -> Response:
@@ -133,7 +127,7 @@ def _rule_routes(router: APIRouter) -> None:
                           "([[feeds.rules]]): change it there, or PUT a rule of that name over it")
         watcher.stored.delete(name)
         audit(request, "feed_rule.delete", f"feed_rule:{name}", before=before)
-        return _json(before)
+        return json_answer(before)
 
 
 def feeds_router() -> APIRouter:
@@ -172,6 +166,6 @@ def feeds_router() -> APIRouter:
                 dup = watcher.stats.duplicates > before
                 results.append({"id": post.id, "result": "duplicate" if dup else "no_match"})
         request.state.audited = True  # each proposal wrote its own entry; the rest changes nothing
-        return Response(msgspec.json.encode({"posts": results}), media_type="application/json")
+        return json_answer({"posts": results})
 
     return router

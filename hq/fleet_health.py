@@ -26,13 +26,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-import msgspec
 from fastapi import APIRouter, Request, Response
 
 from aislecast.kernel.schema import Beacon, BeaconHealth, decode
 from hq.alerts import STALE_AFTER_S, Condition
 from hq.board import GatewayBoard, GatewayView
-from hq.deps import PrincipalDep, ServiceDep
+from hq.deps import PrincipalDep, ServiceDep, json_answer, state_of
 from hq.fleet_schema import BeaconRow, GatewayRow, StoreHealth
 from hq.openapi import json_response
 from hq.service import HqService, NotFound
@@ -191,9 +190,7 @@ def fleet_router() -> APIRouter:
         if not p.sees(store_id):
             raise NotFound("store", store_id)  # the same answer as for no such store
         service.get_store(store_id)
-        board = request.app.state.board
-        assert isinstance(board, GatewayBoard), "create_app() sets app.state.board"
-        body = store_health(service, board, store_id, now=time.time())
-        return Response(msgspec.json.encode(body), media_type="application/json")
+        board = state_of(request, "board", GatewayBoard)
+        return json_answer(store_health(service, board, store_id, now=time.time()))
 
     return router

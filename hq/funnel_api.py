@@ -24,7 +24,7 @@ import msgspec
 from fastapi import APIRouter, Response
 
 from hq.authz import visible_campaign
-from hq.deps import PrincipalDep, ServiceDep
+from hq.deps import PrincipalDep, ServiceDep, json_answer
 from hq.funnel import Breakdown, FunnelRow, funnel, to_csv
 from hq.refusals import Refused
 from hq.service import NotFound
@@ -98,7 +98,6 @@ def funnel_router() -> APIRouter:
                 "Content-Disposition": f'attachment; filename="{name}.csv"',
                 "Cache-Control": "no-store"})
         answer = FunnelAnswer(campaign=c.id, by=by, store=store, since=t0, until=t1, rows=rows)
-        return Response(msgspec.json.encode(answer), media_type="application/json",
-                        headers={"Cache-Control": "no-store"})
+        return json_answer(answer, headers={"Cache-Control": "no-store"})
 
     return router

@@ -15,7 +15,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 from fastapi import APIRouter, Query, Request, Response
 
-from hq.deps import ServiceDep, audit
+from hq.deps import ServiceDep, audit, json_answer
 from hq.leads import MAX_LEADS_PAGE, LeadRow, campaign_leads, leads_csv
 from hq.refusals import Refused
 from hq.service import NotFound
@@ -53,7 +53,7 @@ def leads_router() -> APIRouter:
             return Response(leads_csv(rows), media_type="text/csv; charset=utf-8", headers={
                 "Content-Disposition": f'attachment; filename="{name}.csv"',
                 "Cache-Control": "no-store"})
-        return Response(msgspec.json.encode(LeadsAnswer(campaign=c.id, leads=rows)),
-                        media_type="application/json", headers={"Cache-Control": "no-store"})
+        return json_answer(LeadsAnswer(campaign=c.id, leads=rows),
+                           headers={"Cache-Control": "no-store"})
 
     return router

@@ -32,6 +32,7 @@ from aislecast.kernel.schema import decode
 from hq.accounts import Accounts, Principal
 from hq.audit import AuditLog
 from hq.auth import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, cookie
+from hq.deps import state_of
 from hq.login_limits import LoginLimiter
 from hq.refusals import AuthStats, Refused
 
@@ -47,28 +48,10 @@ class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
-def _accounts(request: Request) -> Accounts:
-    accounts = request.app.state.accounts
-    assert isinstance(accounts, Accounts), "create_app() sets app.state.accounts"
-    return accounts
-
-
-def _limiter(request: Request) -> LoginLimiter:
-    limiter = request.app.state.login_limiter
-    assert isinstance(limiter, LoginLimiter), "create_app() sets app.state.login_limiter"
-    return limiter
-
-
-def _stats(request: Request) -> AuthStats:
-    stats = request.app.state.auth_stats
-    assert isinstance(stats, AuthStats), "create_app() sets app.state.auth_stats"
-    return stats
-
-
 def session_of(request: Request) -> Principal | None:
     """The console user of ``request``'s session cookie, if it is live."""
     secret = cookie(request.scope, SESSION_COOKIE)
-    return None if secret is None else _accounts(request).session_principal(secret)
+    return None if secret is None else state_of(request, "accounts", Accounts).session_principal(secret)
 
 
 def _same_origin(request: Request) -> None:
@@ -96,7 +79,8 @@ def login_router() -> APIRouter:
             req = decode(await request.body(), LoginRequest)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise Refused(422, "bad_login_body", f"invalid login: {exc}") from None
-        accounts, limiter = _accounts(request), _limiter(request)
+        accounts = state_of(request, "accounts", Accounts)
+        limiter = state_of(request, "login_limiter", LoginLimiter)
         address = request.client.host if request.client else "unknown"
         caller = f"login:{req.name[:64]}"
         if (verdict := limiter.attempt(req.name, address)) is not None:
@@ -106,14 +90,12 @@ def login_router() -> APIRouter:
                           headers=[("Retry-After", str(verdict.retry_after_s))])
         p = await asyncio.to_thread(accounts.check_password, req.name, req.password)
         if p is None:  # the limiter counted it already
-            _stats(request).login_failures += 1
+            state_of(request, "auth_stats", AuthStats).login_failures += 1
             raise Refused(401, "bad_login", "wrong user name or password, or a disabled user",
                           caller=caller)
         limiter.succeeded(req.name, address)
         session = accounts.open_session(req.name)
-        log = request.app.state.audit
-        assert isinstance(log, AuditLog)
-        log.record(p.actor, "session.login", p.actor)
+        state_of(request, "audit", AuditLog).record(p.actor, "session.login", p.actor)
         secure = request.url.scheme == "https"
         resp = Response(msgspec.json.encode({"user": req.name, "role": p.role,
                                              "csrf": session.csrf,
@@ -135,7 +117,7 @@ def login_router() -> APIRouter:
             raise Refused(401, "no_credential", "not logged in")
         if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), p.csrf or ""):
             raise Refused(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
-        _accounts(request).close_session(secret)
+        state_of(request, "accounts", Accounts).close_session(secret)
         resp = Response(b'{"logged_out":true}', media_type="application/json")
         resp.delete_cookie(SESSION_COOKIE, path="/")
         resp.delete_cookie(CSRF_COOKIE, path="/")

@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import msgspec
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aislecast.kernel.counters import StatsCollector, by, count, snapshot
+from hq.deps import json_answer, state_of
 
 __all__ = ["NAMESPACE", "HqMetrics", "HttpMetricsMiddleware", "HttpStats", "metrics_router"]
 
@@ -91,12 +91,6 @@ class HqMetrics:
         return snapshot(self.sources)
 
 
-def _metrics(request: Request) -> HqMetrics:
-    metrics = request.app.state.metrics
-    assert isinstance(metrics, HqMetrics)
-    return metrics
-
-
 def metrics_router() -> APIRouter:
     """``GET /metrics`` (Prometheus text) and ``GET /api/metrics`` (JSON) from
     ``app.state.metrics``."""
@@ -104,11 +98,10 @@ def metrics_router() -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
-        return Response(_metrics(request).exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(state_of(request, "metrics", HqMetrics).exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/api/metrics")
     async def metrics_json(request: Request) -> Response:
-        return Response(msgspec.json.encode(_metrics(request).snapshot()),
-                        media_type="application/json")
+        return json_answer(state_of(request, "metrics", HqMetrics).snapshot())
 
     return router

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from aislecast.kernel.errors import SchemaVersionError
@@ -42,6 +42,12 @@ Step = Callable[["HqDb"], None]
 
 # Any constant key of our own for pg_advisory_xact_lock.
 _LOCK_KEY: Final = 0x61_69_73_6C  # "aisl"
+
+def _run(db: HqDb, stmts: Iterable[str]) -> None:
+    """A step's statements, in order (inside :func:`migrate`'s one transaction)."""
+    for stmt in stmts:
+        db.execute(stmt)
+
 
 _V1: Final = (
     "CREATE TABLE IF NOT EXISTS stores (id TEXT PRIMARY KEY, name TEXT NOT NULL, tz TEXT NOT NULL,"
@@ -71,8 +77,7 @@ _V1_TABLES: Final = frozenset({"stores", "zones", "beacons", "campaigns", "shopp
 
 def m0001_initial(db: HqDb) -> None:
     """The pre-migration schema (``IF NOT EXISTS``, so an existing database is adopted)."""
-    for stmt in _V1:
-        db.execute(stmt)
+    _run(db, _V1)
 
 
 def m0002_events_offer_index(db: HqDb) -> None:
@@ -106,16 +111,15 @@ _V3: Final = (
 
 def m0003_accounts(db: HqDb) -> None:
     """Users, API tokens, console sessions and the audit log (docs/architecture.md#accounts-and-roles)."""
-    for stmt in _V3:
-        db.execute(stmt)
+    _run(db, _V3)
 
 
 def m0004_broker_users(db: HqDb) -> None:
     """The broker credential registry (hq.credentials): who may log in to MQTT, by hash."""
-    db.execute("CREATE TABLE broker_users (username TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-               " password_hash TEXT NOT NULL, store TEXT, gateway TEXT,"
-               " created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)")
-    db.execute("CREATE INDEX broker_users_kind ON broker_users (kind, revoked_at)")
+    _run(db, ("CREATE TABLE broker_users (username TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+              " password_hash TEXT NOT NULL, store TEXT, gateway TEXT,"
+              " created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)",
+              "CREATE INDEX broker_users_kind ON broker_users (kind, revoked_at)"))
 
 
 _V5: Final = (
@@ -138,8 +142,7 @@ _V5: Final = (
 
 def m0005_consent(db: HqDb) -> None:
     """Consent history, home stores, erasure tombstones (docs/architecture.md#consent-and-data-rights)."""
-    for stmt in _V5:
-        db.execute(stmt)
+    _run(db, _V5)
 
 
 _V6: Final = (
@@ -169,8 +172,7 @@ _V6: Final = (
 
 def m0006_till(db: HqDb) -> None:
     """Till redemptions of single-use codes, purchase lines and member ids (hq.till)."""
-    for stmt in _V6:
-        db.execute(stmt)
+    _run(db, _V6)
 
 
 _V7: Final = (
@@ -190,8 +192,7 @@ _V7: Final = (
 
 def m0007_approvals_feeds(db: HqDb) -> None:
     """Campaign approvals and flash proposals from feeds (docs/architecture.md#approval)."""
-    for stmt in _V7:
-        db.execute(stmt)
+    _run(db, _V7)
 
 
 def m0008_tags(db: HqDb) -> None:
@@ -205,20 +206,20 @@ def m0008_tags(db: HqDb) -> None:
 def m0010_leads(db: HqDb) -> None:
     """Lead forms shoppers submitted (hq.leads): personal data, kept out of ``events``,
     exported and erased with the shopper (hq.rights)."""
-    db.execute("CREATE TABLE leads (id TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL,"
-               " campaign TEXT NOT NULL, store TEXT NOT NULL, offer TEXT NOT NULL,"
-               " inbox TEXT NOT NULL, fields TEXT NOT NULL)")
-    db.execute("CREATE INDEX leads_campaign ON leads (campaign, ts)")
-    db.execute("CREATE INDEX leads_inbox ON leads (inbox)")
+    _run(db, ("CREATE TABLE leads (id TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL,"
+              " campaign TEXT NOT NULL, store TEXT NOT NULL, offer TEXT NOT NULL,"
+              " inbox TEXT NOT NULL, fields TEXT NOT NULL)",
+              "CREATE INDEX leads_campaign ON leads (campaign, ts)",
+              "CREATE INDEX leads_inbox ON leads (inbox)"))
 
 
 def m0011_code_refusals(db: HqDb) -> None:
     """Refused till codes HQ can attribute to a campaign (hq.till): what the
     ``code_refusals`` auto-pause rule counts (hq.autopause)."""
-    db.execute("CREATE TABLE code_refusals (ts DOUBLE PRECISION NOT NULL, store TEXT NOT NULL,"
-               " campaign TEXT NOT NULL, reason TEXT NOT NULL, till TEXT NOT NULL,"
-               " code TEXT NOT NULL)")
-    db.execute("CREATE INDEX code_refusals_campaign ON code_refusals (campaign, ts)")
+    _run(db, ("CREATE TABLE code_refusals (ts DOUBLE PRECISION NOT NULL, store TEXT NOT NULL,"
+              " campaign TEXT NOT NULL, reason TEXT NOT NULL, till TEXT NOT NULL,"
+              " code TEXT NOT NULL)",
+              "CREATE INDEX code_refusals_campaign ON code_refusals (campaign, ts)"))
 
 
 def m0013_feed_rules(db: HqDb) -> None:
@@ -231,8 +232,8 @@ def m0013_feed_rules(db: HqDb) -> None:
 def m0014_retention_ts(db: HqDb) -> None:
     """Retention (hq.retention) deletes these by age, as it does events: an index on
     their time each, so a round finds its rows without reading the whole table."""
-    for table in ("code_refusals", "purchases", "redemptions", "leads"):
-        db.execute(f"CREATE INDEX {table}_ts ON {table} (ts)")
+    _run(db, (f"CREATE INDEX {table}_ts ON {table} (ts)"
+              for table in ("code_refusals", "purchases", "redemptions", "leads")))
 
 
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
-import msgspec
 from fastapi import APIRouter, Request, Response
 
 from hq.consent import home_stores_of
-from hq.deps import AccountsDep, PrincipalDep, ServiceDep
+from hq.deps import AccountsDep, PrincipalDep, ServiceDep, json_answer, state_of
 from hq.passes import (
     PKPASS_TYPE,
     ApplePassSigner,
@@ -64,12 +63,6 @@ def _subject(service: HqService, inbox: str) -> PassSubject:
     return PassSubject(member, [(service.get_store(s), service.beacons(s)) for s in stores])
 
 
-def _desk(request: Request) -> PassDesk:
-    desk = request.app.state.passes
-    assert isinstance(desk, PassDesk), "create_app() sets app.state.passes"
-    return desk
-
-
 def passes_router() -> APIRouter:
     router = APIRouter()
 
@@ -77,7 +70,7 @@ def passes_router() -> APIRouter:
     async def apple_pass(inbox: str, request: Request, service: ServiceDep,
                          accounts: AccountsDep, p: PrincipalDep) -> Response:
         ShopperRights(service, accounts).check_access(p, inbox)
-        desk = _desk(request)
+        desk = state_of(request, "passes", PassDesk)
         signer = desk.signer()
         subject = await asyncio.to_thread(_subject, service, inbox)
         body = await asyncio.to_thread(build_pkpass, desk.settings, signer, subject)
@@ -89,10 +82,10 @@ def passes_router() -> APIRouter:
     async def google_pass(inbox: str, request: Request, service: ServiceDep,
                           accounts: AccountsDep, p: PrincipalDep) -> Response:
         ShopperRights(service, accounts).check_access(p, inbox)
-        desk = _desk(request)
+        desk = state_of(request, "passes", PassDesk)
         desk.google_issuer()
         subject = await asyncio.to_thread(_subject, service, inbox)
-        return Response(msgspec.json.encode(google_loyalty_object(desk.settings, subject)),
-                        media_type="application/json", headers={"Cache-Control": "no-store"})
+        return json_answer(google_loyalty_object(desk.settings, subject),
+                           headers={"Cache-Control": "no-store"})
 
     return router

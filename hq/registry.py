@@ -18,6 +18,8 @@ and short link, when and by whom.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from typing import TypeVar
 
 import msgspec
 
@@ -69,23 +71,25 @@ class ShelfTag(msgspec.Struct, frozen=True):
     url: str | None = None
 
 
+_Row = TypeVar("_Row", Zone, Beacon)
 _TAG_COLUMNS = "id, store, written_at, written_by, zone, product, campaign, code, url"
+
+
+def _by_id(rows: Iterable[_Row], kind: str, row_id: str) -> _Row:
+    found = next((r for r in rows if r.id == row_id), None)
+    if found is None:
+        raise NotFound(kind, row_id)
+    return found
 
 
 def get_zone(service: HqService, store: str, zone_id: str) -> Zone:
     service.get_store(store)
-    found = next((z for z in service.zones(store) if z.id == zone_id), None)
-    if found is None:
-        raise NotFound("zone", zone_id)
-    return found
+    return _by_id(service.zones(store), "zone", zone_id)
 
 
 def get_beacon(service: HqService, store: str, beacon_id: str) -> Beacon:
     service.get_store(store)
-    found = next((b for b in service.beacons(store) if b.id == beacon_id), None)
-    if found is None:
-        raise NotFound("beacon", beacon_id)
-    return found
+    return _by_id(service.beacons(store), "beacon", beacon_id)
 
 
 def _zone_users(service: HqService, store: str, zone_id: str) -> list[str]:

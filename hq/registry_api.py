@@ -26,7 +26,7 @@ from aislecast.kernel.acl import gateway_username
 from aislecast.kernel.schema import Beacon, Store, Zone
 from hq.accounts import Principal
 from hq.credentials import BrokerUser
-from hq.deps import PrincipalDep, ServiceDep, audit
+from hq.deps import PrincipalDep, ServiceDep, audit, json_answer
 from hq.openapi import json_io, json_response
 from hq.registry import (
     InUse,
@@ -64,10 +64,6 @@ class GatewayEntry(msgspec.Struct, frozen=True):
     active: bool
 
 
-def _json(obj: object, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
-
-
 def _store(service: HqService, p: Principal, store_id: str) -> Store:
     if not p.sees(store_id):
         raise NotFound("store", store_id)  # the same answer as for no such store
@@ -86,11 +82,11 @@ def _gateway(u: BrokerUser) -> GatewayEntry:
 def _store_routes(router: APIRouter) -> None:
     @router.get("/api/stores", openapi_extra=json_response(list[Store], "the caller's stores"))
     async def list_stores(service: ServiceDep, p: PrincipalDep) -> Response:
-        return _json([service.get_store(s) for s in service.store_ids() if p.sees(s)])
+        return json_answer([service.get_store(s) for s in service.store_ids() if p.sees(s)])
 
     @router.get("/api/stores/{store_id}", openapi_extra=json_response(Store, "the store"))
     async def read_store(store_id: str, service: ServiceDep, p: PrincipalDep) -> Response:
-        return _json(_store(service, p, store_id))
+        return json_answer(_store(service, p, store_id))
 
     @router.put("/api/stores/{store_id}", openapi_extra=json_io(Store, Store, "the store as stored"))
     async def replace_store(store_id: str, request: Request, service: ServiceDep,
@@ -100,7 +96,7 @@ def _store_routes(router: APIRouter) -> None:
         before = _store(service, p, store_id)
         service.upsert_store(store)
         audit(request, "store.update", f"store:{store_id}", before=before, after=store)
-        return _json(store)
+        return json_answer(store)
 
     @router.delete("/api/stores/{store_id}", responses=IN_USE,
                    openapi_extra=json_response(Store, "the deleted store"))
@@ -109,7 +105,7 @@ def _store_routes(router: APIRouter) -> None:
         _store(service, p, store_id)
         store = await delete_store(service, store_id)
         audit(request, "store.delete", f"store:{store_id}", before=store)
-        return _json(store)
+        return json_answer(store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +141,14 @@ def _part_routes(router: APIRouter, part: _Part) -> None:
                                               f"the store's {part.plural}"))
     async def list_items(store_id: str, service: ServiceDep, p: PrincipalDep) -> Response:
         _store(service, p, store_id)
-        return _json(part.items(service, store_id))
+        return json_answer(part.items(service, store_id))
 
     @router.get(item, name=f"read_{part.name}",
                 openapi_extra=json_response(part.cls, f"the {part.name}"))
     async def read_item(store_id: str, service: ServiceDep, p: PrincipalDep,
                         item_id: str = key) -> Response:
         _store(service, p, store_id)
-        return _json(part.one(service, store_id, item_id))
+        return json_answer(part.one(service, store_id, item_id))
 
     @router.put(item, name=f"replace_{part.name}",
                 openapi_extra=json_io(part.cls, part.cls, f"the {part.name} as stored"))
@@ -165,7 +161,7 @@ def _part_routes(router: APIRouter, part: _Part) -> None:
         part.upsert(service, store_id, obj)
         audit(request, f"{part.name}.upsert", f"{part.name}:{store_id}/{item_id}",
               before=before, after=obj)
-        return _json(obj)
+        return json_answer(obj)
 
     @router.delete(item, name=f"remove_{part.name}", responses=answers,
                    openapi_extra=json_response(part.cls, f"the deleted {part.name}"))
@@ -174,7 +170,7 @@ def _part_routes(router: APIRouter, part: _Part) -> None:
         _store(service, p, store_id)
         obj = part.delete(service, store_id, item_id)
         audit(request, f"{part.name}.delete", f"{part.name}:{store_id}/{item_id}", before=obj)
-        return _json(obj)
+        return json_answer(obj)
 
 
 def _tag_and_gateway_routes(router: APIRouter) -> None:
@@ -183,13 +179,13 @@ def _tag_and_gateway_routes(router: APIRouter) -> None:
     @router.get(base, openapi_extra=json_response(list[ShelfTag], "the store's shelf tags"))
     async def list_tags(store_id: str, service: ServiceDep, p: PrincipalDep) -> Response:
         _store(service, p, store_id)
-        return _json(tags(service, store_id))
+        return json_answer(tags(service, store_id))
 
     @router.get(base + "/{tag_id}", openapi_extra=json_response(ShelfTag, "the shelf tag"))
     async def read_tag(store_id: str, tag_id: str, service: ServiceDep,
                        p: PrincipalDep) -> Response:
         _store(service, p, store_id)
-        return _json(get_tag(service, store_id, tag_id))
+        return json_answer(get_tag(service, store_id, tag_id))
 
     @router.put(base + "/{tag_id}", openapi_extra=json_io(TagWrite, ShelfTag, "the tag as registered"))
     async def register_tag(store_id: str, tag_id: str, request: Request, service: ServiceDep,
@@ -202,7 +198,7 @@ def _tag_and_gateway_routes(router: APIRouter) -> None:
             before = None
         tag = upsert_tag(service, store_id, tag_id, w, p.actor)
         audit(request, "tag.register", f"tag:{store_id}/{tag_id}", before=before, after=tag)
-        return _json(tag)
+        return json_answer(tag)
 
     @router.delete(base + "/{tag_id}", openapi_extra=json_response(ShelfTag, "the deleted tag"))
     async def remove_tag(store_id: str, tag_id: str, request: Request, service: ServiceDep,
@@ -210,7 +206,7 @@ def _tag_and_gateway_routes(router: APIRouter) -> None:
         _store(service, p, store_id)
         tag = delete_tag(service, store_id, tag_id)
         audit(request, "tag.delete", f"tag:{store_id}/{tag_id}", before=tag)
-        return _json(tag)
+        return json_answer(tag)
 
     gws = "/api/stores/{store_id}/gateways"
 
@@ -225,14 +221,14 @@ def _tag_and_gateway_routes(router: APIRouter) -> None:
                                                  "the store's provisioned gateways"))
     async def list_gateways(store_id: str, service: ServiceDep, p: PrincipalDep) -> Response:
         _store(service, p, store_id)
-        return _json([_gateway(u) for u in service.credentials.users("gateway")
+        return json_answer([_gateway(u) for u in service.credentials.users("gateway")
                       if u.store == store_id])
 
     @router.get(gws + "/{gateway_id}", openapi_extra=json_response(GatewayEntry, "the gateway"))
     async def read_gateway(store_id: str, gateway_id: str, service: ServiceDep,
                            p: PrincipalDep) -> Response:
         _store(service, p, store_id)
-        return _json(one(service, store_id, gateway_id))
+        return json_answer(one(service, store_id, gateway_id))
 
     @router.delete(gws + "/{gateway_id}", openapi_extra=json_response(
         GatewayEntry, "the gateway, its broker login revoked"))
@@ -242,7 +238,7 @@ def _tag_and_gateway_routes(router: APIRouter) -> None:
         gw = one(service, store_id, gateway_id)
         service.credentials.revoke(gw.username)  # its bundle drops it at the next publish
         audit(request, "gateway.revoke", f"gateway:{store_id}/{gateway_id}", before=gw)
-        return _json(msgspec.structs.replace(gw, active=False))
+        return json_answer(msgspec.structs.replace(gw, active=False))
 
 
 def mount_registry(app: FastAPI) -> None:
@@ -256,5 +252,5 @@ def mount_registry(app: FastAPI) -> None:
 
     @app.exception_handler(InUse)
     async def _in_use(request: Request, exc: InUse) -> Response:
-        return _json({"detail": str(exc), "reason": "in_use", "users": exc.users}, 409)
+        return json_answer({"detail": str(exc), "reason": "in_use", "users": exc.users}, 409)
 

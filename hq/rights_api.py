@@ -9,7 +9,7 @@ call them for anyone. An inbox that is not the caller's, or does not exist, is o
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from aislecast.kernel.schema import decode
 from hq.audit import AuditLog
 from hq.consent import MAX_HOME_STORES, PURPOSES, consent_history, current_consents
-from hq.deps import AccountsDep, PrincipalDep, ServiceDep, audit
+from hq.deps import AccountsDep, PrincipalDep, ServiceDep, audit, json_answer, state_of
 from hq.openapi import json_body
 from hq.rights import ERASED, ShopperRights, source_of
 from hq.service import Enrollment
@@ -38,10 +38,6 @@ class EnrollRequest(msgspec.Struct):  # unknown fields ignored, as before
 class ConsentRequest(msgspec.Struct, forbid_unknown_fields=True):
     purpose: Annotated[str, msgspec.Meta(max_length=64)]
     granted: bool
-
-
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 
 async def _body(request: Request, cls: type[T]) -> T:
@@ -68,7 +64,7 @@ def rights_router() -> APIRouter:
 
         e = await rights.enroll_admitted(req.consents, req.home_stores, source=source_of(p),
                                          audited=audited)
-        return _json(e, 201)
+        return json_answer(e, 201)
 
     router.add_api_route("/api/shoppers", enroll, methods=["POST"], status_code=201,
                          openapi_extra=json_body(EnrollRequest))
@@ -84,13 +80,13 @@ def rights_router() -> APIRouter:
         out = await rights.change(inbox, req.purpose, req.granted, source=source_of(p))
         audit(request, "shopper.consent", f"shopper:{inbox}",
               after={"purpose": req.purpose, "granted": req.granted})
-        return _json(out)
+        return json_answer(out)
 
     @router.get("/api/shoppers/{inbox}/consent")
     async def get_consent(inbox: str, service: ServiceDep, accounts: AccountsDep,
                           p: PrincipalDep) -> Response:
         ShopperRights(service, accounts).check_access(p, inbox)
-        return _json({"inbox": inbox, "consents": current_consents(service.db, inbox),
+        return json_answer({"inbox": inbox, "consents": current_consents(service.db, inbox),
                       "history": consent_history(service.db, inbox)})
 
     @router.get("/api/shoppers/{inbox}/export")
@@ -99,7 +95,7 @@ def rights_router() -> APIRouter:
         rights = ShopperRights(service, accounts)
         rights.check_access(p, inbox)
         body = await asyncio.to_thread(rights.export, inbox)
-        return Response(msgspec.json.encode(body), media_type="application/json", headers={
+        return json_answer(body, headers={
             "Content-Disposition": 'attachment; filename="aislecast-export.json"',
             "Cache-Control": "no-store"})
 
@@ -110,12 +106,11 @@ def rights_router() -> APIRouter:
         rights.check_access(p, inbox)
         out = await rights.erase(inbox)
         if p.role == "shopper":  # their own request: the entry must not name them either
-            audit_log = request.app.state.audit
-            assert isinstance(audit_log, AuditLog), "create_app() sets app.state.audit"
-            audit_log.record(ERASED, "shopper.erase", ERASED, after={"erasure": out["erasure"]})
+            state_of(request, "audit", AuditLog).record(ERASED, "shopper.erase", ERASED,
+                                                        after={"erasure": out["erasure"]})
             request.state.audited = True
         else:
             audit(request, "shopper.erase", ERASED, after={"erasure": out["erasure"]})
-        return _json(out)
+        return json_answer(out)
 
     return router

@@ -43,7 +43,7 @@ from aislecast.kernel.errors import AislecastError
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import Event
 from hq.db import HqDb
-from hq.deps import PrincipalDep, audit
+from hq.deps import PrincipalDep, audit, json_answer
 from hq.landing import LandingHosts
 from hq.openapi import json_body
 from hq.shortlinks import DEFAULT_CODE_LEN, ShortLink, is_valid_code, mint_code, short_url
@@ -155,10 +155,6 @@ def _urls(base: str, link: ShortLink) -> dict[str, str | None]:
             "nfc": short_url(base, link.code, source="nfc") + tag}
 
 
-def _json(obj: object, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
-
-
 def bound_origin(request: Request) -> str:
     """``scheme://address:port`` of the socket the request arrived on (the address HQ
     is bound to, as the server saw it), never the client-supplied Host header."""
@@ -184,35 +180,35 @@ def make_mint_router(store: DbShortLinkStore, *, public_base_url: str | None = N
     async def mint_link(request: Request, p: PrincipalDep) -> Response:
         req = await body_of(request, MintRequest)  # 400, or 422 naming an unknown field
         if req.tag is not None and not _TAG_RE.fullmatch(req.tag):
-            return _json({"detail": "tag: 1-64 printable ASCII characters without spaces"}, 422)
+            return json_answer({"detail": "tag: 1-64 printable ASCII characters without spaces"}, 422)
         if not p.sees(req.store):
-            return _json({"detail": "store: a store staff member mints links for their own "
+            return json_answer({"detail": "store: a store staff member mints links for their own "
                           f"stores ({', '.join(sorted(p.stores or ()))}); set \"store\" to one"},
                          403)
         refusal = None if landing_hosts is None else landing_hosts.refuse("mint", req.url)
         if refusal is not None:
             log.warning("short link refused", reason=refusal.code, url=req.url[:200],
                         client=request.client.host if request.client else None)
-            return _json({"detail": f"url: {req.url[:200]!r} {refusal.message}",
+            return json_answer({"detail": f"url: {req.url[:200]!r} {refusal.message}",
                           "hint": "link only to the retailer's sites, listed in hq.toml as "
                                   "[links] landing_hosts"}, 422)
         base = configured or bound_origin(request)
         link = store.find(req.url, tag=req.tag, store=req.store, campaign=req.campaign)
         if link is not None:
-            return _json(_urls(base, link), 200)
+            return json_answer(_urls(base, link), 200)
         try:
             link = await store.mint(req.url, tag=req.tag, store=req.store, campaign=req.campaign)
         except AislecastError as exc:
-            return _json({"detail": exc.message, "hint": exc.hint}, 422)
+            return json_answer({"detail": exc.message, "hint": exc.hint}, 422)
         audit(request, "shortlink.mint", f"shortlink:{link.code}", after=_urls(base, link))
-        return _json(_urls(base, link), 201)
+        return json_answer(_urls(base, link), 201)
 
     @router.get("/api/shortlinks/{code}")
     async def link_stats(code: str, request: Request, p: PrincipalDep) -> Response:
         link = await store.resolve(code) if is_valid_code(code) else None
         if link is None or not p.sees(link.store_id):  # another store's: as if none
-            return _json({"detail": f"short link {code!r} not found"}, 404)
+            return json_answer({"detail": f"short link {code!r} not found"}, 404)
         base = configured or bound_origin(request)
-        return _json(_urls(base, link) | {"clicks": store.clicks(code)})
+        return json_answer(_urls(base, link) | {"clicks": store.clicks(code)})
 
     return router

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request, Response
 from aislecast.kernel.schema import Event, decode
 from hq.accounts import Principal
 from hq.db import HqDb
-from hq.deps import IngestDep, PrincipalDep, ServiceDep, audit
+from hq.deps import IngestDep, PrincipalDep, ServiceDep, audit, json_answer
 from hq.openapi import json_body
 from hq.refusals import Refused
 from hq.service import HqService, NotFound, check_id
@@ -49,10 +49,6 @@ __all__ = ["till_router"]
 _MAX_TILL_BODY = 256 * 1024  # 500 lines of ~200 bytes, with room
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def _json(obj: object, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
 
 
 async def _decoded(request: Request, cls: type[T]) -> T:
@@ -113,9 +109,9 @@ def till_router(desk: TillDesk) -> APIRouter:
             store = _store(desk, p, req.store, service.store_ids())
             done, event = await _run(desk.db, lambda: redeem_audited(store))
         except TillRefused as exc:
-            return _json({"detail": exc.detail, "reason": exc.reason}, exc.status)
+            return json_answer({"detail": exc.detail, "reason": exc.reason}, exc.status)
         await ingest.astore_events([event])  # the analytics' redemption: once, by its id
-        return _json(done)
+        return json_answer(done)
 
     @router.post("/api/till/purchases", openapi_extra=json_body(PurchaseFeed))
     async def purchases(request: Request, p: PrincipalDep, service: ServiceDep) -> Response:
@@ -130,14 +126,14 @@ def till_router(desk: TillDesk) -> APIRouter:
         try:
             store = _store(desk, p, feed.store, service.store_ids())
         except TillRefused as exc:
-            return _json({"detail": exc.detail, "reason": exc.reason}, exc.status)
+            return json_answer({"detail": exc.detail, "reason": exc.reason}, exc.status)
 
         def purchases_audited() -> dict[str, object]:
             got = desk.purchases(feed, store=store, till=p.actor)
             audit(request, "till.purchase", f"txn:{store}/{feed.txn}", after=got)
             return got
 
-        return _json(await _run(desk.db, purchases_audited))
+        return json_answer(await _run(desk.db, purchases_audited))
 
     @router.post("/api/shoppers/{inbox}/member")
     async def member(inbox: str, request: Request, service: ServiceDep,
@@ -151,7 +147,7 @@ def till_router(desk: TillDesk) -> APIRouter:
             audit(request, "shopper.member", f"shopper:{inbox}")  # the id is not audited
             return member
 
-        return _json({"inbox": inbox, "member": await asyncio.to_thread(member_audited)})
+        return json_answer({"inbox": inbox, "member": await asyncio.to_thread(member_audited)})
 
     @router.post("/api/shoppers/{inbox}/loyalty", openapi_extra=json_body(LoyaltyLink))
     async def loyalty(inbox: str, request: Request, service: ServiceDep) -> Response:
@@ -169,6 +165,6 @@ def till_router(desk: TillDesk) -> APIRouter:
         except LoyaltyTaken:
             raise Refused(409, "loyalty_taken", "loyalty: this loyalty id is linked to another "
                           "shopper; the shopper unlinks it there first") from None
-        return _json({"inbox": inbox, "linked": True}, 201 if fresh else 200)
+        return json_answer({"inbox": inbox, "linked": True}, 201 if fresh else 200)
 
     return router

@@ -26,7 +26,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import decode
 from hq.audit import AuditLog
-from hq.deps import AccountsDep, ServiceDep
+from hq.deps import AccountsDep, ServiceDep, json_answer, state_of
 from hq.login_limits import LoginLimiter, LoginLimits
 from hq.refusals import Refused
 from hq.rights import ShopperRights
@@ -45,6 +45,7 @@ WALLET_ACTOR: Final = "wallet:web"
 #: Enrolments per client address per window: a household's phones, not a script's.
 _ENROL_LIMITS: Final = LoginLimits(per_pair=20, per_address=20, per_account=1 << 30)
 _MAX_HOME_STORES: Final = 8
+_NO_STORE: Final = {"Cache-Control": "no-store"}  # every wallet answer is per shopper
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +62,6 @@ class WalletEnrollRequest(msgspec.Struct, forbid_unknown_fields=True):
     stores: list[str] = msgspec.field(default_factory=list)
 
 
-def _json(obj: object, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json",
-                    headers={"Cache-Control": "no-store"})
-
-
 @dataclass(frozen=True, slots=True)
 class WalletState:
     """What the wallet's routes read from ``app.state.wallet`` (set by ``mount_wallet``)."""
@@ -75,15 +71,11 @@ class WalletState:
 
     @classmethod
     def of(cls, request: Request) -> WalletState:
-        got = request.app.state.wallet
-        assert isinstance(got, cls), "hq.wallet.mount_wallet() sets app.state.wallet"
-        return got
+        return state_of(request, "wallet", cls)
 
 
 def _record(request: Request, actor: str, action: str, obj: str, after: object) -> None:
-    log = request.app.state.audit
-    assert isinstance(log, AuditLog), "create_app() sets app.state.audit"
-    log.record(actor, action, obj, after=after)
+    state_of(request, "audit", AuditLog).record(actor, action, obj, after=after)
 
 
 def _enroll_body(raw: bytes, known_stores: set[str]) -> WalletEnrollRequest:
@@ -111,13 +103,13 @@ def wallet_api_router() -> APIRouter:
     @router.get("/wallet/config", include_in_schema=False)
     async def config(request: Request) -> Response:
         s = WalletState.of(request).settings
-        return _json({"broker_url": s.broker_url, "purposes": list(PURPOSES)})
+        return json_answer({"broker_url": s.broker_url, "purposes": list(PURPOSES)}, headers=_NO_STORE)
 
     @router.get("/wallet/stores", include_in_schema=False)
     async def stores(service: ServiceDep) -> Response:
         rows = await asyncio.to_thread(
             service.db.query, "SELECT id, name FROM stores ORDER BY name, id")
-        return _json({"stores": [{"id": r[0], "name": r[1]} for r in rows]})
+        return json_answer({"stores": [{"id": r[0], "name": r[1]} for r in rows]}, headers=_NO_STORE)
 
     @router.post("/wallet/enroll", status_code=201, include_in_schema=False)
     async def enroll(request: Request, service: ServiceDep, accounts: AccountsDep) -> Response:
@@ -139,6 +131,6 @@ def wallet_api_router() -> APIRouter:
         e = await ShopperRights(service, accounts).enroll_admitted(
             req.consents, req.stores, source="wallet", audited=audited)
         out: dict[str, object] = msgspec.to_builtins(e)
-        return _json(out | {"stores": e.home_stores}, 201)
+        return json_answer(out | {"stores": e.home_stores}, 201, headers=_NO_STORE)
 
     return router

@@ -83,22 +83,22 @@ def test_file_from_before_migrations_is_adopted_with_its_rows(tmp_path: Path) ->
 
 
 def test_adopted_file_gets_the_later_steps_in_place(tmp_path: Path) -> None:
-    def m0004_outbox_note(db: sqlite3.Connection) -> None:
+    def m0005_outbox_note(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE outbox ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
     path = _old_copy(tmp_path)
-    db = open_db(path, steps=(*STEPS, m0004_outbox_note))
-    assert schema_version(db, (*STEPS, m0004_outbox_note)) == len(STEPS) + 1
+    db = open_db(path, steps=(*STEPS, m0005_outbox_note))
+    assert schema_version(db, (*STEPS, m0005_outbox_note)) == len(STEPS) + 1
     notes = db.execute("SELECT note, count(*) FROM outbox GROUP BY note").fetchall()
     assert notes == [("", len(FACTS["offers"]) + len(FACTS["events"]))]
 
 
 def test_file_from_a_newer_aislecast_is_refused_untouched(tmp_path: Path) -> None:
-    def m0004_later(db: sqlite3.Connection) -> None:
+    def m0005_later(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE later (x INTEGER)")
 
     path = tmp_path / "gw.sqlite"
-    newer = open_db(path, steps=(*STEPS, m0004_later))  # what a newer release writes
+    newer = open_db(path, steps=(*STEPS, m0005_later))  # what a newer release writes
     newer.execute("INSERT INTO later VALUES (1)")
     newer.close()
     before = path.read_bytes()

@@ -10,7 +10,7 @@ import msgspec
 
 from firmware_config.qr import mint_link
 from firmware_config.tag_registry import register_tag
-from firmware_config.tags import build_message, read_tag, write_tag
+from firmware_config.tags import TagReport, build_message, read_tag, write_tag
 
 __all__ = ["register"]
 
@@ -110,17 +110,23 @@ def _records_text(records: list[dict[str, str | int]]) -> list[str]:
     return lines
 
 
-def _read(args: argparse.Namespace) -> int:
-
-    report = read_tag(args.device, timeout=args.timeout)
-    if args.json:
+def _show(report: TagReport, *, as_json: bool, head: str) -> int:
+    """``report`` as one JSON line, or ``head`` and its records one a line."""
+    if as_json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
         return 0
-    print(f"{report.tag_type} uid={report.uid} capacity={report.capacity} "
-          f"used={report.length} writeable={'yes' if report.writeable else 'no'}")
+    print(head)
     for line in _records_text(report.records):
         print(line)
     return 0
+
+
+def _read(args: argparse.Namespace) -> int:
+
+    report = read_tag(args.device, timeout=args.timeout)
+    return _show(report, as_json=args.json, head=(
+        f"{report.tag_type} uid={report.uid} capacity={report.capacity} "
+        f"used={report.length} writeable={'yes' if report.writeable else 'no'}"))
 
 
 def _write(args: argparse.Namespace) -> int:
@@ -143,11 +149,6 @@ def _write(args: argparse.Namespace) -> int:
         register_tag(args.hq, args.store, args.tag_id, url=url, code=code, zone=args.zone,
                      product=args.product, ca=args.hq_ca)
         print(f"registered tag {args.tag_id} at HQ for store {args.store}", file=sys.stderr)
-    if args.json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-        return 0
-    print(f"wrote {report.tag_type} {report.uid}: {report.length} of {report.capacity} bytes, "
-          f"verified in {report.elapsed_ms:.0f} ms")
-    for line in _records_text(report.records):
-        print(line)
-    return 0
+    return _show(report, as_json=args.json, head=(
+        f"wrote {report.tag_type} {report.uid}: {report.length} of {report.capacity} bytes, "
+        f"verified in {report.elapsed_ms:.0f} ms"))
