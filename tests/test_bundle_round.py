@@ -44,7 +44,7 @@ def _chain(db: HqDb, tmp_path: Path) -> HqService:
 def _same(a: Bundle, b: Bundle) -> dict[str, object]:
     """``a`` and ``b`` as JSON, without what each build makes anew (version, times)."""
     keep = ("version", "issued_at", "expires_at")
-    one, two = (msgspec.to_builtins(msgspec.structs.replace(x, **{k: 0 for k in keep}))
+    one, two = (msgspec.to_builtins(msgspec.structs.replace(x, **dict.fromkeys(keep, 0)))
                 for x in (a, b))
     assert one == two
     return one  # type: ignore[no-any-return]
