@@ -81,6 +81,7 @@ _MODULES = (
     "benchmarks.bench_fleet",
     "benchmarks.bench_wallet",
     "benchmarks.bench_scope",
+    "benchmarks.bench_fanout_bundles",
 )
 
 

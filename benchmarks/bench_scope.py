@@ -52,8 +52,12 @@ def _size(opts: BenchOptions) -> int:
                      hint=f"set a whole number of at least {_STORES}, or unset it")
 
 
-def _fill(db: HqDb, n: int) -> list[tuple[str, str]]:
-    rows = [(new_inbox(), new_identity_key().hex(), f"s{i % _STORES:02d}") for i in range(n)]
+def _fill(db: HqDb, n: int, *, stores: int = _STORES,
+          names: list[str] | None = None) -> list[tuple[str, str]]:
+    """``n`` opted-in shoppers, shopper ``i`` at home in store ``i % stores`` (named
+    ``names[i % stores]``, default ``s00``, ``s01``, ...)."""
+    ids = names or [f"s{s:02d}" for s in range(stores)]
+    rows = [(new_inbox(), new_identity_key().hex(), ids[i % stores]) for i in range(n)]
     db.executemany("INSERT INTO shoppers (inbox, identity_key, consents, created_at, home_stores)"
                    " VALUES (?, ?, 'offers,personalisation', 0, ?)",
                    [(i, k, json.dumps([s])) for i, k, s in rows])

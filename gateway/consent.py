@@ -3,7 +3,9 @@
 HQ sends three kinds of consent news in a signed :class:`~aislecast.kernel.schema.BundleDelta`:
 
 * ``opt_ins`` with ``tokens``: shoppers enrolled or opted back in, with the token tables
-  the next bundle will carry for them; they resolve at once (:meth:`IdentityResolver.admit`);
+  the next bundle will carry for them; they resolve at once (:meth:`IdentityResolver.admit`),
+  and with their ``profiles`` (a first visit: cut as the bundle's model cuts them) the
+  audience rules and ranking see them at once too;
 * ``opt_outs``: shoppers who withdrew offers (as before);
 * ``erased``: shoppers whose data is erased at HQ; every trace of them goes from this
   gateway's memory and SQLite file: cap charges, visits, presence tracks, unsent offers
@@ -28,7 +30,7 @@ from typing import Protocol
 
 from aislecast.kernel import topics
 from aislecast.kernel.logs import get_logger
-from aislecast.kernel.schema import BundleDelta
+from aislecast.kernel.schema import BundleDelta, Profile
 from gateway.caps import CapLedger
 from gateway.identity import IdentityResolver
 from gateway.outbox import Outbox
@@ -43,6 +45,7 @@ log = get_logger(__name__)
 class _OptOuts(Protocol):
     def opt_out(self, inboxes: list[str]) -> None: ...
     def opt_in(self, inboxes: list[str]) -> None: ...
+    def add_profiles(self, profiles: dict[str, Profile]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -96,6 +99,7 @@ class ConsentOverlay:
         if d.opt_ins:
             self.identity.admit(d.opt_ins, d.tokens)
             self.decider.opt_in(d.opt_ins)
+            self.decider.add_profiles({i: p for i, p in d.profiles.items() if i in d.opt_ins})
             self.stats.admitted += len(d.opt_ins) if purge else 0
         if d.opt_outs:
             self.identity.opt_out(d.opt_outs)

@@ -15,6 +15,8 @@ import random
 import time
 from typing import Final
 
+import msgspec
+
 from aislecast.kernel.campaign import FEATURES, ArmStats, Campaign, Creative, Model, Profile, features
 
 __all__ = ["BOOST_KEEP_S", "PRIOR_STRENGTH", "Ranker"]
@@ -51,6 +53,13 @@ class Ranker:
         self.model = model or Model()
         self._base = {}
         self._shopper_w = None
+
+    def add_profiles(self, profiles: dict[str, Profile]) -> None:
+        """Shoppers admitted by a delta, with their profiles, on top of the model's (the
+        next bundle's model replaces them all)."""
+        if profiles:
+            self.model = msgspec.structs.replace(self.model,
+                                                 profiles={**self.model.profiles, **profiles})
 
     def profile(self, inbox: str) -> Profile | None:
         p = self.model.profiles.get(inbox)

@@ -121,6 +121,15 @@ class CredentialRegistry:
                              " AND revoked_at IS NULL ORDER BY gateway", (store,))
         return [r[0] for r in rows]
 
+    def gateways_by_store(self) -> dict[str, list[str]]:
+        """:meth:`gateways_of` of every store at once (a store with none is absent)."""
+        out: dict[str, list[str]] = {}
+        for store, gateway in self.db.query(
+                "SELECT store, gateway FROM broker_users WHERE kind = 'gateway'"
+                " AND revoked_at IS NULL ORDER BY store, gateway"):
+            out.setdefault(str(store), []).append(str(gateway))
+        return out
+
     def get(self, username: str) -> BrokerUser | None:
         row = self.db.one(f"SELECT {_COLUMNS} FROM broker_users WHERE username = ?",  # noqa: S608
                           (username,))

@@ -247,7 +247,8 @@ class FirstVisits:
                 by_epoch.setdefault(t.epoch, {}).update(t.tokens)
         try:
             await self.service.publish_delta(store, opt_ins=admitted, tokens=[
-                TokenTable(e, toks) for e, toks in sorted(by_epoch.items())])
+                TokenTable(e, toks) for e, toks in sorted(by_epoch.items())],
+                profiles=self.service.shopper_profiles(admitted))
         except Exception:
             self.stats.delta_failures += 1
             log.exception("first-visit delta not published", store=store)

@@ -152,7 +152,8 @@ class ShopperRights:
         """The delta that lets ``inbox``'s tokens resolve at their stores' gateways now
         (the stores that receive them, :mod:`hq.scope`; no other store)."""
         tokens = self.service.shopper_tokens(inbox)
-        return await self._fan_out(self._stores_of(inbox), "admit", opt_ins=[inbox], tokens=tokens)
+        return await self._fan_out(self._stores_of(inbox), "admit", opt_ins=[inbox], tokens=tokens,
+                                   profiles=self.service.shopper_profiles([inbox]))
 
     async def change(self, inbox: str, purpose: str, granted: bool, *,
                      source: Source) -> dict[str, Any]:

@@ -27,8 +27,22 @@ from aislecast.kernel.schema import Event
 if TYPE_CHECKING:
     from hq.db import HqDb
 
-__all__ = ["SEEN_DAYS", "SEEN_S", "SEEN_WRITE_S", "SeenBook", "keys_of_store", "m0012_shopper_stores",
-           "mark_seen", "opted_out_of", "set_homes", "shoppers_of", "store_rows", "stores_of"]
+__all__ = [
+    "SEEN_DAYS",
+    "SEEN_S",
+    "SEEN_WRITE_S",
+    "SeenBook",
+    "keys_by_store",
+    "keys_of_store",
+    "m0012_shopper_stores",
+    "mark_seen",
+    "opted_out_by_store",
+    "opted_out_of",
+    "set_homes",
+    "shoppers_of",
+    "store_rows",
+    "stores_of",
+]
 
 #: A store keeps receiving a shopper (without it as a home store) this long after the
 #: shopper was last seen there.
@@ -122,12 +136,37 @@ def keys_of_store(db: HqDb, store: str, now: float) -> list[tuple[str, str, str]
         (store, now - SEEN_S))]
 
 
+def keys_by_store(db: HqDb, now: float) -> dict[str, list[tuple[str, str, str]]]:
+    """:func:`keys_of_store` of every store at once, in one pass over the chain's
+    shoppers (what a round of bundles for every store reads, instead of a query per
+    store); a store that receives nobody is absent."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for store, inbox, key, consents in db.query(
+            "SELECT ss.store, s.inbox, s.identity_key, s.consents FROM shopper_stores ss"
+            " JOIN shoppers s ON s.inbox = ss.inbox"
+            " WHERE s.opted_out = 0 AND (ss.home = 1 OR ss.last_seen >= ?)", (now - SEEN_S,)):
+        out.setdefault(str(store), []).append((str(inbox), str(key), str(consents)))
+    for rows in out.values():  # by inbox, as keys_of_store; sorted here: SQLite's ORDER BY
+        rows.sort()  # over the join was a third of the query's time (100,000 rows)
+    return out
+
+
 def opted_out_of(db: HqDb, store: str) -> list[str]:
     """The opted-out shoppers ``store`` has ever received (a row, however old): the only
     ones its gateways can hold tokens of; the bundle's opt-out list, sorted."""
     return [str(r[0]) for r in db.query(
         "SELECT s.inbox FROM shopper_stores ss JOIN shoppers s ON s.inbox = ss.inbox"
         " WHERE ss.store = ? AND s.opted_out = 1 ORDER BY s.inbox", (store,))]
+
+
+def opted_out_by_store(db: HqDb) -> dict[str, list[str]]:
+    """:func:`opted_out_of` of every store at once (a store with none is absent)."""
+    out: dict[str, list[str]] = {}
+    for store, inbox in db.query(
+            "SELECT ss.store, s.inbox FROM shopper_stores ss JOIN shoppers s ON s.inbox = ss.inbox"
+            " WHERE s.opted_out = 1 ORDER BY ss.store, s.inbox"):
+        out.setdefault(str(store), []).append(str(inbox))
+    return out
 
 
 def store_rows(db: HqDb, inbox: str) -> list[dict[str, object]]:

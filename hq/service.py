@@ -9,6 +9,7 @@ it and publishes it retained.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import time
@@ -31,6 +32,7 @@ from aislecast.kernel.schema import (
     BundleDelta,
     Campaign,
     Model,
+    Profile,
     Store,
     TokenTable,
     Zone,
@@ -38,6 +40,7 @@ from aislecast.kernel.schema import (
 )
 from aislecast.kernel.signing import Signer
 from aislecast.kernel.tokens import EidMaker, epoch_of, epoch_start, new_identity_key, new_inbox
+from hq.bundle_round import ChainRound, StorePart, read_round
 from hq.consent import Source, check_home_stores, check_purposes, record_consent, record_enrolment
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
@@ -46,7 +49,7 @@ from hq.scope import keys_of_store, opted_out_of, set_homes
 from hq.shards import BrokerShards
 from hq.store_model import Targeted, store_model, targeted
 
-__all__ = ["MAX_TEXT", "MAX_TZ", "Enrollment", "HqService", "InvalidInput", "NotFound",
+__all__ = ["MAX_TEXT", "MAX_TZ", "REPUBLISH_IN_FLIGHT", "Enrollment", "HqService", "InvalidInput", "NotFound",
            "ServiceStats", "check_id", "check_text", "check_tz"]
 
 log = get_logger(__name__)
@@ -147,6 +150,12 @@ class ServiceStats:
     refused: dict[str, int] = by("what", "writes refused as invalid (HTTP 422), per kind of record")
 
 
+#: a round for more stores than this reads the chain's shoppers once, not per store
+_ROUND_MIN_STORES: Final = 4
+#: bundles of a round awaiting their broker's acknowledgement at once
+REPUBLISH_IN_FLIGHT: Final = 64
+
+
 class HqService:
     """``link`` publishes bundles and deltas, each on its store's broker
     (:class:`hq.shards.BrokerShards`); without one (offline tools, tests of the registry)
@@ -160,6 +169,9 @@ class HqService:
         self.credentials = CredentialRegistry(db)  # broker logins (hq.credentials)
         self.link = link
         self._eid_cache: dict[tuple[str, int], str] = {}
+        self._eid_low = -1  # no epoch below this is cached (pruned up to it)
+        # per shopper: the epochs of the last bundle's tables and their tokens (read only)
+        self._runs: dict[str, tuple[range, list[str]]] = {}
         self._makers: dict[str, EidMaker] = {}  # per shopper (aislecast.kernel.tokens)
         self.model: Model | None = None  # ranking model shipped in bundles (hq.learning)
         self.redeem: RedeemKeys | None = None  # till codes' keys (hq.redeem_keys); None: no codes
@@ -286,14 +298,16 @@ class HqService:
     def opted_out(self) -> list[str]:
         return [r[0] for r in self.db.query("SELECT inbox FROM shoppers WHERE opted_out = 1")]
 
-    def token_tables(self, now: float, purpose: str = "offers", *,
-                     store: str | None = None) -> list[TokenTable]:
+    def token_tables(self, now: float, purpose: str = "offers", *, store: str | None = None,
+                     rows: Sequence[tuple[str, str, str]] | None = None) -> list[TokenTable]:
         """``token -> inbox`` for the previous, current and next epochs, opted-in only:
-        of the shoppers ``store`` receives (:func:`hq.scope.keys_of_store`), or of the
-        whole chain without one."""
-        rows = (self.db.query("SELECT inbox, identity_key, consents FROM shoppers"
-                              " WHERE opted_out = 0")
-                if store is None else keys_of_store(self.db, store, now))
+        of the shoppers ``store`` receives (:func:`hq.scope.keys_of_store`; ``rows``:
+        those already read, :func:`hq.scope.keys_by_store`), or of the whole chain
+        without one."""
+        if rows is None:
+            rows = (self.db.query("SELECT inbox, identity_key, consents FROM shoppers"
+                                  " WHERE opted_out = 0")
+                    if store is None else keys_of_store(self.db, store, now))
         epochs = self._token_epochs(now)
         by_epoch: list[dict[str, str]] = [{} for _ in epochs]
         for inbox, key_hex, consents in rows:
@@ -303,10 +317,12 @@ class HqService:
                 tokens[tok] = inbox
         tables = [TokenTable(e, t) for e, t in zip(epochs, by_epoch, strict=True)]
         stale = epochs.start - 2
-        # list(): one copy, so a first-visit table built in a worker thread meanwhile
-        # (hq.first_visit, adding to the cache) does not break the loop
-        for key in [k_ for k_ in list(self._eid_cache) if k_[1] < stale]:
-            self._eid_cache.pop(key, None)
+        if self._eid_low < stale:  # once an epoch, not once a store: the cache is big
+            # list(): one copy, so a first-visit table built in a worker thread meanwhile
+            # (hq.first_visit, adding to the cache) does not break the loop
+            for key in [k_ for k_ in list(self._eid_cache) if k_[1] < stale]:
+                self._eid_cache.pop(key, None)
+            self._eid_low = stale
         return tables
 
     def _token_epochs(self, now: float) -> range:
@@ -317,6 +333,9 @@ class HqService:
     def tokens_of(self, inbox: str, key_hex: str, epochs: Sequence[int]) -> list[str]:
         """``inbox``'s tokens of ``epochs`` (hex), cached; those not cached yet made in
         one AES pass of the shopper's :class:`EidMaker`."""
+        run = self._runs.get(inbox)
+        if run is not None and run[0] == epochs:  # a refresh round: the same epochs again
+            return run[1]
         cache = self._eid_cache
         missing = [e for e in epochs if (inbox, e) not in cache]
         if missing:
@@ -326,7 +345,10 @@ class HqService:
             k = self.rotation_k
             for e, tok in zip(missing, maker.eids([epoch_start(e, k) for e in missing]), strict=True):
                 cache[(inbox, e)] = tok.hex()
-        return [cache[(inbox, e)] for e in epochs]
+        out = [cache[(inbox, e)] for e in epochs]
+        if isinstance(epochs, range):
+            self._runs[inbox] = (epochs, out)
+        return out
 
     def eid_hex(self, inbox: str, key_hex: str, epoch: int) -> str:
         """``inbox``'s token of ``epoch`` (cached)."""
@@ -335,6 +357,7 @@ class HqService:
     def forget_shopper(self, inbox: str) -> None:
         """Drop an erased shopper's cached key schedule and tokens."""
         self._makers.pop(inbox, None)
+        self._runs.pop(inbox, None)
         for key in [k_ for k_ in list(self._eid_cache) if k_[0] == inbox]:
             self._eid_cache.pop(key, None)
 
@@ -365,28 +388,46 @@ class HqService:
             raise NotFound("store", store_id)
         return int(row[0])
 
-    def build_bundle(self, store_id: str, now: float | None = None) -> Bundle:
+    def build_bundle(self, store_id: str, now: float | None = None, *,
+                     chain: ChainRound | None = None) -> Bundle:
+        """``store_id``'s bundle; ``chain``: what a round for many stores read once
+        (:meth:`republish_all`) instead of per store."""
         now = time.time() if now is None else now
-        store = self.get_store(store_id)
-        # read before the shoppers: a delta sent while this bundle is built has a higher
-        # seq, so gateways apply it again on top of the bundle (gateway.consent)
-        delta_seq = self._delta_seq(store_id)
-        version = self._bump("bundle_version", store_id)
-        every = self.campaigns()
+        if chain is None:
+            store = self.get_store(store_id)
+            # read before the shoppers: a delta sent while this bundle is built has a higher
+            # seq, so gateways apply it again on top of the bundle (gateway.consent)
+            part = StorePart(store, delta_seq=self._delta_seq(store_id),
+                             version=self._bump("bundle_version", store_id))
+            every = self.campaigns()
+            tables = self.token_tables(now, store=store_id)
+            part.zones, part.beacons = self.zones(store_id), self.beacons(store_id)
+            part.opt_outs = opted_out_of(self.db, store_id)
+            part.gateways = self.credentials.gateways_of(store_id)
+        else:
+            found = chain.parts.get(store_id)
+            if found is None:
+                raise NotFound("store", store_id)
+            part, every = found, chain.campaigns
+            tables = self.token_tables(now, rows=part.keys)
         live = [c for c in every if store_id in c.stores and c.status in {"live", "scheduled"}]
-        tables = self.token_tables(now, store=store_id)
         mine = {i for t in tables for i in t.tokens.values()}
         self._targeted = targeted(every)
         return Bundle(
-            v=SCHEMA_VERSION, version=version, store=store, issued_at=now,
-            expires_at=now + _BUNDLE_TTL_S, zones=self.zones(store_id),
-            beacons=self.beacons(store_id), campaigns=live, rotation_k=self.rotation_k,
-            token_tables=tables, opt_outs=opted_out_of(self.db, store_id),
-            model=store_model(self.model, mine, self._targeted),
-            delta_seq=delta_seq, keys=list(self.signer.notices),
-            gateways=self.credentials.gateways_of(store_id),
+            v=SCHEMA_VERSION, version=part.version, store=part.store, issued_at=now,
+            expires_at=now + _BUNDLE_TTL_S, zones=part.zones, beacons=part.beacons,
+            campaigns=live, rotation_k=self.rotation_k, token_tables=tables,
+            opt_outs=part.opt_outs, model=store_model(self.model, mine, self._targeted),
+            delta_seq=part.delta_seq, keys=list(self.signer.notices), gateways=part.gateways,
             redeem_key=None if self.redeem is None else self.redeem.hex_of(store_id),
         )
+
+    def shopper_profiles(self, inboxes: list[str]) -> dict[str, Profile]:
+        """The model's profiles of ``inboxes``, cut as bundles cut them, for the delta that
+        admits them (hq.first_visit); empty without a model or profiles."""
+        t = self._targeted if self._targeted is not None else targeted(self.campaigns())
+        model = store_model(self.model, inboxes, t)
+        return {} if model is None else dict(model.profiles)
 
     def widens_targeting(self, c: Campaign) -> bool:
         """Whether ``c`` targets a segment or loyalty tier the profiles of the bundles
@@ -406,20 +447,51 @@ class HqService:
         log.info("bundle published", store=store_id, version=bundle.version)
         return bundle
 
-    async def republish_all(self, stores: list[str] | None = None) -> int:
+    async def republish_all(self, stores: list[str] | None = None, *,
+                            in_flight: int = REPUBLISH_IN_FLIGHT) -> int:
         """A fresh bundle for every store (or those named); returns how many could not be
-        published."""
-        failures = 0
+        published. Built one after another (for more than a few stores from one read of
+        the chain, :func:`hq.bundle_round.read_round`) and published while the next are built, at most
+        ``in_flight`` awaiting their broker's acknowledgement."""
+        names = self.store_ids() if stores is None else stores
         down = set() if self.link is None else set(self.link.down())
-        for store in self.store_ids() if stores is None else stores:
-            if self.link is not None and self.link.shard_of(store) in down:
-                failures += 1  # not waited for: the next round (or request) publishes it
-                continue
+        now = time.time()
+        # a few stores: their own queries; more: one read of the chain (hq.bundle_round)
+        chain = (read_round(self.db, self.credentials, names, now, self.campaigns())
+                 if len(names) > _ROUND_MIN_STORES else None)
+        slots = asyncio.Semaphore(max(1, in_flight))
+        failures = 0
+
+        async def send(store: str, payload: bytes, version: int) -> None:
+            nonlocal failures
             try:
-                await self.publish_bundle(store)
+                if self.link is None:
+                    raise RuntimeError("HQ has no MQTT link")
+                await self.link.publish(topics.bundle(store), payload, qos=1, retain=True)
+                self.stats.bundles_published += 1
+                log.info("bundle published", store=store, version=version)
             except Exception:
                 failures += 1
                 log.exception("bundle republish failed", store=store)
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as tg:
+            for store in names:
+                if self.link is not None and self.link.shard_of(store) in down:
+                    failures += 1  # not waited for: the next round (or request) publishes it
+                    continue
+                await slots.acquire()
+                try:
+                    bundle = self.build_bundle(store, now, chain=chain)
+                    payload = self.signer.sign("bundle", bundle)
+                except Exception:
+                    slots.release()
+                    failures += 1
+                    log.exception("bundle republish failed", store=store)
+                    continue
+                tg.create_task(send(store, payload, bundle.version), name=f"bundle:{store}")
+                await asyncio.sleep(0)  # the loop writes it out while the next is built
         return failures
 
     async def publish_delta(self, store_id: str, *, opt_outs: list[str] | None = None,
@@ -427,13 +499,15 @@ class HqService:
                             campaigns: list[Campaign] | None = None,
                             opt_ins: list[str] | None = None,
                             tokens: list[TokenTable] | None = None,
-                            erased: list[str] | None = None) -> BundleDelta:
+                            erased: list[str] | None = None,
+                            profiles: dict[str, Profile] | None = None) -> BundleDelta:
         seq = self._bump("delta_seq", store_id)
         now = time.time()
         delta = BundleDelta(v=SCHEMA_VERSION, seq=seq, store=store_id, issued_at=now,
                             expires_at=now + _DELTA_TTL_S, opt_outs=opt_outs or [],
                             paused=paused or [], campaigns=campaigns or [],
-                            opt_ins=opt_ins or [], tokens=tokens or [], erased=erased or [])
+                            opt_ins=opt_ins or [], tokens=tokens or [], erased=erased or [],
+                            profiles=profiles or {})
         if self.link is None:
             raise RuntimeError("HQ has no MQTT link")
         await self.link.publish(topics.bundle_delta(store_id), self.signer.sign("delta", delta), qos=1)

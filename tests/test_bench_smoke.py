@@ -24,6 +24,7 @@ EXPECTED = {
     "enrol",
     "enrol_delta",
     "fanout",
+    "fanout_bundles",
     "fleet",
     "gateway_rss",
     "hotpath",

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
+from aislecast.kernel.campaign import Audience, Model, Profile
 from aislecast.kernel.schema import Store
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from aislecast.kernel.tokens import eid_for, epoch_start
@@ -58,6 +60,33 @@ async def test_a_shopper_of_another_store_resolves_there_within_seconds(tmp_path
             text = (await http.get("/metrics")).text
         assert "aislecast_hq_first_visit_admitted_total 1.0" in text  # in HQ's metrics
         print(f"first visit: token heard -> offer on the phone in {took:.2f} s")
+
+
+@pytest.mark.slow
+async def test_a_first_visit_matches_an_audience_rule_at_once(tmp_path: Path) -> None:
+    """The admitting delta carries the shopper's cut profile: a campaign for segment
+    "families" reaches a first visitor of that segment before the store's next bundle."""
+    families = msgspec.structs.replace(enter_campaign("entrance", cid="fam"),
+                                       audience=Audience(segments=["families"]))
+    async with authenticated_stack(tmp_path, [families]) as st:
+        svc = st.hq.service
+        svc.upsert_store(Store(OTHER, "Store B"))
+        e = svc.enroll(["offers"], [OTHER])
+        svc.model = Model(profiles={e.inbox: Profile(segments=["families", "vegan"], tier="gold")})
+        bundle = await svc.publish_bundle(STORE)
+        assert bundle.model is not None and e.inbox not in bundle.model.profiles  # scoped
+        gw = await st.start_gateway()
+        async with st.phone(e) as phone:
+            await phone.link.wait_connected(10)
+            st.sim.add_shopper(SimShopper(e.inbox, phone.token, [("entrance", 20.0)],
+                                          start=time.monotonic()))
+            await _until(lambda: phone.stats.offers_received >= 1)
+        held = gw.parts.bundles.current
+        assert held is not None and held.model is not None
+        assert e.inbox not in held.model.profiles  # the gateway's bundle lacks it: the delta
+        p = gw.parts.decider.ranker.profile(e.inbox)
+        # cut as bundles cut it: "vegan" and the tier are targeted by no campaign
+        assert p is not None and p.segments == ["families"] and p.tier == ""
 
 
 def _service(db: HqDb, tmp_path: Path) -> tuple[HqService, list[tuple[str, list[str]]]]:

@@ -182,6 +182,9 @@ class BundleDelta(msgspec.Struct, frozen=True):
     opt_ins: list[str] = msgspec.field(default_factory=list)
     tokens: list[TokenTable] = msgspec.field(default_factory=list)
     erased: list[str] = msgspec.field(default_factory=list)
+    # the admitted shoppers' profiles, cut as the bundle cuts them (hq.store_model): a
+    # first visit is ranked and matched by audience rules at once, not at the next bundle
+    profiles: dict[str, Profile] = msgspec.field(default_factory=dict)
 
 
 class SignedEnvelope(msgspec.Struct, frozen=True):

@@ -131,6 +131,10 @@ class DecisionEngine:
     def set_model(self, model: Model | None) -> None:
         self.ranker.set_model(model)
 
+    def add_profiles(self, profiles: dict[str, Profile]) -> None:
+        """Profiles of shoppers a delta admitted (until the next bundle's model)."""
+        self.ranker.add_profiles(profiles)
+
     def _rebuild(self) -> list[Rejection]:
         ok: list[Compiled] = []
         self.rejected = {}
