@@ -54,15 +54,20 @@ from typing import Final
 
 from aislecast.kernel.privatefile import write_private
 
-__all__ = ["CACHE_MAX", "KEY_BYTES", "PSEUDONYM_BYTES", "DayIds", "Pseudonyms", "day_before",
-           "key_dir_for", "pseudonyms_for"]
+__all__ = ["CACHE_MAX", "KEY_BYTES", "LIFETIME_CACHE_MAX", "PSEUDONYM_BYTES", "DayIds", "Pseudonyms",
+           "day_before", "key_dir_for", "pseudonyms_for"]
 
 log = logging.getLogger("aislecast.gateway.pseudonyms")
 
 KEY_BYTES: Final = 32
 PSEUDONYM_BYTES: Final = 16
-#: shoppers whose day pseudonyms are cached (cleared when full and at each new day)
-CACHE_MAX: Final = 65_536
+#: shoppers whose day pseudonyms are cached (cleared when full and at each new day):
+#: ~340 bytes each, so at most ~2.7 MiB (65,536 were up to 22 MiB of a gateway's RSS);
+#: a store's shoppers of one day fit, and a miss costs two HMACs
+CACHE_MAX: Final = 8_192
+#: (shopper, campaign) lifetime pseudonyms cached (cleared when full and at each new
+#: day): ~250 bytes each, at most ~1 MiB. Offers are rare next to adverts, a miss is one HMAC.
+LIFETIME_CACHE_MAX: Final = 4_096
 _LIFE: Final = "life.key"
 _PREFIX: Final = "day-"
 _SUFFIX: Final = ".key"
@@ -153,6 +158,7 @@ class Pseudonyms:
         for old in [d for d in self._keys if d < keep]:
             self._destroy(old)
         self._ids.clear()
+        self._lifetime.clear()  # it never needs a day, but would otherwise span all of them
         return True
 
     def clamp(self, day: str) -> str | None:
@@ -255,7 +261,7 @@ class Pseudonyms:
         k = (inbox, campaign)
         p = self._lifetime.get(k)
         if p is None:
-            if len(self._lifetime) >= CACHE_MAX:
+            if len(self._lifetime) >= LIFETIME_CACHE_MAX:
                 self._lifetime.clear()
             p = self._lifetime[k] = _mac(self.life_key, f"{inbox}|{campaign}")
         return p

@@ -19,7 +19,7 @@ from aislecast.kernel.schema import SCHEMA_VERSION, Event, EventBatch, encode
 from gateway.caps import CapLedger, Charge
 from gateway.decisions import DecisionEngine, TriggerEvent, apply_peer_batch
 from gateway.outbox import Outbox
-from gateway.pseudonyms import CACHE_MAX, KEY_BYTES, Pseudonyms, day_before, key_dir_for
+from gateway.pseudonyms import CACHE_MAX, KEY_BYTES, LIFETIME_CACHE_MAX, Pseudonyms, day_before, key_dir_for
 from gateway.recorder import EventMaker, EventRecorder, EventRow, OfferRow
 from gateway.storage import STEPS, open_db
 from gateway.visits import VisitBook
@@ -201,6 +201,19 @@ def test_the_pseudonym_cache_is_bounded_and_cleared_at_a_new_day() -> None:
     assert len(ps._ids) == 0
     assert ps.ids("a").today != first and ps.ids("a").yesterday == first
     assert day_before("2026-03-01") == "2026-02-28"
+
+
+def test_the_lifetime_pseudonym_cache_is_bounded_and_cleared_at_a_new_day() -> None:
+    ps = Pseudonyms(None)
+    ps.advance_day("2026-03-10")
+    first = ps.lifetime("a", "c1")
+    for i in range(LIFETIME_CACHE_MAX + 1):
+        ps.lifetime(f"i{i}", "c1")
+    assert 0 < len(ps._lifetime) <= LIFETIME_CACHE_MAX
+    assert ps.lifetime("a", "c1") == first  # recomputed alike
+    ps.advance_day("2026-03-11")
+    assert len(ps._lifetime) == 0
+    assert ps.lifetime("a", "c1") == first  # a lifetime pseudonym never changes with the day
 
 
 def test_migration_from_m0002_rekeys_recent_rows_and_drops_old_ones(

@@ -10,7 +10,6 @@ import asyncio
 import math
 import random
 import time
-from array import array
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from benchmarks._harness import percentile
 from benchmarks.simclock import RealTimeLoop, SimClock
-from benchmarks.soak_gateway import hour_percentile
+from benchmarks.soak_gateway import LatencyHistogram
 from benchmarks.soak_report import SoakRun, summarize, write_report
 
 
@@ -82,10 +81,23 @@ def test_report_writes_markdown_plots_and_samples(tmp_path: Path) -> None:
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_hour_percentile_is_the_nearest_rank_of_the_sorted_samples() -> None:
+def test_latency_histogram_is_within_a_bucket_below_the_nearest_rank() -> None:
     rng = random.Random(3)
+    h = LatencyHistogram()
     for n in (1, 2, 10, 1000, 20_000):
         values = [rng.lognormvariate(3, 1.5) for _ in range(n)] + [5.0] * (n // 3) + [0.01, 1e10]
+        h.clear()
+        for v in values:
+            h.add(v)
+        assert len(h) == len(values)
         for q in (0.0, 0.5, 0.99, 1.0):
-            assert hour_percentile(array("d", values), q) == percentile(values, q), (n, q)
-    assert math.isnan(hour_percentile(array("d"), 0.5))
+            exact, got = percentile(values, q), h.percentile(q)
+            if exact < 0.1:  # below the first edge
+                assert got == 0.0, (n, q)
+            elif exact >= 1e8:  # past the last edge (100 s)
+                assert got == pytest.approx(1e8, rel=1e-3), (n, q)
+            else:
+                assert got <= exact < got * 1.001, (n, q, exact, got)
+    h.clear()
+    assert math.isnan(h.percentile(0.5))
+    assert len(h) == 0 and not any(h.counts)
