@@ -119,9 +119,15 @@ class Beacon(msgspec.Struct, frozen=True):
 
 
 class Store(msgspec.Struct, frozen=True):
+    """A store; ``latitude``/``longitude`` (WGS 84 degrees, both or neither) place it on
+    the map for wallet passes (hq.passes). HQ checks them (hq.service.check_position);
+    a gateway ignores them, and one older than them ignores the unknown fields."""
+
     id: str
     name: str
     tz: str = "UTC"
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 class TokenTable(msgspec.Struct, frozen=True):
