@@ -119,15 +119,17 @@ class Beacon(msgspec.Struct, frozen=True):
 
 
 class Store(msgspec.Struct, frozen=True):
-    """A store; ``latitude``/``longitude`` (WGS 84 degrees, both or neither) place it on
-    the map for wallet passes (hq.passes). HQ checks them (hq.service.check_position);
-    a gateway ignores them, and one older than them ignores the unknown fields."""
+    """A store. ``latitude`` and ``longitude`` (optional, both or neither) place it on the
+    map: wallet passes list them under ``locations``. Gateways ignore them."""
 
     id: str
     name: str
     tz: str = "UTC"
-    latitude: float | None = None
-    longitude: float | None = None
+    # descriptions only: a range here would make a gateway refuse a whole bundle for it
+    latitude: Annotated[float, msgspec.Meta(description=(
+        "WGS 84 degrees, -90..90; with longitude, or neither"))] | None = None
+    longitude: Annotated[float, msgspec.Meta(description=(
+        "WGS 84 degrees, -180..180; with latitude, or neither"))] | None = None
 
 
 class TokenTable(msgspec.Struct, frozen=True):
