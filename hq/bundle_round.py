@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aislecast.kernel.schema import Beacon, Campaign, Store, Zone, decode
 from hq.scope import keys_by_store, opted_out_by_store
@@ -26,9 +26,18 @@ if TYPE_CHECKING:
     from hq.credentials import CredentialRegistry
     from hq.db import HqDb
 
-__all__ = ["ChainRound", "StorePart", "read_round"]
+__all__ = ["STORE_COLUMNS", "ChainRound", "StorePart", "read_round", "store_of"]
 
 _CHUNK: Final = 500  # store ids per statement (SQLite's bound on parameters is far above)
+#: The ``stores`` columns a :class:`Store` is read from, in :func:`store_of`'s order.
+STORE_COLUMNS: Final = "id, name, tz, latitude, longitude"
+
+
+def store_of(row: Sequence[Any]) -> Store:
+    """The :class:`Store` of a row that starts with :data:`STORE_COLUMNS`."""
+    lat, lon = row[3], row[4]
+    return Store(id=row[0], name=row[1], tz=row[2], latitude=None if lat is None else float(lat),
+                 longitude=None if lon is None else float(lon))
 
 
 @dataclass(slots=True)
@@ -59,8 +68,8 @@ def read_round(db: HqDb, credentials: CredentialRegistry, names: Sequence[str], 
                campaigns: list[Campaign]) -> ChainRound:
     """The parts of the stores ``names`` (those HQ has), each with its next version taken."""
     wanted = set(names)
-    seqs = {str(r[0]): (Store(id=r[0], name=r[1], tz=r[2]), int(r[3])) for r in db.query(
-        "SELECT id, name, tz, delta_seq FROM stores")}
+    seqs = {str(r[0]): (store_of(r), int(r[5])) for r in db.query(
+        f"SELECT {STORE_COLUMNS}, delta_seq FROM stores")}  # noqa: S608 - a constant
     keys = keys_by_store(db, now)
     ids = sorted(wanted & set(seqs))
     versions: dict[str, int] = {}

@@ -3,7 +3,11 @@
 Both carry the shopper's member id (:func:`hq.till.member_of`) as a QR code, so the till
 reads the pass like the web wallet's member QR. The Apple pass also lists the iBeacons
 of the shopper's home stores (every store when they chose none; at most
-:data:`MAX_BEACONS`), so iOS shows it on the lock screen near the shelf.
+:data:`MAX_BEACONS`), so iOS shows it on the lock screen near the shelf, and the same
+stores' positions (those that have ``latitude``/``longitude``; at most
+:data:`MAX_LOCATIONS`) under ``locations``, so it shows near the store too. The Google
+object carries those positions as ``merchantLocations`` (Google's ``locations`` field is
+deprecated and triggers nothing).
 
 A ``.pkpass`` is a zip of ``pass.json``, two PNGs, ``manifest.json`` (the SHA-1 of every
 other file, as Apple specifies) and ``signature``: a detached PKCS#7 signature of
@@ -13,8 +17,8 @@ pkcs7.PKCS7SignatureBuilder`). The Google object is the REST resource
 (``loyaltyObject``) HQ's operator inserts with their own service account; HQ signs no
 Google JWT.
 
-Stores carry no coordinates yet, so neither pass has ``locations``. The serial number
-is derived from the member id (which the barcode shows anyway), never the inbox.
+The serial number is derived from the member id (which the barcode shows anyway),
+never the inbox.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from aislecast.kernel.schema import Beacon, Store
 
 __all__ = [
     "MAX_BEACONS",
+    "MAX_LOCATIONS",
     "PKPASS_TYPE",
     "ApplePassSigner",
     "PassSettings",
@@ -53,6 +58,7 @@ __all__ = [
 ]
 
 MAX_BEACONS: Final = 10  # Apple reads at most ten beacons per pass
+MAX_LOCATIONS: Final = 10  # Apple reads at most ten locations; Google takes ten merchantLocations
 PKPASS_TYPE: Final = "application/vnd.apple.pkpass"
 _BRAND: Final = (31, 94, 160)  # the console's blue
 
@@ -108,8 +114,14 @@ def _ibeacons(subject: PassSubject) -> list[dict[str, Any]]:
     return out
 
 
+def _positions(subject: PassSubject) -> list[tuple[Store, float, float]]:
+    """The subject's stores that have a position, with it (at most :data:`MAX_LOCATIONS`)."""
+    return [(store, store.latitude, store.longitude) for store, _ in subject.stores
+            if store.latitude is not None and store.longitude is not None][:MAX_LOCATIONS]
+
+
 def apple_pass_json(s: PassSettings, subject: PassSubject) -> dict[str, Any]:
-    """``pass.json``: a store card with the member QR and the stores' beacons."""
+    """``pass.json``: a store card with the member QR, the stores' beacons and positions."""
     assert s.pass_type_id is not None and s.team_id is not None, "apple_missing() is empty"
     body: dict[str, Any] = {
         "formatVersion": 1, "passTypeIdentifier": s.pass_type_id,
@@ -123,6 +135,10 @@ def apple_pass_json(s: PassSettings, subject: PassSubject) -> dict[str, Any]:
     }
     if beacons := _ibeacons(subject):
         body["beacons"] = beacons
+    if positions := _positions(subject):
+        body["locations"] = [{"latitude": lat, "longitude": lon,
+                              "relevantText": f"{store.name}: your offers are here"}
+                             for store, lat, lon in positions]
     return body
 
 
@@ -194,11 +210,15 @@ def build_pkpass(s: PassSettings, signer: ApplePassSigner, subject: PassSubject)
 def google_loyalty_object(s: PassSettings, subject: PassSubject) -> dict[str, Any]:
     """The Google Wallet ``loyaltyObject`` resource for ``subject`` (not inserted)."""
     assert s.google_issuer_id is not None, "checked by the caller"
-    return {"id": f"{s.google_issuer_id}.{serial_of(subject.member)}",
-            "classId": f"{s.google_issuer_id}.{s.google_class_suffix}", "state": "ACTIVE",
-            "accountId": subject.member, "accountName": f"{s.organization} member",
-            "barcode": {"type": "QR_CODE", "value": subject.member,
-                        "alternateText": subject.member}}
+    body: dict[str, Any] = {
+        "id": f"{s.google_issuer_id}.{serial_of(subject.member)}",
+        "classId": f"{s.google_issuer_id}.{s.google_class_suffix}", "state": "ACTIVE",
+        "accountId": subject.member, "accountName": f"{s.organization} member",
+        "barcode": {"type": "QR_CODE", "value": subject.member, "alternateText": subject.member}}
+    if positions := _positions(subject):
+        body["merchantLocations"] = [{"latitude": lat, "longitude": lon}
+                                     for _, lat, lon in positions]
+    return body
 
 
 def check_passes(s: PassSettings, file: str | None) -> None:

@@ -40,7 +40,7 @@ from aislecast.kernel.schema import (
 )
 from aislecast.kernel.signing import Signer
 from aislecast.kernel.tokens import EidMaker, epoch_of, epoch_start, new_identity_key, new_inbox
-from hq.bundle_round import ChainRound, StorePart, read_round
+from hq.bundle_round import STORE_COLUMNS, ChainRound, StorePart, read_round, store_of
 from hq.consent import Source, check_home_stores, check_purposes, record_consent, record_enrolment
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
@@ -50,7 +50,7 @@ from hq.shards import BrokerShards
 from hq.store_model import Targeted, store_model, targeted
 
 __all__ = ["MAX_TEXT", "MAX_TZ", "REPUBLISH_IN_FLIGHT", "Enrollment", "HqService", "InvalidInput", "NotFound",
-           "ServiceStats", "check_id", "check_text", "check_tz"]
+           "ServiceStats", "check_id", "check_position", "check_text", "check_tz"]
 
 log = get_logger(__name__)
 
@@ -90,6 +90,19 @@ def check_tz(field: str, value: str) -> list[str]:
     shown = value if len(value) <= MAX_TZ else value[:MAX_TZ] + "..."
     return [f"{field}: {shown!r} is not an IANA time zone (e.g. Europe/Berlin; at most "
             f"{MAX_TZ} characters)"]
+
+
+def check_position(store: Store) -> list[str]:
+    """A store's ``latitude`` (-90..90) and ``longitude`` (-180..180): both or neither."""
+    lat, lon = store.latitude, store.longitude
+    if (lat is None) != (lon is None):
+        missing, given = ("longitude", "latitude") if lon is None else ("latitude", "longitude")
+        return [f"{missing}: missing while {given} is set; give both or neither"]
+    out = []
+    for field, value, limit in (("latitude", lat, 90.0), ("longitude", lon, 180.0)):
+        if value is not None and not -limit <= value <= limit:  # NaN fails too
+            out.append(f"{field}: {value!r} is not between {-limit:g} and {limit:g} degrees")
+    return out
 
 
 def check_text(field: str, value: Any, limit: int = MAX_TEXT) -> list[str]:
@@ -192,18 +205,19 @@ class HqService:
     def upsert_store(self, store: Store) -> None:
         """Raises :class:`InvalidInput` for an id unusable in topics or a bad time zone."""
         self.refuse("store", check_id("id", store.id) + check_tz("tz", store.tz)
-                    + check_text("", store, limit=200))
+                    + check_position(store) + check_text("", store, limit=200))
         self.db.execute(
-            "INSERT INTO stores(id, name, tz) VALUES (?, ?, ?) ON CONFLICT (id)"
-            " DO UPDATE SET name = excluded.name, tz = excluded.tz",
-            (store.id, store.name, store.tz),
+            "INSERT INTO stores(id, name, tz, latitude, longitude) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET name = excluded.name, tz = excluded.tz,"
+            " latitude = excluded.latitude, longitude = excluded.longitude",
+            (store.id, store.name, store.tz, store.latitude, store.longitude),
         )
 
     def get_store(self, store_id: str) -> Store:
-        row = self.db.one("SELECT id, name, tz FROM stores WHERE id = ?", (store_id,))
+        row = self.db.one(f"SELECT {STORE_COLUMNS} FROM stores WHERE id = ?", (store_id,))  # noqa: S608
         if row is None:
             raise NotFound("store", store_id)
-        return Store(id=row[0], name=row[1], tz=row[2])
+        return store_of(row)
 
     def store_ids(self) -> list[str]:
         return [r[0] for r in self.db.query("SELECT id FROM stores ORDER BY id")]

@@ -12,7 +12,7 @@ learns it from the 422 instead of seeing the field silently dropped.
 Example::
 
     >>> unknown_fields({"id": "s1", "name": "x", "colour": "red"}, Store)
-    ["colour: unknown field; Store has id, name, tz"]
+    ["colour: unknown field; Store has id, latitude, longitude, name, tz"]
 """
 
 from __future__ import annotations

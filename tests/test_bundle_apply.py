@@ -8,10 +8,14 @@ it all again. A restart reads the persisted envelope back byte for byte.
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
+from typing import Any
 
-from aislecast.kernel.schema import SCHEMA_VERSION, Bundle, Store, TokenTable
+import msgspec
+
+from aislecast.kernel.schema import SCHEMA_VERSION, Bundle, SignedEnvelope, Store, TokenTable
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from aislecast.kernel.verify import Verifier
 from gateway.bundles import BundleStore
@@ -58,3 +62,26 @@ def test_applied_bundle_is_kept_without_tables_and_persisted_intact(tmp_path: Pa
     assert restarted.version == 2
     assert [len(t.tokens) for t in seen[-1].token_tables] == [20, 20, 20]
     assert restarted.rejected == {}
+
+
+class _StoreBeforePositions(msgspec.Struct, frozen=True):
+    """:class:`Store` as gateways before store positions (m0016) decode it."""
+
+    id: str
+    name: str
+    tz: str = "UTC"
+
+
+def test_a_store_position_reaches_the_gateway_and_older_gateways_ignore_it(tmp_path: Path) -> None:
+    signer = Signer(load_or_create_signing_key(tmp_path / "k.pem"))
+    seen: list[Bundle] = []
+    gw = BundleStore(open_db(tmp_path / "gw.sqlite"), Verifier(signer.public_raw), "s1",
+                     on_bundle=seen.append, on_delta=lambda d: None)
+    placed = msgspec.structs.replace(_bundle(1, 3), store=Store("s1", "x", latitude=52.5,
+                                                                longitude=13.4))
+    envelope = signer.sign("bundle", placed)
+    assert gw.offer_bundle(envelope) and gw.rejected == {}
+    assert (seen[0].store.latitude, seen[0].store.longitude) == (52.5, 13.4)
+    body = base64.b64decode(msgspec.json.decode(envelope, type=SignedEnvelope).body)
+    old = msgspec.json.decode(body, type=dict[str, Any])["store"]
+    assert msgspec.convert(old, _StoreBeforePositions) == _StoreBeforePositions("s1", "x")

@@ -42,6 +42,25 @@ async def test_store_ids_and_time_zones_are_checked(http: httpx.AsyncClient, bod
     assert any(needle in p for p in r.json()["detail"])
 
 
+@pytest.mark.parametrize(("position", "needle"), [
+    ({"latitude": 52.5}, "longitude: missing while latitude is set; give both or neither"),
+    ({"longitude": 13.4}, "latitude: missing while longitude is set; give both or neither"),
+    ({"latitude": 90.5, "longitude": 13.4}, "latitude: 90.5 is not between -90 and 90 degrees"),
+    ({"latitude": 52.5, "longitude": -180.01}, "longitude: -180.01 is not between -180 and 180 degrees"),
+])
+async def test_store_positions_are_both_or_neither_and_in_range(
+        http: httpx.AsyncClient, position: dict[str, float], needle: str) -> None:
+    r = await http.post("/api/stores", json={"id": "s1", "name": "x"} | position)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [needle]
+    assert (await http.get("/api/stores/s1")).status_code == 404  # nothing stored
+    # the witness: the extremes themselves are positions
+    ok = await http.post("/api/stores", json={"id": "s1", "name": "x", "latitude": -90,
+                                              "longitude": 180})
+    assert ok.status_code == 201, ok.text
+    assert (ok.json()["latitude"], ok.json()["longitude"]) == (-90.0, 180.0)
+
+
 async def test_campaign_validity_and_links_are_checked(http: httpx.AsyncClient) -> None:
     assert (await http.post("/api/stores", json={"id": "s1", "name": "x"})).status_code == 201
     r = await http.post("/api/campaigns", json={

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from aislecast.kernel.errors import SchemaVersionError
@@ -118,6 +119,12 @@ async def test_database_from_before_migrations_is_adopted_and_served(url: str,
     # the opted-out shopper was never seen in the store: its bundle does not name them
     assert bundle.opt_outs == []
     assert sorted({i for t in bundle.token_tables for i in t.tokens.values()}) == FACTS["shoppers"]
+    # its store has no position (m0016_store_coordinates adds them, NULL); one can be set
+    store = svc.get_store(FACTS["store"])
+    assert (store.latitude, store.longitude) == (None, None) and bundle.store == store
+    svc.upsert_store(msgspec.structs.replace(store, latitude=48.1, longitude=11.6))
+    assert (svc.get_store(FACTS["store"]).latitude, svc.get_store(FACTS["store"]).longitude) == (
+        48.1, 11.6)
     prof = profiles(svc)[FACTS["profile"]["inbox"]]
     assert (prof.segments, prof.tier) == (FACTS["profile"]["segments"], FACTS["profile"]["tier"])
     link = await DbShortLinkStore(db, lambda evs: None).resolve(FACTS["shortlink"]["code"])

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
+from aislecast.apps.scenarios import DEMO_POSITION
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.schema import Beacon, Store, Zone
@@ -28,12 +29,21 @@ from hq.api import create_app
 from hq.config import load_hq_config
 from hq.db import HqDb
 from hq.ingest import Ingest
-from hq.passes import PKPASS_TYPE, PassSettings, serial_of
+from hq.passes import (
+    MAX_LOCATIONS,
+    PKPASS_TYPE,
+    PassSettings,
+    PassSubject,
+    apple_pass_json,
+    google_loyalty_object,
+    serial_of,
+)
 from hq.passes_api import PassDesk
 from hq.service import HqService
 from tests.harness import STORE, bearer, stack, token_for
 
 UUID = "e2c56db5-dffb-48d2-b060-d0f5a71096e0"
+S1_AT = {"latitude": 52.5219, "longitude": -13.4132}
 
 
 def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: tuple[str, rsa.RSAPrivateKey] | None,
@@ -85,8 +95,9 @@ def _settings(pki: dict[str, Path]) -> PassSettings:
 def _client(tmp_path: Path, passes: PassDesk | None) -> tuple[httpx.AsyncClient, HqDb]:
     db = HqDb(f"sqlite:///{tmp_path / 'hq.sqlite'}")
     svc = HqService(db, Signer(load_or_create_signing_key(tmp_path / "k.pem")))
-    for s, n in (("s1", 3), ("s2", 2)):
-        svc.upsert_store(Store(s, f"Store {s}"))
+    for s, n in (("s1", 3), ("s2", 2)):  # s1 has a position, s2 none
+        at = (S1_AT["latitude"], S1_AT["longitude"]) if s == "s1" else (None, None)
+        svc.upsert_store(Store(s, f"Store {s}", latitude=at[0], longitude=at[1]))
         svc.upsert_zone(s, Zone("dairy", "Dairy"))
         for i in range(n):
             svc.upsert_beacon(s, Beacon(f"b{i}", "dairy", uuid=UUID, major=ord(s[1]), minor=i))
@@ -150,7 +161,9 @@ async def test_pkpass_is_signed_and_lists_the_home_stores_beacons(
     assert [(b["proximityUUID"], b["major"], b["minor"]) for b in body["beacons"]] == [
         (UUID.upper(), ord("1"), i) for i in range(3)]
     assert body["beacons"][0]["relevantText"] == "Your offers at Store s1"
-    assert "locations" not in body and "relevantDate" not in body and "storeCard" in body
+    # s1's position, as Apple's locations (no altitude)
+    assert body["locations"] == [S1_AT | {"relevantText": "Store s1: your offers are here"}]
+    assert "relevantDate" not in body and "storeCard" in body
 
 
 async def test_google_object_and_refusals(tmp_path: Path, desk: PassDesk) -> None:
@@ -172,14 +185,40 @@ async def test_google_object_and_refusals(tmp_path: Path, desk: PassDesk) -> Non
     assert obj == {"id": f"3388000000012345678.{serial_of(member)}",
                    "classId": "3388000000012345678.loyalty", "state": "ACTIVE",
                    "accountId": member, "accountName": "Corner Shop member",
-                   "barcode": {"type": "QR_CODE", "value": member, "alternateText": member}}
+                   "barcode": {"type": "QR_CODE", "value": member, "alternateText": member},
+                   "merchantLocations": [S1_AT]}  # every store's position: s2 has none
     assert apple.status_code == 200  # an admin may fetch it too
     body = json.loads(zipfile.ZipFile(io.BytesIO(apple.content)).read("pass.json"))
     assert body["barcodes"][0]["message"] == member  # the same member id on both passes
     assert len(body["beacons"]) == 5  # s1's three and s2's two
+    assert [(p["latitude"], p["longitude"]) for p in body["locations"]] == [
+        (S1_AT["latitude"], S1_AT["longitude"])]
     assert theirs.status_code == theirs_g.status_code == nobody.status_code == 404
     assert theirs.json() == nobody.json() | {"detail": theirs.json()["detail"]}
     assert staff.status_code == 403
+
+
+async def test_a_home_store_without_a_position_gives_no_locations(
+        tmp_path: Path, desk: PassDesk) -> None:
+    c, db = _client(tmp_path, desk)
+    async with c:
+        inbox, me = await _enrol(c, db, ["s2"])
+        apple = await c.get(f"/api/shoppers/{inbox}/pass.pkpass", headers=me)
+        google = await c.get(f"/api/shoppers/{inbox}/pass/google", headers=me)
+    assert apple.status_code == google.status_code == 200, (apple.text, google.text)
+    body = json.loads(zipfile.ZipFile(io.BytesIO(apple.content)).read("pass.json"))
+    assert [b["major"] for b in body["beacons"]] == [ord("2")] * 2  # the witness: s2's pass
+    assert "locations" not in body and "merchantLocations" not in google.json()
+
+
+def test_at_most_ten_locations(pki: dict[str, Path]) -> None:
+    stores = [(Store(f"s{i}", f"Store {i}", latitude=i, longitude=-i), []) for i in range(12)]
+    subject = PassSubject("m-1", [(Store("x", "No position"), []), *stores])
+    apple = apple_pass_json(_settings(pki), subject)["locations"]
+    google = google_loyalty_object(_settings(pki), subject)["merchantLocations"]
+    assert len(apple) == len(google) == MAX_LOCATIONS == 10
+    assert [p["latitude"] for p in apple] == [p["latitude"] for p in google] == list(range(10))
+    assert apple[3]["relevantText"] == "Store 3: your offers are here"
 
 
 async def test_not_configured_is_a_clear_409(tmp_path: Path) -> None:
@@ -236,3 +275,6 @@ async def test_hq_server_serves_the_pass_from_its_settings(
     assert got.status_code == 200, got.text
     body = json.loads(zipfile.ZipFile(io.BytesIO(got.content)).read("pass.json"))
     assert want and [(b["proximityUUID"], b["major"], b["minor"]) for b in body["beacons"]] == want
+    # the demo store (aislecast.apps.scenarios.setup_store) has a position
+    assert body["locations"] == [{"latitude": DEMO_POSITION[0], "longitude": DEMO_POSITION[1],
+                                  "relevantText": "Aislecast Demo Market: your offers are here"}]

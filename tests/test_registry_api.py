@@ -51,12 +51,16 @@ async def test_list_read_replace_and_delete_a_store_zone_and_beacon(hq: Hq) -> N
         r = await c.post("/api/stores/s1/beacons", json={"id": "b1", "zone": "dairy", "major": 1})
         assert r.status_code == 201
         assert [s["id"] for s in (await c.get("/api/stores")).json()] == ["s1"]
-        assert (await c.get("/api/stores/s1")).json() == {"id": "s1", "name": "S1", "tz": "UTC"}
+        assert (await c.get("/api/stores/s1")).json() == {
+            "id": "s1", "name": "S1", "tz": "UTC", "latitude": None, "longitude": None}
         assert [z["id"] for z in (await c.get("/api/stores/s1/zones")).json()] == ["dairy"]
         assert (await c.get("/api/stores/s1/beacons/b1")).json()["major"] == 1
 
-        r = await c.put("/api/stores/s1", json={"id": "s1", "name": "Main St", "tz": "Europe/Berlin"})
+        r = await c.put("/api/stores/s1", json={"id": "s1", "name": "Main St", "tz": "Europe/Berlin",
+                                                "latitude": 52.52, "longitude": -13.4})
         assert r.status_code == 200 and hq.service.get_store("s1").name == "Main St"
+        got = (await c.get("/api/stores/s1")).json()
+        assert (got["latitude"], got["longitude"]) == (52.52, -13.4)
         r = await c.put("/api/stores/s1/zones/dairy", json={"id": "dairy", "name": "Milk", "x": 2})
         assert r.status_code == 200 and hq.service.zones("s1")[0].name == "Milk"
         r = await c.put("/api/stores/s1/beacons/b1", json={"id": "b1", "zone": "dairy", "major": 7})
@@ -64,6 +68,7 @@ async def test_list_read_replace_and_delete_a_store_zone_and_beacon(hq: Hq) -> N
         # the next bundle ships what is stored now
         bundle = hq.service.build_bundle("s1")
         assert (bundle.store.name, bundle.zones[0].name, bundle.beacons[0].major) == ("Main St", "Milk", 7)
+        assert (bundle.store.latitude, bundle.store.longitude) == (52.52, -13.4)
 
         assert (await c.delete("/api/stores/s1/beacons/b1")).json()["id"] == "b1"
         assert (await c.get("/api/stores/s1/beacons/b1")).status_code == 404

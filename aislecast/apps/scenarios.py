@@ -53,11 +53,12 @@ from hq.feed_rules import FeedRule, FeedSource, FlashTemplate
 from hq.learning import set_profile, train
 from hq.service import HqService
 
-__all__ = ["SCENARIOS", "Scenario", "setup_store", "tap"]
+__all__ = ["DEMO_POSITION", "SCENARIOS", "Scenario", "setup_store", "tap"]
 
 SetupFn = Callable[[HqService, str, list[SimZone], str], Coroutine[Any, Any, None]]
 DuringFn = Callable[[HqService, str, Any], Coroutine[Any, Any, None]]
 TZ = "Europe/Berlin"
+DEMO_POSITION = (52.5219, 13.4132)  # the demo store stands in Berlin (its passes' locations)
 SEGMENTS = ("family", "student", "foodie")
 
 
@@ -75,7 +76,8 @@ class Scenario:
 
 
 def setup_store(service: HqService, store: str, zones: list[SimZone], beacon_uuid: str) -> None:
-    service.upsert_store(Store(id=store, name="Aislecast Demo Market", tz=TZ))
+    service.upsert_store(Store(id=store, name="Aislecast Demo Market", tz=TZ,
+                               latitude=DEMO_POSITION[0], longitude=DEMO_POSITION[1]))
     for i, z in enumerate(zones):
         service.upsert_zone(store, Zone(id=z.id, name=z.id.title(), kind=z.id if z.id in {
             "entrance", "checkout"} else "aisle", max_radius_m=z.radius_m, x=z.x, y=z.y))

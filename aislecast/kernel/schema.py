@@ -119,9 +119,17 @@ class Beacon(msgspec.Struct, frozen=True):
 
 
 class Store(msgspec.Struct, frozen=True):
+    """A store. ``latitude`` and ``longitude`` (optional, both or neither) place it on the
+    map: wallet passes list them under ``locations``. Gateways ignore them."""
+
     id: str
     name: str
     tz: str = "UTC"
+    # descriptions only: a range here would make a gateway refuse a whole bundle for it
+    latitude: Annotated[float, msgspec.Meta(description=(
+        "WGS 84 degrees, -90..90; with longitude, or neither"))] | None = None
+    longitude: Annotated[float, msgspec.Meta(description=(
+        "WGS 84 degrees, -180..180; with latitude, or neither"))] | None = None
 
 
 class TokenTable(msgspec.Struct, frozen=True):
