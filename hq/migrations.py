@@ -236,7 +236,7 @@ def m0014_retention_ts(db: HqDb) -> None:
               for table in ("code_refusals", "purchases", "redemptions", "leads")))
 
 
-def m0016_store_coordinates(db: HqDb) -> None:
+def m0015_store_coordinates(db: HqDb) -> None:
     """A store's optional position (WGS 84 degrees; NULL: not given), for the
     ``locations`` of wallet passes (hq.passes)."""
     _run(db, (f"ALTER TABLE stores ADD COLUMN {c} DOUBLE PRECISION" for c in ("latitude", "longitude")))
@@ -247,7 +247,7 @@ STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003
                                   m0007_approvals_feeds, m0008_tags, m0009_rollups,
                                   m0010_leads, m0011_code_refusals, m0012_shopper_stores,
                                   m0013_feed_rules, m0014_retention_ts,
-                                  m0016_store_coordinates)  # after m0015 (s-purposes)
+                                  m0015_store_coordinates)
 
 
 def schema_version(db: HqDb) -> int:

@@ -65,7 +65,7 @@ def test_applied_bundle_is_kept_without_tables_and_persisted_intact(tmp_path: Pa
 
 
 class _StoreBeforePositions(msgspec.Struct, frozen=True):
-    """:class:`Store` as gateways before store positions (m0016) decode it."""
+    """:class:`Store` as gateways before store positions (m0015) decode it."""
 
     id: str
     name: str

@@ -119,7 +119,7 @@ async def test_database_from_before_migrations_is_adopted_and_served(url: str,
     # the opted-out shopper was never seen in the store: its bundle does not name them
     assert bundle.opt_outs == []
     assert sorted({i for t in bundle.token_tables for i in t.tokens.values()}) == FACTS["shoppers"]
-    # its store has no position (m0016_store_coordinates adds them, NULL); one can be set
+    # its store has no position (m0015_store_coordinates adds them, NULL); one can be set
     store = svc.get_store(FACTS["store"])
     assert (store.latitude, store.longitude) == (None, None) and bundle.store == store
     svc.upsert_store(msgspec.structs.replace(store, latitude=48.1, longitude=11.6))
