@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from aislecast.kernel import topics
@@ -21,7 +22,7 @@ from gateway.decisions import TriggerEvent
 from hq.consent import record_consent
 from hq.db import HqDb
 from hq.ingest import Ingest
-from hq.learning import set_profile, train
+from hq.learning import profiles, set_profile, train
 from hq.ownership import delivered_to
 from hq.service import HqService
 from tests.harness import STORE, bearer, stack, until
@@ -72,10 +73,12 @@ async def test_withdrawing_personalisation_unprofiles_the_shopper_in_seconds(
         old = svc.build_bundle(STORE)  # built before the withdrawal, sent after it
         assert inbox in old.model.profiles  # type: ignore[union-attr]
         async with httpx.AsyncClient(base_url=st.url, headers=bearer(e["api_token"])) as me:
+            asked = time.monotonic()
             r = await me.post(f"/api/shoppers/{inbox}/consent",
                               json={"purpose": "personalisation", "granted": False})
             assert r.status_code == 200 and r.json()["unpublished_stores"] == [], r.text
             await _until(lambda: gw.parts.consent.stats.unprofiled == 1)
+            took = time.monotonic() - asked
             assert gw.parts.consent.stats.profiles_dropped == 1
             assert ranker.profile(inbox) is None and ranker.boosted() == 0
             # the audience-targeted campaign no longer matches them; the untargeted one does
@@ -97,6 +100,7 @@ async def test_withdrawing_personalisation_unprofiles_the_shopper_in_seconds(
             await _until(lambda: ranker.profile(inbox) is not None)
             assert _decide(gw, inbox) == ("offer", "c-vip")
             assert train(svc).samples == 3
+        print(f"personalisation withdrawn -> profile gone at the gateway in {took * 1000:.0f} ms")
 
 
 def _service(db: HqDb, tmp_path: Path) -> HqService:
@@ -140,3 +144,25 @@ async def test_withdrawn_analytics_stores_later_events_without_the_inbox(db: HqD
     other = svc.enroll(["offers", "analytics"], [STORE]).inbox
     assert delivered_to(db, Feedback(v=1, id="f2", offer="o-1", campaign="c", kind="clicked",
                                      store=STORE, inbox=other, ts=time.time())) == "not_delivered_to_inbox"
+
+
+def test_learning_and_bundles_leave_out_a_shopper_without_personalisation(db: HqDb,
+                                                                         tmp_path: Path) -> None:
+    svc = _service(db, tmp_path)
+    svc.upsert_campaign(_campaign("c-vip", ["vip"], 10))
+    kept = svc.enroll(["offers", "personalisation", "analytics"], [STORE]).inbox
+    gone = svc.enroll(["offers", "personalisation", "analytics"], [STORE]).inbox
+    for who in (kept, gone):
+        set_profile(svc, who, ["vip"])
+    Ingest(db).store_events([_decision(who, f"o-{who}-{i}") for who in (kept, gone) for i in range(2)])
+    m = train(svc)
+    assert set(m.profiles) == {kept, gone} and m.samples == 4  # the witness
+    assert record_consent(db, gone, "personalisation", False, source="api") is not None
+    m = train(svc)
+    assert set(m.profiles) == {kept} and m.samples == 2
+    assert profiles(svc, only=gone) == {} and set(profiles(svc, only=kept)) == {kept}
+    assert svc.shopper_profiles([kept, gone]).keys() == {kept}
+    svc.model = msgspec.structs.replace(m, profiles={**m.profiles, gone: m.profiles[kept]})  # stale
+    bundle = svc.build_bundle(STORE)
+    assert bundle.model is not None and set(bundle.model.profiles) == {kept}
+    assert {i for t in bundle.token_tables for i in t.tokens.values()} == {kept, gone}  # offers stay
