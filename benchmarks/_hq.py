@@ -25,6 +25,7 @@ from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from benchmarks._harness import stop_process
 from edge.simstore import STORE_UUID, default_zones
 from hq.accounts import Accounts
+from hq.consent import PURPOSES
 from hq.db import HqDb
 from hq.service import HqService
 
@@ -51,7 +52,7 @@ def seed_hq(work: Path, store: str, campaigns: Sequence[Campaign], shoppers: int
             service.upsert_campaign(c)
         enrolled = []
         for _ in range(shoppers):
-            e = service.enroll(["offers"], [store])
+            e = service.enroll(list(PURPOSES), [store])
             enrolled.append((e.inbox, bytes.fromhex(e.identity_key)))
         accounts = Accounts(db)
         accounts.add_user(admin, "admin")

@@ -44,6 +44,7 @@ from aislecast.kernel.signing import Signer, load_or_create_signing_key, public_
 from benchmarks._harness import BenchOptions, Measurement, benchmark, stop_process
 from edge.simstore import STORE_UUID, default_zones
 from gateway.identity import IdentityResolver
+from hq.consent import PURPOSES
 from hq.db import HqDb
 from hq.service import HqService
 
@@ -68,7 +69,7 @@ def _signed_bundle(work: Path, shoppers: int) -> tuple[bytes, int, int, str]:
                 creatives=[Creative(id="a", title=f"{z.id} deal", format="coupon", coupon_code="R1")],
                 validity_s=600))
         for _ in range(shoppers):
-            service.enroll(["offers"], [STORE])
+            service.enroll(list(PURPOSES), [STORE])
         bundle = service.build_bundle(STORE)
         entries = sum(len(t.tokens) for t in bundle.token_tables)
         # scoped bundles (hq.scope): the store's home shoppers, every one of them

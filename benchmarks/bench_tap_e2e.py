@@ -35,6 +35,7 @@ from edge.sim_scanner import SimScanner
 from edge.simstore import STORE_UUID, SimStore, default_zones
 from gateway.app import Gateway
 from gateway.config import load_config
+from hq.consent import PURPOSES
 from hq.server import HqServer
 
 __all__ = ["bench_tap_e2e"]
@@ -110,7 +111,7 @@ async def _stack(work: Path, opts: BenchOptions) -> list[Measurement]:
                 id="till-tap", name="till tap", stores=[_STORE], trigger=Trigger(kind="tap"),
                 creatives=[Creative(id="a", title="Thanks for tapping")], validity_s=600,
                 caps=Caps(per_shopper=10**9)))
-            enrolled = [hq.service.enroll(["offers"], [_STORE]) for _ in range(_PHONES)]
+            enrolled = [hq.service.enroll(list(PURPOSES), [_STORE]) for _ in range(_PHONES)]
             await hq.service.publish_bundle(_STORE)
             port = free_udp_port()
             cfg = load_config({

@@ -79,6 +79,7 @@ from gateway.config import load_config
 from gateway.inbound import InboundRouter
 from gateway.parts import GatewayParts
 from hq.board import STATE_FILTER, GatewayBoard
+from hq.consent import PURPOSES
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.router import Handler, Reply, Route, Router
@@ -104,7 +105,7 @@ class Rig:
         svc.upsert_campaign(Campaign(id="c-fuzz", name="fuzz", stores=[STORE],
                                      trigger=Trigger(kind="zone_enter", zones=zones[:1]),
                                      creatives=[Creative(id="a", title="hello")]))
-        self.inboxes = [svc.enroll(["offers"], [STORE]).inbox for _ in range(2)]
+        self.inboxes = [svc.enroll(list(PURPOSES), [STORE]).inbox for _ in range(2)]
         self.cfg = load_config({"gateway": GATEWAY, "store": STORE, "data_dir": str(root / "gw"),
                                 "hq_public_key": public_key_pem(self.signer.public_key),
                                 "scanner": {"backend": "sim"}})

@@ -1,12 +1,16 @@
 """Consent and erasure deltas at the gateway (docs/architecture.md#consent-and-data-rights).
 
-HQ sends three kinds of consent news in a signed :class:`~aislecast.kernel.schema.BundleDelta`:
+HQ sends four kinds of consent news in a signed :class:`~aislecast.kernel.schema.BundleDelta`:
 
 * ``opt_ins`` with ``tokens``: shoppers enrolled or opted back in, with the token tables
   the next bundle will carry for them; they resolve at once (:meth:`IdentityResolver.admit`),
   and with their ``profiles`` (a first visit: cut as the bundle's model cuts them) the
   audience rules and ranking see them at once too;
 * ``opt_outs``: shoppers who withdrew offers (as before);
+* ``unprofiled``: shoppers who withdrew personalisation: their profile and local lead
+  boost are dropped from the ranking at once, and they are decided for as anonymous
+  shoppers (audience rules do not match them, untargeted campaigns do) until a delta
+  brings their profile again (granted again) or a newer bundle's model;
 * ``erased``: shoppers whose data is erased at HQ; every trace of them goes from this
   gateway's memory and SQLite file: cap charges, visits, presence tracks, unsent offers
   (deleted) and unsent events (kept, without the pseudonym: HQ counts them anonymously).
@@ -46,6 +50,7 @@ class _OptOuts(Protocol):
     def opt_out(self, inboxes: list[str]) -> None: ...
     def opt_in(self, inboxes: list[str]) -> None: ...
     def add_profiles(self, profiles: dict[str, Profile]) -> None: ...
+    def unprofile(self, inboxes: list[str]) -> int: ...
 
 
 @dataclass(slots=True)
@@ -63,11 +68,13 @@ class ConsentStats:
     admitted: int = 0  # shoppers admitted by deltas
     erased: int = 0  # shoppers purged
     reapplied: int = 0  # consent deltas applied again on top of an older bundle
+    unprofiled: int = 0  # shoppers whose withdrawal of personalisation a delta brought
+    profiles_dropped: int = 0  # profiles those deltas removed from the ranking
     last_purge: Purged = field(default_factory=Purged)
 
 
 def _is_consent(d: BundleDelta) -> bool:
-    return bool(d.opt_ins or d.erased or d.opt_outs)
+    return bool(d.opt_ins or d.erased or d.opt_outs or d.unprofiled)
 
 
 @dataclass(slots=True)
@@ -101,6 +108,11 @@ class ConsentOverlay:
             self.decider.opt_in(d.opt_ins)
             self.decider.add_profiles({i: p for i, p in d.profiles.items() if i in d.opt_ins})
             self.stats.admitted += len(d.opt_ins) if purge else 0
+        if d.unprofiled:
+            dropped = self.decider.unprofile(d.unprofiled)
+            if purge:
+                self.stats.unprofiled += len(d.unprofiled)
+                self.stats.profiles_dropped += dropped
         if d.opt_outs:
             self.identity.opt_out(d.opt_outs)
             self.decider.opt_out(d.opt_outs)

@@ -48,20 +48,45 @@ class Ranker:
         self._prune_at = float("-inf")
         self._base: dict[tuple[str, str], float] = {}
         self._shopper_w: tuple[float, float, float] | None = None
+        # withdrew personalisation (a delta, gateway.consent): ranked as anonymous
+        self._unprofiled: set[str] = set()
 
     def set_model(self, model: Model | None) -> None:
+        """A bundle's model; it is the truth as of the bundle, so earlier withdrawals are
+        forgotten here (gateway.consent applies newer deltas again right after)."""
         self.model = model or Model()
         self._base = {}
         self._shopper_w = None
+        self._unprofiled = set()
 
     def add_profiles(self, profiles: dict[str, Profile]) -> None:
         """Shoppers admitted by a delta, with their profiles, on top of the model's (the
-        next bundle's model replaces them all)."""
+        next bundle's model replaces them all). HQ sends a profile only for a shopper who
+        grants personalisation, so one sent ends an earlier withdrawal."""
         if profiles:
+            self._unprofiled.difference_update(profiles)
             self.model = msgspec.structs.replace(self.model,
                                                  profiles={**self.model.profiles, **profiles})
 
+    def unprofile(self, inboxes: list[str]) -> int:
+        """Shoppers who withdrew personalisation: their profile and local lead boost go,
+        and they are ranked and targeted as an anonymous shopper from now on (until a
+        profile comes again); returns the profiles dropped."""
+        self._unprofiled.update(inboxes)
+        for inbox in inboxes:
+            self.forget(inbox)
+        gone = [i for i in inboxes if i in self.model.profiles]
+        if gone:
+            self.model = msgspec.structs.replace(self.model, profiles={
+                i: p for i, p in self.model.profiles.items() if i not in self._unprofiled})
+        return len(gone)
+
+    def unprofiled(self) -> int:
+        return len(self._unprofiled)
+
     def profile(self, inbox: str) -> Profile | None:
+        if inbox in self._unprofiled:
+            return None
         p = self.model.profiles.get(inbox)
         boost = self._boost.get(inbox)
         if boost is None:
@@ -72,6 +97,8 @@ class Ranker:
 
     def observe_dwell(self, inbox: str, dwell_s: float) -> None:
         """Dwell in this store raises the lead score locally (1 - e^(-dwell/300 s))."""
+        if inbox in self._unprofiled:
+            return
         now = time.time()
         b = 1.0 - math.exp(-dwell_s / 300.0)
         if b > self._boost.get(inbox, 0.0):

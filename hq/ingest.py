@@ -17,6 +17,9 @@ reason that is counted in ``feedback_refused`` and logged once with the inbox). 
 The shoppers of the events stored are marked seen in the events' stores
 (:class:`hq.scope.SeenBook`, at most hourly per shopper and store): what keeps a store
 receiving a shopper who does not have it as a home store.
+
+The events of a shopper who does not grant ``analytics`` are stored without their inbox
+(:func:`hq.purposes.anonymous`): counted and rolled up as any, linked to nobody.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from aislecast.kernel.schema import (
 from hq.db import HqDb
 from hq.leads import LeadRow, form_problem, store_lead
 from hq.ownership import Delivered, FeedbackHold, RefusalReason, delivered_to
+from hq.purposes import anonymous, lacking
 from hq.rollups import OfferMemo, store_batch
 from hq.router import Reply
 from hq.scope import SeenBook
@@ -75,6 +79,8 @@ class IngestStats:
     batch_errors: int = count("event batches not stored for a database error (not acked)")
     seen_marked: int = count("(shopper, store) visits written to shopper_stores (hq.scope)")
     seen_errors: int = count("visits not written to shopper_stores for a database error")
+    anonymised: int = count("events stored without their inbox: the shopper does not grant"
+                            " analytics (hq.purposes)")
 
 
 class Ingest:
@@ -102,10 +108,19 @@ class Ingest:
 
     def _store(self, events: list[Event]) -> list[Event]:
         """Insert ``events`` with their rollups (:func:`hq.rollups.store_batch`); returns
-        the ones that were new (not stored before)."""
-        fresh = store_batch(self.db, events, self.offers)
+        the ones that were new (not stored before), as stored: those of a shopper who
+        does not grant analytics without their inbox (:mod:`hq.purposes`)."""
+        withheld = lacking(self.db, {e.inbox for e in events if e.inbox}, "analytics")
+        kept = [anonymous(e) if e.inbox in withheld else e for e in events] if withheld else events
+        fresh = store_batch(self.db, kept, self.offers)
+        if withheld:
+            anon = {e.id for e in events if e.inbox in withheld}
+            self.stats.anonymised += sum(1 for e in fresh if e.id in anon)
         try:  # the events are stored: a failure here must not leave their batch unacked
-            self.seen.events(fresh)
+            # where the shopper was seen (hq.scope) is what keeps offers reaching them,
+            # not analytics: marked from the events as they came
+            ids = {e.id for e in fresh}
+            self.seen.events([e for e in events if e.id in ids])
         except Exception:
             self.stats.seen_errors += 1
             log.warning("shoppers seen not written", exc_info=True)

@@ -3,11 +3,13 @@
 From the event log HQ builds each shopper's profile (segments and loyalty tier from the
 ``profiles`` table, which :mod:`hq.migrations` creates; visits and a lead score,
 :mod:`hq.lead_score`: repeated visits, dwell and recent engagement with offers raise
-it), fits a logistic regression of "clicked or redeemed" on
-:func:`~aislecast.kernel.campaign.features` of every offer published
-(numpy, L2-regularised gradient descent), and counts clicks per creative variant for the gateways' Thompson
-sampling. The result is a :class:`~aislecast.kernel.campaign.Model` that rides in the next
-bundle (``HqService.model``).
+it; only for shoppers granting ``personalisation``, :mod:`hq.purposes`), fits a
+logistic regression of "clicked or redeemed" on
+:func:`~aislecast.kernel.campaign.features` of every offer published (but those to a
+shopper without ``personalisation``; numpy, L2-regularised gradient descent), and
+counts clicks per creative variant for the gateways' Thompson sampling. The result is a
+:class:`~aislecast.kernel.campaign.Model` that rides in the next bundle
+(``HqService.model``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aislecast.kernel.counters import count, gauge
 from aislecast.kernel.logs import get_logger
 from hq.campaigns import allocate_budgets
 from hq.lead_score import engagement, lead_score, visits_and_dwell
+from hq.purposes import grants
 from hq.service import HqService
 
 __all__ = ["LearnStats", "fit_logistic", "learn_loop", "profiles", "set_profile", "train"]
@@ -41,14 +44,20 @@ def set_profile(service: HqService, inbox: str, segments: list[str], tier: str =
         (inbox, ",".join(segments), tier))
 
 
-def profiles(service: HqService, *, now: float | None = None) -> dict[str, Profile]:
-    seg = {r[0]: (r[1], r[2])
-           for r in service.db.query("SELECT inbox, segments, tier FROM profiles")}
-    visits, dwell = visits_and_dwell(service.db)
-    engaged = engagement(service.db, now=now)
+def profiles(service: HqService, *, now: float | None = None,
+             only: str | None = None) -> dict[str, Profile]:
+    """The profile of every opted-in shopper granting ``personalisation`` (hq.purposes),
+    or of ``only``: nobody else gets one."""
+    one: tuple[str, tuple[str, ...]] = ("", ()) if only is None else (" AND inbox = ?", (only,))
+    seg = {r[0]: (r[1], r[2]) for r in service.db.query(
+        "SELECT inbox, segments, tier FROM profiles WHERE 1 = 1" + one[0], one[1])}  # noqa: S608
+    visits, dwell = visits_and_dwell(service.db, inbox=only)
+    engaged = engagement(service.db, now=now, inbox=only)
     out: dict[str, Profile] = {}
     for inbox, consents in service.db.query(
-            "SELECT inbox, consents FROM shoppers WHERE opted_out = 0"):
+            "SELECT inbox, consents FROM shoppers WHERE opted_out = 0" + one[0], one[1]):  # noqa: S608
+        if not grants(consents, "personalisation"):
+            continue
         s, tier = seg.get(inbox, ("", ""))
         out[inbox] = Profile(segments=[x for x in s.split(",") if x], tier=tier,
                              visits=visits[inbox],
@@ -75,6 +84,9 @@ def train(service: HqService, *, now: float | None = None) -> Model:
     now = time.time() if now is None else now
     camps: dict[str, Campaign] = {c.id: c for c in service.campaigns()}
     profs = profiles(service, now=now)
+    # a shopper without personalisation is not learnt from: their offers are left out
+    unprofiled = {str(r[0]) for r in service.db.query("SELECT inbox, consents FROM shoppers")
+                  if not grants(str(r[1]), "personalisation")}
     good = {r[0] for r in service.db.query(
         "SELECT DISTINCT offer FROM events WHERE kind IN ('offer_clicked', 'offer_redeemed')")}
     rows = service.db.query("SELECT offer, inbox, campaign, variant FROM events"
@@ -85,7 +97,7 @@ def train(service: HqService, *, now: float | None = None) -> Model:
     for offer, inbox, cid, vid in rows:
         c = camps.get(cid)
         v = next((cr for cr in c.creatives if cr.id == vid), None) if c else None
-        if c is None or v is None:
+        if c is None or v is None or inbox in unprofiled:
             continue
         hit = float(offer in good)
         xs.append(features(c, v, profs.get(inbox)))

@@ -31,6 +31,7 @@ from typing import Final, Literal
 
 from aislecast.kernel.schema import Feedback
 from hq.db import HqDb
+from hq.purposes import lacking
 
 __all__ = [
     "FEEDBACK_HELD_MAX",
@@ -78,6 +79,11 @@ def delivered_to(db: HqDb, fb: Feedback) -> Delivered | RefusalReason | None:
     for inbox, store in rows:
         if inbox == fb.inbox:
             return Delivered(store=str(store), campaign=fb.campaign)
+    # an offer to a shopper without analytics was stored without the inbox (hq.purposes):
+    # their own feedback on it (its random id known only to their phone) is theirs
+    anon = [str(store) for inbox, store in rows if inbox is None]
+    if anon and lacking(db, [fb.inbox], "analytics"):
+        return Delivered(store=anon[0], campaign=fb.campaign)
     return "not_delivered_to_inbox" if rows else None
 
 

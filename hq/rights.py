@@ -9,8 +9,11 @@ signed deltas that carry them to the gateways in seconds.
   visit admits them, :mod:`hq.first_visit`).
 * **Change** (:meth:`ShopperRights.change`): one consent row; granting ``offers`` sends
   the admitting delta to the shopper's stores only, withdrawing it an ``opt_outs``
-  delta to every store (a gateway may hold them from a delta of any time). The other
-  purposes reach the gateways with the next bundle (they shape profiles and events).
+  delta to every store (a gateway may hold them from a delta of any time).
+  Withdrawing ``personalisation`` sends an ``unprofiled`` delta to the shopper's stores
+  (their gateways drop the profile at once); granting it again rebuilds the profile
+  and sends it in the admitting delta. ``analytics`` needs no delta: HQ's ingest stores
+  the shopper's later events without the inbox (:mod:`hq.purposes`).
 * **Export** (:meth:`ShopperRights.export`): everything HQ holds about the inbox.
 * **Erase** (:meth:`ShopperRights.erase`): see :meth:`ShopperRights.erase`.
 
@@ -42,6 +45,7 @@ from hq.consent import (
 from hq.db import HqDb
 from hq.lead_score import lead_score_of
 from hq.leads import shopper_leads
+from hq.learning import profiles
 from hq.scope import store_rows, stores_of
 from hq.service import Enrollment, HqService, NotFound, check_id
 
@@ -167,8 +171,24 @@ class ShopperRights:
         if purpose == "offers" and changed:
             failed = (await self.admit(inbox) if granted else
                       await self._fan_out(self.service.store_ids(), "withdraw", opt_outs=[inbox]))
+        elif purpose == "personalisation" and changed:
+            failed = await self._personalisation(inbox, granted, offers="offers" in consents)
         return {"inbox": inbox, "consents": consents, "changed": changed,
                 "unpublished_stores": failed}
+
+    async def _personalisation(self, inbox: str, granted: bool, *, offers: bool) -> list[str]:
+        """Withdrawn: the model forgets the profile and the shopper's stores get an
+        ``unprofiled`` delta (hq.purposes). Granted again: the profile is built now and
+        rides in the admitting delta (with offers granted; else in the next bundle)."""
+        model = self.service.model
+        if model is not None:
+            kept = {i: p for i, p in model.profiles.items() if i != inbox}
+            if granted:
+                kept |= await asyncio.to_thread(profiles, self.service, only=inbox)
+            self.service.model = msgspec.structs.replace(model, profiles=kept)
+        if granted:
+            return await self.admit(inbox) if offers else []
+        return await self._fan_out(self._stores_of(inbox), "unprofile", unprofiled=[inbox])
 
     # ---- export --------------------------------------------------------------------------
     def export(self, inbox: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from hq.bundle_round import STORE_COLUMNS, ChainRound, StorePart, read_round, st
 from hq.consent import Source, check_home_stores, check_purposes, record_consent, record_enrolment
 from hq.credentials import CredentialRegistry
 from hq.db import HqDb
+from hq.purposes import granting, grants
 from hq.redeem_keys import RedeemKeys
 from hq.scope import keys_of_store, opted_out_of, set_homes
 from hq.shards import BrokerShards
@@ -414,7 +415,7 @@ class HqService:
             part = StorePart(store, delta_seq=self._delta_seq(store_id),
                              version=self._bump("bundle_version", store_id))
             every = self.campaigns()
-            tables = self.token_tables(now, store=store_id)
+            rows = keys_of_store(self.db, store_id, now)
             part.zones, part.beacons = self.zones(store_id), self.beacons(store_id)
             part.opt_outs = opted_out_of(self.db, store_id)
             part.gateways = self.credentials.gateways_of(store_id)
@@ -422,10 +423,11 @@ class HqService:
             found = chain.parts.get(store_id)
             if found is None:
                 raise NotFound("store", store_id)
-            part, every = found, chain.campaigns
-            tables = self.token_tables(now, rows=part.keys)
+            part, every, rows = found, chain.campaigns, found.keys
+        tables = self.token_tables(now, rows=rows)
         live = [c for c in every if store_id in c.stores and c.status in {"live", "scheduled"}]
-        mine = {i for t in tables for i in t.tokens.values()}
+        # profiles of the shoppers it resolves who grant personalisation (hq.purposes)
+        mine = {i for i, _, c in rows if grants(c, "offers") and grants(c, "personalisation")}
         self._targeted = targeted(every)
         return Bundle(
             v=SCHEMA_VERSION, version=part.version, store=part.store, issued_at=now,
@@ -438,9 +440,10 @@ class HqService:
 
     def shopper_profiles(self, inboxes: list[str]) -> dict[str, Profile]:
         """The model's profiles of ``inboxes``, cut as bundles cut them, for the delta that
-        admits them (hq.first_visit); empty without a model or profiles."""
+        admits them (hq.first_visit); empty without a model or profiles, and none of a
+        shopper without ``personalisation`` (hq.purposes)."""
         t = self._targeted if self._targeted is not None else targeted(self.campaigns())
-        model = store_model(self.model, inboxes, t)
+        model = store_model(self.model, granting(self.db, inboxes, "personalisation"), t)
         return {} if model is None else dict(model.profiles)
 
     def widens_targeting(self, c: Campaign) -> bool:
@@ -514,14 +517,15 @@ class HqService:
                             opt_ins: list[str] | None = None,
                             tokens: list[TokenTable] | None = None,
                             erased: list[str] | None = None,
-                            profiles: dict[str, Profile] | None = None) -> BundleDelta:
+                            profiles: dict[str, Profile] | None = None,
+                            unprofiled: list[str] | None = None) -> BundleDelta:
         seq = self._bump("delta_seq", store_id)
         now = time.time()
         delta = BundleDelta(v=SCHEMA_VERSION, seq=seq, store=store_id, issued_at=now,
                             expires_at=now + _DELTA_TTL_S, opt_outs=opt_outs or [],
                             paused=paused or [], campaigns=campaigns or [],
                             opt_ins=opt_ins or [], tokens=tokens or [], erased=erased or [],
-                            profiles=profiles or {})
+                            profiles=profiles or {}, unprofiled=unprofiled or [])
         if self.link is None:
             raise RuntimeError("HQ has no MQTT link")
         await self.link.publish(topics.bundle_delta(store_id), self.signer.sign("delta", delta), qos=1)

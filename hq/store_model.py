@@ -3,7 +3,8 @@
 HQ trains one :class:`~aislecast.kernel.campaign.Model` for the chain (:mod:`hq.learning`):
 weights, bandit arms and a :class:`~aislecast.kernel.campaign.Profile` per opted-in
 shopper. A store's gateways need the weights and arms, and the profiles of the shoppers
-the store receives (:mod:`hq.scope`), nobody else's.
+the store receives (:mod:`hq.scope`) who grant ``personalisation`` (the caller passes
+only those, :mod:`hq.purposes`), nobody else's.
 
 What the gateway reads of a profile: ranking (:mod:`gateway.ranking`,
 :func:`aislecast.kernel.campaign.features`) reads ``segments`` (matched against the

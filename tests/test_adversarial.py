@@ -69,6 +69,7 @@ from gateway.metrics import registry
 from hq.accounts import Accounts
 from hq.auth import CSRF_HEADER, SESSION_COOKIE
 from hq.broker_auth import try_login, wait_for_login
+from hq.consent import PURPOSES
 from hq.landing import LandingHosts
 from hq.service import Enrollment
 from hq.shortlinks import ShortLink
@@ -112,7 +113,7 @@ class Run:
 
     def attacker(self, client_id: str | None = None) -> MqttLink:
         """A phone with its own valid login (an enrolled shopper turned attacker)."""
-        e = self.st.hq.service.enroll(["offers"], [STORE])
+        e = self.st.hq.service.enroll(list(PURPOSES), [STORE])
         return MqttLink(self.st.phone_settings(e), client_id=client_id or e.inbox, clean_start=True)
 
 
@@ -184,7 +185,7 @@ async def replayed_or_expired_token(r: Run) -> None:
         assert resp.status_code == 401 and resp.json()["reason"] == "bad_token"
     assert r.refusals["bad_token"] == before + 3
     # a shopper's broker password replayed after the opt-out that revoked it
-    e = r.st.hq.service.enroll(["offers"], [STORE])
+    e = r.st.hq.service.enroll(list(PURPOSES), [STORE])
     await wait_for_login("127.0.0.1", r.port, e.inbox, e.broker_password or "")  # it worked
     await r.st.hq.service.opt_out(e.inbox)
     async with asyncio.timeout(10):
@@ -258,7 +259,7 @@ async def oversize_mqtt(r: Run) -> None:
 async def forged_feedback(r: Run) -> None:
     refused = r.st.hq.ingest.stats.feedback_refused
     before = refused.get("not_delivered_to_inbox", 0)
-    e = r.st.hq.service.enroll(["offers"], [STORE])
+    e = r.st.hq.service.enroll(list(PURPOSES), [STORE])
     evil = r.st.phone(e)
     async with evil:
         await evil.link.wait_connected(10)
@@ -347,7 +348,7 @@ async def test_every_attempt_is_refused_and_counted_while_shoppers_lose_nothing(
         await until(lambda: (b := gw1.parts.bundles.current) is not None
                     and b.gateways == ["gw-1", "gw-2"])
 
-        first = st.hq.service.enroll(["offers"], [STORE])
+        first = st.hq.service.enroll(list(PURPOSES), [STORE])
         phone = st.phone(first)
         async with phone:
             await phone.link.wait_connected(10)
@@ -363,7 +364,7 @@ async def test_every_attempt_is_refused_and_counted_while_shoppers_lose_nothing(
                 raise AssertionError(f"attempt {name!r} was not refused and counted") from exc
 
         # a shopper after all that is served as before, and nothing legitimate was lost
-        second = st.hq.service.enroll(["offers"], [STORE])
+        second = st.hq.service.enroll(list(PURPOSES), [STORE])
         later = st.phone(second)
         async with later:
             await later.link.wait_connected(10)

@@ -32,7 +32,7 @@ def _chain(db: HqDb, tmp_path: Path) -> HqService:
     svc.upsert_campaign(Campaign(id="c", name="c", stores=STORES[:3],
                                  trigger=Trigger(kind="enter", zones=["entrance"]),
                                  creatives=[Creative(id="a", title="Deal")]))
-    inboxes = [svc.enroll(["offers"], [STORES[i % 5]]).inbox for i in range(20)]
+    inboxes = [svc.enroll(["offers", "personalisation"], [STORES[i % 5]]).inbox for i in range(20)]
     SeenBook(db).seen(inboxes[0], STORES[6], NOW - 60.0, now=NOW)  # a visitor, no home there
     svc.credentials.issue_gateway(STORES[1], "gw-1")
     db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (inboxes[1],))

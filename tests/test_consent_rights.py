@@ -89,8 +89,11 @@ async def test_consent_changes_are_kept_and_only_the_shopper_sees_theirs(
 async def test_export_then_erase_leaves_only_anonymous_counts(db: HqDb, tmp_path: Path) -> None:
     async with _app(db, tmp_path) as c:
         wallet = bearer(token_for(db, "wallet"))
-        e = (await c.post("/api/shoppers", json={"home_stores": ["s1"]}, headers=wallet)).json()
-        keep = (await c.post("/api/shoppers", json={}, headers=wallet)).json()
+        # analytics granted: their events are kept with the pseudonym (hq.purposes)
+        e = (await c.post("/api/shoppers", json={"home_stores": ["s1"], "consents": ["offers", "analytics"]},
+                          headers=wallet)).json()
+        keep = (await c.post("/api/shoppers", json={"consents": ["offers", "analytics"]},
+                             headers=wallet)).json()
         inbox, me = e["inbox"], bearer(e["api_token"])
         db.execute("INSERT INTO profiles (inbox, segments, tier) VALUES (?, 'bakery', 'gold')", (inbox,))
         Ingest(db).store_events([Event(id=f"ev-{i}", kind="zone_enter", ts=1000.0 + i, store="s1",

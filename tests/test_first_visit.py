@@ -71,7 +71,7 @@ async def test_a_first_visit_matches_an_audience_rule_at_once(tmp_path: Path) ->
     async with authenticated_stack(tmp_path, [families]) as st:
         svc = st.hq.service
         svc.upsert_store(Store(OTHER, "Store B"))
-        e = svc.enroll(["offers"], [OTHER])
+        e = svc.enroll(["offers", "personalisation"], [OTHER])  # a profile: hq.purposes
         svc.model = Model(profiles={e.inbox: Profile(segments=["families", "vegan"], tier="gold")})
         bundle = await svc.publish_bundle(STORE)
         assert bundle.model is not None and e.inbox not in bundle.model.profiles  # scoped

@@ -49,7 +49,8 @@ async def test_a_lead_is_offered_submitted_acked_stored_counted_exported_and_era
         broker: MosquittoProcess, tmp_path: Path) -> None:
     async with stack(broker.port, tmp_path, [_campaign()]) as st:
         async with httpx.AsyncClient(base_url=st.url, headers=bearer(st.token("wallet"))) as http:
-            r = await http.post("/api/enroll", json={"consents": ["offers"], "home_stores": [STORE]})
+            r = await http.post("/api/enroll", json={"consents": ["offers", "personalisation", "analytics"],
+                                                     "home_stores": [STORE]})
             assert r.status_code == 201, r.text
         e = r.json()
         enr = _enrollment(e)

@@ -49,7 +49,8 @@ async def test_learn_loop_model_and_grants_reach_the_gateway(broker: MosquittoPr
         hq.service.upsert_campaign(Campaign(
             id="c-budget", name="budgeted", stores=[STORE], trigger=Trigger(kind="enter"),
             creatives=[Creative(id="a", title="A")], caps=Caps(), budget=Budget("offers", 100)))
-        inboxes = [hq.service.enroll(["offers"], [STORE]).inbox for _ in range(6)]
+        inboxes = [hq.service.enroll(["offers", "personalisation", "analytics"], [STORE]).inbox
+                   for _ in range(6)]
         hq.ingest.store_events(_history(inboxes))
         cfg = load_config({"gateway": "gw-1", "store": STORE, "data_dir": str(tmp_path / "gw"),
                            "hq_public_key": public_key_pem(hq.service.signer.public_key),

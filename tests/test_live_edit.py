@@ -15,6 +15,7 @@ from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.schema import Creative
 from edge.simstore import SimShopper
 from gateway.app import Gateway
+from hq.consent import PURPOSES
 from tests.harness import STORE, Stack, enter_campaign, stack
 from tests.harness import until as _until
 
@@ -50,7 +51,7 @@ async def _delta_applied(gw: Gateway, seq: int) -> float:
 async def test_edit_then_pause_reach_the_next_shopper(broker: MosquittoProcess,
                                                       tmp_path: Path) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("entrance", cid="live")]) as st:
-        shoppers = [st.hq.service.enroll(["offers"], [STORE]) for _ in range(3)]
+        shoppers = [st.hq.service.enroll(list(PURPOSES), [STORE]) for _ in range(3)]
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         api = httpx.AsyncClient(base_url=st.url, headers=st.admin, timeout=5)

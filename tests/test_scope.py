@@ -13,6 +13,7 @@ from aislecast.kernel.campaign import Audience, Creative, Trigger
 from aislecast.kernel.schema import Campaign, Event, Store
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.accounts import Accounts
+from hq.consent import PURPOSES
 from hq.db import HqDb
 from hq.ingest import Ingest
 from hq.learning import set_profile, train
@@ -40,11 +41,11 @@ def _inboxes(svc: HqService, store: str, now: float) -> set[str]:
 def test_a_store_bundle_carries_its_home_and_recently_seen_shoppers_only(
         db: HqDb, tmp_path: Path) -> None:
     svc = _service(db, tmp_path)
-    home_a = svc.enroll(["offers"], ["A"]).inbox
-    home_b = svc.enroll(["offers"], ["B"]).inbox
-    both = svc.enroll(["offers"], ["A", "B"]).inbox
-    nowhere = svc.enroll(["offers"]).inbox
-    visitor = svc.enroll(["offers"], ["B"]).inbox
+    home_a = svc.enroll(list(PURPOSES), ["A"]).inbox
+    home_b = svc.enroll(list(PURPOSES), ["B"]).inbox
+    both = svc.enroll(list(PURPOSES), ["A", "B"]).inbox
+    nowhere = svc.enroll(list(PURPOSES)).inbox
+    visitor = svc.enroll(list(PURPOSES), ["B"]).inbox
     book = SeenBook(db)
     assert book.seen(visitor, "A", NOW - 86_400.0, now=NOW - 86_400.0)
 
@@ -67,7 +68,7 @@ def test_a_store_bundle_carries_its_home_and_recently_seen_shoppers_only(
 def test_seen_is_written_at_most_hourly_and_never_for_unknown_inboxes(
         db: HqDb, tmp_path: Path) -> None:
     svc = _service(db, tmp_path)
-    e = svc.enroll(["offers"], ["B"]).inbox
+    e = svc.enroll(list(PURPOSES), ["B"]).inbox
     book = SeenBook(db)
     assert book.note([(e, "A", NOW), (e, "A", NOW + 5)], now=NOW + 5) == 1
     assert not book.seen(e, "A", NOW + 60, now=NOW + 60)  # within the hour: not rewritten
@@ -86,7 +87,7 @@ def test_seen_is_written_at_most_hourly_and_never_for_unknown_inboxes(
 
 def test_ingest_marks_the_events_shoppers_seen_in_their_store(db: HqDb, tmp_path: Path) -> None:
     svc = _service(db, tmp_path)
-    e = svc.enroll(["offers"], ["B"]).inbox
+    e = svc.enroll(list(PURPOSES), ["B"]).inbox
     ingest = Ingest(db)
     now = time.time()
     ingest.store_events([Event(id=f"e{i}", kind="visit_start", ts=now, store="A", inbox=e)
@@ -98,8 +99,8 @@ def test_ingest_marks_the_events_shoppers_seen_in_their_store(db: HqDb, tmp_path
 def test_store_model_cuts_profiles_to_the_store_and_to_what_campaigns_target(
         db: HqDb, tmp_path: Path) -> None:
     svc = _service(db, tmp_path)
-    a = svc.enroll(["offers"], ["A"]).inbox
-    b = svc.enroll(["offers"], ["B"]).inbox
+    a = svc.enroll(list(PURPOSES), ["A"]).inbox
+    b = svc.enroll(list(PURPOSES), ["B"]).inbox
     set_profile(svc, a, ["vegan", "dogs"], "gold")
     set_profile(svc, b, ["vegan"], "gold")
     svc.upsert_campaign(Campaign(id="c1", name="c1", stores=["A"], creatives=[Creative(id="v", title="t")],
@@ -109,7 +110,7 @@ def test_store_model_cuts_profiles_to_the_store_and_to_what_campaigns_target(
     model = svc.build_bundle("A", now=NOW).model
     assert model is not None and set(model.profiles) == {a}
     p = model.profiles[a]
-    assert p.segments == ["vegan"] and p.tier == "" and p.consents == ["offers"]
+    assert p.segments == ["vegan"] and p.tier == "" and p.consents == sorted(PURPOSES)
     # a campaign targeting tiers or another segment widens the cut (and asks for bundles)
     tiered = Campaign(id="c2", name="c2", stores=["A"], creatives=[Creative(id="v", title="t")],
                       triggers=[Trigger(kind="enter")],
@@ -177,7 +178,7 @@ def test_migration_backfills_home_stores_and_visits(tmp_path: Path, db: HqDb) ->
 def test_bundle_bytes_grow_with_the_store_not_the_chain(db: HqDb, tmp_path: Path) -> None:
     svc = _service(db, tmp_path)
     for i in range(40):
-        svc.enroll(["offers"], ["A" if i < 4 else "B"])
+        svc.enroll(list(PURPOSES), ["A" if i < 4 else "B"])
     small = len(msgspec.json.encode(svc.build_bundle("A", now=NOW)))
     chain = len(msgspec.json.encode(svc.token_tables(NOW)))
     mine = len(msgspec.json.encode(svc.token_tables(NOW, store="A")))

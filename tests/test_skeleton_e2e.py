@@ -10,6 +10,7 @@ import pytest
 
 from aislecast.kernel.broker import MosquittoProcess
 from edge.simstore import SimShopper
+from hq.consent import PURPOSES
 from tests.harness import STORE, enter_campaign, stack, until
 
 _until = functools.partial(until, timeout=15.0)
@@ -20,7 +21,7 @@ async def test_shopper_walks_into_zone_and_phone_gets_exactly_one_offer(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("produce")], noise_db=2.0) as st:
-        e = st.hq.service.enroll(["offers"], [STORE])
+        e = st.hq.service.enroll(list(PURPOSES), [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         async with st.phone(e) as phone:

@@ -31,6 +31,7 @@ from edge.nfc.emulator import CardEmulator, IsoDepCard, free_udp_port
 from edge.simstore import SimShopper
 from gateway.app import Gateway
 from hq.analytics import campaign_stats
+from hq.consent import PURPOSES
 from hq.funnel import funnel
 from tests.harness import STORE, Stack, enter_campaign, stack, until
 from tests.nfc.nfc_helpers import CARD_WAIT_S
@@ -79,8 +80,8 @@ async def test_phone_tap_on_the_gateway_reader_gives_exactly_one_offer(
 ) -> None:
     port = free_udp_port()
     async with stack(broker.port, tmp_path, [_campaign("till-tap", "tap", zones=["checkout"])]) as st:
-        e = st.hq.service.enroll(["offers"], [STORE])
-        other = st.hq.service.enroll(["offers"], [STORE])
+        e = st.hq.service.enroll(list(PURPOSES), [STORE])
+        other = st.hq.service.enroll(list(PURPOSES), [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway(nfc={"device": f"udp:127.0.0.1:{port}", "zone": "checkout",
                                          "repeat_holdoff_s": 5.0})
@@ -113,7 +114,7 @@ async def test_shelf_tag_tap_reported_by_the_app_gives_the_products_offer(
     campaigns = [_campaign("milk-tap", "tap", tags=["milk-1l"]),
                  _campaign("other-tap", "tap", tags=["tag-elsewhere"])]
     async with stack(broker.port, tmp_path, campaigns) as st:
-        e = st.hq.service.enroll(["offers"], [STORE])
+        e = st.hq.service.enroll(list(PURPOSES), [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway(nfc={"tags": {"T-17": {"zone": "dairy", "product": "milk-1l"}}})
         async with st.phone(e) as phone:
@@ -141,7 +142,7 @@ async def test_qr_scan_via_hq_short_link_is_recorded_and_decided(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
     async with stack(broker.port, tmp_path, [_campaign("coffee-scan", "scan", tags=["T-5"])]) as st:
-        e = st.hq.service.enroll(["offers"], [STORE])
+        e = st.hq.service.enroll(list(PURPOSES), [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         body = {"url": "https://shop.example/coffee", "tag": "T-5", "store": STORE,
@@ -185,7 +186,7 @@ async def test_a_reader_that_is_gone_does_not_disturb_ble_presence(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("produce")]) as st:
-        e = st.hq.service.enroll(["offers"], [STORE])
+        e = st.hq.service.enroll(list(PURPOSES), [STORE])
         await st.hq.service.publish_bundle(STORE)
         # no such USB reader on this machine: open fails, is retried with backoff
         gw = await st.start_gateway(nfc={"device": "usb:ffff:fffe", "zone": "checkout"})
@@ -207,7 +208,7 @@ async def test_hostile_interaction_reports_are_counted_and_dropped(
     broker: MosquittoProcess, tmp_path: Path
 ) -> None:
     async with stack(broker.port, tmp_path, [_campaign("any-tap", "tap")]) as st:
-        e = st.hq.service.enroll(["offers"], [STORE])
+        e = st.hq.service.enroll(list(PURPOSES), [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         async with st.phone(e) as phone:
@@ -254,7 +255,7 @@ async def test_a_report_with_another_shoppers_token_is_refused(
     """The topic names the sender (the ACL pins it to its username): a phone, or a gateway
     with stolen credentials, cannot act for a shopper whose token it replays."""
     async with stack(broker.port, tmp_path, [_campaign("any-tap", "tap")]) as st:
-        a, b = st.hq.service.enroll(["offers"], [STORE]), st.hq.service.enroll(["offers"], [STORE])
+        a, b = st.hq.service.enroll(list(PURPOSES), [STORE]), st.hq.service.enroll(list(PURPOSES), [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         async with st.phone(a) as pa, st.phone(b) as pb:

@@ -23,6 +23,7 @@ from aislecast.kernel.redeem import mint_code, offer_id_for, parse_code
 from aislecast.kernel.schema import Event, Store
 from edge.simstore import SimShopper
 from hq.analytics import campaign_stats
+from hq.consent import PURPOSES
 from hq.server import HqServer
 from hq.till import TillRefused
 from tests.harness import STORE, enter_campaign, stack, token_for, until
@@ -70,7 +71,7 @@ def _till_stats(hq: HqServer) -> dict[str, Any]:
 async def test_gateway_code_redeemed_once_at_the_till(broker: MosquittoProcess,
                                                       tmp_path: Path) -> None:
     async with stack(broker.port, tmp_path, [enter_campaign("entrance")]) as st:
-        e = st.hq.service.enroll(["offers"], [STORE])
+        e = st.hq.service.enroll(list(PURPOSES), [STORE])
         await st.hq.service.publish_bundle(STORE)
         gw = await st.start_gateway()
         phone = st.phone(e)
@@ -166,7 +167,7 @@ async def test_redemption_before_the_batch_is_bound_when_the_batch_comes(
 async def test_purchases_known_unknown_member_replay_and_limits(
         broker: MosquittoProcess, tmp_path: Path) -> None:
     async with _hq(broker, tmp_path) as hq:
-        e = hq.service.enroll(["offers"], [STORE])
+        e = hq.service.enroll(list(PURPOSES), [STORE])
         wallet = token_for(hq.db, "wallet")
         import httpx  # noqa: PLC0415
 
@@ -178,7 +179,7 @@ async def test_purchases_known_unknown_member_replay_and_limits(
             r2 = await http.post("/api/shoppers/nobody/member",
                                  headers={"Authorization": f"Bearer {wallet}"})
             assert r2.status_code == 404
-            other = hq.service.enroll(["offers"], [STORE]).inbox
+            other = hq.service.enroll(list(PURPOSES), [STORE]).inbox
             card = {"loyalty": "CARD-0042"}
             auth = {"Authorization": f"Bearer {wallet}"}
             linked = [(await http.post(f"/api/shoppers/{who}/loyalty", json=card, headers=auth))

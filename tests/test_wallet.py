@@ -271,7 +271,7 @@ async def test_withdrawing_offers_stops_them_and_erase_ends_the_login(tmp_path: 
         key, k = bytes.fromhex(me["identity_key"]), int(me["rotation_k"])
         await until(lambda: gw.parts.identity.resolve(eid_for(key, time.time(), k).hex(),
                                                       time.time()) is None, timeout=30)
-        other = st.hq.service.enroll(["offers"], [STORE])
+        other = st.hq.service.enroll(["offers", "analytics"], [STORE])  # its events name it
         await st.hq.service.publish_bundle(STORE)
         await until(lambda: gw.parts.identity.resolve(
             eid_for(bytes.fromhex(other.identity_key), time.time(), k).hex(), time.time()) == other.inbox)

@@ -44,6 +44,7 @@ from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
 from hq.accounts import Accounts
 from hq.broker_auth import BrokerAuthFiles, wait_for_login
+from hq.consent import PURPOSES
 from hq.feed_rules import FeedSettings
 from hq.gateway_certs import issue_gateway_cert
 from hq.landing import LandingHosts
@@ -221,7 +222,7 @@ async def run_demo(opts: DemoOptions, *, state: DemoState | None = None,
                     on_started(state)
                 zones = default_zones()
                 await scenario.setup(hq.service, STORE, zones, STORE_UUID)
-                enrolled = [hq.service.enroll(["offers"], [STORE]) for _ in range(opts.shoppers)]
+                enrolled = [hq.service.enroll(list(PURPOSES), [STORE]) for _ in range(opts.shoppers)]
                 await hq.service.publish_bundle(STORE)
                 sim = SimStore(zones, seed=opts.seed)
                 gw = Gateway(await _gateway_config(hq, work, tls, sim),

@@ -27,6 +27,7 @@ from aislecast.kernel.campaign import (
 )
 
 __all__ = [
+    "MAX_DELTA_SHOPPERS",
     "MAX_REPORTED_BEACONS",
     "MAX_UNKNOWN_TOKENS",
     "SCHEMA_VERSION",
@@ -70,6 +71,8 @@ SCHEMA_VERSION = 1
 #: A version or sequence number: gateways keep them in SQLite, whose INTEGER is 64-bit
 #: signed; a bigger one (even validly signed) is refused as malformed, never half-applied.
 _Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+#: Shoppers one delta's ``unprofiled`` list names at most (HQ sends one per withdrawal).
+MAX_DELTA_SHOPPERS: Final = 10_000
 #: Token rotation: epoch = unix time >> k; a negative shift would fail every lookup.
 _RotationK = Annotated[int, msgspec.Meta(ge=0, le=32)]
 
@@ -193,6 +196,10 @@ class BundleDelta(msgspec.Struct, frozen=True):
     # the admitted shoppers' profiles, cut as the bundle cuts them (hq.store_model): a
     # first visit is ranked and matched by audience rules at once, not at the next bundle
     profiles: dict[str, Profile] = msgspec.field(default_factory=dict)
+    # shoppers who withdrew personalisation (hq.purposes): the gateway drops their
+    # profile and local boosts and ranks and targets them as an anonymous shopper
+    unprofiled: Annotated[list[str], msgspec.Meta(max_length=MAX_DELTA_SHOPPERS)] = \
+        msgspec.field(default_factory=list)
 
 
 class SignedEnvelope(msgspec.Struct, frozen=True):

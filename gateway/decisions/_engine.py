@@ -135,6 +135,11 @@ class DecisionEngine:
         """Profiles of shoppers a delta admitted (until the next bundle's model)."""
         self.ranker.add_profiles(profiles)
 
+    def unprofile(self, inboxes: list[str]) -> int:
+        """Shoppers who withdrew personalisation: decided for as anonymous shoppers (an
+        audience rule does not match them; untargeted campaigns still do)."""
+        return self.ranker.unprofile(inboxes)
+
     def _rebuild(self) -> list[Rejection]:
         ok: list[Compiled] = []
         self.rejected = {}
