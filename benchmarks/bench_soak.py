@@ -136,7 +136,7 @@ def _prepare(work: Path, p: SoakParams, port: int) -> dict[str, Any]:
         rng = random.Random(p.seed)
         shoppers = []
         for _ in range(p.shoppers):
-            e = service.enroll(["offers"], [STORE])
+            e = service.enroll(["offers", "personalisation", "analytics"], [STORE])
             arrive, path = _arrival(rng, p), _path(rng)
             shoppers.append({"inbox": e.inbox, "arrive": arrive, "path": path,
                              "tokens": visit_tokens(bytes.fromhex(e.identity_key), arrive, path)})
