@@ -19,6 +19,7 @@ import pytest
 from aislecast.kernel.errors import SchemaVersionError
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from hq.api import create_app
+from hq.consent import record_consent
 from hq.db import HqDb, redact
 from hq.ingest import Ingest
 from hq.learning import profiles
@@ -125,7 +126,12 @@ async def test_database_from_before_migrations_is_adopted_and_served(url: str,
     svc.upsert_store(msgspec.structs.replace(store, latitude=48.1, longitude=11.6))
     assert (svc.get_store(FACTS["store"]).latitude, svc.get_store(FACTS["store"]).longitude) == (
         48.1, 11.6)
-    prof = profiles(svc)[FACTS["profile"]["inbox"]]
+    # v1 had no personalisation purpose: an old grant of offers (and analytics) does not
+    # become one, so its shoppers have no profile until they grant it (hq.purposes)
+    inbox = FACTS["profile"]["inbox"]
+    assert inbox in FACTS["shoppers"] and inbox not in profiles(svc)
+    record_consent(db, inbox, "personalisation", True, source="api")
+    prof = profiles(svc)[inbox]
     assert (prof.segments, prof.tier) == (FACTS["profile"]["segments"], FACTS["profile"]["tier"])
     link = await DbShortLinkStore(db, lambda evs: None).resolve(FACTS["shortlink"]["code"])
     assert link is not None and link.url == FACTS["shortlink"]["url"]
