@@ -60,6 +60,11 @@ _LABELS = {
     "till": "till: `POST /api/till/redeem` of single-use codes at 200 requests/s on a real HQ (open loop)",
     "soak": ("soak: 1,000 shoppers through a real gateway and HQ for a simulated 24 h on an "
              "accelerated clock (RSS goal <= 50 MiB, tasks died goal 0)"),
+    "scope": ("scope: store-scoped identity, 100,000 chain shoppers in 20 stores of 5,000: a "
+              "store's bundle, HQ's per-epoch chain table (goal < 1 s), lookups (goal < 1 us)"),
+    "fleet": "fleet: HQ's fleet-health alert round over 1,000 and 10,000 stores, one read against per store",
+    "fanout_bundles": ("fanout_bundles: every store's full signed bundle to 1,000 gateways on a real "
+                       "Mosquitto, 100 shoppers a store (goal < 2 s to the last gateway)"),
 }
 _OURS = "aislecast"
 
