@@ -330,7 +330,7 @@ class HqService:
                      rows: Sequence[tuple[str, str, str]] | None = None) -> list[TokenTable]:
         """``token -> inbox`` for the previous, current and next epochs, opted-in only:
         of the shoppers ``store`` receives (:func:`hq.scope.keys_of_store`; ``rows``:
-        those already read, :func:`hq.scope.keys_by_store`), or of the whole chain
+        those already read, :func:`hq.scope.by_store`), or of the whole chain
         without one."""
         if rows is None:
             rows = (self.db.query("SELECT inbox, identity_key, consents FROM shoppers"
