@@ -6,8 +6,10 @@ every refresh round. A chain of 1,000 stores (``AISLECAST_BENCH_FANOUT_STORES``)
 100 home shoppers each (``AISLECAST_BENCH_FANOUT_PER_STORE``; 100,000 shoppers), a
 profile per shopper in the model and one live campaign per store. 1,000 MQTT clients
 stand in for the gateways (one per store, subscribed to the store's bundle topic as a
-gateway is, all in this process: their receiving costs this process's CPU too, so the
-times are upper bounds). HQ's real :class:`~hq.service.HqService` builds, signs and
+gateway is), in a child process (:mod:`benchmarks.fanout_gateways`): real gateways are
+other machines, so this process measures HQ and the broker, not the stand-ins'
+receiving (on a machine of 2 cores they still share the CPU with HQ and Mosquitto, so
+the times are upper bounds). HQ's real :class:`~hq.service.HqService` builds, signs and
 publishes every store's bundle retained; a round ends when every stand-in holds its
 store's new bundle (a real gateway's :class:`~aislecast.kernel.verify.Verifier` opens
 one of them and checks its version: the positive witness).
@@ -28,14 +30,14 @@ Also: HQ's build+sign time per bundle (no publishing, cold and warm), bytes per 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiomqtt
-
-from aislecast.kernel import topics
 from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.schema import Bundle, Campaign, Creative, Store, Trigger, decode
@@ -43,6 +45,7 @@ from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from aislecast.kernel.verify import Verifier
 from benchmarks._harness import BenchOptions, Measurement, benchmark, env_count, percentile
 from benchmarks.bench_scope import _fill, _model
+from benchmarks.fanout_gateways import MARK
 from hq.db import HqDb
 from hq.service import HqService
 from hq.shards import BrokerShards
@@ -63,34 +66,58 @@ def _sizes(opts: BenchOptions) -> tuple[int, int]:
 
 
 class _Gateways:
-    """Arrival time per store of the current round (the first bundle message after the
-    round started), and the last payload of the first store (for the witness)."""
+    """The stand-ins' process (:mod:`benchmarks.fanout_gateways`), as the rounds use it;
+    ``sizes`` and ``sample``: the last round's."""
 
-    def __init__(self, stores: list[str]) -> None:
-        self.stores = stores
-        self.arrived: dict[str, float] = {}
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
         self.sizes: list[int] = []
         self.sample: bytes = b""
-        self.done = asyncio.Event()
-        self.open = False
 
-    def start(self) -> None:
-        self.arrived, self.sizes, self.open = {}, [], True
-        self.done.clear()
+    @classmethod
+    async def start(cls, port: int, stores: list[str]) -> _Gateways:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.fanout_gateways", str(port), *stores,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26)
+        gws = cls(proc)
+        try:
+            await gws.expect("ready", 300)
+        except BaseException:
+            await gws.close()
+            raise
+        return gws
 
-    async def on(self, msg: aiomqtt.Message) -> None:
-        m = topics.parse(msg.topic.value)
-        store = None if m is None else m.store
-        if not self.open or store is None or store in self.arrived:
-            return
-        self.arrived[store] = time.perf_counter()
-        assert isinstance(msg.payload, bytes)
-        self.sizes.append(len(msg.payload))
-        if store == self.stores[0]:
-            self.sample = msg.payload
-        if len(self.arrived) == len(self.stores):
-            self.open = False
-            self.done.set()
+    async def _answer(self) -> str:
+        assert self.proc.stdout is not None
+        while line := (await self.proc.stdout.readline()).decode():
+            if line.startswith(MARK):
+                return line[len(MARK):].strip()
+        raise RuntimeError(f"the stand-in gateways exited ({await self.proc.wait()})")
+
+    async def expect(self, word: str, timeout: float) -> None:
+        if (got := await asyncio.wait_for(self._answer(), timeout)) != word:
+            raise RuntimeError(f"the stand-in gateways answered {got[:80]!r}, not {word!r}")
+
+    async def arm(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"arm\n")
+        await self.proc.stdin.drain()
+        await self.expect("armed", 60)
+
+    async def arrivals(self) -> list[float]:
+        """When each stand-in held its bundle of the armed round (time.monotonic)."""
+        got = json.loads(await asyncio.wait_for(self._answer(), 600))
+        self.sizes, self.sample = got["sizes"], base64.b64decode(got["sample"])
+        return [float(t) for t in got["arrived"].values()]
+
+    async def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 60)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
 
 
 def _chain(work: Path, n_stores: int, per: int) -> tuple[HqDb, list[str]]:
@@ -116,16 +143,16 @@ def _build_sign_ms(service: HqService, stores: list[str]) -> float:
 async def _round(gws: _Gateways, svc: HqService, stores: list[str],
                  run: Callable[[HqService, list[str]], Awaitable[None]] | None
                  ) -> tuple[float, float, list[float]]:
-    gws.start()
-    t0 = time.perf_counter()
+    await gws.arm()
+    t0 = time.monotonic()  # the stand-ins' clock too (one machine)
     if run is None:
         if await svc.republish_all():
             raise RuntimeError("a bundle of the round was not published")
     else:
         await run(svc, stores)
-    hq_s = time.perf_counter() - t0  # every bundle built, signed, published and acknowledged
-    await asyncio.wait_for(gws.done.wait(), 600)
-    return max(gws.arrived.values()) - t0, hq_s, [t - t0 for t in gws.arrived.values()]
+    hq_s = time.monotonic() - t0  # every bundle built, signed, published and acknowledged
+    lat = [t - t0 for t in await gws.arrivals()]
+    return max(lat), hq_s, lat
 
 
 async def _sequential(service: HqService, stores: list[str]) -> None:
@@ -152,16 +179,10 @@ async def bench_fanout_bundles(opts: BenchOptions) -> list[Measurement]:
             return svc
 
         stores = [f"s{i:04d}" for i in range(n)]
-        gws = _Gateways(stores)
         extra: dict[str, float | int | str] = {"stores": n, "shoppers": n * per,
                                                "per_store": per, "goal_s": _GOAL_S}
         async with MosquittoProcess(BrokerConfig(directory=work / "broker", port=mqtt.port)):
-            links = [MqttLink(mqtt, client_id=f"gw-{s}", handler=gws.on, clean_start=True,
-                              subscriptions=[(topics.bundle(s), 1)]) for s in stores]
-            for i in range(0, n, 100):  # connect in waves, as gateways would over time
-                for gw in links[i:i + 100]:
-                    await gw.__aenter__()
-                await asyncio.gather(*(gw.wait_connected(30) for gw in links[i:i + 100]))
+            gws = await _Gateways.start(mqtt.port, stores)
             try:
                 async with hq:
                     await hq.wait_connected(10)
@@ -188,8 +209,7 @@ async def bench_fanout_bundles(opts: BenchOptions) -> list[Measurement]:
                                 raise RuntimeError(f"store {stores[0]} holds bundle {version}, "
                                                    "not the round's")
             finally:
-                for gw in links:
-                    await gw.__aexit__(None, None, None)
+                await gws.close()
         sizes = gws.sizes
         sample = gws.sample
         probe = stores[:min(n, 100)]

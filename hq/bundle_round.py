@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from aislecast.kernel.schema import Beacon, Campaign, Store, Zone, decode
-from hq.scope import keys_by_store, opted_out_by_store
+from hq.scope import by_store
 
 if TYPE_CHECKING:
     from hq.credentials import CredentialRegistry
@@ -70,7 +70,7 @@ def read_round(db: HqDb, credentials: CredentialRegistry, names: Sequence[str], 
     wanted = set(names)
     seqs = {str(r[0]): (store_of(r), int(r[5])) for r in db.query(
         f"SELECT {STORE_COLUMNS}, delta_seq FROM stores")}  # noqa: S608 - a constant
-    keys = keys_by_store(db, now)
+    keys, outs = by_store(db, now)
     ids = sorted(wanted & set(seqs))
     versions: dict[str, int] = {}
     with db.transaction():
@@ -87,7 +87,7 @@ def read_round(db: HqDb, credentials: CredentialRegistry, names: Sequence[str], 
     for store, body in db.query("SELECT store, body FROM beacons ORDER BY store, id"):
         if (p := parts.get(store)) is not None:
             p.beacons.append(decode(body, Beacon))
-    for store, inboxes in opted_out_by_store(db).items():
+    for store, inboxes in outs.items():
         if (p := parts.get(store)) is not None:
             p.opt_outs = inboxes
     for store, gateways in credentials.gateways_by_store().items():

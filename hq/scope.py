@@ -32,11 +32,10 @@ __all__ = [
     "SEEN_S",
     "SEEN_WRITE_S",
     "SeenBook",
-    "keys_by_store",
+    "by_store",
     "keys_of_store",
     "m0012_shopper_stores",
     "mark_seen",
-    "opted_out_by_store",
     "opted_out_of",
     "set_homes",
     "shoppers_of",
@@ -136,19 +135,27 @@ def keys_of_store(db: HqDb, store: str, now: float) -> list[tuple[str, str, str]
         (store, now - SEEN_S))]
 
 
-def keys_by_store(db: HqDb, now: float) -> dict[str, list[tuple[str, str, str]]]:
-    """:func:`keys_of_store` of every store at once, in one pass over the chain's
-    shoppers (what a round of bundles for every store reads, instead of a query per
-    store); a store that receives nobody is absent."""
-    out: dict[str, list[tuple[str, str, str]]] = {}
-    for store, inbox, key, consents in db.query(
-            "SELECT ss.store, s.inbox, s.identity_key, s.consents FROM shopper_stores ss"
-            " JOIN shoppers s ON s.inbox = ss.inbox"
-            " WHERE s.opted_out = 0 AND (ss.home = 1 OR ss.last_seen >= ?)", (now - SEEN_S,)):
-        out.setdefault(str(store), []).append((str(inbox), str(key), str(consents)))
-    for rows in out.values():  # by inbox, as keys_of_store; sorted here: SQLite's ORDER BY
+def by_store(db: HqDb, now: float) -> tuple[dict[str, list[tuple[str, str, str]]],
+                                             dict[str, list[str]]]:
+    """:func:`keys_of_store` and :func:`opted_out_of` of every store at once, in one pass
+    over the chain's shoppers (what a round of bundles for every store reads, instead of
+    two queries per store; one join, not one each: the join is most of their time); a
+    store that receives nobody, or has no opted-out shopper, is absent from that map."""
+    keys: dict[str, list[tuple[str, str, str]]] = {}
+    outs: dict[str, list[str]] = {}
+    for store, inbox, key, consents, opted_out, receives in db.query(
+            "SELECT ss.store, s.inbox, s.identity_key, s.consents, s.opted_out,"
+            " CASE WHEN ss.home = 1 OR ss.last_seen >= ? THEN 1 ELSE 0 END"
+            " FROM shopper_stores ss JOIN shoppers s ON s.inbox = ss.inbox", (now - SEEN_S,)):
+        if opted_out:
+            outs.setdefault(str(store), []).append(str(inbox))
+        elif receives:
+            keys.setdefault(str(store), []).append((str(inbox), str(key), str(consents)))
+    for rows in keys.values():  # by inbox, as keys_of_store; sorted here: SQLite's ORDER BY
         rows.sort()  # over the join was a third of the query's time (100,000 rows)
-    return out
+    for inboxes in outs.values():
+        inboxes.sort()
+    return keys, outs
 
 
 def opted_out_of(db: HqDb, store: str) -> list[str]:
@@ -157,16 +164,6 @@ def opted_out_of(db: HqDb, store: str) -> list[str]:
     return [str(r[0]) for r in db.query(
         "SELECT s.inbox FROM shopper_stores ss JOIN shoppers s ON s.inbox = ss.inbox"
         " WHERE ss.store = ? AND s.opted_out = 1 ORDER BY s.inbox", (store,))]
-
-
-def opted_out_by_store(db: HqDb) -> dict[str, list[str]]:
-    """:func:`opted_out_of` of every store at once (a store with none is absent)."""
-    out: dict[str, list[str]] = {}
-    for store, inbox in db.query(
-            "SELECT ss.store, s.inbox FROM shopper_stores ss JOIN shoppers s ON s.inbox = ss.inbox"
-            " WHERE s.opted_out = 1 ORDER BY ss.store, s.inbox"):
-        out.setdefault(str(store), []).append(str(inbox))
-    return out
 
 
 def store_rows(db: HqDb, inbox: str) -> list[dict[str, object]]:

@@ -164,6 +164,18 @@ class ServiceStats:
     refused: dict[str, int] = by("what", "writes refused as invalid (HTTP 422), per kind of record")
 
 
+@dataclass(frozen=True, slots=True)
+class _LastTables:
+    """What one store's last bundle's token tables and cut model were made of, and them."""
+
+    epochs: range
+    rows: list[tuple[str, str, str]]  # hq.scope.keys_of_store: keys and consents
+    model: Model | None
+    targeted: Targeted
+    tables: list[TokenTable]
+    cut: Model | None
+
+
 #: a round for more stores than this reads the chain's shoppers once, not per store
 _ROUND_MIN_STORES: Final = 4
 #: bundles of a round awaiting their broker's acknowledgement at once
@@ -193,6 +205,7 @@ class HqService:
         self.campaign_listeners: list[Callable[[Campaign], None]] = []  # after each save
         self.shopper_listeners: list[Callable[[str], None]] = []  # an inbox enrolled or erased
         self._targeted: Targeted | None = None  # what the last bundle's profiles were cut to
+        self._last_tables: dict[str, _LastTables] = {}  # per store (_store_tables)
 
     def refuse(self, what: str, problems: list[str]) -> None:
         """Raise :class:`InvalidInput` (422) for ``problems``, if any, counted and logged once."""
@@ -317,7 +330,7 @@ class HqService:
                      rows: Sequence[tuple[str, str, str]] | None = None) -> list[TokenTable]:
         """``token -> inbox`` for the previous, current and next epochs, opted-in only:
         of the shoppers ``store`` receives (:func:`hq.scope.keys_of_store`; ``rows``:
-        those already read, :func:`hq.scope.keys_by_store`), or of the whole chain
+        those already read, :func:`hq.scope.by_store`), or of the whole chain
         without one."""
         if rows is None:
             rows = (self.db.query("SELECT inbox, identity_key, consents FROM shoppers"
@@ -373,6 +386,7 @@ class HqService:
         """Drop an erased shopper's cached key schedule and tokens."""
         self._makers.pop(inbox, None)
         self._runs.pop(inbox, None)
+        self._last_tables.clear()  # rare: every store's next bundle makes its tables again
         for key in [k_ for k_ in list(self._eid_cache) if k_[0] == inbox]:
             self._eid_cache.pop(key, None)
 
@@ -424,19 +438,34 @@ class HqService:
             if found is None:
                 raise NotFound("store", store_id)
             part, every, rows = found, chain.campaigns, found.keys
-        tables = self.token_tables(now, rows=rows)
         live = [c for c in every if store_id in c.stores and c.status in {"live", "scheduled"}]
-        # profiles of the shoppers it resolves who grant personalisation (hq.purposes)
-        mine = {i for i, _, c in rows if grants(c, "offers") and grants(c, "personalisation")}
         self._targeted = targeted(every)
+        tables, cut = self._store_tables(store_id, now, rows, self._targeted)
         return Bundle(
             v=SCHEMA_VERSION, version=part.version, store=part.store, issued_at=now,
             expires_at=now + _BUNDLE_TTL_S, zones=part.zones, beacons=part.beacons,
             campaigns=live, rotation_k=self.rotation_k, token_tables=tables,
-            opt_outs=part.opt_outs, model=store_model(self.model, mine, self._targeted),
+            opt_outs=part.opt_outs, model=cut,
             delta_seq=part.delta_seq, keys=list(self.signer.notices), gateways=part.gateways,
             redeem_key=None if self.redeem is None else self.redeem.hex_of(store_id),
         )
+
+    def _store_tables(self, store_id: str, now: float, rows: Sequence[tuple[str, str, str]],
+                      t: Targeted) -> tuple[list[TokenTable], Model | None]:
+        """``store_id``'s token tables and cut model; those of its last bundle again when
+        its shoppers (keys and consents), the epochs, the model and the targeting are the
+        same: a refresh round (a shopper's tokens of an epoch never change). Read only."""
+        epochs = self._token_epochs(now)
+        last = self._last_tables.get(store_id)
+        if (last is not None and last.epochs == epochs and last.model is self.model
+                and last.targeted == t and last.rows == rows):
+            return last.tables, last.cut
+        tables = self.token_tables(now, rows=rows)
+        # profiles of the shoppers it resolves who grant personalisation (hq.purposes)
+        mine = {i for i, _, c in rows if grants(c, "offers") and grants(c, "personalisation")}
+        cut = store_model(self.model, mine, t)
+        self._last_tables[store_id] = _LastTables(epochs, list(rows), self.model, t, tables, cut)
+        return tables, cut
 
     def shopper_profiles(self, inboxes: list[str]) -> dict[str, Profile]:
         """The model's profiles of ``inboxes``, cut as bundles cut them, for the delta that

@@ -102,3 +102,33 @@ async def test_republish_all_publishes_every_store_with_bounded_acks(db: HqDb, t
         assert b.store.id == s
     assert await svc.republish_all([*STORES, "nope"]) == 1  # the unknown store fails alone
     assert svc.stats.bundles_published == 2 * len(STORES)
+
+
+def test_a_refresh_reuses_a_stores_tables_only_while_their_inputs_hold(db: HqDb, tmp_path: Path) -> None:
+    """A store's token tables and cut profiles are its last bundle's again while its
+    shoppers (keys, consents), the epochs, the model and the targeting are unchanged;
+    any of them changing makes them anew."""
+    svc = _chain(db, tmp_path)
+    store = STORES[0]
+    first = svc.build_bundle(store, now=NOW)
+    again = svc.build_bundle(store, now=NOW)
+    assert again.token_tables is first.token_tables  # reused: a refresh
+    never = HqService(db, svc.signer)  # a service that never built it
+    never.model = svc.model
+    _same(again, never.build_bundle(store, now=NOW))
+    mine = sorted(set(first.model.profiles))  # type: ignore[union-attr]
+    assert len(mine) >= 2  # the witnesses: both are in the first bundle
+    unprofiled, out = mine[0], mine[1]
+    db.execute("UPDATE shoppers SET consents = 'offers' WHERE inbox = ?", (unprofiled,))
+    db.execute("UPDATE shoppers SET opted_out = 1 WHERE inbox = ?", (out,))
+    after = svc.build_bundle(store, now=NOW)
+    assert unprofiled not in after.model.profiles  # type: ignore[union-attr]
+    held = {i for t in after.token_tables for i in t.tokens.values()}
+    assert unprofiled in held and out not in held
+    _same(after, never.build_bundle(store, now=NOW))
+    svc.model = Model(weights=[0.2], profiles={i: Profile(segments=["y"]) for i in mine})
+    assert after.model is not None
+    remodelled = svc.build_bundle(store, now=NOW).model
+    assert remodelled is not None and remodelled.weights == [0.2]
+    later = svc.build_bundle(store, now=NOW + 3 * 2 ** svc.rotation_k)  # three epochs on
+    assert [t.epoch for t in later.token_tables] == [t.epoch + 3 for t in after.token_tables]
