@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "env_count", "percentile",
-           "run_benchmarks", "stop_process"]
+__all__ = ["REGISTRY", "BenchOptions", "Measurement", "benchmark", "env_count", "mean_ms",
+           "percentile", "run_benchmarks", "stop_process"]
 
 
 def env_count(name: str, default: int, *, minimum: int, what: str, hint: str) -> int:
@@ -91,6 +91,14 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def mean_ms(fn: Callable[[], object], times: int) -> float:
+    """Mean wall time of one ``fn()`` in ms, over ``times`` calls in a row."""
+    t = time.perf_counter()
+    for _ in range(times):
+        fn()
+    return (time.perf_counter() - t) / times * 1000
 
 
 async def stop_process(proc: asyncio.subprocess.Process, within: float = 10.0) -> None:

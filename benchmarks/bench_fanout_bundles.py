@@ -43,7 +43,7 @@ from aislecast.kernel.mqtt import MqttLink, MqttSettings
 from aislecast.kernel.schema import Bundle, Campaign, Creative, Store, Trigger, decode
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
 from aislecast.kernel.verify import Verifier
-from benchmarks._harness import BenchOptions, Measurement, benchmark, env_count, percentile
+from benchmarks._harness import BenchOptions, Measurement, benchmark, env_count, mean_ms, percentile
 from benchmarks.bench_scope import _fill, _model
 from benchmarks.fanout_gateways import MARK
 from hq.db import HqDb
@@ -219,10 +219,7 @@ async def bench_fanout_bundles(opts: BenchOptions) -> list[Measurement]:
         warm_ms = _build_sign_ms(warm_svc, probe)
         db.close()
     verifier = Verifier(signer.public_raw)
-    t = time.perf_counter()
-    for _ in range(50):
-        verifier.open(sample, "bundle")
-    verify_ms = (time.perf_counter() - t) / 50 * 1000
+    verify_ms = mean_ms(lambda: verifier.open(sample, "bundle"), 50)
     return [
         *rows,
         Measurement(_B, "aislecast", "HQ build+sign one bundle, cold", cold_ms, "ms", "lower",
