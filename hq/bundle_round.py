@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from aislecast.kernel.schema import Beacon, Campaign, Store, Zone, decode
+from hq.db import marks
 from hq.scope import by_store
 
 if TYPE_CHECKING:
@@ -60,10 +61,6 @@ class ChainRound:
     campaigns: list[Campaign]
 
 
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
-
-
 def read_round(db: HqDb, credentials: CredentialRegistry, names: Sequence[str], now: float,
                campaigns: list[Campaign]) -> ChainRound:
     """The parts of the stores ``names`` (those HQ has), each with its next version taken."""
@@ -78,7 +75,7 @@ def read_round(db: HqDb, credentials: CredentialRegistry, names: Sequence[str], 
             chunk = ids[i:i + _CHUNK]
             versions.update((str(r[0]), int(r[1])) for r in db.query(
                 "UPDATE stores SET bundle_version = bundle_version + 1"  # noqa: S608 - marks only
-                f" WHERE id IN ({_marks(len(chunk))}) RETURNING id, bundle_version", chunk))
+                f" WHERE id IN ({marks(len(chunk))}) RETURNING id, bundle_version", chunk))
     parts = {s: StorePart(seqs[s][0], versions[s], seqs[s][1], keys=keys.get(s, []))
              for s in ids if s in versions}
     for store, body in db.query("SELECT store, body FROM zones ORDER BY store, id"):

@@ -35,13 +35,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from hq.migrations import migrate
 
-__all__ = ["HqDb", "redact", "translate"]
+__all__ = ["HqDb", "marks", "redact", "translate"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 @functools.lru_cache(maxsize=512)
+def marks(n: int) -> str:
+    """``n`` SQL placeholders for an ``IN (...)`` list (the values are bound, never
+    formatted in)."""
+    return ", ".join("?" * n)
+
+
 def translate(sql: str) -> str:
     """``?`` placeholders to psycopg's ``%s`` (and ``%`` to ``%%``), outside quotes."""
     out: list[str] = []

@@ -35,6 +35,8 @@ from aislecast.kernel.counters import by, count, gauge
 from aislecast.kernel.logs import get_logger
 from aislecast.kernel.schema import TokenTable, UnknownTokens, decode
 from aislecast.kernel.tokens import epoch_of
+from hq.db import marks
+from hq.purposes import grants
 from hq.router import Reply
 from hq.scope import mark_seen
 from hq.service import HqService
@@ -50,11 +52,6 @@ BURST: Final = 512
 #: most this often.
 REFRESH_S: Final = 5.0
 _PULL_MARGIN_S: Final = 60.0  # enrolment clocks of other workers may lag this much
-
-
-def _marks(n: int) -> str:
-    """``n`` SQL placeholders (the values are bound, never formatted in)."""
-    return ", ".join("?" * n)
 
 
 class TokenBucket:
@@ -150,7 +147,7 @@ class ChainTokens:
     def _apply(self, inboxes: set[str]) -> None:
         db = self.service.db
         rows = [(str(r[0]), str(r[1])) for r in db.query(
-            f"SELECT inbox, identity_key FROM shoppers WHERE inbox IN ({_marks(len(inboxes))})",  # noqa: S608
+            f"SELECT inbox, identity_key FROM shoppers WHERE inbox IN ({marks(len(inboxes))})",  # noqa: S608
             sorted(inboxes))]
         gone = inboxes - {i for i, _ in rows}
         if gone:
@@ -264,12 +261,12 @@ class FirstVisits:
             self._bad("store")
             return []
         state = {str(r[0]): (int(r[1]), str(r[2])) for r in db.query(
-            f"SELECT inbox, opted_out, consents FROM shoppers WHERE inbox IN ({_marks(len(inboxes))})",  # noqa: S608
+            f"SELECT inbox, opted_out, consents FROM shoppers WHERE inbox IN ({marks(len(inboxes))})",  # noqa: S608
             inboxes)}
         ok: list[str] = []
         for inbox in inboxes:
             why = ("erased" if inbox not in state else "opted_out" if state[inbox][0]
-                   else None if "offers" in state[inbox][1].split(",") else "no_offers_consent")
+                   else None if grants(state[inbox][1], "offers") else "no_offers_consent")
             if why is None:
                 ok.append(inbox)
             else:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 from aislecast.kernel.schema import Event
+from hq.db import marks
 
 if TYPE_CHECKING:
     from hq.db import HqDb
@@ -41,7 +42,7 @@ def _consents(db: HqDb, inboxes: Iterable[str]) -> dict[str, str]:
         chunk = ids[i:i + _CHUNK]
         out.update((str(r[0]), str(r[1])) for r in db.query(
             "SELECT inbox, consents FROM shoppers"  # noqa: S608 - marks only
-            f" WHERE inbox IN ({', '.join('?' * len(chunk))})", chunk))
+            f" WHERE inbox IN ({marks(len(chunk))})", chunk))
     return out
 
 

@@ -339,7 +339,7 @@ class HqService:
         epochs = self._token_epochs(now)
         by_epoch: list[dict[str, str]] = [{} for _ in epochs]
         for inbox, key_hex, consents in rows:
-            if purpose not in consents.split(","):
+            if not grants(consents, purpose):
                 continue
             for tokens, tok in zip(by_epoch, self.tokens_of(inbox, key_hex, epochs), strict=True):
                 tokens[tok] = inbox
