@@ -54,7 +54,7 @@ async function api(method, url, body) {
     body: body ? JSON.stringify(body) : undefined,
   });
   if (r.status === 401) {  // no session, or it expired: log in again
-    window.location.assign("/console/login");
+    toLogin();
     throw new Error("logged out");
   }
   const data = await r.json().catch(() => ({}));
@@ -227,7 +227,7 @@ async function sendFlash(ev) {
 async function logout(ev) {
   ev.preventDefault();
   await api("POST", "/console/logout").catch(() => ({}));
-  window.location.assign("/console/login");
+  toLogin();
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -9,6 +9,16 @@
 const LIVE_URL = "/api/live";
 const LIVE_RETRY_MS = 5000;
 
+// Back to the login page, once: after a logout or an expired session several callers
+// (the logout button, a panel's 401, the live stream's 401) may ask at nearly the same
+// time, and a second navigation would abort the first.
+let leaving = false;
+function toLogin() {
+  if (leaving) return;
+  leaving = true;
+  window.location.assign("/console/login");
+}
+
 const live = {
   source: null,
   online: false,
@@ -38,7 +48,7 @@ const live = {
       if (src.readyState === EventSource.CLOSED) {  // refused: EventSource gives up, we do not
         src.close();
         setTimeout(() => fetch("/api/me", { credentials: "same-origin" }).then((r) => {
-          if (r.status === 401) window.location.assign("/console/login");
+          if (r.status === 401) toLogin();
           else live.connect();
         }, () => live.connect()), LIVE_RETRY_MS);
       }
