@@ -4,9 +4,11 @@
 CONFLICT (id) DO NOTHING RETURNING id`` and adds to the rollups exactly the rows the
 database reports inserted, in the same transaction, so an event already stored (a QoS 1
 redelivery, an outbox resend, another HQ worker that got it first) is never counted
-twice, and a failed batch leaves neither. Upserts run in key order, so two workers
-adding to the same rows wait for each other instead of deadlocking. On PostgreSQL the
-inserts go as one pipeline and the upserts as another (:meth:`hq.db.HqDb.pipelined`).
+twice, and a failed batch leaves neither. The rollup rows are grouped from the rows
+inserted in SQL, with the backfill's own key SQL (:func:`hq.rollup_schema.key_sql`), on
+both databases: on PostgreSQL the insert and the upserts are one statement, on SQLite an
+``executemany`` and one upsert per rollup. Upserts run in key order, so two workers
+adding to the same rows wait for each other instead of deadlocking.
 
 Before inserting, each event gets the dimensions it does not carry itself:
 
@@ -26,9 +28,7 @@ usual batch needs no lookup.
 
 from __future__ import annotations
 
-import operator
 import threading
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -38,12 +38,10 @@ import msgspec
 from aislecast.kernel.campaign import TRIGGER_KINDS
 from aislecast.kernel.schema import Event
 from hq.rollup_schema import (
-    DIMENSIONS,
     ROLLUPS,
     Rollup,
     create,
     fill_columns,
-    hour_of,
     key_sql,
     rebuild,
 )
@@ -58,9 +56,6 @@ _COLUMNS: Final = ("id", "kind", "ts", "store", "gateway", "campaign", "variant"
 _CHUNK: Final = 500  # ids per IN (...) list
 _ZONE_TRIGGERS: Final = {"zone_enter": "enter", "zone_dwell": "dwell", "zone_exit": "exit"}
 _OFFER_SOURCES: Final = ("decision", "offer_published")
-_KEY: Final = (*DIMENSIONS, "kind", "reason")
-#: each rollup with the function taking its key out of a full key
-_PICKS: Final = [(r, operator.itemgetter(*(_KEY.index(c) for c in r.key))) for r in ROLLUPS]
 
 
 @dataclass(slots=True)
@@ -78,12 +73,6 @@ class Filled:
         return (e.id, e.kind, e.ts, e.store, e.gateway, self.campaign, self.variant, e.offer,
                 e.inbox, self.zone, e.reason, None if e.holdout is None else int(e.holdout),
                 self.trigger, msgspec.json.encode(e).decode())
-
-    def dims(self) -> tuple[object, ...]:
-        """The full key, in :data:`_KEY` order."""
-        e = self.event
-        return (self.campaign or "", hour_of(e.ts), e.store, self.zone or "", self.variant or "",
-                self.trigger or "", e.kind, e.reason or "")
 
 
 def trigger_of(e: Event) -> str | None:
@@ -194,25 +183,8 @@ def fill(db: HqDb, events: Iterable[Event], memo: OfferMemo | None = None) -> li
     return out
 
 
-def _one_row(table: str, key: tuple[str, ...]) -> str:
-    cols = ", ".join(key)
-    return (f"INSERT INTO {table} ({cols}, n) VALUES ({', '.join('?' * (len(key) + 1))})"  # noqa: S608
-            f" ON CONFLICT ({cols}) DO UPDATE SET n = {table}.n + excluded.n")
-
-
 _INSERT_ONE: Final = (f"INSERT INTO events ({', '.join(_COLUMNS)})"  # noqa: S608 - constants
                       f" VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING")
-_UPSERT_ONE: Final = {r.table: _one_row(r.table, r.key) for r in ROLLUPS}
-
-
-def _counts(stored: Sequence[Filled]) -> list[tuple[Rollup, list[tuple[object, ...]]]]:
-    """Each rollup's rows to add for ``stored``, (key..., n) in key order."""
-    dims = [f.dims() for f in stored]
-    out = []
-    for r, pick in _PICKS:
-        counts = Counter(map(pick, dims))
-        out.append((r, [(*k, counts[k]) for k in sorted(counts)]))
-    return out
 
 
 _PG_TYPES: Final = {"ts": "float8", "holdout": "int4"}  # the rest of _COLUMNS are text
@@ -250,19 +222,34 @@ def _store_pg(db: HqDb, filled: list[Filled]) -> set[str]:
     return {str(r[0]) for r in db.returning(_STORE_PG, columns)}
 
 
+def _sqlite_upsert(r: Rollup) -> str:
+    """SQLite: ``r``'s rows added from the events after a rowid (the batch just inserted),
+    grouped by the backfill's key SQL, in key order (``WHERE true``: SQLite's upsert
+    after a SELECT needs a WHERE to parse)."""
+    key = key_sql(r, "sqlite")
+    order = ", ".join(str(j + 1) for j in range(len(r.key)))
+    return (f"INSERT INTO {r.table} ({', '.join(r.key)}, n)"  # noqa: S608 - constants
+            f" SELECT {key}, count(*) FROM events WHERE rowid > ? GROUP BY {key}"
+            f" ORDER BY {order} ON CONFLICT ({', '.join(r.key)})"
+            f" DO UPDATE SET n = {r.table}.n + excluded.n")
+
+
+_UPSERT_SQLITE: Final = [_sqlite_upsert(r) for r in ROLLUPS]
+
+
 def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
-    """SQLite: the ids not stored yet, read under the write lock that ``BEGIN IMMEDIATE``
-    took (no other writer can store one meanwhile), then both ``executemany``."""
-    ids = [f.event.id for f in filled]
-    seen: set[str] = set()
-    for i in range(0, len(ids), _CHUNK):
-        part = ids[i:i + _CHUNK]
-        seen.update(r[0] for r in db.query(
-            f"SELECT id FROM events WHERE id IN ({', '.join('?' * len(part))})", part))  # noqa: S608
-    fresh = [f for f in filled if f.event.id not in seen]
-    db.pipelined([(_INSERT_ONE, [f.row() for f in fresh]),
-                  *((_UPSERT_ONE[r.table], rows) for r, rows in _counts(fresh))])
-    return {f.event.id for f in fresh}
+    """SQLite, under the write lock ``BEGIN IMMEDIATE`` took (no other writer meanwhile):
+    the batch's ``executemany``, whose conflicts skip the ids stored before; the rows it
+    added are those past the table's highest rowid before it (a new row's rowid is one
+    more than the highest), and the rollups are grouped from them in SQL, as on
+    PostgreSQL. The grouping runs in SQLite's C code, which lets go of the GIL: HQ's loop
+    keeps reading MQTT meanwhile (per-event Python here used to be most of a batch)."""
+    ((top,),) = db.query("SELECT coalesce(max(rowid), 0) FROM events")
+    db.pipelined([(_INSERT_ONE, [f.row() for f in filled])])
+    fresh = {str(r[0]) for r in db.query("SELECT id FROM events WHERE rowid > ?", (top,))}
+    if fresh:
+        db.pipelined([(sql, [(top,)]) for sql in _UPSERT_SQLITE])
+    return fresh
 
 
 def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None) -> list[Event]:
