@@ -13,8 +13,9 @@ Two parts, on SQLite and PostgreSQL in the same run:
   (``by_hour_90d``), its breakdown by store (``by_store``), by variant over the last 7
   days (``by_variant_7d``, the finest table), and every campaign's funnel (the
   console's poll, ``all_campaigns``); p50 and p99 in ms.
-- ``ingest``: :func:`benchmarks.bench_ingest.over_mqtt`, a real HQ on a private
-  Mosquitto taking QoS 1 batches with end-to-end acks, rollups kept in each batch's
+- ``ingest``: :func:`benchmarks.bench_ingest.over_mqtt`, a real ``aislecast hq serve``
+  process on an authenticated Mosquitto taking simulated gateways' QoS 1 batches, the
+  clock stopped at the last end-to-end ack; rollups are kept in each batch's
   transaction (they always are).
 
 ``aislecast bench rollups --events N`` (or ``AISLECAST_BENCH_ROLLUP_EVENTS``) sets the
@@ -36,9 +37,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
 from benchmarks._harness import BenchOptions, Measurement, benchmark, env_count, percentile
-from benchmarks.bench_ingest import BATCH, INFLIGHT, over_mqtt, pg_schema
+from benchmarks.bench_ingest import BATCH, GATEWAYS, INFLIGHT, over_mqtt, pg_schema
 from hq.db import HqDb
 from hq.funnel import funnel, funnel_totals
 from hq.rollup_schema import ROLLUPS, rebuild
@@ -196,11 +196,10 @@ async def bench_rollups(opts: BenchOptions) -> list[Measurement]:
             backends.append(("postgresql", pg_q, pg_i))
         for name, query_url, ingest_url in backends:
             rows += await asyncio.to_thread(_query_part, query_url, n_events, reps, name)
-            port = free_port()
-            async with MosquittoProcess(BrokerConfig(directory=work / f"broker-{name}", port=port)):
-                rate = await over_mqtt(ingest_url, port, work, n_batches)
+            rate = await over_mqtt(ingest_url, work, n_batches)
             rows.append(Measurement("rollups", "aislecast", f"ingest_mqtt_{name}", rate,
                                     "events/s", extra={"batch": BATCH, "inflight": INFLIGHT,
+                                                       "gateways": GATEWAYS,
                                                        "events": n_batches * BATCH}))
     return rows
 

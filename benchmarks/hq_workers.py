@@ -233,16 +233,19 @@ class WorkerPool:
 
 
 class SimGateway:
-    """Publishes event batches of ``batch`` events with up to ``inflight`` unacknowledged
-    and resends a batch not acknowledged within ``resend_s``, until every one is."""
+    """Publishes event batches of ``batch`` events, QoS 1 with up to ``inflight`` not yet
+    taken by the broker, and up to ``window`` (default ``inflight``) not yet acknowledged
+    by HQ end to end; resends a batch not acknowledged within ``resend_s``, until every
+    one is. A real gateway's window is its whole outbox (gateway.publisher)."""
 
     def __init__(self, pool: WorkerPool, gateway: str = "g1", *, batch: int = 100,
-                 inflight: int = 16, resend_s: float = 3.0) -> None:
+                 inflight: int = 16, window: int | None = None, resend_s: float = 3.0) -> None:
         user, password = pool.logins[gateway]
         self._settings = MqttSettings(port=pool.port, username=user, password=password,
                                       max_inflight=inflight)
         self._user, self._gateway = user, gateway
-        self._batch, self._inflight, self._resend_s = batch, inflight, resend_s
+        self._batch, self._resend_s = batch, resend_s
+        self._window = inflight if window is None else window
         self.acked: dict[str, int] = {}
         self.resent = 0
         self._waiting: dict[str, asyncio.Event] = {}
@@ -272,7 +275,7 @@ class SimGateway:
                             subscriptions=[(topics.gateway_acks(STORE, self._gateway), 1)],
                             handler=self._on_ack) as link:
             await link.wait_connected(10)
-            slots = asyncio.Semaphore(self._inflight)
+            slots = asyncio.Semaphore(self._window)
             t0 = time.perf_counter()
 
             async def one(batch: str, payload: bytes) -> None:
