@@ -9,7 +9,7 @@ not written by hand. The structs below describe the answers that are built as di
 (health, ``/api/me``, the console's pages); each is the exact key set the handler
 writes. A route's own ``openapi_extra`` (e.g. :mod:`hq.registry_api`) wins.
 
-``None`` for a status with no JSON body (a redirect, PEM text): :data:`TEXT` names
+``None`` for a status with no JSON body (a redirect, 204, PEM text): :data:`TEXT` names
 those with their media type. tests/test_openapi_schemas.py fails for a route missing here.
 """
 
@@ -203,6 +203,7 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("POST", "/api/till/purchases"): {200: PurchasesStored},
     ("POST", "/api/shoppers/{inbox}/member"): {200: MemberId},
     ("POST", "/api/shoppers/{inbox}/loyalty"): {200: LoyaltyLinked, 201: LoyaltyLinked},
+    ("DELETE", "/api/shoppers/{inbox}/loyalty/{loyalty}"): {204: None},  # unlinked, no body
     ("POST", "/api/campaigns/{cid}/submit"): {200: Approval},
     ("POST", "/api/campaigns/{cid}/approve"): {200: Approved},
     ("POST", "/api/campaigns/{cid}/reject"): {200: Approval},

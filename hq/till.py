@@ -37,7 +37,7 @@ from hq.redeem_keys import RedeemKeys
 
 __all__ = ["MAX_LINES", "BasketLine", "LoyaltyTaken", "PurchaseFeed", "RedeemReason",
            "RedeemRequest", "Redeemed", "TillDesk", "TillRefused", "TillStats", "inbox_of",
-           "link_loyalty", "member_of", "redemption_event_id"]
+           "link_loyalty", "member_of", "redemption_event_id", "unlink_loyalty"]
 
 log = get_logger(__name__)
 
@@ -145,6 +145,14 @@ def link_loyalty(db: HqDb, inbox: str, loyalty: str) -> bool:
     if row is None or row[0] != inbox:
         raise LoyaltyTaken(loyalty)
     return False
+
+
+def unlink_loyalty(db: HqDb, inbox: str, loyalty: str) -> bool:
+    """Unlink a loyalty card number from the shopper; False if it was not linked to them
+    (not linked at all, or to someone else: the caller cannot tell which). Purchase lines
+    stored before keep their shopper; a line carrying the number after is anonymous."""
+    return bool(db.execute("DELETE FROM loyalty_ids WHERE loyalty = ? AND inbox = ?",
+                           (loyalty, inbox)))
 
 
 def inbox_of(db: HqDb, member: str) -> str | None:

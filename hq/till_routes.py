@@ -11,7 +11,12 @@
   inbox the same 404 as a missing one);
 - ``POST /api/shoppers/{inbox}/loyalty`` ``{"loyalty"}``: link a retailer's loyalty card
   number to the shopper (201; 200 if it was theirs already; 409 ``loyalty_taken``), so a
-  till that only knows the card sends it as ``member``.
+  till that only knows the card sends it as ``member``;
+- ``DELETE /api/shoppers/{inbox}/loyalty/{loyalty}``: unlink that number (204, no body);
+  404 ``not_linked`` when it is not linked to this shopper, whether it is linked to no
+  one or to someone else (the answer does not tell which). The same callers as the link
+  (wallet token or admin). A till line carrying it afterwards is an anonymous sale;
+  lines stored before keep their shopper.
 
 A till token names its store: one store, or the request's ``store`` among its stores.
 """
@@ -23,7 +28,7 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import msgspec
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from aislecast.kernel.schema import Event, decode
 from hq.accounts import Principal
@@ -42,6 +47,7 @@ from hq.till import (
     TillRefused,
     link_loyalty,
     member_of,
+    unlink_loyalty,
 )
 
 __all__ = ["till_router"]
@@ -79,9 +85,11 @@ def _store(desk: TillDesk, p: Principal, asked: str | None, known: list[str]) ->
     return store
 
 
+_LOYALTY_PATTERN = r"^[A-Za-z0-9._:-]+$"
+
+
 class LoyaltyLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    loyalty: Annotated[str, msgspec.Meta(min_length=1, max_length=64,
-                                         pattern=r"^[A-Za-z0-9._:-]+$")]
+    loyalty: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_LOYALTY_PATTERN)]
 
 
 def _shopper(service: HqService, inbox: str) -> None:
@@ -135,6 +143,13 @@ def till_router(desk: TillDesk) -> APIRouter:
 
         return json_answer(await _run(desk.db, purchases_audited))
 
+    _shopper_ids(router)
+    return router
+
+
+def _shopper_ids(router: APIRouter) -> None:
+    """The ids a till knows a shopper by: the member QR's, and loyalty cards linked."""
+
     @router.post("/api/shoppers/{inbox}/member")
     async def member(inbox: str, request: Request, service: ServiceDep,
                      p: PrincipalDep) -> Response:
@@ -164,7 +179,24 @@ def till_router(desk: TillDesk) -> APIRouter:
             fresh = await asyncio.to_thread(link_audited)
         except LoyaltyTaken:
             raise Refused(409, "loyalty_taken", "loyalty: this loyalty id is linked to another "
-                          "shopper; the shopper unlinks it there first") from None
+                          "shopper; unlink it there first (DELETE /api/shoppers/{inbox}/"
+                          "loyalty/{loyalty})") from None
         return json_answer({"inbox": inbox, "linked": True}, 201 if fresh else 200)
 
-    return router
+    @router.delete("/api/shoppers/{inbox}/loyalty/{loyalty}", status_code=204)
+    async def unlink(inbox: str, request: Request, service: ServiceDep,
+                     loyalty: Annotated[str, Path(min_length=1, max_length=64,
+                                                  pattern=_LOYALTY_PATTERN)]) -> Response:
+        if check_id("inbox", inbox):
+            raise NotFound("shopper", inbox[:64])
+
+        def unlink_audited() -> bool:
+            gone = unlink_loyalty(service.db, inbox, loyalty)
+            if gone:  # the card number is the shopper's: it is not audited
+                audit(request, "shopper.loyalty_unlink", f"shopper:{inbox}")
+            return gone
+
+        if not await asyncio.to_thread(unlink_audited):
+            raise Refused(404, "not_linked", "loyalty: this loyalty id is not linked to this "
+                          "shopper; GET /api/shoppers/{inbox}/export lists the ones that are")
+        return Response(status_code=204)

@@ -22,6 +22,7 @@ from aislecast.kernel.mqtt import MqttSettings
 from aislecast.kernel.redeem import mint_code, offer_id_for, parse_code
 from aislecast.kernel.schema import Event, Store
 from edge.simstore import SimShopper
+from hq.accounts import Accounts
 from hq.analytics import campaign_stats
 from hq.consent import PURPOSES
 from hq.server import HqServer
@@ -212,6 +213,62 @@ async def test_purchases_known_unknown_member_replay_and_limits(
         stats = _till_stats(hq)
         assert (stats["purchase_lines"], stats["anonymous_lines"],
                 stats["purchase_duplicates"]) == (4, 2, 1)
+
+
+async def test_unlinking_a_loyalty_id_makes_later_sales_anonymous(
+        broker: MosquittoProcess, tmp_path: Path) -> None:
+    """DELETE /api/shoppers/{inbox}/loyalty/{loyalty}: 204 for the shopper's own number,
+    404 not_linked (one body) for a number of no one and of someone else, audited without
+    the number, refusals counted; a purchase carrying it afterwards is the store's sale,
+    not the shopper's, while the one before stays theirs."""
+    import httpx  # noqa: PLC0415
+
+    async with _hq(broker, tmp_path) as hq:
+        e, other = (hq.service.enroll(list(PURPOSES), [STORE]).inbox for _ in range(2))
+        wallet = {"Authorization": f"Bearer {token_for(hq.db, 'wallet')}"}
+        admin = {"Authorization": f"Bearer {token_for(hq.db, 'admin')}"}
+        own = {"Authorization": "Bearer "
+               + Accounts(hq.db).issue_token("shopper", name="shopper", owner=e)[1]}
+        staff = {"Authorization": f"Bearer {token_for(hq.db, 'store_staff', stores=[STORE])}"}
+        till = _till(hq)
+        line = {"product": "milk-1l", "category": "dairy", "quantity": 1, "value_cents": 129}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hq.http_port}") as http:
+            for who, card in ((e, "CARD-7"), (other, "CARD-8"), (e, "CARD-9")):
+                r = await http.post(f"/api/shoppers/{who}/loyalty", json={"loyalty": card},
+                                    headers=wallet)
+                assert r.status_code == 201, r.text
+            before = await asyncio.to_thread(till.purchase, "u-1", [line], member="CARD-7")
+            assert before["member"] == "known"
+            for creds in (own, staff):  # the link's callers only: wallet token and admins
+                r = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-7", headers=creds)
+                assert (r.status_code, r.json()["reason"]) == (403, "wrong_role"), r.text
+            theirs = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-8", headers=wallet)
+            nobodys = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-0", headers=wallet)
+            assert theirs.status_code == nobodys.status_code == 404
+            assert theirs.json()["reason"] == "not_linked" and theirs.content == nobodys.content
+            bad = await http.delete(f"/api/shoppers/{e}/loyalty/no%20spaces", headers=wallet)
+            assert (bad.status_code, bad.json()["reason"]) == (422, "bad_parameter")
+            gone = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-7", headers=wallet)
+            assert (gone.status_code, gone.content) == (204, b"")
+            again = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-7", headers=wallet)
+            assert (again.status_code, again.json()["reason"]) == (404, "not_linked")
+            by_admin = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-9", headers=admin)
+            assert by_admin.status_code == 204
+            exported = (await http.get(f"/api/shoppers/{e}/export", headers=wallet)).json()
+        assert exported["loyalty_ids"] == []
+        assert hq.db.query("SELECT loyalty, inbox FROM loyalty_ids") == [("CARD-8", other)]
+        after = await asyncio.to_thread(till.purchase, "u-2", [line], member="CARD-7")
+        assert after["member"] == "unknown"
+        rows = hq.db.query("SELECT txn, store, inbox FROM purchases ORDER BY txn")
+        assert rows == [("u-1", STORE, e), ("u-2", STORE, None)]  # both the store's sales
+        assert _till_stats(hq)["anonymous_lines"] == 1
+        audits = hq.db.query("SELECT actor, object, coalesce(after, '') FROM audit"
+                             " WHERE action = 'shopper.loyalty_unlink' ORDER BY ts")
+        assert [a[1] for a in audits] == [f"shopper:{e}"] * 2
+        assert not hq.db.query("SELECT 1 FROM audit WHERE object LIKE '%CARD-%'"
+                               " OR after LIKE '%CARD-%' OR before LIKE '%CARD-%'")
+        refusals = hq.metrics.snapshot()["auth"]["refusals"]
+        assert refusals["not_linked"] == 3 and refusals["wrong_role"] == 2
 
 
 async def test_a_replayed_transaction_keeps_its_answer_after_the_code_expires(

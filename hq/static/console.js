@@ -60,7 +60,10 @@ async function api(method, url, body) {
   const data = await r.json().catch(() => ({}));
   if (!r.ok) {
     const d = data.detail;
-    throw new Error(Array.isArray(d) ? d.join("; ") : d || `HTTP ${r.status}`);
+    const err = new Error(Array.isArray(d) ? d.join("; ") : d || `HTTP ${r.status}`);
+    err.status = r.status;  // a caller may answer a 403 or 404 its own way
+    err.reason = data.reason ?? "";
+    throw err;
   }
   return data;
 }
@@ -88,13 +91,22 @@ function setCell(td, text) {
   }
 }
 
+// More controls for each campaign's action cell, added by other scripts once they know
+// the role may use them (leads.js): fn(tr, actions) with tr.dataset.campaign and .name.
+const rowActions = [];
+function addRowAction(fn) {
+  rowActions.push(fn);
+  for (const tr of $("#campaigns tbody").children) fn(tr, tr.querySelector("td.actions"));
+}
+
 function campaignRow(c) {
   const cells = FIELDS.map(([f]) => el("td", { class: "num", "data-field": f }));
   const name = el("th", { scope: "row" }, c.name, el("span", { class: "sub" }, `${c.id} · ${c.stores.join(", ")}`));
-  const tr = el("tr", { "data-campaign": c.id }, name,
-    el("td", {}, el("span", { class: "badge", "data-field": "status" })), ...cells,
-    el("td", {}, el("button", { type: "button", class: "secondary" })));
-  tr.querySelector("button").addEventListener("click", () => toggle(tr.dataset.campaign, tr.dataset.status));
+  const actions = el("td", { class: "actions" }, el("button", { type: "button", class: "secondary", "data-action": "toggle" }));
+  const tr = el("tr", { "data-campaign": c.id, "data-name": c.name }, name,
+    el("td", {}, el("span", { class: "badge", "data-field": "status" })), ...cells, actions);
+  actions.firstChild.addEventListener("click", () => toggle(tr.dataset.campaign, tr.dataset.status));
+  for (const fn of rowActions) fn(tr, actions);
   return tr;
 }
 
@@ -115,7 +127,7 @@ function renderCampaigns(list) {
     for (const [f, fmt, whole] of FIELDS) {
       setCell(tr.querySelector(`td[data-field="${f}"]`), whole ? fmt(c) : fmt(c[f]));
     }
-    const btn = tr.querySelector("button");
+    const btn = tr.querySelector('button[data-action="toggle"]');
     const paused = c.status !== "live" && c.status !== "scheduled";
     btn.textContent = paused ? "Resume" : "Pause";
     btn.setAttribute("aria-label", `${paused ? "Resume" : "Pause"} ${c.name}`);
