@@ -137,8 +137,11 @@ class OfferMemo:
         self._seen: dict[str, tuple[str | None, ...]] = {}
         self._lock = threading.Lock()  # PostgreSQL batches are stored from worker threads
 
-    def get(self, offer: str) -> tuple[str | None, ...] | None:
-        return self._seen.get(offer)
+    def known(self, filled: Iterable[Filled]) -> dict[str, tuple[str | None, ...]]:
+        """offer -> what is remembered of it, for the offers of ``filled`` it holds."""
+        seen = self._seen
+        return {o: v for f in filled if (o := f.event.offer) is not None
+                and (v := seen.get(o)) is not None}
 
     def remember(self, stored: Iterable[Filled]) -> None:
         with self._lock:
@@ -146,7 +149,9 @@ class OfferMemo:
             for f in stored:
                 e = f.event
                 if e.offer is not None and e.kind in _OFFER_SOURCES:
-                    seen[e.offer] = _merge(seen.pop(e.offer, None), (f.trigger, f.variant, f.zone))
+                    vals = (f.trigger, f.variant, f.zone)
+                    had = seen.pop(e.offer, None)  # popped: re-inserted as the newest
+                    seen[e.offer] = vals if had is None else _merge(had, vals)
             while len(seen) > self.size:
                 del seen[next(iter(seen))]  # the oldest (dicts keep insertion order)
 
@@ -155,15 +160,13 @@ def fill(db: HqDb, events: Iterable[Event], memo: OfferMemo | None = None) -> li
     """Each event with the dimensions found for it (see the module's docstring); an
     offer's are looked up in ``memo`` first, then in the database."""
     out = [Filled(e, e.campaign, e.variant, e.zone, trigger_of(e)) for e in events]
-    known: dict[str, tuple[str | None, ...]] = {}
-    if memo is not None:
-        for f in out:
-            if (o := f.event.offer) is not None and (had := memo.get(o)) is not None:
-                known[o] = had
+    known = {} if memo is None else memo.known(out)
     for f in out:  # this batch's own decisions and publications first
         e = f.event
         if e.offer is not None and e.kind in _OFFER_SOURCES:
-            known[e.offer] = _merge(known.get(e.offer), (f.trigger, f.variant, f.zone))
+            mine = (f.trigger, f.variant, f.zone)
+            had = known.get(e.offer)
+            known[e.offer] = mine if had is None else _merge(had, mine)
     need = [f for f in out if f.event.offer is not None
             and (f.event.kind.startswith("offer_") or f.event.kind == "lead_submitted")
             and None in (f.trigger, f.variant, f.zone)]

@@ -52,6 +52,7 @@ SEEN_S: Final = SEEN_DAYS * 86_400.0
 SEEN_WRITE_S: Final = 3_600.0
 # the in-memory map of pairs written is cleared of old entries when it holds this many
 _SEEN_MAP_MAX: Final = 200_000
+_NEVER: Final = float("-inf")
 
 
 def m0012_shopper_stores(db: HqDb) -> None:
@@ -220,6 +221,15 @@ class SeenBook:
         return len(due)
 
     def events(self, events: Iterable[Event], *, now: float | None = None) -> int:
-        """Mark the shoppers of stored events seen in the events' stores."""
-        return self.note(((e.inbox, e.store, e.ts) for e in events if e.inbox and e.store),
-                         now=now)
+        """Mark the shoppers of stored events seen in the events' stores. The events of
+        a pair written within the hour are passed over here, without the lock (it is
+        checked again under it), so a batch costs a dict lookup an event."""
+        now = time.time() if now is None else now
+        last, every = self._last, self.every_s
+        latest: dict[tuple[str, str], float] = {}
+        for e in events:
+            if e.inbox and e.store and now - last.get(key := (e.inbox, e.store), _NEVER) >= every:
+                ts = min(e.ts, now)
+                if latest.get(key, _NEVER) < ts:
+                    latest[key] = ts
+        return self.note([(i, s, ts) for (i, s), ts in latest.items()], now=now) if latest else 0
