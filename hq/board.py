@@ -6,6 +6,7 @@ time of its newest ingested event, for the console, /api/console/stores, alerts
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,11 +96,15 @@ class GatewayBoard:
             fn(store)
 
     def on_events(self, events: list[Event]) -> None:
-        """An :class:`~hq.ingest.Ingest` listener."""
+        """An :class:`~hq.ingest.Ingest` listener: each gateway's newest event time (one
+        view looked up per gateway of the batch, not per event)."""
+        newest: dict[tuple[str, str], float] = {}
         for e in events:
-            if e.gateway is not None:
-                v = self._view(e.store, e.gateway)
-                v.last_event_at = max(v.last_event_at or e.ts, e.ts)
+            if e.gateway is not None and newest.get(key := (e.store, e.gateway), -math.inf) < e.ts:
+                newest[key] = e.ts
+        for (store, gateway), ts in newest.items():
+            v = self._view(store, gateway)
+            v.last_event_at = max(v.last_event_at or ts, ts)
 
     async def on_state_message(self, msg: aiomqtt.Message) -> None:
         """HQ's router hands it the messages of :data:`STATE_FILTER`."""
