@@ -6,7 +6,12 @@ and ``aislecast gateway run`` with the simulated scanner, while simulated phones
 the gateway decides and offers all the time. Each cycle starts the gateway, lets it run
 a random while (sometimes not even until it is ready), SIGKILLs it and, while it is
 down, reads its SQLite file as the next start will (:mod:`benchmarks.bench_kill_stack`).
-After the last cycle the gateway runs until its outbox is empty and stops cleanly.
+An *aimed* cycle (every ``aim_every``-th) instead runs until an offer it decided reaches
+a shopper still standing in that zone and is killed right then. While the gateway is
+down the shoppers stand still, each until a restarted gateway has decided for them
+again (:meth:`benchmarks.bench_kill_load.Phones.hold`). After the last cycle the
+gateway runs until every shopper held at the last kill was decided again and its
+outbox is empty, and stops cleanly.
 
 The audit, from what HQ stored, what crossed the broker and the outbox snapshots:
 
@@ -25,7 +30,10 @@ The audit, from what HQ stored, what crossed the broker and the outbox snapshots
 
 Witnesses that the kills hit work in progress: offers decided within a second before
 a kill, and shoppers offered something within a second before a kill who were
-decided for the same campaign again after the restart and refused by the cap.
+decided for the same campaign again after the restart and refused by the cap. With
+aimed cycles both are certain, however slow the machine: an aimed kill follows an
+offer, its shopper is held in that zone until the restarted gateway decides for them,
+and that decision is a refusal by the cap (or, were the charge lost, a cap violation).
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from benchmarks.bench_kill_stack import (
 __all__ = ["KillPlan", "KillReport", "bench_kill", "run_kill"]
 
 _READY_WITHIN_S = 90.0  # a gateway start on a loaded 2-core machine, bundle applied
+_AIM_WITHIN_S = 90.0  # guards, not limits: the next offer, the held shoppers' decisions
 _DRAIN_WITHIN_S = 120.0
 _NEAR_S = 1.0  # "around a kill": decided at most this long before it
 _CAP_REFUSALS = frozenset({"cap_per_campaign", "cap_per_visit"})
@@ -71,6 +80,7 @@ class KillPlan:
     dwell_s: tuple[float, float] = (1.5, 3.5)  # a shopper's stay in each zone
     up_s: tuple[float, float] = (0.3, 2.5)  # how long the gateway runs after it is ready
     early: float = 0.15  # share of kills during start-up, before it is ready
+    aim_every: int = 0  # every n-th cycle is aimed (0: none): killed right after an offer
     seed: int = 14
     progress_every: int = 10
 
@@ -96,6 +106,7 @@ class KillReport:
     left_in_outbox: int = 0
     events_at_hq: int = 0
     early_kills: int = 0
+    aimed_kills: int = 0
     seconds: float = 0.0
     detail: dict[str, int] = field(default_factory=dict)
 
@@ -169,11 +180,12 @@ def _audit(rep: KillReport, hq_db: Path, *, seen: _Seen, wire: Wire, final: Outb
                   "offers_received": len(wire.offers)}
 
 
-async def _cycle(gw: GatewayProcess, wire: Wire, plan: KillPlan, rng: random.Random,
-                 rep: KillReport) -> tuple[_Cycle, OutboxSnapshot]:
+async def _cycle(n: int, *, gw: GatewayProcess, wire: Wire, phones: Phones, plan: KillPlan,
+                 rng: random.Random, rep: KillReport) -> tuple[_Cycle, OutboxSnapshot]:
     c = _Cycle(started=time.time())
+    aimed = plan.aim_every > 0 and n % plan.aim_every == 0
     await gw.start()
-    if rng.random() < plan.early:
+    if not aimed and rng.random() < plan.early:
         rep.early_kills += 1
         await asyncio.sleep(rng.uniform(0.1, 1.5))
     else:
@@ -181,10 +193,18 @@ async def _cycle(gw: GatewayProcess, wire: Wire, plan: KillPlan, rng: random.Ran
             raise RuntimeError(f"the gateway was not ready within {_READY_WITHIN_S:.0f} s; "
                                + gw.failure())
         c.ready = time.time()
-        await asyncio.sleep(rng.uniform(*plan.up_s))
+        if not aimed:
+            await asyncio.sleep(rng.uniform(*plan.up_s))
+        elif not await wire.until_offer(decided_since=c.started, standing=phones.standing,
+                                        timeout=_AIM_WITHIN_S):
+            raise RuntimeError(f"aimed cycle {n}: no offer to a shopper standing in its zone"
+                               f" within {_AIM_WITHIN_S:.0f} s; " + gw.failure())
+        else:
+            rep.aimed_kills += 1
     if not gw.running:
         raise RuntimeError(gw.failure())
     c.killed = time.time()
+    phones.hold(c.killed)  # no await since the offer: its shopper is still in the zone
     return c, await gw.kill()
 
 
@@ -205,11 +225,13 @@ async def run_kill(plan: KillPlan, *, progress: bool = True) -> KillReport:
             wire_task = tg.create_task(wire.run(port, subscribed), name="kill-wire")
             await subscribed.wait()
             await asyncio.to_thread(publish_bundle, http, STORE, hq.admin_token)
-            phones = Phones(hq.shoppers, active=plan.active, rng=rng, dwell_s=plan.dwell_s)
+            phones = Phones(hq.shoppers, active=plan.active, rng=rng, dwell_s=plan.dwell_s,
+                            decided=wire.decided)
             phones_task = tg.create_task(phones.run(port), name="kill-phones")
             gw = GatewayProcess(work, port, public_key_pem(hq.signer.public_key))
             for n in range(1, plan.cycles + 1):
-                c, snap = await _cycle(gw, wire, plan, rng, rep)
+                c, snap = await _cycle(n, gw=gw, wire=wire, phones=phones, plan=plan, rng=rng,
+                                       rep=rep)
                 cycles.append(c)
                 seen.add(snap)
                 if progress and (n % plan.progress_every == 0 or n == plan.cycles):
@@ -221,6 +243,13 @@ async def run_kill(plan: KillPlan, *, progress: bool = True) -> KillReport:
             await gw.start()
             if not await wire.until_state(since=start, timeout=_READY_WITHIN_S):
                 raise RuntimeError("the last start was not ready; " + gw.failure())
+            try:  # the shoppers held at the last kill re-trigger before they go home
+                async with asyncio.timeout(_AIM_WITHIN_S):
+                    await phones.released.wait()
+            except TimeoutError:
+                raise RuntimeError(f"{phones.held} shoppers held since the last kill were not"
+                                   f" decided again within {_AIM_WITHIN_S:.0f} s; "
+                                   + gw.failure()) from None
             await cancel_until_done(phones_task)  # one cancel can be lost (aiomqtt, 3.11)
             quiet = time.time() + 3.0  # after the shoppers' exits (absence_s = 2 s)
             await asyncio.sleep(3.0)
@@ -238,7 +267,8 @@ async def run_kill(plan: KillPlan, *, progress: bool = True) -> KillReport:
 
 def _rows(rep: KillReport) -> list[Measurement]:
     note: dict[str, float | int | str] = {
-        "cycles": rep.cycles, "early_kills": rep.early_kills, "offers": rep.offers,
+        "cycles": rep.cycles, "early_kills": rep.early_kills, "aimed_kills": rep.aimed_kills,
+        "offers": rep.offers,
         "offers_within_1s_before_a_kill": rep.offers_near_kill,
         "crash_window_shoppers_refused_by_the_cap_after_restart": rep.rechecked_after_restart,
         "integrity": rep.integrity, "offers_redelivered_same_id": rep.redelivered,
