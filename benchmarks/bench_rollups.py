@@ -126,7 +126,10 @@ def _fill(db: HqDb, n_events: int) -> int:
         while chunk := list(itertools.islice(rows, 200_000)):
             stored += db.executemany(sql, chunk)
     rebuild(db)
-    db.execute("ANALYZE")
+    # statistics, and on PostgreSQL the visibility map an index-only scan needs: a live
+    # database has them from autovacuum; a bulk load would otherwise be queried before
+    # autovacuum got to it
+    db.execute("VACUUM ANALYZE" if db.dialect == "postgresql" else "ANALYZE")
     return stored
 
 

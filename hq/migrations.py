@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from aislecast.kernel.errors import SchemaVersionError
+from hq.rollup_schema import cover_hours
 from hq.rollups import m0009_rollups
 from hq.scope import m0012_shopper_stores
 
@@ -242,12 +243,18 @@ def m0015_store_coordinates(db: HqDb) -> None:
     _run(db, (f"ALTER TABLE stores ADD COLUMN {c} DOUBLE PRECISION" for c in ("latitude", "longitude")))
 
 
+def m0016_rollup_hours_cover(db: HqDb) -> None:
+    """PostgreSQL: a campaign's hourly series read from a covering index
+    (:func:`hq.rollup_schema.cover_hours`); nothing on SQLite."""
+    cover_hours(db)
+
+
 STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003_accounts,
                                   m0004_broker_users, m0005_consent, m0006_till,
                                   m0007_approvals_feeds, m0008_tags, m0009_rollups,
                                   m0010_leads, m0011_code_refusals, m0012_shopper_stores,
                                   m0013_feed_rules, m0014_retention_ts,
-                                  m0015_store_coordinates)
+                                  m0015_store_coordinates, m0016_rollup_hours_cover)
 
 
 def schema_version(db: HqDb) -> int:

@@ -31,8 +31,8 @@ from aislecast.kernel.campaign import TRIGGER_KINDS
 if TYPE_CHECKING:
     from hq.db import HqDb
 
-__all__ = ["DIMENSIONS", "ROLLUPS", "Rollup", "create", "fill_columns", "hour_of", "key_sql",
-           "rebuild", "trigger_sql"]
+__all__ = ["DIMENSIONS", "ROLLUPS", "Rollup", "cover_hours", "create", "fill_columns", "hour_of",
+           "key_sql", "rebuild", "trigger_sql"]
 
 #: Every key column an event can be counted under, in primary-key order.
 DIMENSIONS: Final = ("campaign", "hour", "store", "zone", "variant", "trigger_kind")
@@ -137,3 +137,14 @@ def create(db: HqDb) -> None:
     db.execute("ALTER TABLE events ADD COLUMN trigger_kind TEXT")
     for r in ROLLUPS:
         db.execute(r.ddl(db.dialect))
+
+
+def cover_hours(db: HqDb) -> None:
+    """PostgreSQL: a covering index for a campaign's hourly series, so the 90-day series
+    is an index-only scan of one contiguous stretch of the index (~120 pages at 10 M
+    events) instead of a heap read scattered over ~3,800 pages: PostgreSQL's tables are
+    heaps in insertion order, and a campaign's hours are upserted all through its life.
+    SQLite needs none: its rollup tables are ``WITHOUT ROWID``, stored in key order."""
+    if db.dialect == "postgresql":
+        db.execute("CREATE INDEX rollup_campaign_hours_cover ON rollup_campaign_hours"
+                   " (campaign, hour) INCLUDE (kind, reason, n)")
