@@ -203,7 +203,7 @@ ANSWERS: Final[dict[tuple[str, str], dict[int, Any]]] = {
     ("POST", "/api/till/purchases"): {200: PurchasesStored},
     ("POST", "/api/shoppers/{inbox}/member"): {200: MemberId},
     ("POST", "/api/shoppers/{inbox}/loyalty"): {200: LoyaltyLinked, 201: LoyaltyLinked},
-    ("DELETE", "/api/shoppers/{inbox}/loyalty/{loyalty}"): {204: None},  # unlinked, no body
+    ("DELETE", "/api/shoppers/{inbox}/loyalty"): {204: None},  # unlinked, no body
     ("POST", "/api/campaigns/{cid}/submit"): {200: Approval},
     ("POST", "/api/campaigns/{cid}/approve"): {200: Approved},
     ("POST", "/api/campaigns/{cid}/reject"): {200: Approval},

@@ -139,7 +139,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[str]]] = {
     ("POST", "/api/till/purchases"): frozenset({"till"}),
     ("POST", "/api/shoppers/{inbox}/member"): _FOR_SHOPPER,  # a shopper: its own inbox only
     ("POST", "/api/shoppers/{inbox}/loyalty"): frozenset({"admin", "wallet"}),
-    ("DELETE", "/api/shoppers/{inbox}/loyalty/{loyalty}"): frozenset({"admin", "wallet"}),
+    ("DELETE", "/api/shoppers/{inbox}/loyalty"): frozenset({"admin", "wallet"}),
     # before/after hold coupon codes and account changes: admins only
     ("GET", "/api/audit"): _ADMIN,
 }

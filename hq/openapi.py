@@ -97,7 +97,7 @@ _ROUTE_REFUSALS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/campaigns/{cid}/approve"): {"409": "nothing submitted, or the content changed"},
     ("POST", "/api/campaigns/{cid}/reject"): {"409": "nothing submitted to reject"},
     ("POST", "/api/shoppers/{inbox}/loyalty"): {"409": "loyalty_taken: another shopper has it"},
-    ("DELETE", "/api/shoppers/{inbox}/loyalty/{loyalty}"): {
+    ("DELETE", "/api/shoppers/{inbox}/loyalty"): {
         "404": "not_linked: not this shopper's (linked to no one, or to someone else)"},
     ("GET", "/api/shoppers/{inbox}/pass.pkpass"): {"409": "passes_not_configured: [passes]"},
     ("GET", "/api/shoppers/{inbox}/pass/google"): {"409": "passes_not_configured: [passes]"},

@@ -12,7 +12,9 @@
 - ``POST /api/shoppers/{inbox}/loyalty`` ``{"loyalty"}``: link a retailer's loyalty card
   number to the shopper (201; 200 if it was theirs already; 409 ``loyalty_taken``), so a
   till that only knows the card sends it as ``member``;
-- ``DELETE /api/shoppers/{inbox}/loyalty/{loyalty}``: unlink that number (204, no body);
+- ``DELETE /api/shoppers/{inbox}/loyalty`` ``{"loyalty"}`` (the link's body): unlink that
+  number (204, no body). The number is in the body, as for the link, so it is in no URL
+  and no log line (HQ logs a refusal's path);
   404 ``not_linked`` when it is not linked to this shopper, whether it is linked to no
   one or to someone else (the answer does not tell which). The same callers as the link
   (wallet token or admin). A till line carrying it afterwards is an anonymous sale;
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import msgspec
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from aislecast.kernel.schema import Event, decode
 from hq.accounts import Principal
@@ -85,11 +87,9 @@ def _store(desk: TillDesk, p: Principal, asked: str | None, known: list[str]) ->
     return store
 
 
-_LOYALTY_PATTERN = r"^[A-Za-z0-9._:-]+$"
-
-
 class LoyaltyLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    loyalty: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_LOYALTY_PATTERN)]
+    loyalty: Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                         pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
 def _shopper(service: HqService, inbox: str) -> None:
@@ -180,18 +180,18 @@ def _shopper_ids(router: APIRouter) -> None:
         except LoyaltyTaken:
             raise Refused(409, "loyalty_taken", "loyalty: this loyalty id is linked to another "
                           "shopper; unlink it there first (DELETE /api/shoppers/{inbox}/"
-                          "loyalty/{loyalty})") from None
+                          "loyalty with the same body)") from None
         return json_answer({"inbox": inbox, "linked": True}, 201 if fresh else 200)
 
-    @router.delete("/api/shoppers/{inbox}/loyalty/{loyalty}", status_code=204)
-    async def unlink(inbox: str, request: Request, service: ServiceDep,
-                     loyalty: Annotated[str, Path(min_length=1, max_length=64,
-                                                  pattern=_LOYALTY_PATTERN)]) -> Response:
+    @router.delete("/api/shoppers/{inbox}/loyalty", status_code=204,
+                   openapi_extra=json_body(LoyaltyLink))
+    async def unlink(inbox: str, request: Request, service: ServiceDep) -> Response:
+        link = await _decoded(request, LoyaltyLink)
         if check_id("inbox", inbox):
             raise NotFound("shopper", inbox[:64])
 
         def unlink_audited() -> bool:
-            gone = unlink_loyalty(service.db, inbox, loyalty)
+            gone = unlink_loyalty(service.db, inbox, link.loyalty)
             if gone:  # the card number is the shopper's: it is not audited
                 audit(request, "shopper.loyalty_unlink", f"shopper:{inbox}")
             return gone

@@ -215,9 +215,14 @@ async def test_purchases_known_unknown_member_replay_and_limits(
                 stats["purchase_duplicates"]) == (4, 2, 1)
 
 
+async def _unlink(http: Any, inbox: str, card: str, headers: dict[str, str]) -> Any:
+    return await http.request("DELETE", f"/api/shoppers/{inbox}/loyalty", json={"loyalty": card},
+                              headers=headers)
+
+
 async def test_unlinking_a_loyalty_id_makes_later_sales_anonymous(
         broker: MosquittoProcess, tmp_path: Path) -> None:
-    """DELETE /api/shoppers/{inbox}/loyalty/{loyalty}: 204 for the shopper's own number,
+    """DELETE /api/shoppers/{inbox}/loyalty {"loyalty"}: 204 for the shopper's own number,
     404 not_linked (one body) for a number of no one and of someone else, audited without
     the number, refusals counted; a purchase carrying it afterwards is the store's sale,
     not the shopper's, while the one before stays theirs."""
@@ -240,19 +245,19 @@ async def test_unlinking_a_loyalty_id_makes_later_sales_anonymous(
             before = await asyncio.to_thread(till.purchase, "u-1", [line], member="CARD-7")
             assert before["member"] == "known"
             for creds in (own, staff):  # the link's callers only: wallet token and admins
-                r = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-7", headers=creds)
+                r = await _unlink(http, e, "CARD-7", creds)
                 assert (r.status_code, r.json()["reason"]) == (403, "wrong_role"), r.text
-            theirs = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-8", headers=wallet)
-            nobodys = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-0", headers=wallet)
+            theirs = await _unlink(http, e, "CARD-8", wallet)
+            nobodys = await _unlink(http, e, "CARD-0", wallet)
             assert theirs.status_code == nobodys.status_code == 404
             assert theirs.json()["reason"] == "not_linked" and theirs.content == nobodys.content
-            bad = await http.delete(f"/api/shoppers/{e}/loyalty/no%20spaces", headers=wallet)
-            assert (bad.status_code, bad.json()["reason"]) == (422, "bad_parameter")
-            gone = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-7", headers=wallet)
+            bad = await _unlink(http, e, "no spaces", wallet)
+            assert (bad.status_code, bad.json()["reason"]) == (422, "invalid_body")
+            gone = await _unlink(http, e, "CARD-7", wallet)
             assert (gone.status_code, gone.content) == (204, b"")
-            again = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-7", headers=wallet)
+            again = await _unlink(http, e, "CARD-7", wallet)
             assert (again.status_code, again.json()["reason"]) == (404, "not_linked")
-            by_admin = await http.delete(f"/api/shoppers/{e}/loyalty/CARD-9", headers=admin)
+            by_admin = await _unlink(http, e, "CARD-9", admin)
             assert by_admin.status_code == 204
             exported = (await http.get(f"/api/shoppers/{e}/export", headers=wallet)).json()
         assert exported["loyalty_ids"] == []
