@@ -93,8 +93,9 @@ def _erase_rows(db: HqDb, inbox: str) -> tuple[str, int, int]:
         # till to the pseudonym (member QR, loyalty card) go
         db.execute("UPDATE purchases SET inbox = NULL, member = NULL WHERE inbox = ?", (inbox,))
         db.execute("UPDATE redemptions SET inbox = NULL WHERE inbox = ?", (inbox,))
+        # reach (hq.reach): the shopper no longer counts among a campaign's shoppers
         for table in ("consent_history", "profiles", "members", "loyalty_ids", "leads",
-                      "shopper_stores", "shoppers"):
+                      "shopper_stores", "reach", "shoppers"):
             db.execute(f"DELETE FROM {table} WHERE inbox = ?", (inbox,))  # noqa: S608 - constants
         db.execute("DELETE FROM broker_users WHERE username = ? AND kind = 'phone'", (inbox,))
         db.execute("DELETE FROM api_tokens WHERE kind = 'shopper' AND owner = ?", (inbox,))
@@ -241,8 +242,9 @@ class ShopperRights:
     async def erase(self, inbox: str) -> dict[str, Any]:
         """Erase ``inbox``: the broker login revoked first (the broker refuses it once its
         files are rendered again, which the revocation triggers), then in one transaction
-        the shopper, profile, consent history, shopper tokens and broker user deleted,
-        their events kept without the pseudonym (analytics count them anonymously), the
+        the shopper, profile, consent history, shopper tokens, broker user and reach
+        rows deleted, their events kept without the pseudonym (analytics count them
+        anonymously, as events, no longer as a shopper), the
         audit log's mentions replaced by :data:`ERASED` and one anonymous tombstone
         (``erasures``: when, how many consent rows and events); then a delta to every
         store that makes each gateway purge the pseudonym (gateway.consent)."""

@@ -4,9 +4,10 @@
 CONFLICT (id) DO NOTHING RETURNING id`` and adds to the rollups exactly the rows the
 database reports inserted, in the same transaction, so an event already stored (a QoS 1
 redelivery, an outbox resend, another HQ worker that got it first) is never counted
-twice, and a failed batch leaves neither. Upserts run in key order, so two workers
-adding to the same rows wait for each other instead of deadlocking. On PostgreSQL the
-inserts go as one pipeline and the upserts as another (:meth:`hq.db.HqDb.pipelined`).
+twice, and a failed batch leaves neither; the distinct shoppers per stage
+(:mod:`hq.reach`) are added from the same rows in the same transaction. Upserts run in
+key order, so two workers adding to the same rows wait for each other instead of
+deadlocking. On PostgreSQL the whole batch is one statement (:func:`_pg_statement`).
 
 Before inserting, each event gets the dimensions it does not carry itself:
 
@@ -37,6 +38,7 @@ import msgspec
 
 from aislecast.kernel.campaign import TRIGGER_KINDS
 from aislecast.kernel.schema import Event
+from hq.reach import add_new, counted, upsert_sql
 from hq.rollup_schema import (
     DIMENSIONS,
     ROLLUPS,
@@ -219,20 +221,24 @@ _PG_TYPES: Final = {"ts": "float8", "holdout": "int4"}  # the rest of _COLUMNS a
 
 
 def _pg_statement() -> str:
-    """PostgreSQL: the batch's insert and every rollup's upsert as one statement. The
-    events go as one array per column (``unnest``), in id order; the rollups are added
-    from the rows the insert returns (the ones that were new), grouped by the backfill's
-    own key SQL (:func:`hq.rollup_schema.key_sql`), upserted in key order."""
+    """PostgreSQL: the batch's insert, every rollup's upsert and the reach rows as one
+    statement. The events go as one array per column (``unnest``), in id order; the
+    rollups are added from the rows the insert returns (the ones that were new), grouped
+    by the backfill's own key SQL (:func:`hq.rollup_schema.key_sql`), upserted in key
+    order; the reach rows from the same rows with the backfill's SQL
+    (:func:`hq.reach.upsert_sql`)."""
     arrays = ", ".join(f"?::{_PG_TYPES.get(c, 'text')}[]" for c in _COLUMNS)
     parts = [f"new AS (INSERT INTO events ({', '.join(_COLUMNS)})"  # noqa: S608 - constants
              f" SELECT * FROM unnest({arrays}) ORDER BY 1 ON CONFLICT (id) DO NOTHING"
-             " RETURNING id, kind, ts, store, campaign, variant, zone, reason, trigger_kind)"]
+             " RETURNING id, kind, ts, store, campaign, variant, zone, reason, trigger_kind,"
+             " inbox, offer)"]
     for i, r in enumerate(ROLLUPS):
         key = key_sql(r, "postgresql")
         order = ", ".join(str(j + 1) for j in range(len(r.key)))
         parts.append(f"r{i} AS (INSERT INTO {r.table} ({', '.join(r.key)}, n)"  # noqa: S608
                      f" SELECT {key}, count(*) FROM new GROUP BY {key} ORDER BY {order}"
                      f" ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET n = {r.table}.n + excluded.n)")
+    parts.append(f"rs AS ({upsert_sql('new')})")  # hq.reach: the shoppers per stage
     return f"WITH {', '.join(parts)} SELECT id FROM new"  # noqa: S608 - constants
 
 
@@ -252,7 +258,8 @@ def _store_pg(db: HqDb, filled: list[Filled]) -> set[str]:
 
 def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
     """SQLite: the ids not stored yet, read under the write lock that ``BEGIN IMMEDIATE``
-    took (no other writer can store one meanwhile), then both ``executemany``."""
+    took (no other writer can store one meanwhile), then both ``executemany``, then the
+    reach rows of the new stage events (one statement, none without such events)."""
     ids = [f.event.id for f in filled]
     seen: set[str] = set()
     for i in range(0, len(ids), _CHUNK):
@@ -262,6 +269,7 @@ def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
     fresh = [f for f in filled if f.event.id not in seen]
     db.pipelined([(_INSERT_ONE, [f.row() for f in fresh]),
                   *((_UPSERT_ONE[r.table], rows) for r, rows in _counts(fresh))])
+    add_new(db, [f.event.id for f in fresh if counted(f.event.kind, f.event.inbox, f.campaign)])
     return {f.event.id for f in fresh}
 
 
