@@ -35,15 +35,15 @@ Like :mod:`hq.rollups`, no runtime import of :mod:`hq.db` (hq.migrations imports
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 if TYPE_CHECKING:
     from hq.db import HqDb
 
-__all__ = ["STAGES", "Reach", "add_new", "counted", "m0016_reach", "rebuild", "reach_by",
-           "reach_of", "upsert_sql"]
+__all__ = ["STAGES", "Reach", "add_new", "counted", "m0016_reach", "reach_by", "reach_of",
+           "rebuild", "upsert_sql"]
 
 #: Each stage's event kind -> its count's name (the funnel's name for the event count).
 STAGES: Final = {"offer_delivered": "deliveries", "offer_opened": "opens",
@@ -68,9 +68,9 @@ def _select(source: str, where: str) -> str:
     """The reach rows of ``source``'s events (``events`` or a CTE of the same columns),
     one per key with its newest ``ts``, in key order (two workers adding the same rows
     queue instead of deadlocking)."""
+    grain = "CASE g.k WHEN 1 THEN e.store ELSE '' END, CASE g.k WHEN 2 THEN e.variant ELSE '' END"
     return (
-        "SELECT e.campaign, CASE g.k WHEN 1 THEN e.store ELSE '' END,"
-        " CASE g.k WHEN 2 THEN e.variant ELSE '' END, e.kind, e.inbox, max(e.ts)"
+        f"SELECT e.campaign, {grain}, e.kind, e.inbox, max(e.ts)"  # noqa: S608 - constants
         f" FROM {source} e CROSS JOIN (SELECT 0 AS k UNION ALL SELECT 1 UNION ALL SELECT 2) g"
         f" WHERE e.kind IN ({_KINDS}) AND e.inbox <> '' AND e.campaign <> ''"
         " AND (g.k = 0 OR (CASE g.k WHEN 1 THEN e.store ELSE e.variant END) <> '')"
@@ -84,7 +84,7 @@ def upsert_sql(source: str, where: str = "") -> str:
     """Add the reach rows of ``source``'s events (``where``: more conditions on ``e``);
     a row already there keeps the newer ``ts``. The same SQL on both databases."""
     cols = ", ".join(_KEY)
-    return (f"INSERT INTO reach ({cols}, ts) {_select(source, where)}"  # noqa: S608 - constants
+    return (f"INSERT INTO reach ({cols}, ts) {_select(source, where)}"
             f" ON CONFLICT ({cols}) DO UPDATE SET ts = excluded.ts WHERE excluded.ts > reach.ts")
 
 
@@ -120,12 +120,11 @@ def m0016_reach(db: HqDb) -> None:
     rebuild(db)
 
 
-def _tally(rows: Iterable[tuple[object, ...]]) -> dict[str, Reach]:
+def _tally(rows: Iterable[tuple[Any, ...]]) -> dict[str, Reach]:
     """(group, kind, n) rows -> group -> its :class:`Reach`."""
     out: dict[str, Reach] = {}
     for group, kind, n in rows:
-        r = out.setdefault(str(group), Reach())
-        setattr(r, STAGES[str(kind)], int(n))  # type: ignore[arg-type]
+        setattr(out.setdefault(str(group), Reach()), STAGES[str(kind)], int(n))
     return out
 
 
@@ -149,9 +148,11 @@ def reach_by(db: HqDb, campaign: str, column: str, stores: Iterable[str] | None 
              ) -> dict[str, Reach]:
     """``campaign``'s different shoppers per stage and ``column`` value (``store`` or
     ``variant``; per store only ``stores`` when given)."""
+    # ranges of the primary key, grouped in its order (no sort): ``> ''`` and the
+    # store rows' constant variant ``''`` in the GROUP BY are what let the planner see it
     if column == "variant":
         return _tally(db.query("SELECT variant, kind, count(*) FROM reach WHERE campaign = ?"
-                               " AND store = '' AND variant <> '' GROUP BY variant, kind",
+                               " AND store = '' AND variant > '' GROUP BY variant, kind",
                                (campaign,)))
     if column != "store":
         raise ValueError(f"no reach by {column!r}")
@@ -162,5 +163,5 @@ def reach_by(db: HqDb, campaign: str, column: str, stores: Iterable[str] | None 
         if not chosen:
             return {}
     return _tally(db.query("SELECT store, kind, count(*) FROM reach"  # noqa: S608 - marks
-                           f" WHERE campaign = ? AND store <> ''{only} GROUP BY store, kind",
-                           params))
+                           f" WHERE campaign = ? AND store > ''{only}"
+                           " GROUP BY store, variant, kind", params))

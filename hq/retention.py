@@ -11,10 +11,10 @@ tests move time instead of waiting for it. ``events_days = 0`` turns it off.
 Purged: the event log, the till's refused codes, purchase lines and redemptions (a
 redemption only once its code has expired too, so a code is never redeemable twice),
 lead forms, and the shoppers' reach rows (:mod:`hq.reach`: each with the newest event
-it counts, so reach stays the distinct shoppers of the events kept). Every other table whose rows carry a time is kept on purpose, for the
-reason in :data:`KEPT` (consent proof, erasure tombstones, the audit trail, anonymous
-rollups, feed de-duplication); a test checks that each such table is named in one of
-the two. See docs/architecture.md#consent-and-data-rights.
+it counts, so reach stays the distinct shoppers of the events kept). Every other table
+whose rows carry a time is kept on purpose, for the reason in :data:`KEPT` (consent
+proof, erasure tombstones, the audit trail, anonymous rollups, feed de-duplication); a
+test checks that each such table is named in one of the two. See docs/architecture.md#consent-and-data-rights.
 """
 
 from __future__ import annotations

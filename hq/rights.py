@@ -212,6 +212,8 @@ class ShopperRights:
                              " FROM purchases WHERE inbox = ? ORDER BY ts, id", (inbox,))
         redeemed = db.query("SELECT store, campaign, offer, ts FROM redemptions WHERE inbox = ?"
                             " ORDER BY ts", (inbox,))
+        reached = db.query("SELECT campaign, store, variant, kind, ts FROM reach WHERE inbox = ?"
+                           " ORDER BY campaign, kind, store, variant", (inbox,))
         return {
             "exported_at": time.time(),
             "shopper": {"inbox": row[0], "consents": [c for c in str(row[1]).split(",") if c],
@@ -235,6 +237,10 @@ class ShopperRights:
             "redemptions": [{"store": r[0], "campaign": r[1], "offer": r[2], "ts": float(r[3])}
                             for r in redeemed],
             "leads": shopper_leads(db, inbox),  # the forms submitted (hq.leads)
+            # where they count among a campaign's shoppers (hq.reach; "" store or
+            # variant: the whole campaign's row)
+            "reach": [{"campaign": r[0], "store": r[1], "variant": r[2], "kind": r[3],
+                       "ts": float(r[4])} for r in reached],
             "lead_score": lead_score_of(db, inbox),  # hq.learning's, as the gateways get it
         }
 

@@ -104,7 +104,9 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
     async with stack(broker.port, tmp_path, campaigns) as st, \
             browser_page(tmp_path / "chromium-profile") as page:
         svc = st.hq.service
-        enrolled = [svc.enroll(["offers"], [STORE]) for _ in range(10)]
+        # half grant analytics: only they count among a campaign's shoppers (hq.reach)
+        enrolled = [svc.enroll(["offers", "analytics"] if i % 2 else ["offers"], [STORE])
+                    for i in range(10)]
         await svc.publish_bundle(STORE)
         gw = await st.start_gateway()
         async with contextlib.AsyncExitStack() as phones_cm:
@@ -141,6 +143,15 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
                         `tr[data-campaign="${cid}"] [data-field="opens"]`);
                     return td && Number(td.textContent) > 0;
                 }""", arg="produce-deal", timeout=30_000)
+            # reach: the different shoppers delivered, the anonymous ones not among them
+            await page.wait_for_function(
+                """(cid) => {
+                    const td = document.querySelector(
+                        `tr[data-campaign="${cid}"] [data-field="reach"]`);
+                    return td && Number(td.textContent) > 0;
+                }""", arg="produce-deal", timeout=30_000)
+            reach = int(await _cell(page, "produce-deal", "reach"))
+            assert reach <= 5 and reach <= int(await _cell(page, "produce-deal", "deliveries"))
             await page.screenshot(path=str(ARTIFACTS / "2-live.png"), full_page=True)
 
             # pause from the console: HQ stores it and publishes a delta to the store

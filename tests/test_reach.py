@@ -187,6 +187,9 @@ async def test_erasure_and_withdrawn_analytics(db: HqDb, tmp_path: Path) -> None
     app = create_app(svc, Ingest(db))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://hq") as c:
+        exported = (await c.get(f"/api/shoppers/{gone}/export", headers=admin)).json()["reach"]
+        assert sorted((x["campaign"], x["store"], x["variant"], x["kind"], x["ts"])
+                      for x in exported) == [r[:4] + r[5:] for r in _rows(db) if r[4] == gone]
         r = await c.delete(f"/api/shoppers/{gone}", headers=admin)
         assert r.status_code == 200, r.text
     rows = _rows(db)
