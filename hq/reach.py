@@ -34,6 +34,7 @@ Like :mod:`hq.rollups`, no runtime import of :mod:`hq.db` (hq.migrations imports
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -93,12 +94,17 @@ def counted(kind: str, inbox: str | None, campaign: str | None) -> bool:
     return kind in STAGES and bool(inbox) and bool(campaign)
 
 
+@functools.lru_cache(maxsize=64)
+def _add_sql(n: int) -> str:
+    return upsert_sql("events", f" AND e.id IN ({', '.join('?' * n)})")
+
+
 def add_new(db: HqDb, ids: Sequence[str]) -> None:
     """SQLite ingest: the reach rows of the stored events ``ids`` (in the batch's
     transaction, after their insert); one statement for a batch of up to 500."""
     for i in range(0, len(ids), _CHUNK):
         part = list(ids[i:i + _CHUNK])
-        db.execute(upsert_sql("events", f" AND e.id IN ({', '.join('?' * len(part))})"), part)
+        db.execute(_add_sql(len(part)), part)
 
 
 def rebuild(db: HqDb) -> None:
