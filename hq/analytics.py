@@ -1,5 +1,6 @@
 """Per-campaign numbers: the funnel a marketer watches live (from the rollups that ingest
-keeps, hq.funnel), and lift (from the event log).
+keeps, hq.funnel), its different shoppers per stage (``shoppers``, hq.reach), and lift
+(from the event log).
 
 Lift (:mod:`hq.lift`) compares the till purchases of shoppers who were offered the
 campaign with those of the holdout shoppers the gateways logged but never messaged,
@@ -21,6 +22,7 @@ from aislecast.kernel.schema import decode
 from hq.db import HqDb
 from hq.funnel import copy_counts, finish, funnel_totals
 from hq.lift import ArmLift, campaign_lift
+from hq.reach import Reach, reach_of
 from hq.stats_cache import StatsCache, cache_of, lift_inputs
 
 __all__ = ["CampaignStats", "campaign_stats"]
@@ -40,6 +42,7 @@ class CampaignStats(msgspec.Struct):
     taps: int = 0  # NFC taps and QR scans attributed to the campaign (hq.rollups)
     scans: int = 0
     leads: int = 0  # lead forms submitted (hq.leads)
+    shoppers: Reach = msgspec.field(default_factory=Reach)  # different shoppers (hq.reach)
     ctr: float = 0.0  # clicks per delivery
     open_rate: float = 0.0
     stopped: dict[str, int] = msgspec.field(default_factory=dict)  # reason -> decisions
@@ -77,6 +80,10 @@ def campaign_stats(db: HqDb, campaign: str | None = None, *,
     for cid, counts in funnel_totals(db).items():  # the funnel: from the rollups
         copy_counts(out.setdefault(cid, CampaignStats(cid)), counts)
     store = cache_of(db) if cache is None else cache or None
+    inputs = None if store is None else lift_inputs(db)
+    for cid, s in out.items():  # distinct shoppers per stage (hq.reach)
+        if campaign is None or cid == campaign:
+            s.shoppers = _reach(db, cid, s, store, inputs)
     # a till code's redemption is the till's (hq.till); a phone's "redeemed" on an offer
     # that carries one is the shopper's claim, not counted again
     if store is None:
@@ -87,7 +94,6 @@ def campaign_stats(db: HqDb, campaign: str | None = None, *,
             s.redemptions -= store.get("correction", cid, (s.impressions, s.redemptions),
                                        partial(_correction, db, cid))
     settings = _settings(db)
-    inputs = None if store is None else lift_inputs(db)
     for cid, s in out.items():
         if campaign is None or cid == campaign:
             a = settings.get(cid, Attribution())
@@ -104,6 +110,17 @@ def campaign_stats(db: HqDb, campaign: str | None = None, *,
         finish(s)
     stats = sorted(out.values(), key=lambda s: s.campaign)
     return stats if campaign is None else [s for s in stats if s.campaign == campaign]
+
+
+def _reach(db: HqDb, cid: str, s: CampaignStats, store: StatsCache | None,
+           inputs: tuple[object, object, tuple[int, float]] | None) -> Reach:
+    """Reach changes only with a stage event (its count in the rollups moves), an
+    erasure (the tombstones) or retention (the cache's age limit)."""
+    if store is None or inputs is None:
+        return reach_of(db, cid)
+    sig = (s.deliveries, s.opens, s.clicks, s.redemptions, s.leads, inputs[2])
+    got: Reach = store.get("reach", cid, sig, partial(reach_of, db, cid))
+    return msgspec.structs.replace(got)
 
 
 def _correction(db: HqDb, cid: str) -> int:

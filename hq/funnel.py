@@ -7,8 +7,10 @@ needs: the console's per-campaign numbers and the by-store breakdown read
 series is the one answer with thousands of groups), and a breakdown by zone, variant or trigger, or an hourly
 series of chosen stores, ``rollup_hours``; :func:`funnel_totals` gives
 :func:`hq.analytics.campaign_stats` its counts the same way (:func:`tally` turns a
-rollup's kind, reason and count into funnel fields). Counts are events, not distinct
-shoppers.
+rollup's kind, reason and count into funnel fields). Counts are events; the whole
+funnel and the by-store and by-variant rows also carry ``shoppers``, the different
+shoppers per stage (:mod:`hq.reach`), over all time only: ``None`` with ``since`` or
+``until``, by zone, hour or trigger, and by variant for chosen stores.
 
     rows = funnel(db, "coffee", by="variant", since=time.time() - 7 * 86400)
     text = to_csv(rows, "variant")
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import msgspec
 
+from hq.reach import STAGES, Reach, reach_by, reach_of
 from hq.rollup_schema import ROLLUPS, hour_of
 
 if TYPE_CHECKING:
@@ -80,6 +83,7 @@ class FunnelRow(msgspec.Struct):
     leads: int = 0  # lead forms submitted (hq.leads)
     ctr: float = 0.0
     open_rate: float = 0.0
+    shoppers: Reach | None = None  # different shoppers per stage (hq.reach); None: not kept
 
     @property
     def stopped_total(self) -> int:
@@ -224,8 +228,8 @@ def funnel(db: HqDb, campaign: str, *, by: Breakdown | None = None,
     if until is not None:
         where.append("hour < ?")
         params.append(until)
-    if stores is not None:
-        chosen = sorted(set(stores))
+    chosen = None if stores is None else sorted(set(stores))
+    if chosen is not None:
         if not chosen:
             return []
         need.add("store")
@@ -241,7 +245,23 @@ def funnel(db: HqDb, campaign: str, *, by: Breakdown | None = None,
     for value in sorted(rows):
         rows[value].key = _key(by, value)
         out.append(rows[value])
+    if since is None and until is None:
+        _add_shoppers(db, campaign, out, by, chosen)
     return out
+
+
+def _add_shoppers(db: HqDb, campaign: str, rows: list[FunnelRow], by: Breakdown | None,
+                  stores: list[str] | None) -> None:
+    """Each row's ``shoppers`` where :mod:`hq.reach` keeps them: the whole funnel, by
+    store, by variant of every store (not the row of events without a variant)."""
+    if by is None:
+        for row in rows:
+            row.shoppers = reach_of(db, campaign, stores)
+    elif by == "store" or (by == "variant" and stores is None):
+        got = reach_by(db, campaign, by, stores)
+        for row in rows:
+            if row.key is not None:
+                row.shoppers = got.get(row.key, Reach())
 
 
 def _cell(value: object) -> object:
@@ -254,11 +274,19 @@ def _cell(value: object) -> object:
 csv_cell = _cell  # for the other CSV exports (hq.leads)
 
 
+_SHOPPERS: Final = tuple(STAGES.values())
+
+
 def to_csv(rows: Iterable[FunnelRow], by: Breakdown | None) -> str:
-    """``rows`` as CSV (RFC 4180 quoting, CRLF lines), a header row first."""
+    """``rows`` as CSV (RFC 4180 quoting, CRLF lines), a header row first; the
+    different shoppers last (``shoppers_<count>``, empty where not kept)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\r\n")
-    w.writerow([by or "campaign_total", *_COUNTS, "ctr", "open_rate"])
+    w.writerow([by or "campaign_total", *_COUNTS, "ctr", "open_rate",
+                *(f"shoppers_{c}" for c in _SHOPPERS)])
     for r in rows:
-        w.writerow([_cell(r.key or ""), *(getattr(r, c) for c in _COUNTS), r.ctr, r.open_rate])
+        reach = [""] * len(_SHOPPERS) if r.shoppers is None else [
+            getattr(r.shoppers, c) for c in _SHOPPERS]
+        w.writerow([_cell(r.key or ""), *(getattr(r, c) for c in _COUNTS), r.ctr, r.open_rate,
+                    *reach])
     return out.getvalue()

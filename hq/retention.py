@@ -10,10 +10,11 @@ tests move time instead of waiting for it. ``events_days = 0`` turns it off.
 
 Purged: the event log, the till's refused codes, purchase lines and redemptions (a
 redemption only once its code has expired too, so a code is never redeemable twice),
-and lead forms. Every other table whose rows carry a time is kept on purpose, for the
-reason in :data:`KEPT` (consent proof, erasure tombstones, the audit trail, anonymous
-rollups, feed de-duplication); a test checks that each such table is named in one of
-the two. See docs/architecture.md#consent-and-data-rights.
+lead forms, and the shoppers' reach rows (:mod:`hq.reach`: each with the newest event
+it counts, so reach stays the distinct shoppers of the events kept). Every other table
+whose rows carry a time is kept on purpose, for the reason in :data:`KEPT` (consent
+proof, erasure tombstones, the audit trail, anonymous rollups, feed de-duplication); a
+test checks that each such table is named in one of the two. See docs/architecture.md#consent-and-data-rights.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Purge:
         return (*(cutoff,) * n, *(cutoff,) * n, batch)
 
 
-#: What retention deletes, in this order (each indexed on its time, step m0014).
+#: What retention deletes, in this order (each indexed on its time, steps m0014, m0017).
 PURGES: Final = (
     Purge("events", "id", "ts < ?"),
     Purge("code_refusals", "ts", "ts < ?"),
@@ -69,6 +70,8 @@ PURGES: Final = (
     # `expired` without the row, so the row may go
     Purge("redemptions", "code", "ts < ? AND expires_at < ?"),
     Purge("leads", "id", "ts < ?"),
+    # a shopper's reach row goes with the newest event it counts (hq.reach)
+    Purge("reach", "ts", "ts < ?"),
 )
 
 #: Tables with a time column that retention keeps, and why (docs/architecture.md).

@@ -93,8 +93,9 @@ def _erase_rows(db: HqDb, inbox: str) -> tuple[str, int, int]:
         # till to the pseudonym (member QR, loyalty card) go
         db.execute("UPDATE purchases SET inbox = NULL, member = NULL WHERE inbox = ?", (inbox,))
         db.execute("UPDATE redemptions SET inbox = NULL WHERE inbox = ?", (inbox,))
+        # reach (hq.reach): the shopper no longer counts among a campaign's shoppers
         for table in ("consent_history", "profiles", "members", "loyalty_ids", "leads",
-                      "shopper_stores", "shoppers"):
+                      "shopper_stores", "reach", "shoppers"):
             db.execute(f"DELETE FROM {table} WHERE inbox = ?", (inbox,))  # noqa: S608 - constants
         db.execute("DELETE FROM broker_users WHERE username = ? AND kind = 'phone'", (inbox,))
         db.execute("DELETE FROM api_tokens WHERE kind = 'shopper' AND owner = ?", (inbox,))
@@ -211,6 +212,8 @@ class ShopperRights:
                              " FROM purchases WHERE inbox = ? ORDER BY ts, id", (inbox,))
         redeemed = db.query("SELECT store, campaign, offer, ts FROM redemptions WHERE inbox = ?"
                             " ORDER BY ts", (inbox,))
+        reached = db.query("SELECT campaign, store, variant, kind, ts FROM reach WHERE inbox = ?"
+                           " ORDER BY campaign, kind, store, variant", (inbox,))
         return {
             "exported_at": time.time(),
             "shopper": {"inbox": row[0], "consents": [c for c in str(row[1]).split(",") if c],
@@ -234,6 +237,10 @@ class ShopperRights:
             "redemptions": [{"store": r[0], "campaign": r[1], "offer": r[2], "ts": float(r[3])}
                             for r in redeemed],
             "leads": shopper_leads(db, inbox),  # the forms submitted (hq.leads)
+            # where they count among a campaign's shoppers (hq.reach; "" store or
+            # variant: the whole campaign's row)
+            "reach": [{"campaign": r[0], "store": r[1], "variant": r[2], "kind": r[3],
+                       "ts": float(r[4])} for r in reached],
             "lead_score": lead_score_of(db, inbox),  # hq.learning's, as the gateways get it
         }
 
@@ -241,8 +248,9 @@ class ShopperRights:
     async def erase(self, inbox: str) -> dict[str, Any]:
         """Erase ``inbox``: the broker login revoked first (the broker refuses it once its
         files are rendered again, which the revocation triggers), then in one transaction
-        the shopper, profile, consent history, shopper tokens and broker user deleted,
-        their events kept without the pseudonym (analytics count them anonymously), the
+        the shopper, profile, consent history, shopper tokens, broker user and reach
+        rows deleted, their events kept without the pseudonym (analytics count them
+        anonymously, as events, no longer as a shopper), the
         audit log's mentions replaced by :data:`ERASED` and one anonymous tombstone
         (``erasures``: when, how many consent rows and events); then a delta to every
         store that makes each gateway purge the pseudonym (gateway.consent)."""

@@ -2,8 +2,10 @@
 
 Three tables count events per key, from coarse to fine; every key also holds the
 event's ``kind`` and ``reason`` (a decision's outcome, a tap's ``tap``/``scan``), and
-the value ``n`` is a count of events (not of distinct shoppers: keeping those exact
-would need a row per shopper and key, as big as the event log itself):
+the value ``n`` is a count of events, not of distinct shoppers (those are
+:mod:`hq.reach`'s: a row per shopper, campaign, stage and store or variant, bounded by
+the shoppers and campaigns rather than by the events; an hour or zone per shopper as
+well would grow with the visits, so reach has no such breakdown):
 
 =========================  ============================================================
 ``rollup_totals``          campaign, store: the console's per-campaign funnel, by store

@@ -4,7 +4,8 @@
 CONFLICT (id) DO NOTHING RETURNING id`` and adds to the rollups exactly the rows the
 database reports inserted, in the same transaction, so an event already stored (a QoS 1
 redelivery, an outbox resend, another HQ worker that got it first) is never counted
-twice, and a failed batch leaves neither. The rollup rows are grouped from the rows
+twice, and a failed batch leaves neither; the distinct shoppers per stage
+(:mod:`hq.reach`) are added from the same rows in the same transaction. The rollup rows are grouped from the rows
 inserted in SQL, with the backfill's own key SQL (:func:`hq.rollup_schema.key_sql`), on
 both databases: on PostgreSQL the insert and the upserts are one statement, on SQLite an
 ``executemany`` and one upsert per rollup. Upserts run in key order, so two workers
@@ -37,6 +38,7 @@ import msgspec
 
 from aislecast.kernel.campaign import TRIGGER_KINDS
 from aislecast.kernel.schema import Event
+from hq.reach import counted, upsert_sql
 from hq.rollup_schema import (
     ROLLUPS,
     Rollup,
@@ -197,20 +199,24 @@ _PG_TYPES: Final = {"ts": "float8", "holdout": "int4"}  # the rest of _COLUMNS a
 
 
 def _pg_statement() -> str:
-    """PostgreSQL: the batch's insert and every rollup's upsert as one statement. The
-    events go as one array per column (``unnest``), in id order; the rollups are added
-    from the rows the insert returns (the ones that were new), grouped by the backfill's
-    own key SQL (:func:`hq.rollup_schema.key_sql`), upserted in key order."""
+    """PostgreSQL: the batch's insert, every rollup's upsert and the reach rows as one
+    statement. The events go as one array per column (``unnest``), in id order; the
+    rollups are added from the rows the insert returns (the ones that were new), grouped
+    by the backfill's own key SQL (:func:`hq.rollup_schema.key_sql`), upserted in key
+    order; the reach rows from the same rows with the backfill's SQL
+    (:func:`hq.reach.upsert_sql`)."""
     arrays = ", ".join(f"?::{_PG_TYPES.get(c, 'text')}[]" for c in _COLUMNS)
     parts = [f"new AS (INSERT INTO events ({', '.join(_COLUMNS)})"  # noqa: S608 - constants
              f" SELECT * FROM unnest({arrays}) ORDER BY 1 ON CONFLICT (id) DO NOTHING"
-             " RETURNING id, kind, ts, store, campaign, variant, zone, reason, trigger_kind)"]
+             " RETURNING id, kind, ts, store, campaign, variant, zone, reason, trigger_kind,"
+             " inbox, offer)"]
     for i, r in enumerate(ROLLUPS):
         key = key_sql(r, "postgresql")
         order = ", ".join(str(j + 1) for j in range(len(r.key)))
         parts.append(f"r{i} AS (INSERT INTO {r.table} ({', '.join(r.key)}, n)"  # noqa: S608
                      f" SELECT {key}, count(*) FROM new GROUP BY {key} ORDER BY {order}"
                      f" ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET n = {r.table}.n + excluded.n)")
+    parts.append(f"rs AS ({upsert_sql('new')})")  # hq.reach: the shoppers per stage
     return f"WITH {', '.join(parts)} SELECT id FROM new"  # noqa: S608 - constants
 
 
@@ -241,6 +247,7 @@ def _sqlite_upsert(r: Rollup) -> str:
 
 
 _UPSERT_SQLITE: Final = [_sqlite_upsert(r) for r in ROLLUPS]
+_REACH_SQLITE: Final = upsert_sql("events", " AND e.rowid > ?")
 
 
 def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
@@ -255,6 +262,8 @@ def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
     fresh = {str(r[0]) for r in db.query("SELECT id FROM events WHERE rowid > ?", (top,))}
     if fresh:
         db.pipelined([(sql, [(top,)]) for sql in _UPSERT_SQLITE])
+        if any(counted(f.event.kind, f.event.inbox, f.campaign) for f in filled):
+            db.execute(_REACH_SQLITE, (top,))  # the stage events' shoppers (hq.reach)
     return fresh
 
 

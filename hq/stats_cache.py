@@ -14,7 +14,10 @@ when that signature changes:
   transaction: an erasure nulls an inbox in events and purchases without changing a
   count) and the campaign's attribution settings;
 - the correction of a campaign: its impressions and redemptions in the rollups (a
-  phone's ``offer_redeemed`` or a till-code ``offer_published`` arriving changes one).
+  phone's ``offer_redeemed`` or a till-code ``offer_published`` arriving changes one);
+- the reach of a campaign (:mod:`hq.reach`, an indexed count per stage): its stage
+  counts in the rollups (a row is added only with a stage event) and the erasures
+  (which delete the shopper's rows).
 
 Rows are only added to ``events`` and ``purchases`` (erasure aside, covered above),
 so an unchanged signature means an unchanged answer. Event retention deletes events

@@ -83,6 +83,20 @@ async def _cell(page: Any, cid: str, field: str) -> str:
     return str(text or "")
 
 
+async def _opens_and_reach_show(page: Any, cid: str, *, most: int) -> None:
+    """Opens, then the Reach column: different shoppers delivered (hq.reach), at most
+    the ``most`` shoppers granting analytics (the anonymous ones are not among them),
+    at most the deliveries."""
+    for field in ("opens", "reach"):
+        await page.wait_for_function(
+            """([cid, field]) => {
+                const td = document.querySelector(`tr[data-campaign="${cid}"] [data-field="${field}"]`);
+                return td && Number(td.textContent) > 0;
+            }""", arg=[cid, field], timeout=30_000)
+    reach = int(await _cell(page, cid, "reach"))
+    assert reach <= most and reach <= int(await _cell(page, cid, "deliveries"))
+
+
 async def _tick_flash_store(st: Stack, page: Any) -> None:
     """The flash form lists only stores HQ has, none ticked by default: not a store that
     exists only because a misconfigured gateway reported in. Ticks the one store."""
@@ -104,7 +118,9 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
     async with stack(broker.port, tmp_path, campaigns) as st, \
             browser_page(tmp_path / "chromium-profile") as page:
         svc = st.hq.service
-        enrolled = [svc.enroll(["offers"], [STORE]) for _ in range(10)]
+        # half grant analytics: only they count among a campaign's shoppers (hq.reach)
+        enrolled = [svc.enroll(["offers", "analytics"] if i % 2 else ["offers"], [STORE])
+                    for i in range(10)]
         await svc.publish_bundle(STORE)
         gw = await st.start_gateway()
         async with contextlib.AsyncExitStack() as phones_cm:
@@ -134,13 +150,8 @@ async def test_console_shows_live_numbers_pauses_and_sends_flash(
                 has_text="online").wait_for(timeout=15_000)
             await _until(lambda: gw.parts.recorder.stats.offers >= 2)
             # the screenshot waits for a refresh that shows opens (the phones open every
-            # offer), so CTR is filled in too
-            await page.wait_for_function(
-                """(cid) => {
-                    const td = document.querySelector(
-                        `tr[data-campaign="${cid}"] [data-field="opens"]`);
-                    return td && Number(td.textContent) > 0;
-                }""", arg="produce-deal", timeout=30_000)
+            # offer), so CTR is filled in too, and reach
+            await _opens_and_reach_show(page, "produce-deal", most=5)
             await page.screenshot(path=str(ARTIFACTS / "2-live.png"), full_page=True)
 
             # pause from the console: HQ stores it and publishes a delta to the store

@@ -45,16 +45,17 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]
             store = "s1" if i % 3 else "s2"
             zone = (ODD_ZONE, "=HYPERLINK(\"http://x\")", "dairy")[i % 3]
             ts = T0 + (i % 4) * 3600 + i
+            inbox = "in-s2" if store == "s2" else f"in{i % 5}"  # 5 shoppers at s1, 1 at s2
             ev += [Event(id=f"d{i}", kind="decision", ts=ts, store=store, zone=zone,
                          campaign="both", variant="AB"[i % 2], reason="offer", offer=f"o{i}",
                          detail={"trigger": ("enter", "scan")[i % 2]}),
                    Event(id=f"p{i}", kind="offer_published", ts=ts, store=store, zone=zone,
                          campaign="both", variant="AB"[i % 2], offer=f"o{i}"),
                    Event(id=f"v{i}", kind="offer_delivered", ts=ts + 1, store=store,
-                         campaign="both", offer=f"o{i}")]
+                         campaign="both", offer=f"o{i}", inbox=inbox)]
             if i % 4 == 0:
                 ev.append(Event(id=f"k{i}", kind="offer_clicked", ts=ts + 2, store=store,
-                                campaign="both", offer=f"o{i}"))
+                                campaign="both", offer=f"o{i}", inbox=inbox))
         ingest.store_events(ev)
         yield app, c
 
@@ -94,6 +95,44 @@ async def test_breakdowns_by_store_hour_variant_and_trigger(
     db = app.state.service.db
     for by in ("store", "zone", "hour", "variant", "trigger"):
         assert sum(r.decisions for r in funnel(db, "both", by=by)) == 60
+
+
+async def test_shoppers_per_stage_whole_by_store_and_variant_as_json_and_csv(
+        api: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, c = api
+    db = app.state.service.db
+    h = bearer(token_for(db, "marketer"))
+    [total] = (await c.get("/api/analytics/funnel", headers=h,
+                           params={"campaign": "both"})).json()["rows"]
+    # 60 deliveries and 15 clicks (events) by 6 different shoppers each
+    assert (total["deliveries"], total["clicks"]) == (60, 15)
+    assert total["shoppers"] == {"deliveries": 6, "opens": 0, "clicks": 6, "redemptions": 0,
+                                 "leads": 0}
+    by_store = _rows((await c.get("/api/analytics/funnel", headers=h,
+                                  params={"campaign": "both", "by": "store"})).json())
+    assert {k: (v["deliveries"], v["shoppers"]["deliveries"]) for k, v in by_store.items()} == {
+        "s1": (40, 5), "s2": (20, 1)}
+    variants = _rows((await c.get("/api/analytics/funnel", headers=h,
+                                  params={"campaign": "both", "by": "variant"})).json())
+    assert {k: v["shoppers"]["deliveries"] for k, v in variants.items()} == {"A": 6, "B": 6}
+    # not kept per hour or zone, nor for a time range: null, not a wrong number
+    for params in ({"by": "hour"}, {"by": "zone"}, {"since": str(T0)}):
+        rows = (await c.get("/api/analytics/funnel", headers=h,
+                            params={"campaign": "both", **params})).json()["rows"]
+        assert rows and all(r["shoppers"] is None for r in rows), params
+    staff = bearer(token_for(db, "store_staff", stores=["s1"]))
+    [mine] = (await c.get("/api/analytics/funnel", headers=staff,
+                          params={"campaign": "both"})).json()["rows"]
+    assert mine["shoppers"]["deliveries"] == 5  # their store's shoppers only
+    r = await c.get("/api/analytics/funnel", headers=h,
+                    params={"campaign": "both", "by": "store", "format": "csv"})
+    table = list(csv.reader(io.StringIO(r.text, newline="")))
+    assert table[0][-5:] == ["shoppers_deliveries", "shoppers_opens", "shoppers_clicks",
+                             "shoppers_redemptions", "shoppers_leads"]
+    assert [(row[0], row[-5], row[-3]) for row in table[1:]] == [("s1", "5", "5"), ("s2", "1", "1")]
+    hours = list(csv.reader(io.StringIO((await c.get("/api/analytics/funnel", headers=h, params={
+        "campaign": "both", "by": "hour", "format": "csv"})).text, newline="")))
+    assert {tuple(row[-5:]) for row in hours[1:]} == {("",) * 5}  # empty cells: not kept
 
 
 async def test_csv_is_escaped_and_named(api: tuple[FastAPI, httpx.AsyncClient]) -> None:

@@ -145,6 +145,8 @@ async def test_database_from_before_migrations_is_adopted_and_served(url: str,
         assert stats.status_code == 200
         body = stats.json()
         assert (body["impressions"], body["opens"]) == (len(FACTS["shoppers"]), 1)
+        # m0017_reach backfilled the different shoppers from the old events
+        assert body["shoppers"]["opens"] == 1
     db.close()
 
 

@@ -76,7 +76,9 @@ function whoami() {
 }
 
 const FIELDS = [
-  ["impressions", int], ["deliveries", int], ["opens", int], ["clicks", int],
+  // reach: different shoppers delivered (HQ's shoppers.deliveries, hq.reach)
+  ["impressions", int], ["deliveries", int], ["reach", (c) => int(c.shoppers?.deliveries), true],
+  ["opens", int], ["clicks", int],
   ["ctr", pct], ["redemptions", int], ["leads", int], ["lift", (c) => lift(c), true],
 ];
 
