@@ -34,8 +34,7 @@ Like :mod:`hq.rollups`, no runtime import of :mod:`hq.db` (hq.migrations imports
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec

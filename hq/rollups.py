@@ -5,10 +5,11 @@ CONFLICT (id) DO NOTHING RETURNING id`` and adds to the rollups exactly the rows
 database reports inserted, in the same transaction, so an event already stored (a QoS 1
 redelivery, an outbox resend, another HQ worker that got it first) is never counted
 twice, and a failed batch leaves neither; the distinct shoppers per stage
-(:mod:`hq.reach`) are added from the same rows in the same transaction. The rollup rows are grouped from the rows
-inserted in SQL, with the backfill's own key SQL (:func:`hq.rollup_schema.key_sql`), on
-both databases: on PostgreSQL the insert and the upserts are one statement, on SQLite an
-``executemany`` and one upsert per rollup. Upserts run in key order, so two workers
+(:mod:`hq.reach`) are added from the same rows in the same transaction. The rollup rows
+are grouped from the rows inserted in SQL, with the backfill's own key SQL
+(:func:`hq.rollup_schema.key_sql`), on both databases: on PostgreSQL the insert and the
+upserts are one statement, on SQLite an ``executemany`` and one upsert per rollup (and
+one for reach). Upserts run in key order, so two workers
 adding to the same rows wait for each other instead of deadlocking.
 
 Before inserting, each event gets the dimensions it does not carry itself:
