@@ -111,13 +111,13 @@ class HqDb:
         if self.dialect == "postgresql":
             import psycopg  # noqa: PLC0415 - optional dependency (extra "postgres")
 
-            conn = psycopg.connect(self.url, autocommit=True)
+            pg = psycopg.connect(self.url, autocommit=True)
             # HQ's statements are short; PostgreSQL's JIT compiles any whose estimated
             # cost passes jit_above_cost, and the estimate of an ingest group's one
             # statement (with reach's correlated subquery) did: 640 ms of compiling for
             # a 30 ms insert of 3,200 events (EXPLAIN ANALYZE, 2026-12-03)
-            conn.execute("SET jit = off")
-            return conn
+            pg.execute("SET jit = off")
+            return pg
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: every use holds self._lock, and offload() runs the
