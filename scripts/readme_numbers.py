@@ -46,7 +46,7 @@ _LABELS = {
     "tap": "NFC tap → offer on the phone via Mosquitto",
     "ingest": "HQ ingest: straight to the database, and over MQTT with acks",
     "rollups": ("rollups: the console's funnel queries (one campaign, hourly over 90 days, "
-                "by store) on rollups of drawn events (10 M in a full run, 1 M in the last), "
+                "by store) on rollups of drawn events (10 M in a full run, as in the last), "
                 "and ingest over MQTT with acks, rollups on"),
     "hq_workers": "HQ workers on PostgreSQL: ingest with 1 and 3, leader failover (SIGKILL → next bundle)",
     "fanout": "fan-out: HQ signs and publishes a flash delta to many store gateways",
