@@ -65,6 +65,10 @@ class Proc:
             async with asyncio.timeout(within):
                 rc = await self.proc.wait()
         except TimeoutError:
+            # a process that dumps its stacks on SIGUSR1 (the demo: faulthandler) says where
+            # it is stuck, in its stderr; any other is ended by it, as by the kill after
+            self.proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(1.0)
             self.proc.kill()
             await self.proc.wait()
             pytest.fail(f"{sig.name} did not stop pid {self.pid} within {within} s\n{self.output()}")

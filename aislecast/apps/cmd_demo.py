@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import signal
 import sys
@@ -74,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
         print("aislecast demo: --shoppers must be at least 1", file=sys.stderr)
         return 2
     setup_logging(args.log_level)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a demo that does not
+    # stop (tests/test_processes.py sends it before giving up on a stop)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         result = asyncio.run(_main(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
