@@ -54,7 +54,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    loop = asyncio.get_running_loop()
+    # SIGINT too, not left to asyncio.run: Python leaves SIGINT ignored when the demo
+    # was started with it ignored (a background job of a script, some test runners'
+    # workers), and asyncio.run then installs no handler, so Ctrl-C did nothing (CI:
+    # the main task still asleep in its 600 s, the faulthandler dump showed)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
     seconds = args.seconds if args.seconds is not None else (20.0 if args.json else None)
     opts = DemoOptions(seconds=seconds, shoppers=args.shoppers, scenario=args.scenario,
                        seed=args.seed, http_port=args.http_port)
