@@ -17,17 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from aislecast.apps.cmd_phone_lead import parse_fields, submit
 from aislecast.kernel.broker import MosquittoProcess
-from edge.simstore import SimShopper
 from hq.accounts import Accounts
-from tests.harness import STORE, Stack, bearer, enter_campaign, stack, until
+from tests.harness import STORE, Stack, enter_campaign, stack, until
 from tests.test_console import ARTIFACTS, PASSWORD, browser_page
 from tests.test_console_editor import log_in
-from tests.test_leads import CID, _campaign, _enrollment
+from tests.test_leads import CID, _campaign, offered
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -35,20 +33,8 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 async def _lead_from_a_phone(st: Stack) -> str:
     """Enrol through the API, walk to the produce aisle, submit the offer's form as the
     reference phone does (feedback on the broker, HQ's ack); returns the inbox."""
-    async with httpx.AsyncClient(base_url=st.url, headers=bearer(st.token("wallet"))) as http:
-        r = await http.post("/api/enroll", json={"consents": ["offers", "analytics"],
-                                                 "home_stores": [STORE]})
-        assert r.status_code == 201, r.text
-    enr = _enrollment(r.json())
-    await st.hq.service.publish_bundle(STORE)
-    await st.start_gateway("gw-1")
-    got: list[Any] = []
-    async with st.phone(enr, on_offer=got.append) as phone:
-        await phone.link.wait_connected(10)
-        st.sim.add_shopper(SimShopper(enr.inbox, phone.token, [("produce", 6.0)],
-                                      start=time.monotonic()))
-        await until(lambda: got, timeout=30)
-        args = argparse.Namespace(offer=got[0].id, campaign=CID, store=STORE, wait=20.0)
+    async with offered(st, ["offers", "analytics"], timeout=30) as (_, enr, phone, offer):
+        args = argparse.Namespace(offer=offer.id, campaign=CID, store=STORE, wait=20.0)
         assert await submit(phone, args, parse_fields(["name=Ana", "email=ana@example.org"]))
     await until(lambda: st.hq.db.query("SELECT 1 FROM leads"), timeout=30)
     return enr.inbox

@@ -5,9 +5,11 @@ funnel, exports and erases it; a bad form is refused 422 naming the field."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import httpx
 import pytest
 
 from aislecast.apps.cmd_phone_lead import parse_fields, submit
+from aislecast.apps.phone import Phone
 from aislecast.kernel.broker import MosquittoProcess
 from aislecast.kernel.campaign import Campaign, Caps, Creative, FormField, Trigger
 from aislecast.kernel.errors import ConfigError
@@ -23,7 +26,7 @@ from hq.funnel import funnel
 from hq.lead_score import lead_score_of
 from hq.learning import train
 from hq.service import Enrollment
-from tests.harness import STORE, bearer, stack, until
+from tests.harness import STORE, Stack, bearer, stack, until
 
 _until = functools.partial(until, timeout=20.0)
 CID = "tasting"
@@ -44,25 +47,34 @@ def _enrollment(e: dict[str, Any]) -> Enrollment:
                       broker_username=e["broker_username"], broker_password=e["broker_password"])
 
 
+@contextlib.asynccontextmanager
+async def offered(st: Stack, consents: list[str], *, timeout: float
+                  ) -> AsyncIterator[tuple[dict[str, Any], Enrollment, Phone, Any]]:
+    """A shopper enrolled through the API with ``consents``, the store's gateway started,
+    and their phone walked to the produce aisle until an offer reached it: (the enrolment
+    answer, the enrolment, the connected phone, its first offer)."""
+    async with httpx.AsyncClient(base_url=st.url, headers=bearer(st.token("wallet"))) as http:
+        r = await http.post("/api/enroll", json={"consents": consents, "home_stores": [STORE]})
+        assert r.status_code == 201, r.text
+    e = r.json()
+    enr = _enrollment(e)
+    await st.hq.service.publish_bundle(STORE)
+    await st.start_gateway("gw-1")
+    got: list[Any] = []
+    async with st.phone(enr, on_offer=got.append) as phone:
+        await phone.link.wait_connected(10)
+        st.sim.add_shopper(SimShopper(enr.inbox, phone.token, [("produce", 6.0)],
+                                      start=time.monotonic()))
+        await until(lambda: got, timeout=timeout)
+        yield e, enr, phone, got[0]
+
+
 @pytest.mark.xdist_group("realtime")
 async def test_a_lead_is_offered_submitted_acked_stored_counted_exported_and_erased(
         broker: MosquittoProcess, tmp_path: Path) -> None:
     async with stack(broker.port, tmp_path, [_campaign()]) as st:
-        async with httpx.AsyncClient(base_url=st.url, headers=bearer(st.token("wallet"))) as http:
-            r = await http.post("/api/enroll", json={"consents": ["offers", "personalisation", "analytics"],
-                                                     "home_stores": [STORE]})
-            assert r.status_code == 201, r.text
-        e = r.json()
-        enr = _enrollment(e)
-        await st.hq.service.publish_bundle(STORE)
-        await st.start_gateway("gw-1")
-        got: list[Any] = []
-        async with st.phone(enr, on_offer=got.append) as phone:
-            await phone.link.wait_connected(10)
-            st.sim.add_shopper(SimShopper(enr.inbox, phone.token, [("produce", 6.0)],
-                                          start=time.monotonic()))
-            await _until(lambda: got)
-            offer = got[0]
+        async with offered(st, ["offers", "personalisation", "analytics"],
+                           timeout=20.0) as (e, enr, phone, offer):
             assert offer.format == "lead" and [f.name for f in offer.form] == \
                 ["name", "email", "party_size"]
             # the CLI's code path: publish, wait for HQ's ack

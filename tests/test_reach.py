@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from aislecast.kernel.schema import Event, Store
 from aislecast.kernel.signing import Signer, load_or_create_signing_key
@@ -24,21 +22,12 @@ from hq.ingest import Ingest
 from hq.reach import STAGES, Reach, reach_by, reach_of, rebuild
 from hq.retention import EventRetention
 from hq.service import HqService
-from tests.conftest_pg import BACKENDS, hq_url
 from tests.fakeclock import FakeClock
 from tests.harness import bearer, token_for
 
 STORES = ("s1", "s2", "s3")
 _DAY = 86_400.0
 Tally = dict[tuple[str, ...], set[str]]  # (campaign, grain value, kind) -> inboxes
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqDb]:
-    with hq_url(request.param, tmp_path) as url:
-        d = HqDb(url)
-        yield d
-        d.close()
 
 
 def _service(db: HqDb, tmp_path: Path) -> HqService:
