@@ -50,7 +50,6 @@ STAGES: Final = {"offer_delivered": "deliveries", "offer_opened": "opens",
                  "offer_clicked": "clicks", "offer_redeemed": "redemptions",
                  "lead_submitted": "leads"}
 _KEY: Final = ("campaign", "store", "variant", "kind", "inbox")
-_CHUNK: Final = 500  # ids per IN (...) list
 _KINDS: Final = ", ".join(f"'{k}'" for k in STAGES)
 
 

@@ -59,8 +59,6 @@ _COLUMNS: Final = ("id", "kind", "ts", "store", "gateway", "campaign", "variant"
 _CHUNK: Final = 500  # ids per IN (...) list
 _ZONE_TRIGGERS: Final = {"zone_enter": "enter", "zone_dwell": "dwell", "zone_exit": "exit"}
 _OFFER_SOURCES: Final = ("decision", "offer_published")
-
-
 _ENCODE: Final = msgspec.json.Encoder().encode  # an instance: cheaper a call than msgspec.json.encode
 
 
@@ -155,9 +153,8 @@ class OfferMemo:
             for f in stored:
                 e = f.event
                 if e.offer is not None and e.kind in _OFFER_SOURCES:
-                    vals = (f.trigger, f.variant, f.zone)
-                    had = seen.pop(e.offer, None)  # popped: re-inserted as the newest
-                    seen[e.offer] = vals if had is None else _merge(had, vals)
+                    # popped: re-inserted as the newest
+                    seen[e.offer] = _merge(seen.pop(e.offer, None), (f.trigger, f.variant, f.zone))
             while len(seen) > self.size:
                 del seen[next(iter(seen))]  # the oldest (dicts keep insertion order)
 
@@ -170,9 +167,7 @@ def fill(db: HqDb, events: Iterable[Event], memo: OfferMemo | None = None) -> li
     for f in out:  # this batch's own decisions and publications first
         e = f.event
         if e.offer is not None and e.kind in _OFFER_SOURCES:
-            mine = (f.trigger, f.variant, f.zone)
-            had = known.get(e.offer)
-            known[e.offer] = mine if had is None else _merge(had, mine)
+            known[e.offer] = _merge(known.get(e.offer), (f.trigger, f.variant, f.zone))
     need = [f for f in out if f.event.offer is not None
             and (f.event.kind.startswith("offer_") or f.event.kind == "lead_submitted")
             and None in (f.trigger, f.variant, f.zone)]
