@@ -8,9 +8,10 @@ twice, and a failed batch leaves neither; the distinct shoppers per stage
 (:mod:`hq.reach`) are added from the same rows in the same transaction. The rollup rows
 are grouped from the rows inserted in SQL, with the backfill's own key SQL
 (:func:`hq.rollup_schema.key_sql`), on both databases: on PostgreSQL the insert and the
-upserts are one statement, on SQLite an ``executemany`` and one upsert per rollup (and
-one for reach). Upserts run in key order, so two workers
-adding to the same rows wait for each other instead of deadlocking.
+upserts are one statement, on SQLite a few multi-row inserts
+(:meth:`hq.db.HqDb.insert_rows`) and one upsert per rollup (and one for reach). Upserts
+run in key order, so two workers adding to the same rows wait for each other instead of
+deadlocking.
 
 Before inserting, each event gets the dimensions it does not carry itself:
 
@@ -187,8 +188,7 @@ def fill(db: HqDb, events: Iterable[Event], memo: OfferMemo | None = None) -> li
     return out
 
 
-_INSERT_ONE: Final = (f"INSERT INTO events ({', '.join(_COLUMNS)})"  # noqa: S608 - constants
-                      f" VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING")
+_INSERT_HEAD: Final = f"INSERT INTO events ({', '.join(_COLUMNS)})"
 
 
 _PG_TYPES: Final = {"ts": "float8", "holdout": "int4"}  # the rest of _COLUMNS are text
@@ -248,14 +248,18 @@ _REACH_SQLITE: Final = upsert_sql("events", " AND e.rowid > ?")
 
 def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
     """SQLite, under the write lock ``BEGIN IMMEDIATE`` took (no other writer meanwhile):
-    the batch's ``executemany``, whose conflicts skip the ids stored before; the rows it
-    added are those past the table's highest rowid before it (a new row's rowid is one
-    more than the highest), and the rollups are grouped from them in SQL, as on
-    PostgreSQL. The grouping runs in SQLite's C code, which lets go of the GIL: HQ's loop
-    keeps reading MQTT meanwhile (per-event Python here used to be most of a batch)."""
+    the batch's multi-row inserts (:meth:`hq.db.HqDb.insert_rows`), whose conflicts skip
+    the ids stored before; the rows they added are those past the table's highest rowid
+    before them (a new row's rowid is one more than the highest), and the rollups are
+    grouped from them in SQL, as on PostgreSQL. The grouping runs in SQLite's C code,
+    which lets go of the GIL: HQ's loop keeps reading MQTT meanwhile (per-event Python
+    here used to be most of a batch)."""
     ((top,),) = db.query("SELECT coalesce(max(rowid), 0) FROM events")
-    db.pipelined([(_INSERT_ONE, [f.row() for f in filled])])
-    fresh = {str(r[0]) for r in db.query("SELECT id FROM events WHERE rowid > ?", (top,))}
+    db.insert_rows(_INSERT_HEAD, [f.row() for f in filled], "ON CONFLICT (id) DO NOTHING")
+    ((added,),) = db.query("SELECT count(*) FROM events WHERE rowid > ?", (top,))
+    # the usual batch is all new: its ids are known without reading 3,200 rows back
+    fresh = ({f.event.id for f in filled} if added == len(filled) else
+             {str(r[0]) for r in db.query("SELECT id FROM events WHERE rowid > ?", (top,))})
     if fresh:
         db.pipelined([(sql, [(top,)]) for sql in _UPSERT_SQLITE])
         if any(counted(f.event.kind, f.event.inbox, f.campaign) for f in filled):

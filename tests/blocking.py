@@ -91,7 +91,7 @@ SQLITE_INLINE: Final[list[tuple[str, set[str]]]] = [
     # a few DELETEs by indexed or small tables (gateway.consent, gateway.retention)
     ("gateway/retention.py", {"purge"}),
     ("gateway/consent.py", {"purge"}),
-    ("hq/db.py", {"execute", "executemany", "pipelined", "query", "transaction"}),
+    ("hq/db.py", {"execute", "executemany", "insert_rows", "pipelined", "query", "transaction"}),
 ]
 
 

@@ -291,6 +291,23 @@ async def test_batches_stored_as_one_group_ack_each_and_equal_a_group_by(db_url:
     db.close()
 
 
+async def test_a_large_group_is_stored_whole_and_once(db_url: str) -> None:
+    """A group of over 1,024 events (on SQLite: multi-row inserts of 1,024 rows and
+    smaller, hq.db.HqDb.insert_rows) is stored once with its rollups; stored again
+    beside a few new events, only those are new."""
+    db = HqDb(db_url)
+    ingest = Ingest(db)
+    events, more = _shop("big", 400), _shop("more", 3)
+    assert len(events) > 1024 + 256
+    assert await ingest.astore_events(events) == len(events)
+    assert await ingest.astore_events(events[:500] + more) == len(more)
+    total = len(events) + len(more)
+    assert db.one("SELECT count(*), count(DISTINCT id) FROM events") == (total, total)
+    assert _stored(db) == _expected(db)
+    assert db.one("SELECT sum(n) FROM rollup_hours") == (total,)
+    db.close()
+
+
 async def test_a_failing_group_is_stored_batch_by_batch(db_url: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """When a group's shared transaction fails, each batch is stored alone: the good
