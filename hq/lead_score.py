@@ -20,6 +20,8 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Final
 
+from hq.inbox_index import of_inbox
+
 if TYPE_CHECKING:
     from hq.db import HqDb
 
@@ -39,11 +41,19 @@ def lead_score(visits: int, dwell_s: float, engaged: float = 0.0) -> float:
     return 1.0 - math.exp(-(0.25 * max(visits - 1, 0) + dwell_s / 300.0 + engaged))
 
 
+def _one(db: HqDb, inbox: str | None) -> tuple[str, tuple[str, ...]]:
+    """The condition (and its parameters) that narrows a query to ``inbox``'s events."""
+    if inbox is None:
+        return "", ()
+    cond, params = of_inbox(db, inbox)
+    return f"AND {cond}", params
+
+
 def engagement(db: HqDb, *, inbox: str | None = None,
                now: float | None = None) -> dict[str, float]:
     """inbox -> weighted count of opens, clicks, redemptions and leads, times recency."""
     now = time.time() if now is None else now
-    where, params = ("AND inbox = ?", (inbox,)) if inbox is not None else ("", ())
+    where, params = _one(db, inbox)
     total: dict[str, float] = defaultdict(float)
     last: dict[str, float] = {}
     for who, kind, n, ts in db.query(
@@ -56,7 +66,7 @@ def engagement(db: HqDb, *, inbox: str | None = None,
 
 def visits_and_dwell(db: HqDb, *, inbox: str | None = None) -> tuple[dict[str, int], dict[str, float]]:
     """inbox -> visits (zone events further apart than 30 min start one), and dwell s."""
-    where, params = ("AND inbox = ?", (inbox,)) if inbox is not None else ("", ())
+    where, params = _one(db, inbox)
     visits: dict[str, int] = defaultdict(int)
     dwell: dict[str, float] = defaultdict(float)
     last: dict[str, float] = {}

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from aislecast.kernel.errors import SchemaVersionError
+from hq.inbox_index import m0018_inbox_index
 from hq.reach import m0017_reach
 from hq.rollup_schema import cover_hours
 from hq.rollups import m0009_rollups
@@ -256,7 +257,7 @@ STEPS: Final[tuple[Step, ...]] = (m0001_initial, m0002_events_offer_index, m0003
                                   m0010_leads, m0011_code_refusals, m0012_shopper_stores,
                                   m0013_feed_rules, m0014_retention_ts,
                                   m0015_store_coordinates, m0016_rollup_hours_cover,
-                                  m0017_reach)
+                                  m0017_reach, m0018_inbox_index)
 
 
 def schema_version(db: HqDb) -> int:

@@ -43,6 +43,7 @@ from hq.consent import (
     record_consent,
 )
 from hq.db import HqDb
+from hq.inbox_index import of_inbox
 from hq.lead_score import lead_score_of
 from hq.leads import shopper_leads
 from hq.learning import profiles
@@ -84,7 +85,8 @@ def _erase_rows(db: HqDb, inbox: str) -> tuple[str, int, int]:
     eid = uuid.uuid4().hex
     with db.transaction(immediate=True):
         changes = int(db.one("SELECT count(*) FROM consent_history WHERE inbox = ?", (inbox,))[0])  # type: ignore[index]
-        events = db.query("SELECT id, body FROM events WHERE inbox = ?", (inbox,))
+        cond, params = of_inbox(db, inbox)
+        events = db.query(f"SELECT id, body FROM events WHERE {cond}", params)  # noqa: S608
         for event_id, body in events:
             db.execute("UPDATE events SET inbox = NULL, body = ? WHERE id = ?",
                        (_scrubbed(body, inbox), event_id))
@@ -203,7 +205,8 @@ class ShopperRights:
         broker = self.service.credentials.get(inbox)
         tokens = db.query("SELECT id, created_at, revoked_at FROM api_tokens WHERE kind = 'shopper'"
                           " AND owner = ?", (inbox,))
-        events = db.query("SELECT body FROM events WHERE inbox = ? ORDER BY ts, id", (inbox,))
+        cond, params = of_inbox(db, inbox)
+        events = db.query(f"SELECT body FROM events WHERE {cond} ORDER BY ts, id", params)  # noqa: S608
         audit = db.query("SELECT ts, action, actor FROM audit WHERE object = ? ORDER BY ts",
                          (f"shopper:{inbox}",))
         member = db.one("SELECT member FROM members WHERE inbox = ?", (inbox,))

@@ -40,6 +40,7 @@ import msgspec
 
 from aislecast.kernel.campaign import TRIGGER_KINDS
 from aislecast.kernel.schema import Event
+from hq.inbox_index import catch_up
 from hq.reach import counted, upsert_sql
 from hq.rollup_schema import (
     ROLLUPS,
@@ -260,6 +261,7 @@ def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
     # the usual batch is all new: its ids are known without reading 3,200 rows back
     fresh = ({f.event.id for f in filled} if added == len(filled) else
              {str(r[0]) for r in db.query("SELECT id FROM events WHERE rowid > ?", (top,))})
+    catch_up(db, top, top + added)  # the shoppers' index, in bulk (hq.inbox_index)
     if fresh:
         db.pipelined([(sql, [(top,)]) for sql in _UPSERT_SQLITE])
         if any(counted(f.event.kind, f.event.inbox, f.campaign) for f in filled):
