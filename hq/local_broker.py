@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aislecast.kernel.broker import BrokerConfig, ServerTls, free_port
+from aislecast.kernel.broker import BrokerConfig, ServerTls, free_ports
 from hq.broker_auth import BrokerAuthFiles
 from hq.gateway_certs import ensure_crl
 from hq.pki import CertificateAuthority, init_ca, issue_server, load_ca
@@ -59,7 +59,8 @@ def tls_broker_config(directory: Path, files: BrokerAuthFiles, ca_dir: Path) -> 
     server = issue_server(ca, _HOSTS, stem="broker", out_dir=directory / "tls")
     ensure_crl(ca, files.crl_path)
     tls = ServerTls(ca.cert_path, server.cert_path, server.key_path, crlfile=files.crl_path)
-    cfg = BrokerConfig(directory=directory, port=free_port(), tls=tls,
-                       gateway_tls_port=free_port(), phone_tls_port=free_port(), wss_port=free_port(),
+    plain, gateway, phone, wss = free_ports(4)
+    cfg = BrokerConfig(directory=directory, port=plain, tls=tls, gateway_tls_port=gateway,
+                       phone_tls_port=phone, wss_port=wss,
                        password_file=files.password_path, acl_file=files.acl_path)
     return LocalTlsBroker(ca, cfg)

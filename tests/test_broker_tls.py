@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 
 from aislecast.kernel import topics
 from aislecast.kernel.acl import GatewayAccount, acl_rules, hq_username
-from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, ServerTls, free_port
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, ServerTls, free_ports
 from aislecast.kernel.errors import ConfigError, PublishDenied
 from aislecast.kernel.mqtt import CheckedClient
 from hq.broker_auth import BrokerAuthFiles, hash_password, new_password, reload_broker
@@ -71,10 +71,11 @@ async def secure(tmp_path: Path) -> AsyncIterator[Secure]:
     passwords = {"inboxa": new_password(), "inboxb": new_password(), hq_username(): new_password()}
     files = BrokerAuthFiles(tmp_path / "auth")
     files.write({u: hash_password(p) for u, p in passwords.items()}, acl_rules([G1, G2], [hq_username()]))
+    plain, ws, gateway, phone, wss = free_ports(5)
     cfg = BrokerConfig(
-        directory=tmp_path / "b", port=free_port(), websockets_port=free_port(),
+        directory=tmp_path / "b", port=plain, websockets_port=ws,
         tls=ServerTls(ca.cert_path, server.cert_path, server.key_path, crlfile=crl),
-        gateway_tls_port=free_port(), phone_tls_port=free_port(), wss_port=free_port(),
+        gateway_tls_port=gateway, phone_tls_port=phone, wss_port=wss,
         password_file=files.password_path, acl_file=files.acl_path)
     async with MosquittoProcess(cfg) as proc:
         yield Secure(proc, cfg, ca, rogue, gateways, passwords, files)

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from aislecast.apps.cli import build_parser, main
 from aislecast.apps.cmd_hq import load
-from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_port
+from aislecast.kernel.broker import BrokerConfig, MosquittoProcess, free_ports
 from aislecast.kernel.errors import ConfigError
 from aislecast.kernel.mqtt import MqttLink
 from hq.config import load_hq_config
@@ -149,7 +149,8 @@ async def test_hq_toml_credentials_and_tls_reach_the_broker(tmp_path: Path) -> N
     await asyncio.to_thread(_certs, d)
     secret = tmp_path / "hq-mqtt.secret"
     secret.write_text("s3cret\n")
-    conf = _TlsBroker(directory=d, port=free_port(), tls_port=free_port(), passwords={"hq": "s3cret"})
+    plain, tls_port = free_ports(2)
+    conf = _TlsBroker(directory=d, port=plain, tls_port=tls_port, passwords={"hq": "s3cret"})
     path = tmp_path / "hq.toml"
     path.write_text(f'[broker]\nport = {conf.tls_port}\nusername = "hq"\n'
                     f'password_file = "{secret}"\ntls_ca = "{d}/ca.pem"\n')

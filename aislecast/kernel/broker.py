@@ -35,6 +35,7 @@ __all__ = [
     "MosquittoProcess",
     "ServerTls",
     "free_port",
+    "free_ports",
     "mosquitto_binary",
     "render_acl",
 ]
@@ -263,9 +264,20 @@ def _die_with_parent(parent: int) -> None:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` different TCP ports that are free right now: each socket is held until all
+    are bound, so the OS cannot hand a port it just gave back out again (one broker's
+    listeners asked for one at a time could get the same port twice, and the broker
+    would exit with "address already in use")."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                 for _ in range(n)]
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def mosquitto_binary() -> str:
