@@ -79,6 +79,9 @@ def campaign_stats(db: HqDb, campaign: str | None = None, *,
     out: dict[str, CampaignStats] = {}
     for cid, counts in funnel_totals(db).items():  # the funnel: from the rollups
         copy_counts(out.setdefault(cid, CampaignStats(cid)), counts)
+    if campaign is not None and campaign not in out and db.one(
+            "SELECT 1 FROM campaigns WHERE id = ?", (campaign,)) is not None:
+        out[campaign] = CampaignStats(campaign)  # saved, no event yet: its zeros
     store = cache_of(db) if cache is None else cache or None
     inputs = None if store is None else lift_inputs(db)
     for cid, s in out.items():  # distinct shoppers per stage (hq.reach)

@@ -203,9 +203,9 @@ def _shopper_router() -> APIRouter:
 
     @router.get("/api/analytics/campaigns/{cid}")
     async def analytics_one(cid: str, service: ServiceDep) -> Response:
-        rows = await service.db.offload(campaign_stats, cid)
+        rows = await service.db.offload(campaign_stats, cid)  # a saved one's zeros before any event
         if not rows:
-            raise NotFound("campaign analytics", cid)
+            raise NotFound("campaign", cid)
         return json_answer(rows[0])
 
     return router

@@ -190,3 +190,20 @@ async def test_bad_parameters_are_422_naming_them(api: tuple[FastAPI, httpx.Asyn
     ok = await c.get("/api/analytics/funnel", headers=h,
                      params={"campaign": "both", "since": "2025-11-24T16:00:00"})
     assert ok.status_code == 200 and ok.json()["since"] == T0
+
+
+async def test_a_campaign_without_events_has_zero_numbers_and_an_unknown_one_404s(
+        api: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    """Right after a campaign is saved (before any gateway's batch reached HQ) its
+    analytics are zeros and lift's "not enough data", not "not found"."""
+    app, c = api
+    admin = bearer(token_for(app.state.service.db, "admin"))
+    r = await c.get("/api/analytics/campaigns/only-s2", headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["campaign"], body["impressions"], body["deliveries"]) == ("only-s2", 0, 0)
+    assert (body["lift_status"], body["lift"], body["min_per_arm"]) == ("not_enough_data", None, 30)
+    witness = (await c.get("/api/analytics/campaigns/both", headers=admin)).json()
+    assert witness["deliveries"] == 60  # the same call counts a campaign with events
+    missing = await c.get("/api/analytics/campaigns/nope", headers=admin)
+    assert missing.status_code == 404 and "nope" in missing.text
