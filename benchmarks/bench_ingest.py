@@ -14,6 +14,9 @@ Two paths per backend:
 - ``mqtt_1m``: the same with 1,000,000 events into a fresh database (full runs only):
   the rate as the log grows, which is what a busy day holds (the 100,000 of ``mqtt``
   flatter a database whose indexes still fit its cache).
+- ``shopper_lookup``: p50 and p99 of export's query of one shopper's events (~1,000 of
+  them) in that million-event log: on SQLite the index is written in bulk and a lookup
+  also scans the tail not yet indexed (:mod:`hq.inbox_index`), so this is its price.
 - ``db``: :meth:`hq.ingest.Ingest.store_events` called directly, which is the time each
   batch takes to store; p99 of that is reported as ``batch_ms_p99``.
 
@@ -42,9 +45,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from aislecast.kernel.schema import Event
-from benchmarks._harness import BenchOptions, Measurement, benchmark
+from benchmarks._harness import BenchOptions, Measurement, benchmark, percentile
 from benchmarks.hq_workers import SimGateway, WorkerPool
 from hq.db import HqDb
+from hq.inbox_index import of_inbox
 from hq.ingest import Ingest
 
 __all__ = ["PG_URL", "bench_ingest", "over_mqtt", "pg_schema"]
@@ -161,7 +165,31 @@ async def bench_ingest(opts: BenchOptions) -> list[Measurement]:
                     db.close()
                 rate = await over_mqtt(big_url, work, SUSTAINED // BATCH)
                 rows.append(_mqtt_row(f"mqtt_1m_{name}", rate, SUSTAINED // BATCH))
+                rows += await asyncio.to_thread(_lookups, big_url, name)
     return rows
+
+
+def _lookups(url: str, name: str, n: int = 200) -> list[Measurement]:
+    """p50/p99 ms of export's query of one shopper's events (:func:`hq.inbox_index.
+    of_inbox`) in the million-event log ingest just left: the price, on SQLite, of an
+    index written in bulk (a lookup also scans the tail not yet indexed)."""
+    db = HqDb(url)
+    times, found = [], 0
+    for i in range(n):
+        cond, params = of_inbox(db, f"in{(i * 37) % 997}")
+        t = time.perf_counter()
+        found += len(db.query(f"SELECT body FROM events WHERE {cond} ORDER BY ts, id", params))  # noqa: S608
+        times.append((time.perf_counter() - t) * 1000)
+    tail = (db.one("SELECT count(*) FROM events WHERE rowid > (SELECT upto FROM events_by_inbox_mark)")
+            if db.dialect == "sqlite" else (0,))
+    db.close()
+    if found < n * 100:  # the witness: each shopper has ~1,000 events in that log
+        raise RuntimeError(f"{n} shopper lookups found only {found} events")
+    extra: dict[str, float | int | str] = {"events": SUSTAINED, "shoppers_events": found // n,
+                                           "tail": int(tail[0]) if tail else 0}
+    return [Measurement("ingest", "aislecast", f"shopper_lookup_p{q}_{name}",
+                        percentile(times, q / 100), "ms", better="lower", extra=extra)
+            for q in (50, 99)]
 
 
 def _mqtt_row(metric: str, rate: float, n_batches: int) -> Measurement:
