@@ -107,7 +107,7 @@ def _direct(url: str, n_batches: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     for b in range(n_batches):
         t = time.perf_counter()
-        ing.store_events(evs[b * BATCH:(b + 1) * BATCH])
+        ing.store_events(evs[b * BATCH:(b + 1) * BATCH], index=True)  # as HQ's groups do
         times.append(time.perf_counter() - t)
     total = time.perf_counter() - t0
     db.close()

@@ -127,7 +127,7 @@ def _fill(db: HqDb, n_events: int) -> int:
         while chunk := list(itertools.islice(rows, 200_000)):
             stored += db.executemany(sql, chunk)
         with db.transaction(immediate=True):  # the shoppers' index's mark, as ingest leaves it
-            catch_up(db, stored, stored, tail_max=0)
+            catch_up(db, stored, tail_max=0)
     rebuild(db)
     # statistics, and on PostgreSQL the visibility map an index-only scan needs: a live
     # database has them from autovacuum; a bulk load would otherwise be queried before

@@ -79,9 +79,11 @@ def campaign_stats(db: HqDb, campaign: str | None = None, *,
     out: dict[str, CampaignStats] = {}
     for cid, counts in funnel_totals(db).items():  # the funnel: from the rollups
         copy_counts(out.setdefault(cid, CampaignStats(cid)), counts)
-    if campaign is not None and campaign not in out and db.one(
-            "SELECT 1 FROM campaigns WHERE id = ?", (campaign,)) is not None:
-        out[campaign] = CampaignStats(campaign)  # saved, no event yet: its zeros
+    # a saved campaign that no event names yet has its zeros, in the list as alone
+    saved = (db.query("SELECT id FROM campaigns") if campaign is None
+             else db.query("SELECT id FROM campaigns WHERE id = ?", (campaign,)))
+    for (cid,) in saved:
+        out.setdefault(str(cid), CampaignStats(str(cid)))
     store = cache_of(db) if cache is None else cache or None
     inputs = None if store is None else lift_inputs(db)
     for cid, s in out.items():  # distinct shoppers per stage (hq.reach)

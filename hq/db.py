@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from hq.migrations import migrate
@@ -48,10 +48,10 @@ def marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-# rows per multi-row INSERT (HqDb.insert_rows): 1,024 rows of 14 columns stay under
-# SQLite's 32,766 bound parameters (3.32 and later; 999 before, hence the smaller sizes)
-_VALUES_CHUNKS: tuple[int, ...] = ((1024, 256, 64, 16, 4, 1) if sqlite3.sqlite_version_info >= (3, 32)
-                                   else (64, 16, 4, 1))
+# rows per multi-row INSERT (HqDb.insert_rows), the largest first; those whose bound
+# parameters pass the connection's limit (32,766 by default since SQLite 3.32, 999
+# before) are skipped: 1,024 rows of events' 14 columns fit the newer one
+_VALUES_CHUNKS: Final = (1024, 256, 64, 16, 4, 1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -190,9 +190,12 @@ class HqDb:
         if not rows:
             return
         width, i = len(rows[0]), 0
+        if any(len(r) != width for r in rows):
+            raise ValueError(f"insert_rows: rows of {width} values and of others")
         with self._lock:
             conn = self._live()
-            for size in _VALUES_CHUNKS:
+            bound = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # this build's own
+            for size in (s for s in _VALUES_CHUNKS if s * width <= bound):
                 while len(rows) - i >= size:
                     conn.execute(_values_sql(head, tail, width, size),
                                  [v for r in rows[i:i + size] for v in r])

@@ -10,18 +10,24 @@ page whole at each commit. At 1.2 M events that index was 40 % of a group's time
 
 So on SQLite the index is a table, ``events_by_inbox (inbox, event)`` (``event`` is
 the row's rowid), ``WITHOUT ROWID`` so it is stored in key order, and it is written in
-bulk: ingest adds the rows past ``events_by_inbox_mark.upto`` once there are
-:data:`TAIL_MAX` of them (:func:`catch_up`, inside the group's own transaction), one
-sorted ``INSERT ... SELECT`` that touches each shopper's leaf once for 65,536 events
-instead of once a group. A lookup (:func:`of_inbox`) reads the index and scans the
-tail past ``upto`` (at most :data:`TAIL_MAX` rows plus a group, by rowid range), and
-checks the row's own ``inbox`` too, so an index row whose event has changed can never
-name the wrong shopper. Triggers keep the table true when an event is deleted
-(retention) or its inbox changes (erasure takes it off; the till binds a redemption's
-event to its shopper later): a row at or below ``upto`` gets its index row then, one
-above it is found by the tail scan. Should the newest events all go (retention on an
-idle database), rowids below ``upto`` could be handed out again: :func:`catch_up`
-lowers ``upto`` to the highest rowid before each insert, so those rows count as tail.
+bulk: ingest's group writer adds the rows past ``events_by_inbox_mark.upto`` once there
+are :data:`TAIL_MAX` of them (:func:`catch_up`, inside the group's own transaction, in
+its worker thread), one sorted ``INSERT ... SELECT`` that touches each shopper's leaf
+once for 65,536 events instead of once a group. A lookup (:func:`of_inbox`) reads the
+index and scans the tail past ``upto`` (at most :data:`TAIL_MAX` rows plus what came
+since, by rowid range), and checks the row's own ``inbox`` too, so an index row whose
+event has changed can never name the wrong shopper. Triggers keep the table true when an
+event is deleted (retention) or its inbox changes (erasure takes it off; the till binds
+a redemption's event to its shopper later): a row at or below ``upto`` gets its index
+row then, one above it is found by the tail scan.
+
+``events`` has no ``INTEGER PRIMARY KEY``, so its rowids are SQLite's to renumber:
+``VACUUM`` may, and a dump and restore does (in order, without gaps), and the newest
+events all deleted lets rowids be handed out again. The mark therefore also keeps the
+``id`` of the event at ``upto`` (``upto_id``): while that event still has that rowid,
+no row at or below it has moved (an in-order renumbering that kept it kept everything
+before it). Otherwise the index is not trusted: a lookup takes every row as tail (a
+whole scan, slow but exact) until the next group writer rebuilds the index (logged).
 
 PostgreSQL keeps the plain index: its WAL records rows, not pages, so a random key costs
 it no more than a sequential one.
@@ -33,10 +39,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from aislecast.kernel.logs import get_logger
+
 if TYPE_CHECKING:
     from hq.db import HqDb
 
 __all__ = ["TAIL_MAX", "catch_up", "m0018_inbox_index", "of_inbox"]
+
+log = get_logger(__name__)
 
 #: events past the index before ingest adds them to it (a lookup scans at most these)
 TAIL_MAX: Final = 65_536
@@ -44,33 +54,53 @@ TAIL_MAX: Final = 65_536
 _MERGE: Final = ("INSERT INTO events_by_inbox (inbox, event) SELECT inbox, rowid FROM events"
                  " WHERE rowid > ? AND rowid <= ? AND inbox IS NOT NULL ORDER BY inbox, rowid"
                  " ON CONFLICT DO NOTHING")
-# a rowid list (the index's rows, then the tail's) that the planner takes as it is: an
-# OR of the two let it scan the whole log by events_ts for a query ordered by time
-_OF_INBOX_SQLITE: Final = ("rowid IN (SELECT event FROM events_by_inbox WHERE inbox = ? UNION ALL"
-                           " SELECT rowid FROM events WHERE rowid > (SELECT upto FROM"
-                           " events_by_inbox_mark) AND inbox = ?) AND inbox = ?")
+# the index holds: nothing indexed yet, or the event at upto is still the one marked
+_TRUSTED: Final = ("(m.upto = 0 OR (SELECT e.id FROM events e WHERE e.rowid = m.upto)"
+                   " IS m.upto_id)")
+# a rowid list (the trusted index's rows, then the tail's) that the planner takes as it
+# is: an OR of the two let it scan the whole log by events_ts for a query ordered by time.
+# The checks of the mark are scalar subqueries of their own: evaluated once a query
+_OF_INBOX_SQLITE: Final = (
+    "(rowid IN (SELECT event FROM events_by_inbox WHERE inbox = ?"  # noqa: S608 - constants
+    f" AND (SELECT {_TRUSTED} FROM events_by_inbox_mark m) UNION ALL"
+    " SELECT rowid FROM events WHERE rowid > (SELECT CASE WHEN"
+    f" {_TRUSTED} THEN m.upto ELSE 0 END FROM events_by_inbox_mark m)"
+    " AND inbox = ?) AND inbox = ?)")
 
 
 def of_inbox(db: HqDb, inbox: str) -> tuple[str, tuple[str, ...]]:
-    """The ``WHERE`` condition on ``events`` that selects ``inbox``'s events, and its
-    parameters: ``SELECT ... FROM events WHERE {cond} ...`` (no table alias)."""
+    """The ``WHERE`` condition on ``events`` that selects ``inbox``'s events (in
+    parentheses), and its parameters: ``SELECT ... FROM events WHERE {cond} ...``."""
     if db.dialect == "sqlite":
         return _OF_INBOX_SQLITE, (inbox, inbox, inbox)
-    return "inbox = ?", (inbox,)
+    return "(inbox = ?)", (inbox,)
 
 
-def catch_up(db: HqDb, top_before: int, top_after: int, *, tail_max: int | None = None) -> bool:
-    """SQLite, inside the transaction that inserted the events with rowids
-    ``top_before < rowid <= top_after``: index the tail when it has grown to ``tail_max``
-    rows (default :data:`TAIL_MAX`); True when it did."""
-    ((upto,),) = db.query("SELECT upto FROM events_by_inbox_mark")
-    if top_before < int(upto):  # the newest rows went: their rowids may come again
-        upto = top_before
-        db.execute("UPDATE events_by_inbox_mark SET upto = ?", (upto,))
-    if top_after - int(upto) < (TAIL_MAX if tail_max is None else tail_max):
-        return False
+def _trusted(db: HqDb, upto: int, upto_id: str | None) -> bool:
+    return upto == 0 or db.one("SELECT id FROM events WHERE rowid = ?", (upto,)) == (upto_id,)
+
+
+def catch_up(db: HqDb, top_after: int, *, tail_max: int | None = None) -> bool:
+    """SQLite, inside a transaction that holds the write lock, off the event loop (it
+    may write 65,536 index rows; a rebuild, the whole log's): index the events up to
+    rowid ``top_after`` (the highest) once the tail has ``tail_max`` rows (default
+    :data:`TAIL_MAX`); rebuild the index first if the rowids it names changed (see
+    the module). True when it wrote the index."""
+    ((upto, upto_id),) = db.query("SELECT upto, upto_id FROM events_by_inbox_mark")
+    upto = int(upto)
+    rebuilt = not _trusted(db, upto, upto_id)
+    if rebuilt:
+        log.warning("the shoppers' index of events is rebuilt: the rowids it named changed"
+                    " (VACUUM, a restore, or the newest events deleted)", indexed_up_to=upto)
+        db.execute("DELETE FROM events_by_inbox")
+        upto = 0
+    if top_after - upto < (TAIL_MAX if tail_max is None else tail_max):
+        if rebuilt:  # nothing indexed now: every row is tail until the next merge
+            db.execute("UPDATE events_by_inbox_mark SET upto = 0, upto_id = NULL")
+        return rebuilt
     db.execute(_MERGE, (upto, top_after))
-    db.execute("UPDATE events_by_inbox_mark SET upto = ?", (top_after,))
+    db.execute("UPDATE events_by_inbox_mark SET upto = ?,"
+               " upto_id = (SELECT id FROM events WHERE rowid = ?)", (top_after, top_after))
     return True
 
 
@@ -83,11 +113,11 @@ def m0018_inbox_index(db: HqDb) -> None:
         "CREATE TABLE events_by_inbox (inbox TEXT NOT NULL, event INTEGER NOT NULL,"
         " PRIMARY KEY (inbox, event)) WITHOUT ROWID",
         "CREATE TABLE events_by_inbox_mark (one INTEGER PRIMARY KEY CHECK (one = 1),"
-        " upto INTEGER NOT NULL)",
+        " upto INTEGER NOT NULL, upto_id TEXT)",
         "INSERT INTO events_by_inbox (inbox, event) SELECT inbox, rowid FROM events"
         " WHERE inbox IS NOT NULL ORDER BY inbox, rowid",
-        "INSERT INTO events_by_inbox_mark (one, upto)"
-        " SELECT 1, coalesce(max(rowid), 0) FROM events",
+        "INSERT INTO events_by_inbox_mark (one, upto, upto_id) SELECT 1, coalesce(max(rowid), 0),"
+        " (SELECT id FROM events WHERE rowid = (SELECT max(rowid) FROM events)) FROM events",
         "CREATE TRIGGER events_by_inbox_delete AFTER DELETE ON events"
         " WHEN old.inbox IS NOT NULL BEGIN"
         " DELETE FROM events_by_inbox WHERE inbox = old.inbox AND event = old.rowid; END",

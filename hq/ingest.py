@@ -106,13 +106,14 @@ class Ingest:
         self.stats.bad_payloads[what] = self.stats.bad_payloads.get(what, 0) + 1
         log.warning("bad payload dropped", kind=what, error=str(err)[:200])
 
-    def _store(self, events: list[Event]) -> list[Event]:
+    def _store(self, events: list[Event], index: bool = False) -> list[Event]:
         """Insert ``events`` with their rollups (:func:`hq.rollups.store_batch`); returns
         the ones that were new (not stored before), as stored: those of a shopper who
-        does not grant analytics without their inbox (:mod:`hq.purposes`)."""
+        does not grant analytics without their inbox (:mod:`hq.purposes`). ``index``:
+        may write SQLite's shoppers' index too (:mod:`hq.inbox_index`): off the loop only."""
         withheld = lacking(self.db, {e.inbox for e in events if e.inbox}, "analytics")
         kept = [anonymous(e) if e.inbox in withheld else e for e in events] if withheld else events
-        fresh = store_batch(self.db, kept, self.offers)
+        fresh = store_batch(self.db, kept, self.offers, index=index)
         if withheld:
             anon = {e.id for e in events if e.inbox in withheld}
             self.stats.anonymised += sum(1 for e in fresh if e.id in anon)
@@ -127,8 +128,11 @@ class Ingest:
         self.stats.seen_marked = self.seen.written
         return fresh
 
-    def store_events(self, events: list[Event]) -> int:
-        return self._counted(events, self._store(events))
+    def store_events(self, events: list[Event], *, index: bool = False) -> int:
+        """Store ``events`` now; ``index=True`` only off the event loop (see :meth:`_store`).
+        HQ's MQTT groups index (:meth:`on_events_many`); the single events stored on the
+        loop (feedback, a till's redemption, a short link's click) leave it to them."""
+        return self._counted(events, self._store(events, index))
 
     async def astore_events(self, events: list[Event]) -> int:
         """As :meth:`store_events`; on PostgreSQL the insert (a network round trip per
@@ -202,7 +206,7 @@ class Ingest:
     async def _store_batches(self, batches: list[tuple[EventBatch, list[Event]]]
                              ) -> list[Reply | None]:
         events = [e for _, evs in batches for e in evs]
-        stored = await asyncio.to_thread(self._store, events)
+        stored = await asyncio.to_thread(self._store, events, True)  # may write the index
         self._counted(events, stored)
         fresh = {e.id for e in stored}
         await self._release(events)

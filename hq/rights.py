@@ -95,9 +95,14 @@ def _erase_rows(db: HqDb, inbox: str) -> tuple[str, int, int]:
         # till to the pseudonym (member QR, loyalty card) go
         db.execute("UPDATE purchases SET inbox = NULL, member = NULL WHERE inbox = ?", (inbox,))
         db.execute("UPDATE redemptions SET inbox = NULL WHERE inbox = ?", (inbox,))
-        # reach (hq.reach): the shopper no longer counts among a campaign's shoppers
-        for table in ("consent_history", "profiles", "members", "loyalty_ids", "leads",
-                      "shopper_stores", "reach", "shoppers"):
+        # reach (hq.reach): the shopper no longer counts among a campaign's shoppers;
+        # SQLite's index of a shopper's events (hq.inbox_index): its triggers dropped the
+        # rows of the events above, and any row left naming the inbox (rowids renumbered
+        # under it) goes too
+        tables = ("consent_history", "profiles", "members", "loyalty_ids", "leads",
+                  "shopper_stores", "reach", "shoppers",
+                  *(("events_by_inbox",) if db.dialect == "sqlite" else ()))
+        for table in tables:
             db.execute(f"DELETE FROM {table} WHERE inbox = ?", (inbox,))  # noqa: S608 - constants
         db.execute("DELETE FROM broker_users WHERE username = ? AND kind = 'phone'", (inbox,))
         db.execute("DELETE FROM api_tokens WHERE kind = 'shopper' AND owner = ?", (inbox,))

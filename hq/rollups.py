@@ -247,7 +247,7 @@ _UPSERT_SQLITE: Final = [_sqlite_upsert(r) for r in ROLLUPS]
 _REACH_SQLITE: Final = upsert_sql("events", " AND e.rowid > ?")
 
 
-def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
+def _store_sqlite(db: HqDb, filled: list[Filled], index: bool) -> set[str]:
     """SQLite, under the write lock ``BEGIN IMMEDIATE`` took (no other writer meanwhile):
     the batch's multi-row inserts (:meth:`hq.db.HqDb.insert_rows`), whose conflicts skip
     the ids stored before; the rows they added are those past the table's highest rowid
@@ -261,7 +261,8 @@ def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
     # the usual batch is all new: its ids are known without reading 3,200 rows back
     fresh = ({f.event.id for f in filled} if added == len(filled) else
              {str(r[0]) for r in db.query("SELECT id FROM events WHERE rowid > ?", (top,))})
-    catch_up(db, top, top + added)  # the shoppers' index, in bulk (hq.inbox_index)
+    if index:
+        catch_up(db, top + added)  # the shoppers' index, in bulk (hq.inbox_index)
     if fresh:
         db.pipelined([(sql, [(top,)]) for sql in _UPSERT_SQLITE])
         if any(counted(f.event.kind, f.event.inbox, f.campaign) for f in filled):
@@ -269,10 +270,13 @@ def _store_sqlite(db: HqDb, filled: list[Filled]) -> set[str]:
     return fresh
 
 
-def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None) -> list[Event]:
+def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None, *,
+                index: bool = False) -> list[Event]:
     """Store ``events`` (deduplicated by id) and their rollups in one transaction;
     returns the events that were new, in their order. ``memo`` remembers the offers'
-    dimensions across batches (:class:`OfferMemo`)."""
+    dimensions across batches (:class:`OfferMemo`). ``index``: on SQLite, may also write
+    the shoppers' index (:func:`hq.inbox_index.catch_up`, up to a few hundred ms at
+    millions of events): only off the event loop."""
     unique = list({e.id: e for e in events}.values())
     if not unique:
         return []
@@ -281,7 +285,7 @@ def store_batch(db: HqDb, events: Sequence[Event], memo: OfferMemo | None = None
         inserted = _store_pg(db, filled)
     else:
         with db.transaction(immediate=True):
-            inserted = _store_sqlite(db, filled)
+            inserted = _store_sqlite(db, filled, index)
     stored = filled if len(inserted) == len(filled) else [f for f in filled
                                                           if f.event.id in inserted]
     if memo is not None:

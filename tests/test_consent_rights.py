@@ -104,7 +104,8 @@ async def test_export_then_erase_leaves_only_anonymous_counts(db: HqDb, tmp_path
         db.execute("INSERT INTO profiles (inbox, segments, tier) VALUES (?, 'bakery', 'gold')", (inbox,))
         Ingest(db).store_events([Event(id=f"ev-{i}", kind="zone_enter", ts=1000.0 + i, store="s1",
                                        inbox=who, zone="produce")
-                                 for i, who in enumerate([inbox, inbox, keep["inbox"]])])
+                                 for i, who in enumerate([inbox, inbox, keep["inbox"]])],
+                                index=True)  # as HQ's group writer stores them
         # what a till holds of the shopper: member QR id, a loyalty card, a sale, a redemption
         db.execute("INSERT INTO members (member, inbox, created_at) VALUES ('MTEST', ?, 1.0)", (inbox,))
         db.execute("INSERT INTO loyalty_ids (loyalty, inbox, created_at) VALUES ('L-77', ?, 1.0)",

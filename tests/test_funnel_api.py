@@ -195,7 +195,8 @@ async def test_bad_parameters_are_422_naming_them(api: tuple[FastAPI, httpx.Asyn
 async def test_a_campaign_without_events_has_zero_numbers_and_an_unknown_one_404s(
         api: tuple[FastAPI, httpx.AsyncClient]) -> None:
     """Right after a campaign is saved (before any gateway's batch reached HQ) its
-    analytics are zeros and lift's "not enough data", not "not found"."""
+    analytics are zeros and lift's "not enough data", not "not found", alone and in the
+    list of every campaign's."""
     app, c = api
     admin = bearer(token_for(app.state.service.db, "admin"))
     r = await c.get("/api/analytics/campaigns/only-s2", headers=admin)
@@ -205,5 +206,8 @@ async def test_a_campaign_without_events_has_zero_numbers_and_an_unknown_one_404
     assert (body["lift_status"], body["lift"], body["min_per_arm"]) == ("not_enough_data", None, 30)
     witness = (await c.get("/api/analytics/campaigns/both", headers=admin)).json()
     assert witness["deliveries"] == 60  # the same call counts a campaign with events
+    listed = {s["campaign"]: s for s in (await c.get("/api/analytics/campaigns",
+                                                     headers=admin)).json()}
+    assert listed["only-s2"] == body and listed["both"]["deliveries"] == 60  # the list agrees
     missing = await c.get("/api/analytics/campaigns/nope", headers=admin)
     assert missing.status_code == 404 and "nope" in missing.text

@@ -317,10 +317,10 @@ async def test_a_failing_group_is_stored_batch_by_batch(db_url: str,
     good, poison = _shop("ok", 20), _shop("px", 5)
     real = ingest._store
 
-    def store(evs: list[Event]) -> list[Event]:
+    def store(evs: list[Event], index: bool = False) -> list[Event]:
         if any(e.id.startswith("px") for e in evs):
             raise RuntimeError("disk full")
-        return real(evs)
+        return real(evs, index)
 
     monkeypatch.setattr(ingest, "_store", store)
     replies = await ingest.on_events_many([
