@@ -27,7 +27,7 @@ from hq.funnel import BREAKDOWNS, FunnelRow, finish, funnel, tally
 from hq.ingest import Ingest
 from hq.migrations import STEPS, migrate
 from hq.rollup_schema import ROLLUPS, hour_of
-from hq.rollups import backfill
+from hq.rollups import Filled, OfferMemo, backfill
 from hq.server import HqServer
 from hq.shortlink_store import DbShortLinkStore
 from hq.shortlinks import ShortLink
@@ -382,3 +382,23 @@ def test_the_hourly_series_summed_in_sql_equals_a_tally_of_the_events(db_url: st
             assert row == want[h], (stores, h)
         assert any(r.stopped for r in got) and not got[-1].stopped
     db.close()
+
+
+def test_the_offer_memo_keeps_the_newest_offers_within_its_bound() -> None:
+    """OfferMemo holds the newest ``size`` to ``1.25 * size`` offers (the oldest go a
+    quarter at once), an offer stored again counts as new, and what it holds is found."""
+    memo = OfferMemo(size=100)
+
+    def filled(i: int) -> Filled:
+        e = Event(id=f"d{i}", kind="decision", ts=T0 + i, store="s1", offer=f"o{i}")
+        return Filled(e, "c", "A", "produce", "enter")
+
+    for i in range(1000):
+        memo.remember([filled(i)])
+        if i == 950:
+            memo.remember([filled(0)])  # o0 again: among the newest now
+    held = memo.known([filled(i) for i in range(1000)])
+    assert 100 <= len(held) <= 125
+    assert {f"o{i}" for i in range(900, 1000)} <= set(held)  # the newest 100
+    assert "o0" in held and "o1" not in held and "o499" not in held
+    assert held["o999"] == ("enter", "A", "produce")
