@@ -76,19 +76,14 @@ def of_inbox(db: HqDb, inbox: str) -> tuple[str, tuple[str, ...]]:
     return "(inbox = ?)", (inbox,)
 
 
-def _trusted(db: HqDb, upto: int, upto_id: str | None) -> bool:
-    return upto == 0 or db.one("SELECT id FROM events WHERE rowid = ?", (upto,)) == (upto_id,)
-
-
 def catch_up(db: HqDb, top_after: int, *, tail_max: int | None = None) -> bool:
     """SQLite, inside a transaction that holds the write lock, off the event loop (it
     may write 65,536 index rows; a rebuild, the whole log's): index the events up to
     rowid ``top_after`` (the highest) once the tail has ``tail_max`` rows (default
     :data:`TAIL_MAX`); rebuild the index first if the rowids it names changed (see
     the module). True when it wrote the index."""
-    ((upto, upto_id),) = db.query("SELECT upto, upto_id FROM events_by_inbox_mark")
-    upto = int(upto)
-    rebuilt = not _trusted(db, upto, upto_id)
+    ((upto, trusted),) = db.query(f"SELECT m.upto, {_TRUSTED} FROM events_by_inbox_mark m")  # noqa: S608
+    upto, rebuilt = int(upto), not trusted
     if rebuilt:
         log.warning("the shoppers' index of events is rebuilt: the rowids it named changed"
                     " (VACUUM, a restore, or the newest events deleted)", indexed_up_to=upto)
@@ -106,7 +101,8 @@ def catch_up(db: HqDb, top_after: int, *, tail_max: int | None = None) -> bool:
 
 def m0018_inbox_index(db: HqDb) -> None:
     """SQLite: ``events_inbox`` becomes the bulk-written ``events_by_inbox`` (see the
-    module), filled from the events stored; PostgreSQL keeps its index (nothing to do)."""
+    module), filled from the events stored by :func:`catch_up`; PostgreSQL keeps its
+    index (nothing to do)."""
     if db.dialect != "sqlite":
         return
     for sql in (
@@ -114,10 +110,7 @@ def m0018_inbox_index(db: HqDb) -> None:
         " PRIMARY KEY (inbox, event)) WITHOUT ROWID",
         "CREATE TABLE events_by_inbox_mark (one INTEGER PRIMARY KEY CHECK (one = 1),"
         " upto INTEGER NOT NULL, upto_id TEXT)",
-        "INSERT INTO events_by_inbox (inbox, event) SELECT inbox, rowid FROM events"
-        " WHERE inbox IS NOT NULL ORDER BY inbox, rowid",
-        "INSERT INTO events_by_inbox_mark (one, upto, upto_id) SELECT 1, coalesce(max(rowid), 0),"
-        " (SELECT id FROM events WHERE rowid = (SELECT max(rowid) FROM events)) FROM events",
+        "INSERT INTO events_by_inbox_mark (one, upto, upto_id) VALUES (1, 0, NULL)",
         "CREATE TRIGGER events_by_inbox_delete AFTER DELETE ON events"
         " WHEN old.inbox IS NOT NULL BEGIN"
         " DELETE FROM events_by_inbox WHERE inbox = old.inbox AND event = old.rowid; END",
@@ -131,3 +124,5 @@ def m0018_inbox_index(db: HqDb) -> None:
         "DROP INDEX events_inbox",
     ):
         db.execute(sql)
+    ((top,),) = db.query("SELECT coalesce(max(rowid), 0) FROM events")
+    catch_up(db, top, tail_max=0)  # the events stored so far, as ingest would index them
